@@ -1,0 +1,8 @@
+//! Portcullis: a mail-access reverse proxy for IMAP, POP3 and ManageSieve.
+//!
+//! The crate is laid out along the path of one connection: `protocol` holds the sans-I/O
+//! machines, `server` the async shell that drives them, and `config`, `tls`, `map` and
+//! `authlog` the services a session uses.
+#![forbid(unsafe_code)]
+
+pub mod protocol;

@@ -1,0 +1,436 @@
+//! The IMAP server side: reads the back end's greeting, optionally upgrades with STARTTLS, learns
+//! its capabilities and logs in with the client's credentials.
+
+use crate::protocol::line::{take_line, Line};
+use crate::protocol::sasl::encode_plain;
+use crate::protocol::{
+    has_capability, Credentials, LoginOutcome, ServerEvent, ServerSettings, ServerSide,
+};
+
+use super::{capability_code, parse_response, string_argument, StringArgument};
+
+/// Longest line accepted from a back end; capability lists are long, but not this long.
+const MAX_SERVER_LINE: usize = 64 * 1024;
+
+/// Tags of the proxy's own commands; they never reach the client.
+const TAG_STARTTLS: &str = "pc0";
+const TAG_CAPABILITY: &str = "pc1";
+const TAG_LOGIN: &str = "pc2";
+const TAG_POST_CAPABILITY: &str = "pc3";
+
+#[derive(Debug)]
+enum State {
+    Greeting,
+    StartTls,
+    Capability,
+    /// Waiting for `+` before sending the rest of the login; `pending` is what follows.
+    Login {
+        pending: Vec<Vec<u8>>,
+    },
+    /// Login accepted without capabilities; asking for them.
+    PostCapability {
+        text: String,
+    },
+    Done,
+}
+
+pub struct ImapServerSide {
+    creds: Credentials,
+    settings: ServerSettings,
+    input: Vec<u8>,
+    state: State,
+    /// Pre-login capabilities (from the greeting or a CAPABILITY command).
+    capabilities: Option<String>,
+    /// Capabilities seen in an untagged response during or after login.
+    post_login_capabilities: Option<String>,
+    /// Bytes to send before anything else happens.
+    queued: Option<Vec<u8>>,
+}
+
+impl ImapServerSide {
+    pub fn new(creds: Credentials, settings: ServerSettings) -> Self {
+        ImapServerSide {
+            creds,
+            settings,
+            input: Vec::new(),
+            state: State::Greeting,
+            capabilities: None,
+            post_login_capabilities: None,
+            queued: None,
+        }
+    }
+
+    fn unavailable(&mut self, reason: impl Into<String>) -> ServerEvent {
+        self.state = State::Done;
+        ServerEvent::Finished(LoginOutcome::Unavailable {
+            reason: reason.into(),
+        })
+    }
+
+    /// Capabilities are known: log in the best way the server offers.
+    fn login(&mut self) -> ServerEvent {
+        let caps = self.capabilities.clone().unwrap_or_default();
+        if has_capability(&caps, "AUTH=PLAIN") {
+            let response = encode_plain(&self.creds).into_bytes();
+            if has_capability(&caps, "SASL-IR") {
+                self.state = State::Login { pending: vec![] };
+                let mut cmd = format!("{TAG_LOGIN} AUTHENTICATE PLAIN ").into_bytes();
+                cmd.extend_from_slice(&response);
+                cmd.extend_from_slice(b"\r\n");
+                return ServerEvent::Send(cmd);
+            }
+            let mut rest = response;
+            rest.extend_from_slice(b"\r\n");
+            self.state = State::Login {
+                pending: vec![rest],
+            };
+            return ServerEvent::Send(format!("{TAG_LOGIN} AUTHENTICATE PLAIN\r\n").into_bytes());
+        }
+        if has_capability(&caps, "LOGINDISABLED") {
+            return self.unavailable("server advertises LOGINDISABLED");
+        }
+        // LOGIN user pass, with every synchronising literal waiting for its `+`.
+        let literal_plus = has_capability(&caps, "LITERAL+");
+        let mut chunks: Vec<Vec<u8>> = vec![format!("{TAG_LOGIN} LOGIN ").into_bytes()];
+        let user = self.creds.user.as_bytes().to_vec();
+        let secret = self.creds.secret.clone();
+        for (i, value) in [user, secret].into_iter().enumerate() {
+            let current = chunks.last_mut().expect("never empty");
+            if i == 1 {
+                current.push(b' ');
+            }
+            match string_argument(&value, literal_plus) {
+                StringArgument::Quoted(q) => current.extend_from_slice(&q),
+                StringArgument::Literal {
+                    header,
+                    synchronising,
+                } => {
+                    current.extend_from_slice(&header);
+                    current.extend_from_slice(b"\r\n");
+                    if synchronising {
+                        chunks.push(value);
+                    } else {
+                        current.extend_from_slice(&value);
+                    }
+                }
+            }
+        }
+        chunks
+            .last_mut()
+            .expect("never empty")
+            .extend_from_slice(b"\r\n");
+        let first = chunks.remove(0);
+        self.state = State::Login { pending: chunks };
+        ServerEvent::Send(first)
+    }
+
+    fn after_capabilities(&mut self) -> ServerEvent {
+        if self.settings.starttls {
+            if let Some(caps) = &self.capabilities {
+                if !has_capability(caps, "STARTTLS") {
+                    return self.unavailable("server does not offer STARTTLS");
+                }
+            }
+            self.state = State::StartTls;
+            return ServerEvent::Send(format!("{TAG_STARTTLS} STARTTLS\r\n").into_bytes());
+        }
+        match self.capabilities {
+            Some(_) => self.login(),
+            None => {
+                self.state = State::Capability;
+                ServerEvent::Send(format!("{TAG_CAPABILITY} CAPABILITY\r\n").into_bytes())
+            }
+        }
+    }
+
+    /// Handle one line; `None` means "keep reading".
+    fn line(&mut self, line: &[u8]) -> Option<ServerEvent> {
+        let Some(r) = parse_response(line) else {
+            return Some(self.unavailable("server sent a line that is not UTF-8"));
+        };
+        let keyword = r.keyword.to_ascii_uppercase();
+        if r.tag == "*" && keyword == "CAPABILITY" {
+            let caps = line
+                .get(13..)
+                .map(|c| String::from_utf8_lossy(c).into_owned());
+            match self.state {
+                State::Login { .. } | State::PostCapability { .. } => {
+                    self.post_login_capabilities = caps
+                }
+                _ => self.capabilities = caps,
+            }
+            return None;
+        }
+        if r.tag == "*" && keyword == "BYE" {
+            return Some(self.unavailable(format!("server said BYE: {}", r.text)));
+        }
+        match &mut self.state {
+            State::Greeting => {
+                if r.tag != "*" || keyword != "OK" {
+                    return Some(self.unavailable(format!(
+                        "unexpected greeting: {}",
+                        String::from_utf8_lossy(line)
+                    )));
+                }
+                self.capabilities = capability_code(r.code).map(str::to_string);
+                self.state = State::Greeting;
+                let event = self.after_capabilities();
+                Some(event)
+            }
+            State::StartTls => {
+                if r.tag != TAG_STARTTLS {
+                    return None;
+                }
+                if keyword == "OK" {
+                    Some(ServerEvent::StartTls)
+                } else {
+                    Some(self.unavailable(format!("STARTTLS refused: {}", r.text)))
+                }
+            }
+            State::Capability => {
+                if r.tag != TAG_CAPABILITY {
+                    return None;
+                }
+                if keyword != "OK" || self.capabilities.is_none() {
+                    return Some(self.unavailable("CAPABILITY failed"));
+                }
+                Some(self.login())
+            }
+            State::Login { pending } => {
+                if r.tag == "+" {
+                    if pending.is_empty() {
+                        // A challenge we did not expect: cancel the exchange.
+                        return Some(ServerEvent::Send(b"*\r\n".to_vec()));
+                    }
+                    return Some(ServerEvent::Send(pending.remove(0)));
+                }
+                if r.tag != TAG_LOGIN {
+                    return None;
+                }
+                match keyword.as_str() {
+                    "OK" => {
+                        let text = r.text.to_string();
+                        let caps = capability_code(r.code)
+                            .map(str::to_string)
+                            .or_else(|| self.post_login_capabilities.take());
+                        match caps {
+                            Some(capabilities) => {
+                                self.state = State::Done;
+                                Some(ServerEvent::Finished(LoginOutcome::Accepted {
+                                    capabilities: Some(capabilities),
+                                    text,
+                                }))
+                            }
+                            None => {
+                                self.state = State::PostCapability { text };
+                                Some(ServerEvent::Send(
+                                    format!("{TAG_POST_CAPABILITY} CAPABILITY\r\n").into_bytes(),
+                                ))
+                            }
+                        }
+                    }
+                    _ => {
+                        self.state = State::Done;
+                        Some(ServerEvent::Finished(LoginOutcome::Rejected {
+                            text: r.text.to_string(),
+                        }))
+                    }
+                }
+            }
+            State::PostCapability { text } => {
+                if r.tag != TAG_POST_CAPABILITY {
+                    return None;
+                }
+                let text = std::mem::take(text);
+                self.state = State::Done;
+                Some(ServerEvent::Finished(LoginOutcome::Accepted {
+                    capabilities: self.post_login_capabilities.take(),
+                    text,
+                }))
+            }
+            State::Done => None,
+        }
+    }
+}
+
+impl ServerSide for ImapServerSide {
+    fn receive(&mut self, input: &[u8]) {
+        self.input.extend_from_slice(input);
+    }
+
+    fn next_event(&mut self) -> ServerEvent {
+        if let Some(bytes) = self.queued.take() {
+            return ServerEvent::Send(bytes);
+        }
+        loop {
+            if matches!(self.state, State::Done) {
+                return ServerEvent::NeedInput;
+            }
+            let (line, consumed) = match take_line(&self.input, MAX_SERVER_LINE) {
+                Line::Partial => return ServerEvent::NeedInput,
+                Line::TooLong => return self.unavailable("server line too long"),
+                Line::Complete { content, consumed } => (content.to_vec(), consumed),
+            };
+            self.input.drain(..consumed);
+            if let Some(event) = self.line(&line) {
+                return event;
+            }
+        }
+    }
+
+    fn tls_established(&mut self) {
+        // What the server said before TLS no longer counts (RFC 9051 section 6.2.1).
+        self.input.clear();
+        self.capabilities = None;
+        self.state = State::Capability;
+        self.queued = Some(format!("{TAG_CAPABILITY} CAPABILITY\r\n").into_bytes());
+    }
+
+    fn take_unprocessed(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(pass: &str) -> Credentials {
+        Credentials {
+            user: "alice".into(),
+            secret: pass.as_bytes().to_vec(),
+        }
+    }
+
+    fn side(pass: &str, starttls: bool) -> ImapServerSide {
+        ImapServerSide::new(creds(pass), ServerSettings { starttls })
+    }
+
+    fn step(m: &mut ImapServerSide, bytes: &[u8]) -> ServerEvent {
+        m.receive(bytes);
+        m.next_event()
+    }
+
+    const DOVECOT_GREETING: &[u8] = b"* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS AUTH=PLAIN] Dovecot (Debian) ready.\r\n";
+
+    #[test]
+    fn dovecot_login_uses_sasl_ir_and_returns_post_login_capabilities() {
+        let mut m = side("pw", false);
+        assert_eq!(
+            step(&mut m, DOVECOT_GREETING),
+            ServerEvent::Send(b"pc2 AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n".to_vec())
+        );
+        assert_eq!(
+            step(
+                &mut m,
+                b"pc2 OK [CAPABILITY IMAP4rev1 IDLE MOVE] Logged in\r\n* 1 EXISTS\r\n"
+            ),
+            ServerEvent::Finished(LoginOutcome::Accepted {
+                capabilities: Some("IMAP4rev1 IDLE MOVE".into()),
+                text: "Logged in".into()
+            })
+        );
+        assert_eq!(m.take_unprocessed(), b"* 1 EXISTS\r\n".to_vec());
+    }
+
+    #[test]
+    fn plain_login_with_synchronising_literals_for_awkward_passwords() {
+        let mut m = side("p\u{e4}ss", false);
+        assert_eq!(
+            step(&mut m, b"* OK ready\r\n"),
+            ServerEvent::Send(b"pc1 CAPABILITY\r\n".to_vec())
+        );
+        assert_eq!(
+            step(&mut m, b"* CAPABILITY IMAP4rev1\r\npc1 OK done\r\n"),
+            ServerEvent::Send(b"pc2 LOGIN \"alice\" {5}\r\n".to_vec())
+        );
+        assert_eq!(
+            step(&mut m, b"+ go\r\n"),
+            ServerEvent::Send("p\u{e4}ss\r\n".as_bytes().to_vec())
+        );
+        assert_eq!(
+            step(&mut m, b"* CAPABILITY IMAP4rev1 X\r\npc2 OK hi\r\n"),
+            ServerEvent::Finished(LoginOutcome::Accepted {
+                capabilities: Some("IMAP4rev1 X".into()),
+                text: "hi".into()
+            })
+        );
+    }
+
+    #[test]
+    fn missing_post_login_capabilities_are_asked_for() {
+        let mut m = side("pw", false);
+        step(&mut m, b"* OK [CAPABILITY IMAP4rev1 LITERAL+] hi\r\n");
+        assert_eq!(
+            step(&mut m, b"pc2 OK in\r\n"),
+            ServerEvent::Send(b"pc3 CAPABILITY\r\n".to_vec())
+        );
+        assert_eq!(
+            step(&mut m, b"* CAPABILITY IMAP4rev1 Y\r\npc3 OK\r\n"),
+            ServerEvent::Finished(LoginOutcome::Accepted {
+                capabilities: Some("IMAP4rev1 Y".into()),
+                text: "in".into()
+            })
+        );
+    }
+
+    #[test]
+    fn rejection_and_bad_greetings() {
+        let mut m = side("bad", false);
+        step(&mut m, DOVECOT_GREETING);
+        assert_eq!(
+            step(
+                &mut m,
+                b"pc2 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n"
+            ),
+            ServerEvent::Finished(LoginOutcome::Rejected {
+                text: "Authentication failed.".into()
+            })
+        );
+        let mut m = side("pw", false);
+        assert!(matches!(
+            step(&mut m, b"* BYE go away\r\n"),
+            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+        ));
+        let mut m = side("pw", false);
+        assert!(matches!(
+            step(&mut m, b"HTTP/1.1 400 Bad Request\r\n"),
+            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+        ));
+    }
+
+    #[test]
+    fn starttls_upgrade_then_fresh_capabilities() {
+        let mut m = side("pw", true);
+        assert_eq!(
+            step(&mut m, DOVECOT_GREETING),
+            ServerEvent::Send(b"pc0 STARTTLS\r\n".to_vec())
+        );
+        assert_eq!(step(&mut m, b"pc0 OK Begin TLS\r\n"), ServerEvent::StartTls);
+        m.tls_established();
+        assert_eq!(
+            m.next_event(),
+            ServerEvent::Send(b"pc1 CAPABILITY\r\n".to_vec())
+        );
+        assert_eq!(
+            step(
+                &mut m,
+                b"* CAPABILITY IMAP4rev1 AUTH=PLAIN\r\npc1 OK Pre-login capabilities listed\r\n"
+            ),
+            ServerEvent::Send(b"pc2 AUTHENTICATE PLAIN\r\n".to_vec())
+        );
+        assert_eq!(
+            step(&mut m, b"+ \r\n"),
+            ServerEvent::Send(b"AGFsaWNlAHB3\r\n".to_vec())
+        );
+    }
+
+    #[test]
+    fn starttls_required_but_not_offered_is_unavailable() {
+        let mut m = side("pw", true);
+        assert!(matches!(
+            step(&mut m, b"* OK [CAPABILITY IMAP4rev1] hi\r\n"),
+            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+        ));
+    }
+}

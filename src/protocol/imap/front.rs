@@ -1,0 +1,753 @@
+//! The IMAP client side: greets, answers the pre-login commands and collects credentials.
+
+use crate::protocol::limits::PreLoginCounters;
+use crate::protocol::line::{take_line, Line};
+use crate::protocol::sasl::{decode_plain, PlainError};
+use crate::protocol::{
+    has_capability, AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome,
+    LoginReply,
+};
+
+use super::command::{parse_command, Command, CommandError, Parsed, Token};
+
+/// Advertised before login when the configuration does not say otherwise.
+pub const DEFAULT_CAPABILITY: &str = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+";
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    /// Reading commands.
+    Commands,
+    /// `AUTHENTICATE PLAIN` sent `+ `; the next line is the response.
+    SaslResponse { tag: String },
+    /// Waiting for the session to report the back-end login for this tag.
+    LoginPending { tag: String },
+    /// Logged in, or closing; nothing more is parsed.
+    Done,
+}
+
+pub struct ImapClientSide {
+    settings: ClientSettings,
+    counters: PreLoginCounters,
+    /// Bytes received and not yet parsed.
+    input: Vec<u8>,
+    state: State,
+    /// Literals of the current command already answered with `+`, so that a command arriving
+    /// in many reads gets exactly one continuation per literal.
+    literals_acknowledged: usize,
+    tls_active: bool,
+    /// The client's own `ID` parameters, kept to be forwarded to the back end.
+    client_id: Option<Vec<Token>>,
+}
+
+impl ImapClientSide {
+    pub fn new(settings: ClientSettings) -> Self {
+        ImapClientSide {
+            counters: PreLoginCounters::new(settings.limits),
+            tls_active: settings.tls_active,
+            settings,
+            input: Vec::new(),
+            state: State::Commands,
+            literals_acknowledged: 0,
+            client_id: None,
+        }
+    }
+
+    /// The client's `ID` parameters, if it sent any.
+    pub fn client_id(&self) -> Option<&[Token]> {
+        self.client_id.as_deref()
+    }
+
+    fn login_refusal(&self) -> Option<&'static str> {
+        if self.settings.login_disabled {
+            Some("NO [UNAVAILABLE] Logins are disabled")
+        } else if self.settings.tls_required && !self.tls_active {
+            Some("NO [PRIVACYREQUIRED] Use STARTTLS before logging in")
+        } else {
+            None
+        }
+    }
+
+    fn capabilities(&self) -> String {
+        let base = self
+            .settings
+            .capability
+            .as_deref()
+            .unwrap_or(DEFAULT_CAPABILITY);
+        let mut caps = base.to_string();
+        let mut add = |name: &str| {
+            if !has_capability(&caps, name) {
+                caps.push(' ');
+                caps.push_str(name);
+            }
+        };
+        if self.settings.starttls_offered && !self.tls_active {
+            add("STARTTLS");
+        }
+        if self.login_refusal().is_some() {
+            add("LOGINDISABLED");
+        } else {
+            add("AUTH=PLAIN");
+        }
+        caps
+    }
+
+    fn close_with(&mut self, text: &str) -> ClientEvent {
+        self.state = State::Done;
+        self.input.clear();
+        ClientEvent::Close(format!("* BYE {text}\r\n").into_bytes())
+    }
+
+    fn parse_error(
+        &mut self,
+        error: CommandError,
+        consumed: usize,
+        tag: Option<String>,
+    ) -> ClientEvent {
+        self.input.drain(..consumed.min(self.input.len()));
+        self.literals_acknowledged = 0;
+        let tag = tag.unwrap_or_else(|| "*".into());
+        match error {
+            CommandError::LineTooLong => {
+                self.state = State::Done;
+                self.input.clear();
+                ClientEvent::Close(
+                    format!("{tag} BAD Line too long\r\n* BYE Line too long\r\n").into_bytes(),
+                )
+            }
+            CommandError::LiteralTooBig {
+                synchronising: true,
+            } => reply(&tag, "BAD [TOOBIG] Literal too large"),
+            CommandError::LiteralTooBig {
+                synchronising: false,
+            } => {
+                self.state = State::Done;
+                self.input.clear();
+                ClientEvent::Close(
+                    format!("{tag} BAD [TOOBIG] Literal too large\r\n* BYE Literal too large\r\n")
+                        .into_bytes(),
+                )
+            }
+            CommandError::BadTag => ClientEvent::Send(b"* BAD Invalid tag\r\n".to_vec()),
+            CommandError::Syntax => reply(&tag, "BAD Syntax error"),
+        }
+    }
+
+    fn execute(&mut self, command: Command) -> ClientEvent {
+        let tag = command.tag.as_str();
+        match (command.name.as_str(), command.args.as_slice()) {
+            ("CAPABILITY", []) => ClientEvent::Send(
+                format!(
+                    "* CAPABILITY {}\r\n{tag} OK Capability completed\r\n",
+                    self.capabilities()
+                )
+                .into_bytes(),
+            ),
+            ("NOOP", []) => reply(tag, "OK NOOP completed"),
+            ("LOGOUT", []) => {
+                self.state = State::Done;
+                self.input.clear();
+                ClientEvent::Close(
+                    format!("* BYE Logging out\r\n{tag} OK Logout completed\r\n").into_bytes(),
+                )
+            }
+            ("ID", [arg]) => {
+                self.client_id = match arg {
+                    Token::List(params) => Some(params.clone()),
+                    _ => None,
+                };
+                ClientEvent::Send(
+                    format!(
+                        "* ID (\"name\" \"{}\" \"version\" \"{}\")\r\n{tag} OK ID completed\r\n",
+                        self.settings.product,
+                        env!("CARGO_PKG_VERSION")
+                    )
+                    .into_bytes(),
+                )
+            }
+            ("STARTTLS", []) => {
+                if self.tls_active {
+                    reply(tag, "BAD TLS is already active")
+                } else if !self.settings.starttls_offered {
+                    reply(tag, "BAD STARTTLS is not available")
+                } else {
+                    // Anything pipelined behind STARTTLS arrived in plaintext and must never be
+                    // executed once the connection is encrypted.
+                    self.input.clear();
+                    ClientEvent::StartTls(
+                        format!("{tag} OK Begin TLS negotiation now\r\n").into_bytes(),
+                    )
+                }
+            }
+            ("LOGIN", [user, pass]) => match (user.astring(), pass.astring()) {
+                (Some(user), Some(pass)) => {
+                    if let Some(refusal) = self.login_refusal() {
+                        return reply(tag, refusal);
+                    }
+                    match std::str::from_utf8(user) {
+                        Ok(user) => self.begin_login(
+                            tag,
+                            Credentials {
+                                user: user.to_string(),
+                                secret: pass.to_vec(),
+                            },
+                        ),
+                        Err(_) => reply(tag, "NO [AUTHENTICATIONFAILED] Invalid user name"),
+                    }
+                }
+                _ => reply(tag, "BAD Syntax error in LOGIN arguments"),
+            },
+            ("AUTHENTICATE", [mechanism, rest @ ..]) if rest.len() <= 1 => {
+                let is_plain = mechanism
+                    .astring()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(b"PLAIN"));
+                if !is_plain {
+                    return reply(tag, "NO Unsupported authentication mechanism");
+                }
+                if let Some(refusal) = self.login_refusal() {
+                    return reply(tag, refusal);
+                }
+                match rest.first().and_then(Token::astring) {
+                    Some(initial) => self.sasl_response(tag.to_string(), initial),
+                    None if rest.is_empty() => {
+                        self.state = State::SaslResponse {
+                            tag: tag.to_string(),
+                        };
+                        ClientEvent::Send(b"+ \r\n".to_vec())
+                    }
+                    None => reply(tag, "BAD Syntax error in AUTHENTICATE arguments"),
+                }
+            }
+            (
+                "CAPABILITY" | "NOOP" | "LOGOUT" | "STARTTLS" | "LOGIN" | "AUTHENTICATE" | "ID",
+                _,
+            ) => reply(tag, "BAD Syntax error in arguments"),
+            _ => reply(tag, "BAD Command not permitted before login"),
+        }
+    }
+
+    /// Decode a SASL PLAIN response (`=` is an empty one).
+    fn sasl_response(&mut self, tag: String, response: &[u8]) -> ClientEvent {
+        self.state = State::Commands;
+        let response = if response == b"=" { &b""[..] } else { response };
+        match decode_plain(response) {
+            Ok(creds) => self.begin_login(&tag, creds),
+            Err(PlainError::Base64) => reply(&tag, "BAD Invalid base64 data"),
+            Err(PlainError::Syntax) => {
+                reply(&tag, "NO [AUTHENTICATIONFAILED] Invalid PLAIN response")
+            }
+            Err(PlainError::AuthzidMismatch) => reply(
+                &tag,
+                "NO [AUTHORIZATIONFAILED] Authorization identity not supported",
+            ),
+        }
+    }
+
+    fn begin_login(&mut self, tag: &str, creds: Credentials) -> ClientEvent {
+        self.state = State::LoginPending {
+            tag: tag.to_string(),
+        };
+        ClientEvent::Login(creds)
+    }
+}
+
+fn reply(tag: &str, text: &str) -> ClientEvent {
+    ClientEvent::Send(format!("{tag} {text}\r\n").into_bytes())
+}
+
+impl ClientSide for ImapClientSide {
+    fn greeting(&mut self) -> Vec<u8> {
+        format!(
+            "* OK [CAPABILITY {}] {} ready on {}\r\n",
+            self.capabilities(),
+            self.settings.product,
+            self.settings.greeting_host
+        )
+        .into_bytes()
+    }
+
+    fn receive(&mut self, input: &[u8]) {
+        if self.state != State::Done {
+            self.input.extend_from_slice(input);
+        }
+    }
+
+    fn next_event(&mut self) -> ClientEvent {
+        match &self.state {
+            State::Done | State::LoginPending { .. } => ClientEvent::NeedInput,
+            State::SaslResponse { tag } => {
+                let tag = tag.clone();
+                let max = self.counters.limits().max_line_length;
+                match take_line(&self.input, max) {
+                    Line::Partial => ClientEvent::NeedInput,
+                    Line::TooLong => self.close_with("Line too long"),
+                    Line::Complete { content, consumed } => {
+                        let response = content.to_vec();
+                        self.input.drain(..consumed);
+                        if response == b"*" {
+                            self.state = State::Commands;
+                            reply(&tag, "BAD Authentication cancelled")
+                        } else {
+                            self.sasl_response(tag, &response)
+                        }
+                    }
+                }
+            }
+            State::Commands => match parse_command(&self.input, self.counters.limits()) {
+                Parsed::Incomplete {
+                    literal: Some((index, true)),
+                } if index >= self.literals_acknowledged => {
+                    self.literals_acknowledged = index + 1;
+                    ClientEvent::Send(b"+ Ready for literal data\r\n".to_vec())
+                }
+                Parsed::Incomplete { .. } => ClientEvent::NeedInput,
+                Parsed::Error {
+                    error,
+                    consumed,
+                    tag,
+                } => {
+                    if !self.counters.command() {
+                        return self.close_with("Too many commands before login");
+                    }
+                    self.parse_error(error, consumed, tag)
+                }
+                Parsed::Command { command, consumed } => {
+                    self.input.drain(..consumed);
+                    self.literals_acknowledged = 0;
+                    if !self.counters.command() {
+                        return self.close_with("Too many commands before login");
+                    }
+                    self.execute(command)
+                }
+            },
+        }
+    }
+
+    fn tls_established(&mut self) {
+        self.tls_active = true;
+        self.input.clear();
+    }
+
+    fn login_finished(&mut self, outcome: &LoginOutcome) -> LoginReply {
+        let tag = match std::mem::replace(&mut self.state, State::Commands) {
+            State::LoginPending { tag } => tag,
+            other => {
+                self.state = other;
+                "*".to_string()
+            }
+        };
+        match outcome {
+            LoginOutcome::Accepted { capabilities, text } => {
+                self.state = State::Done;
+                let text = self.settings.ok_line.as_deref().unwrap_or(text);
+                let code = capabilities
+                    .as_deref()
+                    .map(|c| format!("[CAPABILITY {c}] "))
+                    .unwrap_or_default();
+                LoginReply {
+                    bytes: format!("{tag} OK {code}{text}\r\n").into_bytes(),
+                    next: AfterLogin::Relay,
+                }
+            }
+            LoginOutcome::Rejected { .. } => {
+                let mut bytes =
+                    format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
+                        .into_bytes();
+                if self.counters.failed_login() {
+                    LoginReply {
+                        bytes,
+                        next: AfterLogin::Continue,
+                    }
+                } else {
+                    self.state = State::Done;
+                    self.input.clear();
+                    bytes.extend_from_slice(b"* BYE Too many failed logins\r\n");
+                    LoginReply {
+                        bytes,
+                        next: AfterLogin::Close,
+                    }
+                }
+            }
+            LoginOutcome::Unavailable { .. } => LoginReply {
+                bytes: format!(
+                    "{tag} NO [UNAVAILABLE] Mail server unavailable, try again later\r\n"
+                )
+                .into_bytes(),
+                next: AfterLogin::Continue,
+            },
+        }
+    }
+
+    fn timeout_message(&self) -> Vec<u8> {
+        b"* BYE Autologout; too long without logging in\r\n".to_vec()
+    }
+
+    fn shutdown_message(&self) -> Vec<u8> {
+        b"* BYE [UNAVAILABLE] Server shutting down\r\n".to_vec()
+    }
+
+    fn take_unprocessed(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::PreLoginLimits;
+
+    fn settings() -> ClientSettings {
+        ClientSettings {
+            capability: None,
+            starttls_offered: true,
+            tls_required: false,
+            tls_active: false,
+            login_disabled: false,
+            ok_line: None,
+            greeting_host: "proxy.test".into(),
+            product: "Portcullis".into(),
+            limits: PreLoginLimits {
+                max_line_length: 100,
+                max_literal_size: 50,
+                max_commands: 10,
+                max_failed_logins: 2,
+            },
+        }
+    }
+
+    fn machine() -> ImapClientSide {
+        ImapClientSide::new(settings())
+    }
+
+    /// Feed bytes and collect every event until the machine needs input.
+    fn feed(m: &mut ImapClientSide, bytes: &[u8]) -> Vec<ClientEvent> {
+        m.receive(bytes);
+        let mut events = Vec::new();
+        loop {
+            match m.next_event() {
+                ClientEvent::NeedInput => return events,
+                e @ (ClientEvent::Login(_) | ClientEvent::Close(_) | ClientEvent::StartTls(_)) => {
+                    events.push(e);
+                    return events;
+                }
+                e => events.push(e),
+            }
+        }
+    }
+
+    fn text(events: &[ClientEvent]) -> String {
+        events
+            .iter()
+            .map(|e| match e {
+                ClientEvent::Send(b) | ClientEvent::Close(b) | ClientEvent::StartTls(b) => {
+                    String::from_utf8_lossy(b).into_owned()
+                }
+                other => format!("<{other:?}>"),
+            })
+            .collect()
+    }
+
+    fn creds(user: &str, pass: &str) -> ClientEvent {
+        ClientEvent::Login(Credentials {
+            user: user.into(),
+            secret: pass.as_bytes().to_vec(),
+        })
+    }
+
+    #[test]
+    fn greeting_advertises_capabilities() {
+        let g = String::from_utf8(machine().greeting()).unwrap();
+        assert_eq!(
+            g,
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS AUTH=PLAIN] Portcullis ready on proxy.test\r\n"
+        );
+    }
+
+    #[test]
+    fn configured_capability_is_used_verbatim_plus_what_the_connection_offers() {
+        let mut s = settings();
+        s.capability = Some("IMAP4rev1 LOGIN-REFERRALS ID ENABLE IDLE LITERAL+".into());
+        s.starttls_offered = false;
+        s.tls_active = true;
+        let mut m = ImapClientSide::new(s);
+        assert_eq!(
+            text(&feed(&mut m, b"c CAPABILITY\r\n")),
+            "* CAPABILITY IMAP4rev1 LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN\r\nc OK Capability completed\r\n"
+        );
+    }
+
+    #[test]
+    fn noop_capability_and_unknown_commands() {
+        let mut m = machine();
+        assert_eq!(
+            text(&feed(&mut m, b"a NOOP\r\n")),
+            "a OK NOOP completed\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"b SELECT INBOX\r\n")),
+            "b BAD Command not permitted before login\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"c NOOP extra\r\n")),
+            "c BAD Syntax error in arguments\r\n"
+        );
+        assert_eq!(text(&feed(&mut m, b"+ NOOP\r\n")), "* BAD Invalid tag\r\n");
+    }
+
+    #[test]
+    fn logout_says_bye_and_closes() {
+        let mut m = machine();
+        assert_eq!(
+            feed(&mut m, b"z LOGOUT\n"),
+            vec![ClientEvent::Close(
+                b"* BYE Logging out\r\nz OK Logout completed\r\n".to_vec()
+            )]
+        );
+    }
+
+    #[test]
+    fn id_answers_and_remembers_the_client() {
+        let mut m = machine();
+        let out = text(&feed(&mut m, b"i ID (\"name\" \"Thunderbird\")\r\n"));
+        assert!(out.starts_with("* ID (\"name\" \"Portcullis\""), "{out}");
+        assert!(out.ends_with("i OK ID completed\r\n"));
+        assert_eq!(
+            m.client_id(),
+            Some(
+                &[
+                    Token::String(b"name".to_vec()),
+                    Token::String(b"Thunderbird".to_vec())
+                ][..]
+            )
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"j ID NIL\r\n")).lines().last(),
+            Some("j OK ID completed")
+        );
+    }
+
+    #[test]
+    fn login_with_literals_gets_one_continuation_per_literal_at_any_split() {
+        let input = b"a LOGIN {5}\r\nalice {6}\r\nsecret\r\n";
+        let is_continuation =
+            |e: &ClientEvent| *e == ClientEvent::Send(b"+ Ready for literal data\r\n".to_vec());
+        // A client that waits for each `+` gets exactly one per literal.
+        let mut m = machine();
+        let mut events = Vec::new();
+        for byte in input {
+            events.extend(feed(&mut m, &[*byte]));
+        }
+        assert_eq!(events.iter().filter(|e| is_continuation(e)).count(), 2);
+        assert_eq!(events.last(), Some(&creds("alice", "secret")));
+        // Whatever way the bytes are split, never more than one `+` per literal.
+        for cut in 0..input.len() {
+            let mut m = machine();
+            let mut events = feed(&mut m, &input[..cut]);
+            events.extend(feed(&mut m, &input[cut..]));
+            assert!(events.iter().filter(|e| is_continuation(e)).count() <= 2);
+            assert_eq!(
+                events.last(),
+                Some(&creds("alice", "secret")),
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn non_synchronising_literals_need_no_continuation() {
+        let mut m = machine();
+        assert_eq!(
+            feed(&mut m, b"a LOGIN {5+}\r\nalice {2+}\r\npw\r\n"),
+            vec![creds("alice", "pw")]
+        );
+    }
+
+    #[test]
+    fn pipelined_commands_are_answered_in_order_and_after_login_kept_for_the_back_end() {
+        let mut m = machine();
+        let events = feed(
+            &mut m,
+            b"a NOOP\r\nb CAPABILITY\r\nc LOGIN alice pw\r\nd SELECT INBOX\r\n",
+        );
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2], creds("alice", "pw"));
+        assert_eq!(m.next_event(), ClientEvent::NeedInput);
+        let reply = m.login_finished(&LoginOutcome::Accepted {
+            capabilities: Some("IMAP4rev1 IDLE".into()),
+            text: "Logged in".into(),
+        });
+        assert_eq!(reply.next, AfterLogin::Relay);
+        assert_eq!(
+            reply.bytes,
+            b"c OK [CAPABILITY IMAP4rev1 IDLE] Logged in\r\n".to_vec()
+        );
+        assert_eq!(m.take_unprocessed(), b"d SELECT INBOX\r\n".to_vec());
+    }
+
+    #[test]
+    fn ok_line_replaces_the_back_end_text() {
+        let mut s = settings();
+        s.ok_line = Some("You are so in".into());
+        let mut m = ImapClientSide::new(s);
+        feed(&mut m, b"a LOGIN alice pw\r\n");
+        let reply = m.login_finished(&LoginOutcome::Accepted {
+            capabilities: None,
+            text: "Logged in".into(),
+        });
+        assert_eq!(reply.bytes, b"a OK You are so in\r\n".to_vec());
+    }
+
+    #[test]
+    fn authenticate_plain_with_initial_response() {
+        let mut m = machine();
+        // "\0alice\0pw"
+        assert_eq!(
+            feed(&mut m, b"a AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n"),
+            vec![creds("alice", "pw")]
+        );
+    }
+
+    #[test]
+    fn authenticate_plain_with_continuation_and_cancel() {
+        let mut m = machine();
+        assert_eq!(text(&feed(&mut m, b"a AUTHENTICATE plain\r\n")), "+ \r\n");
+        assert_eq!(
+            feed(&mut m, b"AGFsaWNlAHB3\r\n"),
+            vec![creds("alice", "pw")]
+        );
+        let mut m = machine();
+        feed(&mut m, b"b AUTHENTICATE PLAIN\r\n");
+        assert_eq!(
+            text(&feed(&mut m, b"*\r\n")),
+            "b BAD Authentication cancelled\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"c AUTHENTICATE CRAM-MD5\r\n")),
+            "c NO Unsupported authentication mechanism\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"d AUTHENTICATE PLAIN %%%\r\n")),
+            "d BAD Invalid base64 data\r\n"
+        );
+    }
+
+    #[test]
+    fn starttls_discards_pipelined_plaintext() {
+        let mut m = machine();
+        let events = feed(&mut m, b"a STARTTLS\r\nb LOGIN alice pw\r\n");
+        assert_eq!(
+            events,
+            vec![ClientEvent::StartTls(
+                b"a OK Begin TLS negotiation now\r\n".to_vec()
+            )]
+        );
+        m.tls_established();
+        assert_eq!(m.next_event(), ClientEvent::NeedInput);
+        let caps = text(&feed(&mut m, b"c CAPABILITY\r\n"));
+        assert!(!caps.contains("STARTTLS"), "{caps}");
+        assert_eq!(
+            text(&feed(&mut m, b"d STARTTLS\r\n")),
+            "d BAD TLS is already active\r\n"
+        );
+    }
+
+    #[test]
+    fn tls_required_disables_login_until_starttls() {
+        let mut s = settings();
+        s.tls_required = true;
+        let mut m = ImapClientSide::new(s);
+        assert!(String::from_utf8(m.greeting())
+            .unwrap()
+            .contains("LOGINDISABLED"));
+        assert_eq!(
+            text(&feed(&mut m, b"a LOGIN alice pw\r\n")),
+            "a NO [PRIVACYREQUIRED] Use STARTTLS before logging in\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"b AUTHENTICATE PLAIN AGFsaWNlAHB3\r\n")),
+            "b NO [PRIVACYREQUIRED] Use STARTTLS before logging in\r\n"
+        );
+        feed(&mut m, b"c STARTTLS\r\n");
+        m.tls_established();
+        assert_eq!(
+            feed(&mut m, b"d LOGIN alice pw\r\n"),
+            vec![creds("alice", "pw")]
+        );
+    }
+
+    #[test]
+    fn failed_logins_are_counted_and_end_the_session() {
+        let mut m = machine();
+        feed(&mut m, b"a LOGIN alice bad\r\n");
+        let r = m.login_finished(&LoginOutcome::Rejected { text: "no".into() });
+        assert_eq!(r.next, AfterLogin::Continue);
+        assert_eq!(
+            r.bytes,
+            b"a NO [AUTHENTICATIONFAILED] Authentication failed.\r\n".to_vec()
+        );
+        feed(&mut m, b"b LOGIN alice bad\r\n");
+        let r = m.login_finished(&LoginOutcome::Rejected { text: "no".into() });
+        assert_eq!(r.next, AfterLogin::Close);
+        assert!(String::from_utf8(r.bytes)
+            .unwrap()
+            .ends_with("* BYE Too many failed logins\r\n"));
+    }
+
+    #[test]
+    fn unavailable_back_end_is_a_tagged_no() {
+        let mut m = machine();
+        feed(&mut m, b"a LOGIN alice pw\r\n");
+        let r = m.login_finished(&LoginOutcome::Unavailable {
+            reason: "refused".into(),
+        });
+        assert_eq!(r.next, AfterLogin::Continue);
+        assert!(r.bytes.starts_with(b"a NO [UNAVAILABLE] "));
+    }
+
+    #[test]
+    fn bounds_close_the_connection_with_a_reason() {
+        let mut m = machine();
+        let long = format!("a LOGIN {}\r\n", "x".repeat(200));
+        let events = feed(&mut m, long.as_bytes());
+        assert!(
+            matches!(&events[..], [ClientEvent::Close(b)] if b.ends_with(b"* BYE Line too long\r\n"))
+        );
+
+        let mut m = machine();
+        assert_eq!(
+            text(&feed(&mut m, b"a LOGIN {51}\r\n")),
+            "a BAD [TOOBIG] Literal too large\r\n"
+        );
+        let events = feed(&mut m, b"b LOGIN {51+}\r\n");
+        assert!(matches!(&events[..], [ClientEvent::Close(_)]));
+
+        let mut m = machine();
+        let events = feed(&mut m, "n NOOP\r\n".repeat(11).as_bytes());
+        assert_eq!(
+            events.last(),
+            Some(&ClientEvent::Close(
+                b"* BYE Too many commands before login\r\n".to_vec()
+            ))
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let mut m = machine();
+            let len = (seed % 300) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    {
+                        let alphabet = b"a {}()\"\\ \r\n+*0123LOGINAUTHENTICATE";
+                        alphabet[(seed % alphabet.len() as u64) as usize]
+                    }
+                })
+                .collect();
+            let _ = feed(&mut m, &bytes);
+        }
+    }
+}

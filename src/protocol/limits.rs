@@ -1,0 +1,87 @@
+//! Bounds on what a client may do before it has logged in. Shared by every client-side machine so
+//! that each protocol enforces the same rules in the same way.
+
+/// The configured bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PreLoginLimits {
+    /// Longest command line accepted, in bytes, not counting literals.
+    pub max_line_length: usize,
+    /// Largest literal (IMAP `{n}`, ManageSieve `{n+}`) accepted before login.
+    pub max_literal_size: usize,
+    /// Commands accepted before login; the next one closes the connection.
+    pub max_commands: u32,
+    /// Failed logins before the connection is closed.
+    pub max_failed_logins: u32,
+}
+
+impl Default for PreLoginLimits {
+    fn default() -> Self {
+        PreLoginLimits {
+            max_line_length: 8192,
+            max_literal_size: 8192,
+            max_commands: 50,
+            max_failed_logins: 3,
+        }
+    }
+}
+
+/// Counts commands and failures against [`PreLoginLimits`].
+#[derive(Debug, Clone)]
+pub struct PreLoginCounters {
+    limits: PreLoginLimits,
+    commands: u32,
+    failed_logins: u32,
+}
+
+impl PreLoginCounters {
+    pub fn new(limits: PreLoginLimits) -> Self {
+        PreLoginCounters {
+            limits,
+            commands: 0,
+            failed_logins: 0,
+        }
+    }
+
+    pub fn limits(&self) -> &PreLoginLimits {
+        &self.limits
+    }
+
+    /// Count one more command; `false` when the client has used up its allowance.
+    pub fn command(&mut self) -> bool {
+        self.commands += 1;
+        self.commands <= self.limits.max_commands
+    }
+
+    /// Count one more failed login; `false` when the client must be disconnected.
+    pub fn failed_login(&mut self) -> bool {
+        self.failed_logins += 1;
+        self.failed_logins < self.limits.max_failed_logins
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn third_failure_of_three_ends_the_session() {
+        let mut c = PreLoginCounters::new(PreLoginLimits {
+            max_failed_logins: 3,
+            ..Default::default()
+        });
+        assert!(c.failed_login());
+        assert!(c.failed_login());
+        assert!(!c.failed_login());
+    }
+
+    #[test]
+    fn commands_beyond_the_allowance_are_refused() {
+        let mut c = PreLoginCounters::new(PreLoginLimits {
+            max_commands: 2,
+            ..Default::default()
+        });
+        assert!(c.command());
+        assert!(c.command());
+        assert!(!c.command());
+    }
+}

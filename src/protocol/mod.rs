@@ -1,0 +1,226 @@
+//! Sans-I/O protocol machines.
+//!
+//! Every protocol has two machines: a *client side* that speaks to the mail client until it has
+//! credentials, and a *server side* that logs in to the back end with them. Machines are fed bytes
+//! and hand back events; they never touch a socket, a clock or a log, so every corner case is a
+//! plain unit test. The async session in `server::session` is the only thing that drives them.
+//!
+//! Adding a protocol means one file per side implementing [`ClientSide`] and [`ServerSide`] plus
+//! one arm in [`Protocol`].
+
+pub mod imap;
+pub mod limits;
+pub mod line;
+pub mod sasl;
+
+use std::fmt;
+
+pub use limits::PreLoginLimits;
+
+/// A login the client asked for. The secret is kept out of `Debug` so that it cannot leak into
+/// a log line by accident.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The authentication identity as the client typed it.
+    pub user: String,
+    /// The password. Arbitrary bytes are allowed by IMAP literals, but all back ends we speak to
+    /// take UTF-8 or Latin-1 passwords, so we keep the raw bytes.
+    pub secret: Vec<u8>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// What the client side wants the session to do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ClientEvent {
+    /// Write these bytes to the client.
+    Send(Vec<u8>),
+    /// Write `reply`, then run the server-side TLS handshake. Everything the client sent before
+    /// the handshake has already been thrown away by the machine (CVE-2011-0411).
+    StartTls(Vec<u8>),
+    /// The client gave credentials. The session looks up the back end, logs in and reports the
+    /// result through [`ClientSide::login_finished`].
+    Login(Credentials),
+    /// Write these bytes, then close the connection.
+    Close(Vec<u8>),
+    /// Nothing to do until more bytes arrive.
+    NeedInput,
+}
+
+/// How a back-end login ended, in protocol-neutral terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginOutcome {
+    /// Logged in. `capabilities` is the back end's post-login capability list when it has one.
+    Accepted {
+        capabilities: Option<String>,
+        text: String,
+    },
+    /// The back end refused the credentials.
+    Rejected { text: String },
+    /// The back end could not be reached or spoke nonsense; `reason` is for the log only.
+    Unavailable { reason: String },
+}
+
+/// What the client side answers once the session reports a login outcome.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LoginReply {
+    /// Bytes for the client (the tagged OK/NO, `+OK`/`-ERR`...).
+    pub bytes: Vec<u8>,
+    pub next: AfterLogin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterLogin {
+    /// Start relaying bytes.
+    Relay,
+    /// The client may try again.
+    Continue,
+    /// Too many failures: close after sending the reply.
+    Close,
+}
+
+/// The machine that faces the mail client before login.
+pub trait ClientSide: Send {
+    /// Bytes to send as soon as the connection (and implicit TLS) is up.
+    fn greeting(&mut self) -> Vec<u8>;
+    /// Hand over bytes read from the client.
+    fn receive(&mut self, input: &[u8]);
+    /// The next thing to do; call until it returns [`ClientEvent::NeedInput`].
+    fn next_event(&mut self) -> ClientEvent;
+    /// The TLS handshake requested by [`ClientEvent::StartTls`] succeeded.
+    fn tls_established(&mut self);
+    /// Report how the back-end login for the last [`ClientEvent::Login`] went.
+    fn login_finished(&mut self, outcome: &LoginOutcome) -> LoginReply;
+    /// The message to send when the pre-login timer expires, before closing.
+    fn timeout_message(&self) -> Vec<u8>;
+    /// The message to send when the server shuts down before the client logged in.
+    fn shutdown_message(&self) -> Vec<u8>;
+    /// Bytes the client pipelined after its login command; they belong to the back end.
+    fn take_unprocessed(&mut self) -> Vec<u8>;
+}
+
+/// What the server side wants the session to do next.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ServerEvent {
+    /// Write these bytes to the back end.
+    Send(Vec<u8>),
+    /// Run the client-side TLS handshake with the back end now.
+    StartTls,
+    /// Nothing to do until more bytes arrive.
+    NeedInput,
+    /// The login is over. After `Accepted`, [`ServerSide::take_unprocessed`] holds any bytes the
+    /// back end sent after its answer; they belong to the client.
+    Finished(LoginOutcome),
+}
+
+/// The machine that logs in to the back end.
+pub trait ServerSide: Send {
+    fn receive(&mut self, input: &[u8]);
+    fn next_event(&mut self) -> ServerEvent;
+    fn tls_established(&mut self);
+    fn take_unprocessed(&mut self) -> Vec<u8>;
+    /// The back end closed the connection; the machine turns that into a final event.
+    fn eof(&mut self) -> LoginOutcome {
+        LoginOutcome::Unavailable {
+            reason: "connection closed by server".into(),
+        }
+    }
+}
+
+/// The protocols Portcullis speaks. This is the one place that lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Imap,
+    Pop3,
+    Managesieve,
+}
+
+/// Settings a client-side machine needs; they come from the listener configuration.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    /// Capabilities advertised before login; `None` means the protocol's default.
+    pub capability: Option<String>,
+    /// STARTTLS can be offered on this connection.
+    pub starttls_offered: bool,
+    /// Logins are refused until the connection is encrypted.
+    pub tls_required: bool,
+    /// The connection already runs over TLS (implicit TLS listener).
+    pub tls_active: bool,
+    /// Refuse every login (Perdition's `login_disabled`).
+    pub login_disabled: bool,
+    /// Replace the back end's text in the successful login answer.
+    pub ok_line: Option<String>,
+    /// Host name shown in the greeting.
+    pub greeting_host: String,
+    /// The product name shown in greetings ("Portcullis", or "perdition" in compat mode).
+    pub product: String,
+    pub limits: PreLoginLimits,
+}
+
+/// Settings a server-side machine needs.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Upgrade the back-end connection with STARTTLS after the greeting.
+    pub starttls: bool,
+}
+
+/// Whether a capability list (space separated) contains `name`, ignoring case.
+pub fn has_capability(list: &str, name: &str) -> bool {
+    list.split_ascii_whitespace()
+        .any(|c| c.eq_ignore_ascii_case(name))
+}
+
+impl Protocol {
+    pub fn client_side(self, settings: ClientSettings) -> Box<dyn ClientSide> {
+        match self {
+            Protocol::Imap => Box::new(imap::front::ImapClientSide::new(settings)),
+            Protocol::Pop3 | Protocol::Managesieve => todo!("issue 3"),
+        }
+    }
+
+    pub fn server_side(self, creds: Credentials, settings: ServerSettings) -> Box<dyn ServerSide> {
+        match self {
+            Protocol::Imap => Box::new(imap::back::ImapServerSide::new(creds, settings)),
+            Protocol::Pop3 | Protocol::Managesieve => todo!("issue 3"),
+        }
+    }
+
+    /// What to tell a client turned away by the connection limit.
+    pub fn overloaded_message(self) -> &'static [u8] {
+        match self {
+            Protocol::Imap => b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
+            Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+            Protocol::Managesieve => b"BYE \"Too many connections, try again later\"\r\n",
+        }
+    }
+
+    /// The name Perdition uses in its log lines (`protocol=IMAP4S`).
+    pub fn log_name(self, implicit_tls: bool) -> &'static str {
+        match (self, implicit_tls) {
+            (Protocol::Imap, false) => "IMAP4",
+            (Protocol::Imap, true) => "IMAP4S",
+            (Protocol::Pop3, false) => "POP3",
+            (Protocol::Pop3, true) => "POP3S",
+            (Protocol::Managesieve, _) => "MANAGESIEVE",
+        }
+    }
+
+    /// The well-known port, used when a configuration leaves it out.
+    pub fn default_port(self, implicit_tls: bool) -> u16 {
+        match (self, implicit_tls) {
+            (Protocol::Imap, false) => 143,
+            (Protocol::Imap, true) => 993,
+            (Protocol::Pop3, false) => 110,
+            (Protocol::Pop3, true) => 995,
+            (Protocol::Managesieve, _) => 4190,
+        }
+    }
+}
