@@ -5,4 +5,9 @@
 //! `authlog` the services a session uses.
 #![forbid(unsafe_code)]
 
+pub mod authlog;
+pub mod config;
+pub mod map;
 pub mod protocol;
+pub mod server;
+pub mod tls;

@@ -1,1 +1,170 @@
-fn main() {}
+//! The `portcullis` command: `run`, `check`, and `perdition` (Perdition's own flags).
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis::authlog::Logger;
+use portcullis::config::{perdition, Config};
+use portcullis::server;
+
+const USAGE: &str = "\
+Usage:
+  portcullis run --config FILE        serve with the native TOML configuration
+  portcullis check --config FILE      validate FILE and print the effective configuration
+  portcullis perdition [FLAGS]        behave like a Perdition instance with the same flags
+                                      (e.g. -f /etc/perdition/perdition.imap4s.conf -P IMAP4S)
+  portcullis --version
+
+See the README for the configuration reference.";
+
+enum Command {
+    Run(Config, Vec<String>),
+    Check(Config, Vec<String>),
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let command = match parse(&args) {
+        Ok(Some(c)) => c,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match command {
+        Command::Check(config, warnings) => {
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            match config.validate() {
+                Ok(()) => {
+                    print!("{}", config.to_toml());
+                    eprintln!("configuration is valid");
+                    ExitCode::SUCCESS
+                }
+                Err(problems) => {
+                    for p in problems {
+                        eprintln!("error: {p}");
+                    }
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run(config, warnings) => run(config, warnings),
+    }
+}
+
+fn parse(args: &[String]) -> Result<Option<Command>, String> {
+    let Some(first) = args.first() else {
+        return Err(format!("no command given\n{USAGE}"));
+    };
+    match first.as_str() {
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(None)
+        }
+        "-V" | "--version" => {
+            println!("portcullis {}", env!("CARGO_PKG_VERSION"));
+            Ok(None)
+        }
+        "run" | "check" => {
+            let path = match &args[1..] {
+                [flag, path] if flag == "--config" || flag == "-c" => PathBuf::from(path),
+                [flag] if flag.starts_with("--config=") => {
+                    PathBuf::from(&flag["--config=".len()..])
+                }
+                _ => return Err(format!("{first} needs --config FILE\n{USAGE}")),
+            };
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let config =
+                Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(Some(if first == "run" {
+                Command::Run(config, vec![])
+            } else {
+                Command::Check(config, vec![])
+            }))
+        }
+        "perdition" => {
+            let compat = perdition::from_args(&args[1..])?;
+            if compat.help {
+                println!("{}", perdition::HELP);
+                return Ok(None);
+            }
+            Ok(Some(Command::Run(compat.config, compat.warnings)))
+        }
+        other => Err(format!("unknown command {other:?}\n{USAGE}")),
+    }
+}
+
+fn run(config: Config, warnings: Vec<String>) -> ExitCode {
+    if let Err(problems) = config.validate() {
+        for p in problems {
+            eprintln!("portcullis: configuration error: {p}");
+        }
+        return ExitCode::FAILURE;
+    }
+    let logger = match Logger::open(&config.log) {
+        Ok(l) => Arc::new(l),
+        Err(e) => {
+            Logger::stderr(&config.log.ident).error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    for w in &warnings {
+        logger.warning(w);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            logger.error(&format!("cannot start the runtime: {e}"));
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async {
+        let bound = match server::bind(&config, logger.clone()).await {
+            Ok(b) => b,
+            Err(e) => {
+                logger.error(&e);
+                return ExitCode::FAILURE;
+            }
+        };
+        logger.info(&format!(
+            "Starting portcullis version={}",
+            env!("CARGO_PKG_VERSION")
+        ));
+        server::run(
+            bound,
+            config.limits.connection_limit,
+            Duration::from_secs(config.limits.shutdown_grace),
+            logger.clone(),
+            shutdown_signal(),
+        )
+        .await;
+        logger.info("Stopped");
+        ExitCode::SUCCESS
+    })
+}
+
+/// SIGTERM (systemd, `kill`) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

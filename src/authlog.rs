@@ -1,0 +1,316 @@
+//! The log: Perdition's `Connect:`, `Auth:` and `Closing session:` lines, byte for byte, so that
+//! fail2ban's stock `perdition` filter and existing log scrapers keep working; plus Portcullis'
+//! own start-up and diagnostic lines.
+//!
+//! Destinations follow Perdition's `log_facility`: `-` stdout, `+` stderr, `/path` a file, any
+//! other word a syslog facility. Every line carries a timestamp and `ident[pid]:`, as syslog
+//! writes it, so a file written here reads like `/var/log/mail.log`.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::os::unix::net::UnixDatagram;
+use std::sync::Mutex;
+
+use crate::config::{LogConfig, LogPasswd};
+
+/// Syslog severities we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Err = 3,
+    Warning = 4,
+    /// Failed logins, as Perdition logs them.
+    Notice = 5,
+    Info = 6,
+    Debug = 7,
+}
+
+enum Sink {
+    Stdout,
+    Stderr,
+    File(Mutex<File>),
+    Syslog { socket: UnixDatagram, facility: u8 },
+}
+
+pub struct Logger {
+    sink: Sink,
+    ident: String,
+    hostname: String,
+    pid: u32,
+    debug: bool,
+    log_passwd: LogPasswd,
+}
+
+/// Syslog facility numbers (RFC 5424 section 6.2.1).
+pub fn facility_code(name: &str) -> Option<u8> {
+    Some(match name.to_ascii_lowercase().as_str() {
+        "kern" => 0,
+        "user" => 1,
+        "mail" => 2,
+        "daemon" => 3,
+        "auth" => 4,
+        "syslog" => 5,
+        "lpr" => 6,
+        "news" => 7,
+        "uucp" => 8,
+        "cron" => 9,
+        "authpriv" => 10,
+        "ftp" => 11,
+        "local0" => 16,
+        "local1" => 17,
+        "local2" => 18,
+        "local3" => 19,
+        "local4" => 20,
+        "local5" => 21,
+        "local6" => 22,
+        "local7" => 23,
+        _ => return None,
+    })
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+impl Logger {
+    pub fn open(config: &LogConfig) -> Result<Logger, String> {
+        let sink = match config.destination.as_str() {
+            "-" => Sink::Stdout,
+            "+" => Sink::Stderr,
+            path if path.starts_with('/') => {
+                let file = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("cannot open log file {path}: {e}"))?;
+                Sink::File(Mutex::new(file))
+            }
+            facility => {
+                let facility = facility_code(facility).ok_or_else(|| {
+                    format!("unknown log destination or syslog facility {facility:?}")
+                })?;
+                let socket = UnixDatagram::unbound().map_err(|e| e.to_string())?;
+                socket
+                    .connect("/dev/log")
+                    .map_err(|e| format!("cannot reach syslog at /dev/log: {e}"))?;
+                Sink::Syslog { socket, facility }
+            }
+        };
+        Ok(Logger {
+            sink,
+            ident: config.ident.clone(),
+            hostname: hostname(),
+            pid: std::process::id(),
+            debug: config.debug,
+            log_passwd: config.log_passwd,
+        })
+    }
+
+    /// A logger that writes to stderr, for errors before the configuration is read.
+    pub fn stderr(ident: &str) -> Logger {
+        Logger {
+            sink: Sink::Stderr,
+            ident: ident.into(),
+            hostname: hostname(),
+            pid: std::process::id(),
+            debug: false,
+            log_passwd: LogPasswd::Never,
+        }
+    }
+
+    pub fn write(&self, severity: Severity, message: &str) {
+        if severity == Severity::Debug && !self.debug {
+            return;
+        }
+        let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
+        // A failed log write has nowhere better to be reported; the session goes on.
+        match &self.sink {
+            Sink::Syslog { socket, facility } => {
+                let line = format!(
+                    "<{}>{stamp} {}[{}]: {message}",
+                    facility * 8 + severity as u8,
+                    self.ident,
+                    self.pid
+                );
+                let _ = socket.send(line.as_bytes());
+            }
+            other => {
+                let line = format!(
+                    "{stamp} {} {}[{}]: {message}\n",
+                    self.hostname, self.ident, self.pid
+                );
+                let _ = match other {
+                    Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
+                    Sink::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
+                    Sink::File(file) => match file.lock() {
+                        Ok(mut f) => f.write_all(line.as_bytes()),
+                        Err(_) => Ok(()),
+                    },
+                    Sink::Syslog { .. } => Ok(()),
+                };
+            }
+        }
+    }
+
+    pub fn info(&self, message: &str) {
+        self.write(Severity::Info, message);
+    }
+
+    pub fn warning(&self, message: &str) {
+        self.write(Severity::Warning, message);
+    }
+
+    pub fn error(&self, message: &str) {
+        self.write(Severity::Err, message);
+    }
+
+    pub fn debug(&self, message: &str) {
+        self.write(Severity::Debug, message);
+    }
+
+    pub fn debug_enabled(&self) -> bool {
+        self.debug
+    }
+
+    /// `Connect: <client>-><local>`
+    pub fn connect(&self, peer: SocketAddr, local: SocketAddr) {
+        self.info(&format!("Connect: {}->{}", addr(peer), addr(local)));
+    }
+
+    /// `Auth: ...` for one login attempt.
+    pub fn auth(&self, record: &AuthRecord, status: &str) {
+        let succeeded = status == "ok";
+        let line = format!(
+            "Auth: {}",
+            record.fields(status, self.password_for(record, succeeded))
+        );
+        self.write(
+            if succeeded {
+                Severity::Info
+            } else {
+                Severity::Notice
+            },
+            &line,
+        );
+    }
+
+    /// `Closing session: ...` when a proxied session ends.
+    pub fn closing(&self, record: &AuthRecord, received: u64, sent: u64) {
+        self.info(&format!(
+            "Closing session: {} received={received} sent={sent}",
+            record.fields("ok", None)
+        ));
+    }
+
+    fn password_for<'a>(&self, record: &'a AuthRecord, succeeded: bool) -> Option<&'a str> {
+        self.log_passwd
+            .applies(succeeded)
+            .then_some(record.password.as_deref())
+            .flatten()
+    }
+}
+
+/// Perdition prints IPv4 addresses plainly and IPv6 ones without brackets.
+fn addr(a: SocketAddr) -> String {
+    format!("{}:{}", a.ip().to_canonical(), a.port())
+}
+
+/// What an Auth or Closing line says about one session.
+#[derive(Debug, Clone)]
+pub struct AuthRecord {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// `ssl` (implicit TLS), `tls` (after STARTTLS) or `plaintext`.
+    pub client_secure: &'static str,
+    pub user: String,
+    /// Only filled when `log_passwd` may print it.
+    pub password: Option<String>,
+    /// `host:port` of the back end, or `NONE` before a lookup.
+    pub server: String,
+    pub protocol: &'static str,
+    pub server_secure: &'static str,
+}
+
+impl AuthRecord {
+    fn fields(&self, status: &str, password: Option<&str>) -> String {
+        let passwd = password
+            .map(|p| format!(" passwd=\"{}\"", escape(p)))
+            .unwrap_or_default();
+        format!(
+            "{}->{} client-secure={} authorisation_id=NONE authentication_id=\"{}\"{passwd} server=\"{}\" protocol={} server-secure={} status=\"{}\"",
+            addr(self.peer),
+            addr(self.local),
+            self.client_secure,
+            escape(&self.user),
+            self.server,
+            self.protocol,
+            self.server_secure,
+            status
+        )
+    }
+}
+
+/// A user name is attacker-controlled: keep it on one line and inside its quotes.
+fn escape(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c if c.is_control() => format!("\\x{:02x}", c as u32).chars().collect(),
+            c => vec![c],
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> AuthRecord {
+        AuthRecord {
+            peer: "192.0.2.7:51000".parse().unwrap(),
+            local: "198.51.100.1:993".parse().unwrap(),
+            client_secure: "ssl",
+            user: "alice".into(),
+            password: Some("s3cret".into()),
+            server: "10.0.0.2:143".into(),
+            protocol: "IMAP4S",
+            server_secure: "plaintext",
+        }
+    }
+
+    #[test]
+    fn auth_fields_match_perditions_format() {
+        assert_eq!(
+            record().fields("failed: Re-Authentication Failure", None),
+            "192.0.2.7:51000->198.51.100.1:993 client-secure=ssl authorisation_id=NONE authentication_id=\"alice\" server=\"10.0.0.2:143\" protocol=IMAP4S server-secure=plaintext status=\"failed: Re-Authentication Failure\""
+        );
+    }
+
+    #[test]
+    fn hostile_user_names_stay_inside_their_quotes() {
+        let mut r = record();
+        r.user = "x\" status=\"ok\nAuth: fake".into();
+        let line = r.fields("failed", None);
+        assert!(!line.contains('\n'));
+        assert!(
+            line.contains(r#"authentication_id="x\" status=\"ok\x0aAuth: fake""#),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn ipv6_mapped_addresses_print_as_ipv4() {
+        assert_eq!(
+            addr("[::ffff:192.0.2.1]:25".parse().unwrap()),
+            "192.0.2.1:25"
+        );
+        assert_eq!(
+            addr("[2001:db8::1]:993".parse().unwrap()),
+            "2001:db8::1:993"
+        );
+    }
+}

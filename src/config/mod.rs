@@ -1,0 +1,388 @@
+//! Configuration: the native TOML format (this file's types *are* the schema) and the
+//! Perdition-compatible reader in `perdition.rs`. Both produce a [`Config`] that
+//! [`Config::validate`] checks before anything listens.
+
+pub mod perdition;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::map::LowerCase;
+use crate::protocol::{PreLoginLimits, Protocol};
+
+/// Everything Portcullis needs to run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub log: LogConfig,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(rename = "listener", default)]
+    pub listeners: Vec<Listener>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `-` stdout, `+` stderr, `/path` a file, anything else a syslog facility name.
+    pub destination: String,
+    /// The syslog ident (`perdition.imaps` in Perdition mode).
+    pub ident: String,
+    /// When to put the password in Auth lines: never, fail, ok, always (Perdition's
+    /// `log_passwd`).
+    pub log_passwd: LogPasswd,
+    /// Extra diagnostic lines. Never includes passwords; `log_passwd` alone controls that.
+    pub debug: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            destination: "mail".into(),
+            ident: "portcullis".into(),
+            log_passwd: LogPasswd::Never,
+            debug: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogPasswd {
+    Never,
+    Fail,
+    Ok,
+    Always,
+}
+
+impl LogPasswd {
+    /// Whether the password goes into the log line for a login that `succeeded` or not.
+    pub fn applies(self, succeeded: bool) -> bool {
+        match self {
+            LogPasswd::Never => false,
+            LogPasswd::Fail => !succeeded,
+            LogPasswd::Ok => succeeded,
+            LogPasswd::Always => true,
+        }
+    }
+}
+
+/// Limits; all times in seconds.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Simultaneous client connections for the whole process; 0 means no limit.
+    pub connection_limit: usize,
+    /// Time a client has to log in (Perdition's `authenticate_timeout`).
+    pub login_timeout: u64,
+    /// Silence allowed once logged in (Perdition's `timeout`).
+    pub idle_timeout: u64,
+    /// Time to connect and log in to a back end.
+    pub backend_timeout: u64,
+    /// Time live sessions get to finish after SIGTERM before the process exits.
+    pub shutdown_grace: u64,
+    pub max_line_length: usize,
+    pub max_literal_size: usize,
+    pub max_commands: u32,
+    pub max_failed_logins: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let prelogin = PreLoginLimits::default();
+        Limits {
+            connection_limit: 0,
+            login_timeout: 30,
+            idle_timeout: 1800,
+            backend_timeout: 15,
+            shutdown_grace: 10,
+            max_line_length: prelogin.max_line_length,
+            max_literal_size: prelogin.max_literal_size,
+            max_commands: prelogin.max_commands,
+            max_failed_logins: prelogin.max_failed_logins,
+        }
+    }
+}
+
+impl Limits {
+    pub fn prelogin(&self) -> PreLoginLimits {
+        PreLoginLimits {
+            max_line_length: self.max_line_length,
+            max_literal_size: self.max_literal_size,
+            max_commands: self.max_commands,
+            max_failed_logins: self.max_failed_logins,
+        }
+    }
+
+    pub fn login_timeout(&self) -> Duration {
+        Duration::from_secs(self.login_timeout)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout)
+    }
+
+    pub fn backend_timeout(&self) -> Duration {
+        Duration::from_secs(self.backend_timeout)
+    }
+}
+
+/// How clients reach a listener.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ListenerTls {
+    /// Plaintext only.
+    None,
+    /// Plaintext with STARTTLS offered.
+    Starttls,
+    /// Plaintext with STARTTLS, and no login before it.
+    StarttlsRequired,
+    /// TLS from the first byte (IMAPS, POP3S).
+    Implicit,
+}
+
+/// How Portcullis reaches a back end.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackendTls {
+    None,
+    Starttls,
+    Implicit,
+}
+
+/// One protocol served on one or more addresses.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    pub protocol: Protocol,
+    /// `ip:port` or `[v6]:port`.
+    pub bind: Vec<String>,
+    #[serde(default = "listener_tls_default")]
+    pub tls: ListenerTls,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<PathBuf>,
+    /// Capabilities advertised before login; the protocol's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    /// Text of the successful-login answer; the back end's own text when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok_line: Option<String>,
+    #[serde(default)]
+    pub lower_case: LowerCase,
+    /// Refuse all logins (maintenance).
+    #[serde(default)]
+    pub login_disabled: bool,
+    /// Name shown in the greeting ("Portcullis", or "perdition" in compat mode).
+    #[serde(default = "product_default")]
+    pub greeting_name: String,
+    pub backend: Backend,
+}
+
+fn listener_tls_default() -> ListenerTls {
+    ListenerTls::None
+}
+
+fn product_default() -> String {
+    "Portcullis".into()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    /// IP address or host name.
+    pub host: String,
+    /// The protocol's standard port when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default = "backend_tls_default")]
+    pub tls: BackendTls,
+    /// CAs to trust for the back end; the system store when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Check the back end's certificate (on by default; turning it off is an explicit choice).
+    #[serde(default = "yes")]
+    pub verify: bool,
+    /// The name the certificate must carry; `host` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
+}
+
+fn backend_tls_default() -> BackendTls {
+    BackendTls::None
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Backend {
+    pub fn port_for(&self, protocol: Protocol) -> u16 {
+        self.port
+            .unwrap_or_else(|| protocol.default_port(self.tls == BackendTls::Implicit))
+    }
+
+    pub fn tls_name(&self) -> &str {
+        self.server_name.as_deref().unwrap_or(&self.host)
+    }
+}
+
+impl Listener {
+    /// The addresses to bind, resolved.
+    pub fn addresses(&self) -> Result<Vec<SocketAddr>, String> {
+        let mut out = Vec::new();
+        for spec in &self.bind {
+            let found: Vec<SocketAddr> = spec
+                .to_socket_addrs()
+                .map_err(|e| format!("bind address {spec:?}: {e}"))?
+                .collect();
+            if found.is_empty() {
+                return Err(format!("bind address {spec:?} resolves to nothing"));
+            }
+            out.extend(found);
+        }
+        Ok(out)
+    }
+}
+
+impl Config {
+    /// Parse the native TOML format.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The effective configuration in the native format (for `portcullis check`).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print configuration: {e}\n"))
+    }
+
+    /// Every problem found, so that an admin can fix them all in one go.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        if self.listeners.is_empty() {
+            problems.push("no [[listener]] configured".to_string());
+        }
+        if self.limits.max_line_length < 64 {
+            problems.push("limits.max_line_length must be at least 64".into());
+        }
+        if self.limits.max_failed_logins == 0 || self.limits.max_commands == 0 {
+            problems
+                .push("limits.max_failed_logins and limits.max_commands must be at least 1".into());
+        }
+        if self.limits.login_timeout == 0 || self.limits.backend_timeout == 0 {
+            problems
+                .push("limits.login_timeout and limits.backend_timeout must be at least 1".into());
+        }
+        for (i, l) in self.listeners.iter().enumerate() {
+            let name = format!(
+                "listener {} ({:?} on {})",
+                i + 1,
+                l.protocol,
+                l.bind.join(", ")
+            );
+            if l.bind.is_empty() {
+                problems.push(format!("{name}: bind is empty"));
+            }
+            if let Err(e) = l.addresses() {
+                problems.push(format!("{name}: {e}"));
+            }
+            if l.tls != ListenerTls::None {
+                match (&l.cert, &l.key) {
+                    (Some(cert), Some(key)) => {
+                        if let Err(e) = crate::tls::server_config(cert, key) {
+                            problems.push(format!("{name}: {e}"));
+                        }
+                    }
+                    _ => problems.push(format!("{name}: tls needs both cert and key")),
+                }
+            }
+            if l.protocol == Protocol::Managesieve && l.tls == ListenerTls::Implicit {
+                problems.push(format!(
+                    "{name}: ManageSieve has no implicit-TLS mode; use starttls"
+                ));
+            }
+            if l.backend.host.is_empty() {
+                problems.push(format!("{name}: backend.host is empty"));
+            }
+            if l.backend.tls != BackendTls::None {
+                if let Err(e) = crate::tls::server_name(l.backend.tls_name()) {
+                    problems.push(format!("{name}: {e}"));
+                }
+                if l.backend.verify {
+                    let ca = l
+                        .backend
+                        .ca_file
+                        .clone()
+                        .unwrap_or_else(|| crate::tls::SYSTEM_CA_BUNDLE.into());
+                    if let Err(e) =
+                        crate::tls::client_config(&crate::tls::BackendVerification::CaFile(ca))
+                    {
+                        problems.push(format!("{name}: backend CA: {e}"));
+                    }
+                }
+            }
+            if l.protocol == Protocol::Managesieve && l.backend.tls == BackendTls::Implicit {
+                problems.push(format!(
+                    "{name}: ManageSieve back ends have no implicit TLS; use starttls"
+                ));
+            }
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c = Config::from_toml(
+            r#"
+            [[listener]]
+            protocol = "imap"
+            bind = ["127.0.0.1:1143"]
+            backend = { host = "127.0.0.1" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.listeners[0].tls, ListenerTls::None);
+        assert_eq!(c.listeners[0].backend.port_for(Protocol::Imap), 143);
+        assert!(c.listeners[0].backend.verify);
+        assert_eq!(c.validate(), Ok(()));
+        // What `check` prints reads back to the same configuration.
+        assert_eq!(Config::from_toml(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let e = Config::from_toml("[limits]\nconection_limit = 3\n").unwrap_err();
+        assert!(e.contains("conection_limit"), "{e}");
+    }
+
+    #[test]
+    fn validation_lists_every_problem() {
+        let c = Config::from_toml(
+            r#"
+            [[listener]]
+            protocol = "imap"
+            bind = ["not an address"]
+            tls = "implicit"
+            backend = { host = "" }
+            "#,
+        )
+        .unwrap();
+        let problems = c.validate().unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+}

@@ -1,0 +1,171 @@
+//! The server: listeners, the connection limit and graceful shutdown, in the shape of tokio's
+//! `mini-redis` (accept loop, semaphore, shutdown broadcast, wait for sessions to drain).
+
+pub mod relay;
+pub mod session;
+pub mod stream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::authlog::{hostname, Logger};
+use crate::config::{BackendTls, Config, ListenerTls};
+use crate::map::static_server::StaticServer;
+use crate::tls::{self, BackendVerification};
+
+use session::ListenerState;
+
+/// Build every listener's shared state and bind its sockets; errors name the culprit.
+pub async fn bind(
+    config: &Config,
+    logger: Arc<Logger>,
+) -> Result<Vec<(Arc<ListenerState>, TcpListener)>, String> {
+    let mut bound = Vec::new();
+    for l in &config.listeners {
+        let acceptor = match (l.tls, &l.cert, &l.key) {
+            (ListenerTls::None, _, _) => None,
+            (_, Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
+            _ => return Err("a TLS listener needs cert and key".into()),
+        };
+        let connector = match l.backend.tls {
+            BackendTls::None => None,
+            _ => {
+                let verification = if l.backend.verify {
+                    BackendVerification::CaFile(
+                        l.backend
+                            .ca_file
+                            .clone()
+                            .unwrap_or_else(|| tls::SYSTEM_CA_BUNDLE.into()),
+                    )
+                } else {
+                    BackendVerification::None
+                };
+                Some(TlsConnector::from(tls::client_config(&verification)?))
+            }
+        };
+        let state = Arc::new(ListenerState {
+            map: Box::new(StaticServer::new(
+                l.backend.host.clone(),
+                l.backend.port_for(l.protocol),
+            )),
+            config: l.clone(),
+            limits: config.limits.clone(),
+            logger: logger.clone(),
+            acceptor,
+            connector,
+            greeting_host: hostname(),
+        });
+        for addr in l.addresses()? {
+            let listener = listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            bound.push((state.clone(), listener));
+        }
+    }
+    Ok(bound)
+}
+
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// Serve until `shutdown_signal` completes, then stop accepting, tell pre-login clients, and
+/// give live sessions `grace` to end.
+pub async fn run(
+    bound: Vec<(Arc<ListenerState>, TcpListener)>,
+    connection_limit: usize,
+    grace: Duration,
+    logger: Arc<Logger>,
+    shutdown_signal: impl std::future::Future<Output = ()>,
+) {
+    let limit = Arc::new(Semaphore::new(if connection_limit == 0 {
+        Semaphore::MAX_PERMITS
+    } else {
+        connection_limit
+    }));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    // Every session holds a clone; when all are dropped, `recv` returns None (mini-redis).
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    for (state, listener) in bound {
+        if let Ok(addr) = listener.local_addr() {
+            logger.info(&format!(
+                "Listening on {addr} protocol={}",
+                state
+                    .protocol()
+                    .log_name(state.config.tls == ListenerTls::Implicit)
+            ));
+        }
+        tokio::spawn(accept_loop(
+            state,
+            listener,
+            limit.clone(),
+            shutdown_rx.clone(),
+            done_tx.clone(),
+        ));
+    }
+    drop(done_tx);
+    shutdown_signal.await;
+    logger.info("Shutting down: no new connections");
+    let _ = shutdown_tx.send(true);
+    if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
+        logger.info("Shutdown grace period over; closing remaining sessions");
+    }
+}
+
+async fn accept_loop(
+    state: Arc<ListenerState>,
+    listener: TcpListener,
+    limit: Arc<Semaphore>,
+    mut shutdown: watch::Receiver<bool>,
+    done: mpsc::Sender<()>,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(10);
+                a
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: wait instead of spinning, keep serving.
+                state.logger.error(&format!("accept failed: {e}"));
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let local = tcp.local_addr().unwrap_or(peer);
+        match limit.clone().try_acquire_owned() {
+            Ok(permit) => {
+                let state = state.clone();
+                let shutdown = shutdown.clone();
+                let done = done.clone();
+                tokio::spawn(async move {
+                    session::serve(state, tcp, peer, local, shutdown).await;
+                    drop(permit);
+                    drop(done);
+                });
+            }
+            Err(_) => {
+                state
+                    .logger
+                    .warning(&format!("Connection limit reached: refusing {}", peer));
+                tokio::spawn(session::refuse(state.clone(), tcp));
+            }
+        }
+    }
+}

@@ -1,0 +1,359 @@
+//! One client connection, from accept to close: the only place where protocol machines meet
+//! sockets, timers, the map and the log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{timeout, timeout_at, Instant};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
+
+use crate::authlog::{AuthRecord, Logger};
+use crate::config::{BackendTls, Limits, Listener, ListenerTls};
+use crate::map::{Map, MapError};
+use crate::protocol::{
+    AfterLogin, ClientEvent, ClientSettings, Credentials, LoginOutcome, Protocol, ServerEvent,
+    ServerSettings,
+};
+use crate::tls;
+
+use super::relay::relay;
+use super::stream::{BackendStream, ClientStream, MaybeTls};
+
+/// Bytes read from a socket at a time before login.
+const READ_CHUNK: usize = 4096;
+
+/// What every session of one listener shares; built once when the listener starts.
+pub struct ListenerState {
+    pub config: Listener,
+    pub limits: Limits,
+    pub logger: Arc<Logger>,
+    /// TLS towards clients, for implicit TLS and STARTTLS.
+    pub acceptor: Option<TlsAcceptor>,
+    /// TLS towards the back end, when it is used.
+    pub connector: Option<TlsConnector>,
+    pub map: Box<dyn Map>,
+    pub greeting_host: String,
+}
+
+impl ListenerState {
+    pub fn protocol(&self) -> Protocol {
+        self.config.protocol
+    }
+
+    fn log_protocol(&self) -> &'static str {
+        self.protocol()
+            .log_name(self.config.tls == ListenerTls::Implicit)
+    }
+
+    fn client_settings(&self) -> ClientSettings {
+        ClientSettings {
+            capability: self.config.capability.clone(),
+            starttls_offered: matches!(
+                self.config.tls,
+                ListenerTls::Starttls | ListenerTls::StarttlsRequired
+            ),
+            tls_required: self.config.tls == ListenerTls::StarttlsRequired,
+            tls_active: self.config.tls == ListenerTls::Implicit,
+            login_disabled: self.config.login_disabled,
+            ok_line: self.config.ok_line.clone(),
+            greeting_host: self.greeting_host.clone(),
+            product: self.config.greeting_name.clone(),
+            limits: self.limits.prelogin(),
+        }
+    }
+}
+
+/// Serve one client until it disconnects.
+pub async fn serve(
+    state: Arc<ListenerState>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = tcp.set_nodelay(true);
+    state.logger.connect(peer, local);
+    let deadline = Instant::now() + state.limits.login_timeout();
+
+    let mut stream: ClientStream = match (&state.acceptor, state.config.tls) {
+        (Some(acceptor), ListenerTls::Implicit) => {
+            match timeout_at(deadline, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => MaybeTls::Tls(Box::new(tls)),
+                Ok(Err(e)) => {
+                    state.logger.debug(&format!(
+                        "TLS handshake with {peer} failed: {}",
+                        tls::describe(&e)
+                    ));
+                    return;
+                }
+                Err(_) => return,
+            }
+        }
+        _ => MaybeTls::Plain(tcp),
+    };
+    let mut client_secure = if stream.is_tls() { "ssl" } else { "plaintext" };
+
+    let mut machine = state.protocol().client_side(state.client_settings());
+    if write(&mut stream, &machine.greeting()).await.is_err() {
+        return;
+    }
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match machine.next_event() {
+            ClientEvent::Send(bytes) => {
+                if write(&mut stream, &bytes).await.is_err() {
+                    return;
+                }
+            }
+            ClientEvent::Close(bytes) => {
+                let _ = write(&mut stream, &bytes).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+            ClientEvent::StartTls(reply) => {
+                if write(&mut stream, &reply).await.is_err() {
+                    return;
+                }
+                let (MaybeTls::Plain(tcp), Some(acceptor)) = (stream, &state.acceptor) else {
+                    // The machine only asks when the listener offers STARTTLS.
+                    return;
+                };
+                stream = match timeout_at(deadline, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => MaybeTls::Tls(Box::new(tls)),
+                    Ok(Err(e)) => {
+                        state.logger.debug(&format!(
+                            "STARTTLS handshake with {peer} failed: {}",
+                            tls::describe(&e)
+                        ));
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                client_secure = "tls";
+                machine.tls_established();
+            }
+            ClientEvent::NeedInput => {
+                let read = tokio::select! {
+                    r = timeout_at(deadline, stream.read(&mut buf)) => r,
+                    _ = shutdown.changed() => {
+                        let _ = write(&mut stream, &machine.shutdown_message()).await;
+                        return;
+                    }
+                };
+                match read {
+                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(n)) => machine.receive(&buf[..n]),
+                    Err(_) => {
+                        let _ = write(&mut stream, &machine.timeout_message()).await;
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
+                }
+            }
+            ClientEvent::Login(creds) => {
+                let mut record = AuthRecord {
+                    peer,
+                    local,
+                    client_secure,
+                    user: creds.user.clone(),
+                    password: Some(String::from_utf8_lossy(&creds.secret).into_owned()),
+                    server: "NONE".into(),
+                    protocol: state.log_protocol(),
+                    server_secure: match state.config.backend.tls {
+                        BackendTls::None => "plaintext",
+                        BackendTls::Starttls => "tls",
+                        BackendTls::Implicit => "ssl",
+                    },
+                };
+                let (outcome, backend) = login(&state, creds, &mut record).await;
+                state.logger.auth(&record, &status_text(&outcome));
+                if let LoginOutcome::Unavailable { reason } = &outcome {
+                    state
+                        .logger
+                        .warning(&format!("back end {} for {peer}: {reason}", record.server));
+                }
+                let reply = machine.login_finished(&outcome);
+                if write(&mut stream, &reply.bytes).await.is_err() {
+                    return;
+                }
+                match (reply.next, backend) {
+                    (AfterLogin::Relay, Some((mut server, leftover))) => {
+                        let pipelined = machine.take_unprocessed();
+                        drop(buf);
+                        drop(machine);
+                        if write(&mut server, &pipelined).await.is_err()
+                            || write(&mut stream, &leftover).await.is_err()
+                        {
+                            return;
+                        }
+                        let traffic = relay(stream, server, state.limits.idle_timeout()).await;
+                        record.password = None;
+                        state.logger.closing(
+                            &record,
+                            traffic.received + pipelined.len() as u64,
+                            traffic.sent + leftover.len() as u64,
+                        );
+                        return;
+                    }
+                    (AfterLogin::Close, _) | (AfterLogin::Relay, None) => {
+                        let _ = stream.shutdown().await;
+                        return;
+                    }
+                    (AfterLogin::Continue, _) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Perdition's status texts, so that its log scrapers and fail2ban filter keep working.
+fn status_text(outcome: &LoginOutcome) -> String {
+    match outcome {
+        LoginOutcome::Accepted { .. } => "ok".into(),
+        LoginOutcome::Rejected { .. } => "failed: Re-Authentication Failure".into(),
+        LoginOutcome::Unavailable { reason } => format!("failed: {reason}"),
+    }
+}
+
+async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> std::io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    w.write_all(bytes).await?;
+    w.flush().await
+}
+
+/// Look the user up, connect to the back end and log in there.
+async fn login(
+    state: &ListenerState,
+    creds: Credentials,
+    record: &mut AuthRecord,
+) -> (LoginOutcome, Option<(BackendStream, Vec<u8>)>) {
+    let lower_case = state.config.lower_case;
+    let target = match state.map.lookup(&lower_case.for_lookup(&creds.user)).await {
+        Ok(t) => t,
+        Err(MapError::NotFound) => {
+            return (
+                LoginOutcome::Rejected {
+                    text: "unknown user".into(),
+                },
+                None,
+            )
+        }
+        Err(MapError::Unavailable(reason)) => return (LoginOutcome::Unavailable { reason }, None),
+    };
+    record.server = if target.host.contains(':') {
+        format!("[{}]:{}", target.host, target.port)
+    } else {
+        format!("{}:{}", target.host, target.port)
+    };
+    let creds = Credentials {
+        user: lower_case.for_login(&creds.user),
+        secret: creds.secret,
+    };
+    match timeout(
+        state.limits.backend_timeout(),
+        backend_login(state, &target.host, target.port, creds),
+    )
+    .await
+    {
+        Ok(Ok((LoginOutcome::Accepted { capabilities, text }, stream, leftover))) => (
+            LoginOutcome::Accepted { capabilities, text },
+            Some((stream, leftover)),
+        ),
+        Ok(Ok((outcome, _, _))) => (outcome, None),
+        Ok(Err(reason)) => (LoginOutcome::Unavailable { reason }, None),
+        Err(_) => (
+            LoginOutcome::Unavailable {
+                reason: "timeout".into(),
+            },
+            None,
+        ),
+    }
+}
+
+async fn backend_login(
+    state: &ListenerState,
+    host: &str,
+    port: u16,
+    creds: Credentials,
+) -> Result<(LoginOutcome, BackendStream, Vec<u8>), String> {
+    let host_for_connect = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = TcpStream::connect((host_for_connect, port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let _ = tcp.set_nodelay(true);
+    let backend = &state.config.backend;
+    let mut stream: BackendStream = match backend.tls {
+        BackendTls::Implicit => MaybeTls::Tls(Box::new(start_tls(state, tcp).await?)),
+        _ => MaybeTls::Plain(tcp),
+    };
+    let mut machine = state.protocol().server_side(
+        creds,
+        ServerSettings {
+            starttls: backend.tls == BackendTls::Starttls,
+        },
+    );
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match machine.next_event() {
+            ServerEvent::Send(bytes) => write(&mut stream, &bytes)
+                .await
+                .map_err(|e| e.to_string())?,
+            ServerEvent::StartTls => {
+                let MaybeTls::Plain(tcp) = stream else {
+                    return Err("STARTTLS requested twice".into());
+                };
+                stream = MaybeTls::Tls(Box::new(start_tls(state, tcp).await?));
+                machine.tls_established();
+            }
+            ServerEvent::NeedInput => match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return Ok((machine.eof(), stream, Vec::new())),
+                Ok(n) => machine.receive(&buf[..n]),
+            },
+            ServerEvent::Finished(outcome) => {
+                let leftover = machine.take_unprocessed();
+                return Ok((outcome, stream, leftover));
+            }
+        }
+    }
+}
+
+async fn start_tls(
+    state: &ListenerState,
+    tcp: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+    let connector = state
+        .connector
+        .as_ref()
+        .ok_or("back-end TLS is not configured")?;
+    let name = tls::server_name(state.config.backend.tls_name())?;
+    connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("TLS: {}", tls::describe(&e)))
+}
+
+/// Turn away a client over the connection limit with the protocol's own words, after the TLS
+/// handshake on implicit-TLS listeners so that the client can read them.
+pub async fn refuse(state: Arc<ListenerState>, tcp: TcpStream) {
+    let message = state.protocol().overloaded_message();
+    let limit = Duration::from_secs(5);
+    match (&state.acceptor, state.config.tls) {
+        (Some(acceptor), ListenerTls::Implicit) => {
+            if let Ok(Ok(mut tls)) = timeout(limit, acceptor.accept(tcp)).await {
+                let _ = timeout(limit, write(&mut tls, message)).await;
+                let _ = timeout(limit, tls.shutdown()).await;
+            }
+        }
+        _ => {
+            let mut tcp = tcp;
+            let _ = timeout(limit, write(&mut tcp, message)).await;
+            let _ = timeout(limit, tcp.shutdown()).await;
+        }
+    }
+}
