@@ -11,6 +11,8 @@
 pub mod imap;
 pub mod limits;
 pub mod line;
+pub mod managesieve;
+pub mod pop3;
 pub mod sasl;
 
 use std::fmt;
@@ -182,14 +184,18 @@ impl Protocol {
     pub fn client_side(self, settings: ClientSettings) -> Box<dyn ClientSide> {
         match self {
             Protocol::Imap => Box::new(imap::front::ImapClientSide::new(settings)),
-            Protocol::Pop3 | Protocol::Managesieve => todo!("issue 3"),
+            Protocol::Pop3 => Box::new(pop3::front::Pop3ClientSide::new(settings)),
+            Protocol::Managesieve => Box::new(managesieve::front::SieveClientSide::new(settings)),
         }
     }
 
     pub fn server_side(self, creds: Credentials, settings: ServerSettings) -> Box<dyn ServerSide> {
         match self {
             Protocol::Imap => Box::new(imap::back::ImapServerSide::new(creds, settings)),
-            Protocol::Pop3 | Protocol::Managesieve => todo!("issue 3"),
+            Protocol::Pop3 => Box::new(pop3::back::Pop3ServerSide::new(creds, settings)),
+            Protocol::Managesieve => {
+                Box::new(managesieve::back::SieveServerSide::new(creds, settings))
+            }
         }
     }
 

@@ -1,0 +1,4 @@
+//! managesieve: the pre-login part only. After login the proxy relays bytes untouched.
+
+pub mod back;
+pub mod front;

@@ -1,0 +1,4 @@
+//! pop3: the pre-login part only. After login the proxy relays bytes untouched.
+
+pub mod back;
+pub mod front;
