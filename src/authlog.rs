@@ -176,33 +176,51 @@ impl Logger {
         self.debug
     }
 
-    /// `Connect: <client>-><local>`
+    /// `Connect:  <client>-><local>` (two spaces, as Perdition writes it).
     pub fn connect(&self, peer: SocketAddr, local: SocketAddr) {
-        self.info(&format!("Connect: {}->{}", addr(peer), addr(local)));
+        self.info(&format!("Connect: {}", from_to(peer, local)));
     }
 
-    /// `Auth: ...` for one login attempt.
+    /// `Auth: ...` for one login attempt, at `notice` like Perdition.
     pub fn auth(&self, record: &AuthRecord, status: &str) {
         let succeeded = status == "ok";
         let line = format!(
-            "Auth: {}",
+            "Auth:{}",
             record.fields(status, self.password_for(record, succeeded))
         );
-        self.write(
-            if succeeded {
-                Severity::Info
-            } else {
-                Severity::Notice
-            },
-            &line,
-        );
+        self.write(Severity::Notice, &line);
     }
 
     /// `Closing session: ...` when a proxied session ends.
     pub fn closing(&self, record: &AuthRecord, received: u64, sent: u64) {
         self.info(&format!(
-            "Closing session: {} received={received} sent={sent}",
-            record.fields("ok", None)
+            "Closing session:{} authorisation_id=NONE authentication_id=\"{}\" received={received} sent={sent}",
+            from_to(record.peer, record.local),
+            escape(&record.user)
+        ));
+    }
+
+    /// `Closing NULL session: ...` when a client leaves politely without logging in.
+    pub fn closing_null(&self, peer: SocketAddr, local: SocketAddr) {
+        self.info(&format!(
+            "Closing NULL session:{} authorisation_id=NONE authentication_id=\"(null)\"",
+            from_to(peer, local)
+        ));
+    }
+
+    /// The client vanished before logging in. fail2ban's stock filter counts these.
+    pub fn fatal_read(&self, peer: SocketAddr, local: SocketAddr) {
+        self.error(&format!(
+            "Fatal Error reading authentication information from client{}: Exiting child",
+            from_to(peer, local)
+        ));
+    }
+
+    /// The client did not log in within the login timeout.
+    pub fn fatal_timeout(&self, peer: SocketAddr, local: SocketAddr) {
+        self.error(&format!(
+            "Fatal Error: Timeout reading authentication information from client{}: Exiting child",
+            from_to(peer, local)
         ));
     }
 
@@ -219,12 +237,17 @@ fn addr(a: SocketAddr) -> String {
     format!("{}:{}", a.ip().to_canonical(), a.port())
 }
 
+/// Perdition's `from_to`: it starts with a space, which is why `Connect:` is followed by two.
+fn from_to(peer: SocketAddr, local: SocketAddr) -> String {
+    format!(" {}->{}", addr(peer), addr(local))
+}
+
 /// What an Auth or Closing line says about one session.
 #[derive(Debug, Clone)]
 pub struct AuthRecord {
     pub peer: SocketAddr,
     pub local: SocketAddr,
-    /// `ssl` (implicit TLS), `tls` (after STARTTLS) or `plaintext`.
+    /// `ssl` (implicit TLS), `starttls` or `plaintext`.
     pub client_secure: &'static str,
     pub user: String,
     /// Only filled when `log_passwd` may print it.
@@ -241,9 +264,8 @@ impl AuthRecord {
             .map(|p| format!(" passwd=\"{}\"", escape(p)))
             .unwrap_or_default();
         format!(
-            "{}->{} client-secure={} authorisation_id=NONE authentication_id=\"{}\"{passwd} server=\"{}\" protocol={} server-secure={} status=\"{}\"",
-            addr(self.peer),
-            addr(self.local),
+            "{} client-secure={} authorisation_id=NONE authentication_id=\"{}\"{passwd} server=\"{}\" protocol={} server-secure={} status=\"{}\"",
+            from_to(self.peer, self.local),
             self.client_secure,
             escape(&self.user),
             self.server,
@@ -286,7 +308,7 @@ mod tests {
     fn auth_fields_match_perditions_format() {
         assert_eq!(
             record().fields("failed: Re-Authentication Failure", None),
-            "192.0.2.7:51000->198.51.100.1:993 client-secure=ssl authorisation_id=NONE authentication_id=\"alice\" server=\"10.0.0.2:143\" protocol=IMAP4S server-secure=plaintext status=\"failed: Re-Authentication Failure\""
+            " 192.0.2.7:51000->198.51.100.1:993 client-secure=ssl authorisation_id=NONE authentication_id=\"alice\" server=\"10.0.0.2:143\" protocol=IMAP4S server-secure=plaintext status=\"failed: Re-Authentication Failure\""
         );
     }
 

@@ -16,6 +16,8 @@ pub struct Traffic {
     pub received: u64,
     /// To the client.
     pub sent: u64,
+    /// The session ended because it was silent for too long.
+    pub timed_out: bool,
 }
 
 /// Copy both ways. When one side closes, the other is told (half-close) and the relay ends once
@@ -57,13 +59,14 @@ where
             tokio::time::sleep_until(deadline).await;
         }
     };
-    tokio::select! {
-        _ = async { tokio::join!(upstream, downstream) } => {}
-        _ = watchdog => {}
-    }
+    let timed_out = tokio::select! {
+        _ = async { tokio::join!(upstream, downstream) } => false,
+        _ = watchdog => true,
+    };
     Traffic {
         received: received.load(Ordering::Relaxed),
         sent: sent.load(Ordering::Relaxed),
+        timed_out,
     }
 }
 
@@ -116,7 +119,8 @@ mod tests {
             traffic,
             Traffic {
                 received: 8,
-                sent: 6
+                sent: 6,
+                timed_out: false
             }
         );
     }
@@ -126,6 +130,12 @@ mod tests {
         let (client_proxy, _client) = duplex(1024);
         let (server_proxy, _server) = duplex(1024);
         let traffic = relay(client_proxy, server_proxy, Duration::from_secs(30)).await;
-        assert_eq!(traffic, Traffic::default());
+        assert_eq!(
+            traffic,
+            Traffic {
+                timed_out: true,
+                ..Traffic::default()
+            }
+        );
     }
 }

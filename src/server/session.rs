@@ -112,6 +112,7 @@ pub async fn serve(
             ClientEvent::Close(bytes) => {
                 let _ = write(&mut stream, &bytes).await;
                 let _ = stream.shutdown().await;
+                state.logger.closing_null(peer, local);
                 return;
             }
             ClientEvent::StartTls(reply) => {
@@ -133,7 +134,7 @@ pub async fn serve(
                     }
                     Err(_) => return,
                 };
-                client_secure = "tls";
+                client_secure = "starttls";
                 machine.tls_established();
             }
             ClientEvent::NeedInput => {
@@ -145,9 +146,13 @@ pub async fn serve(
                     }
                 };
                 match read {
-                    Ok(Ok(0)) | Ok(Err(_)) => return,
+                    Ok(Ok(0)) | Ok(Err(_)) => {
+                        state.logger.fatal_read(peer, local);
+                        return;
+                    }
                     Ok(Ok(n)) => machine.receive(&buf[..n]),
                     Err(_) => {
+                        state.logger.fatal_timeout(peer, local);
                         let _ = write(&mut stream, &machine.timeout_message()).await;
                         let _ = stream.shutdown().await;
                         return;
@@ -165,12 +170,13 @@ pub async fn serve(
                     protocol: state.log_protocol(),
                     server_secure: match state.config.backend.tls {
                         BackendTls::None => "plaintext",
-                        BackendTls::Starttls => "tls",
+                        BackendTls::Starttls => "starttls",
                         BackendTls::Implicit => "ssl",
                     },
                 };
                 let (outcome, backend) = login(&state, creds, &mut record).await;
-                state.logger.auth(&record, &status_text(&outcome));
+                state.logger.auth(&record, outcome.status());
+                let outcome = outcome.into_login_outcome();
                 if let LoginOutcome::Unavailable { reason } = &outcome {
                     state
                         .logger
@@ -191,7 +197,9 @@ pub async fn serve(
                             return;
                         }
                         let traffic = relay(stream, server, state.limits.idle_timeout()).await;
-                        record.password = None;
+                        if traffic.timed_out {
+                            state.logger.info("Timeout piping data.");
+                        }
                         state.logger.closing(
                             &record,
                             traffic.received + pipelined.len() as u64,
@@ -210,12 +218,55 @@ pub async fn serve(
     }
 }
 
-/// Perdition's status texts, so that its log scrapers and fail2ban filter keep working.
-fn status_text(outcome: &LoginOutcome) -> String {
-    match outcome {
-        LoginOutcome::Accepted { .. } => "ok".into(),
-        LoginOutcome::Rejected { .. } => "failed: Re-Authentication Failure".into(),
-        LoginOutcome::Unavailable { reason } => format!("failed: {reason}"),
+/// How a login attempt ended, as precisely as Perdition's log needs it.
+enum Attempt {
+    Accepted {
+        capabilities: Option<String>,
+        text: String,
+    },
+    Rejected {
+        text: String,
+    },
+    /// TCP connect failed or the back end did not answer in time.
+    NoConnection(String),
+    /// The back end answered but the exchange failed (bad greeting, TLS...).
+    Negotiation(String),
+}
+
+impl Attempt {
+    fn from_outcome(outcome: LoginOutcome) -> Attempt {
+        match outcome {
+            LoginOutcome::Accepted { capabilities, text } => {
+                Attempt::Accepted { capabilities, text }
+            }
+            LoginOutcome::Rejected { text } => Attempt::Rejected { text },
+            LoginOutcome::Unavailable { reason } => Attempt::Negotiation(reason),
+        }
+    }
+
+    /// Perdition's status texts, so that its log scrapers and fail2ban filter keep working.
+    fn status(&self) -> &'static str {
+        match self {
+            Attempt::Accepted { .. } => "ok",
+            Attempt::Rejected { .. } => "failed: Re-Authentication Failure",
+            Attempt::NoConnection(_) => "failed: Could not connect to server",
+            Attempt::Negotiation(reason) if reason.contains("STARTTLS") => {
+                "failed: TLS not present"
+            }
+            Attempt::Negotiation(_) => "failed: Connection Negotiation Failure",
+        }
+    }
+
+    fn into_login_outcome(self) -> LoginOutcome {
+        match self {
+            Attempt::Accepted { capabilities, text } => {
+                LoginOutcome::Accepted { capabilities, text }
+            }
+            Attempt::Rejected { text } => LoginOutcome::Rejected { text },
+            Attempt::NoConnection(reason) | Attempt::Negotiation(reason) => {
+                LoginOutcome::Unavailable { reason }
+            }
+        }
     }
 }
 
@@ -232,19 +283,19 @@ async fn login(
     state: &ListenerState,
     creds: Credentials,
     record: &mut AuthRecord,
-) -> (LoginOutcome, Option<(BackendStream, Vec<u8>)>) {
+) -> (Attempt, Option<(BackendStream, Vec<u8>)>) {
     let lower_case = state.config.lower_case;
     let target = match state.map.lookup(&lower_case.for_lookup(&creds.user)).await {
         Ok(t) => t,
         Err(MapError::NotFound) => {
             return (
-                LoginOutcome::Rejected {
+                Attempt::Rejected {
                     text: "unknown user".into(),
                 },
                 None,
             )
         }
-        Err(MapError::Unavailable(reason)) => return (LoginOutcome::Unavailable { reason }, None),
+        Err(MapError::Unavailable(reason)) => return (Attempt::NoConnection(reason), None),
     };
     record.server = if target.host.contains(':') {
         format!("[{}]:{}", target.host, target.port)
@@ -262,17 +313,12 @@ async fn login(
     .await
     {
         Ok(Ok((LoginOutcome::Accepted { capabilities, text }, stream, leftover))) => (
-            LoginOutcome::Accepted { capabilities, text },
+            Attempt::Accepted { capabilities, text },
             Some((stream, leftover)),
         ),
-        Ok(Ok((outcome, _, _))) => (outcome, None),
-        Ok(Err(reason)) => (LoginOutcome::Unavailable { reason }, None),
-        Err(_) => (
-            LoginOutcome::Unavailable {
-                reason: "timeout".into(),
-            },
-            None,
-        ),
+        Ok(Ok((outcome, _, _))) => (Attempt::from_outcome(outcome), None),
+        Ok(Err(attempt)) => (attempt, None),
+        Err(_) => (Attempt::NoConnection("timeout".into()), None),
     }
 }
 
@@ -281,15 +327,17 @@ async fn backend_login(
     host: &str,
     port: u16,
     creds: Credentials,
-) -> Result<(LoginOutcome, BackendStream, Vec<u8>), String> {
+) -> Result<(LoginOutcome, BackendStream, Vec<u8>), Attempt> {
     let host_for_connect = host.trim_start_matches('[').trim_end_matches(']');
     let tcp = TcpStream::connect((host_for_connect, port))
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Attempt::NoConnection(e.to_string()))?;
     let _ = tcp.set_nodelay(true);
     let backend = &state.config.backend;
     let mut stream: BackendStream = match backend.tls {
-        BackendTls::Implicit => MaybeTls::Tls(Box::new(start_tls(state, tcp).await?)),
+        BackendTls::Implicit => MaybeTls::Tls(Box::new(
+            start_tls(state, tcp).await.map_err(Attempt::Negotiation)?,
+        )),
         _ => MaybeTls::Plain(tcp),
     };
     let mut machine = state.protocol().server_side(
@@ -303,12 +351,14 @@ async fn backend_login(
         match machine.next_event() {
             ServerEvent::Send(bytes) => write(&mut stream, &bytes)
                 .await
-                .map_err(|e| e.to_string())?,
+                .map_err(|e| Attempt::Negotiation(e.to_string()))?,
             ServerEvent::StartTls => {
                 let MaybeTls::Plain(tcp) = stream else {
-                    return Err("STARTTLS requested twice".into());
+                    return Err(Attempt::Negotiation("STARTTLS requested twice".into()));
                 };
-                stream = MaybeTls::Tls(Box::new(start_tls(state, tcp).await?));
+                stream = MaybeTls::Tls(Box::new(
+                    start_tls(state, tcp).await.map_err(Attempt::Negotiation)?,
+                ));
                 machine.tls_established();
             }
             ServerEvent::NeedInput => match stream.read(&mut buf).await {

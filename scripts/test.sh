@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# The single test command for Portcullis (see README):
+#   1. on Debian, installs what the integration tests need (Dovecot, OpenSSL, Perdition, ...)
+#   2. cargo fmt --check
+#   3. cargo clippy --all-targets -- -D warnings
+#   4. cargo test --all-targets   (or cargo nextest run --all-targets when installed)
+# The tests start their own private Dovecot instances on free loopback ports; the system
+# Dovecot/Perdition services are never used (and without systemd they are not even started).
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved openssl fail2ban perdition python3 sieve-connect)
+
+say() { printf '== %s\n' "$*" >&2; }
+
+missing_pkgs() {
+    local p
+    for p in "${PKGS[@]}"; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' ||
+            printf '%s\n' "$p"
+    done
+}
+
+install_prereqs() {
+    if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+        say "not a Debian system: make sure these are installed: ${PKGS[*]}"
+        return 0
+    fi
+    local missing
+    missing=$(missing_pkgs)
+    [ -z "$missing" ] && return 0
+    # shellcheck disable=SC2086
+    set -- $missing
+    say "installing missing packages: $*"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            sudo=(sudo)
+        else
+            say "not root and no password-less sudo; please run as root:"
+            say "  apt-get update && apt-get install -y $*"
+            say "continuing; tests needing them will fail"
+            return 0
+        fi
+    fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
+}
+
+raise_limits() {
+    # Load tests open many sessions: more file descriptors, and (best effort, root only)
+    # more inotify instances for Dovecot's IDLE (Debian default 128 per user).
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || ulimit -n 65536 2>/dev/null || true
+    local f=/proc/sys/fs/inotify/max_user_instances
+    if [ -w "$f" ] && [ "$(cat "$f")" -lt 1024 ]; then
+        echo 1024 >"$f" 2>/dev/null || true
+    fi
+}
+
+install_prereqs
+raise_limits
+
+if ! command -v cargo >/dev/null 2>&1; then
+    say "cargo not found: install Rust (https://rustup.rs)"
+    exit 1
+fi
+if command -v rustup >/dev/null 2>&1; then
+    for c in rustfmt clippy; do
+        rustup component list --installed 2>/dev/null | grep -q "^$c" ||
+            rustup component add "$c" || true
+    done
+fi
+
+say "cargo fmt --check"
+cargo fmt --all --check
+
+say "cargo clippy --all-targets -- -D warnings"
+cargo clippy --all-targets -- -D warnings
+
+if cargo nextest --version >/dev/null 2>&1; then
+    say "cargo nextest run --all-targets"
+    cargo nextest run --all-targets
+else
+    say "cargo test --all-targets"
+    cargo test --all-targets
+fi
+say "all checks passed"
