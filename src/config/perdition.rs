@@ -254,15 +254,15 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
         other => return Err(format!("unknown protocol {other:?}")),
     };
 
-    // ssl_mode: a comma-separated list; POP3S/IMAP4S listen with TLS unless it says otherwise.
-    let mut listen = if implicit_by_protocol {
-        ListenerTls::Implicit
+    // ssl_mode: a comma-separated list. Without it, POP3S and IMAP4S mean `ssl_all`, as in
+    // Perdition: TLS on both legs.
+    let (mut listen, mut outgoing) = if implicit_by_protocol {
+        (ListenerTls::Implicit, BackendTls::Implicit)
     } else {
-        ListenerTls::None
+        (ListenerTls::None, BackendTls::None)
     };
-    let mut outgoing = BackendTls::None;
     if let Some(modes) = get("ssl_mode") {
-        listen = ListenerTls::None;
+        (listen, outgoing) = (ListenerTls::None, BackendTls::None);
         for mode in modes.split(',').map(str::trim) {
             match mode {
                 "none" => {}
@@ -569,6 +569,16 @@ ssl_dh_params_file /path/to/dhparm.pem
             .map(|s| build(&s))
             .unwrap()
             .is_err());
+    }
+
+    #[test]
+    fn secure_protocols_without_ssl_mode_mean_ssl_all() {
+        let s = parse_args(&args(&["-s", "mail", "-P", "POP3S"])).unwrap();
+        let c = build(&s).unwrap().config;
+        assert_eq!(c.listeners[0].tls, ListenerTls::Implicit);
+        assert_eq!(c.listeners[0].backend.tls, BackendTls::Implicit);
+        assert_eq!(c.listeners[0].backend.port_for(Protocol::Pop3), 995);
+        assert_eq!(c.log.ident, "perdition.pop3s");
     }
 
     #[test]

@@ -1,22 +1,537 @@
-//! Placeholder until the pop3 server side lands (issue 3).
+//! The POP3 server side: reads the back end's greeting, optionally upgrades with STLS, asks for
+//! its capabilities and logs in with the client's credentials, by `AUTH PLAIN` when the server
+//! lists `SASL PLAIN` and by `USER`/`PASS` otherwise.
 
-use crate::protocol::{Credentials, ServerEvent, ServerSettings, ServerSide};
+use crate::protocol::line::{split_word, take_line, Line};
+use crate::protocol::sasl::encode_plain;
+use crate::protocol::{Credentials, LoginOutcome, ServerEvent, ServerSettings, ServerSide};
 
-pub struct Pop3ServerSide;
+/// Longest line accepted from a back end.
+const MAX_SERVER_LINE: usize = 64 * 1024;
+
+/// Longest command a POP3 server must accept, CRLF included (RFC 2449 section 4). An `AUTH`
+/// whose initial response would be longer waits for the `+` continuation instead (RFC 5034
+/// section 4).
+const MAX_COMMAND: usize = 255;
+
+#[derive(Debug)]
+enum State {
+    Greeting,
+    Stls,
+    /// `CAPA` sent; waiting for its status line.
+    Capa,
+    /// Reading the lines of the capability list.
+    CapaList,
+    /// `AUTH PLAIN` sent; `pending` is the response still owed to a `+` continuation.
+    Auth {
+        pending: Option<Vec<u8>>,
+    },
+    User,
+    Pass,
+    Done,
+}
+
+/// The first word of a server line.
+enum Status {
+    Ok(String),
+    Err(String),
+    /// `+` or `+ challenge`.
+    Continuation,
+    Other,
+}
+
+fn status(line: &[u8]) -> Status {
+    let (word, rest) = split_word(line);
+    let text = || String::from_utf8_lossy(rest).into_owned();
+    if word.eq_ignore_ascii_case(b"+OK") {
+        Status::Ok(text())
+    } else if word.eq_ignore_ascii_case(b"-ERR") {
+        Status::Err(text())
+    } else if word == b"+" {
+        Status::Continuation
+    } else {
+        Status::Other
+    }
+}
+
+pub struct Pop3ServerSide {
+    creds: Credentials,
+    settings: ServerSettings,
+    input: Vec<u8>,
+    state: State,
+    /// The capability lines of the current CAPA answer.
+    capabilities: Vec<String>,
+    /// Bytes to send before anything else happens.
+    queued: Option<Vec<u8>>,
+}
 
 impl Pop3ServerSide {
-    pub fn new(_creds: Credentials, _settings: ServerSettings) -> Self {
-        Pop3ServerSide
+    pub fn new(creds: Credentials, settings: ServerSettings) -> Self {
+        Pop3ServerSide {
+            creds,
+            settings,
+            input: Vec::new(),
+            state: State::Greeting,
+            capabilities: Vec::new(),
+            queued: None,
+        }
+    }
+
+    fn finish(&mut self, outcome: LoginOutcome) -> ServerEvent {
+        self.state = State::Done;
+        ServerEvent::Finished(outcome)
+    }
+
+    fn unavailable(&mut self, reason: impl Into<String>) -> ServerEvent {
+        self.finish(LoginOutcome::Unavailable {
+            reason: reason.into(),
+        })
+    }
+
+    fn unexpected(&mut self, what: &str, line: &[u8]) -> ServerEvent {
+        let reason = format!("unexpected {what}: {}", String::from_utf8_lossy(line));
+        self.unavailable(reason)
+    }
+
+    fn capa(&mut self) -> ServerEvent {
+        self.capabilities.clear();
+        self.state = State::Capa;
+        ServerEvent::Send(b"CAPA\r\n".to_vec())
+    }
+
+    fn offers_sasl_plain(&self) -> bool {
+        self.capabilities.iter().any(|line| {
+            let mut words = line.split_ascii_whitespace();
+            words
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case("SASL"))
+                && words.any(|m| m.eq_ignore_ascii_case("PLAIN"))
+        })
+    }
+
+    /// Capabilities are known (or CAPA failed): log in the best way the server offers.
+    fn login(&mut self) -> ServerEvent {
+        let user = self.creds.user.as_bytes();
+        let unsafe_byte = |b: &u8| matches!(b, b'\r' | b'\n' | 0);
+        if user.iter().any(unsafe_byte) || self.creds.secret.iter().any(unsafe_byte) {
+            return self.finish(LoginOutcome::Rejected {
+                text: "user name or password contains CR, LF or NUL".into(),
+            });
+        }
+        if self.offers_sasl_plain() {
+            let response = encode_plain(&self.creds);
+            let command = format!("AUTH PLAIN {response}\r\n");
+            if command.len() <= MAX_COMMAND {
+                self.state = State::Auth { pending: None };
+                return ServerEvent::Send(command.into_bytes());
+            }
+            self.state = State::Auth {
+                pending: Some(format!("{response}\r\n").into_bytes()),
+            };
+            return ServerEvent::Send(b"AUTH PLAIN\r\n".to_vec());
+        }
+        self.state = State::User;
+        let mut command = b"USER ".to_vec();
+        command.extend_from_slice(user);
+        command.extend_from_slice(b"\r\n");
+        ServerEvent::Send(command)
+    }
+
+    /// Handle one line; `None` means "keep reading".
+    fn line(&mut self, line: &[u8]) -> Option<ServerEvent> {
+        let event = match &mut self.state {
+            State::Greeting => match status(line) {
+                Status::Ok(_) if self.settings.starttls => {
+                    self.state = State::Stls;
+                    ServerEvent::Send(b"STLS\r\n".to_vec())
+                }
+                Status::Ok(_) => self.capa(),
+                _ => self.unexpected("greeting", line),
+            },
+            State::Stls => match status(line) {
+                Status::Ok(_) => ServerEvent::StartTls,
+                Status::Err(text) => self.unavailable(format!("STLS refused: {text}")),
+                _ => self.unexpected("answer to STLS", line),
+            },
+            State::Capa => match status(line) {
+                Status::Ok(_) => {
+                    self.state = State::CapaList;
+                    return None;
+                }
+                // No CAPA (RFC 1939 servers): USER and PASS are all there is.
+                Status::Err(_) => self.login(),
+                _ => self.unexpected("answer to CAPA", line),
+            },
+            State::CapaList => {
+                if line == b"." {
+                    self.login()
+                } else {
+                    let line = line.strip_prefix(b".").unwrap_or(line);
+                    self.capabilities
+                        .push(String::from_utf8_lossy(line).into_owned());
+                    return None;
+                }
+            }
+            State::Auth { pending } => match status(line) {
+                Status::Continuation => match pending.take() {
+                    Some(response) => ServerEvent::Send(response),
+                    // A challenge we did not expect: cancel the exchange.
+                    None => ServerEvent::Send(b"*\r\n".to_vec()),
+                },
+                Status::Ok(text) => self.finish(LoginOutcome::Accepted {
+                    capabilities: None,
+                    text,
+                }),
+                Status::Err(text) => self.finish(LoginOutcome::Rejected { text }),
+                Status::Other => self.unexpected("answer to AUTH", line),
+            },
+            State::User => match status(line) {
+                Status::Ok(_) => {
+                    self.state = State::Pass;
+                    let mut command = b"PASS ".to_vec();
+                    command.extend_from_slice(&self.creds.secret);
+                    command.extend_from_slice(b"\r\n");
+                    ServerEvent::Send(command)
+                }
+                Status::Err(text) => self.finish(LoginOutcome::Rejected { text }),
+                _ => self.unexpected("answer to USER", line),
+            },
+            State::Pass => match status(line) {
+                Status::Ok(text) => self.finish(LoginOutcome::Accepted {
+                    capabilities: None,
+                    text,
+                }),
+                Status::Err(text) => self.finish(LoginOutcome::Rejected { text }),
+                _ => self.unexpected("answer to PASS", line),
+            },
+            State::Done => return None,
+        };
+        Some(event)
     }
 }
 
 impl ServerSide for Pop3ServerSide {
-    fn receive(&mut self, _input: &[u8]) {}
-    fn next_event(&mut self) -> ServerEvent {
-        unimplemented!()
+    fn receive(&mut self, input: &[u8]) {
+        self.input.extend_from_slice(input);
     }
-    fn tls_established(&mut self) {}
+
+    fn next_event(&mut self) -> ServerEvent {
+        if let Some(bytes) = self.queued.take() {
+            return ServerEvent::Send(bytes);
+        }
+        loop {
+            if matches!(self.state, State::Done) {
+                return ServerEvent::NeedInput;
+            }
+            let (line, consumed) = match take_line(&self.input, MAX_SERVER_LINE) {
+                Line::Partial => return ServerEvent::NeedInput,
+                Line::TooLong => return self.unavailable("server line too long"),
+                Line::Complete { content, consumed } => (content.to_vec(), consumed),
+            };
+            self.input.drain(..consumed);
+            if let Some(event) = self.line(&line) {
+                return event;
+            }
+        }
+    }
+
+    fn tls_established(&mut self) {
+        // Nothing the server sent in plaintext counts any more (RFC 2595 section 4), and POP3
+        // sends no new greeting: ask for the capabilities again.
+        self.input.clear();
+        let event = self.capa();
+        if let ServerEvent::Send(bytes) = event {
+            self.queued = Some(bytes);
+        }
+    }
+
     fn take_unprocessed(&mut self) -> Vec<u8> {
-        unimplemented!()
+        std::mem::take(&mut self.input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn creds(user: &str, pass: &str) -> Credentials {
+        Credentials {
+            user: user.into(),
+            secret: pass.as_bytes().to_vec(),
+        }
+    }
+
+    fn side(pass: &str, starttls: bool) -> Pop3ServerSide {
+        Pop3ServerSide::new(creds("alice", pass), ServerSettings { starttls })
+    }
+
+    fn step(m: &mut Pop3ServerSide, bytes: &[u8]) -> ServerEvent {
+        m.receive(bytes);
+        m.next_event()
+    }
+
+    fn send(bytes: &[u8]) -> ServerEvent {
+        ServerEvent::Send(bytes.to_vec())
+    }
+
+    const DOVECOT_GREETING: &[u8] = b"+OK Dovecot (Debian) ready.\r\n";
+    const DOVECOT_CAPA: &[u8] = b"+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nSTLS\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n";
+    const DOVECOT_CAPA_TLS: &[u8] = b"+OK\r\nCAPA\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n";
+
+    #[test]
+    fn dovecot_login_with_auth_plain() {
+        let mut m = side("pw", false);
+        assert_eq!(step(&mut m, DOVECOT_GREETING), send(b"CAPA\r\n"));
+        assert_eq!(
+            step(&mut m, DOVECOT_CAPA),
+            send(b"AUTH PLAIN AGFsaWNlAHB3\r\n")
+        );
+        assert_eq!(
+            step(&mut m, b"+OK Logged in.\r\n"),
+            ServerEvent::Finished(LoginOutcome::Accepted {
+                capabilities: None,
+                text: "Logged in.".into()
+            })
+        );
+        assert_eq!(m.next_event(), ServerEvent::NeedInput);
+        assert!(m.take_unprocessed().is_empty());
+    }
+
+    #[test]
+    fn dovecot_rejection() {
+        let mut m = side("bad", false);
+        step(&mut m, DOVECOT_GREETING);
+        step(&mut m, DOVECOT_CAPA);
+        assert_eq!(
+            step(&mut m, b"-ERR [AUTH] Authentication failed.\r\n"),
+            ServerEvent::Finished(LoginOutcome::Rejected {
+                text: "[AUTH] Authentication failed.".into()
+            })
+        );
+    }
+
+    #[test]
+    fn dovecot_with_stls() {
+        let mut m = side("pw", true);
+        assert_eq!(step(&mut m, DOVECOT_GREETING), send(b"STLS\r\n"));
+        assert_eq!(
+            step(&mut m, b"+OK Begin TLS negotiation now.\r\n"),
+            ServerEvent::StartTls
+        );
+        m.tls_established();
+        assert_eq!(m.next_event(), send(b"CAPA\r\n"));
+        assert_eq!(m.next_event(), ServerEvent::NeedInput);
+        assert_eq!(
+            step(&mut m, DOVECOT_CAPA_TLS),
+            send(b"AUTH PLAIN AGFsaWNlAHB3\r\n")
+        );
+        assert_eq!(
+            step(&mut m, b"+OK Logged in.\r\n"),
+            ServerEvent::Finished(LoginOutcome::Accepted {
+                capabilities: None,
+                text: "Logged in.".into()
+            })
+        );
+    }
+
+    #[test]
+    fn plaintext_bytes_injected_before_the_handshake_are_dropped() {
+        let mut m = side("pw", true);
+        step(&mut m, DOVECOT_GREETING);
+        assert_eq!(
+            step(&mut m, b"+OK Begin TLS\r\n+OK Logged in.\r\n"),
+            ServerEvent::StartTls
+        );
+        m.tls_established();
+        assert_eq!(m.next_event(), send(b"CAPA\r\n"));
+        assert_eq!(m.next_event(), ServerEvent::NeedInput);
+    }
+
+    #[test]
+    fn stls_refused_is_unavailable() {
+        let mut m = side("pw", true);
+        step(&mut m, DOVECOT_GREETING);
+        assert!(matches!(
+            step(&mut m, b"-ERR TLS support isn't enabled.\r\n"),
+            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+        ));
+    }
+
+    #[test]
+    fn user_pass_when_sasl_plain_is_not_offered() {
+        let mut m = side("two words", false);
+        step(&mut m, b"+OK POP3 ready <1896.697170952@dbc.mtview.ca.us>\r\n");
+        assert_eq!(
+            step(&mut m, b"+OK Capability list follows\r\nUSER\r\nSASL CRAM-MD5\r\n.\r\n"),
+            send(b"USER alice\r\n")
+        );
+        assert_eq!(step(&mut m, b"+OK\r\n"), send(b"PASS two words\r\n"));
+        assert_eq!(
+            step(&mut m, b"+OK alice's maildrop has 2 messages (320 octets)\r\n"),
+            ServerEvent::Finished(LoginOutcome::Accepted {
+                capabilities: None,
+                text: "alice's maildrop has 2 messages (320 octets)".into()
+            })
+        );
+    }
+
+    #[test]
+    fn capa_failure_falls_back_to_user_pass() {
+        let mut m = side("pw", false);
+        step(&mut m, b"+OK hello\r\n");
+        assert_eq!(
+            step(&mut m, b"-ERR unknown command\r\n"),
+            send(b"USER alice\r\n")
+        );
+        assert_eq!(
+            step(&mut m, b"-ERR no such user\r\n"),
+            ServerEvent::Finished(LoginOutcome::Rejected {
+                text: "no such user".into()
+            })
+        );
+    }
+
+    #[test]
+    fn pass_rejection() {
+        let mut m = side("pw", false);
+        step(&mut m, b"+OK hello\r\n");
+        step(&mut m, b"-ERR\r\n");
+        assert_eq!(step(&mut m, b"+OK\r\n"), send(b"PASS pw\r\n"));
+        assert_eq!(
+            step(&mut m, b"-ERR [AUTH] invalid password\r\n"),
+            ServerEvent::Finished(LoginOutcome::Rejected {
+                text: "[AUTH] invalid password".into()
+            })
+        );
+    }
+
+    #[test]
+    fn unsafe_credentials_are_rejected_without_sending_them() {
+        for (user, pass) in [("alice", "pw\r\nDELE 1"), ("al\nice", "pw"), ("alice", "p\0w")] {
+            let mut m = Pop3ServerSide::new(creds(user, pass), ServerSettings { starttls: false });
+            step(&mut m, b"+OK hello\r\n");
+            assert!(matches!(
+                step(&mut m, DOVECOT_CAPA),
+                ServerEvent::Finished(LoginOutcome::Rejected { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn long_credentials_wait_for_the_continuation() {
+        let long = "p".repeat(300);
+        let mut m = side(&long, false);
+        step(&mut m, DOVECOT_GREETING);
+        assert_eq!(step(&mut m, DOVECOT_CAPA), send(b"AUTH PLAIN\r\n"));
+        let expected = format!("{}\r\n", encode_plain(&creds("alice", &long)));
+        assert_eq!(step(&mut m, b"+ \r\n"), send(expected.as_bytes()));
+        // A second, unexpected challenge is cancelled.
+        assert_eq!(step(&mut m, b"+\r\n"), send(b"*\r\n"));
+        assert_eq!(
+            step(&mut m, b"-ERR Authentication cancelled\r\n"),
+            ServerEvent::Finished(LoginOutcome::Rejected {
+                text: "Authentication cancelled".into()
+            })
+        );
+    }
+
+    #[test]
+    fn bad_greetings_and_answers_are_unavailable() {
+        for greeting in [
+            &b"-ERR [SYS/TEMP] Too many connections\r\n"[..],
+            b"* OK IMAP4rev1 ready\r\n",
+            b"HTTP/1.1 400 Bad Request\r\n",
+            b"+OKAY\r\n",
+        ] {
+            let mut m = side("pw", false);
+            assert!(
+                matches!(
+                    step(&mut m, greeting),
+                    ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+                ),
+                "{greeting:?}"
+            );
+        }
+        let mut m = side("pw", false);
+        step(&mut m, DOVECOT_GREETING);
+        step(&mut m, DOVECOT_CAPA);
+        assert!(matches!(
+            step(&mut m, b"* BYE\r\n"),
+            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+        ));
+        let mut m = side("pw", false);
+        m.receive(&vec![b'+'; MAX_SERVER_LINE + 2]);
+        assert!(matches!(
+            m.next_event(),
+            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+        ));
+    }
+
+    #[test]
+    fn bytes_after_the_answer_belong_to_the_client() {
+        let mut m = side("pw", false);
+        step(&mut m, DOVECOT_GREETING);
+        step(&mut m, DOVECOT_CAPA);
+        assert!(matches!(
+            step(&mut m, b"+OK Logged in.\r\n+OK 2 320\r\n"),
+            ServerEvent::Finished(LoginOutcome::Accepted { .. })
+        ));
+        assert_eq!(m.take_unprocessed(), b"+OK 2 320\r\n".to_vec());
+    }
+
+    #[test]
+    fn transcript_split_at_every_byte_boundary() {
+        let transcript: Vec<u8> = [DOVECOT_GREETING, DOVECOT_CAPA, b"+OK Logged in.\r\n"].concat();
+        let expected = vec![
+            send(b"CAPA\r\n"),
+            send(b"AUTH PLAIN AGFsaWNlAHB3\r\n"),
+            ServerEvent::Finished(LoginOutcome::Accepted {
+                capabilities: None,
+                text: "Logged in.".into(),
+            }),
+        ];
+        // Byte by byte: every event comes out exactly once, in order.
+        let mut m = side("pw", false);
+        let mut events = Vec::new();
+        for byte in &transcript {
+            m.receive(&[*byte]);
+            loop {
+                match m.next_event() {
+                    ServerEvent::NeedInput => break,
+                    e => events.push(e),
+                }
+            }
+        }
+        assert_eq!(events, expected);
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            let mut m = side("pw", seed % 2 == 0);
+            let len = (seed % 300) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let alphabet = b"+OK-ERR .\r\n\0\xffSASLPLAIN";
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            for chunk in bytes.chunks(5) {
+                m.receive(chunk);
+                loop {
+                    match m.next_event() {
+                        ServerEvent::NeedInput | ServerEvent::Finished(_) => break,
+                        ServerEvent::StartTls => m.tls_established(),
+                        ServerEvent::Send(_) => {}
+                    }
+                }
+            }
+            let _ = m.eof();
+            let _ = m.take_unprocessed();
+        }
     }
 }

@@ -1,34 +1,901 @@
-//! Placeholder until the pop3 client side lands (issue 3).
+//! The POP3 client side: greets, answers the AUTHORIZATION-state commands (RFC 1939, CAPA from
+//! RFC 2449, STLS from RFC 2595, AUTH from RFC 5034) and collects credentials.
 
-use crate::protocol::{ClientEvent, ClientSettings, ClientSide, LoginOutcome, LoginReply};
+use crate::protocol::limits::PreLoginCounters;
+use crate::protocol::line::{split_word, take_line, Line};
+use crate::protocol::sasl::{decode_plain, PlainError};
+use crate::protocol::{
+    AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome, LoginReply,
+};
 
-pub struct Pop3ClientSide;
+/// Advertised before login when the configuration does not say otherwise, one CAPA line each.
+pub const DEFAULT_CAPABILITY: &[&str] = &[
+    "TOP",
+    "UIDL",
+    "RESP-CODES",
+    "PIPELINING",
+    "AUTH-RESP-CODE",
+    "USER",
+    "SASL PLAIN",
+];
+
+/// Split a configured capability string into CAPA lines.
+///
+/// A POP3 capability may carry arguments separated by single spaces (`SASL PLAIN`,
+/// `EXPIRE 30`), so Perdition's `pop_capability` separates capabilities with *two* spaces:
+/// `"USER  UIDL  TOP"`. We split on line breaks (CR and/or LF) and on every run of two or more
+/// spaces, keep single spaces inside an entry, trim each entry and drop empty ones. A string
+/// without a double space or line break is therefore one capability: `"SASL PLAIN"` stays one
+/// line, and so does `"USER UIDL TOP"` (write it with two spaces to get three lines).
+pub fn parse_capability(configured: &str) -> Vec<String> {
+    configured
+        .split(['\r', '\n'])
+        .flat_map(|line| line.split("  "))
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The first word of a capability line, which names it.
+fn capability_name(line: &str) -> &str {
+    line.split(' ').next().unwrap_or("")
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    /// Reading commands.
+    Commands,
+    /// `AUTH PLAIN` sent `+ `; the next line is the response.
+    SaslResponse,
+    /// Waiting for the session to report the back-end login.
+    LoginPending,
+    /// Logged in, or closing; nothing more is parsed.
+    Done,
+}
+
+pub struct Pop3ClientSide {
+    settings: ClientSettings,
+    counters: PreLoginCounters,
+    /// Bytes received and not yet parsed.
+    input: Vec<u8>,
+    state: State,
+    tls_active: bool,
+    /// The name given by `USER`, waiting for `PASS`.
+    user: Option<String>,
+}
 
 impl Pop3ClientSide {
-    pub fn new(_settings: ClientSettings) -> Self {
-        Pop3ClientSide
+    pub fn new(settings: ClientSettings) -> Self {
+        Pop3ClientSide {
+            counters: PreLoginCounters::new(settings.limits),
+            tls_active: settings.tls_active,
+            settings,
+            input: Vec::new(),
+            state: State::Commands,
+            user: None,
+        }
     }
+
+    fn login_refusal(&self) -> Option<&'static str> {
+        if self.settings.login_disabled {
+            Some("-ERR [SYS/PERM] Logins are disabled")
+        } else if self.settings.tls_required && !self.tls_active {
+            Some("-ERR [SYS/PERM] Use STLS before logging in")
+        } else {
+            None
+        }
+    }
+
+    /// The CAPA lines for this connection.
+    ///
+    /// The configured list (or [`DEFAULT_CAPABILITY`]) is used as it is, except for what depends
+    /// on the connection: `STLS` is listed exactly when STARTTLS is offered and TLS is not yet
+    /// active, and `USER` and `SASL` are left out while logins are refused.
+    pub fn capabilities(&self) -> Vec<String> {
+        let mut caps: Vec<String> = match &self.settings.capability {
+            Some(configured) => parse_capability(configured),
+            None => DEFAULT_CAPABILITY.iter().map(|c| c.to_string()).collect(),
+        };
+        let refused = self.login_refusal().is_some();
+        caps.retain(|c| {
+            let name = capability_name(c);
+            !name.eq_ignore_ascii_case("STLS")
+                && !(refused
+                    && (name.eq_ignore_ascii_case("USER") || name.eq_ignore_ascii_case("SASL")))
+        });
+        if self.settings.starttls_offered && !self.tls_active {
+            caps.push("STLS".into());
+        }
+        caps
+    }
+
+    fn close_with(&mut self, text: &str) -> ClientEvent {
+        self.state = State::Done;
+        self.input.clear();
+        ClientEvent::Close(format!("{text}\r\n").into_bytes())
+    }
+
+    fn execute(&mut self, name: &[u8], args: &[u8]) -> ClientEvent {
+        let name = name.to_ascii_uppercase();
+        let no_args = args.iter().all(|&b| b == b' ' || b == b'\t');
+        match name.as_slice() {
+            b"CAPA" | b"NOOP" | b"QUIT" | b"STLS" if !no_args => reply("-ERR Syntax error"),
+            b"CAPA" => {
+                let mut out = b"+OK Capability list follows\r\n".to_vec();
+                for cap in self.capabilities() {
+                    // Byte-stuff, so that a configured entry can never end the list early.
+                    if cap.starts_with('.') {
+                        out.push(b'.');
+                    }
+                    out.extend_from_slice(cap.as_bytes());
+                    out.extend_from_slice(b"\r\n");
+                }
+                out.extend_from_slice(b".\r\n");
+                ClientEvent::Send(out)
+            }
+            b"NOOP" => reply("+OK"),
+            b"QUIT" => self.close_with("+OK Bye"),
+            b"STLS" => {
+                if self.tls_active {
+                    reply("-ERR TLS is already active")
+                } else if !self.settings.starttls_offered {
+                    reply("-ERR STLS is not available")
+                } else {
+                    // Anything pipelined behind STLS arrived in plaintext and must never be
+                    // executed once the connection is encrypted (CVE-2011-0411).
+                    self.input.clear();
+                    self.user = None;
+                    ClientEvent::StartTls(b"+OK Begin TLS negotiation\r\n".to_vec())
+                }
+            }
+            b"USER" => {
+                if let Some(refusal) = self.login_refusal() {
+                    return reply(refusal);
+                }
+                if args.is_empty() || args.contains(&0) {
+                    return reply("-ERR Syntax error in USER arguments");
+                }
+                match std::str::from_utf8(args) {
+                    Ok(user) => {
+                        self.user = Some(user.to_string());
+                        reply("+OK")
+                    }
+                    Err(_) => reply("-ERR [AUTH] Invalid user name"),
+                }
+            }
+            b"PASS" => {
+                if let Some(refusal) = self.login_refusal() {
+                    return reply(refusal);
+                }
+                let Some(user) = self.user.take() else {
+                    return reply("-ERR No user name given, use USER first");
+                };
+                if args.is_empty() {
+                    // Keep the user: the client may still send a proper PASS.
+                    self.user = Some(user);
+                    return reply("-ERR Syntax error in PASS arguments");
+                }
+                self.begin_login(Credentials {
+                    user,
+                    secret: args.to_vec(),
+                })
+            }
+            b"AUTH" => self.auth(args),
+            _ => reply("-ERR Command not permitted before login"),
+        }
+    }
+
+    /// `AUTH` (RFC 5034). Without a mechanism it lists the mechanisms as Outlook and older
+    /// clients expect (the pre-RFC 5034 form Dovecot also answers): `+OK`, one per line, `.`.
+    fn auth(&mut self, args: &[u8]) -> ClientEvent {
+        if let Some(refusal) = self.login_refusal() {
+            return reply(refusal);
+        }
+        self.user = None;
+        let (mechanism, rest) = split_word(args);
+        if mechanism.is_empty() {
+            return if rest.is_empty() {
+                ClientEvent::Send(b"+OK\r\nPLAIN\r\n.\r\n".to_vec())
+            } else {
+                reply("-ERR Syntax error in AUTH arguments")
+            };
+        }
+        if !mechanism.eq_ignore_ascii_case(b"PLAIN") {
+            return reply("-ERR Unsupported authentication mechanism");
+        }
+        if rest.is_empty() {
+            self.state = State::SaslResponse;
+            return ClientEvent::Send(b"+ \r\n".to_vec());
+        }
+        if rest.contains(&b' ') {
+            return reply("-ERR Syntax error in AUTH arguments");
+        }
+        self.sasl_response(rest)
+    }
+
+    /// Decode a SASL PLAIN response (`=` is an empty one).
+    fn sasl_response(&mut self, response: &[u8]) -> ClientEvent {
+        self.state = State::Commands;
+        let response = if response == b"=" { &b""[..] } else { response };
+        match decode_plain(response) {
+            Ok(creds) => self.begin_login(creds),
+            Err(PlainError::Base64) => reply("-ERR Invalid base64 data"),
+            Err(PlainError::Syntax) => reply("-ERR [AUTH] Invalid PLAIN response"),
+            Err(PlainError::AuthzidMismatch) => {
+                reply("-ERR [AUTH] Authorization identity not supported")
+            }
+        }
+    }
+
+    fn begin_login(&mut self, creds: Credentials) -> ClientEvent {
+        self.state = State::LoginPending;
+        ClientEvent::Login(creds)
+    }
+}
+
+fn reply(text: &str) -> ClientEvent {
+    ClientEvent::Send(format!("{text}\r\n").into_bytes())
 }
 
 impl ClientSide for Pop3ClientSide {
     fn greeting(&mut self) -> Vec<u8> {
-        unimplemented!()
+        format!(
+            "+OK {} ready on {}\r\n",
+            self.settings.product, self.settings.greeting_host
+        )
+        .into_bytes()
     }
-    fn receive(&mut self, _input: &[u8]) {}
+
+    fn receive(&mut self, input: &[u8]) {
+        if self.state != State::Done {
+            self.input.extend_from_slice(input);
+        }
+    }
+
     fn next_event(&mut self) -> ClientEvent {
-        unimplemented!()
+        if matches!(self.state, State::Done | State::LoginPending) {
+            return ClientEvent::NeedInput;
+        }
+        let max = self.counters.limits().max_line_length;
+        let (line, consumed) = match take_line(&self.input, max) {
+            Line::Partial => return ClientEvent::NeedInput,
+            Line::TooLong => return self.close_with("-ERR Line too long"),
+            Line::Complete { content, consumed } => (content.to_vec(), consumed),
+        };
+        self.input.drain(..consumed);
+        if self.state == State::SaslResponse {
+            if line == b"*" {
+                self.state = State::Commands;
+                return reply("-ERR Authentication cancelled");
+            }
+            return self.sasl_response(&line);
+        }
+        if !self.counters.command() {
+            return self.close_with("-ERR Too many commands");
+        }
+        let (name, args) = split_word(&line);
+        self.execute(name, args)
     }
-    fn tls_established(&mut self) {}
-    fn login_finished(&mut self, _outcome: &LoginOutcome) -> LoginReply {
-        unimplemented!()
+
+    fn tls_established(&mut self) {
+        self.tls_active = true;
+        self.input.clear();
+        self.user = None;
     }
+
+    fn login_finished(&mut self, outcome: &LoginOutcome) -> LoginReply {
+        if self.state == State::LoginPending {
+            self.state = State::Commands;
+        }
+        match outcome {
+            LoginOutcome::Accepted { text, .. } => {
+                self.state = State::Done;
+                let text = self.settings.ok_line.as_deref().unwrap_or(text);
+                let bytes = if text.is_empty() {
+                    b"+OK\r\n".to_vec()
+                } else {
+                    format!("+OK {text}\r\n").into_bytes()
+                };
+                LoginReply {
+                    bytes,
+                    next: AfterLogin::Relay,
+                }
+            }
+            LoginOutcome::Rejected { .. } => {
+                let bytes = b"-ERR [AUTH] Authentication failed.\r\n".to_vec();
+                if self.counters.failed_login() {
+                    LoginReply {
+                        bytes,
+                        next: AfterLogin::Continue,
+                    }
+                } else {
+                    self.state = State::Done;
+                    self.input.clear();
+                    LoginReply {
+                        bytes,
+                        next: AfterLogin::Close,
+                    }
+                }
+            }
+            LoginOutcome::Unavailable { .. } => LoginReply {
+                bytes: b"-ERR [SYS/TEMP] Mail server unavailable, try again later\r\n".to_vec(),
+                next: AfterLogin::Continue,
+            },
+        }
+    }
+
     fn timeout_message(&self) -> Vec<u8> {
-        unimplemented!()
+        b"-ERR Autologout; too long without logging in\r\n".to_vec()
     }
+
     fn shutdown_message(&self) -> Vec<u8> {
-        unimplemented!()
+        b"-ERR [SYS/TEMP] Server shutting down\r\n".to_vec()
     }
+
     fn take_unprocessed(&mut self) -> Vec<u8> {
-        unimplemented!()
+        std::mem::take(&mut self.input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::PreLoginLimits;
+
+    fn settings() -> ClientSettings {
+        ClientSettings {
+            capability: None,
+            starttls_offered: true,
+            tls_required: false,
+            tls_active: false,
+            login_disabled: false,
+            ok_line: None,
+            greeting_host: "proxy.test".into(),
+            product: "Portcullis".into(),
+            limits: PreLoginLimits {
+                max_line_length: 100,
+                max_literal_size: 50,
+                max_commands: 10,
+                max_failed_logins: 2,
+            },
+        }
+    }
+
+    fn machine() -> Pop3ClientSide {
+        Pop3ClientSide::new(settings())
+    }
+
+    /// Feed bytes and collect every event until the machine needs input.
+    fn feed(m: &mut Pop3ClientSide, bytes: &[u8]) -> Vec<ClientEvent> {
+        m.receive(bytes);
+        let mut events = Vec::new();
+        loop {
+            match m.next_event() {
+                ClientEvent::NeedInput => return events,
+                e @ (ClientEvent::Login(_) | ClientEvent::Close(_) | ClientEvent::StartTls(_)) => {
+                    events.push(e);
+                    return events;
+                }
+                e => events.push(e),
+            }
+        }
+    }
+
+    fn text(events: &[ClientEvent]) -> String {
+        events
+            .iter()
+            .map(|e| match e {
+                ClientEvent::Send(b) | ClientEvent::Close(b) | ClientEvent::StartTls(b) => {
+                    String::from_utf8_lossy(b).into_owned()
+                }
+                other => format!("<{other:?}>"),
+            })
+            .collect()
+    }
+
+    fn creds(user: &str, pass: &str) -> ClientEvent {
+        ClientEvent::Login(Credentials {
+            user: user.into(),
+            secret: pass.as_bytes().to_vec(),
+        })
+    }
+
+    const DEFAULT_CAPA: &str = "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN\r\nSTLS\r\n.\r\n";
+
+    #[test]
+    fn greeting_names_product_and_host() {
+        assert_eq!(
+            machine().greeting(),
+            b"+OK Portcullis ready on proxy.test\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn capa_lists_the_defaults_and_stls() {
+        let mut m = machine();
+        assert_eq!(text(&feed(&mut m, b"CAPA\r\n")), DEFAULT_CAPA);
+        assert_eq!(text(&feed(&mut m, b"capa\n")), DEFAULT_CAPA);
+        assert_eq!(
+            text(&feed(&mut m, b"CAPA x\r\n")),
+            "-ERR Syntax error\r\n"
+        );
+    }
+
+    #[test]
+    fn capa_without_stls_when_tls_is_active_or_not_offered() {
+        let mut s = settings();
+        s.tls_active = true;
+        let mut m = Pop3ClientSide::new(s);
+        let out = text(&feed(&mut m, b"CAPA\r\n"));
+        assert!(!out.contains("STLS"), "{out}");
+        assert!(out.contains("\r\nUSER\r\nSASL PLAIN\r\n.\r\n"), "{out}");
+        let mut s = settings();
+        s.starttls_offered = false;
+        let mut m = Pop3ClientSide::new(s);
+        assert!(!text(&feed(&mut m, b"CAPA\r\n")).contains("STLS"));
+    }
+
+    #[test]
+    fn configured_capability_uses_perditions_two_space_separator() {
+        assert_eq!(
+            parse_capability("USER  UIDL  TOP"),
+            vec!["USER", "UIDL", "TOP"]
+        );
+        assert_eq!(
+            parse_capability(" SASL PLAIN   EXPIRE 30\r\nIMPLEMENTATION x  "),
+            vec!["SASL PLAIN", "EXPIRE 30", "IMPLEMENTATION x"]
+        );
+        assert_eq!(parse_capability("SASL PLAIN"), vec!["SASL PLAIN"]);
+        assert!(parse_capability("   ").is_empty());
+
+        let mut s = settings();
+        s.capability = Some("USER  UIDL  TOP  STLS  .odd".into());
+        s.starttls_offered = false;
+        let mut m = Pop3ClientSide::new(s);
+        assert_eq!(
+            text(&feed(&mut m, b"CAPA\r\n")),
+            "+OK Capability list follows\r\nUSER\r\nUIDL\r\nTOP\r\n..odd\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn refused_logins_hide_user_and_sasl() {
+        let mut s = settings();
+        s.tls_required = true;
+        let mut m = Pop3ClientSide::new(s);
+        assert_eq!(
+            text(&feed(&mut m, b"CAPA\r\n")),
+            "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nSTLS\r\n.\r\n"
+        );
+        feed(&mut m, b"STLS\r\n");
+        m.tls_established();
+        assert_eq!(
+            text(&feed(&mut m, b"CAPA\r\n")),
+            "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN\r\n.\r\n"
+        );
+
+        let mut s = settings();
+        s.login_disabled = true;
+        s.capability = Some("USER  SASL PLAIN LOGIN  TOP".into());
+        let mut m = Pop3ClientSide::new(s);
+        assert_eq!(
+            text(&feed(&mut m, b"CAPA\r\n")),
+            "+OK Capability list follows\r\nTOP\r\nSTLS\r\n.\r\n"
+        );
+    }
+
+    #[test]
+    fn noop_quit_and_unknown_commands() {
+        let mut m = machine();
+        assert_eq!(text(&feed(&mut m, b"NOOP\r\n")), "+OK\r\n");
+        assert_eq!(text(&feed(&mut m, b"noop \r\n")), "+OK\r\n");
+        assert_eq!(
+            text(&feed(&mut m, b"STAT\r\n")),
+            "-ERR Command not permitted before login\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"\r\n")),
+            "-ERR Command not permitted before login\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"RETR 1\r\n")),
+            "-ERR Command not permitted before login\r\n"
+        );
+        assert_eq!(
+            feed(&mut m, b"Quit\r\nNOOP\r\n"),
+            vec![ClientEvent::Close(b"+OK Bye\r\n".to_vec())]
+        );
+        // Nothing after QUIT is looked at.
+        assert_eq!(feed(&mut m, b"NOOP\r\n"), vec![]);
+        assert!(m.take_unprocessed().is_empty());
+    }
+
+    #[test]
+    fn user_pass_keeps_spaces_in_the_password() {
+        let mut m = machine();
+        assert_eq!(text(&feed(&mut m, b"USER alice\r\n")), "+OK\r\n");
+        assert_eq!(
+            feed(&mut m, b"PASS  my secret pass \r\n"),
+            vec![creds("alice", " my secret pass ")]
+        );
+        let mut m = machine();
+        assert_eq!(
+            feed(&mut m, b"user bob\npass p\xe4ss word\n"),
+            vec![
+                ClientEvent::Send(b"+OK\r\n".to_vec()),
+                ClientEvent::Login(Credentials {
+                    user: "bob".into(),
+                    secret: b"p\xe4ss word".to_vec(),
+                })
+            ]
+        );
+    }
+
+    #[test]
+    fn pass_needs_user_and_arguments() {
+        let mut m = machine();
+        assert_eq!(
+            text(&feed(&mut m, b"PASS secret\r\n")),
+            "-ERR No user name given, use USER first\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"USER\r\n")),
+            "-ERR Syntax error in USER arguments\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"USER a\xffb\r\n")),
+            "-ERR [AUTH] Invalid user name\r\n"
+        );
+        feed(&mut m, b"USER alice\r\n");
+        assert_eq!(
+            text(&feed(&mut m, b"PASS\r\n")),
+            "-ERR Syntax error in PASS arguments\r\n"
+        );
+        assert_eq!(feed(&mut m, b"PASS pw\r\n"), vec![creds("alice", "pw")]);
+        // A failed PASS forgets the user.
+        m.login_finished(&LoginOutcome::Rejected { text: "no".into() });
+        assert_eq!(
+            text(&feed(&mut m, b"PASS pw\r\n")),
+            "-ERR No user name given, use USER first\r\n"
+        );
+    }
+
+    #[test]
+    fn auth_plain_with_initial_response() {
+        let mut m = machine();
+        // "\0alice\0pw"
+        assert_eq!(
+            feed(&mut m, b"AUTH PLAIN AGFsaWNlAHB3\r\n"),
+            vec![creds("alice", "pw")]
+        );
+        let mut m = machine();
+        assert_eq!(
+            text(&feed(&mut m, b"AUTH PLAIN =\r\n")),
+            "-ERR [AUTH] Invalid PLAIN response\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"AUTH PLAIN %%%\r\n")),
+            "-ERR Invalid base64 data\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"AUTH PLAIN AGFsaWNlAHB3 x\r\n")),
+            "-ERR Syntax error in AUTH arguments\r\n"
+        );
+        // "bob\0alice\0pw"
+        assert_eq!(
+            text(&feed(&mut m, b"AUTH PLAIN Ym9iAGFsaWNlAHB3\r\n")),
+            "-ERR [AUTH] Authorization identity not supported\r\n"
+        );
+    }
+
+    #[test]
+    fn auth_plain_with_continuation_and_cancel() {
+        let mut m = machine();
+        assert_eq!(text(&feed(&mut m, b"auth plain\r\n")), "+ \r\n");
+        assert_eq!(
+            feed(&mut m, b"AGFsaWNlAHB3\r\n"),
+            vec![creds("alice", "pw")]
+        );
+        let mut m = machine();
+        feed(&mut m, b"AUTH PLAIN\r\n");
+        assert_eq!(
+            text(&feed(&mut m, b"*\r\n")),
+            "-ERR Authentication cancelled\r\n"
+        );
+        feed(&mut m, b"AUTH PLAIN\r\n");
+        assert_eq!(
+            text(&feed(&mut m, b"=\r\n")),
+            "-ERR [AUTH] Invalid PLAIN response\r\n"
+        );
+        // Back to commands after each answer.
+        assert_eq!(text(&feed(&mut m, b"NOOP\r\n")), "+OK\r\n");
+    }
+
+    #[test]
+    fn auth_lists_mechanisms_and_refuses_others() {
+        let mut m = machine();
+        assert_eq!(text(&feed(&mut m, b"AUTH\r\n")), "+OK\r\nPLAIN\r\n.\r\n");
+        assert_eq!(
+            text(&feed(&mut m, b"AUTH CRAM-MD5\r\n")),
+            "-ERR Unsupported authentication mechanism\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"AUTH LOGIN\r\n")),
+            "-ERR Unsupported authentication mechanism\r\n"
+        );
+    }
+
+    #[test]
+    fn stls_discards_pipelined_plaintext() {
+        let mut m = machine();
+        let events = feed(&mut m, b"STLS\r\nUSER x\r\nPASS y\r\n");
+        assert_eq!(
+            events,
+            vec![ClientEvent::StartTls(
+                b"+OK Begin TLS negotiation\r\n".to_vec()
+            )]
+        );
+        // The injected USER was never executed: PASS now has no user.
+        m.tls_established();
+        assert_eq!(m.next_event(), ClientEvent::NeedInput);
+        assert!(m.take_unprocessed().is_empty());
+        assert_eq!(
+            text(&feed(&mut m, b"PASS y\r\n")),
+            "-ERR No user name given, use USER first\r\n"
+        );
+        assert!(!text(&feed(&mut m, b"CAPA\r\n")).contains("STLS"));
+        assert_eq!(
+            text(&feed(&mut m, b"STLS\r\n")),
+            "-ERR TLS is already active\r\n"
+        );
+    }
+
+    #[test]
+    fn stls_forgets_a_user_given_in_plaintext_and_input_during_the_handshake() {
+        let mut m = machine();
+        feed(&mut m, b"USER mallory\r\n");
+        feed(&mut m, b"STLS\r\n");
+        m.receive(b"USER injected\r\n");
+        m.tls_established();
+        assert_eq!(m.next_event(), ClientEvent::NeedInput);
+        assert_eq!(
+            text(&feed(&mut m, b"PASS y\r\n")),
+            "-ERR No user name given, use USER first\r\n"
+        );
+    }
+
+    #[test]
+    fn stls_not_offered() {
+        let mut s = settings();
+        s.starttls_offered = false;
+        let mut m = Pop3ClientSide::new(s);
+        assert_eq!(
+            text(&feed(&mut m, b"STLS\r\n")),
+            "-ERR STLS is not available\r\n"
+        );
+    }
+
+    #[test]
+    fn tls_required_refuses_login_until_stls() {
+        let mut s = settings();
+        s.tls_required = true;
+        let mut m = Pop3ClientSide::new(s);
+        let refusal = "-ERR [SYS/PERM] Use STLS before logging in\r\n";
+        assert_eq!(text(&feed(&mut m, b"USER alice\r\n")), refusal);
+        assert_eq!(text(&feed(&mut m, b"PASS pw\r\n")), refusal);
+        assert_eq!(
+            text(&feed(&mut m, b"AUTH PLAIN AGFsaWNlAHB3\r\n")),
+            refusal
+        );
+        assert_eq!(text(&feed(&mut m, b"AUTH\r\n")), refusal);
+        feed(&mut m, b"STLS\r\n");
+        m.tls_established();
+        assert_eq!(
+            feed(&mut m, b"USER alice\r\nPASS pw\r\n"),
+            vec![ClientEvent::Send(b"+OK\r\n".to_vec()), creds("alice", "pw")]
+        );
+    }
+
+    #[test]
+    fn login_disabled_refuses_every_login() {
+        let mut s = settings();
+        s.login_disabled = true;
+        s.tls_active = true;
+        let mut m = Pop3ClientSide::new(s);
+        let refusal = "-ERR [SYS/PERM] Logins are disabled\r\n";
+        assert_eq!(text(&feed(&mut m, b"USER alice\r\n")), refusal);
+        assert_eq!(text(&feed(&mut m, b"AUTH PLAIN\r\n")), refusal);
+    }
+
+    #[test]
+    fn accepted_login_relays_and_keeps_pipelined_commands() {
+        let mut m = machine();
+        let events = feed(&mut m, b"CAPA\r\nUSER alice\r\nPASS pw\r\nSTAT\r\nLIST\r\n");
+        assert_eq!(events.len(), 3);
+        assert_eq!(events[2], creds("alice", "pw"));
+        assert_eq!(m.next_event(), ClientEvent::NeedInput);
+        m.receive(b"UIDL\r\n");
+        assert_eq!(m.next_event(), ClientEvent::NeedInput);
+        let reply = m.login_finished(&LoginOutcome::Accepted {
+            capabilities: None,
+            text: "Logged in.".into(),
+        });
+        assert_eq!(reply.next, AfterLogin::Relay);
+        assert_eq!(reply.bytes, b"+OK Logged in.\r\n".to_vec());
+        assert_eq!(m.take_unprocessed(), b"STAT\r\nLIST\r\nUIDL\r\n".to_vec());
+    }
+
+    #[test]
+    fn ok_line_replaces_the_back_end_text() {
+        let mut s = settings();
+        s.ok_line = Some("You are so in".into());
+        let mut m = Pop3ClientSide::new(s);
+        feed(&mut m, b"USER alice\r\nPASS pw\r\n");
+        let reply = m.login_finished(&LoginOutcome::Accepted {
+            capabilities: None,
+            text: "Logged in.".into(),
+        });
+        assert_eq!(reply.bytes, b"+OK You are so in\r\n".to_vec());
+        let mut m = machine();
+        feed(&mut m, b"USER alice\r\nPASS pw\r\n");
+        let reply = m.login_finished(&LoginOutcome::Accepted {
+            capabilities: None,
+            text: String::new(),
+        });
+        assert_eq!(reply.bytes, b"+OK\r\n".to_vec());
+    }
+
+    #[test]
+    fn failed_logins_are_counted_and_end_the_session() {
+        let mut m = machine();
+        feed(&mut m, b"USER alice\r\nPASS bad\r\n");
+        let r = m.login_finished(&LoginOutcome::Rejected { text: "no".into() });
+        assert_eq!(r.next, AfterLogin::Continue);
+        assert_eq!(r.bytes, b"-ERR [AUTH] Authentication failed.\r\n".to_vec());
+        // The pipelined command after a refused login is answered pre-login.
+        assert_eq!(
+            feed(&mut m, b"AUTH PLAIN AGFsaWNlAHB3\r\nSTAT\r\n"),
+            vec![creds("alice", "pw")]
+        );
+        let r = m.login_finished(&LoginOutcome::Rejected { text: "no".into() });
+        assert_eq!(r.next, AfterLogin::Close);
+        assert_eq!(r.bytes, b"-ERR [AUTH] Authentication failed.\r\n".to_vec());
+        assert_eq!(m.next_event(), ClientEvent::NeedInput);
+        assert!(m.take_unprocessed().is_empty());
+    }
+
+    #[test]
+    fn unavailable_back_end_lets_the_client_retry() {
+        let mut m = machine();
+        feed(&mut m, b"USER alice\r\nPASS pw\r\nNOOP\r\n");
+        let r = m.login_finished(&LoginOutcome::Unavailable {
+            reason: "refused".into(),
+        });
+        assert_eq!(r.next, AfterLogin::Continue);
+        assert_eq!(
+            r.bytes,
+            b"-ERR [SYS/TEMP] Mail server unavailable, try again later\r\n".to_vec()
+        );
+        assert_eq!(text(&feed(&mut m, b"")), "+OK\r\n");
+    }
+
+    #[test]
+    fn timeout_and_shutdown_messages() {
+        let m = machine();
+        assert_eq!(
+            m.timeout_message(),
+            b"-ERR Autologout; too long without logging in\r\n".to_vec()
+        );
+        assert_eq!(
+            m.shutdown_message(),
+            b"-ERR [SYS/TEMP] Server shutting down\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn bounds_close_the_connection_with_a_reason() {
+        let mut m = machine();
+        let long = format!("PASS {}\r\n", "x".repeat(200));
+        assert_eq!(
+            feed(&mut m, long.as_bytes()),
+            vec![ClientEvent::Close(b"-ERR Line too long\r\n".to_vec())]
+        );
+        // Too long even without its line end.
+        let mut m = machine();
+        assert_eq!(
+            feed(&mut m, "x".repeat(150).as_bytes()),
+            vec![ClientEvent::Close(b"-ERR Line too long\r\n".to_vec())]
+        );
+        // A long SASL response too.
+        let mut m = machine();
+        feed(&mut m, b"AUTH PLAIN\r\n");
+        assert_eq!(
+            feed(&mut m, "A".repeat(150).as_bytes()),
+            vec![ClientEvent::Close(b"-ERR Line too long\r\n".to_vec())]
+        );
+
+        let mut m = machine();
+        let events = feed(&mut m, "NOOP\r\n".repeat(11).as_bytes());
+        assert_eq!(events.len(), 11);
+        assert_eq!(
+            events.last(),
+            Some(&ClientEvent::Close(b"-ERR Too many commands\r\n".to_vec()))
+        );
+    }
+
+    #[test]
+    fn input_split_at_every_byte_boundary() {
+        let input: &[u8] = b"CAPA\r\nnoop\nUSER alice\r\nPASS a b\r\n";
+        let whole = {
+            let mut m = machine();
+            feed(&mut m, input)
+        };
+        assert_eq!(whole.last(), Some(&creds("alice", "a b")));
+        for cut in 0..=input.len() {
+            let mut m = machine();
+            let mut events = feed(&mut m, &input[..cut]);
+            events.extend(feed(&mut m, &input[cut..]));
+            assert_eq!(events, whole, "cut at {cut}");
+        }
+        // One byte at a time.
+        let mut m = machine();
+        let mut events = Vec::new();
+        for byte in input {
+            events.extend(feed(&mut m, &[*byte]));
+        }
+        assert_eq!(events, whole);
+
+        let input: &[u8] = b"AUTH PLAIN\r\nAGFsaWNlAHB3\r\n";
+        for cut in 0..=input.len() {
+            let mut m = machine();
+            let mut events = feed(&mut m, &input[..cut]);
+            events.extend(feed(&mut m, &input[cut..]));
+            assert_eq!(
+                events,
+                vec![ClientEvent::Send(b"+ \r\n".to_vec()), creds("alice", "pw")],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..2000 {
+            let mut m = machine();
+            let len = (seed % 300) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let alphabet = b"a \r\n\0\xff*=+USERPASAUTHPLAINSTLCQ";
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            for chunk in bytes.chunks(7) {
+                for event in feed(&mut m, chunk) {
+                    match event {
+                        ClientEvent::Login(_) => {
+                            let outcome = match seed % 3 {
+                                0 => LoginOutcome::Rejected { text: "no".into() },
+                                1 => LoginOutcome::Unavailable {
+                                    reason: "down".into(),
+                                },
+                                _ => LoginOutcome::Accepted {
+                                    capabilities: None,
+                                    text: "in".into(),
+                                },
+                            };
+                            let _ = m.login_finished(&outcome);
+                        }
+                        ClientEvent::StartTls(_) => m.tls_established(),
+                        _ => {}
+                    }
+                }
+            }
+            let _ = m.take_unprocessed();
+        }
     }
 }
