@@ -93,11 +93,18 @@ impl Logger {
                 let facility = facility_code(facility).ok_or_else(|| {
                     format!("unknown log destination or syslog facility {facility:?}")
                 })?;
-                let socket = UnixDatagram::unbound().map_err(|e| e.to_string())?;
-                socket
-                    .connect("/dev/log")
-                    .map_err(|e| format!("cannot reach syslog at /dev/log: {e}"))?;
-                Sink::Syslog { socket, facility }
+                // Without a syslog daemon (a container, a rescue shell) the lines go to stderr,
+                // which systemd would put in the journal anyway; losing them would be worse.
+                match UnixDatagram::unbound().and_then(|s| s.connect("/dev/log").map(|()| s)) {
+                    Ok(socket) => Sink::Syslog { socket, facility },
+                    Err(e) => {
+                        let logger = Logger::stderr(&config.ident);
+                        logger.warning(&format!(
+                            "cannot reach syslog at /dev/log ({e}); logging to stderr"
+                        ));
+                        Sink::Stderr
+                    }
+                }
             }
         };
         Ok(Logger {

@@ -326,11 +326,18 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
     };
 
     let capability = match protocol {
-        Protocol::Imap => get("imap_capability").or(get("capability")),
-        Protocol::Pop3 => get("pop_capability").or(get("capability")),
-        Protocol::Managesieve => get("managesieve_capability").or(get("capability")),
-    }
-    .map(str::to_string);
+        Protocol::Imap => get("imap_capability")
+            .or(get("capability"))
+            .map(str::to_string),
+        // Perdition separates POP3 capabilities with dots ("TOP.UIDL.USER"); the native format
+        // puts each on its own line or separates them with two spaces.
+        Protocol::Pop3 => get("pop_capability")
+            .or(get("capability"))
+            .map(|c| c.split('.').collect::<Vec<_>>().join("  ")),
+        Protocol::Managesieve => get("managesieve_capability")
+            .or(get("capability"))
+            .map(str::to_string),
+    };
 
     let lower_case = match get("lower_case") {
         None => LowerCase::None,
@@ -579,6 +586,16 @@ ssl_dh_params_file /path/to/dhparm.pem
         assert_eq!(c.listeners[0].backend.tls, BackendTls::Implicit);
         assert_eq!(c.listeners[0].backend.port_for(Protocol::Pop3), 995);
         assert_eq!(c.log.ident, "perdition.pop3s");
+    }
+
+    #[test]
+    fn pop_capability_is_dot_separated_as_in_perdition() {
+        let s = parse_args(&args(&["-s", "m", "--pop_capability", "TOP.UIDL.USER"])).unwrap();
+        let c = build(&s).unwrap().config;
+        assert_eq!(
+            c.listeners[0].capability.as_deref(),
+            Some("TOP  UIDL  USER")
+        );
     }
 
     #[test]

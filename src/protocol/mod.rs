@@ -204,7 +204,9 @@ impl Protocol {
         match self {
             Protocol::Imap => b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
             Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
-            Protocol::Managesieve => b"BYE \"Too many connections, try again later\"\r\n",
+            Protocol::Managesieve => {
+                b"BYE (TRYLATER) \"Too many connections, try again later.\"\r\n"
+            }
         }
     }
 

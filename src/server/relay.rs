@@ -6,8 +6,11 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
-/// Per-direction buffer. Small: thousands of sessions sit idle in IMAP IDLE.
-const BUFFER: usize = 16 * 1024;
+/// Per-direction buffer while bytes are flowing (a FETCH of a large message).
+const BIG_BUFFER: usize = 32 * 1024;
+/// Per-direction buffer while the session is quiet. Thousands of sessions sit in IMAP IDLE for
+/// hours, so an idle session must not pin the big one.
+const SMALL_BUFFER: usize = 1024;
 
 /// Byte counts of a finished relay, named as in Perdition's Closing line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -80,17 +83,26 @@ async fn copy<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; BUFFER];
+    let mut buf = vec![0u8; SMALL_BUFFER];
     loop {
         let n = match from.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        // Grow when a read fills the buffer (a bulk transfer), shrink back after a short one
+        // (interactive traffic, or the end of the transfer).
+        let grow = n == buf.len() && buf.len() < BIG_BUFFER;
+        let shrink = n < SMALL_BUFFER && buf.len() > SMALL_BUFFER;
         if to.write_all(&buf[..n]).await.is_err() || to.flush().await.is_err() {
             break;
         }
         counter.fetch_add(n as u64, Ordering::Relaxed);
         last_activity.store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+        if grow {
+            buf.resize(BIG_BUFFER, 0);
+        } else if shrink {
+            buf = vec![0u8; SMALL_BUFFER];
+        }
     }
     let _ = to.shutdown().await;
 }
@@ -123,6 +135,28 @@ mod tests {
                 timed_out: false
             }
         );
+    }
+
+    #[tokio::test]
+    async fn bulk_transfers_larger_than_every_buffer_arrive_intact() {
+        let (client_proxy, mut client) = duplex(64 * 1024);
+        let (server_proxy, mut server) = duplex(64 * 1024);
+        let relay = tokio::spawn(relay(client_proxy, server_proxy, Duration::from_secs(5)));
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let writer = {
+            let payload = payload.clone();
+            tokio::spawn(async move {
+                server.write_all(&payload).await.unwrap();
+                server.write_all(b"x").await.unwrap();
+                server
+            })
+        };
+        let mut got = vec![0u8; payload.len() + 1];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..payload.len()], &payload[..]);
+        drop(writer.await.unwrap());
+        drop(client);
+        assert_eq!(relay.await.unwrap().sent, payload.len() as u64 + 1);
     }
 
     #[tokio::test(start_paused = true)]

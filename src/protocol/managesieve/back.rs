@@ -1,22 +1,428 @@
-//! Placeholder until the managesieve server side lands (issue 3).
+//! The ManageSieve server side: reads the back end's capability block, optionally upgrades with
+//! STARTTLS (and reads the fresh block the server then sends unprompted), and logs in with
+//! `AUTHENTICATE "PLAIN"` and an initial response.
 
-use crate::protocol::{Credentials, ServerEvent, ServerSettings, ServerSide};
+use crate::protocol::sasl::encode_plain;
+use crate::protocol::{
+    has_capability, Credentials, LoginOutcome, ServerEvent, ServerSettings, ServerSide,
+};
 
-pub struct SieveServerSide;
+use super::syntax::{self, parse_line, response_text, Bounds, Parsed, SyntaxError, Token};
+
+/// Longest line (and literal) accepted from a back end.
+const MAX_SERVER_LINE: usize = 64 * 1024;
+
+const BOUNDS: Bounds = Bounds {
+    max_line: MAX_SERVER_LINE,
+    max_literal: MAX_SERVER_LINE,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading the capability block up to its `OK` (the greeting, or the block re-sent after
+    /// STARTTLS).
+    Capabilities,
+    /// `STARTTLS` sent; waiting for `OK`.
+    StartTls,
+    /// The session is running the TLS handshake.
+    Handshake,
+    /// `AUTHENTICATE` sent; waiting for the answer.
+    Login,
+    /// The server sent a SASL challenge although it had the initial response; `"*"` was sent and
+    /// the answer to that ends the login as unavailable.
+    Cancelled,
+    Done,
+}
+
+pub struct SieveServerSide {
+    creds: Credentials,
+    settings: ServerSettings,
+    input: Vec<u8>,
+    state: State,
+    /// The connection is already encrypted by STARTTLS.
+    tls_done: bool,
+    /// The current capability block lists STARTTLS.
+    starttls_offered: bool,
+    /// The value of the current block's `SASL` capability, if it had one.
+    sasl: Option<String>,
+}
 
 impl SieveServerSide {
-    pub fn new(_creds: Credentials, _settings: ServerSettings) -> Self {
-        SieveServerSide
+    pub fn new(creds: Credentials, settings: ServerSettings) -> Self {
+        SieveServerSide {
+            creds,
+            settings,
+            input: Vec::new(),
+            state: State::Capabilities,
+            tls_done: false,
+            starttls_offered: false,
+            sasl: None,
+        }
+    }
+
+    fn unavailable(&mut self, reason: impl Into<String>) -> ServerEvent {
+        self.state = State::Done;
+        ServerEvent::Finished(LoginOutcome::Unavailable {
+            reason: reason.into(),
+        })
+    }
+
+    fn finish(&mut self, outcome: LoginOutcome) -> ServerEvent {
+        self.state = State::Done;
+        ServerEvent::Finished(outcome)
+    }
+
+    /// One line of a capability block: `"NAME" ["value"]`.
+    fn capability(&mut self, tokens: &[Token]) {
+        let mut values = tokens.iter().filter_map(Token::text);
+        let Some(name) = values.next() else {
+            return;
+        };
+        if name.eq_ignore_ascii_case(b"STARTTLS") {
+            self.starttls_offered = true;
+        } else if name.eq_ignore_ascii_case(b"SASL") {
+            self.sasl = Some(
+                values
+                    .next()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .unwrap_or_default(),
+            );
+        }
+    }
+
+    /// The capability block is complete: upgrade or log in.
+    fn capabilities_done(&mut self) -> ServerEvent {
+        if self.settings.starttls && !self.tls_done {
+            if !self.starttls_offered {
+                return self.unavailable("server does not offer STARTTLS");
+            }
+            self.state = State::StartTls;
+            return ServerEvent::Send(b"STARTTLS\r\n".to_vec());
+        }
+        if let Some(sasl) = &self.sasl {
+            if !has_capability(sasl, "PLAIN") {
+                let reason = format!("server does not offer SASL PLAIN (SASL \"{sasl}\")");
+                return self.unavailable(reason);
+            }
+        }
+        self.state = State::Login;
+        let mut command = b"AUTHENTICATE \"PLAIN\" ".to_vec();
+        command.extend_from_slice(&syntax::string(encode_plain(&self.creds).as_bytes()));
+        command.extend_from_slice(b"\r\n");
+        ServerEvent::Send(command)
+    }
+
+    /// Handle one line; `None` means "keep reading".
+    fn line(&mut self, tokens: Vec<Token>) -> Option<ServerEvent> {
+        let keyword = match tokens.first() {
+            None => return None,
+            Some(Token::String(_)) => {
+                return match self.state {
+                    State::Capabilities => {
+                        self.capability(&tokens);
+                        None
+                    }
+                    State::Login => {
+                        // A SASL challenge, although the initial response said everything.
+                        self.state = State::Cancelled;
+                        Some(ServerEvent::Send(b"\"*\"\r\n".to_vec()))
+                    }
+                    _ => None,
+                };
+            }
+            Some(Token::Atom(keyword)) => String::from_utf8_lossy(keyword).to_ascii_uppercase(),
+            Some(Token::List(_)) => {
+                return Some(self.unavailable("server sent a line starting with a list"))
+            }
+        };
+        let text = response_text(&tokens);
+        let said = |what: &str| format!("{what}: {}", text.as_deref().unwrap_or(""));
+        match (self.state, keyword.as_str()) {
+            (_, "BYE") => Some(self.unavailable(said("server said BYE"))),
+            (State::Capabilities, "OK") => Some(self.capabilities_done()),
+            (State::Capabilities, "NO") => Some(self.unavailable(said("server said NO"))),
+            (State::StartTls, "OK") => {
+                self.state = State::Handshake;
+                Some(ServerEvent::StartTls)
+            }
+            (State::StartTls, _) => Some(self.unavailable(said("STARTTLS refused"))),
+            (State::Login, "OK") => Some(self.finish(LoginOutcome::Accepted {
+                capabilities: None,
+                text: text.unwrap_or_else(|| "Logged in.".into()),
+            })),
+            (State::Login, "NO") => Some(self.finish(LoginOutcome::Rejected {
+                text: text.unwrap_or_else(|| "Authentication failed.".into()),
+            })),
+            (State::Cancelled, _) => {
+                Some(self.unavailable(said("server sent an unexpected SASL challenge")))
+            }
+            (State::Handshake | State::Done, _) => None,
+            _ => Some(self.unavailable(format!("unexpected response from server: {keyword}"))),
+        }
     }
 }
 
 impl ServerSide for SieveServerSide {
-    fn receive(&mut self, _input: &[u8]) {}
-    fn next_event(&mut self) -> ServerEvent {
-        unimplemented!()
+    fn receive(&mut self, input: &[u8]) {
+        self.input.extend_from_slice(input);
     }
-    fn tls_established(&mut self) {}
+
+    fn next_event(&mut self) -> ServerEvent {
+        loop {
+            if matches!(self.state, State::Done | State::Handshake) {
+                return ServerEvent::NeedInput;
+            }
+            match parse_line(&self.input, BOUNDS) {
+                Parsed::Incomplete => return ServerEvent::NeedInput,
+                Parsed::Error {
+                    error: SyntaxError::LineTooLong | SyntaxError::LiteralTooBig,
+                    ..
+                } => return self.unavailable("server response too long"),
+                Parsed::Error { consumed, .. } => {
+                    let line = self.input.get(..consumed).unwrap_or_default();
+                    let reason = format!(
+                        "malformed line from server: {}",
+                        String::from_utf8_lossy(line).trim_end()
+                    );
+                    return self.unavailable(reason);
+                }
+                Parsed::Line { tokens, consumed } => {
+                    self.input.drain(..consumed);
+                    if let Some(event) = self.line(tokens) {
+                        return event;
+                    }
+                }
+            }
+        }
+    }
+
+    fn tls_established(&mut self) {
+        // What the server said before TLS no longer counts; it re-sends its capabilities
+        // unprompted (RFC 5804 section 2.2).
+        self.input.clear();
+        self.tls_done = true;
+        self.starttls_offered = false;
+        self.sasl = None;
+        self.state = State::Capabilities;
+    }
+
     fn take_unprocessed(&mut self) -> Vec<u8> {
-        unimplemented!()
+        std::mem::take(&mut self.input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn side(pass: &str, starttls: bool) -> SieveServerSide {
+        SieveServerSide::new(
+            Credentials {
+                user: "alice".into(),
+                secret: pass.as_bytes().to_vec(),
+            },
+            ServerSettings { starttls },
+        )
+    }
+
+    fn step(m: &mut SieveServerSide, bytes: &[u8]) -> ServerEvent {
+        m.receive(bytes);
+        m.next_event()
+    }
+
+    const DOVECOT_CAPS: &str = "\"IMPLEMENTATION\" \"Dovecot Pigeonhole\"\r\n\"SIEVE\" \"fileinto reject envelope encoded-character vacation subaddress comparator-i;ascii-numeric relational regex imap4flags copy include variables body enotify environment mailbox date index ihave duplicate mime foreverypart extracttext\"\r\n\"NOTIFY\" \"mailto\"\r\n\"SASL\" \"PLAIN LOGIN\"\r\n";
+
+    fn dovecot_greeting(starttls: bool) -> Vec<u8> {
+        format!(
+            "{DOVECOT_CAPS}{}\"VERSION\" \"1.0\"\r\nOK \"Dovecot (Debian) ready.\"\r\n",
+            if starttls { "\"STARTTLS\"\r\n" } else { "" }
+        )
+        .into_bytes()
+    }
+
+    fn authenticate() -> ServerEvent {
+        // "\0alice\0pw"
+        ServerEvent::Send(b"AUTHENTICATE \"PLAIN\" \"AGFsaWNlAHB3\"\r\n".to_vec())
+    }
+
+    #[test]
+    fn dovecot_login() {
+        let mut m = side("pw", false);
+        assert_eq!(step(&mut m, &dovecot_greeting(true)), authenticate());
+        assert_eq!(
+            step(&mut m, b"OK \"Logged in.\"\r\nstray"),
+            ServerEvent::Finished(LoginOutcome::Accepted {
+                capabilities: None,
+                text: "Logged in.".into()
+            })
+        );
+        assert_eq!(m.take_unprocessed(), b"stray".to_vec());
+    }
+
+    #[test]
+    fn greeting_split_at_every_byte() {
+        let greeting = dovecot_greeting(false);
+        for cut in 0..greeting.len() {
+            let mut m = side("pw", false);
+            assert_eq!(step(&mut m, &greeting[..cut]), ServerEvent::NeedInput);
+            assert_eq!(step(&mut m, &greeting[cut..]), authenticate(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn bare_ok_and_answer_codes() {
+        let mut m = side("pw", false);
+        assert_eq!(
+            step(
+                &mut m,
+                b"\"IMPLEMENTATION\" \"Cyrus timsieved\"\r\n\"SASL\" \"PLAIN\"\r\nOK\r\n"
+            ),
+            authenticate()
+        );
+        assert_eq!(
+            step(&mut m, b"OK (SASL \"abc=\")\r\n"),
+            ServerEvent::Finished(LoginOutcome::Accepted {
+                capabilities: None,
+                text: "Logged in.".into()
+            })
+        );
+    }
+
+    #[test]
+    fn rejection_with_quoted_text_and_with_a_literal() {
+        let mut m = side("bad", false);
+        step(&mut m, &dovecot_greeting(false));
+        assert_eq!(
+            step(&mut m, b"NO \"Authentication failed.\"\r\n"),
+            ServerEvent::Finished(LoginOutcome::Rejected {
+                text: "Authentication failed.".into()
+            })
+        );
+        let mut m = side("bad", false);
+        step(&mut m, &dovecot_greeting(false));
+        assert_eq!(
+            step(&mut m, b"NO (AUTH-TOO-WEAK) {8}\r\n"),
+            ServerEvent::NeedInput
+        );
+        assert_eq!(
+            step(&mut m, b"No\r\nway.\r\n"),
+            ServerEvent::Finished(LoginOutcome::Rejected {
+                text: "No\r\nway.".into()
+            })
+        );
+    }
+
+    #[test]
+    fn starttls_upgrade_then_fresh_capabilities() {
+        let mut m = side("pw", true);
+        assert_eq!(
+            step(&mut m, &dovecot_greeting(true)),
+            ServerEvent::Send(b"STARTTLS\r\n".to_vec())
+        );
+        assert_eq!(
+            step(
+                &mut m,
+                b"OK \"Begin TLS negotiation now.\"\r\nplaintext junk\r\n"
+            ),
+            ServerEvent::StartTls
+        );
+        m.tls_established();
+        assert_eq!(m.next_event(), ServerEvent::NeedInput);
+        assert_eq!(step(&mut m, &dovecot_greeting(false)), authenticate());
+        assert_eq!(
+            step(&mut m, b"OK \"Logged in.\"\r\n"),
+            ServerEvent::Finished(LoginOutcome::Accepted {
+                capabilities: None,
+                text: "Logged in.".into()
+            })
+        );
+    }
+
+    #[test]
+    fn unavailable_cases() {
+        let unavailable =
+            |e: &ServerEvent| matches!(e, ServerEvent::Finished(LoginOutcome::Unavailable { .. }));
+        // STARTTLS required but not offered.
+        let mut m = side("pw", true);
+        assert!(unavailable(&step(&mut m, &dovecot_greeting(false))));
+        // STARTTLS refused.
+        let mut m = side("pw", true);
+        step(&mut m, &dovecot_greeting(true));
+        assert!(unavailable(&step(&mut m, b"NO \"Not now.\"\r\n")));
+        // Greeting NO / BYE, not ManageSieve at all, PLAIN not offered.
+        for greeting in [
+            &b"NO \"Service unavailable.\"\r\n"[..],
+            b"BYE \"Too many connections.\"\r\n",
+            b"* OK IMAP4rev1 ready\r\n",
+            b"HTTP/1.1 400 Bad Request\r\n",
+            b"\"SASL\" \"\"\r\n\"STARTTLS\"\r\nOK \"ready\"\r\n",
+            b"\"SASL\" \"PLAIN\r\n",
+        ] {
+            let mut m = side("pw", false);
+            assert!(unavailable(&step(&mut m, greeting)), "{greeting:?}");
+        }
+        // BYE instead of an answer.
+        let mut m = side("pw", false);
+        step(&mut m, &dovecot_greeting(false));
+        assert!(unavailable(&step(&mut m, b"BYE \"Shutting down.\"\r\n")));
+        // Line too long.
+        let mut m = side("pw", false);
+        assert!(unavailable(&step(
+            &mut m,
+            &vec![b'x'; MAX_SERVER_LINE + 10]
+        )));
+    }
+
+    #[test]
+    fn unexpected_challenge_is_cancelled() {
+        let mut m = side("pw", false);
+        step(&mut m, &dovecot_greeting(false));
+        assert_eq!(
+            step(&mut m, b"\"\"\r\n"),
+            ServerEvent::Send(b"\"*\"\r\n".to_vec())
+        );
+        assert!(matches!(
+            step(&mut m, b"NO \"Authentication cancelled.\"\r\n"),
+            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+        ));
+    }
+
+    #[test]
+    fn awkward_passwords_stay_quoted_base64() {
+        let mut m = side("p\u{e4}ss \"x\"", false);
+        match step(&mut m, &dovecot_greeting(false)) {
+            ServerEvent::Send(bytes) => {
+                assert!(bytes.starts_with(b"AUTHENTICATE \"PLAIN\" \""));
+                assert!(bytes.ends_with(b"\"\r\n"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..2000 {
+            let mut m = side("pw", seed % 2 == 0);
+            let len = (seed % 200) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let alphabet = b"OK NO BYE \"SASL\" \"STARTTLS\" {}()\\\r\n12+\x00";
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            for chunk in bytes.chunks(7) {
+                m.receive(chunk);
+                while let ServerEvent::Send(_) = m.next_event() {}
+            }
+            if seed % 3 == 0 {
+                m.tls_established();
+                let _ = step(&mut m, &bytes);
+            }
+            let _ = m.take_unprocessed();
+        }
     }
 }

@@ -1,34 +1,860 @@
-//! Placeholder until the managesieve client side lands (issue 3).
+//! The ManageSieve client side (RFC 5804): greets with the capability block, answers the
+//! pre-login commands and collects credentials from `AUTHENTICATE "PLAIN"`.
+//!
+//! Literals: ManageSieve has no continuation request, so a client sends the bytes of a literal
+//! right after its `{n+}` (or `{n}`) marker. A literal larger than `max_literal_size` therefore
+//! cannot be refused and skipped: the machine answers `BYE "Literal too large."` and closes,
+//! whichever form the marker had.
 
-use crate::protocol::{ClientEvent, ClientSettings, ClientSide, LoginOutcome, LoginReply};
+use crate::protocol::limits::PreLoginCounters;
+use crate::protocol::sasl::{decode_plain, PlainError};
+use crate::protocol::{
+    AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome, LoginReply,
+};
 
-pub struct SieveClientSide;
+use super::syntax::{self, parse_line, Bounds, Parsed, SyntaxError, Token};
+
+/// The Sieve extensions advertised when the configuration does not say otherwise.
+pub const DEFAULT_SIEVE_EXTENSIONS: &str = "fileinto reject envelope encoded-character vacation \
+subaddress comparator-i;ascii-numeric relational regex imap4flags copy include variables body \
+enotify environment mailbox date index ihave duplicate mime foreverypart extracttext";
+
+#[derive(Debug, PartialEq, Eq)]
+enum State {
+    /// Reading commands.
+    Commands,
+    /// `AUTHENTICATE "PLAIN"` sent the empty challenge; the next line is the client's response.
+    SaslResponse,
+    /// Waiting for the session to report the back-end login.
+    LoginPending,
+    /// Logged in, or closing; nothing more is parsed.
+    Done,
+}
+
+pub struct SieveClientSide {
+    settings: ClientSettings,
+    counters: PreLoginCounters,
+    /// Bytes received and not yet parsed.
+    input: Vec<u8>,
+    state: State,
+    tls_active: bool,
+    /// STARTTLS just completed: the capability block must be sent again, unprompted
+    /// (RFC 5804 section 2.2).
+    resend_capabilities: bool,
+}
+
+/// Split Perdition's `managesieve_capability` into capability lines.
+///
+/// Perdition keeps the whole capability block on one configuration line: each capability is its
+/// quoted name optionally followed by a quoted value, and capabilities are separated by *two*
+/// spaces (a single space separates a name from its value), e.g.
+/// `"IMPLEMENTATION" "perdition"  "SIEVE" "fileinto"  "SASL" "PLAIN"  "VERSION" "1.0"`.
+/// Every chunk between double spaces, trimmed, becomes one line of the block verbatim; empty
+/// chunks (three or more spaces in a row) are skipped.
+pub fn parse_configured_capability(configured: &str) -> Vec<String> {
+    configured
+        .split("  ")
+        .map(str::trim)
+        .filter(|chunk| !chunk.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The name of a capability line (`"SASL" "PLAIN"` → `SASL`), upper-cased.
+fn capability_name(line: &str) -> String {
+    let first = line.split(' ').next().unwrap_or_default();
+    first.trim_matches('"').to_ascii_uppercase()
+}
 
 impl SieveClientSide {
-    pub fn new(_settings: ClientSettings) -> Self {
-        SieveClientSide
+    pub fn new(settings: ClientSettings) -> Self {
+        SieveClientSide {
+            counters: PreLoginCounters::new(settings.limits),
+            tls_active: settings.tls_active,
+            settings,
+            input: Vec::new(),
+            state: State::Commands,
+            resend_capabilities: false,
+        }
     }
+
+    fn bounds(&self) -> Bounds {
+        let limits = self.counters.limits();
+        Bounds {
+            max_line: limits.max_line_length,
+            max_literal: limits.max_literal_size,
+        }
+    }
+
+    fn login_refusal(&self) -> Option<&'static str> {
+        if self.settings.login_disabled {
+            Some("NO \"Logins are disabled.\"")
+        } else if self.settings.tls_required && !self.tls_active {
+            Some("NO (ENCRYPT-NEEDED) \"Use STARTTLS first.\"")
+        } else {
+            None
+        }
+    }
+
+    /// The capability lines for the current state of the connection.
+    ///
+    /// The configured (or default) list is adjusted to the connection: `STARTTLS` is listed only
+    /// while it can be used, and when logins are refused the `SASL` capability lists no
+    /// mechanism (`"SASL" ""`, as RFC 5804 section 1.7 allows before STARTTLS).
+    fn capability_lines(&self) -> Vec<String> {
+        let mut lines = match &self.settings.capability {
+            Some(configured) => parse_configured_capability(configured),
+            None => vec![
+                format!("\"IMPLEMENTATION\" {}", quoted(&self.settings.product)),
+                "\"SASL\" \"PLAIN\"".to_string(),
+                format!("\"SIEVE\" \"{DEFAULT_SIEVE_EXTENSIONS}\""),
+                "\"NOTIFY\" \"mailto\"".to_string(),
+                "\"VERSION\" \"1.0\"".to_string(),
+            ],
+        };
+        lines.retain(|l| capability_name(l) != "STARTTLS");
+        if self.login_refusal().is_some() {
+            for line in lines.iter_mut() {
+                if capability_name(line) == "SASL" {
+                    *line = "\"SASL\" \"\"".to_string();
+                }
+            }
+        }
+        if self.settings.starttls_offered && !self.tls_active {
+            let at = lines
+                .iter()
+                .position(|l| capability_name(l) == "SIEVE")
+                .map_or(lines.len(), |i| i + 1);
+            lines.insert(at, "\"STARTTLS\"".to_string());
+        }
+        lines
+    }
+
+    /// The capability block followed by `OK "ok_text"`.
+    fn capability_block(&self, ok_text: &str) -> Vec<u8> {
+        let mut out = String::new();
+        for line in self.capability_lines() {
+            out.push_str(&line);
+            out.push_str("\r\n");
+        }
+        out.push_str(&format!("OK {}\r\n", quoted(ok_text)));
+        out.into_bytes()
+    }
+
+    fn close_with(&mut self, text: &str) -> ClientEvent {
+        self.state = State::Done;
+        self.input.clear();
+        ClientEvent::Close(format!("BYE {}\r\n", quoted(text)).into_bytes())
+    }
+
+    /// A line could not be read; the fatal errors end the session.
+    fn syntax_error(&mut self, error: SyntaxError, consumed: usize) -> ClientEvent {
+        match error {
+            SyntaxError::LineTooLong => self.close_with("Line too long."),
+            SyntaxError::LiteralTooBig => self.close_with("Literal too large."),
+            SyntaxError::Malformed => {
+                self.input.drain(..consumed.min(self.input.len()));
+                reply("NO \"Syntax error.\"")
+            }
+        }
+    }
+
+    fn execute(&mut self, tokens: Vec<Token>) -> ClientEvent {
+        let (name, args) = match tokens.split_first() {
+            Some((Token::Atom(name), args)) => (String::from_utf8_lossy(name).to_uppercase(), args),
+            None => return reply("NO \"Empty command.\""),
+            Some(_) => return reply("NO \"Syntax error.\""),
+        };
+        match (name.as_str(), args) {
+            ("CAPABILITY", []) => ClientEvent::Send(self.capability_block("Capability completed.")),
+            ("NOOP", []) => reply("OK \"NOOP completed.\""),
+            ("NOOP", [tag]) => match tag.text() {
+                Some(tag) => {
+                    let mut out = b"OK (TAG ".to_vec();
+                    out.extend_from_slice(&syntax::string(tag));
+                    out.extend_from_slice(b") \"Done\"\r\n");
+                    ClientEvent::Send(out)
+                }
+                None => reply("NO \"Syntax error in arguments.\""),
+            },
+            ("LOGOUT", []) => {
+                self.state = State::Done;
+                self.input.clear();
+                ClientEvent::Close(b"OK \"Logout completed.\"\r\n".to_vec())
+            }
+            ("STARTTLS", []) => {
+                if self.tls_active {
+                    reply("NO \"TLS is already active.\"")
+                } else if !self.settings.starttls_offered {
+                    reply("NO \"STARTTLS is not available.\"")
+                } else {
+                    // Anything pipelined behind STARTTLS arrived in plaintext and must never be
+                    // executed once the connection is encrypted (CVE-2011-0411).
+                    self.input.clear();
+                    ClientEvent::StartTls(b"OK \"Begin TLS negotiation now.\"\r\n".to_vec())
+                }
+            }
+            ("AUTHENTICATE", [mechanism, rest @ ..]) if rest.len() <= 1 => {
+                let is_plain = mechanism
+                    .text()
+                    .is_some_and(|m| m.eq_ignore_ascii_case(b"PLAIN"));
+                if !is_plain {
+                    return reply("NO \"Unsupported mechanism.\"");
+                }
+                if let Some(refusal) = self.login_refusal() {
+                    return reply(refusal);
+                }
+                match rest.first() {
+                    None => {
+                        self.state = State::SaslResponse;
+                        ClientEvent::Send(b"\"\"\r\n".to_vec())
+                    }
+                    Some(initial) => match initial.text() {
+                        Some(initial) => self.sasl_response(initial),
+                        None => reply("NO \"Syntax error in arguments.\""),
+                    },
+                }
+            }
+            ("CAPABILITY" | "NOOP" | "LOGOUT" | "STARTTLS" | "AUTHENTICATE", _) => {
+                reply("NO \"Syntax error in arguments.\"")
+            }
+            _ => reply("NO \"Command not permitted before login.\""),
+        }
+    }
+
+    /// Decode a base64 PLAIN response.
+    fn sasl_response(&mut self, response: &[u8]) -> ClientEvent {
+        self.state = State::Commands;
+        match decode_plain(response) {
+            Ok(creds) => self.begin_login(creds),
+            Err(PlainError::Base64) => reply("NO \"Invalid base64 data.\""),
+            Err(PlainError::Syntax) => reply("NO \"Invalid PLAIN response.\""),
+            Err(PlainError::AuthzidMismatch) => {
+                reply("NO \"Authorization identity not supported.\"")
+            }
+        }
+    }
+
+    fn begin_login(&mut self, creds: Credentials) -> ClientEvent {
+        self.state = State::LoginPending;
+        ClientEvent::Login(creds)
+    }
+
+    /// The client's answer to the empty challenge: one string, `"*"` to cancel.
+    fn sasl_line(&mut self) -> ClientEvent {
+        match parse_line(&self.input, self.bounds()) {
+            Parsed::Incomplete => ClientEvent::NeedInput,
+            Parsed::Error { error, consumed } => {
+                self.state = State::Commands;
+                self.syntax_error(error, consumed)
+            }
+            Parsed::Line { tokens, consumed } => {
+                self.input.drain(..consumed);
+                self.state = State::Commands;
+                match tokens.as_slice() {
+                    [response] => match response.text() {
+                        Some(b"*") => reply("NO \"Authentication cancelled.\""),
+                        Some(response) => {
+                            let response = response.to_vec();
+                            self.sasl_response(&response)
+                        }
+                        None => reply("NO \"Invalid SASL response.\""),
+                    },
+                    _ => reply("NO \"Invalid SASL response.\""),
+                }
+            }
+        }
+    }
+}
+
+/// `text` as a quoted string (or literal).
+fn quoted(text: &str) -> String {
+    String::from_utf8_lossy(&syntax::string(text.as_bytes())).into_owned()
+}
+
+fn reply(line: &str) -> ClientEvent {
+    ClientEvent::Send(format!("{line}\r\n").into_bytes())
 }
 
 impl ClientSide for SieveClientSide {
     fn greeting(&mut self) -> Vec<u8> {
-        unimplemented!()
+        self.capability_block(&format!("{} ready.", self.settings.product))
     }
-    fn receive(&mut self, _input: &[u8]) {}
+
+    fn receive(&mut self, input: &[u8]) {
+        if self.state != State::Done {
+            self.input.extend_from_slice(input);
+        }
+    }
+
     fn next_event(&mut self) -> ClientEvent {
-        unimplemented!()
+        if self.resend_capabilities {
+            self.resend_capabilities = false;
+            return ClientEvent::Send(self.capability_block("TLS negotiation successful."));
+        }
+        match self.state {
+            State::Done | State::LoginPending => ClientEvent::NeedInput,
+            State::SaslResponse => self.sasl_line(),
+            State::Commands => match parse_line(&self.input, self.bounds()) {
+                Parsed::Incomplete => ClientEvent::NeedInput,
+                Parsed::Error { error, consumed } => {
+                    if !self.counters.command() {
+                        return self.close_with("Too many commands.");
+                    }
+                    self.syntax_error(error, consumed)
+                }
+                Parsed::Line { tokens, consumed } => {
+                    self.input.drain(..consumed);
+                    if !self.counters.command() {
+                        return self.close_with("Too many commands.");
+                    }
+                    self.execute(tokens)
+                }
+            },
+        }
     }
-    fn tls_established(&mut self) {}
-    fn login_finished(&mut self, _outcome: &LoginOutcome) -> LoginReply {
-        unimplemented!()
+
+    fn tls_established(&mut self) {
+        self.tls_active = true;
+        self.input.clear();
+        self.state = State::Commands;
+        self.resend_capabilities = true;
     }
+
+    fn login_finished(&mut self, outcome: &LoginOutcome) -> LoginReply {
+        if self.state == State::LoginPending {
+            self.state = State::Commands;
+        }
+        match outcome {
+            LoginOutcome::Accepted { text, .. } => {
+                self.state = State::Done;
+                let text = self.settings.ok_line.as_deref().unwrap_or(text);
+                LoginReply {
+                    bytes: format!("OK {}\r\n", quoted(text)).into_bytes(),
+                    next: AfterLogin::Relay,
+                }
+            }
+            LoginOutcome::Rejected { .. } => {
+                let mut bytes = b"NO \"Authentication failed.\"\r\n".to_vec();
+                if self.counters.failed_login() {
+                    LoginReply {
+                        bytes,
+                        next: AfterLogin::Continue,
+                    }
+                } else {
+                    self.state = State::Done;
+                    self.input.clear();
+                    bytes.extend_from_slice(b"BYE \"Too many failed logins.\"\r\n");
+                    LoginReply {
+                        bytes,
+                        next: AfterLogin::Close,
+                    }
+                }
+            }
+            LoginOutcome::Unavailable { .. } => LoginReply {
+                bytes: b"NO (TRYLATER) \"Mail server unavailable, try again later.\"\r\n".to_vec(),
+                next: AfterLogin::Continue,
+            },
+        }
+    }
+
     fn timeout_message(&self) -> Vec<u8> {
-        unimplemented!()
+        b"BYE \"Autologout; too long without logging in.\"\r\n".to_vec()
     }
+
     fn shutdown_message(&self) -> Vec<u8> {
-        unimplemented!()
+        b"BYE (TRYLATER) \"Server shutting down.\"\r\n".to_vec()
     }
+
     fn take_unprocessed(&mut self) -> Vec<u8> {
-        unimplemented!()
+        std::mem::take(&mut self.input)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::PreLoginLimits;
+
+    fn settings() -> ClientSettings {
+        ClientSettings {
+            capability: None,
+            starttls_offered: true,
+            tls_required: false,
+            tls_active: false,
+            login_disabled: false,
+            ok_line: None,
+            greeting_host: "proxy.test".into(),
+            product: "Portcullis".into(),
+            limits: PreLoginLimits {
+                max_line_length: 100,
+                max_literal_size: 50,
+                max_commands: 10,
+                max_failed_logins: 2,
+            },
+        }
+    }
+
+    fn machine() -> SieveClientSide {
+        SieveClientSide::new(settings())
+    }
+
+    /// Feed bytes and collect every event until the machine needs input.
+    fn feed(m: &mut SieveClientSide, bytes: &[u8]) -> Vec<ClientEvent> {
+        m.receive(bytes);
+        let mut events = Vec::new();
+        loop {
+            match m.next_event() {
+                ClientEvent::NeedInput => return events,
+                e @ (ClientEvent::Login(_) | ClientEvent::Close(_) | ClientEvent::StartTls(_)) => {
+                    events.push(e);
+                    return events;
+                }
+                e => events.push(e),
+            }
+        }
+    }
+
+    fn text(events: &[ClientEvent]) -> String {
+        events
+            .iter()
+            .map(|e| match e {
+                ClientEvent::Send(b) | ClientEvent::Close(b) | ClientEvent::StartTls(b) => {
+                    String::from_utf8_lossy(b).into_owned()
+                }
+                other => format!("<{other:?}>"),
+            })
+            .collect()
+    }
+
+    fn creds(user: &str, pass: &str) -> ClientEvent {
+        ClientEvent::Login(Credentials {
+            user: user.into(),
+            secret: pass.as_bytes().to_vec(),
+        })
+    }
+
+    const SIEVE: &str = "\"SIEVE\" \"fileinto reject envelope encoded-character vacation subaddress comparator-i;ascii-numeric relational regex imap4flags copy include variables body enotify environment mailbox date index ihave duplicate mime foreverypart extracttext\"\r\n";
+
+    fn block(sasl: &str, starttls: bool, ok: &str) -> String {
+        format!(
+            "\"IMPLEMENTATION\" \"Portcullis\"\r\n\"SASL\" \"{sasl}\"\r\n{SIEVE}{}\"NOTIFY\" \"mailto\"\r\n\"VERSION\" \"1.0\"\r\nOK \"{ok}\"\r\n",
+            if starttls { "\"STARTTLS\"\r\n" } else { "" }
+        )
+    }
+
+    // "\0alice\0pw"
+    const ALICE_PW: &str = "AGFsaWNlAHB3";
+
+    #[test]
+    fn greeting_is_the_capability_block() {
+        let g = String::from_utf8(machine().greeting()).unwrap();
+        assert_eq!(g, block("PLAIN", true, "Portcullis ready."));
+    }
+
+    #[test]
+    fn configured_capability_in_perdition_format() {
+        let mut s = settings();
+        s.capability = Some(
+            "\"IMPLEMENTATION\" \"perdition\"  \"SIEVE\" \"fileinto\"  \"STARTTLS\"  \"SASL\" \"PLAIN\"  \"VERSION\" \"1.0\""
+                .into(),
+        );
+        s.product = "perdition".into();
+        let mut m = SieveClientSide::new(s.clone());
+        assert_eq!(
+            String::from_utf8(m.greeting()).unwrap(),
+            "\"IMPLEMENTATION\" \"perdition\"\r\n\"SIEVE\" \"fileinto\"\r\n\"STARTTLS\"\r\n\"SASL\" \"PLAIN\"\r\n\"VERSION\" \"1.0\"\r\nOK \"perdition ready.\"\r\n"
+        );
+        s.starttls_offered = false;
+        let mut m = SieveClientSide::new(s);
+        assert_eq!(
+            text(&feed(&mut m, b"capability\r\n")),
+            "\"IMPLEMENTATION\" \"perdition\"\r\n\"SIEVE\" \"fileinto\"\r\n\"SASL\" \"PLAIN\"\r\n\"VERSION\" \"1.0\"\r\nOK \"Capability completed.\"\r\n"
+        );
+        assert_eq!(
+            parse_configured_capability("  \"A\" \"b c\"   \"D\"  "),
+            vec!["\"A\" \"b c\"".to_string(), "\"D\"".to_string()]
+        );
+    }
+
+    #[test]
+    fn capability_noop_and_unknown_commands() {
+        let mut m = machine();
+        assert_eq!(
+            text(&feed(&mut m, b"CAPABILITY\r\n")),
+            block("PLAIN", true, "Capability completed.")
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"noop\r\n")),
+            "OK \"NOOP completed.\"\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"NOOP \"tag1\"\r\n")),
+            "OK (TAG \"tag1\") \"Done\"\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"NOOP {6+}\r\na\"b\\cd\r\n")),
+            "OK (TAG \"a\\\"b\\\\cd\") \"Done\"\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"LISTSCRIPTS\r\n")),
+            "NO \"Command not permitted before login.\"\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"PUTSCRIPT \"s\" {4+}\r\nkeep\r\n")),
+            "NO \"Command not permitted before login.\"\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"NOOP a b\r\n")),
+            "NO \"Syntax error in arguments.\"\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"NOOP \"open\r\n")),
+            "NO \"Syntax error.\"\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"\"NOOP\"\r\n")),
+            "NO \"Syntax error.\"\r\n"
+        );
+        assert_eq!(text(&feed(&mut m, b"\r\n")), "NO \"Empty command.\"\r\n");
+    }
+
+    #[test]
+    fn logout_answers_and_closes() {
+        let mut m = machine();
+        assert_eq!(
+            feed(&mut m, b"Logout\r\nNOOP\r\n"),
+            vec![ClientEvent::Close(b"OK \"Logout completed.\"\r\n".to_vec())]
+        );
+        assert_eq!(m.next_event(), ClientEvent::NeedInput);
+    }
+
+    #[test]
+    fn authenticate_with_initial_response_in_every_form() {
+        for input in [
+            format!("AUTHENTICATE \"PLAIN\" \"{ALICE_PW}\"\r\n"),
+            format!("authenticate \"plain\" {{12+}}\r\n{ALICE_PW}\r\n"),
+            format!("AUTHENTICATE {{5+}}\r\nPLAIN {{12}}\r\n{ALICE_PW}\r\n"),
+            format!("AUTHENTICATE PLAIN \"{ALICE_PW}\"\n"),
+        ] {
+            let mut m = machine();
+            assert_eq!(
+                feed(&mut m, input.as_bytes()),
+                vec![creds("alice", "pw")],
+                "{input}"
+            );
+        }
+    }
+
+    #[test]
+    fn authenticate_continuation_exchange_and_cancel() {
+        let mut m = machine();
+        assert_eq!(
+            text(&feed(&mut m, b"AUTHENTICATE \"PLAIN\"\r\n")),
+            "\"\"\r\n"
+        );
+        assert_eq!(
+            feed(&mut m, format!("\"{ALICE_PW}\"\r\n").as_bytes()),
+            vec![creds("alice", "pw")]
+        );
+
+        let mut m = machine();
+        feed(&mut m, b"AUTHENTICATE \"PLAIN\"\r\n");
+        assert_eq!(
+            feed(&mut m, format!("{{12+}}\r\n{ALICE_PW}\r\n").as_bytes()),
+            vec![creds("alice", "pw")]
+        );
+
+        let mut m = machine();
+        feed(&mut m, b"AUTHENTICATE \"PLAIN\"\r\n");
+        assert_eq!(
+            text(&feed(&mut m, b"\"*\"\r\n")),
+            "NO \"Authentication cancelled.\"\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"NOOP\r\n")),
+            "OK \"NOOP completed.\"\r\n"
+        );
+        feed(&mut m, b"AUTHENTICATE \"PLAIN\"\r\n");
+        assert_eq!(
+            text(&feed(&mut m, b"\"a\" \"b\"\r\n")),
+            "NO \"Invalid SASL response.\"\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"AUTHENTICATE \"DIGEST-MD5\"\r\n")),
+            "NO \"Unsupported mechanism.\"\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"AUTHENTICATE \"PLAIN\" \"%%%\"\r\n")),
+            "NO \"Invalid base64 data.\"\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"AUTHENTICATE \"PLAIN\" \"\"\r\n")),
+            "NO \"Invalid PLAIN response.\"\r\n"
+        );
+    }
+
+    #[test]
+    fn successful_login_relays_and_keeps_pipelined_commands() {
+        let mut m = machine();
+        let events = feed(
+            &mut m,
+            format!("NOOP\r\nAUTHENTICATE \"PLAIN\" \"{ALICE_PW}\"\r\nLISTSCRIPTS\r\n").as_bytes(),
+        );
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1], creds("alice", "pw"));
+        assert_eq!(m.next_event(), ClientEvent::NeedInput);
+        m.receive(b"GETSCRIPT \"x\"\r\n");
+        let reply = m.login_finished(&LoginOutcome::Accepted {
+            capabilities: None,
+            text: "Logged in.".into(),
+        });
+        assert_eq!(reply.next, AfterLogin::Relay);
+        assert_eq!(reply.bytes, b"OK \"Logged in.\"\r\n".to_vec());
+        assert_eq!(
+            m.take_unprocessed(),
+            b"LISTSCRIPTS\r\nGETSCRIPT \"x\"\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn ok_line_replaces_the_back_end_text() {
+        let mut s = settings();
+        s.ok_line = Some("Say \"hi\"".into());
+        let mut m = SieveClientSide::new(s);
+        feed(
+            &mut m,
+            format!("AUTHENTICATE PLAIN \"{ALICE_PW}\"\r\n").as_bytes(),
+        );
+        let reply = m.login_finished(&LoginOutcome::Accepted {
+            capabilities: None,
+            text: "Logged in.".into(),
+        });
+        assert_eq!(reply.bytes, b"OK \"Say \\\"hi\\\"\"\r\n".to_vec());
+    }
+
+    #[test]
+    fn failed_and_unavailable_logins() {
+        let mut m = machine();
+        let login = format!("AUTHENTICATE \"PLAIN\" \"{ALICE_PW}\"\r\n");
+        feed(&mut m, login.as_bytes());
+        let r = m.login_finished(&LoginOutcome::Unavailable {
+            reason: "refused".into(),
+        });
+        assert_eq!(r.next, AfterLogin::Continue);
+        assert_eq!(
+            r.bytes,
+            b"NO (TRYLATER) \"Mail server unavailable, try again later.\"\r\n".to_vec()
+        );
+        assert_eq!(feed(&mut m, login.as_bytes()), vec![creds("alice", "pw")]);
+        let r = m.login_finished(&LoginOutcome::Rejected { text: "no".into() });
+        assert_eq!(r.next, AfterLogin::Continue);
+        assert_eq!(r.bytes, b"NO \"Authentication failed.\"\r\n".to_vec());
+        feed(&mut m, login.as_bytes());
+        let r = m.login_finished(&LoginOutcome::Rejected { text: "no".into() });
+        assert_eq!(r.next, AfterLogin::Close);
+        assert_eq!(
+            r.bytes,
+            b"NO \"Authentication failed.\"\r\nBYE \"Too many failed logins.\"\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn starttls_discards_pipelined_plaintext_and_resends_capabilities() {
+        let mut m = machine();
+        let events = feed(
+            &mut m,
+            format!("STARTTLS\r\nAUTHENTICATE \"PLAIN\" \"{ALICE_PW}\"\r\n").as_bytes(),
+        );
+        assert_eq!(
+            events,
+            vec![ClientEvent::StartTls(
+                b"OK \"Begin TLS negotiation now.\"\r\n".to_vec()
+            )]
+        );
+        m.tls_established();
+        assert_eq!(
+            text(&[m.next_event()]),
+            block("PLAIN", false, "TLS negotiation successful.")
+        );
+        // The injected AUTHENTICATE is gone.
+        assert_eq!(m.next_event(), ClientEvent::NeedInput);
+        assert_eq!(
+            text(&feed(&mut m, b"STARTTLS\r\n")),
+            "NO \"TLS is already active.\"\r\n"
+        );
+        let caps = text(&feed(&mut m, b"CAPABILITY\r\n"));
+        assert!(!caps.contains("STARTTLS"), "{caps}");
+
+        let mut s = settings();
+        s.starttls_offered = false;
+        let mut m = SieveClientSide::new(s);
+        assert_eq!(
+            text(&feed(&mut m, b"STARTTLS\r\n")),
+            "NO \"STARTTLS is not available.\"\r\n"
+        );
+    }
+
+    #[test]
+    fn tls_required_refuses_login_until_starttls() {
+        let mut s = settings();
+        s.tls_required = true;
+        let mut m = SieveClientSide::new(s);
+        assert_eq!(
+            String::from_utf8(m.greeting()).unwrap(),
+            block("", true, "Portcullis ready.")
+        );
+        let login = format!("AUTHENTICATE \"PLAIN\" \"{ALICE_PW}\"\r\n");
+        assert_eq!(
+            text(&feed(&mut m, login.as_bytes())),
+            "NO (ENCRYPT-NEEDED) \"Use STARTTLS first.\"\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"AUTHENTICATE \"PLAIN\"\r\n")),
+            "NO (ENCRYPT-NEEDED) \"Use STARTTLS first.\"\r\n"
+        );
+        feed(&mut m, b"STARTTLS\r\n");
+        m.tls_established();
+        assert_eq!(
+            text(&[m.next_event()]),
+            block("PLAIN", false, "TLS negotiation successful.")
+        );
+        assert_eq!(feed(&mut m, login.as_bytes()), vec![creds("alice", "pw")]);
+    }
+
+    #[test]
+    fn login_disabled_refuses_every_login() {
+        let mut s = settings();
+        s.login_disabled = true;
+        s.starttls_offered = false;
+        let mut m = SieveClientSide::new(s);
+        assert!(String::from_utf8(m.greeting())
+            .unwrap()
+            .contains("\"SASL\" \"\"\r\n"));
+        assert_eq!(
+            text(&feed(
+                &mut m,
+                format!("AUTHENTICATE \"PLAIN\" \"{ALICE_PW}\"\r\n").as_bytes()
+            )),
+            "NO \"Logins are disabled.\"\r\n"
+        );
+    }
+
+    #[test]
+    fn bounds_close_the_connection_with_a_reason() {
+        let mut m = machine();
+        let long = format!("AUTHENTICATE \"PLAIN\" \"{}\"\r\n", "x".repeat(200));
+        assert_eq!(
+            feed(&mut m, long.as_bytes()),
+            vec![ClientEvent::Close(b"BYE \"Line too long.\"\r\n".to_vec())]
+        );
+
+        for marker in [&b"AUTHENTICATE \"PLAIN\" {51+}\r\n"[..], b"NOOP {51}\r\n"] {
+            let mut m = machine();
+            assert_eq!(
+                feed(&mut m, marker),
+                vec![ClientEvent::Close(
+                    b"BYE \"Literal too large.\"\r\n".to_vec()
+                )]
+            );
+        }
+
+        let mut m = machine();
+        feed(&mut m, b"AUTHENTICATE \"PLAIN\"\r\n");
+        assert_eq!(
+            feed(&mut m, "y".repeat(150).as_bytes()),
+            vec![ClientEvent::Close(b"BYE \"Line too long.\"\r\n".to_vec())]
+        );
+
+        let mut m = machine();
+        let events = feed(&mut m, "NOOP\r\n".repeat(11).as_bytes());
+        assert_eq!(events.len(), 11);
+        assert_eq!(
+            events.last(),
+            Some(&ClientEvent::Close(
+                b"BYE \"Too many commands.\"\r\n".to_vec()
+            ))
+        );
+    }
+
+    #[test]
+    fn every_split_point_gives_the_same_events() {
+        let input = format!(
+            "NOOP \"t\"\r\nAUTHENTICATE {{5+}}\r\nPLAIN\r\n{{12+}}\r\n{ALICE_PW}\r\nLISTSCRIPTS\r\n"
+        );
+        let input = input.as_bytes();
+        let mut whole = machine();
+        let expected = feed(&mut whole, input);
+        assert_eq!(
+            expected,
+            vec![
+                ClientEvent::Send(b"OK (TAG \"t\") \"Done\"\r\n".to_vec()),
+                ClientEvent::Send(b"\"\"\r\n".to_vec()),
+                creds("alice", "pw"),
+            ]
+        );
+        for cut in 0..input.len() {
+            let mut m = machine();
+            let mut events = feed(&mut m, &input[..cut]);
+            if !matches!(events.last(), Some(ClientEvent::Login(_))) {
+                events.extend(feed(&mut m, &input[cut..]));
+            } else {
+                m.receive(&input[cut..]);
+            }
+            assert_eq!(events, expected, "cut at {cut}");
+            m.login_finished(&LoginOutcome::Accepted {
+                capabilities: None,
+                text: "ok".into(),
+            });
+            assert_eq!(
+                m.take_unprocessed(),
+                b"LISTSCRIPTS\r\n".to_vec(),
+                "cut at {cut}"
+            );
+        }
+        // Byte by byte.
+        let mut m = machine();
+        let mut events = Vec::new();
+        for byte in input {
+            events.extend(feed(&mut m, &[*byte]));
+        }
+        assert_eq!(events, expected);
+    }
+
+    #[test]
+    fn timeout_and_shutdown_messages() {
+        let m = machine();
+        assert_eq!(
+            m.timeout_message(),
+            b"BYE \"Autologout; too long without logging in.\"\r\n".to_vec()
+        );
+        assert_eq!(
+            m.shutdown_message(),
+            b"BYE (TRYLATER) \"Server shutting down.\"\r\n".to_vec()
+        );
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..3000 {
+            let mut m = machine();
+            let len = (seed % 300) as usize;
+            let bytes: Vec<u8> = (0..len)
+                .map(|_| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    let alphabet = b"a {}()\"\\ \r\n+*0123\x00\xffPLAINAUTHENTICATESTARTTLSNOOP";
+                    alphabet[(seed % alphabet.len() as u64) as usize]
+                })
+                .collect();
+            let _ = feed(&mut m, &bytes);
+            let _ = m.next_event();
+            if seed % 3 == 0 {
+                m.tls_established();
+                let _ = feed(&mut m, &bytes);
+            }
+        }
     }
 }

@@ -280,7 +280,7 @@ mod tests {
     fn atoms_quoted_strings_and_escapes() {
         let (t, n) = line(b"Authenticate \"PLAIN\" \"a\\\"b\\\\c\"\r\nNEXT");
         assert_eq!(t, vec![a("Authenticate"), s("PLAIN"), s("a\"b\\c")]);
-        assert_eq!(n, 36);
+        assert_eq!(n, 32);
         assert_eq!(line(b"NOOP\n").0, vec![a("NOOP")]);
         assert_eq!(line(b"\r\n").0, vec![]);
     }
@@ -289,11 +289,8 @@ mod tests {
     fn both_literal_forms_are_read_without_continuation() {
         let (t, n) = line(b"AUTHENTICATE {5+}\r\nPLAIN {3}\r\nx\"y\r\nrest");
         assert_eq!(t, vec![a("AUTHENTICATE"), s("PLAIN"), s("x\"y")]);
-        assert_eq!(n, 33);
-        assert_eq!(
-            parse_line(b"X {5+}\r\nPLA", BOUNDS),
-            Parsed::Incomplete
-        );
+        assert_eq!(n, 35);
+        assert_eq!(parse_line(b"X {5+}\r\nPLA", BOUNDS), Parsed::Incomplete);
         let (t, _) = line(b"X {2+}\r\n\r\n\r\n");
         assert_eq!(t, vec![a("X"), s("\r\n")]);
         let (t, _) = line(b"X {0+}\r\n\r\n");
@@ -343,7 +340,11 @@ mod tests {
                 ..
             }
         ));
-        for marker in [&b"X {11+}\r\n"[..], b"X {11}\r\n", b"X {99999999999999999999999}\r\n"] {
+        for marker in [
+            &b"X {11+}\r\n"[..],
+            b"X {11}\r\n",
+            b"X {99999999999999999999999}\r\n",
+        ] {
             assert!(matches!(
                 parse_line(marker, BOUNDS),
                 Parsed::Error {
@@ -366,7 +367,11 @@ mod tests {
     fn every_split_point_is_incomplete() {
         let full = b"AUTHENTICATE {5+}\r\nPLAIN \"x y\"\r\n";
         for cut in 0..full.len() {
-            assert_eq!(parse_line(&full[..cut], BOUNDS), Parsed::Incomplete, "{cut}");
+            assert_eq!(
+                parse_line(&full[..cut], BOUNDS),
+                Parsed::Incomplete,
+                "{cut}"
+            );
         }
         assert_eq!(line(full).1, full.len());
     }

@@ -102,9 +102,7 @@ impl Pop3ServerSide {
     fn offers_sasl_plain(&self) -> bool {
         self.capabilities.iter().any(|line| {
             let mut words = line.split_ascii_whitespace();
-            words
-                .next()
-                .is_some_and(|w| w.eq_ignore_ascii_case("SASL"))
+            words.next().is_some_and(|w| w.eq_ignore_ascii_case("SASL"))
                 && words.any(|m| m.eq_ignore_ascii_case("PLAIN"))
         })
     }
@@ -360,14 +358,23 @@ mod tests {
     #[test]
     fn user_pass_when_sasl_plain_is_not_offered() {
         let mut m = side("two words", false);
-        step(&mut m, b"+OK POP3 ready <1896.697170952@dbc.mtview.ca.us>\r\n");
+        step(
+            &mut m,
+            b"+OK POP3 ready <1896.697170952@dbc.mtview.ca.us>\r\n",
+        );
         assert_eq!(
-            step(&mut m, b"+OK Capability list follows\r\nUSER\r\nSASL CRAM-MD5\r\n.\r\n"),
+            step(
+                &mut m,
+                b"+OK Capability list follows\r\nUSER\r\nSASL CRAM-MD5\r\n.\r\n"
+            ),
             send(b"USER alice\r\n")
         );
         assert_eq!(step(&mut m, b"+OK\r\n"), send(b"PASS two words\r\n"));
         assert_eq!(
-            step(&mut m, b"+OK alice's maildrop has 2 messages (320 octets)\r\n"),
+            step(
+                &mut m,
+                b"+OK alice's maildrop has 2 messages (320 octets)\r\n"
+            ),
             ServerEvent::Finished(LoginOutcome::Accepted {
                 capabilities: None,
                 text: "alice's maildrop has 2 messages (320 octets)".into()
@@ -407,7 +414,11 @@ mod tests {
 
     #[test]
     fn unsafe_credentials_are_rejected_without_sending_them() {
-        for (user, pass) in [("alice", "pw\r\nDELE 1"), ("al\nice", "pw"), ("alice", "p\0w")] {
+        for (user, pass) in [
+            ("alice", "pw\r\nDELE 1"),
+            ("al\nice", "pw"),
+            ("alice", "p\0w"),
+        ] {
             let mut m = Pop3ServerSide::new(creds(user, pass), ServerSettings { starttls: false });
             step(&mut m, b"+OK hello\r\n");
             assert!(matches!(

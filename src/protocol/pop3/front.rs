@@ -416,10 +416,7 @@ mod tests {
         let mut m = machine();
         assert_eq!(text(&feed(&mut m, b"CAPA\r\n")), DEFAULT_CAPA);
         assert_eq!(text(&feed(&mut m, b"capa\n")), DEFAULT_CAPA);
-        assert_eq!(
-            text(&feed(&mut m, b"CAPA x\r\n")),
-            "-ERR Syntax error\r\n"
-        );
+        assert_eq!(text(&feed(&mut m, b"CAPA x\r\n")), "-ERR Syntax error\r\n");
     }
 
     #[test]
@@ -684,10 +681,7 @@ mod tests {
         let refusal = "-ERR [SYS/PERM] Use STLS before logging in\r\n";
         assert_eq!(text(&feed(&mut m, b"USER alice\r\n")), refusal);
         assert_eq!(text(&feed(&mut m, b"PASS pw\r\n")), refusal);
-        assert_eq!(
-            text(&feed(&mut m, b"AUTH PLAIN AGFsaWNlAHB3\r\n")),
-            refusal
-        );
+        assert_eq!(text(&feed(&mut m, b"AUTH PLAIN AGFsaWNlAHB3\r\n")), refusal);
         assert_eq!(text(&feed(&mut m, b"AUTH\r\n")), refusal);
         feed(&mut m, b"STLS\r\n");
         m.tls_established();
