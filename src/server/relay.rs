@@ -23,8 +23,9 @@ pub struct Traffic {
     pub timed_out: bool,
 }
 
-/// Copy both ways. When one side closes, the other is told (half-close) and the relay ends once
-/// both directions are done; `idle` without a byte in either direction ends it too.
+/// Copy both ways. When the client closes, the server is told (half-close) and the relay ends
+/// once the server has closed too; when the server closes, the relay ends at once. `idle`
+/// without a byte in either direction ends it as well.
 pub async fn relay<C, S>(client: C, server: S, idle: Duration) -> Traffic
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -62,9 +63,16 @@ where
             tokio::time::sleep_until(deadline).await;
         }
     };
-    let timed_out = tokio::select! {
-        _ = async { tokio::join!(upstream, downstream) } => false,
-        _ = watchdog => true,
+    // The session is over when the server side is: a client that half-closes after LOGOUT
+    // still gets the server's answer, but once the server has closed nothing more can happen.
+    tokio::pin!(upstream, downstream, watchdog);
+    let mut upstream_done = false;
+    let timed_out = loop {
+        tokio::select! {
+            _ = &mut upstream, if !upstream_done => upstream_done = true,
+            _ = &mut downstream => break false,
+            _ = &mut watchdog => break true,
+        }
     };
     Traffic {
         received: received.load(Ordering::Relaxed),
