@@ -216,3 +216,27 @@ fn sieve_connect_uploads_and_lists_through_the_proxy() {
     let listed = run(&["--list"]);
     assert!(listed.contains("vacation"), "{listed}");
 }
+
+#[test]
+fn capabilities_are_learned_from_the_back_end() {
+    let dovecot = Dovecot::start();
+    let (proxy, port) = start(&dovecot, "starttls", "none");
+    assert!(
+        proxy.wait_log(
+            "Learned ManageSieve capabilities",
+            std::time::Duration::from_secs(10)
+        ),
+        "{}",
+        proxy.log_text()
+    );
+    let mut direct = Client::plain(dovecot.sieve);
+    let real = sieve_read_response(&mut direct);
+    let real_sieve = real.iter().find(|l| l.starts_with("\"SIEVE\"")).unwrap();
+
+    let mut c = Client::plain(port);
+    let offered = sieve_read_response(&mut c);
+    assert!(offered.contains(real_sieve), "{offered:?} vs {real:?}");
+    assert!(offered.iter().any(|l| l == "\"SASL\" \"PLAIN\""), "{offered:?}");
+    assert!(offered.iter().any(|l| l == "\"STARTTLS\""), "{offered:?}");
+    assert!(!offered.iter().any(|l| l == "\"XCLIENT\""), "{offered:?}");
+}

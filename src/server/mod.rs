@@ -1,6 +1,7 @@
 //! The server: listeners, the connection limit and graceful shutdown, in the shape of tokio's
 //! `mini-redis` (accept loop, semaphore, shutdown broadcast, wait for sessions to drain).
 
+pub mod capability_probe;
 pub mod relay;
 pub mod session;
 pub mod stream;
@@ -16,6 +17,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::authlog::{hostname, Logger};
 use crate::config::{BackendTls, Config, ListenerTls};
 use crate::map::static_server::StaticServer;
+use crate::protocol::Protocol;
 use crate::tls::{self, BackendVerification};
 
 use session::ListenerState;
@@ -59,7 +61,11 @@ pub async fn bind(
             acceptor,
             connector,
             greeting_host: hostname(),
+            learned_capability: Default::default(),
         });
+        if l.protocol == Protocol::Managesieve && l.capability.is_none() {
+            tokio::spawn(capability_probe::learn_sieve_capability(state.clone()));
+        }
         for addr in l.addresses()? {
             let listener = listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             bound.push((state.clone(), listener));

@@ -37,6 +37,8 @@ pub struct ListenerState {
     pub connector: Option<TlsConnector>,
     pub map: Box<dyn Map>,
     pub greeting_host: String,
+    /// Capabilities learned from the back end, used when none are configured.
+    pub learned_capability: std::sync::RwLock<Option<String>>,
 }
 
 impl ListenerState {
@@ -49,9 +51,16 @@ impl ListenerState {
             .log_name(self.config.tls == ListenerTls::Implicit)
     }
 
+    pub fn set_learned_capability(&self, capability: String) {
+        if let Ok(mut learned) = self.learned_capability.write() {
+            *learned = Some(capability);
+        }
+    }
+
     fn client_settings(&self) -> ClientSettings {
+        let learned = || self.learned_capability.read().ok().and_then(|l| l.clone());
         ClientSettings {
-            capability: self.config.capability.clone(),
+            capability: self.config.capability.clone().or_else(learned),
             starttls_offered: matches!(
                 self.config.tls,
                 ListenerTls::Starttls | ListenerTls::StarttlsRequired

@@ -2,4 +2,5 @@
 
 pub mod back;
 pub mod front;
+pub mod learn;
 pub mod syntax;

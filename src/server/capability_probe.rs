@@ -1,0 +1,64 @@
+//! Learning a ManageSieve back end's capabilities when the admin did not configure them:
+//! one plaintext connection that reads the greeting and leaves. It carries no credentials.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::protocol::managesieve::learn::{capability_from_greeting, Learned};
+
+use super::session::ListenerState;
+
+/// How long to wait before asking a back end that was down again.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// Ask until the back end answers, then keep the answer for every new client.
+pub async fn learn_sieve_capability(state: Arc<ListenerState>) {
+    loop {
+        match timeout(state.limits.backend_timeout(), probe(&state)).await {
+            Ok(Ok(capability)) => {
+                state.logger.info(&format!(
+                    "Learned ManageSieve capabilities from {}",
+                    state.config.backend.host
+                ));
+                state.set_learned_capability(capability);
+                return;
+            }
+            Ok(Err(e)) => state.logger.warning(&format!(
+                "Cannot learn ManageSieve capabilities from {}: {e}; using the defaults",
+                state.config.backend.host
+            )),
+            Err(_) => state.logger.warning(&format!(
+                "Cannot learn ManageSieve capabilities from {}: timeout; using the defaults",
+                state.config.backend.host
+            )),
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+async fn probe(state: &ListenerState) -> Result<String, String> {
+    let backend = &state.config.backend;
+    let port = backend.port_for(state.protocol());
+    let host = backend.host.trim_start_matches('[').trim_end_matches(']');
+    let mut tcp = TcpStream::connect((host, port))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tcp.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed during the greeting".into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        match capability_from_greeting(&buf) {
+            Learned::Incomplete => continue,
+            Learned::Done(Some(capability)) => return Ok(capability),
+            Learned::Done(None) => return Err("not a ManageSieve greeting".into()),
+        }
+    }
+}
