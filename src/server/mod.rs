@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -75,14 +75,17 @@ pub async fn bind(
 }
 
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(1024)
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // `[::]:993` must not also claim IPv4, so that `0.0.0.0:993` can be listed beside it.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Serve until `shutdown_signal` completes, then stop accepting, tell pre-login clients, and
@@ -173,5 +176,22 @@ async fn accept_loop(
                 tokio::spawn(session::refuse(state.clone(), tcp));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ipv4_and_ipv6_wildcards_share_a_port() {
+        let v6 = match listen("[::]:0".parse().unwrap()) {
+            Ok(l) => l,
+            // A machine without IPv6 cannot have the conflict this test is about.
+            Err(_) => return,
+        };
+        let port = v6.local_addr().unwrap().port();
+        let v4 = listen(SocketAddr::from(([0, 0, 0, 0], port)));
+        assert!(v4.is_ok(), "{v4:?}");
     }
 }
