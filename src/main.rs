@@ -23,6 +23,8 @@ See the README for the configuration reference.";
 enum Command {
     Run(Config, Vec<String>),
     Check(Config, Vec<String>),
+    /// The configuration file could not be read as a configuration.
+    Invalid(String),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +38,10 @@ fn main() -> ExitCode {
         }
     };
     match command {
+        Command::Invalid(problem) => {
+            eprintln!("portcullis: configuration error: {problem}");
+            ExitCode::FAILURE
+        }
         Command::Check(config, warnings) => {
             for w in &warnings {
                 eprintln!("warning: {w}");
@@ -81,8 +87,11 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
             };
             let text = std::fs::read_to_string(&path)
                 .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let config =
-                Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            let config = match Config::from_toml(&text) {
+                Ok(c) => c,
+                // A bad file is a configuration error (exit 1), not a usage error (exit 2).
+                Err(e) => return Ok(Some(Command::Invalid(format!("{}: {e}", path.display())))),
+            };
             Ok(Some(if first == "run" {
                 Command::Run(config, vec![])
             } else {

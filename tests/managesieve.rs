@@ -236,7 +236,10 @@ fn capabilities_are_learned_from_the_back_end() {
     let mut c = Client::plain(port);
     let offered = sieve_read_response(&mut c);
     assert!(offered.contains(real_sieve), "{offered:?} vs {real:?}");
-    assert!(offered.iter().any(|l| l == "\"SASL\" \"PLAIN\""), "{offered:?}");
+    assert!(
+        offered.iter().any(|l| l == "\"SASL\" \"PLAIN\""),
+        "{offered:?}"
+    );
     assert!(offered.iter().any(|l| l == "\"STARTTLS\""), "{offered:?}");
     assert!(!offered.iter().any(|l| l == "\"XCLIENT\""), "{offered:?}");
 }

@@ -178,7 +178,7 @@ pub struct Listener {
     /// Refuse all logins (maintenance).
     #[serde(default)]
     pub login_disabled: bool,
-    /// Name shown in the greeting ("Portcullis", or "perdition" in compat mode).
+    /// Name shown in greetings and in the IMAP ID answer.
     #[serde(default = "product_default")]
     pub greeting_name: String,
     pub backend: Backend,
