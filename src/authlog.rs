@@ -25,6 +25,9 @@ pub enum Severity {
     Debug = 7,
 }
 
+/// Where the local syslog daemon (rsyslog, or journald's compatibility socket) listens.
+const SYSLOG_SOCKET: &str = "/dev/log";
+
 enum Sink {
     Stdout,
     Stderr,
@@ -95,12 +98,12 @@ impl Logger {
                 })?;
                 // Without a syslog daemon (a container, a rescue shell) the lines go to stderr,
                 // which systemd would put in the journal anyway; losing them would be worse.
-                match UnixDatagram::unbound().and_then(|s| s.connect("/dev/log").map(|()| s)) {
+                match UnixDatagram::unbound().and_then(|s| s.connect(SYSLOG_SOCKET).map(|()| s)) {
                     Ok(socket) => Sink::Syslog { socket, facility },
                     Err(e) => {
                         let logger = Logger::stderr(&config.ident);
                         logger.warning(&format!(
-                            "cannot reach syslog at /dev/log ({e}); logging to stderr"
+                            "cannot reach syslog at {SYSLOG_SOCKET} ({e}); logging to stderr"
                         ));
                         Sink::Stderr
                     }
@@ -329,6 +332,37 @@ mod tests {
             line.contains(r#"authentication_id="x\" status=\"ok\x0aAuth: fake""#),
             "{line}"
         );
+    }
+
+    #[test]
+    fn syslog_datagrams_carry_priority_timestamp_ident_and_pid() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log");
+        let server = UnixDatagram::bind(&path).unwrap();
+        let socket = UnixDatagram::unbound().unwrap();
+        socket.connect(&path).unwrap();
+        let logger = Logger {
+            sink: Sink::Syslog {
+                socket,
+                facility: facility_code("mail").unwrap(),
+            },
+            ident: "perdition.imaps".into(),
+            hostname: "h".into(),
+            pid: 42,
+            debug: false,
+            log_passwd: LogPasswd::Never,
+        };
+        logger.auth(&record(), "ok");
+        let mut buf = [0u8; 1024];
+        let n = server.recv(&mut buf).unwrap();
+        let datagram = std::str::from_utf8(&buf[..n]).unwrap();
+        // mail (2) * 8 + notice (5)
+        assert!(datagram.starts_with("<21>"), "{datagram}");
+        assert!(
+            datagram.contains(" perdition.imaps[42]: Auth: 192.0.2.7:51000->"),
+            "{datagram}"
+        );
+        assert!(!datagram.contains("s3cret"), "{datagram}");
     }
 
     #[test]
