@@ -90,16 +90,9 @@ pub async fn serve(
 
     let mut stream: ClientStream = match (&state.acceptor, state.config.tls) {
         (Some(acceptor), ListenerTls::Implicit) => {
-            match timeout_at(deadline, acceptor.accept(tcp)).await {
-                Ok(Ok(tls)) => MaybeTls::Tls(Box::new(tls)),
-                Ok(Err(e)) => {
-                    state.logger.debug(&format!(
-                        "TLS handshake with {peer} failed: {}",
-                        tls::describe(&e)
-                    ));
-                    return;
-                }
-                Err(_) => return,
+            match handshake(&state, acceptor, tcp, deadline, peer).await {
+                Some(tls) => tls,
+                None => return,
             }
         }
         _ => MaybeTls::Plain(tcp),
@@ -132,16 +125,9 @@ pub async fn serve(
                     // The machine only asks when the listener offers STARTTLS.
                     return;
                 };
-                stream = match timeout_at(deadline, acceptor.accept(tcp)).await {
-                    Ok(Ok(tls)) => MaybeTls::Tls(Box::new(tls)),
-                    Ok(Err(e)) => {
-                        state.logger.debug(&format!(
-                            "STARTTLS handshake with {peer} failed: {}",
-                            tls::describe(&e)
-                        ));
-                        return;
-                    }
-                    Err(_) => return,
+                stream = match handshake(&state, acceptor, tcp, deadline, peer).await {
+                    Some(tls) => tls,
+                    None => return,
                 };
                 client_secure = "starttls";
                 machine.tls_established();
@@ -196,24 +182,11 @@ pub async fn serve(
                     return;
                 }
                 match (reply.next, backend) {
-                    (AfterLogin::Relay, Some((mut server, leftover))) => {
+                    (AfterLogin::Relay, Some((server, leftover))) => {
                         let pipelined = machine.take_unprocessed();
                         drop(buf);
                         drop(machine);
-                        if write(&mut server, &pipelined).await.is_err()
-                            || write(&mut stream, &leftover).await.is_err()
-                        {
-                            return;
-                        }
-                        let traffic = relay(stream, server, state.limits.idle_timeout()).await;
-                        if traffic.timed_out {
-                            state.logger.info("Timeout piping data.");
-                        }
-                        state.logger.closing(
-                            &record,
-                            traffic.received + pipelined.len() as u64,
-                            traffic.sent + leftover.len() as u64,
-                        );
+                        proxy(&state, stream, server, &record, pipelined, leftover).await;
                         return;
                     }
                     (AfterLogin::Close, _) | (AfterLogin::Relay, None) => {
@@ -225,6 +198,52 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// The server side of a TLS handshake with a client, bounded by the login deadline.
+async fn handshake(
+    state: &ListenerState,
+    acceptor: &TlsAcceptor,
+    tcp: TcpStream,
+    deadline: Instant,
+    peer: SocketAddr,
+) -> Option<ClientStream> {
+    match timeout_at(deadline, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => Some(MaybeTls::Tls(Box::new(tls))),
+        Ok(Err(e)) => {
+            state.logger.debug(&format!(
+                "TLS handshake with {peer} failed: {}",
+                tls::describe(&e)
+            ));
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// After a successful login: hand over what was pipelined on either side, relay, and log the
+/// Closing line.
+async fn proxy(
+    state: &ListenerState,
+    mut client: ClientStream,
+    mut server: BackendStream,
+    record: &AuthRecord,
+    pipelined: Vec<u8>,
+    leftover: Vec<u8>,
+) {
+    if write(&mut server, &pipelined).await.is_err() || write(&mut client, &leftover).await.is_err()
+    {
+        return;
+    }
+    let traffic = relay(client, server, state.limits.idle_timeout()).await;
+    if traffic.timed_out {
+        state.logger.info("Timeout piping data.");
+    }
+    state.logger.closing(
+        record,
+        traffic.received + pipelined.len() as u64,
+        traffic.sent + leftover.len() as u64,
+    );
 }
 
 /// How a login attempt ended, as precisely as Perdition's log needs it.
