@@ -98,14 +98,13 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
                 Command::Check(config, vec![])
             }))
         }
-        "perdition" => {
-            let compat = perdition::from_args(&args[1..])?;
-            if compat.help {
+        "perdition" => match perdition::from_args(&args[1..])? {
+            Some(compat) => Ok(Some(Command::Run(compat.config, compat.warnings))),
+            None => {
                 println!("{}", perdition::HELP);
-                return Ok(None);
+                Ok(None)
             }
-            Ok(Some(Command::Run(compat.config, compat.warnings)))
-        }
+        },
         other => Err(format!("unknown command {other:?}\n{USAGE}")),
     }
 }

@@ -35,8 +35,6 @@ pub struct Compat {
     pub config: Config,
     /// Things accepted but without effect, for the log.
     pub warnings: Vec<String>,
-    /// `-h` was given.
-    pub help: bool,
 }
 
 /// Every Perdition 2.2 option: long name, short letter, whether it takes a value, and whether
@@ -126,9 +124,12 @@ fn option(name: &str) -> Result<&'static (&'static str, Option<char>, bool, bool
     Ok(entry)
 }
 
-/// Read the command line, and the `-f` file it names.
-pub fn from_args(args: &[String]) -> Result<Compat, String> {
+/// Read the command line, and the `-f` file it names. `None` when `-h` asked for help.
+pub fn from_args(args: &[String]) -> Result<Option<Compat>, String> {
     let settings = parse_args(args)?;
+    if settings.iter().any(|(k, _)| k == "help") {
+        return Ok(None);
+    }
     let mut all = Vec::new();
     if let Some((_, file)) = settings.iter().rev().find(|(k, _)| k == "config_file") {
         let text = std::fs::read_to_string(file)
@@ -137,7 +138,7 @@ pub fn from_args(args: &[String]) -> Result<Compat, String> {
     }
     // The command line comes last so that it wins.
     all.extend(settings);
-    build(&all)
+    build(&all).map(Some)
 }
 
 /// `(option, value)` pairs from the command line; flags get the value "yes".
@@ -438,11 +439,7 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
             },
         }],
     };
-    Ok(Compat {
-        config,
-        warnings,
-        help: is_set("help")?,
-    })
+    Ok(Compat { config, warnings })
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
