@@ -233,7 +233,7 @@ fn starttls_ignores_plaintext_injected_before_the_handshake() {
 #[test]
 fn logindisabled_until_starttls_when_tls_is_required() {
     let dovecot = Dovecot::start();
-    let (_proxy, port) = start(&dovecot, "starttls-required", "", "");
+    let (proxy, port) = start(&dovecot, "starttls-required", "", "");
     let mut c = Client::plain(port);
     let hello = greeting(&mut c);
     assert!(
@@ -251,6 +251,13 @@ fn logindisabled_until_starttls_when_tls_is_required() {
     let caps = c.read_until_tagged("d");
     assert!(!caps[0].contains("LOGINDISABLED"), "{caps:?}");
     imap_login(&mut c, "e", "alice", "alicepw");
+    // The refused attempts are logged as Perdition logs them.
+    let log = proxy.log_text();
+    assert!(
+        log.contains(r#"client-secure=plaintext authorisation_id=NONE authentication_id="alice" server="(null):(null)" protocol=IMAP4 server-secure=plaintext status="failed: Login Disabled""#),
+        "{log}"
+    );
+    assert_eq!(log.matches("failed: Login Disabled").count(), 2, "{log}");
 }
 
 #[test]

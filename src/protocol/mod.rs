@@ -50,6 +50,13 @@ pub enum ClientEvent {
     /// The client gave credentials. The session looks up the back end, logs in and reports the
     /// result through [`ClientSide::login_finished`].
     Login(Credentials),
+    /// A login attempt the listener refuses by itself (logins disabled, or TLS required and not
+    /// active). The session logs it, as Perdition does, then writes `reply`. `user` is the name
+    /// when the client gave one before being refused.
+    LoginRefused {
+        user: Option<String>,
+        reply: Vec<u8>,
+    },
     /// Write these bytes, then close the connection.
     Close(Vec<u8>),
     /// Nothing to do until more bytes arrive.

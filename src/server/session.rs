@@ -51,6 +51,32 @@ impl ListenerState {
             .log_name(self.config.tls == ListenerTls::Implicit)
     }
 
+    /// The facts every Auth line of this listener shares, for one attempt. `server` is filled
+    /// in once the map has answered; Perdition prints `(null):(null)` until then.
+    fn auth_record(
+        &self,
+        peer: SocketAddr,
+        local: SocketAddr,
+        client_secure: &'static str,
+        user: String,
+        password: Option<String>,
+    ) -> AuthRecord {
+        AuthRecord {
+            peer,
+            local,
+            client_secure,
+            user,
+            password,
+            server: "(null):(null)".into(),
+            protocol: self.log_protocol(),
+            server_secure: match self.config.backend.tls {
+                BackendTls::None => "plaintext",
+                BackendTls::Starttls => "starttls",
+                BackendTls::Implicit => "ssl",
+            },
+        }
+    }
+
     pub fn set_learned_capability(&self, capability: String) {
         if let Ok(mut learned) = self.learned_capability.write() {
             *learned = Some(capability);
@@ -154,21 +180,23 @@ pub async fn serve(
                     }
                 }
             }
+            ClientEvent::LoginRefused { user, reply } => {
+                let user = user.unwrap_or_else(|| "(null)".into());
+                let record = state.auth_record(peer, local, client_secure, user, None);
+                state.logger.auth(&record, "failed: Login Disabled");
+                if write(&mut stream, &reply).await.is_err() {
+                    return;
+                }
+            }
             ClientEvent::Login(creds) => {
-                let mut record = AuthRecord {
+                let password = String::from_utf8_lossy(&creds.secret).into_owned();
+                let mut record = state.auth_record(
                     peer,
                     local,
                     client_secure,
-                    user: creds.user.clone(),
-                    password: Some(String::from_utf8_lossy(&creds.secret).into_owned()),
-                    server: "NONE".into(),
-                    protocol: state.log_protocol(),
-                    server_secure: match state.config.backend.tls {
-                        BackendTls::None => "plaintext",
-                        BackendTls::Starttls => "starttls",
-                        BackendTls::Implicit => "ssl",
-                    },
-                };
+                    creds.user.clone(),
+                    Some(password),
+                );
                 let (outcome, backend) = login(&state, creds, &mut record).await;
                 state.logger.auth(&record, outcome.status());
                 let outcome = outcome.into_login_outcome();

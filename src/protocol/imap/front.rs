@@ -181,7 +181,7 @@ impl ImapClientSide {
             ("LOGIN", [user, pass]) => match (user.astring(), pass.astring()) {
                 (Some(user), Some(pass)) => {
                     if let Some(refusal) = self.login_refusal() {
-                        return reply(tag, refusal);
+                        return refused(Some(user), tag, refusal);
                     }
                     match std::str::from_utf8(user) {
                         Ok(user) => self.begin_login(
@@ -204,7 +204,7 @@ impl ImapClientSide {
                     return reply(tag, "NO Unsupported authentication mechanism");
                 }
                 if let Some(refusal) = self.login_refusal() {
-                    return reply(tag, refusal);
+                    return refused(None, tag, refusal);
                 }
                 match rest.first().and_then(Token::astring) {
                     Some(initial) => self.sasl_response(tag.to_string(), initial),
@@ -252,6 +252,13 @@ impl ImapClientSide {
 
 fn reply(tag: &str, text: &str) -> ClientEvent {
     ClientEvent::Send(format!("{tag} {text}\r\n").into_bytes())
+}
+
+fn refused(user: Option<&[u8]>, tag: &str, text: &str) -> ClientEvent {
+    ClientEvent::LoginRefused {
+        user: user.map(|u| String::from_utf8_lossy(u).into_owned()),
+        reply: format!("{tag} {text}\r\n").into_bytes(),
+    }
 }
 
 impl ClientSide for ImapClientSide {
@@ -438,7 +445,10 @@ mod tests {
         events
             .iter()
             .map(|e| match e {
-                ClientEvent::Send(b) | ClientEvent::Close(b) | ClientEvent::StartTls(b) => {
+                ClientEvent::Send(b)
+                | ClientEvent::Close(b)
+                | ClientEvent::StartTls(b)
+                | ClientEvent::LoginRefused { reply: b, .. } => {
                     String::from_utf8_lossy(b).into_owned()
                 }
                 other => format!("<{other:?}>"),

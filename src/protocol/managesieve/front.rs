@@ -202,7 +202,10 @@ impl SieveClientSide {
                     return reply("NO \"Unsupported mechanism.\"");
                 }
                 if let Some(refusal) = self.login_refusal() {
-                    return reply(refusal);
+                    return ClientEvent::LoginRefused {
+                        user: None,
+                        reply: format!("{refusal}\r\n").into_bytes(),
+                    };
                 }
                 match rest.first() {
                     None => {
@@ -419,7 +422,10 @@ mod tests {
         events
             .iter()
             .map(|e| match e {
-                ClientEvent::Send(b) | ClientEvent::Close(b) | ClientEvent::StartTls(b) => {
+                ClientEvent::Send(b)
+                | ClientEvent::Close(b)
+                | ClientEvent::StartTls(b)
+                | ClientEvent::LoginRefused { reply: b, .. } => {
                     String::from_utf8_lossy(b).into_owned()
                 }
                 other => format!("<{other:?}>"),

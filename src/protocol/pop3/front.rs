@@ -151,7 +151,10 @@ impl Pop3ClientSide {
             }
             b"USER" => {
                 if let Some(refusal) = self.login_refusal() {
-                    return reply(refusal);
+                    return ClientEvent::LoginRefused {
+                        user: Some(String::from_utf8_lossy(args).into_owned()),
+                        reply: format!("{refusal}\r\n").into_bytes(),
+                    };
                 }
                 if args.is_empty() || args.contains(&0) {
                     return reply("-ERR Syntax error in USER arguments");
@@ -190,7 +193,10 @@ impl Pop3ClientSide {
     /// clients expect (the pre-RFC 5034 form Dovecot also answers): `+OK`, one per line, `.`.
     fn auth(&mut self, args: &[u8]) -> ClientEvent {
         if let Some(refusal) = self.login_refusal() {
-            return reply(refusal);
+            return ClientEvent::LoginRefused {
+                user: None,
+                reply: format!("{refusal}\r\n").into_bytes(),
+            };
         }
         self.user = None;
         let (mechanism, rest) = split_word(args);
@@ -386,7 +392,10 @@ mod tests {
         events
             .iter()
             .map(|e| match e {
-                ClientEvent::Send(b) | ClientEvent::Close(b) | ClientEvent::StartTls(b) => {
+                ClientEvent::Send(b)
+                | ClientEvent::Close(b)
+                | ClientEvent::StartTls(b)
+                | ClientEvent::LoginRefused { reply: b, .. } => {
                     String::from_utf8_lossy(b).into_owned()
                 }
                 other => format!("<{other:?}>"),
