@@ -1,6 +1,14 @@
 //! Bounds on what a client may do before it has logged in. Shared by every client-side machine so
 //! that each protocol enforces the same rules in the same way.
 
+/// Deepest parenthesis nesting accepted in a command or a server response. Pre-login commands
+/// need one level (IMAP `ID`); the cap keeps recursive token trees from exhausting the stack.
+pub const MAX_NESTING: usize = 16;
+
+/// Most literals accepted in one command, so that a whole command is bounded, not just each of
+/// its lines and literals.
+pub const MAX_LITERALS_PER_COMMAND: usize = 8;
+
 /// The configured bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PreLoginLimits {

@@ -5,6 +5,7 @@
 //! strings and lists. Only the handful of commands allowed before login are interpreted later, so
 //! the grammar here is deliberately lenient about spacing.
 
+use crate::protocol::limits::{MAX_LITERALS_PER_COMMAND, MAX_NESTING};
 use crate::protocol::line::{take_line, Line};
 use crate::protocol::PreLoginLimits;
 
@@ -112,7 +113,11 @@ pub fn parse_command(buf: &[u8], limits: &PreLoginLimits) -> Parsed {
             }
             Some(Ok((text_len, size, synchronising))) => {
                 pieces.push(Piece::Text(&content[..text_len]));
-                if size > limits.max_literal_size {
+                let literals = pieces
+                    .iter()
+                    .filter(|p| matches!(p, Piece::Literal(_)))
+                    .count();
+                if size > limits.max_literal_size || literals >= MAX_LITERALS_PER_COMMAND {
                     return Parsed::Error {
                         error: CommandError::LiteralTooBig { synchronising },
                         consumed: if synchronising { line_end } else { buf.len() },
@@ -120,12 +125,8 @@ pub fn parse_command(buf: &[u8], limits: &PreLoginLimits) -> Parsed {
                     };
                 }
                 if buf.len() - line_end < size {
-                    let index = pieces
-                        .iter()
-                        .filter(|p| matches!(p, Piece::Literal(_)))
-                        .count();
                     return Parsed::Incomplete {
-                        literal: Some((index, synchronising)),
+                        literal: Some((literals, synchronising)),
                     };
                 }
                 pieces.push(Piece::Literal(&buf[line_end..line_end + size]));
@@ -231,6 +232,9 @@ fn tokenise_text(text: &[u8], stack: &mut Vec<Vec<Token>>) -> Result<(), ()> {
         match text[i] {
             b' ' => i += 1,
             b'(' => {
+                if stack.len() > MAX_NESTING {
+                    return Err(());
+                }
                 stack.push(Vec::new());
                 i += 1;
             }
@@ -415,6 +419,35 @@ mod tests {
             parse_command(b"a LOGIN (x\r\n", &limits()),
             Parsed::Error {
                 error: CommandError::Syntax,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn deep_nesting_and_many_literals_are_refused_not_recursed() {
+        let deep = format!("a ID {}{}\r\n", "(".repeat(5000), ")".repeat(5000));
+        let limits = PreLoginLimits {
+            max_line_length: 20_000,
+            ..Default::default()
+        };
+        assert!(matches!(
+            parse_command(deep.as_bytes(), &limits),
+            Parsed::Error {
+                error: CommandError::Syntax,
+                ..
+            }
+        ));
+        let many = format!(
+            "a LOGIN {}\r\n",
+            "{1+}\r\nx ".repeat(MAX_LITERALS_PER_COMMAND + 1)
+        );
+        assert!(matches!(
+            parse_command(many.as_bytes(), &limits),
+            Parsed::Error {
+                error: CommandError::LiteralTooBig {
+                    synchronising: false
+                },
                 ..
             }
         ));

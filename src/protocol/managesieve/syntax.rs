@@ -13,10 +13,11 @@
 //! text after a literal) is bounded on its own, every literal is bounded, and a command may hold
 //! at most [`MAX_LITERALS`] literals, so that a whole command is bounded too.
 
+use crate::protocol::limits::MAX_NESTING;
 use crate::protocol::line::{take_line, Line};
 
 /// Literals allowed in one command or response line. No pre-login command needs more than two.
-pub const MAX_LITERALS: usize = 8;
+pub const MAX_LITERALS: usize = crate::protocol::limits::MAX_LITERALS_PER_COMMAND;
 
 /// Quoted strings longer than this are written as literals (RFC 5804 limits quoted strings to
 /// 1024 octets).
@@ -154,6 +155,9 @@ fn scan(text: &[u8], stack: &mut Vec<Vec<Token>>) -> Result<Option<u64>, ()> {
         match c {
             b' ' => i += 1,
             b'(' => {
+                if stack.len() > MAX_NESTING {
+                    return Err(());
+                }
                 stack.push(Vec::new());
                 i += 1;
             }
@@ -274,6 +278,19 @@ mod tests {
 
     fn s(v: &str) -> Token {
         Token::String(v.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let deep = format!("X {}{}\r\n", "(".repeat(60_000), ")".repeat(60_000));
+        let bounds = Bounds {
+            max_line: 200_000,
+            max_literal: 10,
+        };
+        assert!(!matches!(
+            parse_line(deep.as_bytes(), bounds),
+            Parsed::Line { .. }
+        ));
     }
 
     #[test]
