@@ -136,6 +136,9 @@ impl Logger {
         if severity == Severity::Debug && !self.debug {
             return;
         }
+        // Text from peers (a back end's error message, say) must not start a line of its own:
+        // a forged `Auth:` line would have fail2ban ban whoever it names.
+        let message = &one_line(message);
         let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
         // A failed log write has nowhere better to be reported; the session goes on.
         match &self.sink {
@@ -184,6 +187,11 @@ impl Logger {
 
     pub fn debug_enabled(&self) -> bool {
         self.debug
+    }
+
+    /// Whether any Auth line may carry a password; when not, sessions need not keep it.
+    pub fn may_log_passwords(&self) -> bool {
+        self.log_passwd != LogPasswd::Never
     }
 
     /// `Connect:  <client>-><local>` (two spaces, as Perdition writes it).
@@ -253,19 +261,25 @@ fn from_to(peer: SocketAddr, local: SocketAddr) -> String {
 }
 
 /// What an Auth or Closing line says about one session.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct AuthRecord {
     pub peer: SocketAddr,
     pub local: SocketAddr,
     /// `ssl` (implicit TLS), `starttls` or `plaintext`.
     pub client_secure: &'static str,
     pub user: String,
-    /// Only filled when `log_passwd` may print it.
+    /// Only filled when `log_passwd` may print it, and only until the Auth line is written.
     pub password: Option<String>,
     /// `host:port` of the back end, or `NONE` before a lookup.
     pub server: String,
     pub protocol: &'static str,
     pub server_secure: &'static str,
+}
+
+impl std::fmt::Debug for AuthRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.fields("-", None))
+    }
 }
 
 impl AuthRecord {
@@ -284,6 +298,24 @@ impl AuthRecord {
             status
         )
     }
+}
+
+/// Control characters as `\xNN`, so that a log message stays one line.
+fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    format!("\\x{:02x}", c as u32)
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
 }
 
 /// A user name is attacker-controlled: keep it on one line and inside its quotes.
@@ -363,6 +395,15 @@ mod tests {
             "{datagram}"
         );
         assert!(!datagram.contains("s3cret"), "{datagram}");
+    }
+
+    #[test]
+    fn messages_from_peers_cannot_forge_a_line() {
+        assert_eq!(
+            one_line("refused: bye\nAuth: 1.2.3.4:1->5.6.7.8:9 status=\"failed\""),
+            "refused: bye\\x0aAuth: 1.2.3.4:1->5.6.7.8:9 status=\"failed\""
+        );
+        assert_eq!(one_line("plain"), "plain");
     }
 
     #[test]

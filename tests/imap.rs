@@ -381,3 +381,32 @@ ca_file = "{ca}"
         );
     }
 }
+
+#[test]
+fn deeply_nested_or_literal_stuffed_commands_are_refused_and_the_proxy_lives_on() {
+    let dovecot = Dovecot::start();
+    let (_proxy, port) = start(&dovecot, "none", "", "");
+    let mut c = Client::plain(port);
+    greeting(&mut c);
+    // Nesting carried across literal-terminated lines, as a stack-exhaustion attack would.
+    let mut attack = b"a ID ".to_vec();
+    for paren in [b'(', b'(', b'(', b'(', b')', b')', b')', b')'] {
+        attack.extend_from_slice(&[paren; 8000]);
+        attack.extend_from_slice(b"{0+}\r\n");
+    }
+    attack.extend_from_slice(b"\r\n");
+    c.send(&attack);
+    let answer = c.read_line();
+    assert!(answer.starts_with("a BAD"), "{answer}");
+    c.send_line("z NOOP");
+    c.expect_line("z OK");
+
+    let mut c = Client::plain(port);
+    greeting(&mut c);
+    c.send(b"b LOGIN {1+}\r\nx {1+}\r\nx {1+}\r\nx {1+}\r\nx {1+}\r\nx {1+}\r\nx {1+}\r\nx {1+}\r\nx {1+}\r\nx\r\n");
+    c.expect_line("b BAD");
+    // Another client is served as if nothing happened.
+    let mut d = Client::plain(port);
+    greeting(&mut d);
+    imap_login(&mut d, "c", "alice", "alicepw");
+}

@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 use crate::map::LowerCase;
 use crate::protocol::{PreLoginLimits, Protocol};
 
+/// The longest time any setting may name: ten years is as good as forever, and larger values
+/// would overflow the clock.
+pub const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
+
 /// Everything Portcullis needs to run.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -122,8 +126,12 @@ impl Limits {
         Duration::from_secs(self.login_timeout)
     }
 
+    /// 0 means no idle timeout, as in Perdition.
     pub fn idle_timeout(&self) -> Duration {
-        Duration::from_secs(self.idle_timeout)
+        match self.idle_timeout {
+            0 => Duration::from_secs(MAX_SECONDS),
+            s => Duration::from_secs(s),
+        }
     }
 
     pub fn backend_timeout(&self) -> Duration {
@@ -277,6 +285,19 @@ impl Config {
         if self.limits.login_timeout == 0 || self.limits.backend_timeout == 0 {
             problems
                 .push("limits.login_timeout and limits.backend_timeout must be at least 1".into());
+        }
+        let l = &self.limits;
+        for (name, value) in [
+            ("login_timeout", l.login_timeout),
+            ("idle_timeout", l.idle_timeout),
+            ("backend_timeout", l.backend_timeout),
+            ("shutdown_grace", l.shutdown_grace),
+        ] {
+            if value > MAX_SECONDS {
+                problems.push(format!(
+                    "limits.{name} must be at most {MAX_SECONDS} seconds"
+                ));
+            }
         }
         for (i, l) in self.listeners.iter().enumerate() {
             let name = format!(

@@ -226,7 +226,7 @@ fn number<T: std::str::FromStr>(name: &str, value: &str) -> Result<T, String> {
 /// Perdition's 0 means "no timeout"; ten years is as good as forever.
 fn seconds(name: &str, value: &str) -> Result<u64, String> {
     let s: u64 = number(name, value)?;
-    Ok(if s == 0 { 10 * 365 * 24 * 3600 } else { s })
+    Ok(if s == 0 { super::MAX_SECONDS } else { s })
 }
 
 fn build(settings: &[(String, String)]) -> Result<Compat, String> {
@@ -299,17 +299,19 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
         None => protocol.default_port(listen == ListenerTls::Implicit),
     };
     let bind = match get("bind_address") {
+        // Each entry is `host[:port]` like an outgoing server; `listen_port` fills in the port.
         Some(list) if !list.trim().is_empty() => list
             .split(',')
             .map(|a| {
-                let a = a.trim();
-                if a.contains(':') && !a.starts_with('[') {
-                    format!("[{a}]:{port}")
+                let (host, entry_port) = split_host_port(a)?;
+                let port = entry_port.unwrap_or(port);
+                Ok(if host.contains(':') {
+                    format!("[{host}]:{port}")
                 } else {
-                    format!("{a}:{port}")
-                }
+                    format!("{host}:{port}")
+                })
             })
-            .collect(),
+            .collect::<Result<_, String>>()?,
         _ => vec![format!("0.0.0.0:{port}")],
     };
 
@@ -601,6 +603,13 @@ ssl_dh_params_file /path/to/dhparm.pem
         assert_eq!(build(&s).unwrap().config.log.log_passwd, LogPasswd::Never);
         let s = parse_args(&args(&["-s", "m", "--log_passwd", "fail", "-d"])).unwrap();
         assert_eq!(build(&s).unwrap().config.log.log_passwd, LogPasswd::Fail);
+    }
+
+    #[test]
+    fn bind_addresses_may_carry_their_own_port() {
+        let s = parse_args(&args(&["-s", "m", "-b", "127.0.0.1:1995,::1", "-l", "110"])).unwrap();
+        let c = build(&s).unwrap().config;
+        assert_eq!(c.listeners[0].bind, vec!["127.0.0.1:1995", "[::1]:110"]);
     }
 
     #[test]

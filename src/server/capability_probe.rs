@@ -12,6 +12,9 @@ use crate::protocol::managesieve::learn::{capability_from_greeting, Learned};
 
 use super::session::ListenerState;
 
+/// A ManageSieve greeting is a few hundred bytes; anything near this is not one.
+const MAX_GREETING: usize = 256 * 1024;
+
 /// How long to wait before asking a back end that was down again.
 const RETRY: Duration = Duration::from_secs(30);
 
@@ -55,6 +58,9 @@ async fn probe(state: &ListenerState) -> Result<String, String> {
             return Err("connection closed during the greeting".into());
         }
         buf.extend_from_slice(&chunk[..n]);
+        if buf.len() > MAX_GREETING {
+            return Err("greeting too long".into());
+        }
         match capability_from_greeting(&buf) {
             Learned::Incomplete => continue,
             Learned::Done(Some(capability)) => return Ok(capability),

@@ -22,6 +22,9 @@ use crate::tls::{self, BackendVerification};
 
 use session::ListenerState;
 
+/// Clients over the connection limit that are told so at the same time, per listener.
+const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+
 /// Build every listener's shared state and bind its sockets; errors name the culprit.
 pub async fn bind(
     config: &Config,
@@ -138,6 +141,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     done: mpsc::Sender<()>,
 ) {
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
@@ -172,8 +176,16 @@ async fn accept_loop(
             Err(_) => {
                 state
                     .logger
-                    .warning(&format!("Connection limit reached: refusing {}", peer));
-                tokio::spawn(session::refuse(state.clone(), tcp));
+                    .warning(&format!("Connection limit reached: refusing {peer}"));
+                // Saying why costs a task (and a TLS handshake on implicit-TLS listeners); in a
+                // flood beyond the limit, the extra connections are just closed.
+                if let Ok(permit) = refusals.clone().try_acquire_owned() {
+                    let state = state.clone();
+                    tokio::spawn(async move {
+                        session::refuse(state, tcp).await;
+                        drop(permit);
+                    });
+                }
             }
         }
     }

@@ -103,6 +103,10 @@ impl ListenerState {
 }
 
 /// Serve one client until it disconnects.
+///
+/// Everything before login (handshakes, reads, writes, the back-end login) runs under one
+/// deadline, `login_timeout` after the connection was accepted: a client that floods, trickles
+/// or stops reading cannot hold its slot longer than that.
 pub async fn serve(
     state: Arc<ListenerState>,
     tcp: TcpStream,
@@ -126,25 +130,34 @@ pub async fn serve(
     let mut client_secure = if stream.is_tls() { "ssl" } else { "plaintext" };
 
     let mut machine = state.protocol().client_side(state.client_settings());
-    if write(&mut stream, &machine.greeting()).await.is_err() {
+    if send(&mut stream, &machine.greeting(), deadline)
+        .await
+        .is_err()
+    {
         return;
     }
     let mut buf = vec![0u8; READ_CHUNK];
     loop {
+        // Checked on every pass, not only while waiting to read: a client whose bytes are
+        // always ready would otherwise never let a read time out.
+        if Instant::now() >= deadline {
+            state.logger.fatal_timeout(peer, local);
+            say_goodbye(&mut stream, &machine.timeout_message()).await;
+            return;
+        }
         match machine.next_event() {
             ClientEvent::Send(bytes) => {
-                if write(&mut stream, &bytes).await.is_err() {
+                if send(&mut stream, &bytes, deadline).await.is_err() {
                     return;
                 }
             }
             ClientEvent::Close(bytes) => {
-                let _ = write(&mut stream, &bytes).await;
-                let _ = stream.shutdown().await;
+                say_goodbye(&mut stream, &bytes).await;
                 state.logger.closing_null(peer, local);
                 return;
             }
             ClientEvent::StartTls(reply) => {
-                if write(&mut stream, &reply).await.is_err() {
+                if send(&mut stream, &reply, deadline).await.is_err() {
                     return;
                 }
                 let (MaybeTls::Plain(tcp), Some(acceptor)) = (stream, &state.acceptor) else {
@@ -162,7 +175,7 @@ pub async fn serve(
                 let read = tokio::select! {
                     r = timeout_at(deadline, stream.read(&mut buf)) => r,
                     _ = shutdown.changed() => {
-                        let _ = write(&mut stream, &machine.shutdown_message()).await;
+                        say_goodbye(&mut stream, &machine.shutdown_message()).await;
                         return;
                     }
                 };
@@ -172,33 +185,28 @@ pub async fn serve(
                         return;
                     }
                     Ok(Ok(n)) => machine.receive(&buf[..n]),
-                    Err(_) => {
-                        state.logger.fatal_timeout(peer, local);
-                        let _ = write(&mut stream, &machine.timeout_message()).await;
-                        let _ = stream.shutdown().await;
-                        return;
-                    }
+                    // The deadline check at the top of the loop says goodbye.
+                    Err(_) => {}
                 }
             }
             ClientEvent::LoginRefused { user, reply } => {
                 let user = user.unwrap_or_else(|| "(null)".into());
                 let record = state.auth_record(peer, local, client_secure, user, None);
                 state.logger.auth(&record, "failed: Login Disabled");
-                if write(&mut stream, &reply).await.is_err() {
+                if send(&mut stream, &reply, deadline).await.is_err() {
                     return;
                 }
             }
             ClientEvent::Login(creds) => {
-                let password = String::from_utf8_lossy(&creds.secret).into_owned();
-                let mut record = state.auth_record(
-                    peer,
-                    local,
-                    client_secure,
-                    creds.user.clone(),
-                    Some(password),
-                );
-                let (outcome, backend) = login(&state, creds, &mut record).await;
+                let password = state
+                    .logger
+                    .may_log_passwords()
+                    .then(|| String::from_utf8_lossy(&creds.secret).into_owned());
+                let mut record =
+                    state.auth_record(peer, local, client_secure, creds.user.clone(), password);
+                let (outcome, backend) = login(&state, creds, &mut record, deadline).await;
                 state.logger.auth(&record, outcome.status());
+                record.password = None;
                 let outcome = outcome.into_login_outcome();
                 if let LoginOutcome::Unavailable { reason } = &outcome {
                     state
@@ -206,7 +214,7 @@ pub async fn serve(
                         .warning(&format!("back end {} for {peer}: {reason}", record.server));
                 }
                 let reply = machine.login_finished(&outcome);
-                if write(&mut stream, &reply.bytes).await.is_err() {
+                if send(&mut stream, &reply.bytes, deadline).await.is_err() {
                     return;
                 }
                 match (reply.next, backend) {
@@ -218,7 +226,7 @@ pub async fn serve(
                         return;
                     }
                     (AfterLogin::Close, _) | (AfterLogin::Relay, None) => {
-                        let _ = stream.shutdown().await;
+                        say_goodbye(&mut stream, &[]).await;
                         return;
                     }
                     (AfterLogin::Continue, _) => {}
@@ -226,6 +234,26 @@ pub async fn serve(
             }
         }
     }
+}
+
+/// How long a last message (BYE, -ERR) may take to leave before the connection is dropped.
+const GOODBYE_TIME: Duration = Duration::from_secs(5);
+
+/// Write a pre-login answer, giving up at the login deadline.
+async fn send(stream: &mut ClientStream, bytes: &[u8], deadline: Instant) -> Result<(), ()> {
+    match timeout_at(deadline, write(stream, bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}
+
+/// Write a last message and close, within [`GOODBYE_TIME`].
+async fn say_goodbye(stream: &mut ClientStream, bytes: &[u8]) {
+    let _ = timeout(GOODBYE_TIME, async {
+        let _ = write(stream, bytes).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
 }
 
 /// The server side of a TLS handshake with a client, bounded by the login deadline.
@@ -339,6 +367,7 @@ async fn login(
     state: &ListenerState,
     creds: Credentials,
     record: &mut AuthRecord,
+    deadline: Instant,
 ) -> (Attempt, Option<(BackendStream, Vec<u8>)>) {
     let lower_case = state.config.lower_case;
     let target = match state.map.lookup(&lower_case.for_lookup(&creds.user)).await {
@@ -362,8 +391,9 @@ async fn login(
         user: lower_case.for_login(&creds.user),
         secret: creds.secret,
     };
-    match timeout(
-        state.limits.backend_timeout(),
+    let backend_deadline = deadline.min(Instant::now() + state.limits.backend_timeout());
+    match timeout_at(
+        backend_deadline,
         backend_login(state, &target.host, target.port, creds),
     )
     .await

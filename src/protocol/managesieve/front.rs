@@ -50,8 +50,18 @@ pub struct SieveClientSide {
 /// spaces (a single space separates a name from its value), e.g.
 /// `"IMPLEMENTATION" "perdition"  "SIEVE" "fileinto"  "SASL" "PLAIN"  "VERSION" "1.0"`.
 /// Every chunk between double spaces, trimmed, becomes one line of the block verbatim; empty
-/// chunks (three or more spaces in a row) are skipped.
+/// chunks (three or more spaces in a row) are skipped. A value with line breaks is taken one
+/// item per line instead, which is how learned capabilities arrive.
 pub fn parse_configured_capability(configured: &str) -> Vec<String> {
+    if configured.contains('\n') {
+        // One item per line (learned from a back end, or a multi-line TOML string).
+        return configured
+            .lines()
+            .map(str::trim)
+            .filter(|line| !line.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
     configured
         .split("  ")
         .map(str::trim)

@@ -1,9 +1,10 @@
 //! Learning the back end's ManageSieve capabilities, so that clients (webmail filter editors)
 //! are offered exactly the Sieve extensions the real server supports.
 //!
-//! The result is in the configured-capability format (`"NAME" "value"` items separated by two
-//! spaces, see [`super::front::parse_configured_capability`]), so a learned list and an
-//! admin-written one take the same path. What the proxy itself decides is left out: STARTTLS
+//! The result is in the configured-capability format (one `"NAME" "value"` item per line, see
+//! [`super::front::parse_configured_capability`]), so a learned list and an admin-written one
+//! take the same path. Lines, not Perdition's double spaces, separate the items: a value may
+//! itself contain two spaces. What the proxy itself decides is left out: STARTTLS
 //! (per connection), SASL (the proxy offers PLAIN, the one mechanism it can forward) and
 //! Dovecot's XCLIENT (meant for trusted proxies, not for clients).
 
@@ -37,7 +38,7 @@ pub fn capability_from_greeting(buf: &[u8]) -> Learned {
         let upper = line.to_ascii_uppercase();
         if upper == "OK" || upper.starts_with("OK ") {
             items.push("\"SASL\" \"PLAIN\"".to_string());
-            return Learned::Done(Some(items.join("  ")));
+            return Learned::Done(Some(items.join("\n")));
         }
         if !line.starts_with('"') {
             return Learned::Done(None);
@@ -64,7 +65,7 @@ mod tests {
         assert_eq!(
             capability_from_greeting(DOVECOT),
             Learned::Done(Some(
-                "\"IMPLEMENTATION\" \"Dovecot Pigeonhole\"  \"SIEVE\" \"fileinto reject envelope\"  \"NOTIFY\" \"mailto\"  \"VERSION\" \"1.0\"  \"SASL\" \"PLAIN\"".into()
+                "\"IMPLEMENTATION\" \"Dovecot Pigeonhole\"\n\"SIEVE\" \"fileinto reject envelope\"\n\"NOTIFY\" \"mailto\"\n\"VERSION\" \"1.0\"\n\"SASL\" \"PLAIN\"".into()
             ))
         );
     }

@@ -7,6 +7,9 @@ use crate::protocol::sasl::encode_plain;
 use crate::protocol::{Credentials, LoginOutcome, ServerEvent, ServerSettings, ServerSide};
 
 /// Longest line accepted from a back end.
+/// A CAPA answer longer than this is not from a POP3 server worth talking to.
+const MAX_CAPABILITY_LINES: usize = 256;
+
 const MAX_SERVER_LINE: usize = 64 * 1024;
 
 /// Longest command a POP3 server must accept, CRLF included (RFC 2449 section 4). An `AUTH`
@@ -164,6 +167,9 @@ impl Pop3ServerSide {
                 if line == b"." {
                     self.login()
                 } else {
+                    if self.capabilities.len() >= MAX_CAPABILITY_LINES {
+                        return Some(self.unavailable("endless CAPA answer"));
+                    }
                     let line = line.strip_prefix(b".").unwrap_or(line);
                     self.capabilities
                         .push(String::from_utf8_lossy(line).into_owned());
