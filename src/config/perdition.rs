@@ -1,8 +1,9 @@
 //! Perdition compatibility: Perdition 2.2's command-line flags and configuration-file format,
 //! turned into a native [`Config`] with one listener.
 //!
-//! The file format is Perdition's: one `option value` per line, the option being the long flag
-//! name without dashes, `#` comments, values optionally in double quotes. Flags on the command
+//! The file format is Perdition's: one `option value` per line, the option being the long (or
+//! one-letter) flag name without dashes, `#` comments, values optionally in double quotes
+//! (`\"` and `\\` escaped) or single quotes (literal). Flags on the command
 //! line override the file. Options Portcullis does not implement are errors that name the
 //! option: a proxy that silently ignores `add_domain` would send users to the wrong place.
 
@@ -27,6 +28,7 @@ Supported options (command line --name VALUE / -X VALUE, or `name value` in the 
   --ssl_mode MODE[,MODE]  --ssl_cert_file F  --ssl_key_file F  --ssl_ca_file F
   --ssl_no_cert_verify  --ssl_dh_params_file F (accepted, unused: rustls has no DH groups)
   --pid_file FILE (accepted; Portcullis writes no pid file, run it under systemd)
+  -M|--map_library \"\" (no map: the only value accepted)
 Any other Perdition option is refused with an error naming it.";
 
 /// The result of reading Perdition flags.
@@ -63,7 +65,7 @@ const OPTIONS: &[(&str, Option<char>, bool, bool)] = &[
     ("login_disabled", None, false, true),
     ("lower_case", None, true, true),
     ("managesieve_capability", None, true, true),
-    ("map_library", Some('M'), true, false),
+    ("map_library", Some('M'), true, true),
     ("map_library_opt", Some('m'), true, false),
     ("no_bind_banner", Some('B'), false, false),
     ("no_daemon", None, false, true),
@@ -190,9 +192,20 @@ fn parse_file(text: &str) -> Result<Vec<(String, String)>, String> {
             Some((name, value)) => (name, value.trim()),
             None => (line, ""),
         };
-        let entry = option(name).map_err(|e| format!("line {}: {e}", n + 1))?;
+        // Perdition takes short names too (`P IMAP4`, `l 110`).
+        let long = match name.chars().collect::<Vec<_>>()[..] {
+            [letter] => OPTIONS
+                .iter()
+                .find(|o| o.1 == Some(letter))
+                .map_or(name, |o| o.0),
+            _ => name,
+        };
+        let entry = option(long).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let name = entry.0;
+        let explicitly_empty = value == "\"\"" || value == "''";
         let value = unquote(value);
         let value = match (entry.2, value.is_empty()) {
+            (true, true) if explicitly_empty => value,
             (true, true) => return Err(format!("line {}: {name} needs a value", n + 1)),
             (false, true) => "yes".to_string(),
             (_, false) => value,
@@ -202,7 +215,11 @@ fn parse_file(text: &str) -> Result<Vec<(String, String)>, String> {
     Ok(out)
 }
 
+/// Perdition's quoting: `'...'` is taken literally, `"..."` with `\"` and `\\` unescaped.
 fn unquote(value: &str) -> String {
+    if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        return inner.to_string();
+    }
     match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
         Some(inner) => inner.replace("\\\"", "\"").replace("\\\\", "\\"),
         None => value.to_string(),
@@ -315,6 +332,12 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
         _ => vec![format!("0.0.0.0:{port}")],
     };
 
+    // `-M ""` is how Perdition is told to use no map at all, which is what Portcullis does.
+    if get("map_library").is_some_and(|m| !m.is_empty()) {
+        return Err(
+            "map_library is not supported: Portcullis has no Perdition map libraries; use -M \"\" with outgoing_server".into(),
+        );
+    }
     let server = get("outgoing_server").ok_or(
         "outgoing_server is required: Portcullis has no popmap map library in Perdition mode yet",
     )?;
@@ -610,6 +633,23 @@ ssl_dh_params_file /path/to/dhparm.pem
         let s = parse_args(&args(&["-s", "m", "-b", "127.0.0.1:1995,::1", "-l", "110"])).unwrap();
         let c = build(&s).unwrap().config;
         assert_eq!(c.listeners[0].bind, vec!["127.0.0.1:1995", "[::1]:110"]);
+    }
+
+    #[test]
+    fn no_map_library_and_quoting_as_perdition_writes_them() {
+        let settings = parse_file(
+            "map_library \"\"\nimap_capability 'IMAP4 IMAP4REV1 LITERAL+'\noutgoing_server m\nP IMAP4\nl 20152\n",
+        )
+        .unwrap();
+        let c = build(&settings).unwrap().config;
+        assert_eq!(c.listeners[0].bind, vec!["0.0.0.0:20152"]);
+        assert_eq!(
+            c.listeners[0].capability.as_deref(),
+            Some("IMAP4 IMAP4REV1 LITERAL+")
+        );
+        let s = build(&parse_args(&args(&["-M", "libperditiondb_ldap.so", "-s", "m"])).unwrap())
+            .unwrap_err();
+        assert!(s.contains("map_library"), "{s}");
     }
 
     #[test]
