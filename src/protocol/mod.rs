@@ -14,6 +14,8 @@ pub mod line;
 pub mod managesieve;
 pub mod pop3;
 pub mod sasl;
+#[cfg(test)]
+mod test_support;
 
 use std::fmt;
 

@@ -387,67 +387,10 @@ impl ClientSide for SieveClientSide {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::PreLoginLimits;
-
-    fn settings() -> ClientSettings {
-        ClientSettings {
-            capability: None,
-            starttls_offered: true,
-            tls_required: false,
-            tls_active: false,
-            login_disabled: false,
-            ok_line: None,
-            greeting_host: "proxy.test".into(),
-            product: "Portcullis".into(),
-            limits: PreLoginLimits {
-                max_line_length: 100,
-                max_literal_size: 50,
-                max_commands: 10,
-                max_failed_logins: 2,
-            },
-        }
-    }
+    use crate::protocol::test_support::{creds, feed, settings, text};
 
     fn machine() -> SieveClientSide {
         SieveClientSide::new(settings())
-    }
-
-    /// Feed bytes and collect every event until the machine needs input.
-    fn feed(m: &mut SieveClientSide, bytes: &[u8]) -> Vec<ClientEvent> {
-        m.receive(bytes);
-        let mut events = Vec::new();
-        loop {
-            match m.next_event() {
-                ClientEvent::NeedInput => return events,
-                e @ (ClientEvent::Login(_) | ClientEvent::Close(_) | ClientEvent::StartTls(_)) => {
-                    events.push(e);
-                    return events;
-                }
-                e => events.push(e),
-            }
-        }
-    }
-
-    fn text(events: &[ClientEvent]) -> String {
-        events
-            .iter()
-            .map(|e| match e {
-                ClientEvent::Send(b)
-                | ClientEvent::Close(b)
-                | ClientEvent::StartTls(b)
-                | ClientEvent::LoginRefused { reply: b, .. } => {
-                    String::from_utf8_lossy(b).into_owned()
-                }
-                other => format!("<{other:?}>"),
-            })
-            .collect()
-    }
-
-    fn creds(user: &str, pass: &str) -> ClientEvent {
-        ClientEvent::Login(Credentials {
-            user: user.into(),
-            secret: pass.as_bytes().to_vec(),
-        })
     }
 
     const SIEVE: &str = "\"SIEVE\" \"fileinto reject envelope encoded-character vacation subaddress comparator-i;ascii-numeric relational regex imap4flags copy include variables body enotify environment mailbox date index ihave duplicate mime foreverypart extracttext\"\r\n";

@@ -1,0 +1,62 @@
+//! Helpers shared by the client-side machines' unit tests.
+
+use super::{ClientEvent, ClientSettings, ClientSide, Credentials, PreLoginLimits};
+
+/// Settings with small bounds, STARTTLS offered and not yet active.
+pub fn settings() -> ClientSettings {
+    ClientSettings {
+        capability: None,
+        starttls_offered: true,
+        tls_required: false,
+        tls_active: false,
+        login_disabled: false,
+        ok_line: None,
+        greeting_host: "proxy.test".into(),
+        product: "Portcullis".into(),
+        limits: PreLoginLimits {
+            max_line_length: 100,
+            max_literal_size: 50,
+            max_commands: 10,
+            max_failed_logins: 2,
+        },
+    }
+}
+
+/// Feed bytes and collect every event until the machine needs input, or until an event that
+/// hands control to the session (login, close, STARTTLS).
+pub fn feed<M: ClientSide + ?Sized>(m: &mut M, bytes: &[u8]) -> Vec<ClientEvent> {
+    m.receive(bytes);
+    let mut events = Vec::new();
+    loop {
+        match m.next_event() {
+            ClientEvent::NeedInput => return events,
+            e @ (ClientEvent::Login(_) | ClientEvent::Close(_) | ClientEvent::StartTls(_)) => {
+                events.push(e);
+                return events;
+            }
+            e => events.push(e),
+        }
+    }
+}
+
+/// Everything the events would put on the wire, as text; other events as `<Debug>`.
+pub fn text(events: &[ClientEvent]) -> String {
+    events
+        .iter()
+        .map(|e| match e {
+            ClientEvent::Send(b)
+            | ClientEvent::Close(b)
+            | ClientEvent::StartTls(b)
+            | ClientEvent::LoginRefused { reply: b, .. } => String::from_utf8_lossy(b).into_owned(),
+            other => format!("<{other:?}>"),
+        })
+        .collect()
+}
+
+/// The login event for these credentials.
+pub fn creds(user: &str, pass: &str) -> ClientEvent {
+    ClientEvent::Login(Credentials {
+        user: user.into(),
+        secret: pass.as_bytes().to_vec(),
+    })
+}
