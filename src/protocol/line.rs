@@ -38,6 +38,18 @@ pub fn take_line(buf: &[u8], max: usize) -> Line<'_> {
     }
 }
 
+/// Remove the first line from `input` and return its content; `Err(Line::Partial)` or
+/// `Err(Line::TooLong)` when there is no acceptable line yet (nothing is removed then).
+pub fn pop_line(input: &mut Vec<u8>, max: usize) -> Result<Vec<u8>, Line<'static>> {
+    let (line, consumed) = match take_line(input, max) {
+        Line::Partial => return Err(Line::Partial),
+        Line::TooLong => return Err(Line::TooLong),
+        Line::Complete { content, consumed } => (content.to_vec(), consumed),
+    };
+    input.drain(..consumed);
+    Ok(line)
+}
+
 /// Split off the first word of a line (up to the first space) and the rest after it.
 pub fn split_word(line: &[u8]) -> (&[u8], &[u8]) {
     match line.iter().position(|&b| b == b' ') {
@@ -74,6 +86,15 @@ mod tests {
         assert_eq!(take_line(b"0123456789\r", 10), Line::Partial);
         assert_eq!(take_line(b"0123456789ab", 10), Line::TooLong);
         assert_eq!(take_line(b"0123456789a\r\n", 10), Line::TooLong);
+    }
+
+    #[test]
+    fn popping_a_line_removes_it_and_its_end() {
+        let mut input = b"+OK hi\r\nrest".to_vec();
+        assert_eq!(pop_line(&mut input, 10), Ok(b"+OK hi".to_vec()));
+        assert_eq!(input, b"rest");
+        assert_eq!(pop_line(&mut input, 10), Err(Line::Partial));
+        assert_eq!(input, b"rest");
     }
 
     #[test]

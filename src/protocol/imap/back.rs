@@ -1,7 +1,7 @@
 //! The IMAP server side: reads the back end's greeting, optionally upgrades with STARTTLS, learns
 //! its capabilities and logs in with the client's credentials.
 
-use crate::protocol::line::{take_line, Line};
+use crate::protocol::line::{pop_line, Line};
 use crate::protocol::sasl::encode_plain;
 use crate::protocol::{
     has_capability, Credentials, LoginOutcome, ServerEvent, ServerSettings, ServerSide,
@@ -266,12 +266,11 @@ impl ServerSide for ImapServerSide {
             if matches!(self.state, State::Done) {
                 return ServerEvent::NeedInput;
             }
-            let (line, consumed) = match take_line(&self.input, MAX_SERVER_LINE) {
-                Line::Partial => return ServerEvent::NeedInput,
-                Line::TooLong => return self.unavailable("server line too long"),
-                Line::Complete { content, consumed } => (content.to_vec(), consumed),
+            let line = match pop_line(&mut self.input, MAX_SERVER_LINE) {
+                Ok(line) => line,
+                Err(Line::TooLong) => return self.unavailable("server line too long"),
+                Err(_) => return ServerEvent::NeedInput,
             };
-            self.input.drain(..consumed);
             if let Some(event) = self.line(&line) {
                 return event;
             }

@@ -1,7 +1,7 @@
 //! The IMAP client side: greets, answers the pre-login commands and collects credentials.
 
 use crate::protocol::limits::PreLoginCounters;
-use crate::protocol::line::{take_line, Line};
+use crate::protocol::line::{pop_line, Line};
 use crate::protocol::sasl::{decode_plain, PlainError};
 use crate::protocol::{
     has_capability, AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome,
@@ -284,19 +284,14 @@ impl ClientSide for ImapClientSide {
             State::SaslResponse { tag } => {
                 let tag = tag.clone();
                 let max = self.counters.limits().max_line_length;
-                match take_line(&self.input, max) {
-                    Line::Partial => ClientEvent::NeedInput,
-                    Line::TooLong => self.close_with("Line too long"),
-                    Line::Complete { content, consumed } => {
-                        let response = content.to_vec();
-                        self.input.drain(..consumed);
-                        if response == b"*" {
-                            self.state = State::Commands;
-                            reply(&tag, "BAD Authentication cancelled")
-                        } else {
-                            self.sasl_response(tag, &response)
-                        }
+                match pop_line(&mut self.input, max) {
+                    Ok(response) if response == b"*" => {
+                        self.state = State::Commands;
+                        reply(&tag, "BAD Authentication cancelled")
                     }
+                    Ok(response) => self.sasl_response(tag, &response),
+                    Err(Line::TooLong) => self.close_with("Line too long"),
+                    Err(_) => ClientEvent::NeedInput,
                 }
             }
             State::Commands => match parse_command(&self.input, self.counters.limits()) {

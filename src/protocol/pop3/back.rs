@@ -2,7 +2,7 @@
 //! its capabilities and logs in with the client's credentials, by `AUTH PLAIN` when the server
 //! lists `SASL PLAIN` and by `USER`/`PASS` otherwise.
 
-use crate::protocol::line::{split_word, take_line, Line};
+use crate::protocol::line::{pop_line, split_word, Line};
 use crate::protocol::sasl::encode_plain;
 use crate::protocol::{Credentials, LoginOutcome, ServerEvent, ServerSettings, ServerSide};
 
@@ -227,12 +227,11 @@ impl ServerSide for Pop3ServerSide {
             if matches!(self.state, State::Done) {
                 return ServerEvent::NeedInput;
             }
-            let (line, consumed) = match take_line(&self.input, MAX_SERVER_LINE) {
-                Line::Partial => return ServerEvent::NeedInput,
-                Line::TooLong => return self.unavailable("server line too long"),
-                Line::Complete { content, consumed } => (content.to_vec(), consumed),
+            let line = match pop_line(&mut self.input, MAX_SERVER_LINE) {
+                Ok(line) => line,
+                Err(Line::TooLong) => return self.unavailable("server line too long"),
+                Err(_) => return ServerEvent::NeedInput,
             };
-            self.input.drain(..consumed);
             if let Some(event) = self.line(&line) {
                 return event;
             }

@@ -2,7 +2,7 @@
 //! RFC 2449, STLS from RFC 2595, AUTH from RFC 5034) and collects credentials.
 
 use crate::protocol::limits::PreLoginCounters;
-use crate::protocol::line::{split_word, take_line, Line};
+use crate::protocol::line::{pop_line, split_word, Line};
 use crate::protocol::sasl::{decode_plain, PlainError};
 use crate::protocol::{
     AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome, LoginReply,
@@ -264,12 +264,11 @@ impl ClientSide for Pop3ClientSide {
             return ClientEvent::NeedInput;
         }
         let max = self.counters.limits().max_line_length;
-        let (line, consumed) = match take_line(&self.input, max) {
-            Line::Partial => return ClientEvent::NeedInput,
-            Line::TooLong => return self.close_with("-ERR Line too long"),
-            Line::Complete { content, consumed } => (content.to_vec(), consumed),
+        let line = match pop_line(&mut self.input, max) {
+            Ok(line) => line,
+            Err(Line::TooLong) => return self.close_with("-ERR Line too long"),
+            Err(_) => return ClientEvent::NeedInput,
         };
-        self.input.drain(..consumed);
         if self.state == State::SaslResponse {
             if line == b"*" {
                 self.state = State::Commands;
