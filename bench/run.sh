@@ -25,6 +25,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 BENCH_DIR=${BENCH_DIR:-/tmp/portcullis-bench}
 TEMPLATE=$ROOT/tests/support/dovecot.conf.in
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 TARGETS=${BENCH_TARGETS:-dovecot,portcullis,perdition,dovecot-tls,portcullis-tls,perdition-tls}
 
 say() { printf '== %s\n' "$*" >&2; }
@@ -99,22 +101,7 @@ trap 'exit 143' TERM
 
 # --- certificates (as scripts/demo.sh) ------------------------------------------------------------
 say "creating certificates in $CERTS"
-(
-    cd "$CERTS"
-    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-    openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 30 \
-        -subj "/CN=Portcullis Bench CA" \
-        -addext basicConstraints=critical,CA:TRUE \
-        -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-    openssl req -new "${ec[@]}" -keyout key.pem -out server.csr -subj "/CN=localhost" 2>/dev/null
-    printf '%s\n' 'basicConstraints=critical,CA:FALSE' \
-        'keyUsage=critical,digitalSignature,keyEncipherment' \
-        'extendedKeyUsage=serverAuth' \
-        'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1' >server.ext
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-        -out cert.pem -days 30 -extfile server.ext 2>/dev/null
-    chmod 644 ca.pem cert.pem key.pem
-)
+make_certs "$CERTS" "Portcullis Bench" 30
 
 # --- Dovecot (template rendered as scripts/demo.sh does, then limits raised) -----------------------
 printf '%s\n' 'alice:{PLAIN}alicepw::::::' 'bob:{PLAIN}bobpw::::::' >"$DC/passwd"
@@ -122,39 +109,17 @@ chmod 644 "$DC/passwd"
 # The ~1 MiB message of tests/support (alice_messages()[2]) plus a small one.
 python3 "$ROOT/bench/load.py" seed "$DC/home/alice/Maildir/cur"
 
-if [ "$(id -u)" -eq 0 ]; then
-    MAIL_UID=$(id -u nobody) MAIL_GID=$(id -g nobody)
-    INTERNAL_USER=dovecot LOGIN_USER=dovenull
-    id -u dovecot >/dev/null 2>&1 || INTERNAL_USER=nobody
-    id -u dovenull >/dev/null 2>&1 || LOGIN_USER=nobody
-    INTERNAL_GROUP=$(id -gn "$INTERNAL_USER")
-    chown -R "$MAIL_UID:$MAIL_GID" "$DC/home"
-else
-    MAIL_UID=$(id -u) MAIL_GID=$(id -g)
-    INTERNAL_USER=$(id -un) LOGIN_USER=$(id -un) INTERNAL_GROUP=$(id -gn)
-fi
-chmod -R a+rX "$DC/home"
-
 # Bench limits (see /work/shared/reference/dovecot-notes.md): many processes and clients, no
 # per-user/IP cap, login processes serving many clients each (service_count = 0).
 LIMIT=${BENCH_DOVECOT_LIMIT:-20000}
-sed -e "s|@DIR@|$DC|g" \
-    -e "s|@INSTANCE@|portcullis-bench-$$|g" \
-    -e "s|@IMAP_PORT@|$DC_IMAP|g" -e "s|@IMAPS_PORT@|$DC_IMAPS|g" \
-    -e "s|@POP3_PORT@|$DC_POP3|g" -e "s|@POP3S_PORT@|$DC_POP3S|g" \
-    -e "s|@SIEVE_PORT@|$DC_SIEVE|g" \
-    -e "s|@CERT@|$CERTS/cert.pem|g" -e "s|@KEY@|$CERTS/key.pem|g" \
-    -e "s|@MAIL_UID@|$MAIL_UID|g" -e "s|@MAIL_GID@|$MAIL_GID|g" \
-    -e "s|@INTERNAL_USER@|$INTERNAL_USER|g" -e "s|@INTERNAL_GROUP@|$INTERNAL_GROUP|g" \
-    -e "s|@LOGIN_USER@|$LOGIN_USER|g" \
+render_dovecot "$TEMPLATE" "$DC" "portcullis-bench-$$" "$CERTS" \
     -e "s|^default_process_limit = .*|default_process_limit = $LIMIT|" \
     -e "s|^default_client_limit = .*|default_client_limit = $((LIMIT * 4))|" \
     -e "s|^mail_max_userip_connections = .*|mail_max_userip_connections = $((LIMIT * 4))|" \
     -e "/^service imap-login {/a\\
   service_count = 0\\
   process_min_avail = $(nproc)\\
-  client_limit = $((LIMIT * 4))" \
-    "$TEMPLATE" >"$DC/dovecot.conf"
+  client_limit = $((LIMIT * 4))"
 cat >>"$DC/dovecot.conf" <<CONF
 
 # --- added by bench/run.sh ---

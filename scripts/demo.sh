@@ -17,6 +17,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
 DEMO_DIR=${DEMO_DIR:-/tmp/portcullis-demo}
 TEMPLATE=$ROOT/tests/support/dovecot.conf.in
+# shellcheck source=scripts/lib.sh
+. "$ROOT/scripts/lib.sh"
 
 # Dovecot back-end ports (loopback only).
 DC_IMAP=10143 DC_IMAPS=10993 DC_POP3=10110 DC_POP3S=10995 DC_SIEVE=14190
@@ -68,22 +70,7 @@ chmod 755 "$DEMO_DIR" "$DEMO_DIR/certs" "$DEMO_DIR/dovecot"
 CERTS=$DEMO_DIR/certs
 
 say "creating certificates in $CERTS"
-(
-    cd "$CERTS"
-    ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
-    openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days 825 \
-        -subj "/CN=Portcullis Demo CA" \
-        -addext basicConstraints=critical,CA:TRUE \
-        -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-    openssl req -new "${ec[@]}" -keyout key.pem -out server.csr -subj "/CN=localhost" 2>/dev/null
-    printf '%s\n' 'basicConstraints=critical,CA:FALSE' \
-        'keyUsage=critical,digitalSignature,keyEncipherment' \
-        'extendedKeyUsage=serverAuth' \
-        'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1' >server.ext
-    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
-        -out cert.pem -days 825 -extfile server.ext 2>/dev/null
-    chmod 644 ca.pem cert.pem key.pem
-)
+make_certs "$CERTS" "Portcullis Demo" 825
 
 # --- Dovecot ----------------------------------------------------------------------------------
 DC=$DEMO_DIR/dovecot
@@ -99,29 +86,7 @@ printf '%s\r\n' \
     'Hello Alice,' \
     'you are reading this through Portcullis.' >"$DC/home/alice/Maildir/cur/1700000000.M1P1.demo:2,"
 
-if [ "$(id -u)" -eq 0 ]; then
-    MAIL_UID=$(id -u nobody) MAIL_GID=$(id -g nobody)
-    INTERNAL_USER=dovecot LOGIN_USER=dovenull
-    id -u dovecot >/dev/null 2>&1 || INTERNAL_USER=nobody
-    id -u dovenull >/dev/null 2>&1 || LOGIN_USER=nobody
-    INTERNAL_GROUP=$(id -gn "$INTERNAL_USER")
-    chown -R "$MAIL_UID:$MAIL_GID" "$DC/home"
-else
-    MAIL_UID=$(id -u) MAIL_GID=$(id -g)
-    INTERNAL_USER=$(id -un) LOGIN_USER=$(id -un) INTERNAL_GROUP=$(id -gn)
-fi
-chmod -R a+rX "$DC/home"
-
-sed -e "s|@DIR@|$DC|g" \
-    -e "s|@INSTANCE@|portcullis-demo|g" \
-    -e "s|@IMAP_PORT@|$DC_IMAP|g" -e "s|@IMAPS_PORT@|$DC_IMAPS|g" \
-    -e "s|@POP3_PORT@|$DC_POP3|g" -e "s|@POP3S_PORT@|$DC_POP3S|g" \
-    -e "s|@SIEVE_PORT@|$DC_SIEVE|g" \
-    -e "s|@CERT@|$CERTS/cert.pem|g" -e "s|@KEY@|$CERTS/key.pem|g" \
-    -e "s|@MAIL_UID@|$MAIL_UID|g" -e "s|@MAIL_GID@|$MAIL_GID|g" \
-    -e "s|@INTERNAL_USER@|$INTERNAL_USER|g" -e "s|@INTERNAL_GROUP@|$INTERNAL_GROUP|g" \
-    -e "s|@LOGIN_USER@|$LOGIN_USER|g" \
-    "$TEMPLATE" >"$DC/dovecot.conf"
+render_dovecot "$TEMPLATE" "$DC" portcullis-demo "$CERTS"
 
 stop_dovecot() {
     "$DOVECOT" -c "$DC/dovecot.conf" stop 2>/dev/null || true

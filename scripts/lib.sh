@@ -1,0 +1,56 @@
+# Shell pieces shared by scripts/demo.sh and bench/run.sh (sourced, not run).
+# The Rust test harness (tests/support/mod.rs) renders the same Dovecot template.
+
+# make_certs DIR NAME DAYS: a throw-away CA (DIR/ca.pem) and a server certificate for localhost,
+# 127.0.0.1 and ::1 signed by it (DIR/cert.pem, DIR/key.pem).
+make_certs() {
+    local dir=$1 name=$2 days=$3
+    (
+        cd "$dir"
+        local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+        openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days "$days" \
+            -subj "/CN=$name CA" \
+            -addext basicConstraints=critical,CA:TRUE \
+            -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+        openssl req -new "${ec[@]}" -keyout key.pem -out server.csr -subj "/CN=localhost" 2>/dev/null
+        printf '%s\n' 'basicConstraints=critical,CA:FALSE' \
+            'keyUsage=critical,digitalSignature,keyEncipherment' \
+            'extendedKeyUsage=serverAuth' \
+            'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1' >server.ext
+        openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+            -out cert.pem -days "$days" -extfile server.ext 2>/dev/null
+        chmod 644 ca.pem cert.pem key.pem
+    )
+}
+
+# render_dovecot TEMPLATE DC INSTANCE CERTS [SED_ARGS...]: write DC/dovecot.conf from the
+# template for a private instance whose users live under DC/home, with ports from DC_IMAP,
+# DC_IMAPS, DC_POP3, DC_POP3S and DC_SIEVE. Mail runs as nobody when root (Dovecot refuses root),
+# else as the caller. Extra sed arguments may adjust the result.
+render_dovecot() {
+    local template=$1 dc=$2 instance=$3 certs=$4
+    shift 4
+    local mail_uid mail_gid internal_user login_user internal_group
+    if [ "$(id -u)" -eq 0 ]; then
+        mail_uid=$(id -u nobody) mail_gid=$(id -g nobody)
+        internal_user=dovecot login_user=dovenull
+        id -u dovecot >/dev/null 2>&1 || internal_user=nobody
+        id -u dovenull >/dev/null 2>&1 || login_user=nobody
+        internal_group=$(id -gn "$internal_user")
+        chown -R "$mail_uid:$mail_gid" "$dc/home"
+    else
+        mail_uid=$(id -u) mail_gid=$(id -g)
+        internal_user=$(id -un) login_user=$(id -un) internal_group=$(id -gn)
+    fi
+    chmod -R a+rX "$dc/home"
+    sed -e "s|@DIR@|$dc|g" \
+        -e "s|@INSTANCE@|$instance|g" \
+        -e "s|@IMAP_PORT@|$DC_IMAP|g" -e "s|@IMAPS_PORT@|$DC_IMAPS|g" \
+        -e "s|@POP3_PORT@|$DC_POP3|g" -e "s|@POP3S_PORT@|$DC_POP3S|g" \
+        -e "s|@SIEVE_PORT@|$DC_SIEVE|g" \
+        -e "s|@CERT@|$certs/cert.pem|g" -e "s|@KEY@|$certs/key.pem|g" \
+        -e "s|@MAIL_UID@|$mail_uid|g" -e "s|@MAIL_GID@|$mail_gid|g" \
+        -e "s|@INTERNAL_USER@|$internal_user|g" -e "s|@INTERNAL_GROUP@|$internal_group|g" \
+        -e "s|@LOGIN_USER@|$login_user|g" \
+        "$@" "$template" >"$dc/dovecot.conf"
+}
