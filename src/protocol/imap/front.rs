@@ -678,6 +678,60 @@ mod tests {
         );
     }
 
+    /// What the server side writes, the client side must read back: random credentials,
+    /// encoded as the back-end machine would encode them, decode to themselves.
+    #[test]
+    fn credentials_round_trip_through_every_string_encoding() {
+        use crate::protocol::imap::{string_argument, StringArgument};
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let alphabet: Vec<u8> = (1..=255u8).collect();
+        for round in 0..500 {
+            let mut value = |max_len: u64| -> Vec<u8> {
+                let len = 1 + next() % max_len;
+                (0..len)
+                    .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                    .collect()
+            };
+            let user = String::from_utf8_lossy(&value(12)).into_owned();
+            let pass = value(20);
+            let literal_plus = round % 2 == 0;
+            let mut wire = b"t LOGIN ".to_vec();
+            for (i, v) in [user.as_bytes(), &pass[..]].into_iter().enumerate() {
+                if i == 1 {
+                    wire.push(b' ');
+                }
+                match string_argument(v, literal_plus) {
+                    StringArgument::Quoted(q) => wire.extend_from_slice(&q),
+                    StringArgument::Literal { header, .. } => {
+                        wire.extend_from_slice(&header);
+                        wire.extend_from_slice(b"\r\n");
+                        wire.extend_from_slice(v);
+                    }
+                }
+            }
+            wire.extend_from_slice(b"\r\n");
+            let mut s = settings();
+            s.limits.max_line_length = 1000;
+            let mut m = ImapClientSide::new(s);
+            let events = feed(&mut m, &wire);
+            assert_eq!(
+                events.last(),
+                Some(&ClientEvent::Login(Credentials {
+                    user: user.clone(),
+                    secret: pass.clone()
+                })),
+                "round {round}: {:?}",
+                String::from_utf8_lossy(&wire)
+            );
+        }
+    }
+
     #[test]
     fn garbage_never_panics() {
         let mut seed = 0x2545_f491_4f6c_dd1du64;
