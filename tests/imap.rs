@@ -410,3 +410,50 @@ fn deeply_nested_or_literal_stuffed_commands_are_refused_and_the_proxy_lives_on(
     greeting(&mut d);
     imap_login(&mut d, "c", "alice", "alicepw");
 }
+
+#[test]
+fn awkward_passwords_reach_the_back_end_intact() {
+    let dovecot = Dovecot::start();
+    let (_proxy, port) = start(&dovecot, "implicit", "", "");
+    for (user, pass) in [
+        ("dave", r#"p@ss "w0rd" \ x"#),
+        ("erin", "p\u{e4}ssw\u{f6}rd"),
+    ] {
+        // As literals, the form a client must use for such bytes; then, for dave, quoted.
+        let mut c = Client::tls(port);
+        greeting(&mut c);
+        c.send(
+            format!(
+                "a LOGIN {{{}+}}\r\n{user} {{{}+}}\r\n",
+                user.len(),
+                pass.len()
+            )
+            .as_bytes(),
+        );
+        c.send(pass.as_bytes());
+        c.send(b"\r\n");
+        c.expect_line("a OK");
+    }
+    let mut c = Client::tls(port);
+    greeting(&mut c);
+    c.send_line(r#"a LOGIN dave "p@ss \"w0rd\" \\ x""#);
+    c.expect_line("a OK");
+}
+
+#[test]
+fn a_back_end_that_refuses_login_is_unavailable_with_a_reason_in_the_log() {
+    // Without the PLAIN mechanism Dovecot advertises LOGINDISABLED: there is no way to pass
+    // the password on, and the client must not be told its password was wrong.
+    let dovecot = Dovecot::start_with_mechanisms("login");
+    let (proxy, port) = start(&dovecot, "implicit", "", "");
+    let mut c = Client::tls(port);
+    greeting(&mut c);
+    c.send_line("a LOGIN alice alicepw");
+    c.expect_line("a NO [UNAVAILABLE]");
+    let log = proxy.log_text();
+    assert!(log.contains("server advertises LOGINDISABLED"), "{log}");
+    assert!(
+        log.contains(r#"status="failed: Connection Negotiation Failure""#),
+        "{log}"
+    );
+}

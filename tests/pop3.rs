@@ -230,3 +230,14 @@ p.quit()
     let lines = alice_messages()[0].split(|&b| b == b'\n').count() - 1;
     assert_eq!(stdout.trim(), format!("3 {size} {lines} {first_line}"));
 }
+
+#[test]
+fn pass_takes_the_rest_of_the_line_spaces_and_quotes_included() {
+    let dovecot = Dovecot::start();
+    let (_proxy, port) = start(&dovecot, "implicit", "");
+    let mut c = Client::tls(port);
+    c.expect_line("+OK");
+    login(&mut c, "dave", r#"p@ss "w0rd" \ x"#);
+    c.send_line("STAT");
+    c.expect_line("+OK 0 0");
+}

@@ -268,6 +268,9 @@ pub const USERS: &[(&str, &str)] = &[
     ("alice", "alicepw"),
     ("bob", "bobpw"),
     ("carol@example.org", "carolpw"),
+    // Passwords that need quoting, escaping or a literal on their way to the back end.
+    ("dave", r#"p@ss "w0rd" \ x"#),
+    ("erin", "p\u{e4}ssw\u{f6}rd"),
 ];
 
 fn dovecot_bin() -> Option<PathBuf> {
@@ -449,10 +452,16 @@ impl Dovecot {
     /// does not come up). Returns once every port accepts connections and the plain ports
     /// have sent their real greeting (i.e. the auth process is ready).
     pub fn start() -> Dovecot {
+        Self::start_with_mechanisms("plain login")
+    }
+
+    /// Like [`Dovecot::start`], offering only these SASL mechanisms (`auth_mechanisms`), e.g.
+    /// `"login"` for a server that does not advertise AUTH=PLAIN.
+    pub fn start_with_mechanisms(mechanisms: &str) -> Dovecot {
         require_dovecot();
         let mut errors = Vec::new();
         for _ in 0..3 {
-            match Self::try_start() {
+            match Self::try_start(mechanisms) {
                 Ok(d) => return d,
                 Err(e) => errors.push(e),
             }
@@ -460,7 +469,7 @@ impl Dovecot {
         panic!("could not start dovecot:\n{}", errors.join("\n-----\n"));
     }
 
-    fn try_start() -> Result<Dovecot, String> {
+    fn try_start(mechanisms: &str) -> Result<Dovecot, String> {
         let certs = certs();
         let tmp = tempfile::Builder::new()
             .prefix("portcullis-dovecot-")
@@ -529,7 +538,12 @@ impl Dovecot {
                 ("INTERNAL_GROUP", ident.internal_group.clone()),
                 ("LOGIN_USER", ident.login_user.clone()),
             ],
+        )
+        .replace(
+            "auth_mechanisms = plain login",
+            &format!("auth_mechanisms = {mechanisms}"),
         );
+        assert!(conf_text.contains(&format!("auth_mechanisms = {mechanisms}")));
         let conf = dir.join("dovecot.conf");
         fs::write(&conf, conf_text).map_err(|e| e.to_string())?;
         let log = dir.join("dovecot.log");
