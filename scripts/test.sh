@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved openssl fail2ban perdition python3 sieve-connect)
+PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved openssl fail2ban perdition python3 sieve-connect procps)
 
 say() { printf '== %s\n' "$*" >&2; }
 

@@ -550,3 +550,45 @@ fn back_end_tls_refuses_an_unverified_certificate_or_wrong_name() {
     // The password never travelled to the unverified server.
     assert!(!dc.log_text().contains("user=<alice>"), "{}", dc.log_text());
 }
+
+#[test]
+fn ctrl_c_stops_the_server_like_sigterm() {
+    let port = free_port();
+    let toml = head("shutdown_grace = 1") + &imap_listener(&[v4(port)], "none", free_port(), "");
+    let mut proxy = Proxy::start_toml(&toml, &[port]);
+    let mut waiting = Client::plain(port);
+    waiting.expect_line("* OK");
+    proxy.signal("INT");
+    waiting.expect_line("* BYE");
+    let status = proxy
+        .wait_exit(Duration::from_secs(6))
+        .unwrap_or_else(|| panic!("still running after SIGINT; log:\n{}", proxy.log_text()));
+    assert!(status.success(), "exit {status}");
+}
+
+#[test]
+fn a_client_that_vanishes_after_login_ends_the_back_end_session_too() {
+    let dc = Dovecot::start();
+    let port = free_port();
+    let toml = head("") + &imap_listener(&[v4(port)], "none", dc.imap, "");
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    imap_login(&mut c, "a", "alice", "alicepw");
+    c.send_line("b SELECT INBOX");
+    c.read_until_tagged("b");
+    let me = c.local_addr();
+    drop(c); // no LOGOUT: the laptop lid closes
+    let line = wait_log_line_for(&proxy, "Closing session:", me);
+    assert!(line.contains(r#"authentication_id="alice""#), "{line}");
+    // Dovecot saw its side of the session end too.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !dc
+        .log_text()
+        .lines()
+        .any(|l| l.contains("imap(alice)") && l.contains("Disconnected"))
+    {
+        assert!(Instant::now() < deadline, "{}", dc.log_text());
+        sleep(Duration::from_millis(100));
+    }
+}

@@ -653,6 +653,29 @@ ssl_dh_params_file /path/to/dhparm.pem
     }
 
     #[test]
+    fn perdition_defaults_and_the_options_that_shape_answers() {
+        let s = parse_args(&args(&["-s", "m", "-P", "IMAP4"])).unwrap();
+        let c = build(&s).unwrap().config;
+        assert_eq!(c.limits.login_timeout, 1800);
+        assert_eq!(c.limits.idle_timeout, 1800);
+        assert!(!c.listeners[0].login_disabled);
+
+        let file = "outgoing_server m\nprotocol MANAGESIEVE\nauthenticate_timeout 2\nlogin_disabled\nok_line \"Welcome aboard\"\nmanagesieve_capability \"\\\"SIEVE\\\" \\\"fileinto\\\"  \\\"VERSION\\\" \\\"1.0\\\"\"\n";
+        let c = build(&parse_file(file).unwrap()).unwrap().config;
+        let l = &c.listeners[0];
+        assert_eq!(c.limits.login_timeout, 2);
+        assert!(l.login_disabled);
+        assert_eq!(l.ok_line.as_deref(), Some("Welcome aboard"));
+        assert_eq!(
+            l.capability.as_deref(),
+            Some("\"SIEVE\" \"fileinto\"  \"VERSION\" \"1.0\"")
+        );
+
+        let s = parse_args(&args(&["-s", "m", "-o", "-O", "ignored"])).unwrap();
+        assert_eq!(build(&s).unwrap().config.listeners[0].ok_line, None);
+    }
+
+    #[test]
     fn servers_with_ports_and_ipv6() {
         assert_eq!(
             split_host_port("mail:1143").unwrap(),

@@ -4,8 +4,7 @@ use crate::protocol::limits::PreLoginCounters;
 use crate::protocol::line::{pop_line, Line};
 use crate::protocol::sasl::{decode_plain, PlainError};
 use crate::protocol::{
-    has_capability, AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome,
-    LoginReply,
+    AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome, LoginReply,
 };
 
 use super::command::{parse_command, Command, CommandError, Parsed, Token};
@@ -67,28 +66,32 @@ impl ImapClientSide {
         }
     }
 
+    /// The configured (or default) capabilities, with what depends on the connection made true
+    /// for it: STARTTLS only while it can be used, LOGINDISABLED while logins are refused, and
+    /// AUTH=PLAIN (the one mechanism a proxy can forward) otherwise; whatever the configured
+    /// string says about those is replaced.
     fn capabilities(&self) -> String {
         let base = self
             .settings
             .capability
             .as_deref()
             .unwrap_or(DEFAULT_CAPABILITY);
-        let mut caps = base.to_string();
-        let mut add = |name: &str| {
-            if !has_capability(&caps, name) {
-                caps.push(' ');
-                caps.push_str(name);
-            }
-        };
+        let mut caps: Vec<&str> = base
+            .split_ascii_whitespace()
+            .filter(|c| {
+                let upper = c.to_ascii_uppercase();
+                upper != "STARTTLS" && upper != "LOGINDISABLED" && !upper.starts_with("AUTH=")
+            })
+            .collect();
         if self.settings.starttls_offered && !self.tls_active {
-            add("STARTTLS");
+            caps.push("STARTTLS");
         }
         if self.login_refusal().is_some() {
-            add("LOGINDISABLED");
+            caps.push("LOGINDISABLED");
         } else {
-            add("AUTH=PLAIN");
+            caps.push("AUTH=PLAIN");
         }
-        caps
+        caps.join(" ")
     }
 
     fn close_with(&mut self, text: &str) -> ClientEvent {
@@ -420,6 +423,20 @@ mod tests {
         assert_eq!(
             text(&feed(&mut m, b"c CAPABILITY\r\n")),
             "* CAPABILITY IMAP4rev1 LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN\r\nc OK Capability completed\r\n"
+        );
+    }
+
+    #[test]
+    fn configured_words_about_tls_and_login_are_made_true_for_the_connection() {
+        let mut s = settings();
+        s.capability = Some("IMAP4rev1 STARTTLS AUTH=PLAIN AUTH=CRAM-MD5 IDLE".into());
+        s.starttls_offered = false;
+        s.tls_active = true;
+        s.login_disabled = true;
+        let mut m = ImapClientSide::new(s);
+        assert_eq!(
+            text(&feed(&mut m, b"c CAPABILITY\r\n")),
+            "* CAPABILITY IMAP4rev1 IDLE LOGINDISABLED\r\nc OK Capability completed\r\n"
         );
     }
 
