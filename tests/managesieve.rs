@@ -223,7 +223,7 @@ fn capabilities_are_learned_from_the_back_end() {
     let (proxy, port) = start(&dovecot, "starttls", "none");
     assert!(
         proxy.wait_log(
-            "Learned ManageSieve capabilities",
+            "Learned MANAGESIEVE capabilities",
             std::time::Duration::from_secs(10)
         ),
         "{}",

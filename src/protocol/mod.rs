@@ -20,6 +20,7 @@ mod test_support;
 use std::fmt;
 
 pub use limits::PreLoginLimits;
+pub use managesieve::learn::Learned;
 
 /// A login the client asked for. The secret is kept out of `Debug` so that it cannot leak into
 /// a log line by accident.
@@ -205,6 +206,21 @@ impl Protocol {
             Protocol::Managesieve => {
                 Box::new(managesieve::back::SieveServerSide::new(creds, settings))
             }
+        }
+    }
+
+    /// Whether the capabilities offered to clients are best learned from the back end's
+    /// greeting when the admin configured none (ManageSieve: the SIEVE extensions a webmail
+    /// filter editor offers must be the ones the real server has).
+    pub fn learns_capability(self) -> bool {
+        matches!(self, Protocol::Managesieve)
+    }
+
+    /// Read the capabilities out of a back end's greeting (see [`Protocol::learns_capability`]).
+    pub fn capability_from_greeting(self, greeting: &[u8]) -> Learned {
+        match self {
+            Protocol::Managesieve => managesieve::learn::capability_from_greeting(greeting),
+            Protocol::Imap | Protocol::Pop3 => Learned::Done(None),
         }
     }
 

@@ -1,5 +1,6 @@
-//! Learning a ManageSieve back end's capabilities when the admin did not configure them:
-//! one plaintext connection that reads the greeting and leaves. It carries no credentials.
+//! Learning a back end's capabilities when the admin did not configure them, for the protocols
+//! that want it (`Protocol::learns_capability`): one plaintext connection that reads the greeting
+//! and leaves. It carries no credentials.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,7 +9,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::protocol::managesieve::learn::{capability_from_greeting, Learned};
+use crate::protocol::Learned;
 
 use super::session::ListenerState;
 
@@ -19,23 +20,26 @@ const MAX_GREETING: usize = 256 * 1024;
 const RETRY: Duration = Duration::from_secs(30);
 
 /// Ask until the back end answers, then keep the answer for every new client.
-pub async fn learn_sieve_capability(state: Arc<ListenerState>) {
+pub async fn learn_capability(state: Arc<ListenerState>) {
     loop {
         match timeout(state.limits.backend_timeout(), probe(&state)).await {
             Ok(Ok(capability)) => {
                 state.logger.info(&format!(
-                    "Learned ManageSieve capabilities from {}",
+                    "Learned {} capabilities from {}",
+                    state.protocol().log_name(false),
                     state.config.backend.host
                 ));
                 state.set_learned_capability(capability);
                 return;
             }
             Ok(Err(e)) => state.logger.warning(&format!(
-                "Cannot learn ManageSieve capabilities from {}: {e}; using the defaults",
+                "Cannot learn {} capabilities from {}: {e}; using the defaults",
+                state.protocol().log_name(false),
                 state.config.backend.host
             )),
             Err(_) => state.logger.warning(&format!(
-                "Cannot learn ManageSieve capabilities from {}: timeout; using the defaults",
+                "Cannot learn {} capabilities from {}: timeout; using the defaults",
+                state.protocol().log_name(false),
                 state.config.backend.host
             )),
         }
@@ -61,10 +65,10 @@ async fn probe(state: &ListenerState) -> Result<String, String> {
         if buf.len() > MAX_GREETING {
             return Err("greeting too long".into());
         }
-        match capability_from_greeting(&buf) {
+        match state.protocol().capability_from_greeting(&buf) {
             Learned::Incomplete => continue,
             Learned::Done(Some(capability)) => return Ok(capability),
-            Learned::Done(None) => return Err("not a ManageSieve greeting".into()),
+            Learned::Done(None) => return Err("no capabilities in the greeting".into()),
         }
     }
 }

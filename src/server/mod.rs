@@ -17,7 +17,6 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 use crate::authlog::{hostname, Logger};
 use crate::config::{BackendTls, Config, ListenerTls};
 use crate::map::static_server::StaticServer;
-use crate::protocol::Protocol;
 use crate::tls::{self, BackendVerification};
 
 use session::ListenerState;
@@ -66,8 +65,8 @@ pub async fn bind(
             greeting_host: hostname(),
             learned_capability: Default::default(),
         });
-        if l.protocol == Protocol::Managesieve && l.capability.is_none() {
-            tokio::spawn(capability_probe::learn_sieve_capability(state.clone()));
+        if l.protocol.learns_capability() && l.capability.is_none() {
+            tokio::spawn(capability_probe::learn_capability(state.clone()));
         }
         for addr in l.addresses()? {
             let listener = listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
