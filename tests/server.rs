@@ -222,6 +222,31 @@ fn back_end_that_never_answers_times_out() {
     c.expect_line("b OK");
 }
 
+#[test]
+fn back_end_without_the_required_starttls_is_tls_not_present() {
+    // An IMAP server that does not offer STARTTLS (Dovecot with `ssl = no` says the same).
+    let plain_only = TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_port = plain_only.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in plain_only.incoming().flatten() {
+            let _ = s.write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN] plaintext only\r\n");
+            std::thread::sleep(Duration::from_secs(2));
+        }
+    });
+    let port = free_port();
+    let toml = head("") + &imap_listener(&[v4(port)], "none", backend_port, "tls = \"starttls\"");
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    let answer = login_answer(&mut c, "a", "alice", "alicepw");
+    assert!(answer.starts_with("a NO [UNAVAILABLE] "), "{answer}");
+    let auth = wait_log_line_for(&proxy, "Auth:", c.local_addr());
+    assert!(
+        auth.contains("server-secure=starttls status=\"failed: TLS not present\""),
+        "{auth}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Several listeners
 // ---------------------------------------------------------------------------------------------

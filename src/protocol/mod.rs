@@ -78,6 +78,9 @@ pub enum LoginOutcome {
     Rejected { text: String },
     /// The back end could not be reached or spoke nonsense; `reason` is for the log only.
     Unavailable { reason: String },
+    /// The back end was to be reached over STARTTLS and does not offer or refused it. To the
+    /// client this is unavailability; the log names it (Perdition's "TLS not present").
+    NoTls { reason: String },
 }
 
 /// What the client side answers once the session reports a login outcome.

@@ -313,8 +313,10 @@ enum Attempt {
     },
     /// TCP connect failed or the back end did not answer in time.
     NoConnection(String),
-    /// The back end answered but the exchange failed (bad greeting, TLS...).
+    /// The back end answered but the exchange failed (bad greeting, TLS handshake...).
     Negotiation(String),
+    /// The back end does not offer, or refused, the STARTTLS it must be reached with.
+    NoTls(String),
 }
 
 impl Attempt {
@@ -325,6 +327,7 @@ impl Attempt {
             }
             LoginOutcome::Rejected { text } => Attempt::Rejected { text },
             LoginOutcome::Unavailable { reason } => Attempt::Negotiation(reason),
+            LoginOutcome::NoTls { reason } => Attempt::NoTls(reason),
         }
     }
 
@@ -334,9 +337,7 @@ impl Attempt {
             Attempt::Accepted { .. } => "ok",
             Attempt::Rejected { .. } => "failed: Re-Authentication Failure",
             Attempt::NoConnection(_) => "failed: Could not connect to server",
-            Attempt::Negotiation(reason) if reason.contains("STARTTLS") => {
-                "failed: TLS not present"
-            }
+            Attempt::NoTls(_) => "failed: TLS not present",
             Attempt::Negotiation(_) => "failed: Connection Negotiation Failure",
         }
     }
@@ -347,9 +348,9 @@ impl Attempt {
                 LoginOutcome::Accepted { capabilities, text }
             }
             Attempt::Rejected { text } => LoginOutcome::Rejected { text },
-            Attempt::NoConnection(reason) | Attempt::Negotiation(reason) => {
-                LoginOutcome::Unavailable { reason }
-            }
+            Attempt::NoConnection(reason)
+            | Attempt::Negotiation(reason)
+            | Attempt::NoTls(reason) => LoginOutcome::Unavailable { reason },
         }
     }
 }

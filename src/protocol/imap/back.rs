@@ -67,6 +67,13 @@ impl ImapServerSide {
         })
     }
 
+    fn no_tls(&mut self, reason: impl Into<String>) -> ServerEvent {
+        self.state = State::Done;
+        ServerEvent::Finished(LoginOutcome::NoTls {
+            reason: reason.into(),
+        })
+    }
+
     /// Capabilities are known: log in the best way the server offers.
     fn login(&mut self) -> ServerEvent {
         let caps = self.capabilities.clone().unwrap_or_default();
@@ -128,7 +135,7 @@ impl ImapServerSide {
         if self.settings.starttls {
             if let Some(caps) = &self.capabilities {
                 if !has_capability(caps, "STARTTLS") {
-                    return self.unavailable("server does not offer STARTTLS");
+                    return self.no_tls("server does not offer STARTTLS");
                 }
             }
             self.state = State::StartTls;
@@ -184,7 +191,7 @@ impl ImapServerSide {
                 if keyword == "OK" {
                     Some(ServerEvent::StartTls)
                 } else {
-                    Some(self.unavailable(format!("STARTTLS refused: {}", r.text)))
+                    Some(self.no_tls(format!("STARTTLS refused: {}", r.text)))
                 }
             }
             State::Capability => {
@@ -425,11 +432,11 @@ mod tests {
     }
 
     #[test]
-    fn starttls_required_but_not_offered_is_unavailable() {
+    fn starttls_required_but_not_offered_is_no_tls() {
         let mut m = side("pw", true);
         assert!(matches!(
             step(&mut m, b"* OK [CAPABILITY IMAP4rev1] hi\r\n"),
-            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+            ServerEvent::Finished(LoginOutcome::NoTls { .. })
         ));
     }
 }

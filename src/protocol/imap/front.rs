@@ -372,7 +372,7 @@ impl ClientSide for ImapClientSide {
                     }
                 }
             }
-            LoginOutcome::Unavailable { .. } => LoginReply {
+            LoginOutcome::Unavailable { .. } | LoginOutcome::NoTls { .. } => LoginReply {
                 bytes: format!(
                     "{tag} NO [UNAVAILABLE] Mail server unavailable, try again later\r\n"
                 )

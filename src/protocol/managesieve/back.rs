@@ -67,6 +67,13 @@ impl SieveServerSide {
         })
     }
 
+    fn no_tls(&mut self, reason: impl Into<String>) -> ServerEvent {
+        self.state = State::Done;
+        ServerEvent::Finished(LoginOutcome::NoTls {
+            reason: reason.into(),
+        })
+    }
+
     fn finish(&mut self, outcome: LoginOutcome) -> ServerEvent {
         self.state = State::Done;
         ServerEvent::Finished(outcome)
@@ -94,7 +101,7 @@ impl SieveServerSide {
     fn capabilities_done(&mut self) -> ServerEvent {
         if self.settings.starttls && !self.tls_done {
             if !self.starttls_offered {
-                return self.unavailable("server does not offer STARTTLS");
+                return self.no_tls("server does not offer STARTTLS");
             }
             self.state = State::StartTls;
             return ServerEvent::Send(b"STARTTLS\r\n".to_vec());
@@ -145,7 +152,7 @@ impl SieveServerSide {
                 self.state = State::Handshake;
                 Some(ServerEvent::StartTls)
             }
-            (State::StartTls, _) => Some(self.unavailable(said("STARTTLS refused"))),
+            (State::StartTls, _) => Some(self.no_tls(said("STARTTLS refused"))),
             (State::Login, "OK") => Some(self.finish(LoginOutcome::Accepted {
                 capabilities: None,
                 text: text.unwrap_or_else(|| "Logged in.".into()),
@@ -342,13 +349,15 @@ mod tests {
     fn unavailable_cases() {
         let unavailable =
             |e: &ServerEvent| matches!(e, ServerEvent::Finished(LoginOutcome::Unavailable { .. }));
+        let no_tls =
+            |e: &ServerEvent| matches!(e, ServerEvent::Finished(LoginOutcome::NoTls { .. }));
         // STARTTLS required but not offered.
         let mut m = side("pw", true);
-        assert!(unavailable(&step(&mut m, &dovecot_greeting(false))));
+        assert!(no_tls(&step(&mut m, &dovecot_greeting(false))));
         // STARTTLS refused.
         let mut m = side("pw", true);
         step(&mut m, &dovecot_greeting(true));
-        assert!(unavailable(&step(&mut m, b"NO \"Not now.\"\r\n")));
+        assert!(no_tls(&step(&mut m, b"NO \"Not now.\"\r\n")));
         // Greeting NO / BYE, not ManageSieve at all, PLAIN not offered.
         for greeting in [
             &b"NO \"Service unavailable.\"\r\n"[..],

@@ -364,7 +364,7 @@ impl ClientSide for SieveClientSide {
                     }
                 }
             }
-            LoginOutcome::Unavailable { .. } => LoginReply {
+            LoginOutcome::Unavailable { .. } | LoginOutcome::NoTls { .. } => LoginReply {
                 bytes: b"NO (TRYLATER) \"Mail server unavailable, try again later.\"\r\n".to_vec(),
                 next: AfterLogin::Continue,
             },

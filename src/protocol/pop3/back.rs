@@ -151,7 +151,9 @@ impl Pop3ServerSide {
             },
             State::Stls => match status(line) {
                 Status::Ok(_) => ServerEvent::StartTls,
-                Status::Err(text) => self.unavailable(format!("STLS refused: {text}")),
+                Status::Err(text) => self.finish(LoginOutcome::NoTls {
+                    reason: format!("STLS refused: {text}"),
+                }),
                 _ => self.unexpected("answer to STLS", line),
             },
             State::Capa => match status(line) {
@@ -351,12 +353,12 @@ mod tests {
     }
 
     #[test]
-    fn stls_refused_is_unavailable() {
+    fn stls_refused_is_no_tls() {
         let mut m = side("pw", true);
         step(&mut m, DOVECOT_GREETING);
         assert!(matches!(
             step(&mut m, b"-ERR TLS support isn't enabled.\r\n"),
-            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+            ServerEvent::Finished(LoginOutcome::NoTls { .. })
         ));
     }
 

@@ -323,7 +323,7 @@ impl ClientSide for Pop3ClientSide {
                     }
                 }
             }
-            LoginOutcome::Unavailable { .. } => LoginReply {
+            LoginOutcome::Unavailable { .. } | LoginOutcome::NoTls { .. } => LoginReply {
                 bytes: b"-ERR [SYS/TEMP] Mail server unavailable, try again later\r\n".to_vec(),
                 next: AfterLogin::Continue,
             },
