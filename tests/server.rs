@@ -617,3 +617,52 @@ fn a_client_that_vanishes_after_login_ends_the_back_end_session_too() {
         sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn log_destination_plus_writes_to_stderr_and_minus_to_stdout() {
+    for (destination, logged_on_stderr) in [("+", true), ("-", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let toml = head("").replace(
+            "destination = \"-\"",
+            &format!("destination = \"{destination}\""),
+        ) + &imap_listener(&[v4(port)], "none", free_port(), "");
+        let config = dir.path().join("p.toml");
+        std::fs::write(&config, toml).unwrap();
+        let (out, err) = (dir.path().join("out"), dir.path().join("err"));
+        let mut child = std::process::Command::new(portcullis_bin())
+            .arg("run")
+            .arg("--config")
+            .arg(&config)
+            .stdout(std::fs::File::create(&out).unwrap())
+            .stderr(std::fs::File::create(&err).unwrap())
+            .spawn()
+            .unwrap();
+        assert!(wait_for_port(port, Duration::from_secs(10)));
+        let logged = if logged_on_stderr { &err } else { &out };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !std::fs::read_to_string(logged)
+            .unwrap_or_default()
+            .contains("Connect:")
+            && Instant::now() < deadline
+        {
+            sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let (out, err) = (
+            std::fs::read_to_string(&out).unwrap(),
+            std::fs::read_to_string(&err).unwrap(),
+        );
+        let (with, without) = if logged_on_stderr {
+            (&err, &out)
+        } else {
+            (&out, &err)
+        };
+        assert!(
+            with.contains("Connect:  127.0.0.1:"),
+            "{destination}: {with:?}"
+        );
+        assert!(!without.contains("Connect:"), "{destination}: {without:?}");
+    }
+}
