@@ -31,7 +31,8 @@ const SYSLOG_SOCKET: &str = "/dev/log";
 enum Sink {
     Stdout,
     Stderr,
-    File(Mutex<File>),
+    /// The path is kept so that the file can be reopened after log rotation (SIGHUP).
+    File { path: String, file: Mutex<File> },
     Syslog { socket: UnixDatagram, facility: u8 },
 }
 
@@ -71,6 +72,14 @@ pub fn facility_code(name: &str) -> Option<u8> {
     })
 }
 
+fn open_append(path: &str) -> Result<File, String> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open log file {path}: {e}"))
+}
+
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -84,14 +93,10 @@ impl Logger {
         let sink = match config.destination.as_str() {
             "-" => Sink::Stdout,
             "+" => Sink::Stderr,
-            path if path.starts_with('/') => {
-                let file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)
-                    .map_err(|e| format!("cannot open log file {path}: {e}"))?;
-                Sink::File(Mutex::new(file))
-            }
+            path if path.starts_with('/') => Sink::File {
+                path: path.to_string(),
+                file: Mutex::new(open_append(path)?),
+            },
             facility => {
                 let facility = facility_code(facility).ok_or_else(|| {
                     format!("unknown log destination or syslog facility {facility:?}")
@@ -159,13 +164,26 @@ impl Logger {
                 let _ = match other {
                     Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
                     Sink::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
-                    Sink::File(file) => match file.lock() {
+                    Sink::File { file, .. } => match file.lock() {
                         Ok(mut f) => f.write_all(line.as_bytes()),
                         Err(_) => Ok(()),
                     },
                     Sink::Syslog { .. } => Ok(()),
                 };
             }
+        }
+    }
+
+    /// Reopen the log file, for logrotate's `postrotate` (`kill -HUP`). Other destinations
+    /// need nothing.
+    pub fn reopen(&self) {
+        if let Sink::File { path, file } = &self.sink {
+            match (open_append(path), file.lock()) {
+                (Ok(new), Ok(mut current)) => *current = new,
+                (Err(e), _) => self.error(&format!("cannot reopen the log file: {e}")),
+                (_, Err(_)) => {}
+            }
+            self.info("Log file reopened");
         }
     }
 

@@ -148,6 +148,7 @@ fn run(config: Config, warnings: Vec<String>) -> ExitCode {
             "Starting portcullis version={}",
             env!("CARGO_PKG_VERSION")
         ));
+        tokio::spawn(reopen_log_on_hangup(logger.clone()));
         server::run(
             bound,
             config.limits.connection_limit,
@@ -159,6 +160,17 @@ fn run(config: Config, warnings: Vec<String>) -> ExitCode {
         logger.info("Stopped");
         ExitCode::SUCCESS
     })
+}
+
+/// SIGHUP reopens the log file (logrotate), instead of killing the process as it would by default.
+async fn reopen_log_on_hangup(logger: Arc<Logger>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    while hangup.recv().await.is_some() {
+        logger.reopen();
+    }
 }
 
 /// SIGTERM (systemd, `kill`) or SIGINT (Ctrl-C).

@@ -666,3 +666,44 @@ fn log_destination_plus_writes_to_stderr_and_minus_to_stdout() {
         assert!(!without.contains("Connect:"), "{destination}: {without:?}");
     }
 }
+
+#[test]
+fn sighup_reopens_the_log_file_after_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    let port = free_port();
+    let toml = head("").replace(
+        "destination = \"-\"",
+        &format!("destination = \"{}\"", log.display()),
+    ) + &imap_listener(&[v4(port)], "none", free_port(), "");
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    // What logrotate does: move the file away, then signal.
+    let rotated = dir.path().join("mail.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    proxy.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !log.exists() {
+        assert!(Instant::now() < deadline, "no new log file after SIGHUP");
+        sleep(Duration::from_millis(50));
+    }
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    let me = c.local_addr();
+    drop(c);
+    let needle = format!("Connect:  127.0.0.1:{}->", me.port());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains(&needle)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        sleep(Duration::from_millis(50));
+    }
+    assert!(!std::fs::read_to_string(&rotated).unwrap().contains(&needle));
+    // Still running: HUP did not kill it.
+    assert!(port_open(port));
+}
