@@ -32,8 +32,14 @@ enum Sink {
     Stdout,
     Stderr,
     /// The path is kept so that the file can be reopened after log rotation (SIGHUP).
-    File { path: String, file: Mutex<File> },
-    Syslog { socket: UnixDatagram, facility: u8 },
+    File {
+        path: String,
+        file: Mutex<File>,
+    },
+    Syslog {
+        socket: UnixDatagram,
+        facility: u8,
+    },
 }
 
 pub struct Logger {
