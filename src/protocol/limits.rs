@@ -1,6 +1,8 @@
 //! Bounds on what a client may do before it has logged in. Shared by every client-side machine so
 //! that each protocol enforces the same rules in the same way.
 
+use super::{AfterLogin, LoginReply};
+
 /// Deepest parenthesis nesting accepted in a command or a server response. Pre-login commands
 /// need one level (IMAP `ID`); the cap keeps recursive token trees from exhausting the stack.
 pub const MAX_NESTING: usize = 16;
@@ -64,6 +66,19 @@ impl PreLoginCounters {
     pub fn failed_login(&mut self) -> bool {
         self.failed_logins += 1;
         self.failed_logins < self.limits.max_failed_logins
+    }
+
+    /// The answer to a rejected login: `refusal`, and when that was the last allowed failure,
+    /// `farewell` too and a close.
+    pub fn reply_to_rejection(&mut self, refusal: &[u8], farewell: &[u8]) -> LoginReply {
+        let mut bytes = refusal.to_vec();
+        let next = if self.failed_login() {
+            AfterLogin::Continue
+        } else {
+            bytes.extend_from_slice(farewell);
+            AfterLogin::Close
+        };
+        LoginReply { bytes, next }
     }
 }
 

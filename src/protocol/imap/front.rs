@@ -354,23 +354,15 @@ impl ClientSide for ImapClientSide {
                 }
             }
             LoginOutcome::Rejected { .. } => {
-                let mut bytes =
-                    format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n")
-                        .into_bytes();
-                if self.counters.failed_login() {
-                    LoginReply {
-                        bytes,
-                        next: AfterLogin::Continue,
-                    }
-                } else {
+                let refusal = format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+                let reply = self
+                    .counters
+                    .reply_to_rejection(refusal.as_bytes(), b"* BYE Too many failed logins\r\n");
+                if reply.next == AfterLogin::Close {
                     self.state = State::Done;
                     self.input.clear();
-                    bytes.extend_from_slice(b"* BYE Too many failed logins\r\n");
-                    LoginReply {
-                        bytes,
-                        next: AfterLogin::Close,
-                    }
                 }
+                reply
             }
             LoginOutcome::Unavailable { .. } | LoginOutcome::NoTls { .. } => LoginReply {
                 bytes: format!(

@@ -348,21 +348,15 @@ impl ClientSide for SieveClientSide {
                 }
             }
             LoginOutcome::Rejected { .. } => {
-                let mut bytes = b"NO \"Authentication failed.\"\r\n".to_vec();
-                if self.counters.failed_login() {
-                    LoginReply {
-                        bytes,
-                        next: AfterLogin::Continue,
-                    }
-                } else {
+                let reply = self.counters.reply_to_rejection(
+                    b"NO \"Authentication failed.\"\r\n",
+                    b"BYE \"Too many failed logins.\"\r\n",
+                );
+                if reply.next == AfterLogin::Close {
                     self.state = State::Done;
                     self.input.clear();
-                    bytes.extend_from_slice(b"BYE \"Too many failed logins.\"\r\n");
-                    LoginReply {
-                        bytes,
-                        next: AfterLogin::Close,
-                    }
                 }
+                reply
             }
             LoginOutcome::Unavailable { .. } | LoginOutcome::NoTls { .. } => LoginReply {
                 bytes: b"NO (TRYLATER) \"Mail server unavailable, try again later.\"\r\n".to_vec(),

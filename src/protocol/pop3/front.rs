@@ -308,20 +308,14 @@ impl ClientSide for Pop3ClientSide {
                 }
             }
             LoginOutcome::Rejected { .. } => {
-                let bytes = b"-ERR [AUTH] Authentication failed.\r\n".to_vec();
-                if self.counters.failed_login() {
-                    LoginReply {
-                        bytes,
-                        next: AfterLogin::Continue,
-                    }
-                } else {
+                let reply = self
+                    .counters
+                    .reply_to_rejection(b"-ERR [AUTH] Authentication failed.\r\n", b"");
+                if reply.next == AfterLogin::Close {
                     self.state = State::Done;
                     self.input.clear();
-                    LoginReply {
-                        bytes,
-                        next: AfterLogin::Close,
-                    }
                 }
+                reply
             }
             LoginOutcome::Unavailable { .. } | LoginOutcome::NoTls { .. } => LoginReply {
                 bytes: b"-ERR [SYS/TEMP] Mail server unavailable, try again later\r\n".to_vec(),
