@@ -6,13 +6,19 @@
 //! other word a syslog facility. Every line carries a timestamp and `ident[pid]:`, as syslog
 //! writes it, so a file written here reads like `/var/log/mail.log`.
 
-use std::fs::{File, OpenOptions};
-use std::io::Write;
+mod per_source;
+pub mod queue;
+mod writer;
+
 use std::net::SocketAddr;
-use std::os::unix::net::UnixDatagram;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::config::{LogConfig, LogPasswd};
+
+use per_source::PerSourceLimit;
+use queue::Class;
+use writer::{LogWriter, Sink, SYSLOG_SOCKET};
 
 /// Syslog severities we use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,30 +31,67 @@ pub enum Severity {
     Debug = 7,
 }
 
-/// Where the local syslog daemon (rsyslog, or journald's compatibility socket) listens.
-const SYSLOG_SOCKET: &str = "/dev/log";
-
-enum Sink {
-    Stdout,
-    Stderr,
-    /// The path is kept so that the file can be reopened after log rotation (SIGHUP).
-    File {
-        path: String,
-        file: Mutex<File>,
-    },
-    Syslog {
-        socket: UnixDatagram,
-        facility: u8,
-    },
+impl Severity {
+    /// Auth and Fatal lines (fail2ban's input) and errors are the last to be dropped when the
+    /// destination is too slow.
+    fn class(self) -> Class {
+        if self <= Severity::Notice {
+            Class::Keep
+        } else {
+            Class::Shed
+        }
+    }
 }
 
-pub struct Logger {
-    sink: Sink,
+impl PartialOrd for Severity {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some((*self as u8).cmp(&(*other as u8)))
+    }
+}
+
+/// TLS handshake failures logged per client address and minute; enough for fail2ban to ban.
+const TLS_FAILURE_LINES_PER_MINUTE: u32 = 10;
+
+/// How a line is laid out for its destination: as syslog writes it to `/var/log/mail.log`, or
+/// as a datagram for the syslog daemon.
+#[derive(Debug, Clone)]
+pub struct LineFormat {
     ident: String,
     hostname: String,
     pid: u32,
+    /// Set when lines go to the syslog socket.
+    syslog_facility: Option<u8>,
+}
+
+impl LineFormat {
+    fn line(&self, severity: Severity, message: &str) -> String {
+        // Text from peers (a back end's error message, say) must not start a line of its own:
+        // a forged `Auth:` line would have fail2ban ban whoever it names.
+        let message = one_line(message);
+        let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
+        match self.syslog_facility {
+            Some(facility) => format!(
+                "<{}>{stamp} {}[{}]: {message}",
+                facility * 8 + severity as u8,
+                self.ident,
+                self.pid
+            ),
+            None => format!(
+                "{stamp} {} {}[{}]: {message}\n",
+                self.hostname, self.ident, self.pid
+            ),
+        }
+    }
+}
+
+/// The process' log. Lines are formatted here and written by one writer thread, so a slow
+/// destination never holds up a session (see `authlog/writer.rs`).
+pub struct Logger {
+    format: LineFormat,
+    writer: LogWriter,
     debug: bool,
     log_passwd: LogPasswd,
+    tls_failures: Mutex<PerSourceLimit>,
 }
 
 /// Syslog facility numbers (RFC 5424 section 6.2.1).
@@ -78,14 +121,6 @@ pub fn facility_code(name: &str) -> Option<u8> {
     })
 }
 
-fn open_append(path: &str) -> Result<File, String> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(|e| format!("cannot open log file {path}: {e}"))
-}
-
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
@@ -96,12 +131,13 @@ pub fn hostname() -> String {
 
 impl Logger {
     pub fn open(config: &LogConfig) -> Result<Logger, String> {
+        let mut syslog_facility = None;
         let sink = match config.destination.as_str() {
             "-" => Sink::Stdout,
             "+" => Sink::Stderr,
             path if path.starts_with('/') => Sink::File {
                 path: path.to_string(),
-                file: Mutex::new(open_append(path)?),
+                file: writer::open_append(path)?,
             },
             facility => {
                 let facility = facility_code(facility).ok_or_else(|| {
@@ -109,8 +145,14 @@ impl Logger {
                 })?;
                 // Without a syslog daemon (a container, a rescue shell) the lines go to stderr,
                 // which systemd would put in the journal anyway; losing them would be worse.
-                match UnixDatagram::unbound().and_then(|s| s.connect(SYSLOG_SOCKET).map(|()| s)) {
-                    Ok(socket) => Sink::Syslog { socket, facility },
+                match writer::connect_syslog(SYSLOG_SOCKET) {
+                    Ok(socket) => {
+                        syslog_facility = Some(facility);
+                        Sink::Syslog {
+                            path: SYSLOG_SOCKET.into(),
+                            socket,
+                        }
+                    }
                     Err(e) => {
                         let logger = Logger::stderr(&config.ident);
                         logger.warning(&format!(
@@ -121,76 +163,64 @@ impl Logger {
                 }
             }
         };
-        Ok(Logger {
+        Ok(Logger::start(
             sink,
-            ident: config.ident.clone(),
-            hostname: hostname(),
-            pid: std::process::id(),
+            config,
+            LineFormat {
+                ident: config.ident.clone(),
+                hostname: hostname(),
+                pid: std::process::id(),
+                syslog_facility,
+            },
+        ))
+    }
+
+    fn start(sink: Sink, config: &LogConfig, format: LineFormat) -> Logger {
+        Logger {
+            writer: LogWriter::start(sink, config.queue_lines, format.clone()),
+            format,
             debug: config.debug,
             log_passwd: config.log_passwd,
-        })
+            tls_failures: Mutex::new(PerSourceLimit::new(
+                TLS_FAILURE_LINES_PER_MINUTE,
+                Duration::from_secs(60),
+            )),
+        }
     }
 
     /// A logger that writes to stderr, for errors before the configuration is read.
     pub fn stderr(ident: &str) -> Logger {
-        Logger {
-            sink: Sink::Stderr,
+        let config = LogConfig {
+            ident: ident.into(),
+            ..LogConfig::default()
+        };
+        let format = LineFormat {
             ident: ident.into(),
             hostname: hostname(),
             pid: std::process::id(),
-            debug: false,
-            log_passwd: LogPasswd::Never,
-        }
+            syslog_facility: None,
+        };
+        Logger::start(Sink::Stderr, &config, format)
     }
 
+    /// Queue one line; never waits for the destination.
     pub fn write(&self, severity: Severity, message: &str) {
         if severity == Severity::Debug && !self.debug {
             return;
         }
-        // Text from peers (a back end's error message, say) must not start a line of its own:
-        // a forged `Auth:` line would have fail2ban ban whoever it names.
-        let message = &one_line(message);
-        let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
-        // A failed log write has nowhere better to be reported; the session goes on.
-        match &self.sink {
-            Sink::Syslog { socket, facility } => {
-                let line = format!(
-                    "<{}>{stamp} {}[{}]: {message}",
-                    facility * 8 + severity as u8,
-                    self.ident,
-                    self.pid
-                );
-                let _ = socket.send(line.as_bytes());
-            }
-            other => {
-                let line = format!(
-                    "{stamp} {} {}[{}]: {message}\n",
-                    self.hostname, self.ident, self.pid
-                );
-                let _ = match other {
-                    Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
-                    Sink::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
-                    Sink::File { file, .. } => match file.lock() {
-                        Ok(mut f) => f.write_all(line.as_bytes()),
-                        Err(_) => Ok(()),
-                    },
-                    Sink::Syslog { .. } => Ok(()),
-                };
-            }
-        }
+        self.writer
+            .push(self.format.line(severity, message), severity.class());
+    }
+
+    /// Wait until the lines logged so far are written, at most `limit` (shutdown).
+    pub fn flush(&self, limit: Duration) -> bool {
+        self.writer.flush(limit)
     }
 
     /// Reopen the log file, for logrotate's `postrotate` (`kill -HUP`). Other destinations
-    /// need nothing.
+    /// need nothing. The writer thread does it, between two lines.
     pub fn reopen(&self) {
-        if let Sink::File { path, file } = &self.sink {
-            match (open_append(path), file.lock()) {
-                (Ok(new), Ok(mut current)) => *current = new,
-                (Err(e), _) => self.error(&format!("cannot reopen the log file: {e}")),
-                (_, Err(_)) => {}
-            }
-            self.info("Log file reopened");
-        }
+        self.writer.request_reopen();
     }
 
     pub fn info(&self, message: &str) {
@@ -266,6 +296,26 @@ impl Logger {
         ));
     }
 
+    /// A client's TLS handshake failed (garbage, a scanner, an old client, a refused ALPN).
+    /// At the normal level so that the admin and fail2ban see it, but only a few lines per
+    /// address and minute so that a flood cannot fill the disk.
+    pub fn tls_failure(&self, peer: SocketAddr, local: SocketAddr, reason: &str) {
+        let allowed = match self.tls_failures.lock() {
+            Ok(mut limit) => limit.allow(peer.ip().to_canonical(), Instant::now()),
+            Err(_) => false,
+        };
+        if allowed {
+            self.write(
+                Severity::Notice,
+                &format!(
+                    "TLS handshake failed:{} reason=\"{}\"",
+                    from_to(peer, local),
+                    escape(reason)
+                ),
+            );
+        }
+    }
+
     fn password_for<'a>(&self, record: &'a AuthRecord, succeeded: bool) -> Option<&'a str> {
         self.log_passwd
             .applies(succeeded)
@@ -324,33 +374,61 @@ impl AuthRecord {
     }
 }
 
-/// Control characters as `\xNN`, so that a log message stays one line.
+/// Characters that must not reach a log raw: controls (they could start a forged line) and
+/// Unicode format and separator characters (U+202E turns text around, U+2028 breaks a line in
+/// some viewers, U+200B hides a difference between two names).
+fn needs_escape(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.is_control()
+        || (!c.is_ascii()
+            && matches!(
+                c.general_category(),
+                GeneralCategory::Format
+                    | GeneralCategory::LineSeparator
+                    | GeneralCategory::ParagraphSeparator
+            ))
+}
+
+/// `\xNN` for controls, `\u{NNNN}` for the other characters of [`needs_escape`].
+fn push_escaped(out: &mut String, c: char) {
+    use std::fmt::Write;
+    let _ = if c.is_control() && (c as u32) < 0x100 {
+        write!(out, "\\x{:02x}", c as u32)
+    } else {
+        write!(out, "\\u{{{:x}}}", c as u32)
+    };
+}
+
+/// A message kept on one line and free of invisible characters.
 fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(char::is_control) {
+    if !s.chars().any(needs_escape) {
         return std::borrow::Cow::Borrowed(s);
     }
-    std::borrow::Cow::Owned(
-        s.chars()
-            .map(|c| {
-                if c.is_control() {
-                    format!("\\x{:02x}", c as u32)
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect(),
-    )
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if needs_escape(c) {
+            push_escaped(&mut out, c);
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// A user name is attacker-controlled: keep it on one line and inside its quotes.
 fn escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| match c {
-            '"' | '\\' => vec!['\\', c],
-            c if c.is_control() => format!("\\x{:02x}", c as u32).chars().collect(),
-            c => vec![c],
-        })
-        .collect()
+    let mut out = String::with_capacity(s.len() + 2);
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if needs_escape(c) => push_escaped(&mut out, c),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -394,20 +472,19 @@ mod tests {
     fn syslog_datagrams_carry_priority_timestamp_ident_and_pid() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("log");
-        let server = UnixDatagram::bind(&path).unwrap();
-        let socket = UnixDatagram::unbound().unwrap();
-        socket.connect(&path).unwrap();
-        let logger = Logger {
-            sink: Sink::Syslog {
-                socket,
-                facility: facility_code("mail").unwrap(),
+        let server = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        let path = path.to_str().unwrap().to_string();
+        let socket = writer::connect_syslog(&path).unwrap();
+        let logger = Logger::start(
+            Sink::Syslog { path, socket },
+            &LogConfig::default(),
+            LineFormat {
+                ident: "perdition.imaps".into(),
+                hostname: "h".into(),
+                pid: 42,
+                syslog_facility: facility_code("mail"),
             },
-            ident: "perdition.imaps".into(),
-            hostname: "h".into(),
-            pid: 42,
-            debug: false,
-            log_passwd: LogPasswd::Never,
-        };
+        );
         logger.auth(&record(), "ok");
         let mut buf = [0u8; 1024];
         let n = server.recv(&mut buf).unwrap();
@@ -428,6 +505,17 @@ mod tests {
             "refused: bye\\x0aAuth: 1.2.3.4:1->5.6.7.8:9 status=\"failed\""
         );
         assert_eq!(one_line("plain"), "plain");
+    }
+
+    #[test]
+    fn invisible_and_direction_changing_characters_are_escaped() {
+        assert_eq!(
+            escape("a\u{202e}b\u{2028}c\u{200b}d\u{feff}e\u{2029}"),
+            "a\\u{202e}b\\u{2028}c\\u{200b}d\\u{feff}e\\u{2029}"
+        );
+        assert_eq!(one_line("x\u{202e}y\u{85}"), "x\\u{202e}y\\x85");
+        // Letters and marks of other scripts are left alone.
+        assert_eq!(escape("José 日本 Ελένη"), "José 日本 Ελένη");
     }
 
     #[test]

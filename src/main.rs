@@ -20,6 +20,9 @@ Usage:
 
 See the README for the configuration reference.";
 
+/// How long the process waits at exit for a slow log destination to take the last lines.
+const LOG_FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
+
 enum Command {
     Run(Config, Vec<String>),
     Check(Config, Vec<String>),
@@ -158,6 +161,8 @@ fn run(config: Config, warnings: Vec<String>) -> ExitCode {
         )
         .await;
         logger.info("Stopped");
+        // The last lines (Closing lines of the sessions shutdown ended) must reach the log.
+        logger.flush(LOG_FLUSH_AT_EXIT);
         ExitCode::SUCCESS
     })
 }

@@ -41,6 +41,9 @@ pub struct LogConfig {
     pub log_passwd: LogPasswd,
     /// Extra diagnostic lines. Never includes passwords; `log_passwd` alone controls that.
     pub debug: bool,
+    /// Lines held in memory while the destination is slow; beyond three quarters of it,
+    /// Connect and diagnostic lines are dropped so that Auth and Fatal lines still fit.
+    pub queue_lines: usize,
 }
 
 impl Default for LogConfig {
@@ -50,6 +53,7 @@ impl Default for LogConfig {
             ident: "portcullis".into(),
             log_passwd: LogPasswd::Never,
             debug: false,
+            queue_lines: 4096,
         }
     }
 }

@@ -433,6 +433,7 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
             ident: ident.into(),
             log_passwd,
             debug,
+            ..LogConfig::default()
         },
         limits,
         listeners: vec![Listener {

@@ -1,0 +1,270 @@
+//! The one thread that writes log lines to the destination.
+//!
+//! Every line of the process goes through here, so a destination that stops draining blocks
+//! only this thread: sessions push into the bounded [`LineQueue`] and go on. The thread owns the
+//! destination (stdout, stderr, a file, the syslog socket), reopens the file on request and
+//! says how many lines were dropped once the destination drains again.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use super::queue::{dropped_notice, Class, LineQueue};
+use super::{LineFormat, Severity};
+
+/// Where the local syslog daemon (rsyslog, or journald's compatibility socket) listens.
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// The destination, owned by the writer thread.
+pub enum Sink {
+    Stdout,
+    Stderr,
+    /// The path is kept so that the file can be reopened after log rotation (SIGHUP).
+    File {
+        path: String,
+        file: File,
+    },
+    /// Connected to [`SYSLOG_SOCKET`] (or a test's socket, kept in `path`).
+    Syslog {
+        path: String,
+        socket: UnixDatagram,
+    },
+}
+
+pub fn open_append(path: &str) -> Result<File, String> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| format!("cannot open log file {path}: {e}"))
+}
+
+pub fn connect_syslog(path: &str) -> std::io::Result<UnixDatagram> {
+    let socket = UnixDatagram::unbound()?;
+    socket.connect(path)?;
+    Ok(socket)
+}
+
+impl Sink {
+    /// A failed write has nowhere better to be reported; the line is lost, the process goes on.
+    fn write(&mut self, line: &str) {
+        let _ = match self {
+            Sink::Stdout => std::io::stdout().lock().write_all(line.as_bytes()),
+            Sink::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
+            Sink::File { file, .. } => file.write_all(line.as_bytes()),
+            Sink::Syslog { path, socket } => {
+                // A restarted syslog daemon has a new socket: reconnect once and retry.
+                socket.send(line.as_bytes()).map(drop).or_else(|_| {
+                    *socket = connect_syslog(path)?;
+                    socket.send(line.as_bytes()).map(drop)
+                })
+            }
+        };
+    }
+
+    fn reopen(&mut self) -> Option<Result<(), String>> {
+        match self {
+            Sink::File { path, file } => Some(open_append(path).map(|new| *file = new)),
+            _ => None,
+        }
+    }
+}
+
+/// What the sessions and the writer thread share.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when there is something for the writer to do.
+    wake: Condvar,
+    /// Signalled when the writer has written everything queued.
+    idle: Condvar,
+}
+
+struct State {
+    queue: LineQueue,
+    /// The writer holds a batch it has not finished writing.
+    writing: bool,
+    /// SIGHUP asked for the log file to be reopened.
+    reopen: bool,
+    /// The logger is gone: write what is left, then stop.
+    closed: bool,
+}
+
+/// The sessions' handle on the writer thread. Dropping it flushes (for a bounded time).
+pub struct LogWriter {
+    shared: Arc<Shared>,
+}
+
+/// How long dropping the writer waits for the destination to take the last lines.
+const FLUSH_ON_DROP: Duration = Duration::from_secs(3);
+
+impl LogWriter {
+    pub fn start(sink: Sink, capacity: usize, format: LineFormat) -> LogWriter {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                queue: LineQueue::new(capacity),
+                writing: false,
+                reopen: false,
+                closed: false,
+            }),
+            wake: Condvar::new(),
+            idle: Condvar::new(),
+        });
+        let thread_shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || write_until_closed(&thread_shared, sink, &format));
+        if let Err(e) = spawned {
+            // Without a thread there is no log at all; say so where someone may see it.
+            eprintln!("portcullis: cannot start the log writer: {e}");
+        }
+        LogWriter { shared }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queue a formatted line; never blocks on the destination.
+    pub fn push(&self, line: String, class: Class) {
+        if self.lock().queue.push(line, class) {
+            self.shared.wake.notify_one();
+        }
+    }
+
+    pub fn request_reopen(&self) {
+        self.lock().reopen = true;
+        self.shared.wake.notify_one();
+    }
+
+    /// Wait until everything queued so far is written, at most `limit`; false on timeout.
+    pub fn flush(&self, limit: Duration) -> bool {
+        let state = self.lock();
+        let (_state, waited) = self
+            .shared
+            .idle
+            .wait_timeout_while(state, limit, |s| {
+                !s.queue.is_empty() || s.writing || s.reopen
+            })
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        !waited.timed_out()
+    }
+}
+
+impl Drop for LogWriter {
+    fn drop(&mut self) {
+        self.flush(FLUSH_ON_DROP);
+        self.lock().closed = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+fn write_until_closed(shared: &Shared, mut sink: Sink, format: &LineFormat) {
+    let lock = || {
+        shared
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    };
+    loop {
+        let (batch, reopen) = {
+            let mut state = lock();
+            while state.queue.is_empty() && !state.reopen && !state.closed {
+                state = shared
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+            if state.closed && state.queue.is_empty() {
+                return;
+            }
+            state.writing = true;
+            (state.queue.take(), std::mem::take(&mut state.reopen))
+        };
+        if reopen {
+            match sink.reopen() {
+                Some(Ok(())) => sink.write(&format.line(Severity::Info, "Log file reopened")),
+                Some(Err(e)) => sink.write(
+                    &format.line(Severity::Err, &format!("cannot reopen the log file: {e}")),
+                ),
+                None => {}
+            }
+        }
+        for line in &batch.lines {
+            sink.write(line);
+        }
+        if batch.dropped > 0 {
+            sink.write(&format.line(Severity::Warning, &dropped_notice(batch.dropped)));
+        }
+        let mut state = lock();
+        state.writing = false;
+        if state.queue.is_empty() && !state.reopen {
+            shared.idle.notify_all();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    fn format() -> LineFormat {
+        LineFormat {
+            ident: "t".into(),
+            hostname: "h".into(),
+            pid: 1,
+            syslog_facility: Some(2),
+        }
+    }
+
+    /// A syslog daemon that stops reading: its socket buffer fills, and the writer thread
+    /// blocks in `send`. Pushing must still return at once.
+    #[test]
+    fn a_destination_that_stops_reading_never_blocks_a_push() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log").to_str().unwrap().to_string();
+        let daemon = UnixDatagram::bind(&path).unwrap();
+        let socket = connect_syslog(&path).unwrap();
+        let writer = LogWriter::start(
+            Sink::Syslog {
+                path: path.clone(),
+                socket,
+            },
+            64,
+            format(),
+        );
+        let (done_tx, done_rx) = mpsc::channel();
+        let pusher = std::thread::spawn(move || {
+            for i in 0..20_000 {
+                writer.push(format!("connect {i} {}", "x".repeat(200)), Class::Shed);
+            }
+            writer.push("Auth: failed".into(), Class::Keep);
+            done_tx.send(()).unwrap();
+            writer
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("pushing blocked on a stalled destination");
+        let writer = pusher.join().unwrap();
+
+        // The daemon wakes up: the Auth line was kept, and the drop is reported.
+        daemon
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = vec![0u8; 4096];
+        let mut seen = Vec::new();
+        let has = |seen: &[String], text: &str| seen.iter().any(|d| d.contains(text));
+        while !(has(&seen, "Auth: failed") && has(&seen, "lines dropped")) {
+            let n = daemon.recv(&mut buf).unwrap_or_else(|e| {
+                panic!("the writer went quiet ({e}); got {} lines", seen.len())
+            });
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        assert!(writer.flush(Duration::from_secs(10)));
+    }
+}
