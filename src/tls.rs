@@ -33,7 +33,11 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 /// The server side: a certificate chain and its key, for implicit TLS and STARTTLS listeners.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+///
+/// `alpn` is the listener's protocol id (RFC 7301): a client that names protocols but not this
+/// one is refused at the handshake, so that a TLS connection meant for another service cannot
+/// be redirected here (the ALPACA attack). Clients that name none are served as before.
+pub fn server_config(cert: &Path, key: &Path, alpn: &[u8]) -> Result<Arc<ServerConfig>, String> {
     let chain = read_certs(cert)?;
     let key = PrivateKeyDer::from_pem_file(key)
         .map_err(|e| format!("{}: cannot load private key: {e}", key.display()))?;
@@ -43,6 +47,8 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Strin
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .map_err(|e| format!("{}: certificate and key do not match: {e}", cert.display()))?;
+    let mut config = config;
+    config.alpn_protocols = vec![alpn.to_vec()];
     Ok(Arc::new(config))
 }
 

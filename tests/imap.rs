@@ -225,6 +225,8 @@ fn starttls_ignores_plaintext_injected_before_the_handshake() {
     c.send_line("c NOOP");
     assert_eq!(c.read_line(), "c OK NOOP completed");
     imap_login(&mut c, "d", "alice", "alicepw");
+    // The log is written by its own thread, shortly after the answer.
+    assert!(proxy.wait_log("Auth:", READ_TIMEOUT));
     let log = proxy.log_text();
     assert_eq!(log.matches("Auth:").count(), 1, "{log}");
     assert!(log.contains("client-secure=starttls"), "{log}");

@@ -89,8 +89,15 @@ pub struct Limits {
     pub login_timeout: u64,
     /// Silence allowed once logged in (Perdition's `timeout`).
     pub idle_timeout: u64,
-    /// Time to connect and log in to a back end.
-    pub backend_timeout: u64,
+    /// Time to open the TCP connection to a back end.
+    pub backend_connect_timeout: u64,
+    /// Time for the back end's greeting, TLS and its answer to the login. Longer by default
+    /// than Dovecot's largest auth failure penalty (15 s), which the proxy's address may be
+    /// given when many logins fail through it.
+    pub backend_login_timeout: u64,
+    /// The former single back-end timeout; when given, it sets both of the above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_timeout: Option<u64>,
     /// Time live sessions get to finish after SIGTERM before the process exits.
     pub shutdown_grace: u64,
     pub max_line_length: usize,
@@ -106,7 +113,9 @@ impl Default for Limits {
             connection_limit: 0,
             login_timeout: 30,
             idle_timeout: 1800,
-            backend_timeout: 15,
+            backend_connect_timeout: 5,
+            backend_login_timeout: 30,
+            backend_timeout: None,
             shutdown_grace: 10,
             max_line_length: prelogin.max_line_length,
             max_literal_size: prelogin.max_literal_size,
@@ -138,8 +147,12 @@ impl Limits {
         }
     }
 
-    pub fn backend_timeout(&self) -> Duration {
-        Duration::from_secs(self.backend_timeout)
+    pub fn backend_connect_timeout(&self) -> Duration {
+        Duration::from_secs(self.backend_timeout.unwrap_or(self.backend_connect_timeout))
+    }
+
+    pub fn backend_login_timeout(&self) -> Duration {
+        Duration::from_secs(self.backend_timeout.unwrap_or(self.backend_login_timeout))
     }
 }
 
@@ -286,15 +299,23 @@ impl Config {
             problems
                 .push("limits.max_failed_logins and limits.max_commands must be at least 1".into());
         }
-        if self.limits.login_timeout == 0 || self.limits.backend_timeout == 0 {
-            problems
-                .push("limits.login_timeout and limits.backend_timeout must be at least 1".into());
-        }
         let l = &self.limits;
         for (name, value) in [
             ("login_timeout", l.login_timeout),
+            ("backend_connect_timeout", l.backend_connect_timeout),
+            ("backend_login_timeout", l.backend_login_timeout),
+            ("backend_timeout", l.backend_timeout.unwrap_or(1)),
+        ] {
+            if value == 0 {
+                problems.push(format!("limits.{name} must be at least 1"));
+            }
+        }
+        for (name, value) in [
+            ("login_timeout", l.login_timeout),
             ("idle_timeout", l.idle_timeout),
-            ("backend_timeout", l.backend_timeout),
+            ("backend_connect_timeout", l.backend_connect_timeout),
+            ("backend_login_timeout", l.backend_login_timeout),
+            ("backend_timeout", l.backend_timeout.unwrap_or(0)),
             ("shutdown_grace", l.shutdown_grace),
         ] {
             if value > MAX_SECONDS {
@@ -319,7 +340,7 @@ impl Config {
             if l.tls != ListenerTls::None {
                 match (&l.cert, &l.key) {
                     (Some(cert), Some(key)) => {
-                        if let Err(e) = crate::tls::server_config(cert, key) {
+                        if let Err(e) = crate::tls::server_config(cert, key, l.protocol.alpn_id()) {
                             problems.push(format!("{name}: {e}"));
                         }
                     }

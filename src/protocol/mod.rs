@@ -33,6 +33,25 @@ pub struct Credentials {
     pub secret: Vec<u8>,
 }
 
+/// Bytes no user name or password may hold: a NUL separates the fields of the SASL PLAIN
+/// message sent to the back end (`user\0pw` as a name would log in as `user`, and put the
+/// password in the log), and CR or LF would end a command line.
+const FORBIDDEN_IN_CREDENTIALS: &[u8] = b"\0\r\n";
+
+impl Credentials {
+    /// The one check every login path passes, whatever the protocol: `Err` with the part of
+    /// the user name before the first forbidden byte (the only part fit for the log) when the
+    /// user name or the password holds a NUL, CR or LF.
+    pub fn check_characters(&self) -> Result<(), &str> {
+        let bad = |b: &u8| FORBIDDEN_IN_CREDENTIALS.contains(b);
+        match self.user.bytes().position(|b| bad(&b)) {
+            Some(at) => Err(&self.user[..at]),
+            None if self.secret.iter().any(bad) => Err(&self.user),
+            None => Ok(()),
+        }
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Credentials")
@@ -238,6 +257,15 @@ impl Protocol {
         }
     }
 
+    /// The protocol's ALPN id (RFC 7301, IANA's registry), offered on TLS listeners.
+    pub fn alpn_id(self) -> &'static [u8] {
+        match self {
+            Protocol::Imap => b"imap",
+            Protocol::Pop3 => b"pop3",
+            Protocol::Managesieve => b"managesieve",
+        }
+    }
+
     /// The name Perdition uses in its log lines (`protocol=IMAP4S`).
     pub fn log_name(self, implicit_tls: bool) -> &'static str {
         match (self, implicit_tls) {
@@ -258,5 +286,36 @@ impl Protocol {
             (Protocol::Pop3, true) => 995,
             (Protocol::Managesieve, _) => 4190,
         }
+    }
+}
+
+#[cfg(test)]
+mod credential_tests {
+    use super::*;
+
+    fn creds(user: &str, secret: &[u8]) -> Credentials {
+        Credentials {
+            user: user.into(),
+            secret: secret.to_vec(),
+        }
+    }
+
+    #[test]
+    fn nul_cr_and_lf_are_refused_in_names_and_passwords() {
+        assert_eq!(creds("alice", b"pw with space").check_characters(), Ok(()));
+        assert_eq!(
+            creds("user0001\0pw-user0001", b"").check_characters(),
+            Err("user0001")
+        );
+        assert_eq!(creds("bob\r\nX", b"pw").check_characters(), Err("bob"));
+        assert_eq!(creds("carol", b"p\nw").check_characters(), Err("carol"));
+        assert_eq!(creds("dave", b"p\0w").check_characters(), Err("dave"));
+        assert_eq!(creds("José", "pä".as_bytes()).check_characters(), Ok(()));
+    }
+
+    #[test]
+    fn the_password_never_shows_through_debug() {
+        let text = format!("{:?}", creds("alice", b"s3cret"));
+        assert!(!text.contains("s3cret"), "{text}");
     }
 }

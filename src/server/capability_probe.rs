@@ -22,7 +22,7 @@ const RETRY: Duration = Duration::from_secs(30);
 /// Ask until the back end answers, then keep the answer for every new client.
 pub async fn learn_capability(state: Arc<ListenerState>) {
     loop {
-        match timeout(state.limits.backend_timeout(), probe(&state)).await {
+        match timeout(state.limits.backend_login_timeout(), probe(&state)).await {
             Ok(Ok(capability)) => {
                 state.logger.info(&format!(
                     "Learned {} capabilities from {}",

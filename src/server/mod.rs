@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
@@ -21,8 +21,29 @@ use crate::tls::{self, BackendVerification};
 
 use session::ListenerState;
 
-/// Clients over the connection limit that are told so at the same time, per listener.
-const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+/// Implicit-TLS clients over the connection limit that are told so at the same time, per
+/// listener: each needs a handshake, so a flood beyond this is closed without a word (and
+/// logged). Plain clients are all answered, at once, in the accept loop.
+const MAX_TLS_REFUSALS_IN_FLIGHT: usize = 64;
+
+/// How long sessions still relaying at the end of the grace period get to write their
+/// Closing lines.
+const CLOSING_TIME: Duration = Duration::from_secs(2);
+
+/// Where the process is in its life; every session watches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Phase {
+    Serving,
+    /// Shutdown asked: no new connections; clients that have not logged in are told BYE.
+    Draining,
+    /// The grace period is over: relays end and log their Closing lines.
+    Closing,
+}
+
+/// Wait until the process reaches `phase` (or the server is gone).
+pub async fn reached(watch: &mut watch::Receiver<Phase>, phase: Phase) {
+    let _ = watch.wait_for(|p| *p >= phase).await;
+}
 
 /// Build every listener's shared state and bind its sockets; errors name the culprit.
 pub async fn bind(
@@ -33,7 +54,11 @@ pub async fn bind(
     for l in &config.listeners {
         let acceptor = match (l.tls, &l.cert, &l.key) {
             (ListenerTls::None, _, _) => None,
-            (_, Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(cert, key)?)),
+            (_, Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
+                cert,
+                key,
+                l.protocol.alpn_id(),
+            )?)),
             _ => return Err("a TLS listener needs cert and key".into()),
         };
         let connector = match l.backend.tls {
@@ -104,7 +129,7 @@ pub async fn run(
     } else {
         connection_limit
     }));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     // Every session holds a clone; when all are dropped, `recv` returns None (mini-redis).
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     for (state, listener) in bound {
@@ -120,16 +145,23 @@ pub async fn run(
             state,
             listener,
             limit.clone(),
-            shutdown_rx.clone(),
+            phase_rx.clone(),
             done_tx.clone(),
         ));
     }
     drop(done_tx);
     shutdown_signal.await;
     logger.info("Shutting down: no new connections");
-    let _ = shutdown_tx.send(true);
+    let _ = phase_tx.send(Phase::Draining);
     if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
         logger.info("Shutdown grace period over; closing remaining sessions");
+        let _ = phase_tx.send(Phase::Closing);
+        if tokio::time::timeout(CLOSING_TIME, done_rx.recv())
+            .await
+            .is_err()
+        {
+            logger.warning("Some sessions did not end in time; they are cut without a log line");
+        }
     }
 }
 
@@ -137,15 +169,15 @@ async fn accept_loop(
     state: Arc<ListenerState>,
     listener: TcpListener,
     limit: Arc<Semaphore>,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Phase>,
     done: mpsc::Sender<()>,
 ) {
-    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
+    let tls_refusals = Arc::new(Semaphore::new(MAX_TLS_REFUSALS_IN_FLIGHT));
     let mut backoff = Duration::from_millis(10);
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = shutdown.changed() => return,
+            _ = reached(&mut shutdown, Phase::Draining) => return,
         };
         let (tcp, peer) = match accepted {
             Ok(a) => {
@@ -172,22 +204,37 @@ async fn accept_loop(
                     drop(done);
                 });
             }
-            Err(_) => {
-                state
-                    .logger
-                    .warning(&format!("Connection limit reached: refusing {peer}"));
-                // Saying why costs a task (and a TLS handshake on implicit-TLS listeners); in a
-                // flood beyond the limit, the extra connections are just closed.
-                if let Ok(permit) = refusals.clone().try_acquire_owned() {
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        session::refuse(state, tcp).await;
-                        drop(permit);
-                    });
-                }
-            }
+            Err(_) => refuse(&state, tcp, peer, &tls_refusals),
         }
     }
+}
+
+/// A client over the connection limit: told so in the protocol's words, then closed.
+fn refuse(
+    state: &Arc<ListenerState>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    tls_budget: &Arc<Semaphore>,
+) {
+    let answered = if state.config.tls != ListenerTls::Implicit {
+        session::refuse_plain(state, tcp)
+    } else if let Ok(permit) = tls_budget.clone().try_acquire_owned() {
+        let state = state.clone();
+        tokio::spawn(async move {
+            session::refuse_tls(state, tcp).await;
+            drop(permit);
+        });
+        true
+    } else {
+        drop(tcp);
+        false
+    };
+    let message = if answered {
+        format!("Connection limit reached: refusing {peer}")
+    } else {
+        format!("Connection limit reached: closing {peer} without an answer")
+    };
+    state.logger.warning(&message);
 }
 
 #[cfg(test)]

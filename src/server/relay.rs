@@ -25,8 +25,14 @@ pub struct Traffic {
 
 /// Copy both ways. When the client closes, the server is told (half-close) and the relay ends
 /// once the server has closed too; when the server closes, the relay ends at once. `idle`
-/// without a byte in either direction ends it as well.
-pub async fn relay<C, S>(client: C, server: S, idle: Duration) -> Traffic
+/// without a byte in either direction ends it as well, and so does `stop` (the end of the
+/// shutdown grace period); the counts are those of the bytes relayed until then.
+pub async fn relay<C, S>(
+    client: C,
+    server: S,
+    idle: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> Traffic
 where
     C: AsyncRead + AsyncWrite + Unpin,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -65,13 +71,14 @@ where
     };
     // The session is over when the server side is: a client that half-closes after LOGOUT
     // still gets the server's answer, but once the server has closed nothing more can happen.
-    tokio::pin!(upstream, downstream, watchdog);
+    tokio::pin!(upstream, downstream, watchdog, stop);
     let mut upstream_done = false;
     let timed_out = loop {
         tokio::select! {
             _ = &mut upstream, if !upstream_done => upstream_done = true,
             _ = &mut downstream => break false,
             _ = &mut watchdog => break true,
+            _ = &mut stop => break false,
         }
     };
     Traffic {
@@ -124,7 +131,12 @@ mod tests {
     async fn bytes_flow_both_ways_and_are_counted() {
         let (client_proxy, mut client) = duplex(1024);
         let (server_proxy, mut server) = duplex(1024);
-        let relay = tokio::spawn(relay(client_proxy, server_proxy, Duration::from_secs(5)));
+        let relay = tokio::spawn(relay(
+            client_proxy,
+            server_proxy,
+            Duration::from_secs(5),
+            std::future::pending(),
+        ));
         client.write_all(b"a NOOP\r\n").await.unwrap();
         let mut buf = [0u8; 8];
         server.read_exact(&mut buf).await.unwrap();
@@ -149,7 +161,12 @@ mod tests {
     async fn bulk_transfers_larger_than_every_buffer_arrive_intact() {
         let (client_proxy, mut client) = duplex(64 * 1024);
         let (server_proxy, mut server) = duplex(64 * 1024);
-        let relay = tokio::spawn(relay(client_proxy, server_proxy, Duration::from_secs(5)));
+        let relay = tokio::spawn(relay(
+            client_proxy,
+            server_proxy,
+            Duration::from_secs(5),
+            std::future::pending(),
+        ));
         let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let writer = {
             let payload = payload.clone();
@@ -167,11 +184,40 @@ mod tests {
         assert_eq!(relay.await.unwrap().sent, payload.len() as u64 + 1);
     }
 
+    #[tokio::test]
+    async fn stop_ends_the_relay_with_the_counts_so_far() {
+        let (client_proxy, mut client) = duplex(1024);
+        let (server_proxy, mut server) = duplex(1024);
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let relay = tokio::spawn(relay(
+            client_proxy,
+            server_proxy,
+            Duration::from_secs(30),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        client.write_all(b"a IDLE\r\n").await.unwrap();
+        let mut buf = [0u8; 8];
+        server.read_exact(&mut buf).await.unwrap();
+        stop_tx.send(()).unwrap();
+        let traffic = relay.await.unwrap();
+        assert_eq!((traffic.received, traffic.sent), (8, 0));
+        // The relay let go of both connections.
+        assert_eq!(client.read(&mut buf).await.unwrap(), 0);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn silence_ends_the_relay() {
         let (client_proxy, _client) = duplex(1024);
         let (server_proxy, _server) = duplex(1024);
-        let traffic = relay(client_proxy, server_proxy, Duration::from_secs(30)).await;
+        let traffic = relay(
+            client_proxy,
+            server_proxy,
+            Duration::from_secs(30),
+            std::future::pending(),
+        )
+        .await;
         assert_eq!(
             traffic,
             Traffic {

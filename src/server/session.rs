@@ -22,6 +22,7 @@ use crate::tls;
 
 use super::relay::relay;
 use super::stream::{BackendStream, ClientStream, MaybeTls};
+use super::{reached, Phase};
 
 /// Bytes read from a socket at a time before login.
 const READ_CHUNK: usize = 4096;
@@ -112,15 +113,15 @@ pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: watch::Receiver<Phase>,
 ) {
     let _ = tcp.set_nodelay(true);
     state.logger.connect(peer, local);
-    let deadline = Instant::now() + state.limits.login_timeout();
+    let mut deadline = Instant::now() + state.limits.login_timeout();
 
     let mut stream: ClientStream = match (&state.acceptor, state.config.tls) {
         (Some(acceptor), ListenerTls::Implicit) => {
-            match handshake(&state, acceptor, tcp, deadline, peer).await {
+            match handshake(&state, acceptor, tcp, deadline, peer, local).await {
                 Some(tls) => tls,
                 None => return,
             }
@@ -164,7 +165,7 @@ pub async fn serve(
                     // The machine only asks when the listener offers STARTTLS.
                     return;
                 };
-                stream = match handshake(&state, acceptor, tcp, deadline, peer).await {
+                stream = match handshake(&state, acceptor, tcp, deadline, peer, local).await {
                     Some(tls) => tls,
                     None => return,
                 };
@@ -174,8 +175,9 @@ pub async fn serve(
             ClientEvent::NeedInput => {
                 let read = tokio::select! {
                     r = timeout_at(deadline, stream.read(&mut buf)) => r,
-                    _ = shutdown.changed() => {
+                    _ = reached(&mut shutdown, Phase::Draining) => {
                         say_goodbye(&mut stream, &machine.shutdown_message()).await;
+                        state.logger.closing_null(peer, local);
                         return;
                     }
                 };
@@ -198,13 +200,37 @@ pub async fn serve(
                 }
             }
             ClientEvent::Login(creds) => {
+                if let Err(clean_part) = creds.check_characters() {
+                    // A NUL would split the SASL PLAIN message built for the back end, and a
+                    // CR or LF end the command line: refused here, before any back-end contact.
+                    let user = clean_part.to_string();
+                    let record = state.auth_record(peer, local, client_secure, user, None);
+                    state
+                        .logger
+                        .auth(&record, "failed: local authentication failure");
+                    let reply = machine.login_finished(&LoginOutcome::Rejected {
+                        text: "forbidden character in the credentials".into(),
+                    });
+                    if send(&mut stream, &reply.bytes, deadline).await.is_err() {
+                        return;
+                    }
+                    if reply.next == AfterLogin::Close {
+                        say_goodbye(&mut stream, &[]).await;
+                        return;
+                    }
+                    continue;
+                }
                 let password = state
                     .logger
                     .may_log_passwords()
                     .then(|| String::from_utf8_lossy(&creds.secret).into_owned());
                 let mut record =
                     state.auth_record(peer, local, client_secure, creds.user.clone(), password);
-                let (outcome, backend) = login(&state, creds, &mut record, deadline).await;
+                // The back-end steps run on their own timeouts: the time they take is not the
+                // client's, and the client is answered however they end.
+                let started = Instant::now();
+                let (outcome, backend) = login(&state, creds, &mut record).await;
+                deadline += started.elapsed();
                 state.logger.auth(&record, outcome.status());
                 record.password = None;
                 let outcome = outcome.into_login_outcome();
@@ -222,7 +248,10 @@ pub async fn serve(
                         let pipelined = machine.take_unprocessed();
                         drop(buf);
                         drop(machine);
-                        proxy(&state, stream, server, &record, pipelined, leftover).await;
+                        proxy(
+                            &state, stream, server, &record, pipelined, leftover, shutdown,
+                        )
+                        .await;
                         return;
                     }
                     (AfterLogin::Close, _) | (AfterLogin::Relay, None) => {
@@ -263,17 +292,20 @@ async fn handshake(
     tcp: TcpStream,
     deadline: Instant,
     peer: SocketAddr,
+    local: SocketAddr,
 ) -> Option<ClientStream> {
     match timeout_at(deadline, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => Some(MaybeTls::Tls(Box::new(tls))),
         Ok(Err(e)) => {
-            state.logger.debug(&format!(
-                "TLS handshake with {peer} failed: {}",
-                tls::describe(&e)
-            ));
+            state.logger.tls_failure(peer, local, &tls::describe(&e));
             None
         }
-        Err(_) => None,
+        Err(_) => {
+            state
+                .logger
+                .tls_failure(peer, local, "no handshake within the login timeout");
+            None
+        }
     }
 }
 
@@ -286,12 +318,16 @@ async fn proxy(
     record: &AuthRecord,
     pipelined: Vec<u8>,
     leftover: Vec<u8>,
+    mut shutdown: watch::Receiver<Phase>,
 ) {
     if write(&mut server, &pipelined).await.is_err() || write(&mut client, &leftover).await.is_err()
     {
+        state.logger.closing(record, 0, 0);
         return;
     }
-    let traffic = relay(client, server, state.limits.idle_timeout()).await;
+    // Ended when the shutdown grace is over, so that the Closing line is still written.
+    let closing = async move { reached(&mut shutdown, Phase::Closing).await };
+    let traffic = relay(client, server, state.limits.idle_timeout(), closing).await;
     if traffic.timed_out {
         state.logger.info("Timeout piping data.");
     }
@@ -368,7 +404,6 @@ async fn login(
     state: &ListenerState,
     creds: Credentials,
     record: &mut AuthRecord,
-    deadline: Instant,
 ) -> (Attempt, Option<(BackendStream, Vec<u8>)>) {
     let lower_case = state.config.lower_case;
     let target = match state.map.lookup(&lower_case.for_lookup(&creds.user)).await {
@@ -392,34 +427,51 @@ async fn login(
         user: lower_case.for_login(&creds.user),
         secret: creds.secret,
     };
-    let backend_deadline = deadline.min(Instant::now() + state.limits.backend_timeout());
-    match timeout_at(
-        backend_deadline,
-        backend_login(state, &target.host, target.port, creds),
-    )
-    .await
-    {
+    let tcp = match connect(state, &target.host, target.port).await {
+        Ok(tcp) => tcp,
+        Err(attempt) => return (attempt, None),
+    };
+    let wait = state.limits.backend_login_timeout();
+    match timeout(wait, backend_login(state, tcp, creds)).await {
         Ok(Ok((LoginOutcome::Accepted { capabilities, text }, stream, leftover))) => (
             Attempt::Accepted { capabilities, text },
             Some((stream, leftover)),
         ),
         Ok(Ok((outcome, _, _))) => (Attempt::from_outcome(outcome), None),
         Ok(Err(attempt)) => (attempt, None),
-        Err(_) => (Attempt::NoConnection("timeout".into()), None),
+        Err(_) => (
+            Attempt::Negotiation(format!(
+                "timed out after {} s waiting for the login answer",
+                wait.as_secs()
+            )),
+            None,
+        ),
     }
 }
 
+/// Open the TCP connection to the back end, within `backend_connect_timeout`.
+async fn connect(state: &ListenerState, host: &str, port: u16) -> Result<TcpStream, Attempt> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let wait = state.limits.backend_connect_timeout();
+    match timeout(wait, TcpStream::connect((host, port))).await {
+        Ok(Ok(tcp)) => {
+            let _ = tcp.set_nodelay(true);
+            Ok(tcp)
+        }
+        Ok(Err(e)) => Err(Attempt::NoConnection(e.to_string())),
+        Err(_) => Err(Attempt::NoConnection(format!(
+            "timed out after {} s connecting",
+            wait.as_secs()
+        ))),
+    }
+}
+
+/// Greeting, TLS and login on an open connection to the back end.
 async fn backend_login(
     state: &ListenerState,
-    host: &str,
-    port: u16,
+    tcp: TcpStream,
     creds: Credentials,
 ) -> Result<(LoginOutcome, BackendStream, Vec<u8>), Attempt> {
-    let host_for_connect = host.trim_start_matches('[').trim_end_matches(']');
-    let tcp = TcpStream::connect((host_for_connect, port))
-        .await
-        .map_err(|e| Attempt::NoConnection(e.to_string()))?;
-    let _ = tcp.set_nodelay(true);
     let backend = &state.config.backend;
     let mut stream: BackendStream = match backend.tls {
         BackendTls::Implicit => MaybeTls::Tls(Box::new(
@@ -476,21 +528,25 @@ async fn start_tls(
 }
 
 /// Turn away a client over the connection limit with the protocol's own words, after the TLS
-/// handshake on implicit-TLS listeners so that the client can read them.
-pub async fn refuse(state: Arc<ListenerState>, tcp: TcpStream) {
+/// handshake so that the client can read them. Plain listeners use [`refuse_plain`] instead.
+pub async fn refuse_tls(state: Arc<ListenerState>, tcp: TcpStream) {
     let message = state.protocol().overloaded_message();
     let limit = Duration::from_secs(5);
-    match (&state.acceptor, state.config.tls) {
-        (Some(acceptor), ListenerTls::Implicit) => {
-            if let Ok(Ok(mut tls)) = timeout(limit, acceptor.accept(tcp)).await {
-                let _ = timeout(limit, write(&mut tls, message)).await;
-                let _ = timeout(limit, tls.shutdown()).await;
-            }
-        }
-        _ => {
-            let mut tcp = tcp;
-            let _ = timeout(limit, write(&mut tcp, message)).await;
-            let _ = timeout(limit, tcp.shutdown()).await;
+    if let Some(acceptor) = &state.acceptor {
+        if let Ok(Ok(mut tls)) = timeout(limit, acceptor.accept(tcp)).await {
+            let _ = timeout(limit, write(&mut tls, message)).await;
+            let _ = timeout(limit, tls.shutdown()).await;
         }
     }
+}
+
+/// Turn away a plain-TCP client at once, without a task: its one line fits in the fresh
+/// socket's send buffer, so a burst of thousands costs a write and a close each. False when
+/// the line could not be written whole (the client then only sees the close).
+pub fn refuse_plain(state: &ListenerState, tcp: TcpStream) -> bool {
+    let message = state.protocol().overloaded_message();
+    let written = matches!(tcp.try_write(message), Ok(n) if n == message.len());
+    // Dropping the socket closes it after the line has been sent.
+    drop(tcp);
+    written
 }

@@ -799,7 +799,7 @@ impl Proxy {
                     proxy.log_text()
                 );
             }
-            let text = proxy.log_text();
+            let text = read_lossy(&proxy.log);
             // Prefer the "listening on" log line (no probe connection the proxy would see);
             // fall back to connecting after 1 s (log going to a file or syslog).
             let probe = start.elapsed() > Duration::from_secs(1);
@@ -811,16 +811,26 @@ impl Proxy {
         proxy
     }
 
-    /// Everything the child wrote to stdout/stderr so far.
+    /// Everything the child wrote to stdout/stderr so far, once the log has settled: the proxy
+    /// writes its log from a thread of its own, a moment after the client got its answer.
     pub fn log_text(&self) -> String {
-        read_lossy(&self.log)
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut text = read_lossy(&self.log);
+        loop {
+            sleep(Duration::from_millis(30));
+            let again = read_lossy(&self.log);
+            if again == text || Instant::now() >= deadline {
+                return again;
+            }
+            text = again;
+        }
     }
 
     /// Polls the log until it contains `needle`; returns false after `timeout`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.log_text().contains(needle) {
+            if read_lossy(&self.log).contains(needle) {
                 return true;
             }
             if Instant::now() >= deadline {

@@ -81,7 +81,9 @@ impl Pop3ClientSide {
         if self.settings.login_disabled {
             Some("-ERR [SYS/PERM] Logins are disabled")
         } else if self.settings.tls_required && !self.tls_active {
-            Some("-ERR [SYS/PERM] Use STLS before logging in")
+            // No response code: [SYS/PERM] would tell the client the server is broken. Dovecot
+            // answers the same way.
+            Some("-ERR Plaintext authentication disallowed, use STLS first")
         } else {
             None
         }
@@ -623,7 +625,7 @@ mod tests {
         let mut s = settings();
         s.tls_required = true;
         let mut m = Pop3ClientSide::new(s);
-        let refusal = "-ERR [SYS/PERM] Use STLS before logging in\r\n";
+        let refusal = "-ERR Plaintext authentication disallowed, use STLS first\r\n";
         assert_eq!(text(&feed(&mut m, b"USER alice\r\n")), refusal);
         assert_eq!(text(&feed(&mut m, b"PASS pw\r\n")), refusal);
         assert_eq!(text(&feed(&mut m, b"AUTH PLAIN AGFsaWNlAHB3\r\n")), refusal);
