@@ -14,6 +14,7 @@ pub mod line;
 pub mod managesieve;
 pub mod pop3;
 pub mod sasl;
+pub mod secret;
 #[cfg(test)]
 mod test_support;
 
@@ -21,6 +22,7 @@ use std::fmt;
 
 pub use limits::PreLoginLimits;
 pub use managesieve::learn::Learned;
+pub use secret::Secret;
 
 /// A login the client asked for. The secret is kept out of `Debug` so that it cannot leak into
 /// a log line by accident.
@@ -30,7 +32,7 @@ pub struct Credentials {
     pub user: String,
     /// The password. Arbitrary bytes are allowed by IMAP literals, but all back ends we speak to
     /// take UTF-8 or Latin-1 passwords, so we keep the raw bytes.
-    pub secret: Vec<u8>,
+    pub secret: Secret<Vec<u8>>,
 }
 
 /// Bytes no user name or password may hold: a NUL separates the fields of the SASL PLAIN
@@ -46,7 +48,7 @@ impl Credentials {
         let bad = |b: &u8| FORBIDDEN_IN_CREDENTIALS.contains(b);
         match self.user.bytes().position(|b| bad(&b)) {
             Some(at) => Err(&self.user[..at]),
-            None if self.secret.iter().any(bad) => Err(&self.user),
+            None if self.secret.expose().iter().any(bad) => Err(&self.user),
             None => Ok(()),
         }
     }
@@ -141,7 +143,7 @@ pub trait ClientSide: Send {
 }
 
 /// What the server side wants the session to do next.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub enum ServerEvent {
     /// Write these bytes to the back end.
     Send(Vec<u8>),
@@ -152,6 +154,18 @@ pub enum ServerEvent {
     /// The login is over. After `Accepted`, [`ServerSide::take_unprocessed`] holds any bytes the
     /// back end sent after its answer; they belong to the client.
     Finished(LoginOutcome),
+}
+
+/// `Send` carries the login command, password included: `Debug` shows only its length.
+impl fmt::Debug for ServerEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerEvent::Send(bytes) => write!(f, "Send(<{} bytes>)", bytes.len()),
+            ServerEvent::StartTls => f.write_str("StartTls"),
+            ServerEvent::NeedInput => f.write_str("NeedInput"),
+            ServerEvent::Finished(outcome) => f.debug_tuple("Finished").field(outcome).finish(),
+        }
+    }
 }
 
 /// The machine that logs in to the back end.
@@ -296,7 +310,7 @@ mod credential_tests {
     fn creds(user: &str, secret: &[u8]) -> Credentials {
         Credentials {
             user: user.into(),
-            secret: secret.to_vec(),
+            secret: Secret::new(secret.to_vec()),
         }
     }
 
@@ -317,5 +331,18 @@ mod credential_tests {
     fn the_password_never_shows_through_debug() {
         let text = format!("{:?}", creds("alice", b"s3cret"));
         assert!(!text.contains("s3cret"), "{text}");
+        // The login command a back-end machine asks to send, password inside.
+        let mut machine = Protocol::Imap.server_side(
+            creds("alice", b"s3cret"),
+            ServerSettings { starttls: false },
+        );
+        machine.receive(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n");
+        let event = machine.next_event();
+        assert!(matches!(&event, ServerEvent::Send(b) if b.starts_with(b"pc2 AUTHENTICATE")));
+        let text = format!("{event:?}");
+        assert!(
+            !text.contains("s3cret") && !text.contains("czNjcmV0"),
+            "{text}"
+        );
     }
 }

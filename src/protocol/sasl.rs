@@ -33,17 +33,17 @@ pub fn decode_plain(b64: &[u8]) -> Result<Credentials, PlainError> {
     }
     Ok(Credentials {
         user: user.to_string(),
-        secret: passwd.to_vec(),
+        secret: passwd.to_vec().into(),
     })
 }
 
 /// Encode credentials as a base64 PLAIN response with an empty authorisation identity.
 pub fn encode_plain(creds: &Credentials) -> String {
-    let mut raw = Vec::with_capacity(creds.user.len() + creds.secret.len() + 2);
+    let mut raw = Vec::with_capacity(creds.user.len() + creds.secret.expose().len() + 2);
     raw.push(0);
     raw.extend_from_slice(creds.user.as_bytes());
     raw.push(0);
-    raw.extend_from_slice(&creds.secret);
+    raw.extend_from_slice(creds.secret.expose());
     STANDARD.encode(raw)
 }
 
@@ -54,7 +54,7 @@ mod tests {
     fn creds(user: &str, secret: &str) -> Credentials {
         Credentials {
             user: user.into(),
-            secret: secret.as_bytes().to_vec(),
+            secret: secret.as_bytes().to_vec().into(),
         }
     }
 

@@ -57,6 +57,6 @@ pub fn text(events: &[ClientEvent]) -> String {
 pub fn creds(user: &str, pass: &str) -> ClientEvent {
     ClientEvent::Login(Credentials {
         user: user.into(),
-        secret: pass.as_bytes().to_vec(),
+        secret: pass.as_bytes().to_vec().into(),
     })
 }

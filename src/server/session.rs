@@ -223,7 +223,7 @@ pub async fn serve(
                 let password = state
                     .logger
                     .may_log_passwords()
-                    .then(|| String::from_utf8_lossy(&creds.secret).into_owned());
+                    .then(|| String::from_utf8_lossy(creds.secret.expose()).into_owned());
                 let mut record =
                     state.auth_record(peer, local, client_secure, creds.user.clone(), password);
                 // The back-end steps run on their own timeouts: the time they take is not the

@@ -4,7 +4,7 @@
 use crate::protocol::line::{pop_line, Line};
 use crate::protocol::sasl::encode_plain;
 use crate::protocol::{
-    has_capability, Credentials, LoginOutcome, ServerEvent, ServerSettings, ServerSide,
+    has_capability, Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings, ServerSide,
 };
 
 use super::{capability_code, parse_response, string_argument, StringArgument};
@@ -25,7 +25,7 @@ enum State {
     Capability,
     /// Waiting for `+` before sending the rest of the login; `pending` is what follows.
     Login {
-        pending: Vec<Vec<u8>>,
+        pending: Secret<Vec<Vec<u8>>>,
     },
     /// Login accepted without capabilities; asking for them.
     PostCapability {
@@ -80,7 +80,9 @@ impl ImapServerSide {
         if has_capability(&caps, "AUTH=PLAIN") {
             let response = encode_plain(&self.creds).into_bytes();
             if has_capability(&caps, "SASL-IR") {
-                self.state = State::Login { pending: vec![] };
+                self.state = State::Login {
+                    pending: Secret::default(),
+                };
                 let mut cmd = format!("{TAG_LOGIN} AUTHENTICATE PLAIN ").into_bytes();
                 cmd.extend_from_slice(&response);
                 cmd.extend_from_slice(b"\r\n");
@@ -89,7 +91,7 @@ impl ImapServerSide {
             let mut rest = response;
             rest.extend_from_slice(b"\r\n");
             self.state = State::Login {
-                pending: vec![rest],
+                pending: Secret::new(vec![rest]),
             };
             return ServerEvent::Send(format!("{TAG_LOGIN} AUTHENTICATE PLAIN\r\n").into_bytes());
         }
@@ -100,7 +102,7 @@ impl ImapServerSide {
         let literal_plus = has_capability(&caps, "LITERAL+");
         let mut chunks: Vec<Vec<u8>> = vec![format!("{TAG_LOGIN} LOGIN ").into_bytes()];
         let user = self.creds.user.as_bytes().to_vec();
-        let secret = self.creds.secret.clone();
+        let secret = self.creds.secret.expose().clone();
         for (i, value) in [user, secret].into_iter().enumerate() {
             let current = chunks.last_mut().expect("never empty");
             if i == 1 {
@@ -127,7 +129,9 @@ impl ImapServerSide {
             .expect("never empty")
             .extend_from_slice(b"\r\n");
         let first = chunks.remove(0);
-        self.state = State::Login { pending: chunks };
+        self.state = State::Login {
+            pending: Secret::new(chunks),
+        };
         ServerEvent::Send(first)
     }
 
@@ -205,6 +209,7 @@ impl ImapServerSide {
             }
             State::Login { pending } => {
                 if r.tag == "+" {
+                    let pending = pending.expose_mut();
                     if pending.is_empty() {
                         // A challenge we did not expect: cancel the exchange.
                         return Some(ServerEvent::Send(b"*\r\n".to_vec()));
@@ -304,7 +309,7 @@ mod tests {
     fn creds(pass: &str) -> Credentials {
         Credentials {
             user: "alice".into(),
-            secret: pass.as_bytes().to_vec(),
+            secret: Secret::new(pass.as_bytes().to_vec()),
         }
     }
 

@@ -191,7 +191,7 @@ impl ImapClientSide {
                             tag,
                             Credentials {
                                 user: user.to_string(),
-                                secret: pass.to_vec(),
+                                secret: pass.to_vec().into(),
                             },
                         ),
                         Err(_) => reply(tag, "NO [AUTHENTICATIONFAILED] Invalid user name"),
@@ -733,7 +733,7 @@ mod tests {
                 events.last(),
                 Some(&ClientEvent::Login(Credentials {
                     user: user.clone(),
-                    secret: pass.clone()
+                    secret: pass.clone().into()
                 })),
                 "round {round}: {:?}",
                 String::from_utf8_lossy(&wire)

@@ -226,7 +226,7 @@ mod tests {
         SieveServerSide::new(
             Credentials {
                 user: "alice".into(),
-                secret: pass.as_bytes().to_vec(),
+                secret: pass.as_bytes().to_vec().into(),
             },
             ServerSettings { starttls },
         )

@@ -4,7 +4,7 @@
 
 use crate::protocol::line::{pop_line, split_word, Line};
 use crate::protocol::sasl::encode_plain;
-use crate::protocol::{Credentials, LoginOutcome, ServerEvent, ServerSettings, ServerSide};
+use crate::protocol::{Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings, ServerSide};
 
 /// Longest line accepted from a back end.
 /// A CAPA answer longer than this is not from a POP3 server worth talking to.
@@ -27,7 +27,7 @@ enum State {
     CapaList,
     /// `AUTH PLAIN` sent; `pending` is the response still owed to a `+` continuation.
     Auth {
-        pending: Option<Vec<u8>>,
+        pending: Option<Secret<Vec<u8>>>,
     },
     User,
     Pass,
@@ -114,7 +114,7 @@ impl Pop3ServerSide {
     fn login(&mut self) -> ServerEvent {
         let user = self.creds.user.as_bytes();
         let unsafe_byte = |b: &u8| matches!(b, b'\r' | b'\n' | 0);
-        if user.iter().any(unsafe_byte) || self.creds.secret.iter().any(unsafe_byte) {
+        if user.iter().any(unsafe_byte) || self.creds.secret.expose().iter().any(unsafe_byte) {
             return self.finish(LoginOutcome::Rejected {
                 text: "user name or password contains CR, LF or NUL".into(),
             });
@@ -127,7 +127,7 @@ impl Pop3ServerSide {
                 return ServerEvent::Send(command.into_bytes());
             }
             self.state = State::Auth {
-                pending: Some(format!("{response}\r\n").into_bytes()),
+                pending: Some(Secret::new(format!("{response}\r\n").into_bytes())),
             };
             return ServerEvent::Send(b"AUTH PLAIN\r\n".to_vec());
         }
@@ -180,7 +180,7 @@ impl Pop3ServerSide {
             }
             State::Auth { pending } => match status(line) {
                 Status::Continuation => match pending.take() {
-                    Some(response) => ServerEvent::Send(response),
+                    Some(response) => ServerEvent::Send(response.into_inner()),
                     // A challenge we did not expect: cancel the exchange.
                     None => ServerEvent::Send(b"*\r\n".to_vec()),
                 },
@@ -195,7 +195,7 @@ impl Pop3ServerSide {
                 Status::Ok(_) => {
                     self.state = State::Pass;
                     let mut command = b"PASS ".to_vec();
-                    command.extend_from_slice(&self.creds.secret);
+                    command.extend_from_slice(self.creds.secret.expose());
                     command.extend_from_slice(b"\r\n");
                     ServerEvent::Send(command)
                 }
@@ -262,7 +262,7 @@ mod tests {
     fn creds(user: &str, pass: &str) -> Credentials {
         Credentials {
             user: user.into(),
-            secret: pass.as_bytes().to_vec(),
+            secret: pass.as_bytes().to_vec().into(),
         }
     }
 

@@ -183,7 +183,7 @@ impl Pop3ClientSide {
                 }
                 self.begin_login(Credentials {
                     user,
-                    secret: args.to_vec(),
+                    secret: args.to_vec().into(),
                 })
             }
             b"AUTH" => self.auth(args),
@@ -470,7 +470,7 @@ mod tests {
                 ClientEvent::Send(b"+OK\r\n".to_vec()),
                 ClientEvent::Login(Credentials {
                     user: "bob".into(),
-                    secret: b"p\xe4ss word".to_vec(),
+                    secret: b"p\xe4ss word".to_vec().into(),
                 })
             ]
         );
