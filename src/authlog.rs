@@ -15,6 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::{LogConfig, LogPasswd};
+use crate::protocol::{Failure, LoginOutcome, Refusal, Secret, Security};
 
 use per_source::PerSourceLimit;
 use queue::Class;
@@ -254,12 +255,9 @@ impl Logger {
     }
 
     /// `Auth: ...` for one login attempt, at `notice` like Perdition.
-    pub fn auth(&self, record: &AuthRecord, status: &str) {
-        let succeeded = status == "ok";
-        let line = format!(
-            "Auth:{}",
-            record.fields(status, self.password_for(record, succeeded))
-        );
+    pub fn auth(&self, record: &AuthRecord, outcome: &LoginOutcome) {
+        let password = self.password_for(record, outcome.is_accepted());
+        let line = format!("Auth:{}", record.fields(status_text(outcome), password));
         self.write(Severity::Notice, &line);
     }
 
@@ -268,7 +266,7 @@ impl Logger {
         self.info(&format!(
             "Closing session:{} authorisation_id=NONE authentication_id=\"{}\" received={received} sent={sent}",
             from_to(record.peer, record.local),
-            escape(&record.user)
+            escape(record.user.as_deref().unwrap_or("(null)"))
         ));
     }
 
@@ -319,8 +317,9 @@ impl Logger {
     fn password_for<'a>(&self, record: &'a AuthRecord, succeeded: bool) -> Option<&'a str> {
         self.log_passwd
             .applies(succeeded)
-            .then_some(record.password.as_deref())
+            .then_some(record.password.as_ref())
             .flatten()
+            .map(|p| p.expose().as_str())
     }
 }
 
@@ -334,22 +333,40 @@ fn from_to(peer: SocketAddr, local: SocketAddr) -> String {
     format!(" {}->{}", addr(peer), addr(local))
 }
 
+/// Perdition's status text for an outcome, so that its log scrapers and fail2ban keep working.
+pub fn status_text(outcome: &LoginOutcome) -> &'static str {
+    match outcome {
+        LoginOutcome::Accepted { .. } => "ok",
+        LoginOutcome::Rejected { .. } => "failed: Re-Authentication Failure",
+        LoginOutcome::Refused(Refusal::LoginDisabled) => "failed: Login Disabled",
+        LoginOutcome::Refused(Refusal::ForbiddenCharacters) => {
+            "failed: local authentication failure"
+        }
+        LoginOutcome::Failed { failure, .. } => match failure {
+            Failure::NoConnection => "failed: Could not connect to server",
+            Failure::Negotiation => "failed: Connection Negotiation Failure",
+            Failure::NoTls => "failed: TLS not present",
+        },
+    }
+}
+
 /// What an Auth or Closing line says about one session.
 #[derive(Clone)]
 pub struct AuthRecord {
     pub peer: SocketAddr,
     pub local: SocketAddr,
-    /// `ssl` (implicit TLS), `starttls` or `plaintext`.
-    pub client_secure: &'static str,
-    pub user: String,
+    pub client_secure: Security,
+    /// As the client typed it; `None` (Perdition's `(null)`) before it gave one.
+    pub user: Option<String>,
     /// Only filled when `log_passwd` may print it, and only until the Auth line is written.
-    pub password: Option<String>,
-    /// `host:port` of the back end, or `NONE` before a lookup.
-    pub server: String,
+    pub password: Option<Secret<String>>,
+    /// `host:port` of the back end; `None` (Perdition's `(null):(null)`) before a lookup.
+    pub server: Option<String>,
     pub protocol: &'static str,
-    pub server_secure: &'static str,
+    pub server_secure: Security,
 }
 
+/// The fields of the line, never the password.
 impl std::fmt::Debug for AuthRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.fields("-", None))
@@ -364,11 +381,11 @@ impl AuthRecord {
         format!(
             "{} client-secure={} authorisation_id=NONE authentication_id=\"{}\"{passwd} server=\"{}\" protocol={} server-secure={} status=\"{}\"",
             from_to(self.peer, self.local),
-            self.client_secure,
-            escape(&self.user),
-            self.server,
+            self.client_secure.log_name(),
+            escape(self.user.as_deref().unwrap_or("(null)")),
+            self.server.as_deref().unwrap_or("(null):(null)"),
             self.protocol,
-            self.server_secure,
+            self.server_secure.log_name(),
             status
         )
     }
@@ -439,12 +456,12 @@ mod tests {
         AuthRecord {
             peer: "192.0.2.7:51000".parse().unwrap(),
             local: "198.51.100.1:993".parse().unwrap(),
-            client_secure: "ssl",
-            user: "alice".into(),
-            password: Some("s3cret".into()),
-            server: "10.0.0.2:143".into(),
+            client_secure: Security::Ssl,
+            user: Some("alice".into()),
+            password: Some(Secret::new("s3cret".into())),
+            server: Some("10.0.0.2:143".into()),
             protocol: "IMAP4S",
-            server_secure: "plaintext",
+            server_secure: Security::Plaintext,
         }
     }
 
@@ -459,7 +476,7 @@ mod tests {
     #[test]
     fn hostile_user_names_stay_inside_their_quotes() {
         let mut r = record();
-        r.user = "x\" status=\"ok\nAuth: fake".into();
+        r.user = Some("x\" status=\"ok\nAuth: fake".into());
         let line = r.fields("failed", None);
         assert!(!line.contains('\n'));
         assert!(
@@ -485,7 +502,13 @@ mod tests {
                 syslog_facility: facility_code("mail"),
             },
         );
-        logger.auth(&record(), "ok");
+        logger.auth(
+            &record(),
+            &LoginOutcome::Accepted {
+                capabilities: None,
+                text: "Logged in".into(),
+            },
+        );
         let mut buf = [0u8; 1024];
         let n = server.recv(&mut buf).unwrap();
         let datagram = std::str::from_utf8(&buf[..n]).unwrap();

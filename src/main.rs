@@ -9,6 +9,7 @@ use std::time::Duration;
 use portcullis::authlog::Logger;
 use portcullis::config::{perdition, Config};
 use portcullis::server;
+use portcullis::server::services::Services;
 
 const USAGE: &str = "\
 Usage:
@@ -49,8 +50,8 @@ fn main() -> ExitCode {
             for w in &warnings {
                 eprintln!("warning: {w}");
             }
-            match config.validate() {
-                Ok(()) => {
+            match server::runtime::build(&config) {
+                Ok(_) => {
                     print!("{}", config.to_toml());
                     eprintln!("configuration is valid");
                     ExitCode::SUCCESS
@@ -113,12 +114,16 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
 }
 
 fn run(config: Config, warnings: Vec<String>) -> ExitCode {
-    if let Err(problems) = config.validate() {
-        for p in problems {
-            eprintln!("portcullis: configuration error: {p}");
+    // Certificates, keys and maps are read here, once.
+    let listeners = match server::runtime::build(&config) {
+        Ok(l) => l,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("portcullis: configuration error: {p}");
+            }
+            return ExitCode::FAILURE;
         }
-        return ExitCode::FAILURE;
-    }
+    };
     let logger = match Logger::open(&config.log) {
         Ok(l) => Arc::new(l),
         Err(e) => {
@@ -139,8 +144,9 @@ fn run(config: Config, warnings: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let services = Services::new(logger.clone());
     runtime.block_on(async {
-        let bound = match server::bind(&config, logger.clone()).await {
+        let bound = match server::bind(&listeners) {
             Ok(b) => b,
             Err(e) => {
                 logger.error(&e);
@@ -154,9 +160,9 @@ fn run(config: Config, warnings: Vec<String>) -> ExitCode {
         tokio::spawn(reopen_log_on_hangup(logger.clone()));
         server::run(
             bound,
+            services,
             config.limits.connection_limit,
             Duration::from_secs(config.limits.shutdown_grace),
-            logger.clone(),
             shutdown_signal(),
         )
         .await;

@@ -337,15 +337,9 @@ impl Config {
             if let Err(e) = l.addresses() {
                 problems.push(format!("{name}: {e}"));
             }
-            if l.tls != ListenerTls::None {
-                match (&l.cert, &l.key) {
-                    (Some(cert), Some(key)) => {
-                        if let Err(e) = crate::tls::server_config(cert, key, l.protocol.alpn_id()) {
-                            problems.push(format!("{name}: {e}"));
-                        }
-                    }
-                    _ => problems.push(format!("{name}: tls needs both cert and key")),
-                }
+            // The files themselves are read once, by `server::runtime::build`.
+            if l.tls != ListenerTls::None && (l.cert.is_none() || l.key.is_none()) {
+                problems.push(format!("{name}: tls needs both cert and key"));
             }
             if l.protocol == Protocol::Managesieve && l.tls == ListenerTls::Implicit {
                 problems.push(format!(

@@ -11,11 +11,48 @@ use std::pin::Pin;
 
 use serde::{Deserialize, Serialize};
 
-/// Where to send one user.
+use crate::config::BackendTls;
+
+/// What a map decides for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
+    /// Tried in order; the next one only when connecting to the previous one failed, never
+    /// once credentials were sent.
+    pub endpoints: Vec<Endpoint>,
+    /// The name to log in with at the back end; the client's own when `None`.
+    pub user: Option<String>,
+}
+
+/// One back-end server and how to reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// IP address or host name; an IPv6 address may come in brackets.
     pub host: String,
     pub port: u16,
+    pub tls: BackendTls,
+    /// The name its certificate must carry; `host` when `None`.
+    pub tls_name: Option<String>,
+}
+
+impl Endpoint {
+    /// `host:port` as the log shows it (`[v6]:port` for IPv6).
+    pub fn log_name(&self) -> String {
+        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        if host.contains(':') {
+            format!("[{host}]:{}", self.port)
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+
+    /// The host as the resolver wants it (no brackets).
+    pub fn connect_host(&self) -> &str {
+        self.host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    pub fn tls_name(&self) -> &str {
+        self.tls_name.as_deref().unwrap_or(self.connect_host())
+    }
 }
 
 /// Why a lookup produced no target.

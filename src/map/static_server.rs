@@ -1,18 +1,18 @@
 //! The static map: every user goes to the same server (Perdition's `outgoing_server` with
 //! `no_lookup`, or a native listener's `[listener.backend]`).
 
-use super::{LookupFuture, Map, Target};
+use super::{Endpoint, LookupFuture, Map, Target};
 
 pub struct StaticServer {
     target: Target,
 }
 
 impl StaticServer {
-    pub fn new(host: impl Into<String>, port: u16) -> Self {
+    pub fn new(endpoint: Endpoint) -> Self {
         StaticServer {
             target: Target {
-                host: host.into(),
-                port,
+                endpoints: vec![endpoint],
+                user: None,
             },
         }
     }

@@ -87,8 +87,11 @@ pub enum ClientEvent {
     NeedInput,
 }
 
-/// How a back-end login ended, in protocol-neutral terms.
+/// How a login attempt ended, in protocol-neutral terms. The client side turns it into the
+/// protocol's answer, the log into Perdition's status text, later the guard and the metrics
+/// into their counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LoginOutcome {
     /// Logged in. `capabilities` is the back end's post-login capability list when it has one.
     Accepted {
@@ -97,11 +100,80 @@ pub enum LoginOutcome {
     },
     /// The back end refused the credentials.
     Rejected { text: String },
-    /// The back end could not be reached or spoke nonsense; `reason` is for the log only.
-    Unavailable { reason: String },
-    /// The back end was to be reached over STARTTLS and does not offer or refused it. To the
-    /// client this is unavailability; the log names it (Perdition's "TLS not present").
-    NoTls { reason: String },
+    /// The proxy refused the attempt itself, without asking a back end.
+    Refused(Refusal),
+    /// The login could not be carried out; the client is told to try later. `reason` is for
+    /// the log only.
+    Failed { failure: Failure, reason: String },
+}
+
+/// How one leg of a session is protected, named as Perdition's log names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Security {
+    /// TLS from the first byte.
+    Ssl,
+    /// Plaintext upgraded by STARTTLS/STLS.
+    Starttls,
+    Plaintext,
+}
+
+impl Security {
+    pub fn log_name(self) -> &'static str {
+        match self {
+            Security::Ssl => "ssl",
+            Security::Starttls => "starttls",
+            Security::Plaintext => "plaintext",
+        }
+    }
+}
+
+/// Why the proxy refused a login by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// The listener refuses every login (maintenance), or TLS is required and not active.
+    LoginDisabled,
+    /// A NUL, CR or LF in the user name or password ([`Credentials::check_characters`]).
+    ForbiddenCharacters,
+}
+
+/// Which step of reaching the back end failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Failure {
+    /// No connection: the map could not answer, the TCP connect failed or timed out.
+    NoConnection,
+    /// Connected, but the exchange failed: a bad greeting, a TLS error, no login answer in time.
+    Negotiation,
+    /// The back end was to be reached over STARTTLS and does not offer it or refused it.
+    NoTls,
+}
+
+impl LoginOutcome {
+    pub fn unavailable(reason: impl Into<String>) -> LoginOutcome {
+        LoginOutcome::Failed {
+            failure: Failure::Negotiation,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn no_tls(reason: impl Into<String>) -> LoginOutcome {
+        LoginOutcome::Failed {
+            failure: Failure::NoTls,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn no_connection(reason: impl Into<String>) -> LoginOutcome {
+        LoginOutcome::Failed {
+            failure: Failure::NoConnection,
+            reason: reason.into(),
+        }
+    }
+
+    pub fn is_accepted(&self) -> bool {
+        matches!(self, LoginOutcome::Accepted { .. })
+    }
 }
 
 /// What the client side answers once the session reports a login outcome.
@@ -176,9 +248,7 @@ pub trait ServerSide: Send {
     fn take_unprocessed(&mut self) -> Vec<u8>;
     /// The back end closed the connection; the machine turns that into a final event.
     fn eof(&mut self) -> LoginOutcome {
-        LoginOutcome::Unavailable {
-            reason: "connection closed by server".into(),
-        }
+        LoginOutcome::unavailable("connection closed by server")
     }
 }
 
@@ -227,7 +297,7 @@ pub fn has_capability(list: &str, name: &str) -> bool {
 }
 
 impl Protocol {
-    pub fn client_side(self, settings: ClientSettings) -> Box<dyn ClientSide> {
+    pub fn client_side(self, settings: std::sync::Arc<ClientSettings>) -> Box<dyn ClientSide> {
         match self {
             Protocol::Imap => Box::new(imap::front::ImapClientSide::new(settings)),
             Protocol::Pop3 => Box::new(pop3::front::Pop3ClientSide::new(settings)),

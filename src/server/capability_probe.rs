@@ -11,7 +11,8 @@ use tokio::time::timeout;
 
 use crate::protocol::Learned;
 
-use super::session::ListenerState;
+use super::runtime::ListenerState;
+use super::services::Services;
 
 /// A ManageSieve greeting is a few hundred bytes; anything near this is not one.
 const MAX_GREETING: usize = 256 * 1024;
@@ -19,12 +20,18 @@ const MAX_GREETING: usize = 256 * 1024;
 /// How long to wait before asking a back end that was down again.
 const RETRY: Duration = Duration::from_secs(30);
 
+/// Whether this listener's capabilities are to be learned from its back end.
+pub fn wanted(state: &ListenerState) -> bool {
+    state.protocol().learns_capability() && state.config.capability.is_none()
+}
+
 /// Ask until the back end answers, then keep the answer for every new client.
-pub async fn learn_capability(state: Arc<ListenerState>) {
+pub async fn learn_capability(state: Arc<ListenerState>, services: Arc<Services>) {
+    let logger = &services.logger;
     loop {
         match timeout(state.limits.backend_login_timeout(), probe(&state)).await {
             Ok(Ok(capability)) => {
-                state.logger.info(&format!(
+                logger.info(&format!(
                     "Learned {} capabilities from {}",
                     state.protocol().log_name(false),
                     state.config.backend.host
@@ -32,12 +39,12 @@ pub async fn learn_capability(state: Arc<ListenerState>) {
                 state.set_learned_capability(capability);
                 return;
             }
-            Ok(Err(e)) => state.logger.warning(&format!(
+            Ok(Err(e)) => logger.warning(&format!(
                 "Cannot learn {} capabilities from {}: {e}; using the defaults",
                 state.protocol().log_name(false),
                 state.config.backend.host
             )),
-            Err(_) => state.logger.warning(&format!(
+            Err(_) => logger.warning(&format!(
                 "Cannot learn {} capabilities from {}: timeout; using the defaults",
                 state.protocol().log_name(false),
                 state.config.backend.host

@@ -4,7 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 /// Either side of a session: plain TCP, or TLS over TCP. `T` is the rustls stream type
@@ -62,3 +62,12 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
 
 pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 pub type BackendStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// Write all of `bytes` and flush; nothing to do for none.
+pub async fn write<W: AsyncWrite + Unpin>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
+    if bytes.is_empty() {
+        return Ok(());
+    }
+    w.write_all(bytes).await?;
+    w.flush().await
+}

@@ -62,16 +62,12 @@ impl ImapServerSide {
 
     fn unavailable(&mut self, reason: impl Into<String>) -> ServerEvent {
         self.state = State::Done;
-        ServerEvent::Finished(LoginOutcome::Unavailable {
-            reason: reason.into(),
-        })
+        ServerEvent::Finished(LoginOutcome::unavailable(reason.into()))
     }
 
     fn no_tls(&mut self, reason: impl Into<String>) -> ServerEvent {
         self.state = State::Done;
-        ServerEvent::Finished(LoginOutcome::NoTls {
-            reason: reason.into(),
-        })
+        ServerEvent::Finished(LoginOutcome::no_tls(reason.into()))
     }
 
     /// Capabilities are known: log in the best way the server offers.
@@ -305,6 +301,7 @@ impl ServerSide for ImapServerSide {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Failure;
 
     fn creds(pass: &str) -> Credentials {
         Credentials {
@@ -401,12 +398,18 @@ mod tests {
         let mut m = side("pw", false);
         assert!(matches!(
             step(&mut m, b"* BYE go away\r\n"),
-            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+            ServerEvent::Finished(LoginOutcome::Failed {
+                failure: Failure::Negotiation,
+                ..
+            })
         ));
         let mut m = side("pw", false);
         assert!(matches!(
             step(&mut m, b"HTTP/1.1 400 Bad Request\r\n"),
-            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+            ServerEvent::Finished(LoginOutcome::Failed {
+                failure: Failure::Negotiation,
+                ..
+            })
         ));
     }
 
@@ -441,7 +444,10 @@ mod tests {
         let mut m = side("pw", true);
         assert!(matches!(
             step(&mut m, b"* OK [CAPABILITY IMAP4rev1] hi\r\n"),
-            ServerEvent::Finished(LoginOutcome::NoTls { .. })
+            ServerEvent::Finished(LoginOutcome::Failed {
+                failure: Failure::NoTls,
+                ..
+            })
         ));
     }
 }

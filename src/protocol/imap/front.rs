@@ -1,5 +1,7 @@
 //! The IMAP client side: greets, answers the pre-login commands and collects credentials.
 
+use std::sync::Arc;
+
 use crate::protocol::limits::PreLoginCounters;
 use crate::protocol::line::{pop_line, Line};
 use crate::protocol::sasl::{decode_plain, PlainError};
@@ -25,7 +27,7 @@ enum State {
 }
 
 pub struct ImapClientSide {
-    settings: ClientSettings,
+    settings: Arc<ClientSettings>,
     counters: PreLoginCounters,
     /// Bytes received and not yet parsed.
     input: Vec<u8>,
@@ -39,7 +41,8 @@ pub struct ImapClientSide {
 }
 
 impl ImapClientSide {
-    pub fn new(settings: ClientSettings) -> Self {
+    pub fn new(settings: impl Into<Arc<ClientSettings>>) -> Self {
+        let settings = settings.into();
         ImapClientSide {
             counters: PreLoginCounters::new(settings.limits),
             tls_active: settings.tls_active,
@@ -353,7 +356,7 @@ impl ClientSide for ImapClientSide {
                     next: AfterLogin::Relay,
                 }
             }
-            LoginOutcome::Rejected { .. } => {
+            LoginOutcome::Rejected { .. } | LoginOutcome::Refused(_) => {
                 let refusal = format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
                 let reply = self
                     .counters
@@ -364,7 +367,7 @@ impl ClientSide for ImapClientSide {
                 }
                 reply
             }
-            LoginOutcome::Unavailable { .. } | LoginOutcome::NoTls { .. } => LoginReply {
+            LoginOutcome::Failed { .. } => LoginReply {
                 bytes: format!(
                     "{tag} NO [UNAVAILABLE] Mail server unavailable, try again later\r\n"
                 )
@@ -653,9 +656,7 @@ mod tests {
     fn unavailable_back_end_is_a_tagged_no() {
         let mut m = machine();
         feed(&mut m, b"a LOGIN alice pw\r\n");
-        let r = m.login_finished(&LoginOutcome::Unavailable {
-            reason: "refused".into(),
-        });
+        let r = m.login_finished(&LoginOutcome::unavailable("refused"));
         assert_eq!(r.next, AfterLogin::Continue);
         assert!(r.bytes.starts_with(b"a NO [UNAVAILABLE] "));
     }

@@ -62,16 +62,12 @@ impl SieveServerSide {
 
     fn unavailable(&mut self, reason: impl Into<String>) -> ServerEvent {
         self.state = State::Done;
-        ServerEvent::Finished(LoginOutcome::Unavailable {
-            reason: reason.into(),
-        })
+        ServerEvent::Finished(LoginOutcome::unavailable(reason.into()))
     }
 
     fn no_tls(&mut self, reason: impl Into<String>) -> ServerEvent {
         self.state = State::Done;
-        ServerEvent::Finished(LoginOutcome::NoTls {
-            reason: reason.into(),
-        })
+        ServerEvent::Finished(LoginOutcome::no_tls(reason.into()))
     }
 
     fn finish(&mut self, outcome: LoginOutcome) -> ServerEvent {
@@ -221,6 +217,7 @@ impl ServerSide for SieveServerSide {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Failure;
 
     fn side(pass: &str, starttls: bool) -> SieveServerSide {
         SieveServerSide::new(
@@ -347,10 +344,24 @@ mod tests {
 
     #[test]
     fn unavailable_cases() {
-        let unavailable =
-            |e: &ServerEvent| matches!(e, ServerEvent::Finished(LoginOutcome::Unavailable { .. }));
-        let no_tls =
-            |e: &ServerEvent| matches!(e, ServerEvent::Finished(LoginOutcome::NoTls { .. }));
+        let unavailable = |e: &ServerEvent| {
+            matches!(
+                e,
+                ServerEvent::Finished(LoginOutcome::Failed {
+                    failure: Failure::Negotiation,
+                    ..
+                })
+            )
+        };
+        let no_tls = |e: &ServerEvent| {
+            matches!(
+                e,
+                ServerEvent::Finished(LoginOutcome::Failed {
+                    failure: Failure::NoTls,
+                    ..
+                })
+            )
+        };
         // STARTTLS required but not offered.
         let mut m = side("pw", true);
         assert!(no_tls(&step(&mut m, &dovecot_greeting(false))));
@@ -392,7 +403,10 @@ mod tests {
         );
         assert!(matches!(
             step(&mut m, b"NO \"Authentication cancelled.\"\r\n"),
-            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+            ServerEvent::Finished(LoginOutcome::Failed {
+                failure: Failure::Negotiation,
+                ..
+            })
         ));
     }
 

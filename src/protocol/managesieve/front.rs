@@ -6,6 +6,8 @@
 //! cannot be refused and skipped: the machine answers `BYE "Literal too large."` and closes,
 //! whichever form the marker had.
 
+use std::sync::Arc;
+
 use crate::protocol::limits::PreLoginCounters;
 use crate::protocol::sasl::{decode_plain, PlainError};
 use crate::protocol::{
@@ -32,7 +34,7 @@ enum State {
 }
 
 pub struct SieveClientSide {
-    settings: ClientSettings,
+    settings: Arc<ClientSettings>,
     counters: PreLoginCounters,
     /// Bytes received and not yet parsed.
     input: Vec<u8>,
@@ -77,7 +79,8 @@ fn capability_name(line: &str) -> String {
 }
 
 impl SieveClientSide {
-    pub fn new(settings: ClientSettings) -> Self {
+    pub fn new(settings: impl Into<Arc<ClientSettings>>) -> Self {
+        let settings = settings.into();
         SieveClientSide {
             counters: PreLoginCounters::new(settings.limits),
             tls_active: settings.tls_active,
@@ -347,7 +350,7 @@ impl ClientSide for SieveClientSide {
                     next: AfterLogin::Relay,
                 }
             }
-            LoginOutcome::Rejected { .. } => {
+            LoginOutcome::Rejected { .. } | LoginOutcome::Refused(_) => {
                 let reply = self.counters.reply_to_rejection(
                     b"NO \"Authentication failed.\"\r\n",
                     b"BYE \"Too many failed logins.\"\r\n",
@@ -358,7 +361,7 @@ impl ClientSide for SieveClientSide {
                 }
                 reply
             }
-            LoginOutcome::Unavailable { .. } | LoginOutcome::NoTls { .. } => LoginReply {
+            LoginOutcome::Failed { .. } => LoginReply {
                 bytes: b"NO (TRYLATER) \"Mail server unavailable, try again later.\"\r\n".to_vec(),
                 next: AfterLogin::Continue,
             },
@@ -591,9 +594,7 @@ mod tests {
         let mut m = machine();
         let login = format!("AUTHENTICATE \"PLAIN\" \"{ALICE_PW}\"\r\n");
         feed(&mut m, login.as_bytes());
-        let r = m.login_finished(&LoginOutcome::Unavailable {
-            reason: "refused".into(),
-        });
+        let r = m.login_finished(&LoginOutcome::unavailable("refused"));
         assert_eq!(r.next, AfterLogin::Continue);
         assert_eq!(
             r.bytes,

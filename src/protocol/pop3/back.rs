@@ -86,9 +86,7 @@ impl Pop3ServerSide {
     }
 
     fn unavailable(&mut self, reason: impl Into<String>) -> ServerEvent {
-        self.finish(LoginOutcome::Unavailable {
-            reason: reason.into(),
-        })
+        self.finish(LoginOutcome::unavailable(reason.into()))
     }
 
     fn unexpected(&mut self, what: &str, line: &[u8]) -> ServerEvent {
@@ -151,9 +149,9 @@ impl Pop3ServerSide {
             },
             State::Stls => match status(line) {
                 Status::Ok(_) => ServerEvent::StartTls,
-                Status::Err(text) => self.finish(LoginOutcome::NoTls {
-                    reason: format!("STLS refused: {text}"),
-                }),
+                Status::Err(text) => {
+                    self.finish(LoginOutcome::no_tls(format!("STLS refused: {text}")))
+                }
                 _ => self.unexpected("answer to STLS", line),
             },
             State::Capa => match status(line) {
@@ -258,6 +256,7 @@ impl ServerSide for Pop3ServerSide {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Failure;
 
     fn creds(user: &str, pass: &str) -> Credentials {
         Credentials {
@@ -358,7 +357,10 @@ mod tests {
         step(&mut m, DOVECOT_GREETING);
         assert!(matches!(
             step(&mut m, b"-ERR TLS support isn't enabled.\r\n"),
-            ServerEvent::Finished(LoginOutcome::NoTls { .. })
+            ServerEvent::Finished(LoginOutcome::Failed {
+                failure: Failure::NoTls,
+                ..
+            })
         ));
     }
 
@@ -465,7 +467,10 @@ mod tests {
             assert!(
                 matches!(
                     step(&mut m, greeting),
-                    ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+                    ServerEvent::Finished(LoginOutcome::Failed {
+                        failure: Failure::Negotiation,
+                        ..
+                    })
                 ),
                 "{greeting:?}"
             );
@@ -475,13 +480,19 @@ mod tests {
         step(&mut m, DOVECOT_CAPA);
         assert!(matches!(
             step(&mut m, b"* BYE\r\n"),
-            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+            ServerEvent::Finished(LoginOutcome::Failed {
+                failure: Failure::Negotiation,
+                ..
+            })
         ));
         let mut m = side("pw", false);
         m.receive(&vec![b'+'; MAX_SERVER_LINE + 2]);
         assert!(matches!(
             m.next_event(),
-            ServerEvent::Finished(LoginOutcome::Unavailable { .. })
+            ServerEvent::Finished(LoginOutcome::Failed {
+                failure: Failure::Negotiation,
+                ..
+            })
         ));
     }
 

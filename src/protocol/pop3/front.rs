@@ -1,6 +1,8 @@
 //! The POP3 client side: greets, answers the AUTHORIZATION-state commands (RFC 1939, CAPA from
 //! RFC 2449, STLS from RFC 2595, AUTH from RFC 5034) and collects credentials.
 
+use std::sync::Arc;
+
 use crate::protocol::limits::PreLoginCounters;
 use crate::protocol::line::{pop_line, split_word, Line};
 use crate::protocol::sasl::{decode_plain, PlainError};
@@ -55,7 +57,7 @@ enum State {
 }
 
 pub struct Pop3ClientSide {
-    settings: ClientSettings,
+    settings: Arc<ClientSettings>,
     counters: PreLoginCounters,
     /// Bytes received and not yet parsed.
     input: Vec<u8>,
@@ -66,7 +68,8 @@ pub struct Pop3ClientSide {
 }
 
 impl Pop3ClientSide {
-    pub fn new(settings: ClientSettings) -> Self {
+    pub fn new(settings: impl Into<Arc<ClientSettings>>) -> Self {
+        let settings = settings.into();
         Pop3ClientSide {
             counters: PreLoginCounters::new(settings.limits),
             tls_active: settings.tls_active,
@@ -309,7 +312,7 @@ impl ClientSide for Pop3ClientSide {
                     next: AfterLogin::Relay,
                 }
             }
-            LoginOutcome::Rejected { .. } => {
+            LoginOutcome::Rejected { .. } | LoginOutcome::Refused(_) => {
                 let reply = self
                     .counters
                     .reply_to_rejection(b"-ERR [AUTH] Authentication failed.\r\n", b"");
@@ -319,7 +322,7 @@ impl ClientSide for Pop3ClientSide {
                 }
                 reply
             }
-            LoginOutcome::Unavailable { .. } | LoginOutcome::NoTls { .. } => LoginReply {
+            LoginOutcome::Failed { .. } => LoginReply {
                 bytes: b"-ERR [SYS/TEMP] Mail server unavailable, try again later\r\n".to_vec(),
                 next: AfterLogin::Continue,
             },
@@ -710,9 +713,7 @@ mod tests {
     fn unavailable_back_end_lets_the_client_retry() {
         let mut m = machine();
         feed(&mut m, b"USER alice\r\nPASS pw\r\nNOOP\r\n");
-        let r = m.login_finished(&LoginOutcome::Unavailable {
-            reason: "refused".into(),
-        });
+        let r = m.login_finished(&LoginOutcome::unavailable("refused"));
         assert_eq!(r.next, AfterLogin::Continue);
         assert_eq!(
             r.bytes,
@@ -821,9 +822,7 @@ mod tests {
                         ClientEvent::Login(_) => {
                             let outcome = match seed % 3 {
                                 0 => LoginOutcome::Rejected { text: "no".into() },
-                                1 => LoginOutcome::Unavailable {
-                                    reason: "down".into(),
-                                },
+                                1 => LoginOutcome::unavailable("down"),
                                 _ => LoginOutcome::Accepted {
                                     capabilities: None,
                                     text: "in".into(),

@@ -1,0 +1,174 @@
+//! From credentials to a logged-in back-end connection: ask the map, connect (trying the
+//! target's endpoints in order while connecting fails), run TLS and the protocol's server-side
+//! machine. Each step has its own timeout; every way this can end is a [`LoginOutcome`].
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::timeout;
+
+use crate::authlog::AuthRecord;
+use crate::config::BackendTls;
+use crate::map::{Endpoint, MapError};
+use crate::protocol::{Credentials, LoginOutcome, Security, ServerEvent, ServerSettings};
+use crate::tls;
+
+use super::runtime::ListenerState;
+use super::stream::{write, BackendStream, MaybeTls};
+
+/// Bytes read from a back end at a time before login.
+const READ_CHUNK: usize = 4096;
+
+/// A back end that accepted the login.
+pub struct LoggedIn {
+    pub stream: BackendStream,
+    /// What the back end sent after its answer; it belongs to the client.
+    pub leftover: Vec<u8>,
+}
+
+/// Look the user up, connect and log in. `record` learns the server and its security.
+pub async fn login(
+    listener: &ListenerState,
+    creds: Credentials,
+    record: &mut AuthRecord,
+) -> (LoginOutcome, Option<LoggedIn>) {
+    let lower_case = listener.config.lower_case;
+    let target = match listener
+        .map
+        .lookup(&lower_case.for_lookup(&creds.user))
+        .await
+    {
+        Ok(target) => target,
+        Err(MapError::NotFound) => {
+            let outcome = LoginOutcome::Rejected {
+                text: "unknown user".into(),
+            };
+            return (outcome, None);
+        }
+        Err(MapError::Unavailable(reason)) => return (LoginOutcome::no_connection(reason), None),
+    };
+    let creds = Credentials {
+        user: target
+            .user
+            .clone()
+            .unwrap_or_else(|| lower_case.for_login(&creds.user)),
+        secret: creds.secret,
+    };
+    let mut outcome = LoginOutcome::no_connection("the map gave no server");
+    for endpoint in &target.endpoints {
+        record.server = Some(endpoint.log_name());
+        record.server_secure = security(endpoint.tls);
+        match connect(listener, endpoint).await {
+            Ok(tcp) => return converse_in_time(listener, endpoint, tcp, creds).await,
+            Err(failed) => outcome = failed,
+        }
+    }
+    (outcome, None)
+}
+
+fn security(tls: BackendTls) -> Security {
+    match tls {
+        BackendTls::None => Security::Plaintext,
+        BackendTls::Starttls => Security::Starttls,
+        BackendTls::Implicit => Security::Ssl,
+    }
+}
+
+/// Open the TCP connection, within `backend_connect_timeout`.
+async fn connect(listener: &ListenerState, endpoint: &Endpoint) -> Result<TcpStream, LoginOutcome> {
+    let wait = listener.limits.backend_connect_timeout();
+    let address = (endpoint.connect_host(), endpoint.port);
+    match timeout(wait, TcpStream::connect(address)).await {
+        Ok(Ok(tcp)) => {
+            let _ = tcp.set_nodelay(true);
+            Ok(tcp)
+        }
+        Ok(Err(e)) => Err(LoginOutcome::no_connection(e.to_string())),
+        Err(_) => Err(LoginOutcome::no_connection(format!(
+            "timed out after {} s connecting",
+            wait.as_secs()
+        ))),
+    }
+}
+
+/// [`converse`] within `backend_login_timeout`.
+async fn converse_in_time(
+    listener: &ListenerState,
+    endpoint: &Endpoint,
+    tcp: TcpStream,
+    creds: Credentials,
+) -> (LoginOutcome, Option<LoggedIn>) {
+    let wait = listener.limits.backend_login_timeout();
+    match timeout(wait, converse(listener, endpoint, tcp, creds)).await {
+        Ok(Ok((outcome, logged_in))) if outcome.is_accepted() => (outcome, Some(logged_in)),
+        Ok(Ok((outcome, _))) | Ok(Err(outcome)) => (outcome, None),
+        Err(_) => {
+            let reason = format!(
+                "timed out after {} s waiting for the login answer",
+                wait.as_secs()
+            );
+            (LoginOutcome::unavailable(reason), None)
+        }
+    }
+}
+
+/// Greeting, TLS and login on an open connection, driven by the protocol's server side.
+async fn converse(
+    listener: &ListenerState,
+    endpoint: &Endpoint,
+    tcp: TcpStream,
+    creds: Credentials,
+) -> Result<(LoginOutcome, LoggedIn), LoginOutcome> {
+    let mut stream: BackendStream = match endpoint.tls {
+        BackendTls::Implicit => start_tls(listener, endpoint, tcp).await?,
+        _ => MaybeTls::Plain(tcp),
+    };
+    let settings = ServerSettings {
+        starttls: endpoint.tls == BackendTls::Starttls,
+    };
+    let mut machine = listener.protocol().server_side(creds, settings);
+    let mut buf = vec![0u8; READ_CHUNK];
+    loop {
+        match machine.next_event() {
+            ServerEvent::Send(bytes) => write(&mut stream, &bytes)
+                .await
+                .map_err(|e| LoginOutcome::unavailable(e.to_string()))?,
+            ServerEvent::StartTls => {
+                let MaybeTls::Plain(tcp) = stream else {
+                    return Err(LoginOutcome::unavailable("STARTTLS requested twice"));
+                };
+                stream = start_tls(listener, endpoint, tcp).await?;
+                machine.tls_established();
+            }
+            ServerEvent::NeedInput => match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => {
+                    let leftover = Vec::new();
+                    return Ok((machine.eof(), LoggedIn { stream, leftover }));
+                }
+                Ok(n) => machine.receive(&buf[..n]),
+            },
+            ServerEvent::Finished(outcome) => {
+                let leftover = machine.take_unprocessed();
+                return Ok((outcome, LoggedIn { stream, leftover }));
+            }
+        }
+    }
+}
+
+async fn start_tls(
+    listener: &ListenerState,
+    endpoint: &Endpoint,
+    tcp: TcpStream,
+) -> Result<BackendStream, LoginOutcome> {
+    let connector = listener
+        .connector
+        .as_ref()
+        .ok_or_else(|| LoginOutcome::unavailable("back-end TLS is not configured"))?;
+    let name = tls::server_name(endpoint.tls_name()).map_err(LoginOutcome::unavailable)?;
+    match connector.connect(name, tcp).await {
+        Ok(tls) => Ok(MaybeTls::Tls(Box::new(tls))),
+        Err(e) => Err(LoginOutcome::unavailable(format!(
+            "TLS: {}",
+            tls::describe(&e)
+        ))),
+    }
+}
