@@ -67,21 +67,13 @@ pub async fn run(
     }));
     let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
     // Every session holds a clone; when all are dropped, `recv` returns None (mini-redis).
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
-    let mut probed = Vec::new();
+    let (done_tx, done_rx) = mpsc::channel::<()>(1);
+    start_probes(&bound, &services);
     for (state, listener) in bound {
         if let Ok(addr) = listener.local_addr() {
-            services.logger.info(&format!(
-                "Listening on {addr} protocol={}",
-                state.log_protocol()
-            ));
-        }
-        if capability_probe::wanted(&state) && !probed.iter().any(|p| Arc::ptr_eq(p, &state)) {
-            probed.push(state.clone());
-            tokio::spawn(capability_probe::learn_capability(
-                state.clone(),
-                services.clone(),
-            ));
+            let protocol = state.log_protocol();
+            let line = format!("Listening on {addr} protocol={protocol}");
+            services.logger.info(&line);
         }
         let accept = AcceptLoop {
             tls_refusals: Arc::new(Semaphore::new(MAX_TLS_REFUSALS_IN_FLIGHT)),
@@ -96,18 +88,43 @@ pub async fn run(
     }
     drop(done_tx);
     shutdown_signal.await;
+    shut_down(&services, phase_tx, done_rx, grace).await;
+}
+
+/// Learn capabilities from the back ends of the listeners that want it, once per listener.
+fn start_probes(bound: &[(Arc<ListenerState>, TcpListener)], services: &Arc<Services>) {
+    let mut probed: Vec<&Arc<ListenerState>> = Vec::new();
+    for (state, _) in bound {
+        if capability_probe::wanted(state) && !probed.iter().any(|p| Arc::ptr_eq(p, state)) {
+            probed.push(state);
+            tokio::spawn(capability_probe::learn_capability(
+                state.clone(),
+                services.clone(),
+            ));
+        }
+    }
+}
+
+/// The shutdown phases: draining for `grace`, then closing for [`CLOSING_TIME`].
+async fn shut_down(
+    services: &Services,
+    phase: watch::Sender<Phase>,
+    mut done: mpsc::Receiver<()>,
+    grace: Duration,
+) {
     let logger = &services.logger;
     logger.info("Shutting down: no new connections");
-    let _ = phase_tx.send(Phase::Draining);
-    if tokio::time::timeout(grace, done_rx.recv()).await.is_err() {
-        logger.info("Shutdown grace period over; closing remaining sessions");
-        let _ = phase_tx.send(Phase::Closing);
-        if tokio::time::timeout(CLOSING_TIME, done_rx.recv())
-            .await
-            .is_err()
-        {
-            logger.warning("Some sessions did not end in time; they are cut without a log line");
-        }
+    let _ = phase.send(Phase::Draining);
+    if tokio::time::timeout(grace, done.recv()).await.is_ok() {
+        return;
+    }
+    logger.info("Shutdown grace period over; closing remaining sessions");
+    let _ = phase.send(Phase::Closing);
+    if tokio::time::timeout(CLOSING_TIME, done.recv())
+        .await
+        .is_err()
+    {
+        logger.warning("Some sessions did not end in time; they are cut without a log line");
     }
 }
 

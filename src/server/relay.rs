@@ -59,16 +59,7 @@ where
         &last_activity,
         start,
     );
-    let watchdog = async {
-        loop {
-            let last = Duration::from_millis(last_activity.load(Ordering::Relaxed));
-            let deadline = start + last + idle;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    };
+    let watchdog = silence(&last_activity, start, idle);
     // The session is over when the server side is: a client that half-closes after LOGOUT
     // still gets the server's answer, but once the server has closed nothing more can happen.
     tokio::pin!(upstream, downstream, watchdog, stop);
@@ -85,6 +76,19 @@ where
         received: received.load(Ordering::Relaxed),
         sent: sent.load(Ordering::Relaxed),
         timed_out,
+    }
+}
+
+/// Completes once `idle` has passed since the last byte (`last_activity`, in milliseconds
+/// since `start`).
+async fn silence(last_activity: &AtomicU64, start: Instant, idle: Duration) {
+    loop {
+        let last = Duration::from_millis(last_activity.load(Ordering::Relaxed));
+        let deadline = start + last + idle;
+        if Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep_until(deadline).await;
     }
 }
 

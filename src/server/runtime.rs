@@ -62,59 +62,20 @@ pub fn build(config: &Config) -> Result<Vec<Arc<ListenerState>>, Vec<String>> {
 
 impl ListenerState {
     fn build(l: &Listener, limits: &Limits) -> Result<ListenerState, String> {
-        let acceptor = match (l.tls, &l.cert, &l.key) {
-            (ListenerTls::None, _, _) => None,
-            (_, Some(cert), Some(key)) => Some(TlsAcceptor::from(tls::server_config(
-                cert,
-                key,
-                l.protocol.alpn_id(),
-            )?)),
-            _ => return Err("tls needs both cert and key".into()),
-        };
-        let connector = match l.backend.tls {
-            BackendTls::None => None,
-            _ => {
-                let verification = if l.backend.verify {
-                    BackendVerification::CaFile(
-                        l.backend
-                            .ca_file
-                            .clone()
-                            .unwrap_or_else(|| tls::SYSTEM_CA_BUNDLE.into()),
-                    )
-                } else {
-                    BackendVerification::None
-                };
-                Some(TlsConnector::from(tls::client_config(&verification)?))
-            }
-        };
         let endpoint = Endpoint {
             host: l.backend.host.clone(),
             port: l.backend.port_for(l.protocol),
             tls: l.backend.tls,
             tls_name: l.backend.server_name.clone(),
         };
-        let client_settings = ClientSettings {
-            capability: l.capability.clone(),
-            starttls_offered: matches!(
-                l.tls,
-                ListenerTls::Starttls | ListenerTls::StarttlsRequired
-            ),
-            tls_required: l.tls == ListenerTls::StarttlsRequired,
-            tls_active: l.tls == ListenerTls::Implicit,
-            login_disabled: l.login_disabled,
-            ok_line: l.ok_line.clone(),
-            greeting_host: hostname(),
-            product: l.greeting_name.clone(),
-            limits: limits.prelogin(),
-        };
         Ok(ListenerState {
             addresses: l.addresses()?,
+            acceptor: acceptor(l)?,
+            connector: connector(l)?,
             map: Box::new(StaticServer::new(endpoint)),
+            client_settings: RwLock::new(Arc::new(client_settings(l, limits))),
             config: l.clone(),
             limits: limits.clone(),
-            acceptor,
-            connector,
-            client_settings: RwLock::new(Arc::new(client_settings)),
         })
     }
 
@@ -158,5 +119,43 @@ impl ListenerState {
             updated.capability = Some(capability);
             *settings = Arc::new(updated);
         }
+    }
+}
+
+fn acceptor(l: &Listener) -> Result<Option<TlsAcceptor>, String> {
+    match (l.tls, &l.cert, &l.key) {
+        (ListenerTls::None, _, _) => Ok(None),
+        (_, Some(cert), Some(key)) => {
+            let config = tls::server_config(cert, key, l.protocol.alpn_id())?;
+            Ok(Some(TlsAcceptor::from(config)))
+        }
+        _ => Err("tls needs both cert and key".into()),
+    }
+}
+
+fn connector(l: &Listener) -> Result<Option<TlsConnector>, String> {
+    if l.backend.tls == BackendTls::None {
+        return Ok(None);
+    }
+    let verification = if l.backend.verify {
+        let ca = l.backend.ca_file.clone();
+        BackendVerification::CaFile(ca.unwrap_or_else(|| tls::SYSTEM_CA_BUNDLE.into()))
+    } else {
+        BackendVerification::None
+    };
+    Ok(Some(TlsConnector::from(tls::client_config(&verification)?)))
+}
+
+fn client_settings(l: &Listener, limits: &Limits) -> ClientSettings {
+    ClientSettings {
+        capability: l.capability.clone(),
+        starttls_offered: matches!(l.tls, ListenerTls::Starttls | ListenerTls::StarttlsRequired),
+        tls_required: l.tls == ListenerTls::StarttlsRequired,
+        tls_active: l.tls == ListenerTls::Implicit,
+        login_disabled: l.login_disabled,
+        ok_line: l.ok_line.clone(),
+        greeting_host: hostname(),
+        product: l.greeting_name.clone(),
+        limits: limits.prelogin(),
     }
 }
