@@ -8,6 +8,7 @@
 //! Adding a protocol means one file per side implementing [`ClientSide`] and [`ServerSide`] plus
 //! one arm in [`Protocol`].
 
+pub mod conversation;
 pub mod imap;
 pub mod limits;
 pub mod line;

@@ -1,161 +1,118 @@
 //! The IMAP client side: greets, answers the pre-login commands and collects credentials.
 
-use std::sync::Arc;
-
-use crate::protocol::limits::PreLoginCounters;
+use crate::protocol::conversation::{self, Conversation, Dialect, LoginBlock, StartTlsBlock};
 use crate::protocol::line::{pop_line, Line};
 use crate::protocol::sasl::{decode_plain, PlainError};
-use crate::protocol::{
-    AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome, LoginReply,
-};
+use crate::protocol::{ClientEvent, Credentials};
 
 use super::command::{parse_command, Command, CommandError, Parsed, Token};
 
 /// Advertised before login when the configuration does not say otherwise.
 pub const DEFAULT_CAPABILITY: &str = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+";
 
-#[derive(Debug, PartialEq, Eq)]
-enum State {
-    /// Reading commands.
-    Commands,
-    /// `AUTHENTICATE PLAIN` sent `+ `; the next line is the response.
-    SaslResponse { tag: String },
-    /// Waiting for the session to report the back-end login for this tag.
-    LoginPending { tag: String },
-    /// Logged in, or closing; nothing more is parsed.
-    Done,
-}
-
-pub struct ImapClientSide {
-    settings: Arc<ClientSettings>,
-    counters: PreLoginCounters,
-    /// Bytes received and not yet parsed.
-    input: Vec<u8>,
-    state: State,
+/// IMAP's words and parsing for the pre-login conversation.
+#[derive(Default)]
+pub struct Imap {
     /// Literals of the current command already answered with `+`, so that a command arriving
     /// in many reads gets exactly one continuation per literal.
     literals_acknowledged: usize,
-    tls_active: bool,
     /// The client's own `ID` parameters, kept to be forwarded to the back end.
     client_id: Option<Vec<Token>>,
 }
 
-impl ImapClientSide {
-    pub fn new(settings: impl Into<Arc<ClientSettings>>) -> Self {
-        let settings = settings.into();
-        ImapClientSide {
-            counters: PreLoginCounters::new(settings.limits),
-            tls_active: settings.tls_active,
-            settings,
-            input: Vec::new(),
-            state: State::Commands,
-            literals_acknowledged: 0,
-            client_id: None,
-        }
-    }
+/// The IMAP client side.
+pub type ImapClientSide = Conversation<Imap>;
 
+/// A pending login or SASL exchange remembers its command's tag.
+type Core = conversation::Core<String>;
+
+impl ImapClientSide {
     /// The client's `ID` parameters, if it sent any.
     pub fn client_id(&self) -> Option<&[Token]> {
-        self.client_id.as_deref()
+        self.dialect().client_id.as_deref()
     }
+}
 
-    fn login_refusal(&self) -> Option<&'static str> {
-        if self.settings.login_disabled {
-            Some("NO [UNAVAILABLE] Logins are disabled")
-        } else if self.settings.tls_required && !self.tls_active {
-            Some("NO [PRIVACYREQUIRED] Use STARTTLS before logging in")
-        } else {
-            None
-        }
+fn login_refusal(core: &Core) -> Option<&'static str> {
+    match core.login_block()? {
+        LoginBlock::Disabled => Some("NO [UNAVAILABLE] Logins are disabled"),
+        LoginBlock::TlsRequired => Some("NO [PRIVACYREQUIRED] Use STARTTLS before logging in"),
     }
+}
 
-    /// The configured (or default) capabilities, with what depends on the connection made true
-    /// for it: STARTTLS only while it can be used, LOGINDISABLED while logins are refused, and
-    /// AUTH=PLAIN (the one mechanism a proxy can forward) otherwise; whatever the configured
-    /// string says about those is replaced.
-    fn capabilities(&self) -> String {
-        let base = self
-            .settings
-            .capability
-            .as_deref()
-            .unwrap_or(DEFAULT_CAPABILITY);
-        let mut caps: Vec<&str> = base
-            .split_ascii_whitespace()
-            .filter(|c| {
-                let upper = c.to_ascii_uppercase();
-                upper != "STARTTLS" && upper != "LOGINDISABLED" && !upper.starts_with("AUTH=")
-            })
-            .collect();
-        if self.settings.starttls_offered && !self.tls_active {
-            caps.push("STARTTLS");
-        }
-        if self.login_refusal().is_some() {
-            caps.push("LOGINDISABLED");
-        } else {
-            caps.push("AUTH=PLAIN");
-        }
-        caps.join(" ")
+/// The configured (or default) capabilities, with what depends on the connection made true
+/// for it: STARTTLS only while it can be used, LOGINDISABLED while logins are refused, and
+/// AUTH=PLAIN (the one mechanism a proxy can forward) otherwise; whatever the configured
+/// string says about those is replaced.
+fn capabilities(core: &Core) -> String {
+    let base = core
+        .settings
+        .capability
+        .as_deref()
+        .unwrap_or(DEFAULT_CAPABILITY);
+    let mut caps: Vec<&str> = base
+        .split_ascii_whitespace()
+        .filter(|c| {
+            let upper = c.to_ascii_uppercase();
+            upper != "STARTTLS" && upper != "LOGINDISABLED" && !upper.starts_with("AUTH=")
+        })
+        .collect();
+    if core.starttls_available() {
+        caps.push("STARTTLS");
     }
-
-    fn close_with(&mut self, text: &str) -> ClientEvent {
-        self.state = State::Done;
-        self.input.clear();
-        ClientEvent::Close(format!("* BYE {text}\r\n").into_bytes())
+    if login_refusal(core).is_some() {
+        caps.push("LOGINDISABLED");
+    } else {
+        caps.push("AUTH=PLAIN");
     }
+    caps.join(" ")
+}
 
+fn close_with(core: &mut Core, text: &str) -> ClientEvent {
+    core.close(format!("* BYE {text}\r\n").into_bytes())
+}
+
+impl Imap {
     fn parse_error(
         &mut self,
+        core: &mut Core,
         error: CommandError,
         consumed: usize,
         tag: Option<String>,
     ) -> ClientEvent {
-        self.input.drain(..consumed.min(self.input.len()));
+        core.input.drain(..consumed.min(core.input.len()));
         self.literals_acknowledged = 0;
         let tag = tag.unwrap_or_else(|| "*".into());
         match error {
-            CommandError::LineTooLong => {
-                self.state = State::Done;
-                self.input.clear();
-                ClientEvent::Close(
-                    format!("{tag} BAD Line too long\r\n* BYE Line too long\r\n").into_bytes(),
-                )
-            }
+            CommandError::LineTooLong => core
+                .close(format!("{tag} BAD Line too long\r\n* BYE Line too long\r\n").into_bytes()),
             CommandError::LiteralTooBig {
                 synchronising: true,
             } => reply(&tag, "BAD [TOOBIG] Literal too large"),
             CommandError::LiteralTooBig {
                 synchronising: false,
-            } => {
-                self.state = State::Done;
-                self.input.clear();
-                ClientEvent::Close(
-                    format!("{tag} BAD [TOOBIG] Literal too large\r\n* BYE Literal too large\r\n")
-                        .into_bytes(),
-                )
-            }
+            } => core.close(
+                format!("{tag} BAD [TOOBIG] Literal too large\r\n* BYE Literal too large\r\n")
+                    .into_bytes(),
+            ),
             CommandError::BadTag => ClientEvent::Send(b"* BAD Invalid tag\r\n".to_vec()),
             CommandError::Syntax => reply(&tag, "BAD Syntax error"),
         }
     }
 
-    fn execute(&mut self, command: Command) -> ClientEvent {
+    fn execute(&mut self, core: &mut Core, command: Command) -> ClientEvent {
         let tag = command.tag.as_str();
         match (command.name.as_str(), command.args.as_slice()) {
             ("CAPABILITY", []) => ClientEvent::Send(
                 format!(
                     "* CAPABILITY {}\r\n{tag} OK Capability completed\r\n",
-                    self.capabilities()
+                    capabilities(core)
                 )
                 .into_bytes(),
             ),
             ("NOOP", []) => reply(tag, "OK NOOP completed"),
-            ("LOGOUT", []) => {
-                self.state = State::Done;
-                self.input.clear();
-                ClientEvent::Close(
-                    format!("* BYE Logging out\r\n{tag} OK Logout completed\r\n").into_bytes(),
-                )
-            }
+            ("LOGOUT", []) => core
+                .close(format!("* BYE Logging out\r\n{tag} OK Logout completed\r\n").into_bytes()),
             ("ID", [arg]) => {
                 self.client_id = match arg {
                     Token::List(params) => Some(params.clone()),
@@ -164,64 +121,22 @@ impl ImapClientSide {
                 ClientEvent::Send(
                     format!(
                         "* ID (\"name\" \"{}\" \"version\" \"{}\")\r\n{tag} OK ID completed\r\n",
-                        self.settings.product,
+                        core.settings.product,
                         env!("CARGO_PKG_VERSION")
                     )
                     .into_bytes(),
                 )
             }
-            ("STARTTLS", []) => {
-                if self.tls_active {
-                    reply(tag, "BAD TLS is already active")
-                } else if !self.settings.starttls_offered {
-                    reply(tag, "BAD STARTTLS is not available")
-                } else {
-                    // Anything pipelined behind STARTTLS arrived in plaintext and must never be
-                    // executed once the connection is encrypted.
-                    self.input.clear();
-                    ClientEvent::StartTls(
-                        format!("{tag} OK Begin TLS negotiation now\r\n").into_bytes(),
-                    )
+            ("STARTTLS", []) => match core.starttls_block() {
+                Some(StartTlsBlock::AlreadyActive) => reply(tag, "BAD TLS is already active"),
+                Some(StartTlsBlock::NotOffered) => reply(tag, "BAD STARTTLS is not available"),
+                None => {
+                    core.start_tls(format!("{tag} OK Begin TLS negotiation now\r\n").into_bytes())
                 }
-            }
-            ("LOGIN", [user, pass]) => match (user.astring(), pass.astring()) {
-                (Some(user), Some(pass)) => {
-                    if let Some(refusal) = self.login_refusal() {
-                        return refused(Some(user), tag, refusal);
-                    }
-                    match std::str::from_utf8(user) {
-                        Ok(user) => self.begin_login(
-                            tag,
-                            Credentials {
-                                user: user.to_string(),
-                                secret: pass.to_vec().into(),
-                            },
-                        ),
-                        Err(_) => reply(tag, "NO [AUTHENTICATIONFAILED] Invalid user name"),
-                    }
-                }
-                _ => reply(tag, "BAD Syntax error in LOGIN arguments"),
             },
+            ("LOGIN", [user, pass]) => login(core, tag, user, pass),
             ("AUTHENTICATE", [mechanism, rest @ ..]) if rest.len() <= 1 => {
-                let is_plain = mechanism
-                    .astring()
-                    .is_some_and(|m| m.eq_ignore_ascii_case(b"PLAIN"));
-                if !is_plain {
-                    return reply(tag, "NO Unsupported authentication mechanism");
-                }
-                if let Some(refusal) = self.login_refusal() {
-                    return refused(None, tag, refusal);
-                }
-                match rest.first().and_then(Token::astring) {
-                    Some(initial) => self.sasl_response(tag.to_string(), initial),
-                    None if rest.is_empty() => {
-                        self.state = State::SaslResponse {
-                            tag: tag.to_string(),
-                        };
-                        ClientEvent::Send(b"+ \r\n".to_vec())
-                    }
-                    None => reply(tag, "BAD Syntax error in AUTHENTICATE arguments"),
-                }
+                authenticate(core, tag, mechanism, rest.first())
             }
             (
                 "CAPABILITY" | "NOOP" | "LOGOUT" | "STARTTLS" | "LOGIN" | "AUTHENTICATE" | "ID",
@@ -230,29 +145,60 @@ impl ImapClientSide {
             _ => reply(tag, "BAD Command not permitted before login"),
         }
     }
+}
 
-    /// Decode a SASL PLAIN response (`=` is an empty one).
-    fn sasl_response(&mut self, tag: String, response: &[u8]) -> ClientEvent {
-        self.state = State::Commands;
-        let response = if response == b"=" { &b""[..] } else { response };
-        match decode_plain(response) {
-            Ok(creds) => self.begin_login(&tag, creds),
-            Err(PlainError::Base64) => reply(&tag, "BAD Invalid base64 data"),
-            Err(PlainError::Syntax) => {
-                reply(&tag, "NO [AUTHENTICATIONFAILED] Invalid PLAIN response")
-            }
-            Err(PlainError::AuthzidMismatch) => reply(
-                &tag,
-                "NO [AUTHORIZATIONFAILED] Authorization identity not supported",
-            ),
-        }
+fn login(core: &mut Core, tag: &str, user: &Token, pass: &Token) -> ClientEvent {
+    let (Some(user), Some(pass)) = (user.astring(), pass.astring()) else {
+        return reply(tag, "BAD Syntax error in LOGIN arguments");
+    };
+    if let Some(refusal) = login_refusal(core) {
+        return refused(Some(user), tag, refusal);
     }
+    match std::str::from_utf8(user) {
+        Ok(user) => {
+            let creds = Credentials {
+                user: user.to_string(),
+                secret: pass.to_vec().into(),
+            };
+            core.begin_login(tag.to_string(), creds)
+        }
+        Err(_) => reply(tag, "NO [AUTHENTICATIONFAILED] Invalid user name"),
+    }
+}
 
-    fn begin_login(&mut self, tag: &str, creds: Credentials) -> ClientEvent {
-        self.state = State::LoginPending {
-            tag: tag.to_string(),
-        };
-        ClientEvent::Login(creds)
+fn authenticate(
+    core: &mut Core,
+    tag: &str,
+    mechanism: &Token,
+    initial: Option<&Token>,
+) -> ClientEvent {
+    let is_plain = mechanism
+        .astring()
+        .is_some_and(|m| m.eq_ignore_ascii_case(b"PLAIN"));
+    if !is_plain {
+        return reply(tag, "NO Unsupported authentication mechanism");
+    }
+    if let Some(refusal) = login_refusal(core) {
+        return refused(None, tag, refusal);
+    }
+    match initial.map(Token::astring) {
+        Some(Some(initial)) => sasl_response(core, tag.to_string(), initial),
+        None => core.await_sasl(tag.to_string(), b"+ \r\n".to_vec()),
+        Some(None) => reply(tag, "BAD Syntax error in AUTHENTICATE arguments"),
+    }
+}
+
+/// Decode a SASL PLAIN response (`=` is an empty one).
+fn sasl_response(core: &mut Core, tag: String, response: &[u8]) -> ClientEvent {
+    let response = if response == b"=" { &b""[..] } else { response };
+    match decode_plain(response) {
+        Ok(creds) => core.begin_login(tag, creds),
+        Err(PlainError::Base64) => reply(&tag, "BAD Invalid base64 data"),
+        Err(PlainError::Syntax) => reply(&tag, "NO [AUTHENTICATIONFAILED] Invalid PLAIN response"),
+        Err(PlainError::AuthzidMismatch) => reply(
+            &tag,
+            "NO [AUTHORIZATIONFAILED] Authorization identity not supported",
+        ),
     }
 }
 
@@ -267,126 +213,90 @@ fn refused(user: Option<&[u8]>, tag: &str, text: &str) -> ClientEvent {
     }
 }
 
-impl ClientSide for ImapClientSide {
-    fn greeting(&mut self) -> Vec<u8> {
+impl Dialect for Imap {
+    type Pending = String;
+
+    fn greeting(&mut self, core: &Core) -> Vec<u8> {
         format!(
             "* OK [CAPABILITY {}] {} ready on {}\r\n",
-            self.capabilities(),
-            self.settings.product,
-            self.settings.greeting_host
+            capabilities(core),
+            core.settings.product,
+            core.settings.greeting_host
         )
         .into_bytes()
     }
 
-    fn receive(&mut self, input: &[u8]) {
-        if self.state != State::Done {
-            self.input.extend_from_slice(input);
+    fn command(&mut self, core: &mut Core) -> ClientEvent {
+        match parse_command(&core.input, core.counters.limits()) {
+            Parsed::Incomplete {
+                literal: Some((index, true)),
+            } if index >= self.literals_acknowledged => {
+                self.literals_acknowledged = index + 1;
+                ClientEvent::Send(b"+ Ready for literal data\r\n".to_vec())
+            }
+            Parsed::Incomplete { .. } => ClientEvent::NeedInput,
+            Parsed::Error {
+                error,
+                consumed,
+                tag,
+            } => {
+                if !core.count_command() {
+                    return close_with(core, "Too many commands before login");
+                }
+                self.parse_error(core, error, consumed, tag)
+            }
+            Parsed::Command { command, consumed } => {
+                core.input.drain(..consumed);
+                self.literals_acknowledged = 0;
+                if !core.count_command() {
+                    return close_with(core, "Too many commands before login");
+                }
+                self.execute(core, command)
+            }
         }
     }
 
-    fn next_event(&mut self) -> ClientEvent {
-        match &self.state {
-            State::Done | State::LoginPending { .. } => ClientEvent::NeedInput,
-            State::SaslResponse { tag } => {
-                let tag = tag.clone();
-                let max = self.counters.limits().max_line_length;
-                match pop_line(&mut self.input, max) {
-                    Ok(response) if response == b"*" => {
-                        self.state = State::Commands;
-                        reply(&tag, "BAD Authentication cancelled")
-                    }
-                    Ok(response) => self.sasl_response(tag, &response),
-                    Err(Line::TooLong) => self.close_with("Line too long"),
-                    Err(_) => ClientEvent::NeedInput,
+    fn sasl_response(&mut self, core: &mut Core) -> ClientEvent {
+        let max = core.counters.limits().max_line_length;
+        match pop_line(&mut core.input, max) {
+            Ok(response) => {
+                let tag = core.finish_sasl().unwrap_or_else(|| "*".into());
+                if response == b"*" {
+                    reply(&tag, "BAD Authentication cancelled")
+                } else {
+                    sasl_response(core, tag, &response)
                 }
             }
-            State::Commands => match parse_command(&self.input, self.counters.limits()) {
-                Parsed::Incomplete {
-                    literal: Some((index, true)),
-                } if index >= self.literals_acknowledged => {
-                    self.literals_acknowledged = index + 1;
-                    ClientEvent::Send(b"+ Ready for literal data\r\n".to_vec())
-                }
-                Parsed::Incomplete { .. } => ClientEvent::NeedInput,
-                Parsed::Error {
-                    error,
-                    consumed,
-                    tag,
-                } => {
-                    if !self.counters.command() {
-                        return self.close_with("Too many commands before login");
-                    }
-                    self.parse_error(error, consumed, tag)
-                }
-                Parsed::Command { command, consumed } => {
-                    self.input.drain(..consumed);
-                    self.literals_acknowledged = 0;
-                    if !self.counters.command() {
-                        return self.close_with("Too many commands before login");
-                    }
-                    self.execute(command)
-                }
-            },
+            Err(Line::TooLong) => close_with(core, "Line too long"),
+            Err(_) => ClientEvent::NeedInput,
         }
     }
 
-    fn tls_established(&mut self) {
-        self.tls_active = true;
-        self.input.clear();
+    fn accepted(&self, tag: Option<String>, capabilities: Option<&str>, text: &str) -> Vec<u8> {
+        let tag = tag.unwrap_or_else(|| "*".into());
+        let code = capabilities
+            .map(|c| format!("[CAPABILITY {c}] "))
+            .unwrap_or_default();
+        format!("{tag} OK {code}{text}\r\n").into_bytes()
     }
 
-    fn login_finished(&mut self, outcome: &LoginOutcome) -> LoginReply {
-        let tag = match std::mem::replace(&mut self.state, State::Commands) {
-            State::LoginPending { tag } => tag,
-            other => {
-                self.state = other;
-                "*".to_string()
-            }
-        };
-        match outcome {
-            LoginOutcome::Accepted { capabilities, text } => {
-                self.state = State::Done;
-                let text = self.settings.ok_line.as_deref().unwrap_or(text);
-                let code = capabilities
-                    .as_deref()
-                    .map(|c| format!("[CAPABILITY {c}] "))
-                    .unwrap_or_default();
-                LoginReply {
-                    bytes: format!("{tag} OK {code}{text}\r\n").into_bytes(),
-                    next: AfterLogin::Relay,
-                }
-            }
-            LoginOutcome::Rejected { .. } | LoginOutcome::Refused(_) => {
-                let refusal = format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
-                let reply = self
-                    .counters
-                    .reply_to_rejection(refusal.as_bytes(), b"* BYE Too many failed logins\r\n");
-                if reply.next == AfterLogin::Close {
-                    self.state = State::Done;
-                    self.input.clear();
-                }
-                reply
-            }
-            LoginOutcome::Failed { .. } => LoginReply {
-                bytes: format!(
-                    "{tag} NO [UNAVAILABLE] Mail server unavailable, try again later\r\n"
-                )
-                .into_bytes(),
-                next: AfterLogin::Continue,
-            },
-        }
+    fn rejected(&self, tag: Option<String>) -> (Vec<u8>, &'static [u8]) {
+        let tag = tag.unwrap_or_else(|| "*".into());
+        let refusal = format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+        (refusal.into_bytes(), b"* BYE Too many failed logins\r\n")
     }
 
-    fn timeout_message(&self) -> Vec<u8> {
-        b"* BYE Autologout; too long without logging in\r\n".to_vec()
+    fn unavailable(&self, tag: Option<String>) -> Vec<u8> {
+        let tag = tag.unwrap_or_else(|| "*".into());
+        format!("{tag} NO [UNAVAILABLE] Mail server unavailable, try again later\r\n").into_bytes()
     }
 
-    fn shutdown_message(&self) -> Vec<u8> {
-        b"* BYE [UNAVAILABLE] Server shutting down\r\n".to_vec()
+    fn timeout_message(&self) -> &'static [u8] {
+        b"* BYE Autologout; too long without logging in\r\n"
     }
 
-    fn take_unprocessed(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.input)
+    fn shutdown_message(&self) -> &'static [u8] {
+        b"* BYE [UNAVAILABLE] Server shutting down\r\n"
     }
 }
 
@@ -394,6 +304,7 @@ impl ClientSide for ImapClientSide {
 mod tests {
     use super::*;
     use crate::protocol::test_support::{creds, feed, settings, text};
+    use crate::protocol::{AfterLogin, ClientSide, LoginOutcome};
 
     fn machine() -> ImapClientSide {
         ImapClientSide::new(settings())

@@ -6,13 +6,9 @@
 //! cannot be refused and skipped: the machine answers `BYE "Literal too large."` and closes,
 //! whichever form the marker had.
 
-use std::sync::Arc;
-
-use crate::protocol::limits::PreLoginCounters;
+use crate::protocol::conversation::{self, Conversation, Dialect, LoginBlock, StartTlsBlock};
 use crate::protocol::sasl::{decode_plain, PlainError};
-use crate::protocol::{
-    AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome, LoginReply,
-};
+use crate::protocol::ClientEvent;
 
 use super::syntax::{self, parse_line, Bounds, Parsed, SyntaxError, Token};
 
@@ -21,29 +17,19 @@ pub const DEFAULT_SIEVE_EXTENSIONS: &str = "fileinto reject envelope encoded-cha
 subaddress comparator-i;ascii-numeric relational regex imap4flags copy include variables body \
 enotify environment mailbox date index ihave duplicate mime foreverypart extracttext";
 
-#[derive(Debug, PartialEq, Eq)]
-enum State {
-    /// Reading commands.
-    Commands,
-    /// `AUTHENTICATE "PLAIN"` sent the empty challenge; the next line is the client's response.
-    SaslResponse,
-    /// Waiting for the session to report the back-end login.
-    LoginPending,
-    /// Logged in, or closing; nothing more is parsed.
-    Done,
-}
-
-pub struct SieveClientSide {
-    settings: Arc<ClientSettings>,
-    counters: PreLoginCounters,
-    /// Bytes received and not yet parsed.
-    input: Vec<u8>,
-    state: State,
-    tls_active: bool,
+/// ManageSieve's words and parsing for the pre-login conversation.
+#[derive(Default)]
+pub struct Sieve {
     /// STARTTLS just completed: the capability block must be sent again, unprompted
     /// (RFC 5804 section 2.2).
     resend_capabilities: bool,
 }
+
+/// The ManageSieve client side.
+pub type SieveClientSide = Conversation<Sieve>;
+
+/// ManageSieve answers are untagged: a pending login remembers nothing.
+type Core = conversation::Core<()>;
 
 /// Split Perdition's `managesieve_capability` into capability lines.
 ///
@@ -78,208 +64,143 @@ fn capability_name(line: &str) -> String {
     first.trim_matches('"').to_ascii_uppercase()
 }
 
-impl SieveClientSide {
-    pub fn new(settings: impl Into<Arc<ClientSettings>>) -> Self {
-        let settings = settings.into();
-        SieveClientSide {
-            counters: PreLoginCounters::new(settings.limits),
-            tls_active: settings.tls_active,
-            settings,
-            input: Vec::new(),
-            state: State::Commands,
-            resend_capabilities: false,
+fn bounds(core: &Core) -> Bounds {
+    let limits = core.counters.limits();
+    Bounds {
+        max_line: limits.max_line_length,
+        max_literal: limits.max_literal_size,
+    }
+}
+
+fn login_refusal(core: &Core) -> Option<&'static str> {
+    match core.login_block()? {
+        LoginBlock::Disabled => Some("NO \"Logins are disabled.\""),
+        LoginBlock::TlsRequired => Some("NO (ENCRYPT-NEEDED) \"Use STARTTLS first.\""),
+    }
+}
+
+/// The capability lines for the current state of the connection.
+///
+/// The configured (or default) list is adjusted to the connection: `STARTTLS` is listed only
+/// while it can be used, and when logins are refused the `SASL` capability lists no
+/// mechanism (`"SASL" ""`, as RFC 5804 section 1.7 allows before STARTTLS).
+fn capability_lines(core: &Core) -> Vec<String> {
+    let mut lines = match &core.settings.capability {
+        Some(configured) => parse_configured_capability(configured),
+        None => vec![
+            format!("\"IMPLEMENTATION\" {}", quoted(&core.settings.product)),
+            "\"SASL\" \"PLAIN\"".to_string(),
+            format!("\"SIEVE\" \"{DEFAULT_SIEVE_EXTENSIONS}\""),
+            "\"NOTIFY\" \"mailto\"".to_string(),
+            "\"VERSION\" \"1.0\"".to_string(),
+        ],
+    };
+    lines.retain(|l| capability_name(l) != "STARTTLS");
+    if login_refusal(core).is_some() {
+        for line in lines.iter_mut() {
+            if capability_name(line) == "SASL" {
+                *line = "\"SASL\" \"\"".to_string();
+            }
         }
     }
+    if core.starttls_available() {
+        let at = lines
+            .iter()
+            .position(|l| capability_name(l) == "SIEVE")
+            .map_or(lines.len(), |i| i + 1);
+        lines.insert(at, "\"STARTTLS\"".to_string());
+    }
+    lines
+}
 
-    fn bounds(&self) -> Bounds {
-        let limits = self.counters.limits();
-        Bounds {
-            max_line: limits.max_line_length,
-            max_literal: limits.max_literal_size,
+/// The capability block followed by `OK "ok_text"`.
+fn capability_block(core: &Core, ok_text: &str) -> Vec<u8> {
+    let mut out = String::new();
+    for line in capability_lines(core) {
+        out.push_str(&line);
+        out.push_str("\r\n");
+    }
+    out.push_str(&format!("OK {}\r\n", quoted(ok_text)));
+    out.into_bytes()
+}
+
+fn close_with(core: &mut Core, text: &str) -> ClientEvent {
+    core.close(format!("BYE {}\r\n", quoted(text)).into_bytes())
+}
+
+/// A line could not be read; the fatal errors end the session.
+fn syntax_error(core: &mut Core, error: SyntaxError, consumed: usize) -> ClientEvent {
+    match error {
+        SyntaxError::LineTooLong => close_with(core, "Line too long."),
+        SyntaxError::LiteralTooBig => close_with(core, "Literal too large."),
+        SyntaxError::Malformed => {
+            core.input.drain(..consumed.min(core.input.len()));
+            reply("NO \"Syntax error.\"")
         }
     }
+}
 
-    fn login_refusal(&self) -> Option<&'static str> {
-        if self.settings.login_disabled {
-            Some("NO \"Logins are disabled.\"")
-        } else if self.settings.tls_required && !self.tls_active {
-            Some("NO (ENCRYPT-NEEDED) \"Use STARTTLS first.\"")
-        } else {
-            None
+fn execute(core: &mut Core, tokens: Vec<Token>) -> ClientEvent {
+    let (name, args) = match tokens.split_first() {
+        Some((Token::Atom(name), args)) => (String::from_utf8_lossy(name).to_uppercase(), args),
+        None => return reply("NO \"Empty command.\""),
+        Some(_) => return reply("NO \"Syntax error.\""),
+    };
+    match (name.as_str(), args) {
+        ("CAPABILITY", []) => ClientEvent::Send(capability_block(core, "Capability completed.")),
+        ("NOOP", []) => reply("OK \"NOOP completed.\""),
+        ("NOOP", [tag]) => match tag.text() {
+            Some(tag) => {
+                let mut out = b"OK (TAG ".to_vec();
+                out.extend_from_slice(&syntax::string(tag));
+                out.extend_from_slice(b") \"Done\"\r\n");
+                ClientEvent::Send(out)
+            }
+            None => reply("NO \"Syntax error in arguments.\""),
+        },
+        ("LOGOUT", []) => core.close(b"OK \"Logout completed.\"\r\n".to_vec()),
+        ("STARTTLS", []) => match core.starttls_block() {
+            Some(StartTlsBlock::AlreadyActive) => reply("NO \"TLS is already active.\""),
+            Some(StartTlsBlock::NotOffered) => reply("NO \"STARTTLS is not available.\""),
+            None => core.start_tls(b"OK \"Begin TLS negotiation now.\"\r\n".to_vec()),
+        },
+        ("AUTHENTICATE", [mechanism, rest @ ..]) if rest.len() <= 1 => {
+            authenticate(core, mechanism, rest.first())
         }
+        ("CAPABILITY" | "NOOP" | "LOGOUT" | "STARTTLS" | "AUTHENTICATE", _) => {
+            reply("NO \"Syntax error in arguments.\"")
+        }
+        _ => reply("NO \"Command not permitted before login.\""),
     }
+}
 
-    /// The capability lines for the current state of the connection.
-    ///
-    /// The configured (or default) list is adjusted to the connection: `STARTTLS` is listed only
-    /// while it can be used, and when logins are refused the `SASL` capability lists no
-    /// mechanism (`"SASL" ""`, as RFC 5804 section 1.7 allows before STARTTLS).
-    fn capability_lines(&self) -> Vec<String> {
-        let mut lines = match &self.settings.capability {
-            Some(configured) => parse_configured_capability(configured),
-            None => vec![
-                format!("\"IMPLEMENTATION\" {}", quoted(&self.settings.product)),
-                "\"SASL\" \"PLAIN\"".to_string(),
-                format!("\"SIEVE\" \"{DEFAULT_SIEVE_EXTENSIONS}\""),
-                "\"NOTIFY\" \"mailto\"".to_string(),
-                "\"VERSION\" \"1.0\"".to_string(),
-            ],
+fn authenticate(core: &mut Core, mechanism: &Token, initial: Option<&Token>) -> ClientEvent {
+    let is_plain = mechanism
+        .text()
+        .is_some_and(|m| m.eq_ignore_ascii_case(b"PLAIN"));
+    if !is_plain {
+        return reply("NO \"Unsupported mechanism.\"");
+    }
+    if let Some(refusal) = login_refusal(core) {
+        return ClientEvent::LoginRefused {
+            user: None,
+            reply: format!("{refusal}\r\n").into_bytes(),
         };
-        lines.retain(|l| capability_name(l) != "STARTTLS");
-        if self.login_refusal().is_some() {
-            for line in lines.iter_mut() {
-                if capability_name(line) == "SASL" {
-                    *line = "\"SASL\" \"\"".to_string();
-                }
-            }
-        }
-        if self.settings.starttls_offered && !self.tls_active {
-            let at = lines
-                .iter()
-                .position(|l| capability_name(l) == "SIEVE")
-                .map_or(lines.len(), |i| i + 1);
-            lines.insert(at, "\"STARTTLS\"".to_string());
-        }
-        lines
     }
-
-    /// The capability block followed by `OK "ok_text"`.
-    fn capability_block(&self, ok_text: &str) -> Vec<u8> {
-        let mut out = String::new();
-        for line in self.capability_lines() {
-            out.push_str(&line);
-            out.push_str("\r\n");
-        }
-        out.push_str(&format!("OK {}\r\n", quoted(ok_text)));
-        out.into_bytes()
+    match initial.map(Token::text) {
+        None => core.await_sasl((), b"\"\"\r\n".to_vec()),
+        Some(Some(initial)) => sasl_response(core, initial),
+        Some(None) => reply("NO \"Syntax error in arguments.\""),
     }
+}
 
-    fn close_with(&mut self, text: &str) -> ClientEvent {
-        self.state = State::Done;
-        self.input.clear();
-        ClientEvent::Close(format!("BYE {}\r\n", quoted(text)).into_bytes())
-    }
-
-    /// A line could not be read; the fatal errors end the session.
-    fn syntax_error(&mut self, error: SyntaxError, consumed: usize) -> ClientEvent {
-        match error {
-            SyntaxError::LineTooLong => self.close_with("Line too long."),
-            SyntaxError::LiteralTooBig => self.close_with("Literal too large."),
-            SyntaxError::Malformed => {
-                self.input.drain(..consumed.min(self.input.len()));
-                reply("NO \"Syntax error.\"")
-            }
-        }
-    }
-
-    fn execute(&mut self, tokens: Vec<Token>) -> ClientEvent {
-        let (name, args) = match tokens.split_first() {
-            Some((Token::Atom(name), args)) => (String::from_utf8_lossy(name).to_uppercase(), args),
-            None => return reply("NO \"Empty command.\""),
-            Some(_) => return reply("NO \"Syntax error.\""),
-        };
-        match (name.as_str(), args) {
-            ("CAPABILITY", []) => ClientEvent::Send(self.capability_block("Capability completed.")),
-            ("NOOP", []) => reply("OK \"NOOP completed.\""),
-            ("NOOP", [tag]) => match tag.text() {
-                Some(tag) => {
-                    let mut out = b"OK (TAG ".to_vec();
-                    out.extend_from_slice(&syntax::string(tag));
-                    out.extend_from_slice(b") \"Done\"\r\n");
-                    ClientEvent::Send(out)
-                }
-                None => reply("NO \"Syntax error in arguments.\""),
-            },
-            ("LOGOUT", []) => {
-                self.state = State::Done;
-                self.input.clear();
-                ClientEvent::Close(b"OK \"Logout completed.\"\r\n".to_vec())
-            }
-            ("STARTTLS", []) => {
-                if self.tls_active {
-                    reply("NO \"TLS is already active.\"")
-                } else if !self.settings.starttls_offered {
-                    reply("NO \"STARTTLS is not available.\"")
-                } else {
-                    // Anything pipelined behind STARTTLS arrived in plaintext and must never be
-                    // executed once the connection is encrypted (CVE-2011-0411).
-                    self.input.clear();
-                    ClientEvent::StartTls(b"OK \"Begin TLS negotiation now.\"\r\n".to_vec())
-                }
-            }
-            ("AUTHENTICATE", [mechanism, rest @ ..]) if rest.len() <= 1 => {
-                let is_plain = mechanism
-                    .text()
-                    .is_some_and(|m| m.eq_ignore_ascii_case(b"PLAIN"));
-                if !is_plain {
-                    return reply("NO \"Unsupported mechanism.\"");
-                }
-                if let Some(refusal) = self.login_refusal() {
-                    return ClientEvent::LoginRefused {
-                        user: None,
-                        reply: format!("{refusal}\r\n").into_bytes(),
-                    };
-                }
-                match rest.first() {
-                    None => {
-                        self.state = State::SaslResponse;
-                        ClientEvent::Send(b"\"\"\r\n".to_vec())
-                    }
-                    Some(initial) => match initial.text() {
-                        Some(initial) => self.sasl_response(initial),
-                        None => reply("NO \"Syntax error in arguments.\""),
-                    },
-                }
-            }
-            ("CAPABILITY" | "NOOP" | "LOGOUT" | "STARTTLS" | "AUTHENTICATE", _) => {
-                reply("NO \"Syntax error in arguments.\"")
-            }
-            _ => reply("NO \"Command not permitted before login.\""),
-        }
-    }
-
-    /// Decode a base64 PLAIN response.
-    fn sasl_response(&mut self, response: &[u8]) -> ClientEvent {
-        self.state = State::Commands;
-        match decode_plain(response) {
-            Ok(creds) => self.begin_login(creds),
-            Err(PlainError::Base64) => reply("NO \"Invalid base64 data.\""),
-            Err(PlainError::Syntax) => reply("NO \"Invalid PLAIN response.\""),
-            Err(PlainError::AuthzidMismatch) => {
-                reply("NO \"Authorization identity not supported.\"")
-            }
-        }
-    }
-
-    fn begin_login(&mut self, creds: Credentials) -> ClientEvent {
-        self.state = State::LoginPending;
-        ClientEvent::Login(creds)
-    }
-
-    /// The client's answer to the empty challenge: one string, `"*"` to cancel.
-    fn sasl_line(&mut self) -> ClientEvent {
-        match parse_line(&self.input, self.bounds()) {
-            Parsed::Incomplete => ClientEvent::NeedInput,
-            Parsed::Error { error, consumed } => {
-                self.state = State::Commands;
-                self.syntax_error(error, consumed)
-            }
-            Parsed::Line { tokens, consumed } => {
-                self.input.drain(..consumed);
-                self.state = State::Commands;
-                match tokens.as_slice() {
-                    [response] => match response.text() {
-                        Some(b"*") => reply("NO \"Authentication cancelled.\""),
-                        Some(response) => {
-                            let response = response.to_vec();
-                            self.sasl_response(&response)
-                        }
-                        None => reply("NO \"Invalid SASL response.\""),
-                    },
-                    _ => reply("NO \"Invalid SASL response.\""),
-                }
-            }
-        }
+/// Decode a base64 PLAIN response.
+fn sasl_response(core: &mut Core, response: &[u8]) -> ClientEvent {
+    match decode_plain(response) {
+        Ok(creds) => core.begin_login((), creds),
+        Err(PlainError::Base64) => reply("NO \"Invalid base64 data.\""),
+        Err(PlainError::Syntax) => reply("NO \"Invalid PLAIN response.\""),
+        Err(PlainError::AuthzidMismatch) => reply("NO \"Authorization identity not supported.\""),
     }
 }
 
@@ -292,92 +213,87 @@ fn reply(line: &str) -> ClientEvent {
     ClientEvent::Send(format!("{line}\r\n").into_bytes())
 }
 
-impl ClientSide for SieveClientSide {
-    fn greeting(&mut self) -> Vec<u8> {
-        self.capability_block(&format!("{} ready.", self.settings.product))
+impl Dialect for Sieve {
+    type Pending = ();
+
+    fn greeting(&mut self, core: &Core) -> Vec<u8> {
+        capability_block(core, &format!("{} ready.", core.settings.product))
     }
 
-    fn receive(&mut self, input: &[u8]) {
-        if self.state != State::Done {
-            self.input.extend_from_slice(input);
-        }
-    }
-
-    fn next_event(&mut self) -> ClientEvent {
+    fn command(&mut self, core: &mut Core) -> ClientEvent {
         if self.resend_capabilities {
             self.resend_capabilities = false;
-            return ClientEvent::Send(self.capability_block("TLS negotiation successful."));
+            return ClientEvent::Send(capability_block(core, "TLS negotiation successful."));
         }
-        match self.state {
-            State::Done | State::LoginPending => ClientEvent::NeedInput,
-            State::SaslResponse => self.sasl_line(),
-            State::Commands => match parse_line(&self.input, self.bounds()) {
-                Parsed::Incomplete => ClientEvent::NeedInput,
-                Parsed::Error { error, consumed } => {
-                    if !self.counters.command() {
-                        return self.close_with("Too many commands.");
-                    }
-                    self.syntax_error(error, consumed)
+        match parse_line(&core.input, bounds(core)) {
+            Parsed::Incomplete => ClientEvent::NeedInput,
+            Parsed::Error { error, consumed } => {
+                if !core.count_command() {
+                    return close_with(core, "Too many commands.");
                 }
-                Parsed::Line { tokens, consumed } => {
-                    self.input.drain(..consumed);
-                    if !self.counters.command() {
-                        return self.close_with("Too many commands.");
-                    }
-                    self.execute(tokens)
+                syntax_error(core, error, consumed)
+            }
+            Parsed::Line { tokens, consumed } => {
+                core.input.drain(..consumed);
+                if !core.count_command() {
+                    return close_with(core, "Too many commands.");
                 }
-            },
+                execute(core, tokens)
+            }
         }
     }
 
-    fn tls_established(&mut self) {
-        self.tls_active = true;
-        self.input.clear();
-        self.state = State::Commands;
+    /// The client's answer to the empty challenge: one string, `"*"` to cancel.
+    fn sasl_response(&mut self, core: &mut Core) -> ClientEvent {
+        match parse_line(&core.input, bounds(core)) {
+            Parsed::Incomplete => ClientEvent::NeedInput,
+            Parsed::Error { error, consumed } => {
+                core.finish_sasl();
+                syntax_error(core, error, consumed)
+            }
+            Parsed::Line { tokens, consumed } => {
+                core.input.drain(..consumed);
+                core.finish_sasl();
+                match tokens.as_slice() {
+                    [response] => match response.text() {
+                        Some(b"*") => reply("NO \"Authentication cancelled.\""),
+                        Some(response) => {
+                            let response = response.to_vec();
+                            sasl_response(core, &response)
+                        }
+                        None => reply("NO \"Invalid SASL response.\""),
+                    },
+                    _ => reply("NO \"Invalid SASL response.\""),
+                }
+            }
+        }
+    }
+
+    fn tls_established(&mut self, _core: &Core) {
         self.resend_capabilities = true;
     }
 
-    fn login_finished(&mut self, outcome: &LoginOutcome) -> LoginReply {
-        if self.state == State::LoginPending {
-            self.state = State::Commands;
-        }
-        match outcome {
-            LoginOutcome::Accepted { text, .. } => {
-                self.state = State::Done;
-                let text = self.settings.ok_line.as_deref().unwrap_or(text);
-                LoginReply {
-                    bytes: format!("OK {}\r\n", quoted(text)).into_bytes(),
-                    next: AfterLogin::Relay,
-                }
-            }
-            LoginOutcome::Rejected { .. } | LoginOutcome::Refused(_) => {
-                let reply = self.counters.reply_to_rejection(
-                    b"NO \"Authentication failed.\"\r\n",
-                    b"BYE \"Too many failed logins.\"\r\n",
-                );
-                if reply.next == AfterLogin::Close {
-                    self.state = State::Done;
-                    self.input.clear();
-                }
-                reply
-            }
-            LoginOutcome::Failed { .. } => LoginReply {
-                bytes: b"NO (TRYLATER) \"Mail server unavailable, try again later.\"\r\n".to_vec(),
-                next: AfterLogin::Continue,
-            },
-        }
+    fn accepted(&self, _: Option<()>, _capabilities: Option<&str>, text: &str) -> Vec<u8> {
+        format!("OK {}\r\n", quoted(text)).into_bytes()
     }
 
-    fn timeout_message(&self) -> Vec<u8> {
-        b"BYE \"Autologout; too long without logging in.\"\r\n".to_vec()
+    fn rejected(&self, _: Option<()>) -> (Vec<u8>, &'static [u8]) {
+        (
+            b"NO \"Authentication failed.\"\r\n".to_vec(),
+            b"BYE \"Too many failed logins.\"\r\n",
+        )
     }
 
-    fn shutdown_message(&self) -> Vec<u8> {
-        b"BYE (TRYLATER) \"Server shutting down.\"\r\n".to_vec()
+    fn unavailable(&self, _: Option<()>) -> Vec<u8> {
+        b"NO (TRYLATER) \"Mail server unavailable, try again later.\"\r\n".to_vec()
     }
 
-    fn take_unprocessed(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.input)
+    fn timeout_message(&self) -> &'static [u8] {
+        b"BYE \"Autologout; too long without logging in.\"\r\n"
+    }
+
+    fn shutdown_message(&self) -> &'static [u8] {
+        b"BYE (TRYLATER) \"Server shutting down.\"\r\n"
     }
 }
 
@@ -385,6 +301,7 @@ impl ClientSide for SieveClientSide {
 mod tests {
     use super::*;
     use crate::protocol::test_support::{creds, feed, settings, text};
+    use crate::protocol::{AfterLogin, ClientSide, LoginOutcome};
 
     fn machine() -> SieveClientSide {
         SieveClientSide::new(settings())

@@ -1,14 +1,10 @@
 //! The POP3 client side: greets, answers the AUTHORIZATION-state commands (RFC 1939, CAPA from
 //! RFC 2449, STLS from RFC 2595, AUTH from RFC 5034) and collects credentials.
 
-use std::sync::Arc;
-
-use crate::protocol::limits::PreLoginCounters;
+use crate::protocol::conversation::{self, Conversation, Dialect, LoginBlock, StartTlsBlock};
 use crate::protocol::line::{pop_line, split_word, Line};
 use crate::protocol::sasl::{decode_plain, PlainError};
-use crate::protocol::{
-    AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome, LoginReply,
-};
+use crate::protocol::{ClientEvent, Credentials};
 
 /// Advertised before login when the configuration does not say otherwise, one CAPA line each.
 pub const DEFAULT_CAPABILITY: &[&str] = &[
@@ -44,160 +40,135 @@ fn capability_name(line: &str) -> &str {
     line.split(' ').next().unwrap_or("")
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum State {
-    /// Reading commands.
-    Commands,
-    /// `AUTH PLAIN` sent `+ `; the next line is the response.
-    SaslResponse,
-    /// Waiting for the session to report the back-end login.
-    LoginPending,
-    /// Logged in, or closing; nothing more is parsed.
-    Done,
-}
-
-pub struct Pop3ClientSide {
-    settings: Arc<ClientSettings>,
-    counters: PreLoginCounters,
-    /// Bytes received and not yet parsed.
-    input: Vec<u8>,
-    state: State,
-    tls_active: bool,
+/// POP3's words and parsing for the pre-login conversation.
+#[derive(Default)]
+pub struct Pop3 {
     /// The name given by `USER`, waiting for `PASS`.
     user: Option<String>,
 }
 
-impl Pop3ClientSide {
-    pub fn new(settings: impl Into<Arc<ClientSettings>>) -> Self {
-        let settings = settings.into();
-        Pop3ClientSide {
-            counters: PreLoginCounters::new(settings.limits),
-            tls_active: settings.tls_active,
-            settings,
-            input: Vec::new(),
-            state: State::Commands,
-            user: None,
+/// The POP3 client side.
+pub type Pop3ClientSide = Conversation<Pop3>;
+
+/// POP3 answers are untagged: a pending login remembers nothing.
+type Core = conversation::Core<()>;
+
+fn login_refusal(core: &Core) -> Option<&'static str> {
+    match core.login_block()? {
+        LoginBlock::Disabled => Some("-ERR [SYS/PERM] Logins are disabled"),
+        // No response code: [SYS/PERM] would tell the client the server is broken. Dovecot
+        // answers the same way.
+        LoginBlock::TlsRequired => Some("-ERR Plaintext authentication disallowed, use STLS first"),
+    }
+}
+
+/// The CAPA lines for this connection.
+///
+/// The configured list (or [`DEFAULT_CAPABILITY`]) is used as it is, except for what depends
+/// on the connection: `STLS` is listed exactly when STARTTLS is offered and TLS is not yet
+/// active, and `USER` and `SASL` are left out while logins are refused.
+fn capabilities(core: &Core) -> Vec<String> {
+    let mut caps: Vec<String> = match &core.settings.capability {
+        Some(configured) => parse_capability(configured),
+        None => DEFAULT_CAPABILITY.iter().map(|c| c.to_string()).collect(),
+    };
+    let refused = login_refusal(core).is_some();
+    caps.retain(|c| {
+        let name = capability_name(c);
+        !name.eq_ignore_ascii_case("STLS")
+            && !(refused
+                && (name.eq_ignore_ascii_case("USER") || name.eq_ignore_ascii_case("SASL")))
+    });
+    if core.starttls_available() {
+        caps.push("STLS".into());
+    }
+    caps
+}
+
+fn close_with(core: &mut Core, text: &str) -> ClientEvent {
+    core.close(format!("{text}\r\n").into_bytes())
+}
+
+fn capa(core: &Core) -> ClientEvent {
+    let mut out = b"+OK Capability list follows\r\n".to_vec();
+    for cap in capabilities(core) {
+        // Byte-stuff, so that a configured entry can never end the list early.
+        if cap.starts_with('.') {
+            out.push(b'.');
         }
+        out.extend_from_slice(cap.as_bytes());
+        out.extend_from_slice(b"\r\n");
     }
+    out.extend_from_slice(b".\r\n");
+    ClientEvent::Send(out)
+}
 
-    fn login_refusal(&self) -> Option<&'static str> {
-        if self.settings.login_disabled {
-            Some("-ERR [SYS/PERM] Logins are disabled")
-        } else if self.settings.tls_required && !self.tls_active {
-            // No response code: [SYS/PERM] would tell the client the server is broken. Dovecot
-            // answers the same way.
-            Some("-ERR Plaintext authentication disallowed, use STLS first")
-        } else {
-            None
-        }
-    }
-
-    /// The CAPA lines for this connection.
-    ///
-    /// The configured list (or [`DEFAULT_CAPABILITY`]) is used as it is, except for what depends
-    /// on the connection: `STLS` is listed exactly when STARTTLS is offered and TLS is not yet
-    /// active, and `USER` and `SASL` are left out while logins are refused.
-    pub fn capabilities(&self) -> Vec<String> {
-        let mut caps: Vec<String> = match &self.settings.capability {
-            Some(configured) => parse_capability(configured),
-            None => DEFAULT_CAPABILITY.iter().map(|c| c.to_string()).collect(),
-        };
-        let refused = self.login_refusal().is_some();
-        caps.retain(|c| {
-            let name = capability_name(c);
-            !name.eq_ignore_ascii_case("STLS")
-                && !(refused
-                    && (name.eq_ignore_ascii_case("USER") || name.eq_ignore_ascii_case("SASL")))
-        });
-        if self.settings.starttls_offered && !self.tls_active {
-            caps.push("STLS".into());
-        }
-        caps
-    }
-
-    fn close_with(&mut self, text: &str) -> ClientEvent {
-        self.state = State::Done;
-        self.input.clear();
-        ClientEvent::Close(format!("{text}\r\n").into_bytes())
-    }
-
-    fn execute(&mut self, name: &[u8], args: &[u8]) -> ClientEvent {
+impl Pop3 {
+    fn execute(&mut self, core: &mut Core, name: &[u8], args: &[u8]) -> ClientEvent {
         let name = name.to_ascii_uppercase();
         let no_args = args.iter().all(|&b| b == b' ' || b == b'\t');
         match name.as_slice() {
             b"CAPA" | b"NOOP" | b"QUIT" | b"STLS" if !no_args => reply("-ERR Syntax error"),
-            b"CAPA" => {
-                let mut out = b"+OK Capability list follows\r\n".to_vec();
-                for cap in self.capabilities() {
-                    // Byte-stuff, so that a configured entry can never end the list early.
-                    if cap.starts_with('.') {
-                        out.push(b'.');
-                    }
-                    out.extend_from_slice(cap.as_bytes());
-                    out.extend_from_slice(b"\r\n");
-                }
-                out.extend_from_slice(b".\r\n");
-                ClientEvent::Send(out)
-            }
+            b"CAPA" => capa(core),
             b"NOOP" => reply("+OK"),
-            b"QUIT" => self.close_with("+OK Bye"),
-            b"STLS" => {
-                if self.tls_active {
-                    reply("-ERR TLS is already active")
-                } else if !self.settings.starttls_offered {
-                    reply("-ERR STLS is not available")
-                } else {
-                    // Anything pipelined behind STLS arrived in plaintext and must never be
-                    // executed once the connection is encrypted (CVE-2011-0411).
-                    self.input.clear();
+            b"QUIT" => close_with(core, "+OK Bye"),
+            b"STLS" => match core.starttls_block() {
+                Some(StartTlsBlock::AlreadyActive) => reply("-ERR TLS is already active"),
+                Some(StartTlsBlock::NotOffered) => reply("-ERR STLS is not available"),
+                None => {
                     self.user = None;
-                    ClientEvent::StartTls(b"+OK Begin TLS negotiation\r\n".to_vec())
+                    core.start_tls(b"+OK Begin TLS negotiation\r\n".to_vec())
                 }
-            }
-            b"USER" => {
-                if let Some(refusal) = self.login_refusal() {
-                    return ClientEvent::LoginRefused {
-                        user: Some(String::from_utf8_lossy(args).into_owned()),
-                        reply: format!("{refusal}\r\n").into_bytes(),
-                    };
-                }
-                if args.is_empty() || args.contains(&0) {
-                    return reply("-ERR Syntax error in USER arguments");
-                }
-                match std::str::from_utf8(args) {
-                    Ok(user) => {
-                        self.user = Some(user.to_string());
-                        reply("+OK")
-                    }
-                    Err(_) => reply("-ERR [AUTH] Invalid user name"),
-                }
-            }
-            b"PASS" => {
-                if let Some(refusal) = self.login_refusal() {
-                    return reply(refusal);
-                }
-                let Some(user) = self.user.take() else {
-                    return reply("-ERR No user name given, use USER first");
-                };
-                if args.is_empty() {
-                    // Keep the user: the client may still send a proper PASS.
-                    self.user = Some(user);
-                    return reply("-ERR Syntax error in PASS arguments");
-                }
-                self.begin_login(Credentials {
-                    user,
-                    secret: args.to_vec().into(),
-                })
-            }
-            b"AUTH" => self.auth(args),
+            },
+            b"USER" => self.user_command(core, args),
+            b"PASS" => self.pass(core, args),
+            b"AUTH" => self.auth(core, args),
             _ => reply("-ERR Command not permitted before login"),
         }
     }
 
+    fn user_command(&mut self, core: &Core, args: &[u8]) -> ClientEvent {
+        if let Some(refusal) = login_refusal(core) {
+            return ClientEvent::LoginRefused {
+                user: Some(String::from_utf8_lossy(args).into_owned()),
+                reply: format!("{refusal}\r\n").into_bytes(),
+            };
+        }
+        if args.is_empty() || args.contains(&0) {
+            return reply("-ERR Syntax error in USER arguments");
+        }
+        match std::str::from_utf8(args) {
+            Ok(user) => {
+                self.user = Some(user.to_string());
+                reply("+OK")
+            }
+            Err(_) => reply("-ERR [AUTH] Invalid user name"),
+        }
+    }
+
+    fn pass(&mut self, core: &mut Core, args: &[u8]) -> ClientEvent {
+        if let Some(refusal) = login_refusal(core) {
+            return reply(refusal);
+        }
+        let Some(user) = self.user.take() else {
+            return reply("-ERR No user name given, use USER first");
+        };
+        if args.is_empty() {
+            // Keep the user: the client may still send a proper PASS.
+            self.user = Some(user);
+            return reply("-ERR Syntax error in PASS arguments");
+        }
+        let creds = Credentials {
+            user,
+            secret: args.to_vec().into(),
+        };
+        core.begin_login((), creds)
+    }
+
     /// `AUTH` (RFC 5034). Without a mechanism it lists the mechanisms as Outlook and older
     /// clients expect (the pre-RFC 5034 form Dovecot also answers): `+OK`, one per line, `.`.
-    fn auth(&mut self, args: &[u8]) -> ClientEvent {
-        if let Some(refusal) = self.login_refusal() {
+    fn auth(&mut self, core: &mut Core, args: &[u8]) -> ClientEvent {
+        if let Some(refusal) = login_refusal(core) {
             return ClientEvent::LoginRefused {
                 user: None,
                 reply: format!("{refusal}\r\n").into_bytes(),
@@ -216,32 +187,25 @@ impl Pop3ClientSide {
             return reply("-ERR Unsupported authentication mechanism");
         }
         if rest.is_empty() {
-            self.state = State::SaslResponse;
-            return ClientEvent::Send(b"+ \r\n".to_vec());
+            return core.await_sasl((), b"+ \r\n".to_vec());
         }
         if rest.contains(&b' ') {
             return reply("-ERR Syntax error in AUTH arguments");
         }
-        self.sasl_response(rest)
+        sasl_response(core, rest)
     }
+}
 
-    /// Decode a SASL PLAIN response (`=` is an empty one).
-    fn sasl_response(&mut self, response: &[u8]) -> ClientEvent {
-        self.state = State::Commands;
-        let response = if response == b"=" { &b""[..] } else { response };
-        match decode_plain(response) {
-            Ok(creds) => self.begin_login(creds),
-            Err(PlainError::Base64) => reply("-ERR Invalid base64 data"),
-            Err(PlainError::Syntax) => reply("-ERR [AUTH] Invalid PLAIN response"),
-            Err(PlainError::AuthzidMismatch) => {
-                reply("-ERR [AUTH] Authorization identity not supported")
-            }
+/// Decode a SASL PLAIN response (`=` is an empty one).
+fn sasl_response(core: &mut Core, response: &[u8]) -> ClientEvent {
+    let response = if response == b"=" { &b""[..] } else { response };
+    match decode_plain(response) {
+        Ok(creds) => core.begin_login((), creds),
+        Err(PlainError::Base64) => reply("-ERR Invalid base64 data"),
+        Err(PlainError::Syntax) => reply("-ERR [AUTH] Invalid PLAIN response"),
+        Err(PlainError::AuthzidMismatch) => {
+            reply("-ERR [AUTH] Authorization identity not supported")
         }
-    }
-
-    fn begin_login(&mut self, creds: Credentials) -> ClientEvent {
-        self.state = State::LoginPending;
-        ClientEvent::Login(creds)
     }
 }
 
@@ -249,96 +213,71 @@ fn reply(text: &str) -> ClientEvent {
     ClientEvent::Send(format!("{text}\r\n").into_bytes())
 }
 
-impl ClientSide for Pop3ClientSide {
-    fn greeting(&mut self) -> Vec<u8> {
+impl Dialect for Pop3 {
+    type Pending = ();
+
+    fn greeting(&mut self, core: &Core) -> Vec<u8> {
         format!(
             "+OK {} ready on {}\r\n",
-            self.settings.product, self.settings.greeting_host
+            core.settings.product, core.settings.greeting_host
         )
         .into_bytes()
     }
 
-    fn receive(&mut self, input: &[u8]) {
-        if self.state != State::Done {
-            self.input.extend_from_slice(input);
-        }
-    }
-
-    fn next_event(&mut self) -> ClientEvent {
-        if matches!(self.state, State::Done | State::LoginPending) {
-            return ClientEvent::NeedInput;
-        }
-        let max = self.counters.limits().max_line_length;
-        let line = match pop_line(&mut self.input, max) {
+    fn command(&mut self, core: &mut Core) -> ClientEvent {
+        let max = core.counters.limits().max_line_length;
+        let line = match pop_line(&mut core.input, max) {
             Ok(line) => line,
-            Err(Line::TooLong) => return self.close_with("-ERR Line too long"),
+            Err(Line::TooLong) => return close_with(core, "-ERR Line too long"),
             Err(_) => return ClientEvent::NeedInput,
         };
-        if self.state == State::SaslResponse {
-            if line == b"*" {
-                self.state = State::Commands;
-                return reply("-ERR Authentication cancelled");
-            }
-            return self.sasl_response(&line);
-        }
-        if !self.counters.command() {
-            return self.close_with("-ERR Too many commands");
+        if !core.count_command() {
+            return close_with(core, "-ERR Too many commands");
         }
         let (name, args) = split_word(&line);
-        self.execute(name, args)
+        self.execute(core, name, args)
     }
 
-    fn tls_established(&mut self) {
-        self.tls_active = true;
-        self.input.clear();
+    fn sasl_response(&mut self, core: &mut Core) -> ClientEvent {
+        let max = core.counters.limits().max_line_length;
+        let line = match pop_line(&mut core.input, max) {
+            Ok(line) => line,
+            Err(Line::TooLong) => return close_with(core, "-ERR Line too long"),
+            Err(_) => return ClientEvent::NeedInput,
+        };
+        core.finish_sasl();
+        if line == b"*" {
+            return reply("-ERR Authentication cancelled");
+        }
+        sasl_response(core, &line)
+    }
+
+    fn tls_established(&mut self, _core: &Core) {
         self.user = None;
     }
 
-    fn login_finished(&mut self, outcome: &LoginOutcome) -> LoginReply {
-        if self.state == State::LoginPending {
-            self.state = State::Commands;
-        }
-        match outcome {
-            LoginOutcome::Accepted { text, .. } => {
-                self.state = State::Done;
-                let text = self.settings.ok_line.as_deref().unwrap_or(text);
-                let bytes = if text.is_empty() {
-                    b"+OK\r\n".to_vec()
-                } else {
-                    format!("+OK {text}\r\n").into_bytes()
-                };
-                LoginReply {
-                    bytes,
-                    next: AfterLogin::Relay,
-                }
-            }
-            LoginOutcome::Rejected { .. } | LoginOutcome::Refused(_) => {
-                let reply = self
-                    .counters
-                    .reply_to_rejection(b"-ERR [AUTH] Authentication failed.\r\n", b"");
-                if reply.next == AfterLogin::Close {
-                    self.state = State::Done;
-                    self.input.clear();
-                }
-                reply
-            }
-            LoginOutcome::Failed { .. } => LoginReply {
-                bytes: b"-ERR [SYS/TEMP] Mail server unavailable, try again later\r\n".to_vec(),
-                next: AfterLogin::Continue,
-            },
+    fn accepted(&self, _: Option<()>, _capabilities: Option<&str>, text: &str) -> Vec<u8> {
+        if text.is_empty() {
+            b"+OK\r\n".to_vec()
+        } else {
+            format!("+OK {text}\r\n").into_bytes()
         }
     }
 
-    fn timeout_message(&self) -> Vec<u8> {
-        b"-ERR Autologout; too long without logging in\r\n".to_vec()
+    fn rejected(&self, _: Option<()>) -> (Vec<u8>, &'static [u8]) {
+        (b"-ERR [AUTH] Authentication failed.\r\n".to_vec(), b"")
     }
 
-    fn shutdown_message(&self) -> Vec<u8> {
-        b"-ERR [SYS/TEMP] Server shutting down\r\n".to_vec()
+    fn unavailable(&self, _: Option<()>) -> Vec<u8> {
+        b"-ERR [SYS/TEMP] Mail server unavailable, try again later\r\n".to_vec()
     }
 
-    fn take_unprocessed(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.input)
+    fn timeout_message(&self) -> &'static [u8] {
+        b"-ERR Autologout; too long without logging in\r\n"
+    }
+
+    fn shutdown_message(&self) -> &'static [u8] {
+        b"-ERR [SYS/TEMP] Server shutting down\r\n"
     }
 }
 
@@ -346,6 +285,7 @@ impl ClientSide for Pop3ClientSide {
 mod tests {
     use super::*;
     use crate::protocol::test_support::{creds, feed, settings, text};
+    use crate::protocol::{AfterLogin, ClientSide, LoginOutcome};
 
     fn machine() -> Pop3ClientSide {
         Pop3ClientSide::new(settings())

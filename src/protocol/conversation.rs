@@ -1,0 +1,259 @@
+//! The pre-login conversation every protocol has, whatever its dialect: the input buffer, the
+//! pre-login counters, STARTTLS and the plaintext discard, the SASL continuation, the pause
+//! while the back end is asked, the answers to a login outcome, and the close.
+//!
+//! A protocol supplies a [`Dialect`]: how its commands are parsed and how its answers are
+//! worded. [`Conversation`] is the one [`ClientSide`] implementation, so a rule about what a
+//! client may do before login (a security fix, a new bound) is made once, here.
+
+use std::sync::Arc;
+
+use super::limits::PreLoginCounters;
+use super::{
+    AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome, LoginReply,
+};
+
+/// Where the conversation is.
+enum Phase<P> {
+    /// Reading commands.
+    Commands,
+    /// A SASL challenge was sent; the next line is the client's response.
+    Sasl(P),
+    /// Waiting for the session to report the back-end login.
+    LoginPending(P),
+    /// Logged in, or closing; nothing more is read.
+    Done,
+}
+
+/// What a dialect reads and changes: everything the conversation knows about the connection.
+pub struct Core<P> {
+    pub settings: Arc<ClientSettings>,
+    pub counters: PreLoginCounters,
+    /// Bytes received and not yet parsed. Before login they may hold a password.
+    pub input: Vec<u8>,
+    /// The connection is encrypted (implicit TLS, or after STARTTLS).
+    pub tls_active: bool,
+    phase: Phase<P>,
+}
+
+/// Why a login is refused before any back end is asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginBlock {
+    /// The listener refuses every login (Perdition's `login_disabled`).
+    Disabled,
+    /// TLS is required and not active yet.
+    TlsRequired,
+}
+
+/// Why STARTTLS cannot be used now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartTlsBlock {
+    AlreadyActive,
+    NotOffered,
+}
+
+impl<P> Core<P> {
+    fn new(settings: Arc<ClientSettings>) -> Core<P> {
+        Core {
+            counters: PreLoginCounters::new(settings.limits),
+            tls_active: settings.tls_active,
+            settings,
+            input: Vec::new(),
+            phase: Phase::Commands,
+        }
+    }
+
+    /// Why a login would be refused now, if it would.
+    pub fn login_block(&self) -> Option<LoginBlock> {
+        if self.settings.login_disabled {
+            Some(LoginBlock::Disabled)
+        } else if self.settings.tls_required && !self.tls_active {
+            Some(LoginBlock::TlsRequired)
+        } else {
+            None
+        }
+    }
+
+    /// Whether STARTTLS could be used now; `None` when it can.
+    pub fn starttls_block(&self) -> Option<StartTlsBlock> {
+        if self.tls_active {
+            Some(StartTlsBlock::AlreadyActive)
+        } else if !self.settings.starttls_offered {
+            Some(StartTlsBlock::NotOffered)
+        } else {
+            None
+        }
+    }
+
+    /// STARTTLS offered to the client now (for capability lists).
+    pub fn starttls_available(&self) -> bool {
+        self.starttls_block().is_none()
+    }
+
+    /// Count one command; false when the client has used up its allowance.
+    pub fn count_command(&mut self) -> bool {
+        self.counters.command()
+    }
+
+    /// Send `reply`, then upgrade. Anything pipelined behind STARTTLS arrived in plaintext and
+    /// must never be executed once the connection is encrypted (CVE-2011-0411).
+    pub fn start_tls(&mut self, reply: Vec<u8>) -> ClientEvent {
+        self.input.clear();
+        ClientEvent::StartTls(reply)
+    }
+
+    /// Send `bytes`, then close; nothing more is read.
+    pub fn close(&mut self, bytes: Vec<u8>) -> ClientEvent {
+        self.phase = Phase::Done;
+        self.input.clear();
+        ClientEvent::Close(bytes)
+    }
+
+    /// Credentials are in: wait for the session to ask the back end.
+    pub fn begin_login(&mut self, pending: P, creds: Credentials) -> ClientEvent {
+        self.phase = Phase::LoginPending(pending);
+        ClientEvent::Login(creds)
+    }
+
+    /// Send a SASL challenge; the next line goes to [`Dialect::sasl_response`].
+    pub fn await_sasl(&mut self, pending: P, challenge: Vec<u8>) -> ClientEvent {
+        self.phase = Phase::Sasl(pending);
+        ClientEvent::Send(challenge)
+    }
+
+    /// The SASL response has been read: back to commands, with what the challenge kept.
+    pub fn finish_sasl(&mut self) -> Option<P> {
+        match std::mem::replace(&mut self.phase, Phase::Commands) {
+            Phase::Sasl(pending) => Some(pending),
+            other => {
+                self.phase = other;
+                None
+            }
+        }
+    }
+}
+
+/// A protocol's words and parsing, for the pre-login conversation.
+pub trait Dialect: Send {
+    /// What a SASL exchange or a pending login remembers (IMAP: the command's tag).
+    type Pending: Send;
+
+    fn greeting(&mut self, core: &Core<Self::Pending>) -> Vec<u8>;
+    /// Read and answer the next command in `core.input`; [`ClientEvent::NeedInput`] when there
+    /// is no whole command yet. The dialect counts it with [`Core::count_command`].
+    fn command(&mut self, core: &mut Core<Self::Pending>) -> ClientEvent;
+    /// Read the client's answer to a SASL challenge; call [`Core::finish_sasl`] once a whole
+    /// line is in.
+    fn sasl_response(&mut self, core: &mut Core<Self::Pending>) -> ClientEvent;
+    /// The connection is now encrypted (the input was already discarded).
+    fn tls_established(&mut self, _core: &Core<Self::Pending>) {}
+
+    /// The successful login answer; `text` is the configured `ok_line` or the back end's.
+    fn accepted(
+        &self,
+        pending: Option<Self::Pending>,
+        capabilities: Option<&str>,
+        text: &str,
+    ) -> Vec<u8>;
+    /// The failed login answer, and what follows it when the client has no tries left.
+    fn rejected(&self, pending: Option<Self::Pending>) -> (Vec<u8>, &'static [u8]);
+    /// The answer when the back end could not be asked.
+    fn unavailable(&self, pending: Option<Self::Pending>) -> Vec<u8>;
+    fn timeout_message(&self) -> &'static [u8];
+    fn shutdown_message(&self) -> &'static [u8];
+}
+
+/// The client side of every protocol: the shared conversation driven in a dialect.
+pub struct Conversation<D: Dialect> {
+    core: Core<D::Pending>,
+    dialect: D,
+}
+
+impl<D: Dialect + Default> Conversation<D> {
+    pub fn new(settings: impl Into<Arc<ClientSettings>>) -> Self {
+        Conversation {
+            core: Core::new(settings.into()),
+            dialect: D::default(),
+        }
+    }
+}
+
+impl<D: Dialect> Conversation<D> {
+    pub fn dialect(&self) -> &D {
+        &self.dialect
+    }
+}
+
+impl<D: Dialect> ClientSide for Conversation<D> {
+    fn greeting(&mut self) -> Vec<u8> {
+        self.dialect.greeting(&self.core)
+    }
+
+    fn receive(&mut self, input: &[u8]) {
+        if !matches!(self.core.phase, Phase::Done) {
+            self.core.input.extend_from_slice(input);
+        }
+    }
+
+    fn next_event(&mut self) -> ClientEvent {
+        match self.core.phase {
+            Phase::Done | Phase::LoginPending(_) => ClientEvent::NeedInput,
+            Phase::Sasl(_) => self.dialect.sasl_response(&mut self.core),
+            Phase::Commands => self.dialect.command(&mut self.core),
+        }
+    }
+
+    fn tls_established(&mut self) {
+        self.core.tls_active = true;
+        self.core.input.clear();
+        self.core.phase = Phase::Commands;
+        self.dialect.tls_established(&self.core);
+    }
+
+    fn login_finished(&mut self, outcome: &LoginOutcome) -> LoginReply {
+        let pending = match std::mem::replace(&mut self.core.phase, Phase::Commands) {
+            Phase::LoginPending(pending) => Some(pending),
+            other => {
+                self.core.phase = other;
+                None
+            }
+        };
+        match outcome {
+            LoginOutcome::Accepted { capabilities, text } => {
+                self.core.phase = Phase::Done;
+                let text = self.core.settings.ok_line.as_deref().unwrap_or(text);
+                LoginReply {
+                    bytes: self
+                        .dialect
+                        .accepted(pending, capabilities.as_deref(), text),
+                    next: AfterLogin::Relay,
+                }
+            }
+            LoginOutcome::Rejected { .. } | LoginOutcome::Refused(_) => {
+                let (refusal, farewell) = self.dialect.rejected(pending);
+                let reply = self.core.counters.reply_to_rejection(&refusal, farewell);
+                if reply.next == AfterLogin::Close {
+                    self.core.phase = Phase::Done;
+                    self.core.input.clear();
+                }
+                reply
+            }
+            LoginOutcome::Failed { .. } => LoginReply {
+                bytes: self.dialect.unavailable(pending),
+                next: AfterLogin::Continue,
+            },
+        }
+    }
+
+    fn timeout_message(&self) -> Vec<u8> {
+        self.dialect.timeout_message().to_vec()
+    }
+
+    fn shutdown_message(&self) -> Vec<u8> {
+        self.dialect.shutdown_message().to_vec()
+    }
+
+    fn take_unprocessed(&mut self) -> Vec<u8> {
+        std::mem::take(&mut self.core.input)
+    }
+}
