@@ -33,20 +33,14 @@ pub enum Severity {
 }
 
 impl Severity {
-    /// Auth and Fatal lines (fail2ban's input) and errors are the last to be dropped when the
-    /// destination is too slow.
+    /// Errors are kept when the destination is too slow; so are the lines that say so
+    /// explicitly (Auth, Fatal, TLS failures, Closing session: see [`Logger::write_kept`]).
+    /// Warnings are not: an attacker can cause them cheaply (refusals over the limit).
     fn class(self) -> Class {
-        if self <= Severity::Notice {
-            Class::Keep
-        } else {
-            Class::Shed
+        match self {
+            Severity::Err => Class::Keep,
+            _ => Class::Shed,
         }
-    }
-}
-
-impl PartialOrd for Severity {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some((*self as u8).cmp(&(*other as u8)))
     }
 }
 
@@ -213,6 +207,13 @@ impl Logger {
             .push(self.format.line(severity, message), severity.class());
     }
 
+    /// Queue a line that must survive a slow destination longer than others: fail2ban's
+    /// input, and the byte counts of a session that logged in.
+    fn write_kept(&self, severity: Severity, message: &str) {
+        self.writer
+            .push(self.format.line(severity, message), Class::Keep);
+    }
+
     /// Wait until the lines logged so far are written, at most `limit` (shutdown).
     pub fn flush(&self, limit: Duration) -> bool {
         self.writer.flush(limit)
@@ -258,15 +259,15 @@ impl Logger {
     pub fn auth(&self, record: &AuthRecord, outcome: &LoginOutcome) {
         let password = self.password_for(record, outcome.is_accepted());
         let line = format!("Auth:{}", record.fields(status_text(outcome), password));
-        self.write(Severity::Notice, &line);
+        self.write_kept(Severity::Notice, &line);
     }
 
     /// `Closing session: ...` when a proxied session ends.
     pub fn closing(&self, record: &AuthRecord, received: u64, sent: u64) {
-        self.info(&format!(
+        self.write_kept(Severity::Info, &format!(
             "Closing session:{} authorisation_id=NONE authentication_id=\"{}\" received={received} sent={sent}",
             from_to(record.peer, record.local),
-            escape(record.user.as_deref().unwrap_or("(null)"))
+            escape(&capped(record.user.as_deref().unwrap_or("(null)")))
         ));
     }
 
@@ -303,7 +304,7 @@ impl Logger {
             Err(_) => false,
         };
         if allowed {
-            self.write(
+            self.write_kept(
                 Severity::Notice,
                 &format!(
                     "TLS handshake failed:{} reason=\"{}\"",
@@ -376,19 +377,36 @@ impl std::fmt::Debug for AuthRecord {
 impl AuthRecord {
     fn fields(&self, status: &str, password: Option<&str>) -> String {
         let passwd = password
-            .map(|p| format!(" passwd=\"{}\"", escape(p)))
+            .map(|p| format!(" passwd=\"{}\"", escape(&capped(p))))
             .unwrap_or_default();
         format!(
             "{} client-secure={} authorisation_id=NONE authentication_id=\"{}\"{passwd} server=\"{}\" protocol={} server-secure={} status=\"{}\"",
             from_to(self.peer, self.local),
             self.client_secure.log_name(),
-            escape(self.user.as_deref().unwrap_or("(null)")),
+            escape(&capped(self.user.as_deref().unwrap_or("(null)"))),
             self.server.as_deref().unwrap_or("(null):(null)"),
             self.protocol,
             self.server_secure.log_name(),
             status
         )
     }
+}
+
+/// The longest user name or password a log line carries, in bytes: longer ones are cut, so
+/// that one client cannot make lines of many kilobytes (syslog daemons cut them anyway, and
+/// they would fill the log queue's memory).
+const MAX_LOGGED_FIELD: usize = 256;
+
+/// `s`, or its first [`MAX_LOGGED_FIELD`] bytes and how many were left out.
+fn capped(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.len() <= MAX_LOGGED_FIELD {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = MAX_LOGGED_FIELD;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}...(+{} bytes)", &s[..end], s.len() - end))
 }
 
 /// Characters that must not reach a log raw: controls (they could start a forged line) and
@@ -539,6 +557,19 @@ mod tests {
         assert_eq!(one_line("x\u{202e}y\u{85}"), "x\\u{202e}y\\x85");
         // Letters and marks of other scripts are left alone.
         assert_eq!(escape("José 日本 Ελένη"), "José 日本 Ελένη");
+    }
+
+    #[test]
+    fn long_user_names_are_cut() {
+        let mut r = record();
+        r.user = Some("\u{1}".repeat(5000));
+        let line = r.fields("failed", None);
+        assert!(line.len() < 2000, "{}", line.len());
+        assert!(line.contains("...(+4744 bytes)"), "{line}");
+        assert_eq!(
+            capped("é".repeat(200).as_str()).len(),
+            256 + "...(+144 bytes)".len()
+        );
     }
 
     #[test]

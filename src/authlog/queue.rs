@@ -10,6 +10,9 @@
 
 use std::collections::VecDeque;
 
+/// The average line length the queue makes room for (Perdition's lines are 100 to 300 bytes).
+pub const BYTES_PER_LINE: usize = 512;
+
 /// How much a line matters when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
@@ -23,10 +26,12 @@ pub enum Class {
 #[derive(Debug)]
 pub struct LineQueue {
     lines: VecDeque<String>,
-    /// No line is taken beyond this many waiting.
+    /// No line is taken beyond this many waiting...
     capacity: usize,
-    /// [`Class::Shed`] lines are taken only while fewer than this many wait.
-    shed_limit: usize,
+    /// ...or beyond this many bytes: a line's length is partly the client's choice.
+    max_bytes: usize,
+    /// Bytes of the lines waiting.
+    bytes: usize,
     /// Lines refused since the writer last took the queue.
     dropped: u64,
 }
@@ -40,27 +45,32 @@ pub struct Batch {
 }
 
 impl LineQueue {
-    /// A queue of at most `capacity` lines (at least 4), a quarter of them for Keep lines.
+    /// A queue of at most `capacity` lines (at least 4) and [`BYTES_PER_LINE`] bytes per
+    /// line on average, a quarter of both for Keep lines.
     pub fn new(capacity: usize) -> LineQueue {
         let capacity = capacity.max(4);
         LineQueue {
             lines: VecDeque::new(),
             capacity,
-            shed_limit: capacity - capacity / 4,
+            max_bytes: capacity.saturating_mul(BYTES_PER_LINE),
+            bytes: 0,
             dropped: 0,
         }
     }
 
     /// Queue a line; false (and counted) when there is no room for its class.
     pub fn push(&mut self, line: String, class: Class) -> bool {
-        let limit = match class {
-            Class::Keep => self.capacity,
-            Class::Shed => self.shed_limit,
+        let share = |limit: usize| match class {
+            Class::Keep => limit,
+            Class::Shed => limit - limit / 4,
         };
-        if self.lines.len() >= limit {
+        if self.lines.len() >= share(self.capacity)
+            || self.bytes + line.len() > share(self.max_bytes)
+        {
             self.dropped += 1;
             return false;
         }
+        self.bytes += line.len();
         self.lines.push_back(line);
         true
     }
@@ -71,6 +81,7 @@ impl LineQueue {
 
     /// Everything waiting, and the count of what was dropped; the queue starts afresh.
     pub fn take(&mut self) -> Batch {
+        self.bytes = 0;
         Batch {
             lines: std::mem::take(&mut self.lines),
             dropped: std::mem::take(&mut self.dropped),
@@ -131,6 +142,19 @@ mod tests {
         assert!(q.is_empty());
         let second = q.take();
         assert_eq!((second.lines.len(), second.dropped), (0, 0));
+    }
+
+    #[test]
+    fn long_lines_count_against_a_byte_budget() {
+        let mut q = LineQueue::new(8);
+        let long = "x".repeat(BYTES_PER_LINE * 2);
+        assert_eq!(fill(&mut q, Class::Shed, 1, &long), 1);
+        assert_eq!(
+            fill(&mut q, Class::Keep, 5, &long),
+            2,
+            "8 x 512 bytes in all"
+        );
+        assert!(q.push("short".into(), Class::Keep));
     }
 
     #[test]

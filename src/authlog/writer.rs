@@ -14,6 +14,9 @@ use std::time::Duration;
 use super::queue::{dropped_notice, Class, LineQueue};
 use super::{LineFormat, Severity};
 
+/// Bytes written to a stream or file at once.
+const WRITE_CHUNK: usize = 64 * 1024;
+
 /// Where the local syslog daemon (rsyslog, or journald's compatibility socket) listens.
 pub const SYSLOG_SOCKET: &str = "/dev/log";
 
@@ -62,6 +65,26 @@ impl Sink {
                 })
             }
         };
+    }
+
+    /// Many lines: one datagram each for syslog, a few large writes for a stream or file
+    /// (a shutdown ends thousands of sessions at once).
+    fn write_all(&mut self, lines: &std::collections::VecDeque<String>) {
+        if let Sink::Syslog { .. } = self {
+            lines.iter().for_each(|line| self.write(line));
+            return;
+        }
+        let mut chunk = String::with_capacity(WRITE_CHUNK);
+        for line in lines {
+            if !chunk.is_empty() && chunk.len() + line.len() > WRITE_CHUNK {
+                self.write(&chunk);
+                chunk.clear();
+            }
+            chunk.push_str(line);
+        }
+        if !chunk.is_empty() {
+            self.write(&chunk);
+        }
     }
 
     fn reopen(&mut self) -> Option<Result<(), String>> {
@@ -194,9 +217,7 @@ fn write_until_closed(shared: &Shared, mut sink: Sink, format: &LineFormat) {
                 None => {}
             }
         }
-        for line in &batch.lines {
-            sink.write(line);
-        }
+        sink.write_all(&batch.lines);
         if batch.dropped > 0 {
             sink.write(&format.line(Severity::Warning, &dropped_notice(batch.dropped)));
         }

@@ -79,6 +79,9 @@ impl LogPasswd {
     }
 }
 
+const DEFAULT_BACKEND_CONNECT_TIMEOUT: u64 = 5;
+const DEFAULT_BACKEND_LOGIN_TIMEOUT: u64 = 30;
+
 /// Limits; all times in seconds.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -89,13 +92,15 @@ pub struct Limits {
     pub login_timeout: u64,
     /// Silence allowed once logged in (Perdition's `timeout`).
     pub idle_timeout: u64,
-    /// Time to open the TCP connection to a back end.
-    pub backend_connect_timeout: u64,
-    /// Time for the back end's greeting, TLS and its answer to the login. Longer by default
+    /// Time to open the TCP connection to a back end (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_connect_timeout: Option<u64>,
+    /// Time for the back end's greeting, TLS and its answer to the login (default 30): longer
     /// than Dovecot's largest auth failure penalty (15 s), which the proxy's address may be
     /// given when many logins fail through it.
-    pub backend_login_timeout: u64,
-    /// The former single back-end timeout; when given, it sets both of the above.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_login_timeout: Option<u64>,
+    /// The former single back-end timeout: sets both of the above where they are not given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_timeout: Option<u64>,
     /// Time live sessions get to finish after SIGTERM before the process exits.
@@ -113,8 +118,8 @@ impl Default for Limits {
             connection_limit: 0,
             login_timeout: 30,
             idle_timeout: 1800,
-            backend_connect_timeout: 5,
-            backend_login_timeout: 30,
+            backend_connect_timeout: None,
+            backend_login_timeout: None,
             backend_timeout: None,
             shutdown_grace: 10,
             max_line_length: prelogin.max_line_length,
@@ -148,11 +153,13 @@ impl Limits {
     }
 
     pub fn backend_connect_timeout(&self) -> Duration {
-        Duration::from_secs(self.backend_timeout.unwrap_or(self.backend_connect_timeout))
+        let seconds = self.backend_connect_timeout.or(self.backend_timeout);
+        Duration::from_secs(seconds.unwrap_or(DEFAULT_BACKEND_CONNECT_TIMEOUT))
     }
 
     pub fn backend_login_timeout(&self) -> Duration {
-        Duration::from_secs(self.backend_timeout.unwrap_or(self.backend_login_timeout))
+        let seconds = self.backend_login_timeout.or(self.backend_timeout);
+        Duration::from_secs(seconds.unwrap_or(DEFAULT_BACKEND_LOGIN_TIMEOUT))
     }
 }
 
@@ -302,8 +309,14 @@ impl Config {
         let l = &self.limits;
         for (name, value) in [
             ("login_timeout", l.login_timeout),
-            ("backend_connect_timeout", l.backend_connect_timeout),
-            ("backend_login_timeout", l.backend_login_timeout),
+            (
+                "backend_connect_timeout",
+                l.backend_connect_timeout.unwrap_or(1),
+            ),
+            (
+                "backend_login_timeout",
+                l.backend_login_timeout.unwrap_or(1),
+            ),
             ("backend_timeout", l.backend_timeout.unwrap_or(1)),
         ] {
             if value == 0 {
@@ -313,8 +326,14 @@ impl Config {
         for (name, value) in [
             ("login_timeout", l.login_timeout),
             ("idle_timeout", l.idle_timeout),
-            ("backend_connect_timeout", l.backend_connect_timeout),
-            ("backend_login_timeout", l.backend_login_timeout),
+            (
+                "backend_connect_timeout",
+                l.backend_connect_timeout.unwrap_or(0),
+            ),
+            (
+                "backend_login_timeout",
+                l.backend_login_timeout.unwrap_or(0),
+            ),
             ("backend_timeout", l.backend_timeout.unwrap_or(0)),
             ("shutdown_grace", l.shutdown_grace),
         ] {

@@ -41,16 +41,29 @@ pub struct Credentials {
 /// password in the log), and CR or LF would end a command line.
 const FORBIDDEN_IN_CREDENTIALS: &[u8] = b"\0\r\n";
 
+fn forbidden(b: &u8) -> bool {
+    FORBIDDEN_IN_CREDENTIALS.contains(b)
+}
+
+/// The part of a user name fit for the log: what comes before a NUL, CR or LF (after a NUL
+/// may come a password, `user\0password`).
+pub fn loggable_user(user: &str) -> &str {
+    match user.bytes().position(|b| forbidden(&b)) {
+        Some(at) => &user[..at],
+        None => user,
+    }
+}
+
 impl Credentials {
     /// The one check every login path passes, whatever the protocol: `Err` with the part of
-    /// the user name before the first forbidden byte (the only part fit for the log) when the
-    /// user name or the password holds a NUL, CR or LF.
+    /// the user name fit for the log ([`loggable_user`]) when the user name or the password
+    /// holds a NUL, CR or LF.
     pub fn check_characters(&self) -> Result<(), &str> {
-        let bad = |b: &u8| FORBIDDEN_IN_CREDENTIALS.contains(b);
-        match self.user.bytes().position(|b| bad(&b)) {
-            Some(at) => Err(&self.user[..at]),
-            None if self.secret.expose().iter().any(bad) => Err(&self.user),
-            None => Ok(()),
+        let user = loggable_user(&self.user);
+        if user.len() < self.user.len() || self.secret.expose().iter().any(forbidden) {
+            Err(user)
+        } else {
+            Ok(())
         }
     }
 }

@@ -17,7 +17,8 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::authlog::{AuthRecord, Logger};
 use crate::protocol::{
-    AfterLogin, ClientEvent, ClientSide, Credentials, LoginOutcome, Refusal, Secret, Security,
+    loggable_user, AfterLogin, ClientEvent, ClientSide, Credentials, LoginOutcome, Refusal, Secret,
+    Security,
 };
 use crate::tls;
 
@@ -44,6 +45,9 @@ pub struct Session {
     /// `login_timeout` after accept, pushed back by the time the back end takes: a client
     /// that floods, trickles or stops reading cannot hold its slot longer than that.
     deadline: Instant,
+    /// How far `deadline` may be pushed back: one back-end wait's worth, however many logins
+    /// the client tries against a back end that hangs.
+    ceiling: Instant,
     /// How the client leg is protected so far.
     security: Security,
     /// Shutdown: BYE before login, the end of the relay after the grace period.
@@ -66,8 +70,11 @@ impl Session {
         local: SocketAddr,
         phase: watch::Receiver<Phase>,
     ) -> Session {
+        let limits = &listener.limits;
+        let deadline = Instant::now() + limits.login_timeout();
         Session {
-            deadline: Instant::now() + listener.limits.login_timeout(),
+            deadline,
+            ceiling: deadline + limits.backend_connect_timeout() + limits.backend_login_timeout(),
             security: listener.initial_security(),
             listener,
             services,
@@ -196,10 +203,18 @@ impl Session {
                     let password = String::from_utf8_lossy(creds.secret.expose()).into_owned();
                     record.password = Some(Secret::new(password));
                 }
-                backend::login(&self.listener, creds, &mut record).await
+                // A login still waiting for its back end when the grace period is over is
+                // answered (unavailable) and logged, then the conversation says goodbye.
+                let mut phase = self.phase.clone();
+                tokio::select! {
+                    done = backend::login(&self.listener, creds, &mut record) => done,
+                    _ = reached(&mut phase, Phase::Closing) => {
+                        (LoginOutcome::unavailable("server shutting down"), None)
+                    }
+                }
             }
         };
-        self.deadline += started.elapsed();
+        self.deadline = (self.deadline + started.elapsed()).min(self.ceiling);
         self.logger().auth(&record, &outcome);
         record.password = None;
         if let LoginOutcome::Failed { reason, .. } = &outcome {
@@ -267,6 +282,7 @@ impl Session {
     }
 
     fn log_refusal(&self, user: Option<String>, refusal: Refusal) {
+        let user = user.map(|u| loggable_user(&u).to_string());
         let record = self.auth_record(user);
         self.logger().auth(&record, &LoginOutcome::Refused(refusal));
     }
