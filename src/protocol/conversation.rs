@@ -133,8 +133,24 @@ impl<P> Core<P> {
     }
 }
 
+/// The answers a dialect words the same way whatever the command.
+pub struct Words {
+    /// A failed login.
+    pub rejected: &'static str,
+    /// Sent after `rejected` when the client has no tries left.
+    pub too_many_failures: &'static [u8],
+    /// The back end could not be asked.
+    pub unavailable: &'static str,
+    /// Sent before closing when `login_timeout` is over.
+    pub timeout: &'static [u8],
+    /// Sent before closing when the server shuts down.
+    pub shutdown: &'static [u8],
+}
+
 /// A protocol's words and parsing, for the pre-login conversation.
 pub trait Dialect: Send {
+    const WORDS: Words;
+
     /// What a SASL exchange or a pending login remembers (IMAP: the command's tag).
     type Pending: Send;
 
@@ -155,12 +171,8 @@ pub trait Dialect: Send {
         capabilities: Option<&str>,
         text: &str,
     ) -> Vec<u8>;
-    /// The failed login answer, and what follows it when the client has no tries left.
-    fn rejected(&self, pending: Option<Self::Pending>) -> (Vec<u8>, &'static [u8]);
-    /// The answer when the back end could not be asked.
-    fn unavailable(&self, pending: Option<Self::Pending>) -> Vec<u8>;
-    fn timeout_message(&self) -> &'static [u8];
-    fn shutdown_message(&self) -> &'static [u8];
+    /// `text` as the answer to the command `pending` remembers (IMAP puts its tag first).
+    fn answer(&self, pending: Option<Self::Pending>, text: &str) -> Vec<u8>;
 }
 
 /// The client side of every protocol: the shared conversation driven in a dialect.
@@ -230,7 +242,8 @@ impl<D: Dialect> ClientSide for Conversation<D> {
                 }
             }
             LoginOutcome::Rejected { .. } | LoginOutcome::Refused(_) => {
-                let (refusal, farewell) = self.dialect.rejected(pending);
+                let refusal = self.dialect.answer(pending, D::WORDS.rejected);
+                let farewell = D::WORDS.too_many_failures;
                 let reply = self.core.counters.reply_to_rejection(&refusal, farewell);
                 if reply.next == AfterLogin::Close {
                     self.core.phase = Phase::Done;
@@ -239,18 +252,18 @@ impl<D: Dialect> ClientSide for Conversation<D> {
                 reply
             }
             LoginOutcome::Failed { .. } => LoginReply {
-                bytes: self.dialect.unavailable(pending),
+                bytes: self.dialect.answer(pending, D::WORDS.unavailable),
                 next: AfterLogin::Continue,
             },
         }
     }
 
     fn timeout_message(&self) -> Vec<u8> {
-        self.dialect.timeout_message().to_vec()
+        D::WORDS.timeout.to_vec()
     }
 
     fn shutdown_message(&self) -> Vec<u8> {
-        self.dialect.shutdown_message().to_vec()
+        D::WORDS.shutdown.to_vec()
     }
 
     fn take_unprocessed(&mut self) -> Vec<u8> {

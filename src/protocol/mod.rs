@@ -16,6 +16,7 @@ pub mod managesieve;
 pub mod pop3;
 pub mod sasl;
 pub mod secret;
+pub mod server_login;
 #[cfg(test)]
 mod test_support;
 

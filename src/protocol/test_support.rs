@@ -60,3 +60,33 @@ pub fn creds(user: &str, pass: &str) -> ClientEvent {
         secret: pass.as_bytes().to_vec().into(),
     })
 }
+
+/// A reproducible stream of garbage (xorshift), for the never-panics tests of every machine.
+pub struct Garbage {
+    seed: u64,
+}
+
+impl Default for Garbage {
+    fn default() -> Self {
+        Garbage {
+            seed: 0x2545_f491_4f6c_dd1d,
+        }
+    }
+}
+
+impl Garbage {
+    fn next(&mut self) -> u64 {
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        self.seed
+    }
+
+    /// Up to `max_len` bytes drawn from `alphabet`.
+    pub fn bytes(&mut self, max_len: usize, alphabet: &[u8]) -> Vec<u8> {
+        let len = (self.next() % max_len as u64) as usize;
+        (0..len)
+            .map(|_| alphabet[(self.next() % alphabet.len() as u64) as usize])
+            .collect()
+    }
+}

@@ -1,16 +1,13 @@
 //! The IMAP server side: reads the back end's greeting, optionally upgrades with STARTTLS, learns
 //! its capabilities and logs in with the client's credentials.
 
-use crate::protocol::line::{pop_line, Line};
 use crate::protocol::sasl::encode_plain;
+use crate::protocol::server_login::{Exchange, LineDialect};
 use crate::protocol::{
-    has_capability, Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings, ServerSide,
+    has_capability, Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings,
 };
 
 use super::{capability_code, parse_response, string_argument, StringArgument};
-
-/// Longest line accepted from a back end; capability lists are long, but not this long.
-const MAX_SERVER_LINE: usize = 64 * 1024;
 
 /// Tags of the proxy's own commands; they never reach the client.
 const TAG_STARTTLS: &str = "pc0";
@@ -31,20 +28,17 @@ enum State {
     PostCapability {
         text: String,
     },
-    Done,
 }
 
 pub struct ImapServerSide {
     creds: Credentials,
     settings: ServerSettings,
-    input: Vec<u8>,
+    ex: Exchange,
     state: State,
     /// Pre-login capabilities (from the greeting or a CAPABILITY command).
     capabilities: Option<String>,
     /// Capabilities seen in an untagged response during or after login.
     post_login_capabilities: Option<String>,
-    /// Bytes to send before anything else happens.
-    queued: Option<Vec<u8>>,
 }
 
 impl ImapServerSide {
@@ -52,22 +46,11 @@ impl ImapServerSide {
         ImapServerSide {
             creds,
             settings,
-            input: Vec::new(),
+            ex: Exchange::default(),
             state: State::Greeting,
             capabilities: None,
             post_login_capabilities: None,
-            queued: None,
         }
-    }
-
-    fn unavailable(&mut self, reason: impl Into<String>) -> ServerEvent {
-        self.state = State::Done;
-        ServerEvent::Finished(LoginOutcome::unavailable(reason.into()))
-    }
-
-    fn no_tls(&mut self, reason: impl Into<String>) -> ServerEvent {
-        self.state = State::Done;
-        ServerEvent::Finished(LoginOutcome::no_tls(reason.into()))
     }
 
     /// Capabilities are known: log in the best way the server offers.
@@ -92,7 +75,7 @@ impl ImapServerSide {
             return ServerEvent::Send(format!("{TAG_LOGIN} AUTHENTICATE PLAIN\r\n").into_bytes());
         }
         if has_capability(&caps, "LOGINDISABLED") {
-            return self.unavailable("server advertises LOGINDISABLED");
+            return self.ex.unavailable("server advertises LOGINDISABLED");
         }
         // LOGIN user pass, with every synchronising literal waiting for its `+`.
         let literal_plus = has_capability(&caps, "LITERAL+");
@@ -135,7 +118,7 @@ impl ImapServerSide {
         if self.settings.starttls {
             if let Some(caps) = &self.capabilities {
                 if !has_capability(caps, "STARTTLS") {
-                    return self.no_tls("server does not offer STARTTLS");
+                    return self.ex.no_tls("server does not offer STARTTLS");
                 }
             }
             self.state = State::StartTls;
@@ -151,9 +134,9 @@ impl ImapServerSide {
     }
 
     /// Handle one line; `None` means "keep reading".
-    fn line(&mut self, line: &[u8]) -> Option<ServerEvent> {
+    fn respond(&mut self, line: &[u8]) -> Option<ServerEvent> {
         let Some(r) = parse_response(line) else {
-            return Some(self.unavailable("server sent a line that is not UTF-8"));
+            return Some(self.ex.unavailable("server sent a line that is not UTF-8"));
         };
         let keyword = r.keyword.to_ascii_uppercase();
         if r.tag == "*" && keyword == "CAPABILITY" {
@@ -169,12 +152,12 @@ impl ImapServerSide {
             return None;
         }
         if r.tag == "*" && keyword == "BYE" {
-            return Some(self.unavailable(format!("server said BYE: {}", r.text)));
+            return Some(self.ex.unavailable(format!("server said BYE: {}", r.text)));
         }
         match &mut self.state {
             State::Greeting => {
                 if r.tag != "*" || keyword != "OK" {
-                    return Some(self.unavailable(format!(
+                    return Some(self.ex.unavailable(format!(
                         "unexpected greeting: {}",
                         String::from_utf8_lossy(line)
                     )));
@@ -191,7 +174,7 @@ impl ImapServerSide {
                 if keyword == "OK" {
                     Some(ServerEvent::StartTls)
                 } else {
-                    Some(self.no_tls(format!("STARTTLS refused: {}", r.text)))
+                    Some(self.ex.no_tls(format!("STARTTLS refused: {}", r.text)))
                 }
             }
             State::Capability => {
@@ -199,7 +182,7 @@ impl ImapServerSide {
                     return None;
                 }
                 if keyword != "OK" || self.capabilities.is_none() {
-                    return Some(self.unavailable("CAPABILITY failed"));
+                    return Some(self.ex.unavailable("CAPABILITY failed"));
                 }
                 Some(self.login())
             }
@@ -222,13 +205,10 @@ impl ImapServerSide {
                             .map(str::to_string)
                             .or_else(|| self.post_login_capabilities.take());
                         match caps {
-                            Some(capabilities) => {
-                                self.state = State::Done;
-                                Some(ServerEvent::Finished(LoginOutcome::Accepted {
-                                    capabilities: Some(capabilities),
-                                    text,
-                                }))
-                            }
+                            Some(capabilities) => Some(self.ex.finish(LoginOutcome::Accepted {
+                                capabilities: Some(capabilities),
+                                text,
+                            })),
                             None => {
                                 self.state = State::PostCapability { text };
                                 Some(ServerEvent::Send(
@@ -237,12 +217,9 @@ impl ImapServerSide {
                             }
                         }
                     }
-                    _ => {
-                        self.state = State::Done;
-                        Some(ServerEvent::Finished(LoginOutcome::Rejected {
-                            text: r.text.to_string(),
-                        }))
-                    }
+                    _ => Some(self.ex.finish(LoginOutcome::Rejected {
+                        text: r.text.to_string(),
+                    })),
                 }
             }
             State::PostCapability { text } => {
@@ -250,58 +227,36 @@ impl ImapServerSide {
                     return None;
                 }
                 let text = std::mem::take(text);
-                self.state = State::Done;
-                Some(ServerEvent::Finished(LoginOutcome::Accepted {
+                Some(self.ex.finish(LoginOutcome::Accepted {
                     capabilities: self.post_login_capabilities.take(),
                     text,
                 }))
             }
-            State::Done => None,
         }
     }
 }
 
-impl ServerSide for ImapServerSide {
-    fn receive(&mut self, input: &[u8]) {
-        self.input.extend_from_slice(input);
+impl LineDialect for ImapServerSide {
+    fn exchange(&mut self) -> &mut Exchange {
+        &mut self.ex
     }
 
-    fn next_event(&mut self) -> ServerEvent {
-        if let Some(bytes) = self.queued.take() {
-            return ServerEvent::Send(bytes);
-        }
-        loop {
-            if matches!(self.state, State::Done) {
-                return ServerEvent::NeedInput;
-            }
-            let line = match pop_line(&mut self.input, MAX_SERVER_LINE) {
-                Ok(line) => line,
-                Err(Line::TooLong) => return self.unavailable("server line too long"),
-                Err(_) => return ServerEvent::NeedInput,
-            };
-            if let Some(event) = self.line(&line) {
-                return event;
-            }
-        }
+    fn line(&mut self, line: &[u8]) -> Option<ServerEvent> {
+        self.respond(line)
     }
 
-    fn tls_established(&mut self) {
-        // What the server said before TLS no longer counts (RFC 9051 section 6.2.1).
-        self.input.clear();
+    fn after_tls(&mut self) {
         self.capabilities = None;
         self.state = State::Capability;
-        self.queued = Some(format!("{TAG_CAPABILITY} CAPABILITY\r\n").into_bytes());
-    }
-
-    fn take_unprocessed(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.input)
+        self.ex
+            .queue(format!("{TAG_CAPABILITY} CAPABILITY\r\n").into_bytes());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Failure;
+    use crate::protocol::{Failure, ServerSide};
 
     fn creds(pass: &str) -> Credentials {
         Credentials {

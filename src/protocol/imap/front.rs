@@ -1,6 +1,8 @@
 //! The IMAP client side: greets, answers the pre-login commands and collects credentials.
 
-use crate::protocol::conversation::{self, Conversation, Dialect, LoginBlock, StartTlsBlock};
+use crate::protocol::conversation::{
+    self, Conversation, Dialect, LoginBlock, StartTlsBlock, Words,
+};
 use crate::protocol::line::{pop_line, Line};
 use crate::protocol::sasl::{decode_plain, PlainError};
 use crate::protocol::{ClientEvent, Credentials};
@@ -216,6 +218,14 @@ fn refused(user: Option<&[u8]>, tag: &str, text: &str) -> ClientEvent {
 impl Dialect for Imap {
     type Pending = String;
 
+    const WORDS: Words = Words {
+        rejected: "NO [AUTHENTICATIONFAILED] Authentication failed.",
+        too_many_failures: b"* BYE Too many failed logins\r\n",
+        unavailable: "NO [UNAVAILABLE] Mail server unavailable, try again later",
+        timeout: b"* BYE Autologout; too long without logging in\r\n",
+        shutdown: b"* BYE [UNAVAILABLE] Server shutting down\r\n",
+    };
+
     fn greeting(&mut self, core: &Core) -> Vec<u8> {
         format!(
             "* OK [CAPABILITY {}] {} ready on {}\r\n",
@@ -280,30 +290,16 @@ impl Dialect for Imap {
         format!("{tag} OK {code}{text}\r\n").into_bytes()
     }
 
-    fn rejected(&self, tag: Option<String>) -> (Vec<u8>, &'static [u8]) {
+    fn answer(&self, tag: Option<String>, text: &str) -> Vec<u8> {
         let tag = tag.unwrap_or_else(|| "*".into());
-        let refusal = format!("{tag} NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
-        (refusal.into_bytes(), b"* BYE Too many failed logins\r\n")
-    }
-
-    fn unavailable(&self, tag: Option<String>) -> Vec<u8> {
-        let tag = tag.unwrap_or_else(|| "*".into());
-        format!("{tag} NO [UNAVAILABLE] Mail server unavailable, try again later\r\n").into_bytes()
-    }
-
-    fn timeout_message(&self) -> &'static [u8] {
-        b"* BYE Autologout; too long without logging in\r\n"
-    }
-
-    fn shutdown_message(&self) -> &'static [u8] {
-        b"* BYE [UNAVAILABLE] Server shutting down\r\n"
+        format!("{tag} {text}\r\n").into_bytes()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::test_support::{creds, feed, settings, text};
+    use crate::protocol::test_support::{creds, feed, settings, text, Garbage};
     use crate::protocol::{AfterLogin, ClientSide, LoginOutcome};
 
     fn machine() -> ImapClientSide {
@@ -655,21 +651,10 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut garbage = Garbage::default();
         for _ in 0..2000 {
             let mut m = machine();
-            let len = (seed % 300) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    {
-                        let alphabet = b"a {}()\"\\ \r\n+*0123LOGINAUTHENTICATE";
-                        alphabet[(seed % alphabet.len() as u64) as usize]
-                    }
-                })
-                .collect();
+            let bytes = garbage.bytes(300, b"a {}()\"\\ \r\n+*0123LOGINAUTHENTICATE");
             let _ = feed(&mut m, &bytes);
         }
     }

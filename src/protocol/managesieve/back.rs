@@ -3,15 +3,12 @@
 //! `AUTHENTICATE "PLAIN"` and an initial response.
 
 use crate::protocol::sasl::encode_plain;
-use crate::protocol::{
-    has_capability, Credentials, LoginOutcome, ServerEvent, ServerSettings, ServerSide,
-};
+use crate::protocol::server_login::{Exchange, ServerDialect, MAX_SERVER_LINE};
+use crate::protocol::{has_capability, Credentials, LoginOutcome, ServerEvent, ServerSettings};
 
 use super::syntax::{self, parse_line, response_text, Bounds, Parsed, SyntaxError, Token};
 
-/// Longest line (and literal) accepted from a back end.
-const MAX_SERVER_LINE: usize = 64 * 1024;
-
+/// Longest line and literal accepted from a back end.
 const BOUNDS: Bounds = Bounds {
     max_line: MAX_SERVER_LINE,
     max_literal: MAX_SERVER_LINE,
@@ -31,13 +28,12 @@ enum State {
     /// The server sent a SASL challenge although it had the initial response; `"*"` was sent and
     /// the answer to that ends the login as unavailable.
     Cancelled,
-    Done,
 }
 
 pub struct SieveServerSide {
     creds: Credentials,
     settings: ServerSettings,
-    input: Vec<u8>,
+    ex: Exchange,
     state: State,
     /// The connection is already encrypted by STARTTLS.
     tls_done: bool,
@@ -52,27 +48,12 @@ impl SieveServerSide {
         SieveServerSide {
             creds,
             settings,
-            input: Vec::new(),
+            ex: Exchange::default(),
             state: State::Capabilities,
             tls_done: false,
             starttls_offered: false,
             sasl: None,
         }
-    }
-
-    fn unavailable(&mut self, reason: impl Into<String>) -> ServerEvent {
-        self.state = State::Done;
-        ServerEvent::Finished(LoginOutcome::unavailable(reason.into()))
-    }
-
-    fn no_tls(&mut self, reason: impl Into<String>) -> ServerEvent {
-        self.state = State::Done;
-        ServerEvent::Finished(LoginOutcome::no_tls(reason.into()))
-    }
-
-    fn finish(&mut self, outcome: LoginOutcome) -> ServerEvent {
-        self.state = State::Done;
-        ServerEvent::Finished(outcome)
     }
 
     /// One line of a capability block: `"NAME" ["value"]`.
@@ -97,7 +78,7 @@ impl SieveServerSide {
     fn capabilities_done(&mut self) -> ServerEvent {
         if self.settings.starttls && !self.tls_done {
             if !self.starttls_offered {
-                return self.no_tls("server does not offer STARTTLS");
+                return self.ex.no_tls("server does not offer STARTTLS");
             }
             self.state = State::StartTls;
             return ServerEvent::Send(b"STARTTLS\r\n".to_vec());
@@ -105,7 +86,7 @@ impl SieveServerSide {
         if let Some(sasl) = &self.sasl {
             if !has_capability(sasl, "PLAIN") {
                 let reason = format!("server does not offer SASL PLAIN (SASL \"{sasl}\")");
-                return self.unavailable(reason);
+                return self.ex.unavailable(reason);
             }
         }
         self.state = State::Login;
@@ -135,89 +116,87 @@ impl SieveServerSide {
             }
             Some(Token::Atom(keyword)) => String::from_utf8_lossy(keyword).to_ascii_uppercase(),
             Some(Token::List(_)) => {
-                return Some(self.unavailable("server sent a line starting with a list"))
+                return Some(
+                    self.ex
+                        .unavailable("server sent a line starting with a list"),
+                )
             }
         };
         let text = response_text(&tokens);
         let said = |what: &str| format!("{what}: {}", text.as_deref().unwrap_or(""));
         match (self.state, keyword.as_str()) {
-            (_, "BYE") => Some(self.unavailable(said("server said BYE"))),
+            (_, "BYE") => Some(self.ex.unavailable(said("server said BYE"))),
             (State::Capabilities, "OK") => Some(self.capabilities_done()),
-            (State::Capabilities, "NO") => Some(self.unavailable(said("server said NO"))),
+            (State::Capabilities, "NO") => Some(self.ex.unavailable(said("server said NO"))),
             (State::StartTls, "OK") => {
                 self.state = State::Handshake;
                 Some(ServerEvent::StartTls)
             }
-            (State::StartTls, _) => Some(self.no_tls(said("STARTTLS refused"))),
-            (State::Login, "OK") => Some(self.finish(LoginOutcome::Accepted {
+            (State::StartTls, _) => Some(self.ex.no_tls(said("STARTTLS refused"))),
+            (State::Login, "OK") => Some(self.ex.finish(LoginOutcome::Accepted {
                 capabilities: None,
                 text: text.unwrap_or_else(|| "Logged in.".into()),
             })),
-            (State::Login, "NO") => Some(self.finish(LoginOutcome::Rejected {
+            (State::Login, "NO") => Some(self.ex.finish(LoginOutcome::Rejected {
                 text: text.unwrap_or_else(|| "Authentication failed.".into()),
             })),
-            (State::Cancelled, _) => {
-                Some(self.unavailable(said("server sent an unexpected SASL challenge")))
-            }
-            (State::Handshake | State::Done, _) => None,
-            _ => Some(self.unavailable(format!("unexpected response from server: {keyword}"))),
+            (State::Cancelled, _) => Some(
+                self.ex
+                    .unavailable(said("server sent an unexpected SASL challenge")),
+            ),
+            (State::Handshake, _) => None,
+            _ => Some(
+                self.ex
+                    .unavailable(format!("unexpected response from server: {keyword}")),
+            ),
         }
     }
 }
 
-impl ServerSide for SieveServerSide {
-    fn receive(&mut self, input: &[u8]) {
-        self.input.extend_from_slice(input);
+impl ServerDialect for SieveServerSide {
+    fn exchange(&mut self) -> &mut Exchange {
+        &mut self.ex
     }
 
-    fn next_event(&mut self) -> ServerEvent {
-        loop {
-            if matches!(self.state, State::Done | State::Handshake) {
-                return ServerEvent::NeedInput;
+    fn step(&mut self) -> Option<ServerEvent> {
+        if self.state == State::Handshake {
+            return Some(ServerEvent::NeedInput);
+        }
+        match parse_line(&self.ex.input, BOUNDS) {
+            Parsed::Incomplete => Some(ServerEvent::NeedInput),
+            Parsed::Error {
+                error: SyntaxError::LineTooLong | SyntaxError::LiteralTooBig,
+                ..
+            } => Some(self.ex.unavailable("server response too long")),
+            Parsed::Error { consumed, .. } => {
+                let line = self.ex.input.get(..consumed).unwrap_or_default();
+                let reason = format!(
+                    "malformed line from server: {}",
+                    String::from_utf8_lossy(line).trim_end()
+                );
+                Some(self.ex.unavailable(reason))
             }
-            match parse_line(&self.input, BOUNDS) {
-                Parsed::Incomplete => return ServerEvent::NeedInput,
-                Parsed::Error {
-                    error: SyntaxError::LineTooLong | SyntaxError::LiteralTooBig,
-                    ..
-                } => return self.unavailable("server response too long"),
-                Parsed::Error { consumed, .. } => {
-                    let line = self.input.get(..consumed).unwrap_or_default();
-                    let reason = format!(
-                        "malformed line from server: {}",
-                        String::from_utf8_lossy(line).trim_end()
-                    );
-                    return self.unavailable(reason);
-                }
-                Parsed::Line { tokens, consumed } => {
-                    self.input.drain(..consumed);
-                    if let Some(event) = self.line(tokens) {
-                        return event;
-                    }
-                }
+            Parsed::Line { tokens, consumed } => {
+                self.ex.input.drain(..consumed);
+                self.line(tokens)
             }
         }
     }
 
-    fn tls_established(&mut self) {
-        // What the server said before TLS no longer counts; it re-sends its capabilities
-        // unprompted (RFC 5804 section 2.2).
-        self.input.clear();
+    /// The server re-sends its capabilities unprompted (RFC 5804 section 2.2).
+    fn after_tls(&mut self) {
         self.tls_done = true;
         self.starttls_offered = false;
         self.sasl = None;
         self.state = State::Capabilities;
-    }
-
-    fn take_unprocessed(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.input)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Failure;
+    use crate::protocol::test_support::Garbage;
+    use crate::protocol::{Failure, ServerSide};
 
     fn side(pass: &str, starttls: bool) -> SieveServerSide {
         SieveServerSide::new(
@@ -424,24 +403,15 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..2000 {
-            let mut m = side("pw", seed % 2 == 0);
-            let len = (seed % 200) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    let alphabet = b"OK NO BYE \"SASL\" \"STARTTLS\" {}()\\\r\n12+\x00";
-                    alphabet[(seed % alphabet.len() as u64) as usize]
-                })
-                .collect();
+        let mut garbage = Garbage::default();
+        for round in 0..2000 {
+            let mut m = side("pw", round % 2 == 0);
+            let bytes = garbage.bytes(200, b"OK NO BYE \"SASL\" \"STARTTLS\" {}()\\\r\n12+\x00");
             for chunk in bytes.chunks(7) {
                 m.receive(chunk);
                 while let ServerEvent::Send(_) = m.next_event() {}
             }
-            if seed % 3 == 0 {
+            if round % 3 == 0 {
                 m.tls_established();
                 let _ = step(&mut m, &bytes);
             }

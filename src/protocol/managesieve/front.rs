@@ -6,7 +6,9 @@
 //! cannot be refused and skipped: the machine answers `BYE "Literal too large."` and closes,
 //! whichever form the marker had.
 
-use crate::protocol::conversation::{self, Conversation, Dialect, LoginBlock, StartTlsBlock};
+use crate::protocol::conversation::{
+    self, Conversation, Dialect, LoginBlock, StartTlsBlock, Words,
+};
 use crate::protocol::sasl::{decode_plain, PlainError};
 use crate::protocol::ClientEvent;
 
@@ -216,6 +218,14 @@ fn reply(line: &str) -> ClientEvent {
 impl Dialect for Sieve {
     type Pending = ();
 
+    const WORDS: Words = Words {
+        rejected: "NO \"Authentication failed.\"",
+        too_many_failures: b"BYE \"Too many failed logins.\"\r\n",
+        unavailable: "NO (TRYLATER) \"Mail server unavailable, try again later.\"",
+        timeout: b"BYE \"Autologout; too long without logging in.\"\r\n",
+        shutdown: b"BYE (TRYLATER) \"Server shutting down.\"\r\n",
+    };
+
     fn greeting(&mut self, core: &Core) -> Vec<u8> {
         capability_block(core, &format!("{} ready.", core.settings.product))
     }
@@ -277,30 +287,15 @@ impl Dialect for Sieve {
         format!("OK {}\r\n", quoted(text)).into_bytes()
     }
 
-    fn rejected(&self, _: Option<()>) -> (Vec<u8>, &'static [u8]) {
-        (
-            b"NO \"Authentication failed.\"\r\n".to_vec(),
-            b"BYE \"Too many failed logins.\"\r\n",
-        )
-    }
-
-    fn unavailable(&self, _: Option<()>) -> Vec<u8> {
-        b"NO (TRYLATER) \"Mail server unavailable, try again later.\"\r\n".to_vec()
-    }
-
-    fn timeout_message(&self) -> &'static [u8] {
-        b"BYE \"Autologout; too long without logging in.\"\r\n"
-    }
-
-    fn shutdown_message(&self) -> &'static [u8] {
-        b"BYE (TRYLATER) \"Server shutting down.\"\r\n"
+    fn answer(&self, _: Option<()>, text: &str) -> Vec<u8> {
+        format!("{text}\r\n").into_bytes()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::test_support::{creds, feed, settings, text};
+    use crate::protocol::test_support::{creds, feed, settings, text, Garbage};
     use crate::protocol::{AfterLogin, ClientSide, LoginOutcome};
 
     fn machine() -> SieveClientSide {
@@ -707,22 +702,16 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..3000 {
+        let mut garbage = Garbage::default();
+        for round in 0..3000 {
             let mut m = machine();
-            let len = (seed % 300) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    let alphabet = b"a {}()\"\\ \r\n+*0123\x00\xffPLAINAUTHENTICATESTARTTLSNOOP";
-                    alphabet[(seed % alphabet.len() as u64) as usize]
-                })
-                .collect();
+            let bytes = garbage.bytes(
+                300,
+                b"a {}()\"\\ \r\n+*0123\x00\xffPLAINAUTHENTICATESTARTTLSNOOP",
+            );
             let _ = feed(&mut m, &bytes);
             let _ = m.next_event();
-            if seed % 3 == 0 {
+            if round % 3 == 0 {
                 m.tls_established();
                 let _ = feed(&mut m, &bytes);
             }

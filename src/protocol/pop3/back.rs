@@ -2,15 +2,13 @@
 //! its capabilities and logs in with the client's credentials, by `AUTH PLAIN` when the server
 //! lists `SASL PLAIN` and by `USER`/`PASS` otherwise.
 
-use crate::protocol::line::{pop_line, split_word, Line};
+use crate::protocol::line::split_word;
 use crate::protocol::sasl::encode_plain;
-use crate::protocol::{Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings, ServerSide};
+use crate::protocol::server_login::{Exchange, LineDialect};
+use crate::protocol::{Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings};
 
-/// Longest line accepted from a back end.
 /// A CAPA answer longer than this is not from a POP3 server worth talking to.
 const MAX_CAPABILITY_LINES: usize = 256;
-
-const MAX_SERVER_LINE: usize = 64 * 1024;
 
 /// Longest command a POP3 server must accept, CRLF included (RFC 2449 section 4). An `AUTH`
 /// whose initial response would be longer waits for the `+` continuation instead (RFC 5034
@@ -31,7 +29,6 @@ enum State {
     },
     User,
     Pass,
-    Done,
 }
 
 /// The first word of a server line.
@@ -60,12 +57,10 @@ fn status(line: &[u8]) -> Status {
 pub struct Pop3ServerSide {
     creds: Credentials,
     settings: ServerSettings,
-    input: Vec<u8>,
+    ex: Exchange,
     state: State,
     /// The capability lines of the current CAPA answer.
     capabilities: Vec<String>,
-    /// Bytes to send before anything else happens.
-    queued: Option<Vec<u8>>,
 }
 
 impl Pop3ServerSide {
@@ -73,25 +68,10 @@ impl Pop3ServerSide {
         Pop3ServerSide {
             creds,
             settings,
-            input: Vec::new(),
+            ex: Exchange::default(),
             state: State::Greeting,
             capabilities: Vec::new(),
-            queued: None,
         }
-    }
-
-    fn finish(&mut self, outcome: LoginOutcome) -> ServerEvent {
-        self.state = State::Done;
-        ServerEvent::Finished(outcome)
-    }
-
-    fn unavailable(&mut self, reason: impl Into<String>) -> ServerEvent {
-        self.finish(LoginOutcome::unavailable(reason.into()))
-    }
-
-    fn unexpected(&mut self, what: &str, line: &[u8]) -> ServerEvent {
-        let reason = format!("unexpected {what}: {}", String::from_utf8_lossy(line));
-        self.unavailable(reason)
     }
 
     fn capa(&mut self) -> ServerEvent {
@@ -113,7 +93,7 @@ impl Pop3ServerSide {
         let user = self.creds.user.as_bytes();
         let unsafe_byte = |b: &u8| matches!(b, b'\r' | b'\n' | 0);
         if user.iter().any(unsafe_byte) || self.creds.secret.expose().iter().any(unsafe_byte) {
-            return self.finish(LoginOutcome::Rejected {
+            return self.ex.finish(LoginOutcome::Rejected {
                 text: "user name or password contains CR, LF or NUL".into(),
             });
         }
@@ -137,7 +117,7 @@ impl Pop3ServerSide {
     }
 
     /// Handle one line; `None` means "keep reading".
-    fn line(&mut self, line: &[u8]) -> Option<ServerEvent> {
+    fn respond(&mut self, line: &[u8]) -> Option<ServerEvent> {
         let event = match &mut self.state {
             State::Greeting => match status(line) {
                 Status::Ok(_) if self.settings.starttls => {
@@ -145,14 +125,14 @@ impl Pop3ServerSide {
                     ServerEvent::Send(b"STLS\r\n".to_vec())
                 }
                 Status::Ok(_) => self.capa(),
-                _ => self.unexpected("greeting", line),
+                _ => self.ex.unexpected("greeting", line),
             },
             State::Stls => match status(line) {
                 Status::Ok(_) => ServerEvent::StartTls,
-                Status::Err(text) => {
-                    self.finish(LoginOutcome::no_tls(format!("STLS refused: {text}")))
-                }
-                _ => self.unexpected("answer to STLS", line),
+                Status::Err(text) => self
+                    .ex
+                    .finish(LoginOutcome::no_tls(format!("STLS refused: {text}"))),
+                _ => self.ex.unexpected("answer to STLS", line),
             },
             State::Capa => match status(line) {
                 Status::Ok(_) => {
@@ -161,14 +141,14 @@ impl Pop3ServerSide {
                 }
                 // No CAPA (RFC 1939 servers): USER and PASS are all there is.
                 Status::Err(_) => self.login(),
-                _ => self.unexpected("answer to CAPA", line),
+                _ => self.ex.unexpected("answer to CAPA", line),
             },
             State::CapaList => {
                 if line == b"." {
                     self.login()
                 } else {
                     if self.capabilities.len() >= MAX_CAPABILITY_LINES {
-                        return Some(self.unavailable("endless CAPA answer"));
+                        return Some(self.ex.unavailable("endless CAPA answer"));
                     }
                     let line = line.strip_prefix(b".").unwrap_or(line);
                     self.capabilities
@@ -182,12 +162,12 @@ impl Pop3ServerSide {
                     // A challenge we did not expect: cancel the exchange.
                     None => ServerEvent::Send(b"*\r\n".to_vec()),
                 },
-                Status::Ok(text) => self.finish(LoginOutcome::Accepted {
+                Status::Ok(text) => self.ex.finish(LoginOutcome::Accepted {
                     capabilities: None,
                     text,
                 }),
-                Status::Err(text) => self.finish(LoginOutcome::Rejected { text }),
-                Status::Other => self.unexpected("answer to AUTH", line),
+                Status::Err(text) => self.ex.finish(LoginOutcome::Rejected { text }),
+                Status::Other => self.ex.unexpected("answer to AUTH", line),
             },
             State::User => match status(line) {
                 Status::Ok(_) => {
@@ -197,66 +177,45 @@ impl Pop3ServerSide {
                     command.extend_from_slice(b"\r\n");
                     ServerEvent::Send(command)
                 }
-                Status::Err(text) => self.finish(LoginOutcome::Rejected { text }),
-                _ => self.unexpected("answer to USER", line),
+                Status::Err(text) => self.ex.finish(LoginOutcome::Rejected { text }),
+                _ => self.ex.unexpected("answer to USER", line),
             },
             State::Pass => match status(line) {
-                Status::Ok(text) => self.finish(LoginOutcome::Accepted {
+                Status::Ok(text) => self.ex.finish(LoginOutcome::Accepted {
                     capabilities: None,
                     text,
                 }),
-                Status::Err(text) => self.finish(LoginOutcome::Rejected { text }),
-                _ => self.unexpected("answer to PASS", line),
+                Status::Err(text) => self.ex.finish(LoginOutcome::Rejected { text }),
+                _ => self.ex.unexpected("answer to PASS", line),
             },
-            State::Done => return None,
         };
         Some(event)
     }
 }
 
-impl ServerSide for Pop3ServerSide {
-    fn receive(&mut self, input: &[u8]) {
-        self.input.extend_from_slice(input);
+impl LineDialect for Pop3ServerSide {
+    fn exchange(&mut self) -> &mut Exchange {
+        &mut self.ex
     }
 
-    fn next_event(&mut self) -> ServerEvent {
-        if let Some(bytes) = self.queued.take() {
-            return ServerEvent::Send(bytes);
-        }
-        loop {
-            if matches!(self.state, State::Done) {
-                return ServerEvent::NeedInput;
-            }
-            let line = match pop_line(&mut self.input, MAX_SERVER_LINE) {
-                Ok(line) => line,
-                Err(Line::TooLong) => return self.unavailable("server line too long"),
-                Err(_) => return ServerEvent::NeedInput,
-            };
-            if let Some(event) = self.line(&line) {
-                return event;
-            }
-        }
+    fn line(&mut self, line: &[u8]) -> Option<ServerEvent> {
+        self.respond(line)
     }
 
-    fn tls_established(&mut self) {
-        // Nothing the server sent in plaintext counts any more (RFC 2595 section 4), and POP3
-        // sends no new greeting: ask for the capabilities again.
-        self.input.clear();
-        let event = self.capa();
-        if let ServerEvent::Send(bytes) = event {
-            self.queued = Some(bytes);
+    /// POP3 sends no new greeting after STLS: ask for the capabilities again.
+    fn after_tls(&mut self) {
+        if let ServerEvent::Send(bytes) = self.capa() {
+            self.ex.queue(bytes);
         }
-    }
-
-    fn take_unprocessed(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.input)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Failure;
+    use crate::protocol::server_login::MAX_SERVER_LINE;
+    use crate::protocol::test_support::Garbage;
+    use crate::protocol::{Failure, ServerSide};
 
     fn creds(user: &str, pass: &str) -> Credentials {
         Credentials {
@@ -536,19 +495,10 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        for _ in 0..2000 {
-            let mut m = side("pw", seed % 2 == 0);
-            let len = (seed % 300) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    let alphabet = b"+OK-ERR .\r\n\0\xffSASLPLAIN";
-                    alphabet[(seed % alphabet.len() as u64) as usize]
-                })
-                .collect();
+        let mut garbage = Garbage::default();
+        for round in 0..2000 {
+            let mut m = side("pw", round % 2 == 0);
+            let bytes = garbage.bytes(300, b"+OK-ERR .\r\n\0\xffSASLPLAIN");
             for chunk in bytes.chunks(5) {
                 m.receive(chunk);
                 loop {

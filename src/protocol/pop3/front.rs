@@ -1,7 +1,9 @@
 //! The POP3 client side: greets, answers the AUTHORIZATION-state commands (RFC 1939, CAPA from
 //! RFC 2449, STLS from RFC 2595, AUTH from RFC 5034) and collects credentials.
 
-use crate::protocol::conversation::{self, Conversation, Dialect, LoginBlock, StartTlsBlock};
+use crate::protocol::conversation::{
+    self, Conversation, Dialect, LoginBlock, StartTlsBlock, Words,
+};
 use crate::protocol::line::{pop_line, split_word, Line};
 use crate::protocol::sasl::{decode_plain, PlainError};
 use crate::protocol::{ClientEvent, Credentials};
@@ -216,6 +218,14 @@ fn reply(text: &str) -> ClientEvent {
 impl Dialect for Pop3 {
     type Pending = ();
 
+    const WORDS: Words = Words {
+        rejected: "-ERR [AUTH] Authentication failed.",
+        too_many_failures: b"",
+        unavailable: "-ERR [SYS/TEMP] Mail server unavailable, try again later",
+        timeout: b"-ERR Autologout; too long without logging in\r\n",
+        shutdown: b"-ERR [SYS/TEMP] Server shutting down\r\n",
+    };
+
     fn greeting(&mut self, core: &Core) -> Vec<u8> {
         format!(
             "+OK {} ready on {}\r\n",
@@ -264,27 +274,15 @@ impl Dialect for Pop3 {
         }
     }
 
-    fn rejected(&self, _: Option<()>) -> (Vec<u8>, &'static [u8]) {
-        (b"-ERR [AUTH] Authentication failed.\r\n".to_vec(), b"")
-    }
-
-    fn unavailable(&self, _: Option<()>) -> Vec<u8> {
-        b"-ERR [SYS/TEMP] Mail server unavailable, try again later\r\n".to_vec()
-    }
-
-    fn timeout_message(&self) -> &'static [u8] {
-        b"-ERR Autologout; too long without logging in\r\n"
-    }
-
-    fn shutdown_message(&self) -> &'static [u8] {
-        b"-ERR [SYS/TEMP] Server shutting down\r\n"
+    fn answer(&self, _: Option<()>, text: &str) -> Vec<u8> {
+        format!("{text}\r\n").into_bytes()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::test_support::{creds, feed, settings, text};
+    use crate::protocol::test_support::{creds, feed, settings, text, Garbage};
     use crate::protocol::{AfterLogin, ClientSide, LoginOutcome};
 
     fn machine() -> Pop3ClientSide {
@@ -743,24 +741,15 @@ mod tests {
 
     #[test]
     fn garbage_never_panics() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..2000 {
+        let mut garbage = Garbage::default();
+        for round in 0..2000 {
             let mut m = machine();
-            let len = (seed % 300) as usize;
-            let bytes: Vec<u8> = (0..len)
-                .map(|_| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 7;
-                    seed ^= seed << 17;
-                    let alphabet = b"a \r\n\0\xff*=+USERPASAUTHPLAINSTLCQ";
-                    alphabet[(seed % alphabet.len() as u64) as usize]
-                })
-                .collect();
+            let bytes = garbage.bytes(300, b"a \r\n\0\xff*=+USERPASAUTHPLAINSTLCQ");
             for chunk in bytes.chunks(7) {
                 for event in feed(&mut m, chunk) {
                     match event {
                         ClientEvent::Login(_) => {
-                            let outcome = match seed % 3 {
+                            let outcome = match round % 3 {
                                 0 => LoginOutcome::Rejected { text: "no".into() },
                                 1 => LoginOutcome::unavailable("down"),
                                 _ => LoginOutcome::Accepted {
