@@ -747,3 +747,362 @@ fn pop3_user_before_stls_is_refused_without_a_system_fault_code() {
     c.send_line("USER alice");
     c.expect_line("+OK");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Review of issue 6 (commit 696a878): what the first fixes still let through
+// ---------------------------------------------------------------------------------------------
+
+/// Review finding: every back-end wait pushed the login deadline back by its length, without
+/// limit, so a client repeating logins against a back end that hangs held its pre-login slot
+/// until `max_commands` (50 logins, ~50 s here). Now the deadline never goes beyond
+/// accept + `login_timeout` + `backend_connect_timeout` + `backend_login_timeout` (4 s here).
+#[test]
+fn repeated_logins_against_a_hanging_back_end_cannot_hold_a_slot_forever() {
+    let (backend, login_seen) = back_end_that_never_answers_the_login();
+    let port = free_port();
+    let toml = head(
+        "login_timeout = 2\nbackend_login_timeout = 1\nbackend_connect_timeout = 1\n\
+         connection_limit = 1",
+    ) + &listener("imap", port, "none", backend);
+    let proxy = Proxy::start_toml(&toml, &[port]);
+
+    let mut c = Client::plain(port);
+    let connected = Instant::now();
+    c.expect_line("* OK");
+    let mut logins = 0;
+    let bye = 'session: loop {
+        assert!(
+            connected.elapsed() < Duration::from_secs(15),
+            "the client still holds its pre-login slot {:?} after connecting, after {logins} \
+             logins answered NO [UNAVAILABLE] (the ceiling is 4 s); log:\n{}",
+            connected.elapsed(),
+            proxy.log_text()
+        );
+        let tag = format!("a{logins}");
+        c.send_line(&format!("{tag} LOGIN alice pw"));
+        loop {
+            let line = c.read_line();
+            if line.starts_with("* BYE") {
+                break 'session line;
+            }
+            if line.starts_with(&format!("{tag} ")) {
+                assert!(
+                    line.starts_with(&format!("{tag} NO")) && line.contains("[UNAVAILABLE]"),
+                    "{line}"
+                );
+                logins += 1;
+                break;
+            }
+        }
+    };
+    let took = connected.elapsed();
+    assert!(bye.starts_with("* BYE Autologout"), "{bye}");
+    assert!(
+        took < Duration::from_secs(15),
+        "closed only after {took:?} ({logins} logins)"
+    );
+    assert!(c.is_closed(), "not closed after {bye:?}");
+    assert!(
+        login_seen.load(Ordering::Relaxed),
+        "the proxy never sent a login to the back end"
+    );
+
+    // The slot is free again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut next = Client::plain(port);
+        let first = next.read_line();
+        if first.starts_with("* OK") {
+            break;
+        }
+        assert!(first.starts_with("* BYE"), "{first:?}");
+        assert!(
+            Instant::now() < deadline,
+            "slot not freed 5 s after the client was logged out; log:\n{}",
+            proxy.log_text()
+        );
+        sleep(Duration::from_millis(100));
+    }
+}
+
+/// A `portcullis run` child whose log (`destination = "-"`) goes to a pipe that nobody reads
+/// until the test takes it, for `toml`; returns once `port` accepts connections.
+struct StalledLog {
+    proxy: Spawned,
+    /// The read end of the log pipe.
+    pipe: Option<std::process::ChildStdout>,
+    stderr: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl StalledLog {
+    fn start(toml: &str, port: u16) -> StalledLog {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("portcullis.toml");
+        std::fs::write(&config, toml).unwrap();
+        let stderr = dir.path().join("stderr");
+        let mut proxy = Spawned(
+            Command::new(portcullis_bin())
+                .arg("run")
+                .arg("--config")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(std::fs::File::create(&stderr).unwrap())
+                .spawn()
+                .expect("spawn portcullis"),
+        );
+        let pipe = proxy.0.stdout.take();
+        let mut stalled = StalledLog {
+            proxy,
+            pipe,
+            stderr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + PROXY_START_TIMEOUT;
+        while !port_open(port) {
+            if let Ok(Some(status)) = stalled.proxy.0.try_wait() {
+                panic!(
+                    "portcullis exited early ({status}); stderr:\n{}",
+                    stalled.stderr_text()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "proxy not listening; stderr:\n{}",
+                stalled.stderr_text()
+            );
+            sleep(Duration::from_millis(50));
+        }
+        stalled
+    }
+
+    fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Reads the pipe to its end while the proxy is stopped with SIGTERM (killed if it has not
+    /// exited 15 s later); returns everything it logged.
+    fn stop_and_drain(mut self) -> String {
+        let mut pipe = self.pipe.take().expect("log pipe");
+        let drain = std::thread::spawn(move || {
+            let mut out = Vec::new();
+            let _ = pipe.read_to_end(&mut out);
+            String::from_utf8_lossy(&out).into_owned()
+        });
+        // Give the writer a moment to catch up before shutdown.
+        sleep(Duration::from_millis(500));
+        send_signal(self.proxy.0.id(), "TERM");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while self.proxy.0.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+            sleep(Duration::from_millis(50));
+        }
+        drop(self.proxy); // kills it if it is still running, so that the pipe ends
+        drain.join().unwrap()
+    }
+}
+
+/// Review finding: `Connection limit reached` warnings were kept like Auth lines when the log
+/// destination was too slow, so a flood of connections over the limit (free for an attacker)
+/// filled the queue's reserve and pushed out the Auth lines fail2ban needs. Now warnings are
+/// dropped first and the Auth line survives.
+#[test]
+fn a_flood_of_refusals_cannot_push_auth_lines_out_of_a_stalled_log() {
+    const REFUSALS: usize = 3000;
+    let dc = Dovecot::start();
+    let port = free_port();
+    let toml = "[log]\ndestination = \"-\"\nqueue_lines = 64\n\n\
+                [limits]\nconnection_limit = 1\nshutdown_grace = 1\n"
+        .to_string()
+        + &listener("imap", port, "none", dc.imap);
+    let proxy = StalledLog::start(&toml, port);
+
+    // The one slot: a client that will fail to log in (retried while the start-up probe's
+    // connection still holds it).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut held = loop {
+        let mut c = Client::plain(port);
+        let first = c.read_line();
+        if first.starts_with("* OK") {
+            break c;
+        }
+        assert!(first.starts_with("* BYE"), "{first:?}");
+        assert!(Instant::now() < deadline, "no free slot: {first:?}");
+        sleep(Duration::from_millis(50));
+    };
+    let held_port = held.local_addr().port();
+
+    // Connect and close, many times over the limit: one warning line each, far more than the
+    // 64 KiB pipe and the 64-line queue hold.
+    let mut told = 0;
+    for _ in 0..REFUSALS {
+        let mut sock = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let _ = sock.set_read_timeout(Some(READ_TIMEOUT));
+        let mut got = Vec::new();
+        let _ = sock.read_to_end(&mut got);
+        told += usize::from(got.starts_with(b"* BYE [UNAVAILABLE]"));
+    }
+    assert_eq!(told, REFUSALS, "not every refused client was told why");
+
+    // The held client's failed login is answered...
+    held.send_line("f LOGIN alice wrong-password");
+    let answer = held.read_until_tagged("f").pop().unwrap();
+    assert!(answer.starts_with("f NO"), "{answer}");
+    drop(held);
+
+    // ...and its Auth line (fail2ban's input) is in the log once the pipe is read.
+    let stderr = proxy.stderr_text();
+    let log = proxy.stop_and_drain();
+    let auth = lines_for(&log, "Auth:", held_port);
+    assert!(
+        auth.len() == 1 && auth[0].ends_with("status=\"failed: Re-Authentication Failure\""),
+        "the failed login's Auth line was pushed out by {REFUSALS} refusal warnings: \
+         {auth:?}; log:\n{log}\nstderr:\n{stderr}"
+    );
+    // The flood did overflow the queue (else this test proves nothing).
+    let dropped: u64 = log
+        .lines()
+        .filter_map(|l| l.split_once("Log destination too slow: "))
+        .filter_map(|(_, rest)| {
+            rest.trim_end()
+                .strip_suffix(" lines dropped")?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    assert!(
+        dropped > 0,
+        "no lines were dropped: the flood did not fill the queue; log:\n{log}"
+    );
+}
+
+/// The client's local port's Auth line on a Login Disabled refusal, with what the checks need.
+fn assert_login_disabled_logged(proxy: &Proxy, client: SocketAddr, user: &str, hidden: &str) {
+    let auth = wait_line_for(proxy, "Auth:", client);
+    assert!(
+        auth.contains(&format!("authentication_id=\"{user}\""))
+            && auth.ends_with("status=\"failed: Login Disabled\""),
+        "{auth}"
+    );
+    let log = proxy.log_text();
+    assert!(
+        !log.contains(hidden),
+        "{hidden:?} (after the NUL in the user name) reached the log:\n{log}"
+    );
+}
+
+/// Review finding: a login refused because TLS is required (`Login Disabled`) logged the user
+/// name as given, so `alice\0hunter2` put the password after the NUL in the log. Now the name
+/// is logged only up to a NUL, CR or LF, as on the other login paths.
+#[test]
+fn imap_login_disabled_does_not_log_what_follows_a_nul_in_the_user_name() {
+    let port = free_port();
+    let toml = head("") + &listener("imap", port, "starttls-required", free_port());
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    let user = b"alice\0hunter2";
+    let mut cmd = format!("a LOGIN {{{}+}}\r\n", user.len()).into_bytes();
+    cmd.extend_from_slice(user);
+    cmd.extend_from_slice(b" \"\"\r\n");
+    c.send(&cmd);
+    let answer = c.read_until_tagged("a").pop().unwrap();
+    assert!(answer.starts_with("a NO [PRIVACYREQUIRED]"), "{answer}");
+    assert_login_disabled_logged(&proxy, c.local_addr(), "alice", "hunter2");
+}
+
+/// The same finding on POP3: `USER bob\0s3cret` before STLS on a TLS-required listener.
+#[test]
+fn pop3_login_disabled_does_not_log_what_follows_a_nul_in_the_user_name() {
+    let port = free_port();
+    let toml = head("") + &listener("pop3", port, "starttls-required", free_port());
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    let mut c = Client::plain(port);
+    c.expect_line("+OK");
+    c.send(b"USER bob\0s3cret\r\n");
+    let answer = c.read_line();
+    assert!(
+        answer.starts_with("-ERR") && answer.contains("STLS"),
+        "{answer}"
+    );
+    assert_login_disabled_logged(&proxy, c.local_addr(), "bob", "s3cret");
+}
+
+/// Review finding: a login still waiting for its back end when the shutdown grace ran out was
+/// cut with the process: the client got a bare close and the log no Auth line. Now it is
+/// answered `NO [UNAVAILABLE]`, told BYE, and both are logged; the process exits cleanly.
+#[test]
+fn a_login_waiting_for_its_back_end_at_the_end_of_the_grace_is_answered_and_logged() {
+    let (backend, login_seen) = back_end_that_never_answers_the_login();
+    let port = free_port();
+    let toml = head("shutdown_grace = 1") + &listener("imap", port, "none", backend);
+    let mut proxy = Proxy::start_toml(&toml, &[port]);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    c.send_line("a LOGIN alice alicepw");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !login_seen.load(Ordering::Relaxed) {
+        assert!(
+            Instant::now() < deadline,
+            "the proxy never sent its login to the back end; log:\n{}",
+            proxy.log_text()
+        );
+        sleep(Duration::from_millis(20));
+    }
+
+    proxy.signal_term();
+    let answer = c.read_until_tagged("a").pop().unwrap();
+    assert!(
+        answer.starts_with("a NO") && answer.contains("[UNAVAILABLE]"),
+        "{answer}"
+    );
+    let bye = c.expect_line("* BYE");
+    assert!(bye.contains("shutting down"), "{bye}");
+    assert!(c.is_closed(), "not closed after {bye:?}");
+    let status = proxy
+        .wait_exit(Duration::from_secs(15))
+        .unwrap_or_else(|| panic!("still running; log:\n{}", proxy.log_text()));
+    assert!(
+        status.success(),
+        "exit {status}; log:\n{}",
+        proxy.log_text()
+    );
+
+    let log = proxy.log_text();
+    let client_port = c.local_addr().port();
+    let auth = lines_for(&log, "Auth:", client_port);
+    assert!(
+        auth.len() == 1 && auth[0].ends_with("status=\"failed: Connection Negotiation Failure\""),
+        "{auth:?}; log:\n{log}"
+    );
+    let null = lines_for(&log, "Closing NULL session:", client_port);
+    assert_eq!(null.len(), 1, "{null:?}; log:\n{log}");
+}
+
+/// Review finding: user names reached log lines whole, so one client could write lines of
+/// many kilobytes (cut by syslog daemons, filling the log queue's memory). Now a name is
+/// logged up to 256 bytes, with how many were left out.
+#[test]
+fn a_long_user_name_is_capped_in_the_auth_line() {
+    let dc = Dovecot::start();
+    let port = free_port();
+    let proxy = Proxy::start_toml(
+        &(head("") + &listener("imap", port, "none", dc.imap)),
+        &[port],
+    );
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    let user = vec![b'a'; 5000];
+    let mut cmd = format!("a LOGIN {{{}+}}\r\n", user.len()).into_bytes();
+    cmd.extend_from_slice(&user);
+    cmd.extend_from_slice(b" \"pw\"\r\n");
+    c.send(&cmd);
+    let answer = c.read_until_tagged("a").pop().unwrap();
+    assert!(answer.starts_with("a NO"), "{answer}");
+    let auth = wait_line_for(&proxy, "Auth:", c.local_addr());
+    assert!(
+        auth.len() < 1500 && auth.contains("...(+4744 bytes)"),
+        "Auth line of {} bytes: {auth}",
+        auth.len()
+    );
+}
