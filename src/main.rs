@@ -51,7 +51,10 @@ fn main() -> ExitCode {
                 eprintln!("warning: {w}");
             }
             match server::runtime::build(&config) {
-                Ok(_) => {
+                Ok(built) => {
+                    for w in &built.warnings {
+                        eprintln!("warning: {w}");
+                    }
                     print!("{}", config.to_toml());
                     eprintln!("configuration is valid");
                     ExitCode::SUCCESS
@@ -115,8 +118,8 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
 
 fn run(config: Config, warnings: Vec<String>) -> ExitCode {
     // Certificates, keys and maps are read here, once.
-    let listeners = match server::runtime::build(&config) {
-        Ok(l) => l,
+    let built = match server::runtime::build(&config) {
+        Ok(built) => built,
         Err(problems) => {
             for p in problems {
                 eprintln!("portcullis: configuration error: {p}");
@@ -131,9 +134,10 @@ fn run(config: Config, warnings: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for w in &warnings {
+    for w in warnings.iter().chain(&built.warnings) {
         logger.warning(w);
     }
+    let listeners = built.listeners;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::map::rewrite::UserNames;
 use crate::map::LowerCase;
 use crate::protocol::{PreLoginLimits, Protocol};
 
@@ -178,7 +179,7 @@ pub enum ListenerTls {
 }
 
 /// How Portcullis reaches a back end.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendTls {
     None,
@@ -214,6 +215,43 @@ pub struct Listener {
     #[serde(default = "product_default")]
     pub greeting_name: String,
     pub backend: Backend,
+    /// How user names are rewritten and turned into lookup keys.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub users: UserNames,
+    /// Where each user's server is looked up; without one, every user goes to `backend`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub map: Option<MapConfig>,
+    /// Let a client name its server itself, as `user@host[:port]` (Perdition's
+    /// `client_server_specification`). Off by default: any client could then make the proxy
+    /// connect wherever it can reach.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub client_server_specification: bool,
+}
+
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
+/// A map of users to servers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MapConfig {
+    pub kind: MapKind,
+    /// The map file.
+    pub path: PathBuf,
+    /// Log in with the user name a map answer carries (`jane@server`; Perdition's
+    /// `username_from_database`). Otherwise only its server is used.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub username_from_map: bool,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum MapKind {
+    /// Perdition's `popmap.re`: regular expressions, first match wins.
+    PopmapRe,
+    /// Perdition's flat `popmap`: `user:server` lines.
+    Popmap,
 }
 
 fn listener_tls_default() -> ListenerTls {
@@ -227,8 +265,16 @@ fn product_default() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
-    /// IP address or host name.
+    /// IP address or host name; may be empty when a map names every server.
+    #[serde(default)]
     pub host: String,
+    /// More servers, `host[:port]`, tried in order when connecting to the one before fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failover: Vec<String>,
+    /// Start at a random one of `host` and `failover` for each login (Perdition spreads
+    /// logins over its `outgoing_server` list that way); the others follow.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub random_first: bool,
     /// The protocol's standard port when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
@@ -365,11 +411,20 @@ impl Config {
                     "{name}: ManageSieve has no implicit-TLS mode; use starttls"
                 ));
             }
-            if l.backend.host.is_empty() {
+            if l.backend.host.is_empty() && l.map.is_none() {
                 problems.push(format!("{name}: backend.host is empty"));
             }
+            for server in &l.backend.failover {
+                if let Err(e) = crate::map::route::split_host_port(server) {
+                    problems.push(format!("{name}: backend.failover: {e}"));
+                }
+            }
+            for problem in l.users.problems() {
+                problems.push(format!("{name}: users: {problem}"));
+            }
             if l.backend.tls != BackendTls::None {
-                if let Err(e) = crate::tls::server_name(l.backend.tls_name()) {
+                let named = !l.backend.tls_name().is_empty();
+                if let (true, Err(e)) = (named, crate::tls::server_name(l.backend.tls_name())) {
                     problems.push(format!("{name}: {e}"));
                 }
                 if l.backend.verify {

@@ -9,8 +9,11 @@
 
 use std::path::PathBuf;
 
-use super::{Backend, BackendTls, Config, Limits, Listener, ListenerTls, LogConfig, LogPasswd};
-use crate::map::LowerCase;
+use super::{
+    Backend, BackendTls, Config, Limits, Listener, ListenerTls, LogConfig, LogPasswd, MapConfig,
+    MapKind,
+};
+use crate::map::rewrite::{Stages, UserNames};
 use crate::protocol::Protocol;
 
 /// What `portcullis perdition --help` prints.
@@ -42,19 +45,19 @@ pub struct Compat {
 /// Every Perdition 2.2 option: long name, short letter, whether it takes a value, and whether
 /// Portcullis implements it.
 const OPTIONS: &[(&str, Option<char>, bool, bool)] = &[
-    ("add_domain", Some('A'), true, false),
+    ("add_domain", Some('A'), true, true),
     ("authenticate_in", Some('a'), false, false),
     ("authenticate_timeout", None, true, true),
     ("bind_address", Some('b'), true, true),
     ("capability", Some('I'), true, true),
-    ("client_server_specification", Some('c'), false, false),
+    ("client_server_specification", Some('c'), false, true),
     ("config_file", Some('f'), true, true),
     ("connect_relog", None, true, false),
     ("connection_limit", Some('L'), true, true),
     ("connection_logging", Some('C'), false, false),
     ("debug", Some('d'), false, true),
-    ("domain_delimiter", Some('D'), true, false),
-    ("explicit_domain", Some('e'), true, false),
+    ("domain_delimiter", Some('D'), true, true),
+    ("explicit_domain", Some('e'), true, true),
     ("group", Some('g'), true, false),
     ("help", Some('h'), false, true),
     ("imap_capability", None, true, true),
@@ -66,7 +69,7 @@ const OPTIONS: &[(&str, Option<char>, bool, bool)] = &[
     ("lower_case", None, true, true),
     ("managesieve_capability", None, true, true),
     ("map_library", Some('M'), true, true),
-    ("map_library_opt", Some('m'), true, false),
+    ("map_library_opt", Some('m'), true, true),
     ("no_bind_banner", Some('B'), false, false),
     ("no_daemon", None, false, true),
     ("no_lookup", Some('n'), false, true),
@@ -76,7 +79,7 @@ const OPTIONS: &[(&str, Option<char>, bool, bool)] = &[
     ("pid_file", None, true, true),
     ("pop_capability", None, true, true),
     ("protocol", Some('P'), true, true),
-    ("query_key", None, true, false),
+    ("query_key", None, true, true),
     ("quiet", Some('q'), false, false),
     ("server_ok_line", None, false, false),
     ("server_resp_line", Some('o'), false, true),
@@ -106,11 +109,11 @@ const OPTIONS: &[(&str, Option<char>, bool, bool)] = &[
     ("ssl_outgoing_min_proto_version", None, true, false),
     ("ssl_passphrase_fd", None, true, false),
     ("ssl_passphrase_file", None, true, false),
-    ("strip_domain", Some('S'), true, false),
+    ("strip_domain", Some('S'), true, true),
     ("tcp_keepalive", None, false, false),
     ("timeout", Some('t'), true, true),
     ("username", Some('u'), true, false),
-    ("username_from_database", Some('U'), false, false),
+    ("username_from_database", Some('U'), false, true),
 ];
 
 fn option(name: &str) -> Result<&'static (&'static str, Option<char>, bool, bool), String> {
@@ -332,24 +335,31 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
         _ => vec![format!("0.0.0.0:{port}")],
     };
 
-    // `-M ""` is how Perdition is told to use no map at all, which is what Portcullis does.
-    if get("map_library").is_some_and(|m| !m.is_empty()) {
-        return Err(
-            "map_library is not supported: Portcullis has no Perdition map libraries; use -M \"\" with outgoing_server".into(),
-        );
-    }
-    let server = get("outgoing_server").ok_or(
-        "outgoing_server is required: Portcullis has no popmap map library in Perdition mode yet",
+    let map = map(
+        get("map_library"),
+        get("map_library_opt"),
+        is_set("username_from_database")?,
     )?;
-    if server.contains(',') {
-        return Err("several outgoing_server entries are not supported yet; give one".into());
+    let servers: Vec<&str> = get("outgoing_server")
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if servers.is_empty() && map.is_none() {
+        return Err("outgoing_server is required without a map library (-M)".into());
     }
-    let (host, server_port) = split_host_port(server)?;
+    let (host, server_port) = match servers.first() {
+        Some(first) => split_host_port(first)?,
+        None => (String::new(), None),
+    };
+    let failover = servers.iter().skip(1).map(|s| s.to_string()).collect();
     let backend_port = match (get("outgoing_port"), server_port) {
         (_, Some(p)) => Some(p),
         (Some(p), None) => Some(number("outgoing_port", p)?),
         (None, None) => None,
     };
+    let users = user_names(&get)?;
 
     let capability = match protocol {
         Protocol::Imap => get("imap_capability")
@@ -365,28 +375,7 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
             .map(str::to_string),
     };
 
-    let lower_case = match get("lower_case") {
-        None => LowerCase::None,
-        Some(states) => {
-            let (mut lookup, mut login) = (false, false);
-            for state in states.split(',').map(str::trim) {
-                match state {
-                    "all" => (lookup, login) = (true, true),
-                    "servername_lookup" => lookup = true,
-                    "remote_login" => login = true,
-                    // Portcullis never authenticates locally.
-                    "local_authentication" => {}
-                    other => return Err(format!("unknown lower_case state {other:?}")),
-                }
-            }
-            match (lookup, login) {
-                (true, true) => LowerCase::All,
-                (true, false) => LowerCase::Lookup,
-                (false, true) => LowerCase::Login,
-                (false, false) => LowerCase::None,
-            }
-        }
-    };
+    let lower_case = stages("lower_case", get("lower_case"))?;
 
     let debug = is_set("debug")?;
     let log_passwd = match get("log_passwd").unwrap_or("never") {
@@ -457,15 +446,113 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
             greeting_name: "Portcullis".into(),
             backend: Backend {
                 host,
+                failover,
+                // Perdition picks one of its servers at random for each connection.
+                random_first: true,
                 port: backend_port,
                 tls: outgoing,
                 ca_file: get("ssl_ca_file").map(PathBuf::from),
                 verify: !is_set("ssl_no_cert_verify")?,
                 server_name: None,
             },
+            users,
+            map,
+            client_server_specification: is_set("client_server_specification")?,
         }],
     };
     Ok(Compat { config, warnings })
+}
+
+/// Perdition's states (`servername_lookup`, `remote_login`, `local_authentication`, `all`).
+fn stages(name: &str, value: Option<&str>) -> Result<Stages, String> {
+    let Some(states) = value else {
+        return Ok(Stages::None);
+    };
+    let (mut lookup, mut login) = (false, false);
+    for state in states.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        match state {
+            "all" => (lookup, login) = (true, true),
+            "servername_lookup" => lookup = true,
+            "remote_login" => login = true,
+            // Portcullis never authenticates locally.
+            "local_authentication" => {}
+            other => return Err(format!("unknown {name} state {other:?}")),
+        }
+    }
+    Ok(Stages::from_flags(lookup, login))
+}
+
+/// The user-name options: domain delimiter, strip and add domain, query keys.
+fn user_names<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<UserNames, String> {
+    let add_domain = get("add_domain").map(|value| {
+        // A trailing number is the strip depth for a domain derived from reverse DNS, which
+        // Portcullis does not do; with explicit_domain it has no effect.
+        let states: Vec<&str> = value
+            .split(',')
+            .map(str::trim)
+            .filter(|s| s.parse::<u32>().is_err())
+            .collect();
+        states.join(",")
+    });
+    let defaults = UserNames::default();
+    Ok(UserNames {
+        domain_delimiter: get("domain_delimiter")
+            .map(str::to_string)
+            .unwrap_or(defaults.domain_delimiter),
+        strip_domain: stages("strip_domain", get("strip_domain"))?,
+        add_domain: stages("add_domain", add_domain.as_deref())?,
+        explicit_domain: get("explicit_domain")
+            .filter(|d| !d.is_empty())
+            .map(str::to_string),
+        lower_case: Stages::None,
+        query_key: get("query_key")
+            .map(|formats| {
+                formats
+                    .split(',')
+                    .map(str::to_string)
+                    .filter(|f| !f.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    })
+}
+
+/// The map library named by `-M`, read with `-m`, as Perdition would.
+fn map(
+    library: Option<&str>,
+    option: Option<&str>,
+    username_from_database: bool,
+) -> Result<Option<MapConfig>, String> {
+    let library = match library {
+        // No -M: Perdition would open its GDBM popmap.db; Portcullis uses outgoing_server.
+        None | Some("") => return Ok(None),
+        Some(l) => l,
+    };
+    let file = library.rsplit('/').next().unwrap_or(library);
+    let (kind, default_path) = if file.starts_with("libperditiondb_posix_regex") {
+        (MapKind::PopmapRe, "/etc/perdition/popmap.re")
+    } else {
+        let instead = match file.split('.').next().unwrap_or(file) {
+            "libperditiondb_gdbm" | "libperditiondb_bdb" => {
+                "the GDBM/BDB database is not read yet; use the flat popmap text it is built \
+                 from with the native [listener.map] kind = \"popmap\""
+            }
+            "libperditiondb_ldap" | "libperditiondb_mysql" | "libperditiondb_postgresql" => {
+                "LDAP and SQL maps are not implemented yet"
+            }
+            "libperditiondb_nis" => "NIS is not supported; export the map to a popmap file",
+            "libperditiondb_daemon" | "libperditiondb_daemon_base" => {
+                "the external map daemon is not supported"
+            }
+            _ => "unknown map library",
+        };
+        return Err(format!("map_library {library:?}: {instead}"));
+    };
+    Ok(Some(MapConfig {
+        kind,
+        path: PathBuf::from(option.filter(|o| !o.is_empty()).unwrap_or(default_path)),
+        username_from_map: username_from_database,
+    }))
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`.
@@ -525,7 +612,7 @@ ssl_dh_params_file /path/to/dhparm.pem
         assert_eq!(l.bind, vec!["0.0.0.0:993".to_string()]);
         assert_eq!(l.backend.host, "192.0.2.10");
         assert_eq!(l.backend.port, Some(143));
-        assert_eq!(l.lower_case, LowerCase::All);
+        assert_eq!(l.lower_case, Stages::All);
         assert_eq!(
             l.capability.as_deref(),
             Some("IMAP4rev1 LOGIN-REFERRALS ID ENABLE IDLE LITERAL+")
@@ -563,8 +650,8 @@ ssl_dh_params_file /path/to/dhparm.pem
 
     #[test]
     fn unsupported_and_unknown_options_are_named() {
-        let e = parse_file("add_domain all\n").unwrap_err();
-        assert!(e.contains("add_domain") && e.contains("line 1"), "{e}");
+        let e = parse_file("authenticate_in\n").unwrap_err();
+        assert!(e.contains("authenticate_in") && e.contains("line 1"), "{e}");
         let e = parse_args(&args(&["--frobnicate"])).unwrap_err();
         assert!(e.contains("frobnicate"), "{e}");
         let e = parse_args(&args(&["-u", "nobody"])).unwrap_err();

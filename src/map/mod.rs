@@ -1,30 +1,58 @@
-//! Finding a user's back end, and rewriting the user name on the way.
+//! Finding a user's back end, and the user name on the way.
 //!
-//! A [`Map`] turns a login name into a [`Target`]. Issue 2 needs only the static map
-//! (Perdition's `outgoing_server` with `no_lookup`); popmap, LDAP, SQL and HTTP maps are further
-//! files implementing the same trait.
+//! A [`Map`] answers a lookup key with a [`Route`] (Perdition's `[user@]host[:port]`), "no such
+//! user" or "unavailable"; one file per kind of map. The [`router::Router`] of a listener
+//! makes the keys from the client's name (`rewrite.rs`: Perdition's strip/add domain,
+//! lower_case, query_key), asks its map, falls back to the listener's own servers, and
+//! completes the answer into a [`Target`] with the listener's defaults.
 
-pub mod static_server;
+pub mod flat_file;
+pub mod popmap_re;
+pub mod rewrite;
+pub mod route;
+pub mod router;
+pub mod servers;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 
-use serde::{Deserialize, Serialize};
-
 use crate::config::BackendTls;
+use crate::protocol::Protocol;
 
-/// What a map decides for one user.
+pub use route::Route;
+
+/// What a map is asked with.
+#[derive(Debug)]
+pub struct Query<'a> {
+    /// The key made from the client's name (`query_key`, by default the name itself).
+    pub key: &'a str,
+    /// The connection the login came on.
+    pub connection: &'a Connection,
+}
+
+/// The facts of a client connection a map or a `query_key` may use.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub protocol: Protocol,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    /// The client leg is encrypted.
+    pub tls: bool,
+}
+
+/// What the session connects to for one user.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     /// Tried in order; the next one only when connecting to the previous one failed, never
     /// once credentials were sent.
     pub endpoints: Vec<Endpoint>,
-    /// The name to log in with at the back end; the client's own when `None`.
-    pub user: Option<String>,
+    /// The name to log in with at the back end.
+    pub user: String,
 }
 
 /// One back-end server and how to reach it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
     /// IP address or host name; an IPv6 address may come in brackets.
     pub host: String,
@@ -37,7 +65,7 @@ pub struct Endpoint {
 impl Endpoint {
     /// `host:port` as the log shows it (`[v6]:port` for IPv6).
     pub fn log_name(&self) -> String {
-        let host = self.host.trim_start_matches('[').trim_end_matches(']');
+        let host = self.connect_host();
         if host.contains(':') {
             format!("[{host}]:{}", self.port)
         } else {
@@ -55,68 +83,23 @@ impl Endpoint {
     }
 }
 
-/// Why a lookup produced no target.
+/// Why a lookup produced no route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MapError {
-    /// The map has no entry for this user.
+    /// The map has no entry for this key.
     NotFound,
-    /// The map itself failed (directory down...): the user is told to try later.
+    /// The map itself failed (directory down, bad answer...): the user is told to try later.
     Unavailable(String),
 }
 
-pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<Target, MapError>> + Send + 'a>>;
+pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<String, MapError>> + Send + 'a>>;
 
-/// A user → back-end lookup.
+/// A key → `[user@]host[:port]` lookup.
 pub trait Map: Send + Sync {
-    fn lookup<'a>(&'a self, user: &'a str) -> LookupFuture<'a>;
+    fn lookup<'a>(&'a self, query: &'a Query<'a>) -> LookupFuture<'a>;
+    /// What the map is, for log lines (`popmap.re /etc/perdition/popmap.re`).
+    fn describe(&self) -> String;
 }
 
 /// When the user name is lower-cased, after Perdition's `lower_case` states.
-///
-/// Perdition names the moments a name is used: `servername_lookup` (the map lookup),
-/// `remote_login` (the back-end login) and `local_authentication` (not applicable: Portcullis
-/// never authenticates locally). `all` covers every moment.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum LowerCase {
-    #[default]
-    None,
-    /// Only for the map lookup.
-    Lookup,
-    /// Only for the back-end login.
-    Login,
-    /// Everywhere.
-    All,
-}
-
-impl LowerCase {
-    pub fn for_lookup(self, user: &str) -> String {
-        match self {
-            LowerCase::Lookup | LowerCase::All => user.to_lowercase(),
-            LowerCase::None | LowerCase::Login => user.to_string(),
-        }
-    }
-
-    pub fn for_login(self, user: &str) -> String {
-        match self {
-            LowerCase::Login | LowerCase::All => user.to_lowercase(),
-            LowerCase::None | LowerCase::Lookup => user.to_string(),
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn lower_case_applies_only_where_asked() {
-        assert_eq!(
-            LowerCase::All.for_login("Alice@Example.ORG"),
-            "alice@example.org"
-        );
-        assert_eq!(LowerCase::Lookup.for_login("Alice"), "Alice");
-        assert_eq!(LowerCase::Lookup.for_lookup("Alice"), "alice");
-        assert_eq!(LowerCase::None.for_lookup("Alice"), "Alice");
-    }
-}
+pub type LowerCase = rewrite::Stages;

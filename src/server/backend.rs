@@ -8,7 +8,7 @@ use tokio::time::timeout;
 
 use crate::authlog::AuthRecord;
 use crate::config::BackendTls;
-use crate::map::{Endpoint, MapError};
+use crate::map::{Connection, Endpoint, MapError};
 use crate::protocol::{Credentials, LoginOutcome, Security, ServerEvent, ServerSettings};
 use crate::tls;
 
@@ -25,41 +25,46 @@ pub struct LoggedIn {
     pub leftover: Vec<u8>,
 }
 
-/// Look the user up, connect and log in. `record` learns the server and its security.
+/// Route the user, connect and log in. `record` learns the server and its security.
 pub async fn login(
     listener: &ListenerState,
+    connection: &Connection,
     creds: Credentials,
     record: &mut AuthRecord,
 ) -> (LoginOutcome, Option<LoggedIn>) {
-    let lower_case = listener.config.lower_case;
-    let target = match listener
-        .map
-        .lookup(&lower_case.for_lookup(&creds.user))
-        .await
-    {
+    let router = &listener.router;
+    let target = match router.route(&creds.user, connection).await {
         Ok(target) => target,
         Err(MapError::NotFound) => {
             let outcome = LoginOutcome::Rejected {
-                text: "unknown user".into(),
+                text: "no server for this user".into(),
             };
             return (outcome, None);
         }
-        Err(MapError::Unavailable(reason)) => return (LoginOutcome::no_connection(reason), None),
+        Err(MapError::Unavailable(reason)) => {
+            return (LoginOutcome::no_connection(format!("map: {reason}")), None)
+        }
     };
     let creds = Credentials {
-        user: target
-            .user
-            .clone()
-            .unwrap_or_else(|| lower_case.for_login(&creds.user)),
+        user: target.user,
         secret: creds.secret,
     };
-    let mut outcome = LoginOutcome::no_connection("the map gave no server");
+    let mut outcome = LoginOutcome::no_connection("no server to connect to");
+    // Failover happens here only: once credentials are sent, the attempt is what it is.
     for endpoint in &target.endpoints {
         record.server = Some(endpoint.log_name());
         record.server_secure = security(endpoint.tls);
         match connect(listener, endpoint).await {
-            Ok(tcp) => return converse_in_time(listener, endpoint, tcp, creds).await,
-            Err(failed) => outcome = failed,
+            Ok(tcp) => {
+                router.dead.connected(endpoint);
+                return converse_in_time(listener, endpoint, tcp, creds).await;
+            }
+            Err(failed) => {
+                router
+                    .dead
+                    .connect_failed(endpoint, std::time::Instant::now());
+                outcome = failed;
+            }
         }
     }
     (outcome, None)

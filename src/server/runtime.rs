@@ -9,8 +9,12 @@ use std::sync::{Arc, RwLock};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::authlog::hostname;
-use crate::config::{BackendTls, Config, Limits, Listener, ListenerTls};
-use crate::map::static_server::StaticServer;
+use crate::config::{BackendTls, Config, Limits, Listener, ListenerTls, MapKind};
+use crate::map::flat_file::FlatFile;
+use crate::map::popmap_re::PopmapRe;
+use crate::map::route::split_host_port;
+use crate::map::router::{Defaults, Router};
+use crate::map::servers::DeadServers;
 use crate::map::{Endpoint, Map};
 use crate::protocol::{ClientSettings, Protocol, Security};
 use crate::tls::{self, BackendVerification};
@@ -26,18 +30,26 @@ pub struct ListenerState {
     /// TLS towards the back ends, when they are reached over TLS.
     pub connector: Option<TlsConnector>,
     /// Who serves which user.
-    pub map: Box<dyn Map>,
+    pub router: Router,
     /// What a new client-side machine starts from; replaced once when capabilities are
     /// learned from the back end, shared by `Arc` with every connection.
     client_settings: RwLock<Arc<ClientSettings>>,
 }
 
+/// The listeners built from a configuration, and what the admin should be told about it.
+pub struct Built {
+    pub listeners: Vec<Arc<ListenerState>>,
+    /// Accepted, but worth a log line (a map line whose meaning differs from Perdition's).
+    pub warnings: Vec<String>,
+}
+
 /// Check the configuration and build every listener's state; all problems at once.
-pub fn build(config: &Config) -> Result<Vec<Arc<ListenerState>>, Vec<String>> {
+pub fn build(config: &Config) -> Result<Built, Vec<String>> {
     let mut problems = config.validate().err().unwrap_or_default();
     let mut built = Vec::new();
+    let mut warnings = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
-        match ListenerState::build(l, &config.limits) {
+        match ListenerState::build(l, &config.limits, &mut warnings) {
             Ok(state) => built.push(Arc::new(state)),
             Err(e) => {
                 let problem = format!(
@@ -54,25 +66,26 @@ pub fn build(config: &Config) -> Result<Vec<Arc<ListenerState>>, Vec<String>> {
         }
     }
     if problems.is_empty() {
-        Ok(built)
+        Ok(Built {
+            listeners: built,
+            warnings,
+        })
     } else {
         Err(problems)
     }
 }
 
 impl ListenerState {
-    fn build(l: &Listener, limits: &Limits) -> Result<ListenerState, String> {
-        let endpoint = Endpoint {
-            host: l.backend.host.clone(),
-            port: l.backend.port_for(l.protocol),
-            tls: l.backend.tls,
-            tls_name: l.backend.server_name.clone(),
-        };
+    fn build(
+        l: &Listener,
+        limits: &Limits,
+        warnings: &mut Vec<String>,
+    ) -> Result<ListenerState, String> {
         Ok(ListenerState {
             addresses: l.addresses()?,
             acceptor: acceptor(l)?,
             connector: connector(l)?,
-            map: Box::new(StaticServer::new(endpoint)),
+            router: router(l, warnings)?,
             client_settings: RwLock::new(Arc::new(client_settings(l, limits))),
             config: l.clone(),
             limits: limits.clone(),
@@ -120,6 +133,56 @@ impl ListenerState {
             *settings = Arc::new(updated);
         }
     }
+}
+
+/// The listener's routing: its map (read now), its own servers, the user-name rules.
+fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
+    let backend = &l.backend;
+    let port = backend.port_for(l.protocol);
+    let mut servers = Vec::new();
+    if !backend.host.is_empty() {
+        servers.push(Endpoint {
+            host: backend.host.clone(),
+            port,
+            tls: backend.tls,
+            tls_name: backend.server_name.clone(),
+        });
+    }
+    for server in &backend.failover {
+        let (host, server_port) = split_host_port(server)?;
+        servers.push(Endpoint {
+            host,
+            port: server_port.unwrap_or(port),
+            tls: backend.tls,
+            tls_name: None,
+        });
+    }
+    let map: Option<Box<dyn Map>> = match &l.map {
+        None => None,
+        Some(m) => Some(match m.kind {
+            MapKind::PopmapRe => {
+                let (map, notes) = PopmapRe::load(&m.path)?;
+                warnings.extend(notes);
+                Box::new(map)
+            }
+            MapKind::Popmap => Box::new(FlatFile::load(&m.path)?),
+        }),
+    };
+    let mut names = l.users.clone();
+    names.lower_case = l.lower_case;
+    Ok(Router {
+        names,
+        map,
+        servers,
+        random_first: backend.random_first,
+        defaults: Defaults {
+            port,
+            tls: backend.tls,
+        },
+        client_server_specification: l.client_server_specification,
+        username_from_map: l.map.as_ref().is_some_and(|m| m.username_from_map),
+        dead: DeadServers::default(),
+    })
 }
 
 fn acceptor(l: &Listener) -> Result<Option<TlsAcceptor>, String> {

@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::authlog::{AuthRecord, Logger};
+use crate::map::Connection;
 use crate::protocol::{
     loggable_user, AfterLogin, ClientEvent, ClientSide, Credentials, LoginOutcome, Refusal, Secret,
     Security,
@@ -206,8 +207,9 @@ impl Session {
                 // A login still waiting for its back end when the grace period is over is
                 // answered (unavailable) and logged, then the conversation says goodbye.
                 let mut phase = self.phase.clone();
+                let connection = self.connection();
                 tokio::select! {
-                    done = backend::login(&self.listener, creds, &mut record) => done,
+                    done = backend::login(&self.listener, &connection, creds, &mut record) => done,
                     _ = reached(&mut phase, Phase::Closing) => {
                         (LoginOutcome::unavailable("server shutting down"), None)
                     }
@@ -265,6 +267,16 @@ impl Session {
         let received = traffic.received + pipelined.len() as u64;
         let sent = traffic.sent + leftover.len() as u64;
         self.logger().closing(&record, received, sent);
+    }
+
+    /// The facts of this connection a map may use.
+    fn connection(&self) -> Connection {
+        Connection {
+            protocol: self.listener.protocol(),
+            peer: self.peer,
+            local: self.local,
+            tls: self.security != Security::Plaintext,
+        }
     }
 
     /// The facts an Auth line of this session states; the server is filled in by the login.

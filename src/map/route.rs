@@ -1,0 +1,153 @@
+//! What a Perdition-style map answers for a user: `[user<delimiter>]host[:port]`, the syntax of
+//! Perdition's popmap, popmap.re, LDAP, SQL and `outgoing_server` values alike.
+
+/// One answer of a map, before the listener's defaults (port, TLS) complete it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// The name to log in with at the back end, when the answer names one.
+    pub user: Option<String>,
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+/// Read `[user<delimiter>]host[:port]`. The user part ends at the last delimiter (a user name
+/// may hold the delimiter itself, a host cannot); an IPv6 host is written in brackets, or bare
+/// when no port follows.
+pub fn parse_route(value: &str, delimiter: &str) -> Result<Route, String> {
+    let value = value.trim();
+    let (user, server) = match value.rfind(delimiter).filter(|_| !delimiter.is_empty()) {
+        Some(at) => (
+            Some(value[..at].to_string()),
+            &value[at + delimiter.len()..],
+        ),
+        None => (None, value),
+    };
+    let (host, port) = split_host_port(server)?;
+    if host.is_empty() {
+        return Err(format!("no server in {value:?}"));
+    }
+    if host.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return Err(format!("bad server name in {value:?}"));
+    }
+    Ok(Route {
+        user: user.filter(|u| !u.is_empty()),
+        host,
+        port,
+    })
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address.
+pub fn split_host_port(server: &str) -> Result<(String, Option<u16>), String> {
+    let server = server.trim();
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .or_else(|| port_name(p))
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("bad port {p:?} in {server:?}"))
+    };
+    if let Some(rest) = server.strip_prefix('[') {
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("unclosed [ in {server:?}"))?;
+        return match after {
+            "" => Ok((host.to_string(), None)),
+            _ => match after.strip_prefix(':') {
+                Some(p) => Ok((host.to_string(), Some(port(p)?))),
+                None => Err(format!("bad server {server:?}")),
+            },
+        };
+    }
+    match server.matches(':').count() {
+        0 => Ok((server.to_string(), None)),
+        1 => {
+            let (host, p) = server.split_once(':').unwrap_or((server, ""));
+            Ok((host.to_string(), Some(port(p)?)))
+        }
+        _ => Ok((server.to_string(), None)),
+    }
+}
+
+/// The service names Perdition's maps use for ports (it asks `/etc/services`; these are the
+/// ones a mail map can mean).
+fn port_name(name: &str) -> Option<u16> {
+    Some(match name {
+        "imap" | "imap2" => 143,
+        "imaps" => 993,
+        "pop3" => 110,
+        "pop3s" => 995,
+        "sieve" | "managesieve" => 4190,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(user: Option<&str>, host: &str, port: Option<u16>) -> Route {
+        Route {
+            user: user.map(str::to_string),
+            host: host.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn perditions_forms() {
+        assert_eq!(
+            parse_route("localhost", "@"),
+            Ok(route(None, "localhost", None))
+        );
+        assert_eq!(
+            parse_route("foo.bar:110", "@"),
+            Ok(route(None, "foo.bar", Some(110)))
+        );
+        assert_eq!(
+            parse_route("jane@foo.bar", "@"),
+            Ok(route(Some("jane"), "foo.bar", None))
+        );
+        assert_eq!(
+            parse_route("user_x.y.z.de@localhost:143", "@"),
+            Ok(route(Some("user_x.y.z.de"), "localhost", Some(143)))
+        );
+        assert_eq!(
+            parse_route("a@b.org@10.0.0.2", "@"),
+            Ok(route(Some("a@b.org"), "10.0.0.2", None))
+        );
+        assert_eq!(
+            parse_route("joe%%mail1", "%%"),
+            Ok(route(Some("joe"), "mail1", None))
+        );
+    }
+
+    #[test]
+    fn ipv6_servers() {
+        assert_eq!(
+            parse_route("[2001:db8::2]:993", "@"),
+            Ok(route(None, "2001:db8::2", Some(993)))
+        );
+        assert_eq!(
+            parse_route("bob@[::1]", "@"),
+            Ok(route(Some("bob"), "::1", None))
+        );
+        assert_eq!(parse_route("::1", "@"), Ok(route(None, "::1", None)));
+    }
+
+    #[test]
+    fn nonsense_is_an_error_not_a_route() {
+        assert_eq!(parse_route("h:imaps", "@"), Ok(route(None, "h", Some(993))));
+        for bad in [
+            "",
+            "@",
+            "host:0",
+            "host:99999",
+            "host:smtp",
+            "[::1",
+            "a b",
+            "x@",
+        ] {
+            assert!(parse_route(bad, "@").is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! A listener's routing: from the client's name to a [`Target`].
+//!
+//! In order: a name of the form `user<delimiter>host[:port]` names its server itself when
+//! `client_server_specification` allows it; otherwise the map is asked with each lookup key
+//! until it knows one; a user the map does not know, or a map that fails, goes to the
+//! listener's own servers when it has some (Perdition's `outgoing_server` fallback); the
+//! answer is completed with the listener's port and TLS mode, and the servers that refused a
+//! connection lately are tried last.
+
+use std::time::Instant;
+
+use crate::config::BackendTls;
+
+use super::rewrite::UserNames;
+use super::route::{parse_route, Route};
+use super::servers::{rotate_randomly, DeadServers};
+use super::{Connection, Endpoint, Map, MapError, Query, Target};
+
+/// What completes a map's answer.
+#[derive(Debug, Clone)]
+pub struct Defaults {
+    pub port: u16,
+    pub tls: BackendTls,
+}
+
+pub struct Router {
+    pub names: UserNames,
+    /// `None`: every user goes to `servers`.
+    pub map: Option<Box<dyn Map>>,
+    /// The listener's own servers: the only ones without a map, the fallback with one.
+    pub servers: Vec<Endpoint>,
+    /// Start at a random one of `servers` (Perdition mode), else at the first.
+    pub random_first: bool,
+    pub defaults: Defaults,
+    /// Let a client name its server (`user@host:port`). Off by default: any client could
+    /// make the proxy connect anywhere it can reach.
+    pub client_server_specification: bool,
+    /// Log in with the user name a map answer carries (Perdition's `-U`).
+    pub username_from_map: bool,
+    pub dead: DeadServers,
+}
+
+impl Router {
+    pub async fn route(&self, name: &str, connection: &Connection) -> Result<Target, MapError> {
+        if self.client_server_specification {
+            if let Some(target) = self.client_named(name) {
+                return Ok(target);
+            }
+        }
+        let found = match &self.map {
+            Some(map) => self.ask(map.as_ref(), name, connection).await,
+            None => Err(MapError::NotFound),
+        };
+        let (mut endpoints, user) = match found {
+            Ok(route) => {
+                let user = match (&route.user, self.username_from_map) {
+                    (Some(user), true) => user.clone(),
+                    _ => self.names.login_name(name),
+                };
+                (vec![self.endpoint(&route)], user)
+            }
+            Err(_) if !self.servers.is_empty() => {
+                let mut servers = self.servers.clone();
+                if self.random_first {
+                    rotate_randomly(&mut servers);
+                }
+                (servers, self.names.login_name(name))
+            }
+            Err(e) => return Err(e),
+        };
+        self.dead.order(&mut endpoints, Instant::now());
+        Ok(Target { endpoints, user })
+    }
+
+    /// Each lookup key in turn, until the map knows one; the first failure ends the search.
+    async fn ask(
+        &self,
+        map: &dyn Map,
+        name: &str,
+        connection: &Connection,
+    ) -> Result<Route, MapError> {
+        for key in self.names.lookup_keys(name, connection) {
+            let query = Query {
+                key: &key,
+                connection,
+            };
+            match map.lookup(&query).await {
+                Ok(value) => {
+                    return parse_route(&value, &self.names.domain_delimiter)
+                        .map_err(|e| MapError::Unavailable(format!("{}: {e}", map.describe())))
+                }
+                Err(MapError::NotFound) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(MapError::NotFound)
+    }
+
+    /// `user<delimiter>host[:port]` from the client itself.
+    fn client_named(&self, name: &str) -> Option<Target> {
+        let (_, server) = self.names.split(name);
+        if server.is_empty() {
+            return None;
+        }
+        let route = parse_route(name, &self.names.domain_delimiter).ok()?;
+        let user = self.names.login_name(route.user.as_deref()?);
+        Some(Target {
+            endpoints: vec![self.endpoint(&route)],
+            user,
+        })
+    }
+
+    fn endpoint(&self, route: &Route) -> Endpoint {
+        Endpoint {
+            host: route.host.clone(),
+            port: route.port.unwrap_or(self.defaults.port),
+            tls: self.defaults.tls,
+            tls_name: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::map::rewrite::Stages;
+    use crate::map::LookupFuture;
+    use crate::protocol::Protocol;
+
+    /// A map that knows `alice` and fails for `broken`.
+    struct Fixed;
+
+    impl Map for Fixed {
+        fn lookup<'a>(&'a self, query: &'a Query<'a>) -> LookupFuture<'a> {
+            let answer = match query.key {
+                "alice" => Ok("10.0.0.1".to_string()),
+                "carol" => Ok("carl@10.0.0.3:1143".to_string()),
+                "bad" => Ok("no server here:x".to_string()),
+                "broken" => Err(MapError::Unavailable("down".into())),
+                _ => Err(MapError::NotFound),
+            };
+            Box::pin(async move { answer })
+        }
+
+        fn describe(&self) -> String {
+            "fixed".into()
+        }
+    }
+
+    fn endpoint(host: &str, port: u16) -> Endpoint {
+        Endpoint {
+            host: host.into(),
+            port,
+            tls: BackendTls::None,
+            tls_name: None,
+        }
+    }
+
+    fn router(servers: Vec<Endpoint>) -> Router {
+        Router {
+            names: UserNames::default(),
+            map: Some(Box::new(Fixed)),
+            servers,
+            random_first: false,
+            defaults: Defaults {
+                port: 143,
+                tls: BackendTls::None,
+            },
+            client_server_specification: false,
+            username_from_map: false,
+            dead: DeadServers::default(),
+        }
+    }
+
+    fn connection() -> Connection {
+        Connection {
+            protocol: Protocol::Imap,
+            peer: "192.0.2.7:51000".parse().unwrap(),
+            local: "198.51.100.1:143".parse().unwrap(),
+            tls: false,
+        }
+    }
+
+    async fn route(r: &Router, name: &str) -> Result<Target, MapError> {
+        r.route(name, &connection()).await
+    }
+
+    #[tokio::test]
+    async fn the_map_decides_and_the_listener_completes() {
+        let r = router(vec![]);
+        let t = route(&r, "alice").await.unwrap();
+        assert_eq!(t.endpoints, [endpoint("10.0.0.1", 143)]);
+        assert_eq!(t.user, "alice");
+        let t = route(&r, "carol").await.unwrap();
+        assert_eq!(t.endpoints, [endpoint("10.0.0.3", 1143)]);
+        assert_eq!(
+            t.user, "carol",
+            "the map's user only with username_from_map"
+        );
+        assert_eq!(route(&r, "dave").await, Err(MapError::NotFound));
+        assert!(matches!(
+            route(&r, "broken").await,
+            Err(MapError::Unavailable(_))
+        ));
+        assert!(matches!(
+            route(&r, "bad").await,
+            Err(MapError::Unavailable(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn username_from_map() {
+        let mut r = router(vec![]);
+        r.username_from_map = true;
+        assert_eq!(route(&r, "carol").await.unwrap().user, "carl");
+        assert_eq!(route(&r, "alice").await.unwrap().user, "alice");
+    }
+
+    #[tokio::test]
+    async fn unknown_users_and_failing_maps_fall_back_to_the_listeners_servers() {
+        let r = router(vec![endpoint("10.9.9.9", 143), endpoint("10.9.9.8", 143)]);
+        for name in ["dave", "broken"] {
+            let t = route(&r, name).await.unwrap();
+            assert_eq!(t.endpoints.len(), 2);
+            assert_eq!(t.endpoints[0].host, "10.9.9.9");
+        }
+        // A server that came from the map does not fall back.
+        assert_eq!(route(&r, "alice").await.unwrap().endpoints.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn dead_servers_go_last() {
+        let r = router(vec![endpoint("10.9.9.9", 143), endpoint("10.9.9.8", 143)]);
+        r.dead
+            .connect_failed(&endpoint("10.9.9.9", 143), Instant::now());
+        let t = route(&r, "dave").await.unwrap();
+        assert_eq!(t.endpoints[0].host, "10.9.9.8");
+    }
+
+    #[tokio::test]
+    async fn query_keys_are_tried_in_order() {
+        let mut r = router(vec![]);
+        r.names.query_key = vec!["\\u".into(), "\\d".into()];
+        // "x@alice": user part "x" unknown, domain "alice" known.
+        let t = route(&r, "x@alice").await.unwrap();
+        assert_eq!(t.endpoints, [endpoint("10.0.0.1", 143)]);
+        assert_eq!(t.user, "x@alice");
+    }
+
+    #[tokio::test]
+    async fn clients_name_their_server_only_when_allowed() {
+        let mut r = router(vec![]);
+        assert_eq!(
+            route(&r, "henry@10.0.0.7:110").await,
+            Err(MapError::NotFound)
+        );
+        r.client_server_specification = true;
+        let t = route(&r, "henry@10.0.0.7:110").await.unwrap();
+        assert_eq!(t.endpoints, [endpoint("10.0.0.7", 110)]);
+        assert_eq!(t.user, "henry");
+        r.names.lower_case = Stages::All;
+        assert_eq!(route(&r, "Henry@h").await.unwrap().user, "henry");
+    }
+}
