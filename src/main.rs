@@ -55,7 +55,11 @@ fn main() -> ExitCode {
                     for w in &built.warnings {
                         eprintln!("warning: {w}");
                     }
-                    print!("{}", config.to_toml());
+                    let shown = Config {
+                        limits: config.limits.effective(),
+                        ..config
+                    };
+                    print!("{}", shown.to_toml());
                     eprintln!("configuration is valid");
                     ExitCode::SUCCESS
                 }

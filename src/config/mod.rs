@@ -153,6 +153,17 @@ impl Limits {
         }
     }
 
+    /// The same limits with the back-end timeouts spelled out, as `portcullis check` shows
+    /// them.
+    pub fn effective(&self) -> Limits {
+        Limits {
+            backend_connect_timeout: Some(self.backend_connect_timeout().as_secs()),
+            backend_login_timeout: Some(self.backend_login_timeout().as_secs()),
+            backend_timeout: None,
+            ..self.clone()
+        }
+    }
+
     pub fn backend_connect_timeout(&self) -> Duration {
         let seconds = self.backend_connect_timeout.or(self.backend_timeout);
         Duration::from_secs(seconds.unwrap_or(DEFAULT_BACKEND_CONNECT_TIMEOUT))
@@ -427,18 +438,7 @@ impl Config {
                 if let (true, Err(e)) = (named, crate::tls::server_name(l.backend.tls_name())) {
                     problems.push(format!("{name}: {e}"));
                 }
-                if l.backend.verify {
-                    let ca = l
-                        .backend
-                        .ca_file
-                        .clone()
-                        .unwrap_or_else(|| crate::tls::SYSTEM_CA_BUNDLE.into());
-                    if let Err(e) =
-                        crate::tls::client_config(&crate::tls::BackendVerification::CaFile(ca))
-                    {
-                        problems.push(format!("{name}: backend CA: {e}"));
-                    }
-                }
+                // The CA file itself is read once, by `server::runtime::build`.
             }
             if l.protocol == Protocol::Managesieve && l.backend.tls == BackendTls::Implicit {
                 problems.push(format!(

@@ -216,9 +216,13 @@ impl<D: Dialect> ClientSide for Conversation<D> {
     }
 
     fn tls_established(&mut self) {
+        // Only a STARTTLS answered in the command phase leads here; a closed or pending
+        // conversation stays as it is.
+        if !matches!(self.core.phase, Phase::Commands) {
+            return;
+        }
         self.core.tls_active = true;
         self.core.input.clear();
-        self.core.phase = Phase::Commands;
         self.dialect.tls_established(&self.core);
     }
 

@@ -4,7 +4,7 @@
 //! `-crlf`, `nc`) send a bare LF, and Dovecot and Perdition accept it; so do we.
 
 /// Result of looking for one line at the start of a buffer.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub enum Line<'a> {
     /// A whole line: its content without the line end, and the bytes consumed including it.
     Complete { content: &'a [u8], consumed: usize },
@@ -12,6 +12,21 @@ pub enum Line<'a> {
     Partial,
     /// The line is longer than allowed (with or without its end having arrived).
     TooLong,
+}
+
+/// A line may be `PASS <password>`: `Debug` shows its length only.
+impl std::fmt::Debug for Line<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Line::Complete { content, consumed } => write!(
+                f,
+                "Complete {{ content: <{} bytes>, consumed: {consumed} }}",
+                content.len()
+            ),
+            Line::Partial => f.write_str("Partial"),
+            Line::TooLong => f.write_str("TooLong"),
+        }
+    }
 }
 
 /// Find the first line in `buf`, refusing lines longer than `max` bytes of content.

@@ -71,15 +71,16 @@ impl Credentials {
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // What follows a NUL in a name may be a password (`user\0password`).
         f.debug_struct("Credentials")
-            .field("user", &self.user)
+            .field("user", &loggable_user(&self.user))
             .field("secret", &"<redacted>")
             .finish()
     }
 }
 
 /// What the client side wants the session to do next.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(PartialEq, Eq)]
 pub enum ClientEvent {
     /// Write these bytes to the client.
     Send(Vec<u8>),
@@ -100,6 +101,33 @@ pub enum ClientEvent {
     Close(Vec<u8>),
     /// Nothing to do until more bytes arrive.
     NeedInput,
+}
+
+/// `Login` shows no password, `LoginRefused` the user name only up to a NUL, CR or LF.
+impl fmt::Debug for ClientEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientEvent::Send(b) => f
+                .debug_tuple("Send")
+                .field(&String::from_utf8_lossy(b))
+                .finish(),
+            ClientEvent::StartTls(b) => f
+                .debug_tuple("StartTls")
+                .field(&String::from_utf8_lossy(b))
+                .finish(),
+            ClientEvent::Login(creds) => f.debug_tuple("Login").field(creds).finish(),
+            ClientEvent::LoginRefused { user, reply } => f
+                .debug_struct("LoginRefused")
+                .field("user", &user.as_deref().map(loggable_user))
+                .field("reply", &String::from_utf8_lossy(reply))
+                .finish(),
+            ClientEvent::Close(b) => f
+                .debug_tuple("Close")
+                .field(&String::from_utf8_lossy(b))
+                .finish(),
+            ClientEvent::NeedInput => f.write_str("NeedInput"),
+        }
+    }
 }
 
 /// How a login attempt ended, in protocol-neutral terms. The client side turns it into the
@@ -416,6 +444,18 @@ mod credential_tests {
     fn the_password_never_shows_through_debug() {
         let text = format!("{:?}", creds("alice", b"s3cret"));
         assert!(!text.contains("s3cret"), "{text}");
+        let text = format!("{:?}", ClientEvent::Login(creds("alice\0s3cret", b"")));
+        assert!(!text.contains("s3cret"), "{text}");
+        let refused = ClientEvent::LoginRefused {
+            user: Some("bob\0s3cret".into()),
+            reply: b"a NO\r\n".to_vec(),
+        };
+        assert!(!format!("{refused:?}").contains("s3cret"));
+        let tokens =
+            imap::command::parse_command(b"a LOGIN alice s3cret\r\n", &PreLoginLimits::default());
+        assert!(!format!("{tokens:?}").contains("115, 51"), "{tokens:?}");
+        let line = line::take_line(b"PASS s3cret\r\n", 100);
+        assert!(!format!("{line:?}").contains("s3cret"));
         // The login command a back-end machine asks to send, password inside.
         let mut machine = Protocol::Imap.server_side(
             creds("alice", b"s3cret"),

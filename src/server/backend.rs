@@ -9,10 +9,10 @@ use tokio::time::timeout;
 use crate::authlog::AuthRecord;
 use crate::config::BackendTls;
 use crate::map::{Connection, Endpoint, MapError};
-use crate::protocol::{Credentials, LoginOutcome, Security, ServerEvent, ServerSettings};
+use crate::protocol::{Credentials, LoginOutcome, ServerEvent, ServerSettings};
 use crate::tls;
 
-use super::runtime::ListenerState;
+use super::runtime::{security, ListenerState};
 use super::stream::{write, BackendStream, MaybeTls};
 
 /// Bytes read from a back end at a time before login.
@@ -68,14 +68,6 @@ pub async fn login(
         }
     }
     (outcome, None)
-}
-
-fn security(tls: BackendTls) -> Security {
-    match tls {
-        BackendTls::None => Security::Plaintext,
-        BackendTls::Starttls => Security::Starttls,
-        BackendTls::Implicit => Security::Ssl,
-    }
 }
 
 /// Open the TCP connection, within `backend_connect_timeout`.

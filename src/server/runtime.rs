@@ -51,16 +51,18 @@ pub fn build(config: &Config) -> Result<Built, Vec<String>> {
     for (i, l) in config.listeners.iter().enumerate() {
         match ListenerState::build(l, &config.limits, &mut warnings) {
             Ok(state) => built.push(Arc::new(state)),
-            Err(e) => {
-                let problem = format!(
-                    "listener {} ({:?} on {}): {e}",
-                    i + 1,
-                    l.protocol,
-                    l.bind.join(", ")
-                );
-                // `validate` may have said it already (an unresolvable address).
-                if !problems.contains(&problem) {
-                    problems.push(problem);
+            Err(errors) => {
+                for e in errors {
+                    let problem = format!(
+                        "listener {} ({:?} on {}): {e}",
+                        i + 1,
+                        l.protocol,
+                        l.bind.join(", ")
+                    );
+                    // `validate` may have said it already (an unresolvable address).
+                    if !problems.contains(&problem) {
+                        problems.push(problem);
+                    }
                 }
             }
         }
@@ -76,20 +78,42 @@ pub fn build(config: &Config) -> Result<Built, Vec<String>> {
 }
 
 impl ListenerState {
+    /// Every problem of the listener at once (`portcullis check` lists them all).
     fn build(
         l: &Listener,
         limits: &Limits,
         warnings: &mut Vec<String>,
-    ) -> Result<ListenerState, String> {
-        Ok(ListenerState {
-            addresses: l.addresses()?,
-            acceptor: acceptor(l)?,
-            connector: connector(l)?,
-            router: router(l, warnings)?,
-            client_settings: RwLock::new(Arc::new(client_settings(l, limits))),
-            config: l.clone(),
-            limits: limits.clone(),
-        })
+    ) -> Result<ListenerState, Vec<String>> {
+        let addresses = l.addresses();
+        let acceptor = acceptor(l);
+        let connector = connector(l).map_err(|e| format!("backend CA: {e}"));
+        let router = router(l, warnings);
+        match (addresses, acceptor, connector, router) {
+            (Ok(addresses), Ok(acceptor), Ok(connector), Ok(router)) => Ok(ListenerState {
+                addresses,
+                acceptor,
+                connector,
+                router,
+                client_settings: RwLock::new(Arc::new(client_settings(l, limits))),
+                config: l.clone(),
+                limits: limits.clone(),
+            }),
+            (addresses, acceptor, connector, router) => Err([
+                addresses.err(),
+                acceptor.err(),
+                connector.err(),
+                router.err(),
+            ]
+            .into_iter()
+            .flatten()
+            .collect()),
+        }
+    }
+
+    /// How the listener's own back end is reached, for log lines written before a server is
+    /// chosen.
+    pub fn backend_security(&self) -> Security {
+        security(self.config.backend.tls)
     }
 
     pub fn protocol(&self) -> Protocol {
@@ -220,5 +244,14 @@ fn client_settings(l: &Listener, limits: &Limits) -> ClientSettings {
         greeting_host: hostname(),
         product: l.greeting_name.clone(),
         limits: limits.prelogin(),
+    }
+}
+
+/// The `server-secure=` of a back-end TLS mode.
+pub fn security(tls: BackendTls) -> Security {
+    match tls {
+        BackendTls::None => Security::Plaintext,
+        BackendTls::Starttls => Security::Starttls,
+        BackendTls::Implicit => Security::Ssl,
     }
 }

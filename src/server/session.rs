@@ -289,7 +289,7 @@ impl Session {
             password: None,
             server: None,
             protocol: self.listener.log_protocol(),
-            server_secure: Security::Plaintext,
+            server_secure: self.listener.backend_security(),
         }
     }
 

@@ -12,7 +12,7 @@ use crate::protocol::PreLoginLimits;
 use super::is_valid_tag;
 
 /// One argument of a command.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Token {
     /// A bare word (`NIL`, `PLAIN`, an unquoted user name...).
     Atom(Vec<u8>),
@@ -29,6 +29,18 @@ impl Token {
             Token::Atom(a) => Some(a),
             Token::String(s) => Some(s),
             Token::List(_) => None,
+        }
+    }
+}
+
+/// Tokens may hold a password (a LOGIN argument, a SASL PLAIN blob): `Debug` shows their shape
+/// and lengths only.
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Token::Atom(v) => write!(f, "Atom(<{} bytes>)", v.len()),
+            Token::String(v) => write!(f, "String(<{} bytes>)", v.len()),
+            Token::List(items) => f.debug_list().entries(items).finish(),
         }
     }
 }

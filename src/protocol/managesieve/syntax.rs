@@ -24,7 +24,7 @@ pub const MAX_LITERALS: usize = crate::protocol::limits::MAX_LITERALS_PER_COMMAN
 const MAX_QUOTED: usize = 1024;
 
 /// One item of a line.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Token {
     /// A bare word (`AUTHENTICATE`, `OK`, `PLAIN`, a response code name...).
     Atom(Vec<u8>),
@@ -40,6 +40,18 @@ impl Token {
         match self {
             Token::Atom(v) | Token::String(v) => Some(v),
             Token::List(_) => None,
+        }
+    }
+}
+
+/// Tokens may hold a password (a LOGIN argument, a SASL PLAIN blob): `Debug` shows their shape
+/// and lengths only.
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Token::Atom(v) => write!(f, "Atom(<{} bytes>)", v.len()),
+            Token::String(v) => write!(f, "String(<{} bytes>)", v.len()),
+            Token::List(items) => f.debug_list().entries(items).finish(),
         }
     }
 }
