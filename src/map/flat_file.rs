@@ -1,6 +1,9 @@
 //! Perdition's flat `popmap`: one `key:value` per line (`horms:localhost`,
-//! `jain:jane@foo.bar:110`), the text `makegdbm` builds its database from. Read once into a
-//! hash index; a lookup is an exact, case-sensitive match of the key.
+//! `jain:jane@foo.bar:110`), the text `makegdbm` builds its database from, read as `makegdbm`
+//! reads it: the key ends at the first `:`, blank lines are skipped, a line without a key or a
+//! value is skipped with a warning, and the first line for a key wins (a warning names the
+//! others). Unlike `makegdbm`, spaces around key and value are trimmed and `#` starts a
+//! comment line. Read once into a hash index; a lookup is an exact, case-sensitive match.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -13,14 +16,20 @@ pub struct FlatFile {
 }
 
 impl FlatFile {
-    pub fn load(path: &Path) -> Result<FlatFile, String> {
+    /// Read the file; the warnings are for the log.
+    pub fn load(path: &Path) -> Result<(FlatFile, Vec<String>), String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let entries = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(FlatFile {
+        let (entries, warnings) = parse(&text);
+        let warnings = warnings
+            .into_iter()
+            .map(|w| format!("{}: {w}", path.display()))
+            .collect();
+        let map = FlatFile {
             path: path.to_path_buf(),
             entries,
-        })
+        };
+        Ok((map, warnings))
     }
 }
 
@@ -35,28 +44,32 @@ impl Map for FlatFile {
     }
 }
 
-/// Key before the first `:`, value after it; blank lines and `#` lines are skipped; the first
-/// line for a key wins, as in a database built by `makegdbm`... which keeps the last, so a
-/// repeated key is an error rather than a guess.
-fn parse(text: &str) -> Result<HashMap<String, String>, String> {
+fn parse(text: &str) -> (HashMap<String, String>, Vec<String>) {
     let mut entries = HashMap::new();
+    let mut warnings = Vec::new();
     for (n, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
         }
-        let (key, value) = line
+        let entry = line
             .split_once(':')
-            .ok_or_else(|| format!("line {}: no ':' between key and server", n + 1))?;
-        let (key, value) = (key.trim(), value.trim());
-        if key.is_empty() || value.is_empty() {
-            return Err(format!("line {}: empty key or server", n + 1));
+            .map(|(key, value)| (key.trim(), value.trim()))
+            .filter(|(key, value)| !key.is_empty() && !value.is_empty());
+        let Some((key, value)) = entry else {
+            warnings.push(format!("line {}: not key:server; skipped", n + 1));
+            continue;
+        };
+        if entries.contains_key(key) {
+            warnings.push(format!(
+                "line {}: {key:?} again; the first one is used",
+                n + 1
+            ));
+            continue;
         }
-        if entries.insert(key.to_string(), value.to_string()).is_some() {
-            return Err(format!("line {}: {key:?} is listed twice", n + 1));
-        }
+        entries.insert(key.to_string(), value.to_string());
     }
-    Ok(entries)
+    (entries, warnings)
 }
 
 #[cfg(test)]
@@ -65,15 +78,18 @@ mod tests {
 
     #[test]
     fn keys_and_values() {
-        let e = parse("# popmap\nhorms:localhost\n\njain:jane@foo.bar:110\n").unwrap();
+        let (e, _) = parse("# popmap\nhorms:localhost\n\njain:jane@foo.bar:110\n");
         assert_eq!(e.get("horms").map(String::as_str), Some("localhost"));
         assert_eq!(e.get("jain").map(String::as_str), Some("jane@foo.bar:110"));
         assert_eq!(e.get("Horms"), None);
     }
 
     #[test]
-    fn malformed_lines_name_their_number() {
-        assert!(parse("a:b\nnocolon\n").unwrap_err().starts_with("line 2:"));
-        assert!(parse("a:b\na:c\n").unwrap_err().contains("twice"));
+    fn malformed_lines_are_skipped_and_named_and_the_first_key_wins() {
+        let (e, warnings) = parse("a:b\nnocolon\n:x\na:c\n");
+        assert_eq!(e.get("a").map(String::as_str), Some("b"));
+        assert_eq!(e.len(), 1);
+        assert_eq!(warnings.len(), 3);
+        assert!(warnings[0].starts_with("line 2:"), "{warnings:?}");
     }
 }

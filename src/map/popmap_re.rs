@@ -6,9 +6,13 @@
 //! `"…"` keep their contents; `#` starts a comment; `\` at the end of a line continues it).
 //! The client's name is only ever matched against the admin's expressions, never compiled.
 //!
-//! One difference from POSIX is reported when the file is read: POSIX picks the longest of
-//! alternatives (`a|ab`), the regex engine here the first; lines with `|` are named in a
-//! warning so that the admin can check them.
+//! Where Portcullis reads a line differently from Perdition, a warning names the line when
+//! the file is read:
+//! - POSIX picks the longest of alternatives (`a|ab`), the regex engine here the first;
+//! - Perdition keeps the part of the name before the match in front of the substitution
+//!   (`flim` against `itsflim` gives `its<server>`), which only ever makes a server name that
+//!   does not exist; Portcullis uses the substitution alone. Patterns starting with `^` are
+//!   not concerned.
 
 use std::path::{Path, PathBuf};
 
@@ -70,14 +74,14 @@ impl Map for PopmapRe {
     }
 }
 
-/// `$1`…`$9` become what the groups matched (nothing when a group did not take part); any
-/// other `$` stays as it is.
+/// `$0`…`$9` become the match and what the groups matched (nothing when a group did not take
+/// part); any other `$` stays as it is (`$10` is `$1` then `0`).
 fn substitute(template: &str, captures: &regex::bytes::Captures<'_>) -> String {
     let mut out = String::with_capacity(template.len());
     let mut chars = template.chars().peekable();
     while let Some(c) = chars.next() {
         match (c, chars.peek().and_then(|d| d.to_digit(10))) {
-            ('$', Some(n)) if n >= 1 => {
+            ('$', Some(n)) => {
                 chars.next();
                 if let Some(group) = captures.get(n as usize) {
                     out.push_str(&String::from_utf8_lossy(group.as_bytes()));
@@ -96,17 +100,35 @@ fn parse(text: &str) -> Result<(Vec<Rule>, Vec<String>), String> {
         if line.len() > MAX_LINE {
             return Err(format!("line {number}: longer than {MAX_LINE} bytes"));
         }
-        let Some((pattern, substitution)) = split_rule(&line) else {
+        let Some((pattern, mut values)) = split_rule(&line) else {
             continue;
         };
-        if substitution.is_empty() {
-            return Err(format!("line {number}: {pattern:?} has no substitution"));
+        if values.is_empty() {
+            warnings.push(format!(
+                "line {number}: {pattern:?} has no substitution; skipped, as Perdition does"
+            ));
+            continue;
+        }
+        let substitution = values.remove(0);
+        if !values.is_empty() {
+            warnings.push(format!(
+                "line {number}: only {substitution:?} is the substitution; the rest of the line \
+                 ({}) is not used (quote a substitution with spaces)",
+                values.join(" ")
+            ));
         }
         let regex = RegexBuilder::new(&pattern)
             .unicode(false)
             .size_limit(1 << 20)
             .build()
             .map_err(|e| format!("line {number}: bad regular expression {pattern:?}: {e}"))?;
+        if !pattern.starts_with('^') {
+            warnings.push(format!(
+                "line {number}: {pattern:?} is not anchored with ^: Perdition would put the \
+                 part of the name before the match in front of {substitution:?}; Portcullis \
+                 uses {substitution:?} alone"
+            ));
+        }
         if pattern.contains('|') {
             warnings.push(format!(
                 "line {number}: {pattern:?} has alternatives: the first that matches is taken, \
@@ -142,14 +164,13 @@ fn logical_lines(text: &str) -> Vec<(usize, String)> {
     out
 }
 
-/// Split a line into the expression and the substitution, applying Perdition's quoting and
-/// comments; `None` for a blank or comment-only line.
-fn split_rule(line: &str) -> Option<(String, String)> {
-    let mut pattern = String::new();
-    let mut substitution = String::new();
-    // The expression ends at the first unquoted whitespace.
-    let mut in_pattern = true;
-    // Whether the pattern's last character came from outside quotes (an optional `:` then).
+/// Split a line into its words with Perdition's quoting and comments (unquoted whitespace
+/// separates words): the expression, without one unquoted trailing `:`, and the values after
+/// it. `None` for a blank or comment-only line.
+fn split_rule(line: &str) -> Option<(String, Vec<String>)> {
+    let mut words: Vec<String> = Vec::new();
+    let mut word: Option<String> = None;
+    // Whether the first word's last character came from outside quotes (an optional `:`).
     let mut last_plain_colon = false;
     let mut chars = line.chars();
     while let Some(c) = chars.next() {
@@ -160,28 +181,27 @@ fn split_rule(line: &str) -> Option<(String, String)> {
                 None => break,
             },
             '\'' | '"' => (chars.by_ref().take_while(|&q| q != c).collect(), false),
-            c if c.is_whitespace() && in_pattern => {
-                if !pattern.is_empty() {
-                    in_pattern = false;
-                }
+            c if c.is_whitespace() => {
+                words.extend(word.take());
                 continue;
             }
             c => (c.to_string(), true),
         };
-        if in_pattern {
-            pattern.push_str(&text);
+        word.get_or_insert_with(String::new).push_str(&text);
+        if words.is_empty() {
             last_plain_colon = plain && c == ':';
-        } else {
-            substitution.push_str(&text);
         }
+    }
+    words.extend(word);
+    let mut words = words.into_iter();
+    let mut pattern = words.next()?;
+    if last_plain_colon {
+        pattern.pop();
     }
     if pattern.is_empty() {
         return None;
     }
-    if last_plain_colon {
-        pattern.pop();
-    }
-    Some((pattern, substitution.trim().to_string()))
+    Some((pattern, words.collect()))
 }
 
 #[cfg(test)]
@@ -230,25 +250,25 @@ mod tests {
         assert_eq!(m.find("dotXuser").as_deref(), Some("unquoted"));
         assert_eq!(m.find("quotedXuser"), None);
         assert_eq!(m.find("quoted.user").as_deref(), Some("quoted"));
-        let m = map("'^a b$': spaced # comment\n^c\\\n$: continued\n");
-        assert_eq!(m.find("a b").as_deref(), Some("spaced"));
+        let m = map("'^a b$': 'spaced out' # comment\n^c\\\n$: continued\n");
+        assert_eq!(m.find("a b").as_deref(), Some("spaced out"));
         assert_eq!(m.find("c").as_deref(), Some("continued"));
     }
 
     #[test]
     fn groups_that_did_not_match_are_empty_and_other_dollars_stay() {
-        let m = map("^(a)|(b)$: x$2y$1$z$0\n");
-        assert_eq!(m.find("a").as_deref(), Some("xya$z$0"));
+        let m = map("^(a)|(b)$: x$2y$1$z$0$10\n");
+        assert_eq!(m.find("a").as_deref(), Some("xya$zaa0"));
     }
 
     #[test]
     fn bad_files_are_refused_with_the_line() {
         let e = parse("ok: fine\n^(unclosed: x\n").err().unwrap();
         assert!(e.starts_with("line 2: bad regular expression"), "{e}");
-        let e = parse("lonely\n").err().unwrap();
-        assert!(e.contains("no substitution"), "{e}");
-        let (_, warnings) = parse("^a|ab$: x\n").unwrap();
-        assert_eq!(warnings.len(), 1);
+        let (rules, warnings) = parse("lonely\n^a|ab$: x\n^b: two words\nflim: x\n").unwrap();
+        assert_eq!(rules.len(), 3);
+        assert_eq!(warnings.len(), 4, "{warnings:?}");
+        assert!(warnings[0].contains("no substitution"), "{warnings:?}");
     }
 
     #[test]

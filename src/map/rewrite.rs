@@ -75,9 +75,10 @@ impl Default for UserNames {
 }
 
 impl UserNames {
-    /// `name` without `<delimiter>domain`, and the domain (empty when there is none).
+    /// `name` before and after its last delimiter (the domain is empty when there is none),
+    /// as Perdition splits it.
     pub fn split<'a>(&self, name: &'a str) -> (&'a str, &'a str) {
-        match name.split_once(self.domain_delimiter.as_str()) {
+        match name.rsplit_once(self.domain_delimiter.as_str()) {
             Some((user, domain)) if !self.domain_delimiter.is_empty() => (user, domain),
             _ => (name, ""),
         }
@@ -90,7 +91,8 @@ impl UserNames {
         } else {
             name.to_string()
         };
-        if add && self.split(&out).1.is_empty() {
+        // Perdition adds a domain only to a name without any delimiter.
+        if add && !out.contains(self.domain_delimiter.as_str()) {
             if let Some(domain) = &self.explicit_domain {
                 out.push_str(&self.domain_delimiter);
                 out.push_str(domain);
@@ -102,7 +104,8 @@ impl UserNames {
         out
     }
 
-    /// The name the back end is logged in with.
+    /// The name the back end is logged in with (`name` is the client's, or the one a map
+    /// answered with under `username_from_map`).
     pub fn login_name(&self, name: &str) -> String {
         self.for_stage(
             name,

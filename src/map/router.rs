@@ -53,8 +53,9 @@ impl Router {
         };
         let (mut endpoints, user) = match found {
             Ok(route) => {
+                // Perdition's -U: the map's name, rewritten for the login like the client's.
                 let user = match (&route.user, self.username_from_map) {
-                    (Some(user), true) => user.clone(),
+                    (Some(user), true) => self.names.login_name(user),
                     _ => self.names.login_name(name),
                 };
                 (vec![self.endpoint(&route)], user)

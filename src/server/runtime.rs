@@ -189,7 +189,11 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
                 warnings.extend(notes);
                 Box::new(map)
             }
-            MapKind::Popmap => Box::new(FlatFile::load(&m.path)?),
+            MapKind::Popmap => {
+                let (map, notes) = FlatFile::load(&m.path)?;
+                warnings.extend(notes);
+                Box::new(map)
+            }
         }),
     };
     let mut names = l.users.clone();
