@@ -9,7 +9,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved openssl fail2ban perdition python3 sieve-connect procps)
+PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved openssl fail2ban perdition perdition-ldap
+      slapd ldap-utils python3 sieve-connect procps)
 
 say() { printf '== %s\n' "$*" >&2; }
 
@@ -58,8 +59,30 @@ raise_limits() {
     fi
 }
 
+# One directory server for the whole run (tests/support/slapd.rs); each test writes under an OU
+# of its own. Without it, each test process that needs LDAP starts a private one.
+start_shared_slapd() {
+    command -v slapd >/dev/null 2>&1 || [ -x /usr/sbin/slapd ] || return 0
+    local dir port
+    dir=$(mktemp -d /tmp/portcullis-slapd.XXXXXX)
+    mkdir -p "$dir/db"
+    gzip -dc /usr/share/doc/perdition-ldap/perdition.schema.gz >"$dir/perdition.schema" || return 0
+    sed -e "s|@DIR@|$dir|g" tests/support/ldap/slapd.conf.in >"$dir/slapd.conf"
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    /usr/sbin/slapd -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$port/" || return 0
+    for _ in $(seq 100); do
+        ldapadd -x -H "ldap://127.0.0.1:$port" -D cn=admin,dc=nodomain -w adminpw \
+            -f tests/support/ldap/base.ldif >/dev/null 2>&1 && break
+        sleep 0.1
+    done
+    export PORTCULLIS_TEST_LDAP="ldap://127.0.0.1:$port"
+    trap 'kill "$(cat "'"$dir"'/slapd.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
+    say "slapd for the tests at $PORTCULLIS_TEST_LDAP"
+}
+
 install_prereqs
 raise_limits
+start_shared_slapd
 
 if ! command -v cargo >/dev/null 2>&1; then
     say "cargo not found: install Rust (https://rustup.rs)"

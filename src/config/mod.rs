@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::map::rewrite::UserNames;
 use crate::map::LowerCase;
+use crate::protocol::Secret;
 use crate::protocol::{PreLoginLimits, Protocol};
 
 /// The longest time any setting may name: ten years is as good as forever, and larger values
@@ -248,8 +249,28 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 #[serde(deny_unknown_fields)]
 pub struct MapConfig {
     pub kind: MapKind,
-    /// The map file.
-    pub path: PathBuf,
+    /// The map file (`popmap-re`, `popmap`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// The directory (`ldap`): `ldap[s]://host[:port]/base?user,server,port?scope?filter`
+    /// with `%s` in the filter where the user goes (Perdition's `-m` form).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Bind as this DN before searching (`ldap`); anonymous when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_dn: Option<String>,
+    /// Not shown by `portcullis check`, nor by `Debug`.
+    #[serde(default, skip_serializing)]
+    pub bind_password: Option<Secret<String>>,
+    /// CAs for `ldaps://` and StartTLS; the system store when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// StartTLS on an `ldap://` URL.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub starttls: bool,
+    /// Seconds a lookup may take before the user is told to try later (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<u64>,
     /// Log in with the user name a map answer carries (`jane@server`; Perdition's
     /// `username_from_database`). Otherwise only its server is used.
     #[serde(default, skip_serializing_if = "is_default")]
@@ -263,6 +284,8 @@ pub enum MapKind {
     PopmapRe,
     /// Perdition's flat `popmap`: `user:server` lines.
     Popmap,
+    /// An LDAP directory (Perdition's `libperditiondb_ldap`).
+    Ldap,
 }
 
 fn listener_tls_default() -> ListenerTls {
@@ -428,6 +451,15 @@ impl Config {
             for server in &l.backend.failover {
                 if let Err(e) = crate::map::route::split_host_port(server) {
                     problems.push(format!("{name}: backend.failover: {e}"));
+                }
+            }
+            if let Some(map) = &l.map {
+                let needs = match map.kind {
+                    MapKind::PopmapRe | MapKind::Popmap => map.path.is_none().then_some("path"),
+                    MapKind::Ldap => map.url.is_none().then_some("url"),
+                };
+                if let Some(missing) = needs {
+                    problems.push(format!("{name}: map.{missing} is required for this kind"));
                 }
             }
             for problem in l.users.problems() {

@@ -529,6 +529,24 @@ fn map(
         Some(l) => l,
     };
     let file = library.rsplit('/').next().unwrap_or(library);
+    if file.starts_with("libperditiondb_ldap") {
+        return Ok(Some(MapConfig {
+            kind: MapKind::Ldap,
+            path: None,
+            url: Some(
+                option
+                    .filter(|o| !o.is_empty())
+                    .unwrap_or(crate::map::ldap::PERDITION_DEFAULT_URL)
+                    .to_string(),
+            ),
+            bind_dn: None,
+            bind_password: None,
+            ca_file: None,
+            starttls: false,
+            timeout: None,
+            username_from_map: username_from_database,
+        }));
+    }
     let (kind, default_path) = if file.starts_with("libperditiondb_posix_regex") {
         (MapKind::PopmapRe, "/etc/perdition/popmap.re")
     } else {
@@ -537,8 +555,8 @@ fn map(
                 "the GDBM/BDB database is not read yet; use the flat popmap text it is built \
                  from with the native [listener.map] kind = \"popmap\""
             }
-            "libperditiondb_ldap" | "libperditiondb_mysql" | "libperditiondb_postgresql" => {
-                "LDAP and SQL maps are not implemented yet"
+            "libperditiondb_mysql" | "libperditiondb_postgresql" => {
+                "SQL maps are not implemented yet"
             }
             "libperditiondb_nis" => "NIS is not supported; export the map to a popmap file",
             "libperditiondb_daemon" | "libperditiondb_daemon_base" => {
@@ -550,7 +568,15 @@ fn map(
     };
     Ok(Some(MapConfig {
         kind,
-        path: PathBuf::from(option.filter(|o| !o.is_empty()).unwrap_or(default_path)),
+        path: Some(PathBuf::from(
+            option.filter(|o| !o.is_empty()).unwrap_or(default_path),
+        )),
+        url: None,
+        bind_dn: None,
+        bind_password: None,
+        ca_file: None,
+        starttls: false,
+        timeout: None,
         username_from_map: username_from_database,
     }))
 }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{LookupFuture, Map, MapError, Query};
+use super::{Answer, LookupFuture, Map, MapError, Query};
 
 pub struct FlatFile {
     path: PathBuf,
@@ -35,7 +35,7 @@ impl FlatFile {
 
 impl Map for FlatFile {
     fn lookup<'a>(&'a self, query: &'a Query<'a>) -> LookupFuture<'a> {
-        let found = self.entries.get(query.key).cloned();
+        let found = self.entries.get(query.key).cloned().map(Answer::Text);
         Box::pin(async move { found.ok_or(MapError::NotFound) })
     }
 

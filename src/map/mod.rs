@@ -7,6 +7,7 @@
 //! completes the answer into a [`Target`] with the listener's defaults.
 
 pub mod flat_file;
+pub mod ldap;
 pub mod popmap_re;
 pub mod rewrite;
 pub mod route;
@@ -92,9 +93,18 @@ pub enum MapError {
     Unavailable(String),
 }
 
-pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<String, MapError>> + Send + 'a>>;
+/// What a map knows about a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// Perdition's `[user<delimiter>]host[:port]` text, read with the listener's delimiter.
+    Text(String),
+    /// Already in parts (a directory's attributes).
+    Route(Route),
+}
 
-/// A key → `[user@]host[:port]` lookup.
+pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, MapError>> + Send + 'a>>;
+
+/// A key → server lookup.
 pub trait Map: Send + Sync {
     fn lookup<'a>(&'a self, query: &'a Query<'a>) -> LookupFuture<'a>;
     /// What the map is, for log lines (`popmap.re /etc/perdition/popmap.re`).

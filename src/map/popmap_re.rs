@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 
 use regex::bytes::{Regex, RegexBuilder};
 
-use super::{LookupFuture, Map, MapError, Query};
+use super::{Answer, LookupFuture, Map, MapError, Query};
 
 /// The longest file line or expression accepted; a map is written by an admin, not a client.
 const MAX_LINE: usize = 4096;
@@ -65,7 +65,7 @@ impl PopmapRe {
 
 impl Map for PopmapRe {
     fn lookup<'a>(&'a self, query: &'a Query<'a>) -> LookupFuture<'a> {
-        let found = self.find(query.key);
+        let found = self.find(query.key).map(Answer::Text);
         Box::pin(async move { found.ok_or(MapError::NotFound) })
     }
 

@@ -14,7 +14,7 @@ use crate::config::BackendTls;
 use super::rewrite::UserNames;
 use super::route::{parse_route, Route};
 use super::servers::{rotate_randomly, DeadServers};
-use super::{Connection, Endpoint, Map, MapError, Query, Target};
+use super::{Answer, Connection, Endpoint, Map, MapError, Query, Target};
 
 /// What completes a map's answer.
 #[derive(Debug, Clone)]
@@ -86,7 +86,8 @@ impl Router {
                 connection,
             };
             match map.lookup(&query).await {
-                Ok(value) => {
+                Ok(Answer::Route(route)) => return Ok(route),
+                Ok(Answer::Text(value)) => {
                     return parse_route(&value, &self.names.domain_delimiter)
                         .map_err(|e| MapError::Unavailable(format!("{}: {e}", map.describe())))
                 }
@@ -134,9 +135,9 @@ mod tests {
     impl Map for Fixed {
         fn lookup<'a>(&'a self, query: &'a Query<'a>) -> LookupFuture<'a> {
             let answer = match query.key {
-                "alice" => Ok("10.0.0.1".to_string()),
-                "carol" => Ok("carl@10.0.0.3:1143".to_string()),
-                "bad" => Ok("no server here:x".to_string()),
+                "alice" => Ok(Answer::Text("10.0.0.1".to_string())),
+                "carol" => Ok(Answer::Text("carl@10.0.0.3:1143".to_string())),
+                "bad" => Ok(Answer::Text("no server here:x".to_string())),
                 "broken" => Err(MapError::Unavailable("down".into())),
                 _ => Err(MapError::NotFound),
             };

@@ -9,8 +9,11 @@ use std::sync::{Arc, RwLock};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::authlog::hostname;
-use crate::config::{BackendTls, Config, Limits, Listener, ListenerTls, MapKind};
+use std::time::Duration;
+
+use crate::config::{BackendTls, Config, Limits, Listener, ListenerTls, MapConfig, MapKind};
 use crate::map::flat_file::FlatFile;
+use crate::map::ldap::{LdapMap, LdapSettings};
 use crate::map::popmap_re::PopmapRe;
 use crate::map::route::split_host_port;
 use crate::map::router::{Defaults, Router};
@@ -181,20 +184,9 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
             tls_name: None,
         });
     }
-    let map: Option<Box<dyn Map>> = match &l.map {
+    let map = match &l.map {
         None => None,
-        Some(m) => Some(match m.kind {
-            MapKind::PopmapRe => {
-                let (map, notes) = PopmapRe::load(&m.path)?;
-                warnings.extend(notes);
-                Box::new(map)
-            }
-            MapKind::Popmap => {
-                let (map, notes) = FlatFile::load(&m.path)?;
-                warnings.extend(notes);
-                Box::new(map)
-            }
-        }),
+        Some(m) => Some(map(m, warnings)?),
     };
     let mut names = l.users.clone();
     names.lower_case = l.lower_case;
@@ -210,6 +202,36 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
         client_server_specification: l.client_server_specification,
         username_from_map: l.map.as_ref().is_some_and(|m| m.username_from_map),
         dead: DeadServers::default(),
+    })
+}
+
+/// Read (or, for a directory, prepare) the map a listener names.
+fn map(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, String> {
+    let path = || m.path.as_deref().ok_or("the map needs a path");
+    Ok(match m.kind {
+        MapKind::PopmapRe => {
+            let (map, notes) = PopmapRe::load(path()?)?;
+            warnings.extend(notes);
+            Box::new(map)
+        }
+        MapKind::Popmap => {
+            let (map, notes) = FlatFile::load(path()?)?;
+            warnings.extend(notes);
+            Box::new(map)
+        }
+        MapKind::Ldap => {
+            let settings = LdapSettings {
+                bind_dn: m.bind_dn.clone(),
+                bind_password: m.bind_password.clone(),
+                ca_file: m.ca_file.clone(),
+                starttls: m.starttls,
+                timeout: Duration::from_secs(m.timeout.unwrap_or(10)),
+            };
+            Box::new(LdapMap::new(
+                m.url.as_deref().unwrap_or_default(),
+                settings,
+            )?)
+        }
     })
 }
 

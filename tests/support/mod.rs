@@ -8,6 +8,8 @@
 //! * [`Client`]: a line-oriented protocol client over plain TCP or TLS (with STARTTLS).
 #![allow(dead_code)]
 
+pub mod slapd;
+
 use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};

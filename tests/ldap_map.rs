@@ -1,0 +1,174 @@
+//! The LDAP map against Debian's slapd, with Perdition's schema and tree: users land on the
+//! server their entry names, the entry's user name is used when asked, hostile names are only
+//! ever text in the filter, and a directory that is down makes logins unavailable, never
+//! wrong.
+
+mod support;
+
+use std::time::Duration;
+
+use support::slapd::slapd;
+use support::*;
+
+/// An IMAP proxy on `port` whose map is the directory at `base`; `backend` holds the
+/// `[listener.backend]` lines (the fallback server, or `host = ""` for none).
+fn ldap_listener(port: u16, base: &str, extra_map: &str, backend: &str) -> String {
+    let url = format!("{}/{base}?username,mailhost,port?one?(uid=%s)", slapd().url);
+    format!(
+        "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         [listener.backend]\n{backend}\n\
+         [listener.map]\nkind = \"ldap\"\nurl = \"{url}\"\ntimeout = 3\n{extra_map}\n"
+    )
+}
+
+const NO_FALLBACK: &str = "host = \"\"";
+
+/// LOGIN and return the tagged answer.
+fn login(port: u16, user: &str, pass: &str) -> String {
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    c.send_line(&format!("a LOGIN {user} {pass}"));
+    c.read_until_tagged("a").pop().unwrap()
+}
+
+fn logged_in_at(dc: &Dovecot, user: &str) -> bool {
+    dc.log_text().contains(&format!("Login: user=<{user}>"))
+}
+
+#[test]
+fn users_land_on_the_server_their_entry_names() {
+    let (dc1, dc2) = (Dovecot::start(), Dovecot::start());
+    let base = slapd().new_ou("route");
+    slapd().add_user(&base, "alice", "127.0.0.1", Some(dc1.imap), None);
+    slapd().add_user(&base, "bob", &format!("127.0.0.1:{}", dc2.imap), None, None);
+    let port = free_port();
+    let _proxy = Proxy::start_toml(&ldap_listener(port, &base, "", NO_FALLBACK), &[port]);
+
+    assert!(login(port, "alice", "alicepw").starts_with("a OK"));
+    assert!(login(port, "bob", "bobpw").starts_with("a OK"));
+    assert!(logged_in_at(&dc1, "alice") && !logged_in_at(&dc2, "alice"));
+    assert!(logged_in_at(&dc2, "bob") && !logged_in_at(&dc1, "bob"));
+    // Not in the directory, no fallback server: an ordinary failure, and the client may retry.
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    c.send_line("a LOGIN nobody pw");
+    let no = c.read_until_tagged("a").pop().unwrap();
+    assert!(no.starts_with("a NO"), "{no}");
+    imap_login(&mut c, "b", "alice", "alicepw");
+}
+
+#[test]
+fn the_entrys_user_name_is_used_with_username_from_map() {
+    let dc = Dovecot::start();
+    let base = slapd().new_ou("username");
+    slapd().add_user(
+        &base,
+        "c",
+        "127.0.0.1",
+        Some(dc.imap),
+        Some("carol@example.org"),
+    );
+    let port = free_port();
+    let toml = ldap_listener(port, &base, "username_from_map = true", NO_FALLBACK);
+    let _proxy = Proxy::start_toml(&toml, &[port]);
+    assert!(login(port, "c", "carolpw").starts_with("a OK"));
+    assert!(logged_in_at(&dc, "carol@example.org"));
+}
+
+#[test]
+fn hostile_names_are_text_in_the_filter_and_never_reach_another_users_server() {
+    let (dc_alice, dc_default) = (Dovecot::start(), Dovecot::start());
+    let base = slapd().new_ou("inject");
+    slapd().add_user(&base, "alice", "127.0.0.1", Some(dc_alice.imap), None);
+    let port = free_port();
+    let backend = format!("host = \"127.0.0.1\"\nport = {}", dc_default.imap);
+    let proxy = Proxy::start_toml(&ldap_listener(port, &base, "", &backend), &[port]);
+    // Longer than the map looks up (1024 bytes), sent as a literal.
+    let long = format!("{{5000+}}\r\n{}", "a".repeat(5000));
+    for name in [
+        "*",
+        "alice*",
+        "\"*)(uid=*\"",
+        "\"ali\\\\2ace\"",
+        "\"alic\\\\65\"",
+        "\"alice)(objectClass=*\"",
+        &long,
+    ] {
+        let answer = login(port, name, "alicepw");
+        let shown: String = name.chars().take(40).collect();
+        assert!(answer.starts_with("a NO"), "{shown:?}: {answer}");
+    }
+    // Every hostile attempt was sent to the fallback server, none to alice's.
+    let alices = format!("server=\"127.0.0.1:{}\"", dc_alice.imap);
+    let log = proxy.log_text();
+    assert!(
+        !log.contains(&alices),
+        "a hostile name was routed to alice's server:\n{log}"
+    );
+    let fallback = format!("server=\"127.0.0.1:{}\"", dc_default.imap);
+    assert_eq!(log.matches(&fallback).count(), 7, "{log}");
+    // The map still works for alice herself.
+    assert!(login(port, "alice", "alicepw").starts_with("a OK"));
+}
+
+#[test]
+fn a_directory_that_is_down_makes_logins_unavailable_not_wrong() {
+    let port = free_port();
+    let dead = free_port();
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         [listener.backend]\nhost = \"\"\n\
+         [listener.map]\nkind = \"ldap\"\nurl = \"ldap://127.0.0.1:{dead}/dc=nodomain?username,mailhost,port?one?(uid=%s)\"\ntimeout = 2\n"
+    );
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    let answer = login(port, "alice", "alicepw");
+    assert!(answer.starts_with("a NO [UNAVAILABLE]"), "{answer}");
+    assert!(proxy.wait_log(
+        "status=\"failed: Could not connect to server\"",
+        READ_TIMEOUT
+    ));
+    assert!(proxy.wait_log("map: cannot connect to ldap://127.0.0.1", READ_TIMEOUT));
+}
+
+#[test]
+fn perdition_mode_reads_its_ldap_map_library_options() {
+    let (dc1, dc2) = (Dovecot::start(), Dovecot::start());
+    let base = slapd().new_ou("perdition");
+    slapd().add_user(&base, "bob", "127.0.0.1", Some(dc2.imap), None);
+    let port = free_port();
+    let url = format!(
+        "3:{}/{base}?username,mailhost,port?one?(uid=%s)",
+        slapd().url
+    );
+    let args: Vec<String> = [
+        "perdition",
+        "-f",
+        "/dev/null",
+        "--no_daemon",
+        "-n",
+        "-P",
+        "IMAP4",
+        "--bind_address",
+        "127.0.0.1",
+        "--listen_port",
+        &port.to_string(),
+        "-F",
+        "-",
+        "-M",
+        "/usr/lib/x86_64-linux-gnu/libperditiondb_ldap.so.0",
+        "-m",
+        &url,
+        "-s",
+        &format!("127.0.0.1:{}", dc1.imap),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let _proxy = Proxy::start_args(&args, &[port]);
+    assert!(login(port, "bob", "bobpw").starts_with("a OK"));
+    // Not in the directory: Perdition's fallback to outgoing_server.
+    assert!(login(port, "alice", "alicepw").starts_with("a OK"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(logged_in_at(&dc2, "bob") && !logged_in_at(&dc1, "bob"));
+    assert!(logged_in_at(&dc1, "alice"));
+}

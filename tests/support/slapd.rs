@@ -1,0 +1,155 @@
+//! Debian's `slapd` for the LDAP map tests: started once per test run by `scripts/test.sh`
+//! (`PORTCULLIS_TEST_LDAP` names it), or, when that is not set, privately by the test process
+//! that needs it. Each test writes its entries under an OU of its own, so tests share the
+//! server without seeing each other's users.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::{free_port, port_open, unique_suffix};
+
+/// The suffix, admin and password of the test directory (`ldap/slapd.conf.in`; the tree
+/// Perdition's LDAP map defaults to: `ou=…,dc=nodomain`).
+pub const SUFFIX: &str = "dc=nodomain";
+pub const ADMIN: &str = "cn=admin,dc=nodomain";
+pub const ADMIN_PASSWORD: &str = "adminpw";
+
+/// A running directory.
+pub struct Slapd {
+    /// `ldap://127.0.0.1:PORT`
+    pub url: String,
+}
+
+/// The shared directory: the run's, or one started for this process.
+pub fn slapd() -> &'static Slapd {
+    static SLAPD: OnceLock<Slapd> = OnceLock::new();
+    SLAPD.get_or_init(|| match std::env::var("PORTCULLIS_TEST_LDAP") {
+        Ok(url) if !url.is_empty() => Slapd { url },
+        _ => start_private(),
+    })
+}
+
+/// Perdition's LDAP schema, as Debian's perdition-ldap package ships it.
+fn perdition_schema() -> String {
+    let gz = "/usr/share/doc/perdition-ldap/perdition.schema.gz";
+    let out = Command::new("gzip")
+        .args(["-dc", gz])
+        .output()
+        .unwrap_or_else(|e| panic!("gzip -dc {gz}: {e} (install perdition-ldap)"));
+    assert!(out.status.success(), "{gz} missing: install perdition-ldap");
+    String::from_utf8(out.stdout).expect("schema is text")
+}
+
+/// Write the configuration and database of a directory in `dir`; returns the config file.
+pub fn prepare(dir: &Path) -> PathBuf {
+    fs::create_dir_all(dir.join("db")).expect("slapd db dir");
+    fs::write(dir.join("perdition.schema"), perdition_schema()).expect("schema");
+    let conf = include_str!("ldap/slapd.conf.in").replace("@DIR@", &dir.display().to_string());
+    let path = dir.join("slapd.conf");
+    fs::write(&path, conf).expect("slapd.conf");
+    path
+}
+
+fn start_private() -> Slapd {
+    let dir = std::env::temp_dir().join(format!("portcullis-slapd-{}", unique_suffix()));
+    let conf = prepare(&dir);
+    let port = free_port();
+    let url = format!("ldap://127.0.0.1:{port}");
+    let status = Command::new("/usr/sbin/slapd")
+        .args(["-f", &conf.display().to_string(), "-h", &format!("{url}/")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("run slapd (install slapd)");
+    assert!(status.success(), "slapd did not start ({status})");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !port_open(port) {
+        assert!(Instant::now() < deadline, "slapd not listening on {port}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let slapd = Slapd { url };
+    slapd.add(include_str!("ldap/base.ldif"));
+    // A process-private server ends with the test process: slapd daemonized, so it is
+    // stopped from its pid file when the process exits.
+    let pidfile = dir.join("slapd.pid");
+    std::thread::spawn(move || watch_parent(pidfile));
+    slapd
+}
+
+/// Stop the private slapd once this test process is gone.
+fn watch_parent(pidfile: PathBuf) {
+    let me = std::process::id();
+    let Ok(pid) = fs::read_to_string(&pidfile) else {
+        return;
+    };
+    let script = format!(
+        "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null",
+        pid.trim()
+    );
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
+
+impl Slapd {
+    /// Add LDIF entries as the admin; panics with ldapadd's words when it fails.
+    pub fn add(&self, ldif: &str) {
+        let mut child = Command::new("ldapadd")
+            .args(["-x", "-H", &self.url, "-D", ADMIN, "-w", ADMIN_PASSWORD])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run ldapadd (install ldap-utils)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(ldif.as_bytes())
+            .expect("write ldif");
+        let out = child.wait_with_output().expect("ldapadd");
+        assert!(
+            out.status.success(),
+            "ldapadd failed: {}\n{ldif}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// A fresh OU for one test: `ou=<name>-<unique>,dc=nodomain`.
+    pub fn new_ou(&self, name: &str) -> String {
+        let ou = format!("{name}-{}", unique_suffix());
+        self.add(&format!(
+            "dn: ou={ou},{SUFFIX}\nobjectClass: organizationalUnit\nou: {ou}\n"
+        ));
+        format!("ou={ou},{SUFFIX}")
+    }
+
+    /// A Perdition popmap entry under `base`: `uid`, `mailhost`, optional `port` and
+    /// `username`.
+    pub fn add_user(
+        &self,
+        base: &str,
+        uid: &str,
+        mailhost: &str,
+        port: Option<u16>,
+        username: Option<&str>,
+    ) {
+        let mut ldif = format!(
+            "dn: uid={uid},{base}\nobjectClass: perditionPopmap\nuid: {uid}\nmailhost: {mailhost}\n"
+        );
+        if let Some(port) = port {
+            ldif.push_str(&format!("port: {port}\n"));
+        }
+        if let Some(username) = username {
+            ldif.push_str(&format!("username: {username}\n"));
+        }
+        self.add(&ldif);
+    }
+}
