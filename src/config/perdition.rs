@@ -761,9 +761,12 @@ ssl_dh_params_file /path/to/dhparm.pem
             c.listeners[0].capability.as_deref(),
             Some("IMAP4 IMAP4REV1 LITERAL+")
         );
-        let s = build(&parse_args(&args(&["-M", "libperditiondb_ldap.so", "-s", "m"])).unwrap())
+        let s = build(&parse_args(&args(&["-M", "libperditiondb_mysql.so.0", "-s", "m"])).unwrap())
             .unwrap_err();
-        assert!(s.contains("map_library"), "{s}");
+        assert!(s.contains("map_library") && s.contains("SQL"), "{s}");
+        let s = build(&parse_args(&args(&["-M", "/usr/lib/libperditiondb_nis.so.0"])).unwrap())
+            .unwrap_err();
+        assert!(s.contains("NIS"), "{s}");
     }
 
     #[test]
