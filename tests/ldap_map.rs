@@ -172,3 +172,33 @@ fn perdition_mode_reads_its_ldap_map_library_options() {
     assert!(logged_in_at(&dc2, "bob") && !logged_in_at(&dc1, "bob"));
     assert!(logged_in_at(&dc1, "alice"));
 }
+
+#[test]
+fn answers_are_cached_for_their_lifetime_and_unknown_users_for_theirs() {
+    let (dc1, dc2) = (Dovecot::start(), Dovecot::start());
+    let base = slapd().new_ou("cache");
+    slapd().add_user(&base, "alice", "127.0.0.1", Some(dc1.imap), None);
+    let port = free_port();
+    let toml = ldap_listener(
+        port,
+        &base,
+        "cache_seconds = 600\nnegative_cache_seconds = 1",
+        NO_FALLBACK,
+    );
+    let _proxy = Proxy::start_toml(&toml, &[port]);
+    assert!(login(port, "alice", "alicepw").starts_with("a OK"));
+    assert!(login(port, "bob", "bobpw").starts_with("a NO"));
+    // The directory changes: alice moves, bob arrives.
+    slapd().modify(&format!(
+        "dn: uid=alice,{base}\nchangetype: modify\nreplace: port\nport: {}\n",
+        dc2.imap
+    ));
+    slapd().add_user(&base, "bob", "127.0.0.1", Some(dc2.imap), None);
+    // alice's answer is kept: she still lands on dc1, without the directory being asked.
+    assert!(login(port, "alice", "alicepw").starts_with("a OK"));
+    assert!(!logged_in_at(&dc2, "alice"));
+    // bob's "no such user" is kept one second only.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(login(port, "bob", "bobpw").starts_with("a OK"));
+    assert!(logged_in_at(&dc2, "bob"));
+}

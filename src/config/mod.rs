@@ -271,6 +271,16 @@ pub struct MapConfig {
     /// Seconds a lookup may take before the user is told to try later (default 10).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<u64>,
+    /// Seconds an answer is kept (default 60 for `ldap`, 0 = not kept, for the files, which
+    /// are in memory anyway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_seconds: Option<u64>,
+    /// Seconds a "no such user" is kept (default 10 for `ldap`, 0 for the files).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negative_cache_seconds: Option<u64>,
+    /// Answers kept at most, of each kind (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_size: Option<u64>,
     /// Log in with the user name a map answer carries (`jane@server`; Perdition's
     /// `username_from_database`). Otherwise only its server is used.
     #[serde(default, skip_serializing_if = "is_default")]

@@ -544,6 +544,9 @@ fn map(
             ca_file: None,
             starttls: false,
             timeout: None,
+            cache_seconds: None,
+            negative_cache_seconds: None,
+            cache_size: None,
             username_from_map: username_from_database,
         }));
     }
@@ -577,6 +580,9 @@ fn map(
         ca_file: None,
         starttls: false,
         timeout: None,
+        cache_seconds: None,
+        negative_cache_seconds: None,
+        cache_size: None,
         username_from_map: username_from_database,
     }))
 }

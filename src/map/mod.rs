@@ -6,6 +6,7 @@
 //! lower_case, query_key), asks its map, falls back to the listener's own servers, and
 //! completes the answer into a [`Target`] with the listener's defaults.
 
+pub mod cache;
 pub mod flat_file;
 pub mod ldap;
 pub mod popmap_re;

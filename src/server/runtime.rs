@@ -12,6 +12,7 @@ use crate::authlog::hostname;
 use std::time::Duration;
 
 use crate::config::{BackendTls, Config, Limits, Listener, ListenerTls, MapConfig, MapKind};
+use crate::map::cache::{CacheSettings, CachedMap};
 use crate::map::flat_file::FlatFile;
 use crate::map::ldap::{LdapMap, LdapSettings};
 use crate::map::popmap_re::PopmapRe;
@@ -205,8 +206,29 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
     })
 }
 
-/// Read (or, for a directory, prepare) the map a listener names.
+/// Read (or, for a directory, prepare) the map a listener names, with its cache.
 fn map(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, String> {
+    let remote = m.kind == MapKind::Ldap;
+    let settings = CacheSettings {
+        positive: Duration::from_secs(m.cache_seconds.unwrap_or(if remote { 60 } else { 0 })),
+        negative: Duration::from_secs(m.negative_cache_seconds.unwrap_or(if remote {
+            10
+        } else {
+            0
+        })),
+        size: m.cache_size.unwrap_or(10_000),
+    };
+    let map = uncached_map(m, warnings)?;
+    Ok(
+        if settings.positive.is_zero() && settings.negative.is_zero() {
+            map
+        } else {
+            Box::new(CachedMap::new(map, settings))
+        },
+    )
+}
+
+fn uncached_map(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, String> {
     let path = || m.path.as_deref().ok_or("the map needs a path");
     Ok(match m.kind {
         MapKind::PopmapRe => {

@@ -100,13 +100,22 @@ fn watch_parent(pidfile: PathBuf) {
 impl Slapd {
     /// Add LDIF entries as the admin; panics with ldapadd's words when it fails.
     pub fn add(&self, ldif: &str) {
-        let mut child = Command::new("ldapadd")
+        self.run("ldapadd", ldif);
+    }
+
+    /// Apply an LDIF change record (`changetype: modify`...) as the admin.
+    pub fn modify(&self, ldif: &str) {
+        self.run("ldapmodify", ldif);
+    }
+
+    fn run(&self, tool: &str, ldif: &str) {
+        let mut child = Command::new(tool)
             .args(["-x", "-H", &self.url, "-D", ADMIN, "-w", ADMIN_PASSWORD])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("run ldapadd (install ldap-utils)");
+            .unwrap_or_else(|e| panic!("run {tool} (install ldap-utils): {e}"));
         use std::io::Write;
         child
             .stdin
@@ -114,10 +123,10 @@ impl Slapd {
             .expect("stdin")
             .write_all(ldif.as_bytes())
             .expect("write ldif");
-        let out = child.wait_with_output().expect("ldapadd");
+        let out = child.wait_with_output().expect(tool);
         assert!(
             out.status.success(),
-            "ldapadd failed: {}\n{ldif}",
+            "{tool} failed: {}\n{ldif}",
             String::from_utf8_lossy(&out.stderr)
         );
     }
