@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved openssl fail2ban perdition perdition-ldap
-      slapd ldap-utils python3 sieve-connect procps)
+      slapd ldap-utils postgresql mariadb-server mariadb-client sqlite3 python3 sieve-connect procps)
 
 say() { printf '== %s\n' "$*" >&2; }
 
@@ -76,13 +76,35 @@ start_shared_slapd() {
         sleep 0.1
     done
     export PORTCULLIS_TEST_LDAP="ldap://127.0.0.1:$port"
-    trap 'kill "$(cat "'"$dir"'/slapd.pid" 2>/dev/null)" 2>/dev/null || true' EXIT
+    STOP_SLAPD="kill \$(cat $dir/slapd.pid)"
     say "slapd for the tests at $PORTCULLIS_TEST_LDAP"
+}
+
+# PostgreSQL and MariaDB for the whole run (tests/support/databases.sh); each test makes a
+# database of its own.
+start_shared_databases() {
+    command -v mariadbd >/dev/null 2>&1 || [ -x /usr/sbin/mariadbd ] || return 0
+    local dir line
+    dir=$(mktemp -d /tmp/portcullis-db.XXXXXX)
+    while IFS= read -r line; do
+        case $line in
+        PORTCULLIS_TEST_*=*) export "${line?}" ;;
+        esac
+    done < <(bash tests/support/databases.sh start "$dir" || true)
+    STOP_DATABASES="bash tests/support/databases.sh stop $dir"
+    say "databases for the tests: ${PORTCULLIS_TEST_POSTGRES:-none} ${PORTCULLIS_TEST_MARIADB:-none}"
+}
+
+stop_shared_services() {
+    [ -n "${STOP_SLAPD:-}" ] && eval "$STOP_SLAPD" 2>/dev/null || true
+    [ -n "${STOP_DATABASES:-}" ] && eval "$STOP_DATABASES" || true
 }
 
 install_prereqs
 raise_limits
 start_shared_slapd
+start_shared_databases
+trap 'stop_shared_services' EXIT
 
 if ! command -v cargo >/dev/null 2>&1; then
     say "cargo not found: install Rust (https://rustup.rs)"

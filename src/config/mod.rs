@@ -253,9 +253,14 @@ pub struct MapConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<PathBuf>,
     /// The directory (`ldap`): `ldap[s]://host[:port]/base?user,server,port?scope?filter`
-    /// with `%s` in the filter where the user goes (Perdition's `-m` form).
+    /// with `%s` in the filter where the user goes (Perdition's `-m` form); or the database
+    /// (`sql`): `postgres://user:password@host/db`, `mysql://…`, `sqlite:///path.db`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// The query (`sql`), with the database's placeholder for the key (`$1`, or `?`),
+    /// returning `servername` and optionally `port`; Perdition's `tblPerdition` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     /// Bind as this DN before searching (`ldap`); anonymous when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bind_dn: Option<String>,
@@ -296,6 +301,9 @@ pub enum MapKind {
     Popmap,
     /// An LDAP directory (Perdition's `libperditiondb_ldap`).
     Ldap,
+    /// An SQL database: PostgreSQL, MySQL/MariaDB, SQLite (Perdition's `libperditiondb_mysql`
+    /// and `_postgresql`).
+    Sql,
 }
 
 fn listener_tls_default() -> ListenerTls {
@@ -466,7 +474,7 @@ impl Config {
             if let Some(map) = &l.map {
                 let needs = match map.kind {
                     MapKind::PopmapRe | MapKind::Popmap => map.path.is_none().then_some("path"),
-                    MapKind::Ldap => map.url.is_none().then_some("url"),
+                    MapKind::Ldap | MapKind::Sql => map.url.is_none().then_some("url"),
                 };
                 if let Some(missing) = needs {
                     problems.push(format!("{name}: map.{missing} is required for this kind"));

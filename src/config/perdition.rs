@@ -529,6 +529,29 @@ fn map(
         Some(l) => l,
     };
     let file = library.rsplit('/').next().unwrap_or(library);
+    for (library, postgres) in [
+        ("libperditiondb_mysql", false),
+        ("libperditiondb_postgresql", true),
+    ] {
+        if file.starts_with(library) {
+            let (url, table) = crate::map::sql::perdition_options(option.unwrap_or(""), postgres)?;
+            return Ok(Some(MapConfig {
+                kind: MapKind::Sql,
+                path: None,
+                query: Some(crate::map::sql::table_query(&url, &table)?),
+                url: Some(url),
+                bind_dn: None,
+                bind_password: None,
+                ca_file: None,
+                starttls: false,
+                timeout: None,
+                cache_seconds: None,
+                negative_cache_seconds: None,
+                cache_size: None,
+                username_from_map: username_from_database,
+            }));
+        }
+    }
     if file.starts_with("libperditiondb_ldap") {
         return Ok(Some(MapConfig {
             kind: MapKind::Ldap,
@@ -539,6 +562,7 @@ fn map(
                     .unwrap_or(crate::map::ldap::PERDITION_DEFAULT_URL)
                     .to_string(),
             ),
+            query: None,
             bind_dn: None,
             bind_password: None,
             ca_file: None,
@@ -558,9 +582,6 @@ fn map(
                 "the GDBM/BDB database is not read yet; use the flat popmap text it is built \
                  from with the native [listener.map] kind = \"popmap\""
             }
-            "libperditiondb_mysql" | "libperditiondb_postgresql" => {
-                "SQL maps are not implemented yet"
-            }
             "libperditiondb_nis" => "NIS is not supported; export the map to a popmap file",
             "libperditiondb_daemon" | "libperditiondb_daemon_base" => {
                 "the external map daemon is not supported"
@@ -575,6 +596,7 @@ fn map(
             option.filter(|o| !o.is_empty()).unwrap_or(default_path),
         )),
         url: None,
+        query: None,
         bind_dn: None,
         bind_password: None,
         ca_file: None,
@@ -767,9 +789,9 @@ ssl_dh_params_file /path/to/dhparm.pem
             c.listeners[0].capability.as_deref(),
             Some("IMAP4 IMAP4REV1 LITERAL+")
         );
-        let s = build(&parse_args(&args(&["-M", "libperditiondb_mysql.so.0", "-s", "m"])).unwrap())
+        let s = build(&parse_args(&args(&["-M", "libperditiondb_gdbm.so.0", "-s", "m"])).unwrap())
             .unwrap_err();
-        assert!(s.contains("map_library") && s.contains("SQL"), "{s}");
+        assert!(s.contains("map_library") && s.contains("GDBM"), "{s}");
         let s = build(&parse_args(&args(&["-M", "/usr/lib/libperditiondb_nis.so.0"])).unwrap())
             .unwrap_err();
         assert!(s.contains("NIS"), "{s}");

@@ -14,6 +14,7 @@ pub mod rewrite;
 pub mod route;
 pub mod router;
 pub mod servers;
+pub mod sql;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -19,6 +19,7 @@ use crate::map::popmap_re::PopmapRe;
 use crate::map::route::split_host_port;
 use crate::map::router::{Defaults, Router};
 use crate::map::servers::DeadServers;
+use crate::map::sql::{table_query, SqlMap, Table};
 use crate::map::{Endpoint, Map};
 use crate::protocol::{ClientSettings, Protocol, Security};
 use crate::tls::{self, BackendVerification};
@@ -208,7 +209,7 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
 
 /// Read (or, for a directory, prepare) the map a listener names, with its cache.
 fn map(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, String> {
-    let remote = m.kind == MapKind::Ldap;
+    let remote = matches!(m.kind, MapKind::Ldap | MapKind::Sql);
     let settings = CacheSettings {
         positive: Duration::from_secs(m.cache_seconds.unwrap_or(if remote { 60 } else { 0 })),
         negative: Duration::from_secs(m.negative_cache_seconds.unwrap_or(if remote {
@@ -253,6 +254,15 @@ fn uncached_map(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map
                 m.url.as_deref().unwrap_or_default(),
                 settings,
             )?)
+        }
+        MapKind::Sql => {
+            let url = m.url.as_deref().unwrap_or_default();
+            let query = match &m.query {
+                Some(query) => query.clone(),
+                None => table_query(url, &Table::default())?,
+            };
+            let timeout = Duration::from_secs(m.timeout.unwrap_or(10));
+            Box::new(SqlMap::new(url, query, timeout)?)
         }
     })
 }
