@@ -338,7 +338,9 @@ fn from_to(peer: SocketAddr, local: SocketAddr) -> String {
 pub fn status_text(outcome: &LoginOutcome) -> &'static str {
     match outcome {
         LoginOutcome::Accepted { .. } => "ok",
-        LoginOutcome::Rejected { .. } => "failed: Re-Authentication Failure",
+        LoginOutcome::Rejected { .. } | LoginOutcome::Denied { .. } => {
+            "failed: Re-Authentication Failure"
+        }
         LoginOutcome::Refused(Refusal::LoginDisabled) => "failed: Login Disabled",
         LoginOutcome::Refused(Refusal::ForbiddenCharacters) => {
             "failed: local authentication failure"

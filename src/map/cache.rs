@@ -1,7 +1,8 @@
 //! A cache in front of a map: answers are kept for `positive` seconds, "no such user" for
 //! `negative` seconds, at most `size` of each; a failing map is never cached (the next login
-//! asks again). Keyed by the lookup key only: the maps here answer from the name alone, never
-//! from the password.
+//! asks again). Keyed by the lookup key; for a map whose answer depends on the password too
+//! (nginx's `auth_http`), by the key and a keyed hash of the password, so that an answer is
+//! never given for another password.
 
 use std::time::Duration;
 
@@ -19,6 +20,8 @@ pub struct CacheSettings {
 
 pub struct CachedMap {
     inner: Box<dyn Map>,
+    /// Keyed at random when the process starts (SipHash), for the password part of keys.
+    hasher: std::collections::hash_map::RandomState,
     found: Option<Cache<String, Answer>>,
     not_found: Option<Cache<String, ()>>,
 }
@@ -26,30 +29,39 @@ pub struct CachedMap {
 impl CachedMap {
     pub fn new(inner: Box<dyn Map>, settings: CacheSettings) -> CachedMap {
         CachedMap {
+            hasher: std::collections::hash_map::RandomState::new(),
             found: cache(settings.positive, settings.size),
             not_found: cache(settings.negative, settings.size),
             inner,
         }
     }
 
+    fn key(&self, query: &Query<'_>) -> String {
+        if !self.inner.answers_from_password() {
+            return query.key.to_string();
+        }
+        use std::hash::BuildHasher;
+        let hash = self.hasher.hash_one(query.login.password.expose());
+        format!("{}\0{hash:016x}", query.key)
+    }
+
     async fn lookup_cached(&self, query: &Query<'_>) -> Result<Answer, MapError> {
+        let key = self.key(query);
         if let Some(answer) = match &self.found {
-            Some(found) => found.get(query.key).await,
+            Some(found) => found.get(&key).await,
             None => None,
         } {
             return Ok(answer);
         }
         if let Some(not_found) = &self.not_found {
-            if not_found.get(query.key).await.is_some() {
+            if not_found.get(&key).await.is_some() {
                 return Err(MapError::NotFound);
             }
         }
         let answer = self.inner.lookup(query).await;
         match (&answer, &self.found, &self.not_found) {
-            (Ok(found), Some(cache), _) => cache.insert(query.key.to_string(), found.clone()).await,
-            (Err(MapError::NotFound), _, Some(cache)) => {
-                cache.insert(query.key.to_string(), ()).await
-            }
+            (Ok(found), Some(cache), _) => cache.insert(key, found.clone()).await,
+            (Err(MapError::NotFound), _, Some(cache)) => cache.insert(key, ()).await,
             _ => {}
         }
         answer
@@ -110,11 +122,14 @@ mod tests {
             local: "192.0.2.2:143".parse().unwrap(),
             tls: false,
         };
-        map.lookup(&Query {
-            key,
+        let password = crate::protocol::Secret::new(b"pw".to_vec());
+        let login = crate::map::Login {
+            user: key,
+            password: &password,
+            attempt: 1,
             connection: &connection,
-        })
-        .await
+        };
+        map.lookup(&Query { key, login: &login }).await
     }
 
     fn cached(positive: u64, negative: u64) -> (CachedMap, Arc<AtomicUsize>) {

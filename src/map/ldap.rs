@@ -228,6 +228,7 @@ impl LdapMap {
             user: value(0),
             host,
             port,
+            password: None,
         }))
     }
 }

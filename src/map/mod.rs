@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use crate::config::BackendTls;
-use crate::protocol::Protocol;
+use crate::protocol::{Protocol, Secret};
 
 pub use route::Route;
 
@@ -30,7 +30,19 @@ pub use route::Route;
 pub struct Query<'a> {
     /// The key made from the client's name (`query_key`, by default the name itself).
     pub key: &'a str,
-    /// The connection the login came on.
+    /// The login being routed.
+    pub login: &'a Login<'a>,
+}
+
+/// One login attempt: what the client said, on which connection.
+#[derive(Debug)]
+pub struct Login<'a> {
+    /// The name as the client typed it.
+    pub user: &'a str,
+    /// Only a map that checks passwords (nginx's `auth_http`) looks at it.
+    pub password: &'a Secret<Vec<u8>>,
+    /// 1 for the first login of the connection, 2 for the next...
+    pub attempt: u32,
     pub connection: &'a Connection,
 }
 
@@ -52,6 +64,8 @@ pub struct Target {
     pub endpoints: Vec<Endpoint>,
     /// The name to log in with at the back end.
     pub user: String,
+    /// The password to log in with, when the map replaced the client's.
+    pub password: Option<Secret<Vec<u8>>>,
 }
 
 /// One back-end server and how to reach it.
@@ -93,6 +107,8 @@ pub enum MapError {
     NotFound,
     /// The map itself failed (directory down, bad answer...): the user is told to try later.
     Unavailable(String),
+    /// The map refused the login, with words for the user (nginx's `Auth-Status: <text>`).
+    Denied(String),
 }
 
 /// What a map knows about a key.
@@ -111,6 +127,10 @@ pub trait Map: Send + Sync {
     fn lookup<'a>(&'a self, query: &'a Query<'a>) -> LookupFuture<'a>;
     /// What the map is, for log lines (`popmap.re /etc/perdition/popmap.re`).
     fn describe(&self) -> String;
+    /// Whether an answer depends on the password too (then a cache must key on it).
+    fn answers_from_password(&self) -> bool {
+        false
+    }
 }
 
 /// When the user name is lower-cased, after Perdition's `lower_case` states.

@@ -1,6 +1,8 @@
 //! What a Perdition-style map answers for a user: `[user<delimiter>]host[:port]`, the syntax of
 //! Perdition's popmap, popmap.re, LDAP, SQL and `outgoing_server` values alike.
 
+use crate::protocol::Secret;
+
 /// One answer of a map, before the listener's defaults (port, TLS) complete it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
@@ -8,6 +10,8 @@ pub struct Route {
     pub user: Option<String>,
     pub host: String,
     pub port: Option<u16>,
+    /// The password to log in with instead of the client's (nginx's `Auth-Pass`).
+    pub password: Option<Secret<Vec<u8>>>,
 }
 
 /// Read `[user<delimiter>]host[:port]`. The user part ends at the last delimiter (a user name
@@ -33,6 +37,7 @@ pub fn parse_route(value: &str, delimiter: &str) -> Result<Route, String> {
         user: user.filter(|u| !u.is_empty()),
         host,
         port,
+        password: None,
     })
 }
 
@@ -90,6 +95,7 @@ mod tests {
             user: user.map(str::to_string),
             host: host.into(),
             port,
+            password: None,
         }
     }
 

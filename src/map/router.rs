@@ -14,7 +14,7 @@ use crate::config::BackendTls;
 use super::rewrite::UserNames;
 use super::route::{parse_route, Route};
 use super::servers::{rotate_randomly, DeadServers};
-use super::{Answer, Connection, Endpoint, Map, MapError, Query, Target};
+use super::{Answer, Endpoint, Login, Map, MapError, Query, Target};
 
 /// What completes a map's answer.
 #[derive(Debug, Clone)]
@@ -41,50 +41,49 @@ pub struct Router {
 }
 
 impl Router {
-    pub async fn route(&self, name: &str, connection: &Connection) -> Result<Target, MapError> {
+    pub async fn route(&self, login: &Login<'_>) -> Result<Target, MapError> {
+        let name = login.user;
         if self.client_server_specification {
             if let Some(target) = self.client_named(name) {
                 return Ok(target);
             }
         }
         let found = match &self.map {
-            Some(map) => self.ask(map.as_ref(), name, connection).await,
+            Some(map) => self.ask(map.as_ref(), login).await,
             None => Err(MapError::NotFound),
         };
-        let (mut endpoints, user) = match found {
+        let (mut endpoints, user, password) = match found {
             Ok(route) => {
                 // Perdition's -U: the map's name, rewritten for the login like the client's.
                 let user = match (&route.user, self.username_from_map) {
                     (Some(user), true) => self.names.login_name(user),
                     _ => self.names.login_name(name),
                 };
-                (vec![self.endpoint(&route)], user)
+                (vec![self.endpoint(&route)], user, route.password)
             }
+            // A map's refusal is final; anything else may go to the listener's servers.
+            Err(MapError::Denied(message)) => return Err(MapError::Denied(message)),
             Err(_) if !self.servers.is_empty() => {
                 let mut servers = self.servers.clone();
                 if self.random_first {
                     rotate_randomly(&mut servers);
                 }
-                (servers, self.names.login_name(name))
+                (servers, self.names.login_name(name), None)
             }
             Err(e) => return Err(e),
         };
         self.dead.order(&mut endpoints, Instant::now());
-        Ok(Target { endpoints, user })
+        Ok(Target {
+            endpoints,
+            user,
+            password,
+        })
     }
 
     /// Each lookup key in turn, until the map knows one; the first failure ends the search.
-    async fn ask(
-        &self,
-        map: &dyn Map,
-        name: &str,
-        connection: &Connection,
-    ) -> Result<Route, MapError> {
-        for key in self.names.lookup_keys(name, connection) {
-            let query = Query {
-                key: &key,
-                connection,
-            };
+    async fn ask(&self, map: &dyn Map, login: &Login<'_>) -> Result<Route, MapError> {
+        for key in self.names.lookup_keys(login.user, login.connection) {
+            let query = Query { key: &key, login };
             match map.lookup(&query).await {
                 Ok(Answer::Route(route)) => return Ok(route),
                 Ok(Answer::Text(value)) => {
@@ -109,6 +108,7 @@ impl Router {
         Some(Target {
             endpoints: vec![self.endpoint(&route)],
             user,
+            password: None,
         })
     }
 
@@ -126,8 +126,8 @@ impl Router {
 mod tests {
     use super::*;
     use crate::map::rewrite::Stages;
-    use crate::map::LookupFuture;
-    use crate::protocol::Protocol;
+    use crate::map::{Connection, LookupFuture};
+    use crate::protocol::{Protocol, Secret};
 
     /// A map that knows `alice` and fails for `broken`.
     struct Fixed;
@@ -184,7 +184,15 @@ mod tests {
     }
 
     async fn route(r: &Router, name: &str) -> Result<Target, MapError> {
-        r.route(name, &connection()).await
+        let password = Secret::new(b"pw".to_vec());
+        let connection = connection();
+        let login = Login {
+            user: name,
+            password: &password,
+            attempt: 1,
+            connection: &connection,
+        };
+        r.route(&login).await
     }
 
     #[tokio::test]

@@ -173,6 +173,8 @@ pub trait Dialect: Send {
     ) -> Vec<u8>;
     /// `text` as the answer to the command `pending` remembers (IMAP puts its tag first).
     fn answer(&self, pending: Option<Self::Pending>, text: &str) -> Vec<u8>;
+    /// A failed login with words from the routing service (printable, one line).
+    fn denied(&self, pending: Option<Self::Pending>, message: &str) -> Vec<u8>;
 }
 
 /// The client side of every protocol: the shared conversation driven in a dialect.
@@ -245,8 +247,13 @@ impl<D: Dialect> ClientSide for Conversation<D> {
                     next: AfterLogin::Relay,
                 }
             }
-            LoginOutcome::Rejected { .. } | LoginOutcome::Refused(_) => {
-                let refusal = self.dialect.answer(pending, D::WORDS.rejected);
+            LoginOutcome::Rejected { .. }
+            | LoginOutcome::Refused(_)
+            | LoginOutcome::Denied { .. } => {
+                let refusal = match outcome {
+                    LoginOutcome::Denied { message } => self.dialect.denied(pending, message),
+                    _ => self.dialect.answer(pending, D::WORDS.rejected),
+                };
                 let farewell = D::WORDS.too_many_failures;
                 let reply = self.core.counters.reply_to_rejection(&refusal, farewell);
                 if reply.next == AfterLogin::Close {

@@ -145,6 +145,8 @@ pub enum LoginOutcome {
     Rejected { text: String },
     /// The proxy refused the attempt itself, without asking a back end.
     Refused(Refusal),
+    /// The routing service refused it with words for the user (nginx's `auth_http`).
+    Denied { message: String },
     /// The login could not be carried out; the client is told to try later. `reason` is for
     /// the log only.
     Failed { failure: Failure, reason: String },

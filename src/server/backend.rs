@@ -8,7 +8,7 @@ use tokio::time::timeout;
 
 use crate::authlog::AuthRecord;
 use crate::config::BackendTls;
-use crate::map::{Connection, Endpoint, MapError};
+use crate::map::{Connection, Endpoint, Login, MapError};
 use crate::protocol::{Credentials, LoginOutcome, ServerEvent, ServerSettings};
 use crate::tls;
 
@@ -29,12 +29,20 @@ pub struct LoggedIn {
 pub async fn login(
     listener: &ListenerState,
     connection: &Connection,
+    attempt: u32,
     creds: Credentials,
     record: &mut AuthRecord,
 ) -> (LoginOutcome, Option<LoggedIn>) {
     let router = &listener.router;
-    let target = match router.route(&creds.user, connection).await {
+    let login = Login {
+        user: &creds.user,
+        password: &creds.secret,
+        attempt,
+        connection,
+    };
+    let target = match router.route(&login).await {
         Ok(target) => target,
+        Err(MapError::Denied(message)) => return (LoginOutcome::Denied { message }, None),
         Err(MapError::NotFound) => {
             let outcome = LoginOutcome::Rejected {
                 text: "no server for this user".into(),
@@ -47,7 +55,7 @@ pub async fn login(
     };
     let creds = Credentials {
         user: target.user,
-        secret: creds.secret,
+        secret: target.password.unwrap_or(creds.secret),
     };
     let mut outcome = LoginOutcome::no_connection("no server to connect to");
     // Failover happens here only: once credentials are sent, the attempt is what it is.

@@ -51,6 +51,8 @@ pub struct Session {
     ceiling: Instant,
     /// How the client leg is protected so far.
     security: Security,
+    /// Logins tried on this connection (a map may want the number).
+    attempts: u32,
     /// Shutdown: BYE before login, the end of the relay after the grace period.
     phase: watch::Receiver<Phase>,
 }
@@ -77,6 +79,7 @@ impl Session {
             deadline,
             ceiling: deadline + limits.backend_connect_timeout() + limits.backend_login_timeout(),
             security: listener.initial_security(),
+            attempts: 0,
             listener,
             services,
             peer,
@@ -208,8 +211,10 @@ impl Session {
                 // answered (unavailable) and logged, then the conversation says goodbye.
                 let mut phase = self.phase.clone();
                 let connection = self.connection();
+                self.attempts += 1;
+                let attempt = self.attempts;
                 tokio::select! {
-                    done = backend::login(&self.listener, &connection, creds, &mut record) => done,
+                    done = backend::login(&self.listener, &connection, attempt, creds, &mut record) => done,
                     _ = reached(&mut phase, Phase::Closing) => {
                         (LoginOutcome::unavailable("server shutting down"), None)
                     }

@@ -290,6 +290,10 @@ impl Dialect for Imap {
         format!("{tag} OK {code}{text}\r\n").into_bytes()
     }
 
+    fn denied(&self, tag: Option<String>, message: &str) -> Vec<u8> {
+        self.answer(tag, &format!("NO [AUTHENTICATIONFAILED] {message}"))
+    }
+
     fn answer(&self, tag: Option<String>, text: &str) -> Vec<u8> {
         let tag = tag.unwrap_or_else(|| "*".into());
         format!("{tag} {text}\r\n").into_bytes()

@@ -287,6 +287,10 @@ impl Dialect for Sieve {
         format!("OK {}\r\n", quoted(text)).into_bytes()
     }
 
+    fn denied(&self, _: Option<()>, message: &str) -> Vec<u8> {
+        format!("NO {}\r\n", quoted(message)).into_bytes()
+    }
+
     fn answer(&self, _: Option<()>, text: &str) -> Vec<u8> {
         format!("{text}\r\n").into_bytes()
     }

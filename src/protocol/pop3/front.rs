@@ -274,6 +274,10 @@ impl Dialect for Pop3 {
         }
     }
 
+    fn denied(&self, _: Option<()>, message: &str) -> Vec<u8> {
+        format!("-ERR [AUTH] {message}\r\n").into_bytes()
+    }
+
     fn answer(&self, _: Option<()>, text: &str) -> Vec<u8> {
         format!("{text}\r\n").into_bytes()
     }
