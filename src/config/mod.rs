@@ -257,6 +257,10 @@ pub struct MapConfig {
     /// (`sql`): `postgres://user:password@host/db`, `mysql://…`, `sqlite:///path.db`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// Headers sent with every `http` request (nginx's `auth_http_header`), e.g. a shared
+    /// secret.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub headers: std::collections::BTreeMap<String, String>,
     /// The query (`sql`), with the database's placeholder for the key (`$1`, or `?`),
     /// returning `servername` and optionally `port`; Perdition's `tblPerdition` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -304,6 +308,8 @@ pub enum MapKind {
     /// An SQL database: PostgreSQL, MySQL/MariaDB, SQLite (Perdition's `libperditiondb_mysql`
     /// and `_postgresql`).
     Sql,
+    /// An HTTP service speaking nginx's `auth_http` protocol.
+    Http,
 }
 
 fn listener_tls_default() -> ListenerTls {
@@ -474,7 +480,9 @@ impl Config {
             if let Some(map) = &l.map {
                 let needs = match map.kind {
                     MapKind::PopmapRe | MapKind::Popmap => map.path.is_none().then_some("path"),
-                    MapKind::Ldap | MapKind::Sql => map.url.is_none().then_some("url"),
+                    MapKind::Ldap | MapKind::Sql | MapKind::Http => {
+                        map.url.is_none().then_some("url")
+                    }
                 };
                 if let Some(missing) = needs {
                     problems.push(format!("{name}: map.{missing} is required for this kind"));

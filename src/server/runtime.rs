@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::config::{BackendTls, Config, Limits, Listener, ListenerTls, MapConfig, MapKind};
 use crate::map::cache::{CacheSettings, CachedMap};
 use crate::map::flat_file::FlatFile;
+use crate::map::http::HttpMap;
 use crate::map::ldap::{LdapMap, LdapSettings};
 use crate::map::popmap_re::PopmapRe;
 use crate::map::route::split_host_port;
@@ -202,7 +203,11 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
             tls: backend.tls,
         },
         client_server_specification: l.client_server_specification,
-        username_from_map: l.map.as_ref().is_some_and(|m| m.username_from_map),
+        // nginx's Auth-User always names the back-end user.
+        username_from_map: l
+            .map
+            .as_ref()
+            .is_some_and(|m| m.username_from_map || m.kind == MapKind::Http),
         dead: DeadServers::default(),
     })
 }
@@ -263,6 +268,19 @@ fn uncached_map(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map
             };
             let timeout = Duration::from_secs(m.timeout.unwrap_or(10));
             Box::new(SqlMap::new(url, query, timeout)?)
+        }
+        MapKind::Http => {
+            let headers: Vec<(String, String)> = m
+                .headers
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let timeout = Duration::from_secs(m.timeout.unwrap_or(10));
+            Box::new(HttpMap::new(
+                m.url.as_deref().unwrap_or_default(),
+                &headers,
+                timeout,
+            )?)
         }
     })
 }

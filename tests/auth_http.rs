@@ -1,0 +1,234 @@
+//! nginx's `auth_http` protocol as a map, against a small real HTTP service started by each
+//! test: the requests carry nginx's headers, the replies route users (host names too), rewrite
+//! the back-end user and password, refuse with words the client sees, ask to wait, and a
+//! service that is down makes logins unavailable.
+
+mod support;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use support::*;
+
+/// The request headers of one call, names lower-cased.
+type Headers = HashMap<String, String>;
+
+/// Decides the reply headers for a request.
+type Decide = dyn Fn(&Headers, usize) -> Vec<(String, String)> + Send + Sync;
+
+/// A minimal HTTP/1.1 service with keep-alive, recording every request it gets.
+struct AuthService {
+    port: u16,
+    requests: Arc<Mutex<Vec<Headers>>>,
+}
+
+impl AuthService {
+    fn start(
+        decide: impl Fn(&Headers, usize) -> Vec<(String, String)> + Send + Sync + 'static,
+    ) -> AuthService {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let decide: Arc<Decide> = Arc::new(decide);
+        let seen = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (seen, decide) = (seen.clone(), decide.clone());
+                std::thread::spawn(move || serve(stream, &seen, &*decide));
+            }
+        });
+        AuthService { port, requests }
+    }
+
+    fn requests(&self) -> Vec<Headers> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve(stream: TcpStream, seen: &Mutex<Vec<Headers>>, decide: &Decide) {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut stream = stream;
+    loop {
+        let mut first = String::new();
+        if reader.read_line(&mut first).unwrap_or(0) == 0 {
+            return;
+        }
+        assert!(first.starts_with("GET /auth HTTP/1.1"), "{first:?}");
+        let mut headers = Headers::new();
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let line = line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line.split_once(':').unwrap();
+            headers.insert(name.to_ascii_lowercase(), value.trim().to_string());
+        }
+        let count = {
+            let mut seen = seen.lock().unwrap();
+            seen.push(headers.clone());
+            seen.len()
+        };
+        let mut reply = String::from("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n");
+        for (name, value) in decide(&headers, count) {
+            reply.push_str(&format!("{name}: {value}\r\n"));
+        }
+        reply.push_str("\r\n");
+        if stream.write_all(reply.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+fn ok(port: u16) -> Vec<(String, String)> {
+    vec![
+        ("Auth-Status".into(), "OK".into()),
+        ("Auth-Server".into(), "localhost".into()),
+        ("Auth-Port".into(), port.to_string()),
+    ]
+}
+
+fn proxy(port: u16, service: &AuthService) -> Proxy {
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         [listener.backend]\nhost = \"\"\n\
+         [listener.map]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/auth\"\ntimeout = 3\n\
+         headers = {{ \"X-Auth-Key\" = \"s3cret-key\" }}\n",
+        service.port
+    );
+    Proxy::start_toml(&toml, &[port])
+}
+
+fn logged_in_at(dc: &Dovecot, user: &str) -> bool {
+    dc.log_text().contains(&format!("Login: user=<{user}>"))
+}
+
+#[test]
+fn the_service_routes_users_and_gets_nginxs_headers() {
+    let (dc1, dc2) = (Dovecot::start(), Dovecot::start());
+    let (p1, p2) = (dc1.imap, dc2.imap);
+    let service = AuthService::start(move |h, _| match h["auth-user"].as_str() {
+        "alice" => ok(p1),
+        "bob" => ok(p2),
+        _ => vec![("Auth-Status".into(), "Invalid login or password".into())],
+    });
+    let port = free_port();
+    let _proxy = proxy(port, &service);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    c.send_line("a LOGIN nobody pw");
+    let no = c.read_until_tagged("a").pop().unwrap();
+    assert_eq!(no, "a NO [AUTHENTICATIONFAILED] Invalid login or password");
+    imap_login(&mut c, "b", "alice", "alicepw");
+    let mut c2 = Client::plain(port);
+    c2.expect_line("* OK");
+    imap_login(&mut c2, "a", "bob", "bobpw");
+    assert!(logged_in_at(&dc1, "alice") && !logged_in_at(&dc2, "alice"));
+    assert!(logged_in_at(&dc2, "bob"));
+
+    let requests = service.requests();
+    let alice = requests.iter().find(|h| h["auth-user"] == "alice").unwrap();
+    assert_eq!(alice["auth-method"], "plain");
+    assert_eq!(alice["auth-pass"], "alicepw");
+    assert_eq!(alice["auth-protocol"], "imap");
+    assert_eq!(
+        alice["auth-login-attempt"], "2",
+        "second login of the connection"
+    );
+    assert_eq!(alice["client-ip"], "127.0.0.1");
+    assert_eq!(alice["x-auth-key"], "s3cret-key");
+    assert!(!alice.contains_key("auth-ssl"));
+}
+
+#[test]
+fn passwords_are_escaped_as_nginx_escapes_them_and_the_reply_can_rewrite_the_login() {
+    let dc = Dovecot::start();
+    let p = dc.imap;
+    let service = AuthService::start(move |h, _| {
+        let mut reply = ok(p);
+        if h["auth-user"] == "c" {
+            reply.push(("Auth-User".into(), "carol@example.org".into()));
+            reply.push(("Auth-Pass".into(), "carolpw".into()));
+        }
+        reply
+    });
+    let port = free_port();
+    let _proxy = proxy(port, &service);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    imap_login(&mut c, "a", "c", "a-token");
+    assert!(logged_in_at(&dc, "carol@example.org"));
+    let mut d = Client::plain(port);
+    d.expect_line("* OK");
+    d.send_line("a LOGIN dave \"p@ss \\\"w0rd\\\" \\\\ x\"");
+    let answer = d.read_until_tagged("a").pop().unwrap();
+    assert!(answer.starts_with("a OK"), "{answer}");
+    let requests = service.requests();
+    let dave = requests.iter().find(|h| h["auth-user"] == "dave").unwrap();
+    assert_eq!(dave["auth-pass"], "p@ss%20\"w0rd\"%20\\%20x");
+}
+
+#[test]
+fn wait_asks_again_and_a_refusal_with_auth_wait_comes_late() {
+    let dc = Dovecot::start();
+    let p = dc.imap;
+    let service = AuthService::start(move |h, n| match (h["auth-user"].as_str(), n) {
+        ("alice", 1) => vec![
+            ("Auth-Status".into(), "WAIT".into()),
+            ("Auth-Wait".into(), "1".into()),
+        ],
+        ("alice", _) => ok(p),
+        _ => vec![
+            ("Auth-Status".into(), "Too many attempts".into()),
+            ("Auth-Wait".into(), "1".into()),
+        ],
+    });
+    let port = free_port();
+    let _proxy = proxy(port, &service);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    imap_login(&mut c, "a", "alice", "alicepw");
+    let requests = service.requests();
+    assert_eq!(requests.len(), 2, "the same request, asked twice");
+    assert_eq!(requests[1]["auth-login-attempt"], "1");
+
+    let mut m = Client::plain(port);
+    m.expect_line("* OK");
+    let start = Instant::now();
+    m.send_line("a LOGIN mallory x");
+    let no = m.read_until_tagged("a").pop().unwrap();
+    assert_eq!(no, "a NO [AUTHENTICATIONFAILED] Too many attempts");
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        start.elapsed()
+    );
+    // The connection stays open: the client may try again.
+    m.send_line("b NOOP");
+    m.expect_line("b OK");
+}
+
+#[test]
+fn a_service_that_is_down_makes_logins_unavailable() {
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let service = AuthService {
+        port: dead.local_addr().unwrap().port(),
+        requests: Default::default(),
+    };
+    drop(dead);
+    let port = free_port();
+    let proxy = proxy(port, &service);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    c.send_line("a LOGIN alice alicepw");
+    let no = c.read_until_tagged("a").pop().unwrap();
+    assert!(no.starts_with("a NO [UNAVAILABLE]"), "{no}");
+    assert!(proxy.wait_log(
+        "status=\"failed: Could not connect to server\"",
+        READ_TIMEOUT
+    ));
+}
