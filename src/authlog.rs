@@ -345,6 +345,7 @@ pub fn status_text(outcome: &LoginOutcome) -> &'static str {
         LoginOutcome::Refused(Refusal::ForbiddenCharacters) => {
             "failed: local authentication failure"
         }
+        LoginOutcome::Refused(Refusal::NoServer) => "failed: Could not determine server",
         LoginOutcome::Failed { failure, .. } => match failure {
             Failure::NoConnection => "failed: Could not connect to server",
             Failure::Negotiation => "failed: Connection Negotiation Failure",

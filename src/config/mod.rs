@@ -323,7 +323,8 @@ fn product_default() -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
-    /// IP address or host name; may be empty when a map names every server.
+    /// IP address or host name, optionally with its own port (`host:port`, `[v6]:port`); may
+    /// be empty when a map names every server.
     #[serde(default)]
     pub host: String,
     /// More servers, `host[:port]`, tried in order when connecting to the one before fails.
@@ -363,8 +364,14 @@ impl Backend {
             .unwrap_or_else(|| protocol.default_port(self.tls == BackendTls::Implicit))
     }
 
-    pub fn tls_name(&self) -> &str {
-        self.server_name.as_deref().unwrap_or(&self.host)
+    /// The name the back end's certificate must carry: `server_name`, else `host`'s name.
+    pub fn tls_name(&self) -> String {
+        match &self.server_name {
+            Some(name) => name.clone(),
+            None => crate::map::route::split_host_port(&self.host)
+                .map(|(host, _)| host)
+                .unwrap_or_default(),
+        }
     }
 }
 
@@ -469,7 +476,10 @@ impl Config {
                     "{name}: ManageSieve has no implicit-TLS mode; use starttls"
                 ));
             }
-            if l.backend.host.is_empty() && l.map.is_none() {
+            if let Err(e) = crate::map::route::split_host_port(&l.backend.host) {
+                problems.push(format!("{name}: backend.host: {e}"));
+            }
+            if l.backend.host.is_empty() && l.backend.failover.is_empty() && l.map.is_none() {
                 problems.push(format!("{name}: backend.host is empty"));
             }
             for server in &l.backend.failover {
@@ -492,8 +502,8 @@ impl Config {
                 problems.push(format!("{name}: users: {problem}"));
             }
             if l.backend.tls != BackendTls::None {
-                let named = !l.backend.tls_name().is_empty();
-                if let (true, Err(e)) = (named, crate::tls::server_name(l.backend.tls_name())) {
+                let tls_name = l.backend.tls_name();
+                if let (true, Err(e)) = (!tls_name.is_empty(), crate::tls::server_name(&tls_name)) {
                     problems.push(format!("{name}: {e}"));
                 }
                 // The CA file itself is read once, by `server::runtime::build`.

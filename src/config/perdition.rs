@@ -22,7 +22,7 @@ portcullis perdition: run with Perdition 2.2's flags and configuration file.
 Supported options (command line --name VALUE / -X VALUE, or `name value` in the -f file):
   -f|--config_file FILE            -P|--protocol POP3|POP3S|IMAP4|IMAP4S|MANAGESIEVE
   -b|--bind_address ADDR[,ADDR]    -l|--listen_port PORT
-  -s|--outgoing_server HOST[:PORT] -p|--outgoing_port PORT
+  -s|--outgoing_server HOST[:PORT][,HOST[:PORT]]   -p|--outgoing_port PORT
   -F|--log_facility -|+|/file|FACILITY   -d|--debug   --log_passwd never|fail|ok|all
   -L|--connection_limit N          -t|--timeout SECONDS   --authenticate_timeout SECONDS
   --lower_case STATE[,STATE]       -n|--no_lookup   --no_daemon   --login_disabled
@@ -31,7 +31,10 @@ Supported options (command line --name VALUE / -X VALUE, or `name value` in the 
   --ssl_mode MODE[,MODE]  --ssl_cert_file F  --ssl_key_file F  --ssl_ca_file F
   --ssl_no_cert_verify  --ssl_dh_params_file F (accepted, unused: rustls has no DH groups)
   --pid_file FILE (accepted; Portcullis writes no pid file, run it under systemd)
-  -M|--map_library \"\" (no map: the only value accepted)
+  -M|--map_library \"\" | .../libperditiondb_{posix_regex,ldap,mysql,postgresql}.so.0
+  -m|--map_library_opt STRING      -U|--username_from_database  -c|--client_server_specification
+  -D|--domain_delimiter STRING     -S|--strip_domain STATE[,STATE]   --query_key FORMAT[,FORMAT]
+  -A|--add_domain STATE[,STATE] with -e|--explicit_domain DOMAIN
 Any other Perdition option is refused with an error naming it.";
 
 /// The result of reading Perdition flags.
@@ -349,16 +352,16 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
     if servers.is_empty() && map.is_none() {
         return Err("outgoing_server is required without a map library (-M)".into());
     }
-    let (host, server_port) = match servers.first() {
-        Some(first) => split_host_port(first)?,
-        None => (String::new(), None),
-    };
+    // Each outgoing_server keeps its own port, if it names one; outgoing_port is the port of
+    // the others and of map answers without one, as in Perdition.
+    for server in &servers {
+        split_host_port(server)?;
+    }
+    let host = servers.first().map(|s| s.to_string()).unwrap_or_default();
     let failover = servers.iter().skip(1).map(|s| s.to_string()).collect();
-    let backend_port = match (get("outgoing_port"), server_port) {
-        (_, Some(p)) => Some(p),
-        (Some(p), None) => Some(number("outgoing_port", p)?),
-        (None, None) => None,
-    };
+    let backend_port = get("outgoing_port")
+        .map(|p| number("outgoing_port", p))
+        .transpose()?;
     let users = user_names(&get)?;
 
     let capability = match protocol {

@@ -67,6 +67,9 @@ pub struct Target {
     pub user: String,
     /// The password to log in with, when the map replaced the client's.
     pub password: Option<Secret<Vec<u8>>>,
+    /// The user name the map gave, when it is the one to log in with (Perdition's `-U`):
+    /// the log names the user by it, as Perdition's does.
+    pub map_user: Option<String>,
 }
 
 /// One back-end server and how to reach it.

@@ -52,11 +52,15 @@ impl Router {
             Some(map) => self.ask(map.as_ref(), login).await,
             None => Err(MapError::NotFound),
         };
+        let mut map_user = None;
         let (mut endpoints, user, password) = match found {
             Ok(route) => {
                 // Perdition's -U: the map's name, rewritten for the login like the client's.
                 let user = match (&route.user, self.username_from_map) {
-                    (Some(user), true) => self.names.login_name(user),
+                    (Some(user), true) => {
+                        map_user = Some(user.clone());
+                        self.names.login_name(user)
+                    }
                     _ => self.names.login_name(name),
                 };
                 (vec![self.endpoint(&route)], user, route.password)
@@ -77,6 +81,7 @@ impl Router {
             endpoints,
             user,
             password,
+            map_user,
         })
     }
 
@@ -109,6 +114,7 @@ impl Router {
             endpoints: vec![self.endpoint(&route)],
             user,
             password: None,
+            map_user: None,
         })
     }
 

@@ -180,6 +180,8 @@ pub enum Refusal {
     LoginDisabled,
     /// A NUL, CR or LF in the user name or password ([`Credentials::check_characters`]).
     ForbiddenCharacters,
+    /// No map knows the user and the listener has no server of its own.
+    NoServer,
 }
 
 /// Which step of reaching the back end failed.

@@ -9,7 +9,7 @@ use tokio::time::timeout;
 use crate::authlog::AuthRecord;
 use crate::config::BackendTls;
 use crate::map::{Connection, Endpoint, Login, MapError};
-use crate::protocol::{Credentials, LoginOutcome, ServerEvent, ServerSettings};
+use crate::protocol::{Credentials, LoginOutcome, Refusal, ServerEvent, ServerSettings};
 use crate::tls;
 
 use super::runtime::{security, ListenerState};
@@ -44,15 +44,17 @@ pub async fn login(
         Ok(target) => target,
         Err(MapError::Denied(message)) => return (LoginOutcome::Denied { message }, None),
         Err(MapError::NotFound) => {
-            let outcome = LoginOutcome::Rejected {
-                text: "no server for this user".into(),
-            };
-            return (outcome, None);
+            // Perdition's line: the port is known, the server is not.
+            record.server = Some(format!("(null):{}", router.defaults.port));
+            return (LoginOutcome::Refused(Refusal::NoServer), None);
         }
         Err(MapError::Unavailable(reason)) => {
             return (LoginOutcome::no_connection(format!("map: {reason}")), None)
         }
     };
+    if let Some(user) = target.map_user {
+        record.user = Some(user);
+    }
     let creds = Credentials {
         user: target.user,
         secret: target.password.unwrap_or(creds.secret),

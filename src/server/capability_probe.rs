@@ -28,13 +28,19 @@ pub fn wanted(state: &ListenerState) -> bool {
 /// Ask until the back end answers, then keep the answer for every new client.
 pub async fn learn_capability(state: Arc<ListenerState>, services: Arc<Services>) {
     let logger = &services.logger;
+    // The listener's first own server; a listener whose every user is routed by a map has
+    // none to ask, and keeps the default capabilities.
+    let Some(server) = state.router.servers.first() else {
+        return;
+    };
+    let server = server.log_name();
     loop {
         match timeout(state.limits.backend_login_timeout(), probe(&state)).await {
             Ok(Ok(capability)) => {
                 logger.info(&format!(
                     "Learned {} capabilities from {}",
                     state.protocol().log_name(false),
-                    state.config.backend.host
+                    server
                 ));
                 state.set_learned_capability(capability);
                 return;
@@ -42,12 +48,12 @@ pub async fn learn_capability(state: Arc<ListenerState>, services: Arc<Services>
             Ok(Err(e)) => logger.warning(&format!(
                 "Cannot learn {} capabilities from {}: {e}; using the defaults",
                 state.protocol().log_name(false),
-                state.config.backend.host
+                server
             )),
             Err(_) => logger.warning(&format!(
                 "Cannot learn {} capabilities from {}: timeout; using the defaults",
                 state.protocol().log_name(false),
-                state.config.backend.host
+                server
             )),
         }
         tokio::time::sleep(RETRY).await;
@@ -55,10 +61,8 @@ pub async fn learn_capability(state: Arc<ListenerState>, services: Arc<Services>
 }
 
 async fn probe(state: &ListenerState) -> Result<String, String> {
-    let backend = &state.config.backend;
-    let port = backend.port_for(state.protocol());
-    let host = backend.host.trim_start_matches('[').trim_end_matches(']');
-    let mut tcp = TcpStream::connect((host, port))
+    let server = state.router.servers.first().ok_or("no server")?;
+    let mut tcp = TcpStream::connect((server.connect_host(), server.port))
         .await
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();

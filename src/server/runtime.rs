@@ -171,9 +171,11 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
     let port = backend.port_for(l.protocol);
     let mut servers = Vec::new();
     if !backend.host.is_empty() {
+        // `host` may carry its own port; `port` is then the one of the others.
+        let (host, own_port) = split_host_port(&backend.host)?;
         servers.push(Endpoint {
-            host: backend.host.clone(),
-            port,
+            host,
+            port: own_port.unwrap_or(port),
             tls: backend.tls,
             tls_name: backend.server_name.clone(),
         });
