@@ -55,6 +55,13 @@ fn main() -> ExitCode {
                     for w in &built.warnings {
                         eprintln!("warning: {w}");
                     }
+                    let unreachable = probe_maps(&built.listeners);
+                    if !unreachable.is_empty() {
+                        for p in unreachable {
+                            eprintln!("error: {p}");
+                        }
+                        return ExitCode::FAILURE;
+                    }
                     let shown = Config {
                         limits: config.limits.effective(),
                         ..config
@@ -178,6 +185,32 @@ fn run(config: Config, warnings: Vec<String>) -> ExitCode {
         // The last lines (Closing lines of the sessions shutdown ended) must reach the log.
         logger.flush(LOG_FLUSH_AT_EXIT);
         ExitCode::SUCCESS
+    })
+}
+
+/// Reach every listener's map server once (LDAP, SQL), so that `check` says which is down.
+fn probe_maps(listeners: &[Arc<server::runtime::ListenerState>]) -> Vec<String> {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return vec!["cannot start a runtime to reach the maps".into()];
+    };
+    runtime.block_on(async {
+        let mut problems = Vec::new();
+        for (i, listener) in listeners.iter().enumerate() {
+            let Some(map) = &listener.router.map else {
+                continue;
+            };
+            let reached = tokio::time::timeout(Duration::from_secs(15), map.probe()).await;
+            let problem = match reached {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(_) => "no answer in 15 s".to_string(),
+            };
+            problems.push(format!("listener {}: {}: {problem}", i + 1, map.describe()));
+        }
+        problems
     })
 }
 

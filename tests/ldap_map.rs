@@ -31,6 +31,7 @@ fn login(port: u16, user: &str, pass: &str) -> String {
     c.read_until_tagged("a").pop().unwrap()
 }
 
+/// Whether `user` logged in at `dc` (no waiting: for "never landed there" checks).
 fn logged_in_at(dc: &Dovecot, user: &str) -> bool {
     dc.log_text().contains(&format!("Login: user=<{user}>"))
 }
@@ -46,8 +47,8 @@ fn users_land_on_the_server_their_entry_names() {
 
     assert!(login(port, "alice", "alicepw").starts_with("a OK"));
     assert!(login(port, "bob", "bobpw").starts_with("a OK"));
-    assert!(logged_in_at(&dc1, "alice") && !logged_in_at(&dc2, "alice"));
-    assert!(logged_in_at(&dc2, "bob") && !logged_in_at(&dc1, "bob"));
+    assert!(dc1.saw_login("alice") && !logged_in_at(&dc2, "alice"));
+    assert!(dc2.saw_login("bob") && !logged_in_at(&dc1, "bob"));
     // Not in the directory, no fallback server: an ordinary failure, and the client may retry.
     let mut c = Client::plain(port);
     c.expect_line("* OK");
@@ -72,7 +73,7 @@ fn the_entrys_user_name_is_used_with_username_from_map() {
     let toml = ldap_listener(port, &base, "username_from_map = true", NO_FALLBACK);
     let _proxy = Proxy::start_toml(&toml, &[port]);
     assert!(login(port, "c", "carolpw").starts_with("a OK"));
-    assert!(logged_in_at(&dc, "carol@example.org"));
+    assert!(dc.saw_login("carol@example.org"));
 }
 
 #[test]
@@ -169,8 +170,8 @@ fn perdition_mode_reads_its_ldap_map_library_options() {
     // Not in the directory: Perdition's fallback to outgoing_server.
     assert!(login(port, "alice", "alicepw").starts_with("a OK"));
     std::thread::sleep(Duration::from_millis(200));
-    assert!(logged_in_at(&dc2, "bob") && !logged_in_at(&dc1, "bob"));
-    assert!(logged_in_at(&dc1, "alice"));
+    assert!(dc2.saw_login("bob") && !logged_in_at(&dc1, "bob"));
+    assert!(dc1.saw_login("alice"));
 }
 
 #[test]
@@ -200,5 +201,35 @@ fn answers_are_cached_for_their_lifetime_and_unknown_users_for_theirs() {
     // bob's "no such user" is kept one second only.
     std::thread::sleep(Duration::from_millis(1500));
     assert!(login(port, "bob", "bobpw").starts_with("a OK"));
-    assert!(logged_in_at(&dc2, "bob"));
+    assert!(dc2.saw_login("bob"));
+}
+
+#[test]
+fn check_says_when_the_directory_cannot_be_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = slapd().new_ou("check");
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        ldap_listener(free_port(), &base, "", "host = \"127.0.0.1\""),
+    )
+    .unwrap();
+    let out = run_portcullis(&["check", "--config", good.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dead = free_port();
+    let bad = dir.path().join("bad.toml");
+    let toml = ldap_listener(free_port(), &base, "", "host = \"127.0.0.1\"")
+        .replace(&slapd().url, &format!("ldap://127.0.0.1:{dead}"));
+    std::fs::write(&bad, toml).unwrap();
+    let out = run_portcullis(&["check", "--config", bad.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot connect to ldap://127.0.0.1:{dead}")),
+        "{stderr}"
+    );
 }

@@ -243,7 +243,7 @@ fn seed_config_file_serves_the_howto_session() {
     // The capabilities are the back end's, now that the user is logged in there.
     assert!(ok.contains("IMAP4rev1") && ok.contains(" IDLE"), "{ok}");
     assert!(
-        dc.log_text().contains("Login: user=<alice>"),
+        dc.saw_login("alice"),
         "Dovecot did not see alice log in:\n{}",
         dc.log_text()
     );

@@ -36,6 +36,7 @@ fn login(port: u16, user: &str, pass: &str) -> String {
     c.read_until_tagged("a").pop().unwrap()
 }
 
+/// Whether `user` logged in at `dc` (no waiting: for "never landed there" checks).
 fn logged_in_at(dc: &Dovecot, user: &str) -> bool {
     dc.log_text().contains(&format!("Login: user=<{user}>"))
 }
@@ -44,8 +45,8 @@ fn logged_in_at(dc: &Dovecot, user: &str) -> bool {
 fn assert_routes(port: u16, dc1: &Dovecot, dc2: &Dovecot) {
     assert!(login(port, "alice", "alicepw").starts_with("a OK"));
     assert!(login(port, "bob", "bobpw").starts_with("a OK"));
-    assert!(logged_in_at(dc1, "alice") && !logged_in_at(dc2, "alice"));
-    assert!(logged_in_at(dc2, "bob") && !logged_in_at(dc1, "bob"));
+    assert!(dc1.saw_login("alice") && !logged_in_at(dc2, "alice"));
+    assert!(dc2.saw_login("bob") && !logged_in_at(dc1, "bob"));
 }
 
 #[test]
@@ -164,4 +165,36 @@ fn a_database_that_is_down_makes_logins_unavailable() {
         "status=\"failed: Could not connect to server\"",
         READ_TIMEOUT
     ));
+}
+
+#[test]
+fn check_says_when_the_database_or_its_table_cannot_be_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |url: &str| {
+        let path = dir.path().join("portcullis.toml");
+        std::fs::write(
+            &path,
+            sql_listener(free_port(), url, "host = \"127.0.0.1\""),
+        )
+        .unwrap();
+        run_portcullis(&["check", "--config", path.to_str().unwrap()])
+    };
+    let url = postgres_database(&perdition_table(1143, 2143, "\"user\""));
+    let out = check(&url);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A database without Perdition's table: the query cannot run.
+    let empty = postgres_database("SELECT 1");
+    let out = check(&empty);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("tblperdition"),
+        "{stderr}"
+    );
+    // Nothing listening.
+    let out = check(&format!("postgres://postgres@127.0.0.1:{}/x", free_port()));
+    assert!(!out.status.success());
 }

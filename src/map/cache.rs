@@ -86,6 +86,14 @@ impl Map for CachedMap {
     fn describe(&self) -> String {
         self.inner.describe()
     }
+
+    fn answers_from_password(&self) -> bool {
+        self.inner.answers_from_password()
+    }
+
+    fn probe(&self) -> super::ProbeFuture<'_> {
+        self.inner.probe()
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ use tokio::sync::{Mutex, Semaphore};
 use url::Url;
 
 use super::route::Route;
-use super::{Answer, LookupFuture, Map, MapError, Query};
+use super::{Answer, LookupFuture, Map, MapError, ProbeFuture, Query};
 use crate::protocol::Secret;
 use crate::tls::{self, BackendVerification};
 
@@ -240,6 +240,10 @@ impl Map for LdapMap {
 
     fn describe(&self) -> String {
         format!("LDAP {}/{}", self.server, self.base)
+    }
+
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(async move { self.connection().await.map(drop) })
     }
 }
 

@@ -126,6 +126,8 @@ pub enum Answer {
 
 pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, MapError>> + Send + 'a>>;
 
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
 /// A key → server lookup.
 pub trait Map: Send + Sync {
     fn lookup<'a>(&'a self, query: &'a Query<'a>) -> LookupFuture<'a>;
@@ -134,6 +136,10 @@ pub trait Map: Send + Sync {
     /// Whether an answer depends on the password too (then a cache must key on it).
     fn answers_from_password(&self) -> bool {
         false
+    }
+    /// Reach the map's server once, for `portcullis check`; files are read already.
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(async { Ok(()) })
     }
 }
 

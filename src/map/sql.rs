@@ -15,7 +15,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
 use std::sync::OnceLock;
 
-use super::{Answer, LookupFuture, Map, MapError, Query};
+use super::{Answer, LookupFuture, Map, MapError, ProbeFuture, Query};
 
 /// The longest key looked up; longer names are nobody.
 const MAX_KEY: usize = 1024;
@@ -200,6 +200,16 @@ impl Map for SqlMap {
 
     fn describe(&self) -> String {
         format!("SQL {}", self.name)
+    }
+
+    /// The query itself, for a name nobody has: it must run (connection, table, columns).
+    fn probe(&self) -> ProbeFuture<'_> {
+        Box::pin(async move {
+            match self.find("").await {
+                Ok(_) | Err(MapError::NotFound) => Ok(()),
+                Err(MapError::Unavailable(e) | MapError::Denied(e)) => Err(e),
+            }
+        })
     }
 }
 

@@ -75,6 +75,20 @@ fn cmd_stdout(program: &str, args: &[&str]) -> Option<String> {
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
+/// A log file's text once it stopped growing for a moment (at most 2 s of waiting).
+fn settled(path: &Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut text = read_lossy(path);
+    loop {
+        sleep(Duration::from_millis(50));
+        let again = read_lossy(path);
+        if again == text || Instant::now() >= deadline {
+            return again;
+        }
+        text = again;
+    }
+}
+
 fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -610,9 +624,27 @@ impl Dovecot {
         Ok(d)
     }
 
-    /// Contents of Dovecot's log so far.
+    /// Contents of Dovecot's log so far, once it has settled: Dovecot's login process writes
+    /// its `Login:` line about when the client gets its OK, not before.
     pub fn log_text(&self) -> String {
-        read_lossy(&self.log)
+        settled(&self.log)
+    }
+
+    /// Polls the log until it contains `needle`; false after `timeout`.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !read_lossy(&self.log).contains(needle) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            sleep(Duration::from_millis(25));
+        }
+        true
+    }
+
+    /// Whether `user` logged in here (waiting a little for the line, as it may come last).
+    pub fn saw_login(&self, user: &str) -> bool {
+        self.wait_log(&format!("Login: user=<{user}>"), Duration::from_secs(5))
     }
 
     /// Home directory of `user` (mail in `home/Maildir`, sieve scripts in `home/sieve`).
@@ -817,16 +849,7 @@ impl Proxy {
     /// Everything the child wrote to stdout/stderr so far, once the log has settled: the proxy
     /// writes its log from a thread of its own, a moment after the client got its answer.
     pub fn log_text(&self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(2);
-        let mut text = read_lossy(&self.log);
-        loop {
-            sleep(Duration::from_millis(30));
-            let again = read_lossy(&self.log);
-            if again == text || Instant::now() >= deadline {
-                return again;
-            }
-            text = again;
-        }
+        settled(&self.log)
     }
 
     /// Polls the log until it contains `needle`; returns false after `timeout`.
