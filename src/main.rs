@@ -172,7 +172,7 @@ fn run(config: Config, warnings: Vec<String>) -> ExitCode {
             "Starting portcullis version={}",
             env!("CARGO_PKG_VERSION")
         ));
-        tokio::spawn(reopen_log_on_hangup(logger.clone()));
+        tokio::spawn(reload_on_hangup(logger.clone(), listeners.clone()));
         server::run(
             bound,
             services,
@@ -215,13 +215,29 @@ fn probe_maps(listeners: &[Arc<server::runtime::ListenerState>]) -> Vec<String> 
 }
 
 /// SIGHUP reopens the log file (logrotate), instead of killing the process as it would by default.
-async fn reopen_log_on_hangup(logger: Arc<Logger>) {
+/// and the map files (as Perdition re-reads its popmap.re); a file that no longer reads leaves
+/// its map as it was.
+async fn reload_on_hangup(
+    logger: Arc<Logger>,
+    listeners: Vec<Arc<server::runtime::ListenerState>>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hangup.recv().await.is_some() {
         logger.reopen();
+        for map in listeners.iter().filter_map(|l| l.router.map.as_ref()) {
+            match map.reload() {
+                Ok(warnings) => {
+                    for w in warnings {
+                        logger.warning(&w);
+                    }
+                    logger.info(&format!("Map reloaded: {}", map.describe()));
+                }
+                Err(e) => logger.error(&format!("Map not reloaded, the previous one stays: {e}")),
+            }
+        }
     }
 }
 

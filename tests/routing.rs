@@ -1300,3 +1300,39 @@ fn perdition_mode_with_a_missing_map_file_stops_with_a_clear_line() {
         "{stderr}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Reading the map again
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn sighup_reads_the_map_again_and_a_broken_file_keeps_the_old_one() {
+    let b = Backends::start();
+    let dir = map_dir();
+    let map = write_map(
+        dir.path(),
+        "popmap.re",
+        &format!("^alice$: {}\n", server(b.dc1.imap)),
+    );
+    let port = free_port();
+    let toml = config(port, "host = \"\"", &map_table("popmap-re", &map));
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    b.assert_lands(port, "alice", "alicepw", 1, "alice");
+
+    // alice moves to dc2.
+    write_map(
+        dir.path(),
+        "popmap.re",
+        &format!("^alice$: {}\n", server(b.dc2.imap)),
+    );
+    proxy.signal("HUP");
+    assert!(proxy.wait_log("Map reloaded: popmap.re", READ_TIMEOUT));
+    b.assert_lands(port, "alice", "alicepw", 2, "alice");
+
+    // A typo: the map stays as it was, and the log says why.
+    write_map(dir.path(), "popmap.re", "^(alice: 127.0.0.1\n");
+    proxy.signal("HUP");
+    assert!(proxy.wait_log("Map not reloaded, the previous one stays", READ_TIMEOUT));
+    assert!(proxy.log_text().contains("line 1: bad regular expression"));
+    b.assert_lands(port, "alice", "alicepw", 2, "alice");
+}

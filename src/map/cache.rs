@@ -94,6 +94,18 @@ impl Map for CachedMap {
     fn probe(&self) -> super::ProbeFuture<'_> {
         self.inner.probe()
     }
+
+    /// A reloaded map starts with an empty cache.
+    fn reload(&self) -> Result<Vec<String>, String> {
+        let warnings = self.inner.reload()?;
+        for cache in self.found.iter() {
+            cache.invalidate_all();
+        }
+        for cache in self.not_found.iter() {
+            cache.invalidate_all();
+        }
+        Ok(warnings)
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ pub mod flat_file;
 pub mod http;
 pub mod ldap;
 pub mod popmap_re;
+pub mod reload;
 pub mod rewrite;
 pub mod route;
 pub mod router;
@@ -136,6 +137,11 @@ pub trait Map: Send + Sync {
     /// Whether an answer depends on the password too (then a cache must key on it).
     fn answers_from_password(&self) -> bool {
         false
+    }
+    /// Read the map's file again (SIGHUP); the warnings are for the log. An `Err` leaves the
+    /// map as it was. Maps without a file have nothing to do.
+    fn reload(&self) -> Result<Vec<String>, String> {
+        Ok(Vec::new())
     }
     /// Reach the map's server once, for `portcullis check`; files are read already.
     fn probe(&self) -> ProbeFuture<'_> {

@@ -17,6 +17,7 @@ use crate::map::flat_file::FlatFile;
 use crate::map::http::HttpMap;
 use crate::map::ldap::{LdapMap, LdapSettings};
 use crate::map::popmap_re::PopmapRe;
+use crate::map::reload::Reloadable;
 use crate::map::route::split_host_port;
 use crate::map::router::{Defaults, Router};
 use crate::map::servers::DeadServers;
@@ -240,12 +241,12 @@ fn uncached_map(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map
     let path = || m.path.as_deref().ok_or("the map needs a path");
     Ok(match m.kind {
         MapKind::PopmapRe => {
-            let (map, notes) = PopmapRe::load(path()?)?;
+            let (map, notes) = Reloadable::load(path()?, PopmapRe::load)?;
             warnings.extend(notes);
             Box::new(map)
         }
         MapKind::Popmap => {
-            let (map, notes) = FlatFile::load(path()?)?;
+            let (map, notes) = Reloadable::load(path()?, FlatFile::load)?;
             warnings.extend(notes);
             Box::new(map)
         }
