@@ -1336,3 +1336,63 @@ fn sighup_reads_the_map_again_and_a_broken_file_keeps_the_old_one() {
     assert!(proxy.log_text().contains("line 1: bad regular expression"));
     b.assert_lands(port, "alice", "alicepw", 2, "alice");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Perdition's default map: the GDBM database makegdbm builds
+// ---------------------------------------------------------------------------------------------
+
+/// `makegdbm DB < popmap`, as Perdition's Makefile does.
+fn makegdbm(dir: &Path, popmap: &str) -> PathBuf {
+    let text = write_map(dir, "popmap", popmap);
+    let db = dir.join("popmap.gdbm.db");
+    let status = std::process::Command::new("makegdbm")
+        .arg(&db)
+        .stdin(fs::File::open(&text).unwrap())
+        .status()
+        .expect("run makegdbm (Debian's perdition)");
+    assert!(status.success());
+    fs::set_permissions(&db, fs::Permissions::from_mode(0o644)).unwrap();
+    db
+}
+
+#[test]
+fn gdbm_map_built_by_makegdbm_routes_as_debians_perdition_does() {
+    let b = Backends::start();
+    let dir = map_dir();
+    let db = makegdbm(
+        dir.path(),
+        &format!("alice:{}\nbob:127.0.0.1\n", server(b.dc2.imap)),
+    );
+    // No -M: GDBM is Perdition's default map library.
+    let extra = strings(&[
+        "-m",
+        &db.display().to_string(),
+        "-s",
+        "127.0.0.1",
+        "-p",
+        &b.dc1.imap.to_string(),
+    ]);
+    let both = SideBySide::start(&extra);
+    let (_, alice) = both.same_landing(&b, "alice", "alicepw");
+    assert_eq!(alice.landed, Some((2, "alice".to_string())));
+    let (_, bob) = both.same_landing(&b, "bob", "bobpw");
+    assert_eq!(bob.landed, Some((1, "bob".to_string())));
+    let (_, carol) = both.same_landing(&b, "carol@example.org", "carolpw");
+    assert_eq!(carol.landed, Some((1, "carol@example.org".to_string())));
+}
+
+#[test]
+fn gdbm_map_is_read_at_each_lookup_so_a_rebuild_takes_effect_at_once() {
+    let b = Backends::start();
+    let dir = map_dir();
+    let db = makegdbm(dir.path(), &format!("alice:{}\n", server(b.dc1.imap)));
+    let port = free_port();
+    let table = format!(
+        "[listener.map]\nkind = \"gdbm\"\npath = \"{}\"\n",
+        db.display()
+    );
+    let _proxy = Proxy::start_toml(&config(port, "host = \"\"", &table), &[port]);
+    b.assert_lands(port, "alice", "alicepw", 1, "alice");
+    makegdbm(dir.path(), &format!("alice:{}\n", server(b.dc2.imap)));
+    b.assert_lands(port, "alice", "alicepw", 2, "alice");
+}

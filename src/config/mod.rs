@@ -310,6 +310,8 @@ pub enum MapKind {
     Sql,
     /// An HTTP service speaking nginx's `auth_http` protocol.
     Http,
+    /// Perdition's GDBM database built by `makegdbm` (its default map).
+    Gdbm,
 }
 
 fn listener_tls_default() -> ListenerTls {
@@ -489,7 +491,9 @@ impl Config {
             }
             if let Some(map) = &l.map {
                 let needs = match map.kind {
-                    MapKind::PopmapRe | MapKind::Popmap => map.path.is_none().then_some("path"),
+                    MapKind::PopmapRe | MapKind::Popmap | MapKind::Gdbm => {
+                        map.path.is_none().then_some("path")
+                    }
                     MapKind::Ldap | MapKind::Sql | MapKind::Http => {
                         map.url.is_none().then_some("url")
                     }

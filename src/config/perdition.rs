@@ -527,8 +527,9 @@ fn map(
     username_from_database: bool,
 ) -> Result<Option<MapConfig>, String> {
     let library = match library {
-        // No -M: Perdition would open its GDBM popmap.db; Portcullis uses outgoing_server.
-        None | Some("") => return Ok(None),
+        Some("") => return Ok(None),
+        // No -M: Perdition's default, its GDBM database.
+        None => "libperditiondb_gdbm.so.0",
         Some(l) => l,
     };
     let file = library.rsplit('/').next().unwrap_or(library);
@@ -581,11 +582,13 @@ fn map(
     }
     let (kind, default_path) = if file.starts_with("libperditiondb_posix_regex") {
         (MapKind::PopmapRe, "/etc/perdition/popmap.re")
+    } else if file.starts_with("libperditiondb_gdbm") {
+        (MapKind::Gdbm, crate::map::gdbm::PERDITION_DEFAULT_PATH)
     } else {
         let instead = match file.split('.').next().unwrap_or(file) {
-            "libperditiondb_gdbm" | "libperditiondb_bdb" => {
-                "the GDBM/BDB database is not read yet; use the flat popmap text it is built \
-                 from with the native [listener.map] kind = \"popmap\""
+            "libperditiondb_bdb" => {
+                "the Berkeley DB database is not read; build the GDBM one (makegdbm) or use the \
+                 flat popmap text with the native [listener.map] kind = \"popmap\""
             }
             "libperditiondb_nis" => "NIS is not supported; export the map to a popmap file",
             "libperditiondb_daemon" | "libperditiondb_daemon_base" => {
@@ -795,9 +798,9 @@ ssl_dh_params_file /path/to/dhparm.pem
             c.listeners[0].capability.as_deref(),
             Some("IMAP4 IMAP4REV1 LITERAL+")
         );
-        let s = build(&parse_args(&args(&["-M", "libperditiondb_gdbm.so.0", "-s", "m"])).unwrap())
+        let s = build(&parse_args(&args(&["-M", "libperditiondb_bdb.so.0", "-s", "m"])).unwrap())
             .unwrap_err();
-        assert!(s.contains("map_library") && s.contains("GDBM"), "{s}");
+        assert!(s.contains("map_library") && s.contains("Berkeley"), "{s}");
         let s = build(&parse_args(&args(&["-M", "/usr/lib/libperditiondb_nis.so.0"])).unwrap())
             .unwrap_err();
         assert!(s.contains("NIS"), "{s}");

@@ -8,6 +8,7 @@
 
 pub mod cache;
 pub mod flat_file;
+pub mod gdbm;
 pub mod http;
 pub mod ldap;
 pub mod popmap_re;

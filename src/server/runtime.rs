@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::config::{BackendTls, Config, Limits, Listener, ListenerTls, MapConfig, MapKind};
 use crate::map::cache::{CacheSettings, CachedMap};
 use crate::map::flat_file::FlatFile;
+use crate::map::gdbm::GdbmMap;
 use crate::map::http::HttpMap;
 use crate::map::ldap::{LdapMap, LdapSettings};
 use crate::map::popmap_re::PopmapRe;
@@ -272,6 +273,7 @@ fn uncached_map(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map
             let timeout = Duration::from_secs(m.timeout.unwrap_or(10));
             Box::new(SqlMap::new(url, query, timeout)?)
         }
+        MapKind::Gdbm => Box::new(GdbmMap::new(path()?)),
         MapKind::Http => {
             let headers: Vec<(String, String)> = m
                 .headers
