@@ -459,3 +459,24 @@ fn a_back_end_that_refuses_login_is_unavailable_with_a_reason_in_the_log() {
         "{log}"
     );
 }
+
+/// Outlook's way: AUTHENTICATE LOGIN, the user name and then the password, each base64, each
+/// after its prompt; the proxy logs in to Dovecot with them.
+#[test]
+fn authenticate_login_as_outlook_does_it() {
+    let dovecot = Dovecot::start();
+    let (_proxy, port) = start(&dovecot, "implicit", "", "");
+    let mut c = Client::tls(port);
+    let hello = greeting(&mut c);
+    assert!(hello.contains("AUTH=LOGIN"), "{hello}");
+    c.send_line("a AUTHENTICATE LOGIN");
+    assert_eq!(c.read_line(), "+ VXNlcm5hbWU6");
+    c.send_line("YWxpY2U="); // alice
+    assert_eq!(c.read_line(), "+ UGFzc3dvcmQ6");
+    c.send_line("YWxpY2Vwdw=="); // alicepw
+    c.expect_line("a OK [CAPABILITY");
+    c.send_line("b SELECT INBOX");
+    let lines = c.read_until_tagged("b");
+    assert!(lines.iter().any(|l| l == "* 3 EXISTS"), "{lines:?}");
+    assert!(dovecot.saw_login("alice"));
+}

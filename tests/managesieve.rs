@@ -237,9 +237,33 @@ fn capabilities_are_learned_from_the_back_end() {
     let offered = sieve_read_response(&mut c);
     assert!(offered.contains(real_sieve), "{offered:?} vs {real:?}");
     assert!(
-        offered.iter().any(|l| l == "\"SASL\" \"PLAIN\""),
+        offered.iter().any(|l| l == "\"SASL\" \"PLAIN LOGIN\""),
         "{offered:?}"
     );
     assert!(offered.iter().any(|l| l == "\"STARTTLS\""), "{offered:?}");
     assert!(!offered.iter().any(|l| l == "\"XCLIENT\""), "{offered:?}");
+}
+
+/// ManageSieve AUTHENTICATE "LOGIN": the prompts come as quoted base64 strings.
+#[test]
+fn authenticate_login_with_quoted_prompts() {
+    let dovecot = Dovecot::start();
+    let (_proxy, port) = start(&dovecot, "starttls", "none");
+    let mut c = Client::plain(port);
+    let caps = sieve_read_response(&mut c);
+    assert!(
+        caps.iter()
+            .any(|l| l.starts_with("\"SASL\"") && l.contains("LOGIN")),
+        "{caps:?}"
+    );
+    c.send_line("AUTHENTICATE \"LOGIN\"");
+    assert_eq!(c.read_line(), "\"VXNlcm5hbWU6\"");
+    c.send_line("\"YWxpY2U=\"");
+    assert_eq!(c.read_line(), "\"UGFzc3dvcmQ6\"");
+    c.send_line("\"YWxpY2Vwdw==\"");
+    assert!(sieve_read_response(&mut c)
+        .last()
+        .unwrap()
+        .starts_with("OK"));
+    assert!(dovecot.saw_login("alice"));
 }

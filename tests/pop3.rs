@@ -59,7 +59,7 @@ fn pop3s_login_stat_retr_byte_identical_quit() {
         caps.push(l);
     }
     assert!(caps.iter().any(|l| l == "USER"), "{caps:?}");
-    assert!(caps.iter().any(|l| l == "SASL PLAIN"), "{caps:?}");
+    assert!(caps.iter().any(|l| l == "SASL PLAIN LOGIN"), "{caps:?}");
     assert!(!caps.iter().any(|l| l == "STLS"), "implicit TLS: {caps:?}");
     login(&mut c, "alice", "alicepw");
     c.send_line("STAT");
@@ -240,4 +240,27 @@ fn pass_takes_the_rest_of_the_line_spaces_and_quotes_included() {
     login(&mut c, "dave", r#"p@ss "w0rd" \ x"#);
     c.send_line("STAT");
     c.expect_line("+OK 0 0");
+}
+
+/// POP3 AUTH LOGIN (Outlook): prompts for the user name and the password, base64.
+#[test]
+fn auth_login_as_outlook_does_it() {
+    let dovecot = Dovecot::start();
+    let (_proxy, port) = start(&dovecot, "implicit", "");
+    let mut c = Client::tls(port);
+    c.expect_line("+OK");
+    c.send_line("AUTH");
+    c.expect_line("+OK");
+    assert_eq!(c.read_line(), "PLAIN");
+    assert_eq!(c.read_line(), "LOGIN");
+    assert_eq!(c.read_line(), ".");
+    c.send_line("AUTH LOGIN");
+    assert_eq!(c.read_line(), "+ VXNlcm5hbWU6");
+    c.send_line("Ym9i"); // bob
+    assert_eq!(c.read_line(), "+ UGFzc3dvcmQ6");
+    c.send_line("Ym9icHc="); // bobpw
+    c.expect_line("+OK");
+    c.send_line("STAT");
+    c.expect_line("+OK");
+    assert!(dovecot.saw_login("bob"));
 }

@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use super::limits::PreLoginCounters;
+use super::sasl::{self, Mechanism};
 use super::{
     AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome, LoginReply,
 };
@@ -34,6 +35,8 @@ pub struct Core<P> {
     /// The connection is encrypted (implicit TLS, or after STARTTLS).
     pub tls_active: bool,
     phase: Phase<P>,
+    /// The SASL exchange under way (PLAIN or LOGIN).
+    sasl: sasl::Exchange,
 }
 
 /// Why a login is refused before any back end is asked.
@@ -60,6 +63,7 @@ impl<P> Core<P> {
             settings,
             input: Vec::new(),
             phase: Phase::Commands,
+            sasl: sasl::Exchange::default(),
         }
     }
 
@@ -113,6 +117,18 @@ impl<P> Core<P> {
     pub fn begin_login(&mut self, pending: P, creds: Credentials) -> ClientEvent {
         self.phase = Phase::LoginPending(pending);
         ClientEvent::Login(creds)
+    }
+
+    /// Start a SASL exchange; its first challenge (base64, empty for PLAIN).
+    pub fn begin_sasl(&mut self, mechanism: Mechanism) -> &'static str {
+        let (exchange, challenge) = sasl::Exchange::start(mechanism);
+        self.sasl = exchange;
+        challenge
+    }
+
+    /// The client's base64 response to the exchange under way.
+    pub fn sasl_respond(&mut self, b64: &[u8]) -> sasl::Next {
+        self.sasl.respond(b64)
     }
 
     /// Send a SASL challenge; the next line goes to [`Dialect::sasl_response`].

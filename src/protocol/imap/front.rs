@@ -4,7 +4,7 @@ use crate::protocol::conversation::{
     self, Conversation, Dialect, LoginBlock, StartTlsBlock, Words,
 };
 use crate::protocol::line::{pop_line, Line};
-use crate::protocol::sasl::{decode_plain, PlainError};
+use crate::protocol::sasl::{Mechanism, Next, PlainError};
 use crate::protocol::{ClientEvent, Credentials};
 
 use super::command::{parse_command, Command, CommandError, Parsed, Token};
@@ -65,7 +65,7 @@ fn capabilities(core: &Core) -> String {
     if login_refusal(core).is_some() {
         caps.push("LOGINDISABLED");
     } else {
-        caps.push("AUTH=PLAIN");
+        caps.extend(["AUTH=PLAIN", "AUTH=LOGIN"]);
     }
     caps.join(" ")
 }
@@ -174,30 +174,31 @@ fn authenticate(
     mechanism: &Token,
     initial: Option<&Token>,
 ) -> ClientEvent {
-    let is_plain = mechanism
-        .astring()
-        .is_some_and(|m| m.eq_ignore_ascii_case(b"PLAIN"));
-    if !is_plain {
+    let Some(mechanism) = mechanism.astring().and_then(Mechanism::named) else {
         return reply(tag, "NO Unsupported authentication mechanism");
-    }
+    };
     if let Some(refusal) = login_refusal(core) {
         return refused(None, tag, refusal);
     }
+    let first = core.begin_sasl(mechanism);
     match initial.map(Token::astring) {
         Some(Some(initial)) => sasl_response(core, tag.to_string(), initial),
-        None => core.await_sasl(tag.to_string(), b"+ \r\n".to_vec()),
+        None => core.await_sasl(tag.to_string(), format!("+ {first}\r\n").into_bytes()),
         Some(None) => reply(tag, "BAD Syntax error in AUTHENTICATE arguments"),
     }
 }
 
-/// Decode a SASL PLAIN response (`=` is an empty one).
+/// Take a SASL response (`=` is an empty one): the credentials, or the next challenge.
 fn sasl_response(core: &mut Core, tag: String, response: &[u8]) -> ClientEvent {
     let response = if response == b"=" { &b""[..] } else { response };
-    match decode_plain(response) {
-        Ok(creds) => core.begin_login(tag, creds),
-        Err(PlainError::Base64) => reply(&tag, "BAD Invalid base64 data"),
-        Err(PlainError::Syntax) => reply(&tag, "NO [AUTHENTICATIONFAILED] Invalid PLAIN response"),
-        Err(PlainError::AuthzidMismatch) => reply(
+    match core.sasl_respond(response) {
+        Next::Login(creds) => core.begin_login(tag, creds),
+        Next::Challenge(text) => core.await_sasl(tag, format!("+ {text}\r\n").into_bytes()),
+        Next::Failed(PlainError::Base64) => reply(&tag, "BAD Invalid base64 data"),
+        Next::Failed(PlainError::Syntax) => {
+            reply(&tag, "NO [AUTHENTICATIONFAILED] Invalid SASL response")
+        }
+        Next::Failed(PlainError::AuthzidMismatch) => reply(
             &tag,
             "NO [AUTHORIZATIONFAILED] Authorization identity not supported",
         ),
@@ -315,7 +316,7 @@ mod tests {
         let g = String::from_utf8(machine().greeting()).unwrap();
         assert_eq!(
             g,
-            "* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS AUTH=PLAIN] Portcullis ready on proxy.test\r\n"
+            "* OK [CAPABILITY IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ STARTTLS AUTH=PLAIN AUTH=LOGIN] Portcullis ready on proxy.test\r\n"
         );
     }
 
@@ -328,7 +329,7 @@ mod tests {
         let mut m = ImapClientSide::new(s);
         assert_eq!(
             text(&feed(&mut m, b"c CAPABILITY\r\n")),
-            "* CAPABILITY IMAP4rev1 LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN\r\nc OK Capability completed\r\n"
+            "* CAPABILITY IMAP4rev1 LOGIN-REFERRALS ID ENABLE IDLE LITERAL+ AUTH=PLAIN AUTH=LOGIN\r\nc OK Capability completed\r\n"
         );
     }
 
@@ -661,5 +662,26 @@ mod tests {
             let bytes = garbage.bytes(300, b"a {}()\"\\ \r\n+*0123LOGINAUTHENTICATE");
             let _ = feed(&mut m, &bytes);
         }
+    }
+
+    #[test]
+    fn authenticate_login_asks_for_user_then_password() {
+        let mut m = machine();
+        assert_eq!(
+            text(&feed(&mut m, b"a AUTHENTICATE LOGIN\r\n")),
+            "+ VXNlcm5hbWU6\r\n"
+        );
+        // "alice", then "pw"
+        assert_eq!(text(&feed(&mut m, b"YWxpY2U=\r\n")), "+ UGFzc3dvcmQ6\r\n");
+        assert_eq!(feed(&mut m, b"cHc=\r\n"), vec![creds("alice", "pw")]);
+        // With SASL-IR the user name comes first.
+        let mut m = machine();
+        assert_eq!(
+            text(&feed(&mut m, b"b AUTHENTICATE login YWxpY2U=\r\n")),
+            "+ UGFzc3dvcmQ6\r\n"
+        );
+        assert_eq!(feed(&mut m, b"cHc=\r\n"), vec![creds("alice", "pw")]);
+        let r = m.login_finished(&LoginOutcome::Rejected { text: "no".into() });
+        assert!(r.bytes.starts_with(b"b NO [AUTHENTICATIONFAILED]"));
     }
 }

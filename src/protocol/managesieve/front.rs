@@ -9,7 +9,7 @@
 use crate::protocol::conversation::{
     self, Conversation, Dialect, LoginBlock, StartTlsBlock, Words,
 };
-use crate::protocol::sasl::{decode_plain, PlainError};
+use crate::protocol::sasl::{Mechanism, Next, PlainError};
 use crate::protocol::ClientEvent;
 
 use super::syntax::{self, parse_line, Bounds, Parsed, SyntaxError, Token};
@@ -91,7 +91,7 @@ fn capability_lines(core: &Core) -> Vec<String> {
         Some(configured) => parse_configured_capability(configured),
         None => vec![
             format!("\"IMPLEMENTATION\" {}", quoted(&core.settings.product)),
-            "\"SASL\" \"PLAIN\"".to_string(),
+            "\"SASL\" \"PLAIN LOGIN\"".to_string(),
             format!("\"SIEVE\" \"{DEFAULT_SIEVE_EXTENSIONS}\""),
             "\"NOTIFY\" \"mailto\"".to_string(),
             "\"VERSION\" \"1.0\"".to_string(),
@@ -177,32 +177,33 @@ fn execute(core: &mut Core, tokens: Vec<Token>) -> ClientEvent {
 }
 
 fn authenticate(core: &mut Core, mechanism: &Token, initial: Option<&Token>) -> ClientEvent {
-    let is_plain = mechanism
-        .text()
-        .is_some_and(|m| m.eq_ignore_ascii_case(b"PLAIN"));
-    if !is_plain {
+    let Some(mechanism) = mechanism.text().and_then(Mechanism::named) else {
         return reply("NO \"Unsupported mechanism.\"");
-    }
+    };
     if let Some(refusal) = login_refusal(core) {
         return ClientEvent::LoginRefused {
             user: None,
             reply: format!("{refusal}\r\n").into_bytes(),
         };
     }
+    let first = core.begin_sasl(mechanism);
     match initial.map(Token::text) {
-        None => core.await_sasl((), b"\"\"\r\n".to_vec()),
+        None => core.await_sasl((), format!("\"{first}\"\r\n").into_bytes()),
         Some(Some(initial)) => sasl_response(core, initial),
         Some(None) => reply("NO \"Syntax error in arguments.\""),
     }
 }
 
-/// Decode a base64 PLAIN response.
+/// Take a base64 SASL response: the credentials, or the next challenge.
 fn sasl_response(core: &mut Core, response: &[u8]) -> ClientEvent {
-    match decode_plain(response) {
-        Ok(creds) => core.begin_login((), creds),
-        Err(PlainError::Base64) => reply("NO \"Invalid base64 data.\""),
-        Err(PlainError::Syntax) => reply("NO \"Invalid PLAIN response.\""),
-        Err(PlainError::AuthzidMismatch) => reply("NO \"Authorization identity not supported.\""),
+    match core.sasl_respond(response) {
+        Next::Login(creds) => core.begin_login((), creds),
+        Next::Challenge(text) => core.await_sasl((), format!("\"{text}\"\r\n").into_bytes()),
+        Next::Failed(PlainError::Base64) => reply("NO \"Invalid base64 data.\""),
+        Next::Failed(PlainError::Syntax) => reply("NO \"Invalid SASL response.\""),
+        Next::Failed(PlainError::AuthzidMismatch) => {
+            reply("NO \"Authorization identity not supported.\"")
+        }
     }
 }
 
@@ -321,7 +322,7 @@ mod tests {
     #[test]
     fn greeting_is_the_capability_block() {
         let g = String::from_utf8(machine().greeting()).unwrap();
-        assert_eq!(g, block("PLAIN", true, "Portcullis ready."));
+        assert_eq!(g, block("PLAIN LOGIN", true, "Portcullis ready."));
     }
 
     #[test]
@@ -354,7 +355,7 @@ mod tests {
         let mut m = machine();
         assert_eq!(
             text(&feed(&mut m, b"CAPABILITY\r\n")),
-            block("PLAIN", true, "Capability completed.")
+            block("PLAIN LOGIN", true, "Capability completed.")
         );
         assert_eq!(
             text(&feed(&mut m, b"noop\r\n")),
@@ -462,7 +463,7 @@ mod tests {
         );
         assert_eq!(
             text(&feed(&mut m, b"AUTHENTICATE \"PLAIN\" \"\"\r\n")),
-            "NO \"Invalid PLAIN response.\"\r\n"
+            "NO \"Invalid SASL response.\"\r\n"
         );
     }
 
@@ -545,7 +546,7 @@ mod tests {
         m.tls_established();
         assert_eq!(
             text(&[m.next_event()]),
-            block("PLAIN", false, "TLS negotiation successful.")
+            block("PLAIN LOGIN", false, "TLS negotiation successful.")
         );
         // The injected AUTHENTICATE is gone.
         assert_eq!(m.next_event(), ClientEvent::NeedInput);
@@ -587,7 +588,7 @@ mod tests {
         m.tls_established();
         assert_eq!(
             text(&[m.next_event()]),
-            block("PLAIN", false, "TLS negotiation successful.")
+            block("PLAIN LOGIN", false, "TLS negotiation successful.")
         );
         assert_eq!(feed(&mut m, login.as_bytes()), vec![creds("alice", "pw")]);
     }
@@ -720,5 +721,20 @@ mod tests {
                 let _ = feed(&mut m, &bytes);
             }
         }
+    }
+
+    #[test]
+    fn authenticate_login_asks_for_user_then_password() {
+        let mut m = machine();
+        m.greeting();
+        assert_eq!(
+            text(&feed(&mut m, b"AUTHENTICATE \"LOGIN\"\r\n")),
+            "\"VXNlcm5hbWU6\"\r\n"
+        );
+        assert_eq!(
+            text(&feed(&mut m, b"\"YWxpY2U=\"\r\n")),
+            "\"UGFzc3dvcmQ6\"\r\n"
+        );
+        assert_eq!(feed(&mut m, b"\"cHc=\"\r\n"), vec![creds("alice", "pw")]);
     }
 }

@@ -5,7 +5,8 @@
 //! [`super::front::parse_configured_capability`]), so a learned list and an admin-written one
 //! take the same path. Lines, not Perdition's double spaces, separate the items: a value may
 //! itself contain two spaces. What the proxy itself decides is left out: STARTTLS
-//! (per connection), SASL (the proxy offers PLAIN, the one mechanism it can forward) and
+//! (per connection), SASL (the proxy offers PLAIN and LOGIN, which carry the password it
+//! forwards) and
 //! Dovecot's XCLIENT (meant for trusted proxies, not for clients).
 
 use crate::protocol::line::{take_line, Line};
@@ -37,7 +38,7 @@ pub fn capability_from_greeting(buf: &[u8]) -> Learned {
         };
         let upper = line.to_ascii_uppercase();
         if upper == "OK" || upper.starts_with("OK ") {
-            items.push("\"SASL\" \"PLAIN\"".to_string());
+            items.push("\"SASL\" \"PLAIN LOGIN\"".to_string());
             return Learned::Done(Some(items.join("\n")));
         }
         if !line.starts_with('"') {
@@ -65,7 +66,7 @@ mod tests {
         assert_eq!(
             capability_from_greeting(DOVECOT),
             Learned::Done(Some(
-                "\"IMPLEMENTATION\" \"Dovecot Pigeonhole\"\n\"SIEVE\" \"fileinto reject envelope\"\n\"NOTIFY\" \"mailto\"\n\"VERSION\" \"1.0\"\n\"SASL\" \"PLAIN\"".into()
+                "\"IMPLEMENTATION\" \"Dovecot Pigeonhole\"\n\"SIEVE\" \"fileinto reject envelope\"\n\"NOTIFY\" \"mailto\"\n\"VERSION\" \"1.0\"\n\"SASL\" \"PLAIN LOGIN\"".into()
             ))
         );
     }

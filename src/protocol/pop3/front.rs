@@ -5,7 +5,7 @@ use crate::protocol::conversation::{
     self, Conversation, Dialect, LoginBlock, StartTlsBlock, Words,
 };
 use crate::protocol::line::{pop_line, split_word, Line};
-use crate::protocol::sasl::{decode_plain, PlainError};
+use crate::protocol::sasl::{Mechanism, Next, PlainError};
 use crate::protocol::{ClientEvent, Credentials};
 
 /// Advertised before login when the configuration does not say otherwise, one CAPA line each.
@@ -16,7 +16,7 @@ pub const DEFAULT_CAPABILITY: &[&str] = &[
     "PIPELINING",
     "AUTH-RESP-CODE",
     "USER",
-    "SASL PLAIN",
+    "SASL PLAIN LOGIN",
 ];
 
 /// Split a configured capability string into CAPA lines.
@@ -180,16 +180,17 @@ impl Pop3 {
         let (mechanism, rest) = split_word(args);
         if mechanism.is_empty() {
             return if rest.is_empty() {
-                ClientEvent::Send(b"+OK\r\nPLAIN\r\n.\r\n".to_vec())
+                ClientEvent::Send(b"+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n".to_vec())
             } else {
                 reply("-ERR Syntax error in AUTH arguments")
             };
         }
-        if !mechanism.eq_ignore_ascii_case(b"PLAIN") {
+        let Some(mechanism) = Mechanism::named(mechanism) else {
             return reply("-ERR Unsupported authentication mechanism");
-        }
+        };
+        let first = core.begin_sasl(mechanism);
         if rest.is_empty() {
-            return core.await_sasl((), b"+ \r\n".to_vec());
+            return core.await_sasl((), format!("+ {first}\r\n").into_bytes());
         }
         if rest.contains(&b' ') {
             return reply("-ERR Syntax error in AUTH arguments");
@@ -198,14 +199,15 @@ impl Pop3 {
     }
 }
 
-/// Decode a SASL PLAIN response (`=` is an empty one).
+/// Take a SASL response (`=` is an empty one): the credentials, or the next challenge.
 fn sasl_response(core: &mut Core, response: &[u8]) -> ClientEvent {
     let response = if response == b"=" { &b""[..] } else { response };
-    match decode_plain(response) {
-        Ok(creds) => core.begin_login((), creds),
-        Err(PlainError::Base64) => reply("-ERR Invalid base64 data"),
-        Err(PlainError::Syntax) => reply("-ERR [AUTH] Invalid PLAIN response"),
-        Err(PlainError::AuthzidMismatch) => {
+    match core.sasl_respond(response) {
+        Next::Login(creds) => core.begin_login((), creds),
+        Next::Challenge(text) => core.await_sasl((), format!("+ {text}\r\n").into_bytes()),
+        Next::Failed(PlainError::Base64) => reply("-ERR Invalid base64 data"),
+        Next::Failed(PlainError::Syntax) => reply("-ERR [AUTH] Invalid SASL response"),
+        Next::Failed(PlainError::AuthzidMismatch) => {
             reply("-ERR [AUTH] Authorization identity not supported")
         }
     }
@@ -293,7 +295,7 @@ mod tests {
         Pop3ClientSide::new(settings())
     }
 
-    const DEFAULT_CAPA: &str = "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN\r\nSTLS\r\n.\r\n";
+    const DEFAULT_CAPA: &str = "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN LOGIN\r\nSTLS\r\n.\r\n";
 
     #[test]
     fn greeting_names_product_and_host() {
@@ -318,7 +320,10 @@ mod tests {
         let mut m = Pop3ClientSide::new(s);
         let out = text(&feed(&mut m, b"CAPA\r\n"));
         assert!(!out.contains("STLS"), "{out}");
-        assert!(out.contains("\r\nUSER\r\nSASL PLAIN\r\n.\r\n"), "{out}");
+        assert!(
+            out.contains("\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n"),
+            "{out}"
+        );
         let mut s = settings();
         s.starttls_offered = false;
         let mut m = Pop3ClientSide::new(s);
@@ -361,7 +366,7 @@ mod tests {
         m.tls_established();
         assert_eq!(
             text(&feed(&mut m, b"CAPA\r\n")),
-            "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN\r\n.\r\n"
+            "+OK Capability list follows\r\nTOP\r\nUIDL\r\nRESP-CODES\r\nPIPELINING\r\nAUTH-RESP-CODE\r\nUSER\r\nSASL PLAIN LOGIN\r\n.\r\n"
         );
 
         let mut s = settings();
@@ -461,7 +466,7 @@ mod tests {
         let mut m = machine();
         assert_eq!(
             text(&feed(&mut m, b"AUTH PLAIN =\r\n")),
-            "-ERR [AUTH] Invalid PLAIN response\r\n"
+            "-ERR [AUTH] Invalid SASL response\r\n"
         );
         assert_eq!(
             text(&feed(&mut m, b"AUTH PLAIN %%%\r\n")),
@@ -495,7 +500,7 @@ mod tests {
         feed(&mut m, b"AUTH PLAIN\r\n");
         assert_eq!(
             text(&feed(&mut m, b"=\r\n")),
-            "-ERR [AUTH] Invalid PLAIN response\r\n"
+            "-ERR [AUTH] Invalid SASL response\r\n"
         );
         // Back to commands after each answer.
         assert_eq!(text(&feed(&mut m, b"NOOP\r\n")), "+OK\r\n");
@@ -504,13 +509,16 @@ mod tests {
     #[test]
     fn auth_lists_mechanisms_and_refuses_others() {
         let mut m = machine();
-        assert_eq!(text(&feed(&mut m, b"AUTH\r\n")), "+OK\r\nPLAIN\r\n.\r\n");
+        assert_eq!(
+            text(&feed(&mut m, b"AUTH\r\n")),
+            "+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n"
+        );
         assert_eq!(
             text(&feed(&mut m, b"AUTH CRAM-MD5\r\n")),
             "-ERR Unsupported authentication mechanism\r\n"
         );
         assert_eq!(
-            text(&feed(&mut m, b"AUTH LOGIN\r\n")),
+            text(&feed(&mut m, b"AUTH XOAUTH2\r\n")),
             "-ERR Unsupported authentication mechanism\r\n"
         );
     }
@@ -770,5 +778,13 @@ mod tests {
             }
             let _ = m.take_unprocessed();
         }
+    }
+
+    #[test]
+    fn auth_login_asks_for_user_then_password() {
+        let mut m = machine();
+        assert_eq!(text(&feed(&mut m, b"AUTH LOGIN\r\n")), "+ VXNlcm5hbWU6\r\n");
+        assert_eq!(text(&feed(&mut m, b"YWxpY2U=\r\n")), "+ UGFzc3dvcmQ6\r\n");
+        assert_eq!(feed(&mut m, b"cHc=\r\n"), vec![creds("alice", "pw")]);
     }
 }
