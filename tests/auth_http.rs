@@ -233,3 +233,65 @@ fn a_service_that_is_down_makes_logins_unavailable() {
         READ_TIMEOUT
     ));
 }
+
+/// The service checks the client's password (here a one-time token Dovecot knows nothing of);
+/// the proxy then logs in to Dovecot as its master user on the client's behalf.
+#[test]
+fn after_the_service_checks_the_password_the_proxy_logs_in_as_a_master_user() {
+    let dc = Dovecot::start();
+    let p = dc.imap;
+    let service = AuthService::start(move |h, _| {
+        if h["auth-user"] == "alice" && h["auth-pass"] == "one-time-token" {
+            ok(p)
+        } else {
+            vec![("Auth-Status".into(), "Invalid login or password".into())]
+        }
+    });
+    let port = free_port();
+    let (master, master_password) = MASTER;
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         [listener.backend]\nhost = \"\"\n\
+         [listener.map]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/auth\"\n\
+         master_user = \"{master}\"\nmaster_password = \"{master_password}\"\n",
+        service.port
+    );
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    imap_login(&mut c, "a", "alice", "one-time-token");
+    c.send_line("b SELECT INBOX");
+    let lines = c.read_until_tagged("b");
+    assert!(lines.iter().any(|l| l == "* 3 EXISTS"), "{lines:?}");
+    assert!(dc.saw_login("alice"));
+    // The master password appears nowhere in the proxy's log.
+    assert!(!proxy.log_text().contains(master_password));
+}
+
+/// A master user behind a map that does not check passwords would let any password in.
+#[test]
+fn check_refuses_a_master_user_behind_a_map_that_does_not_check_passwords() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("popmap");
+    std::fs::write(&map, "alice:127.0.0.1\n").unwrap();
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{}\"]\n\
+             [listener.backend]\nhost = \"\"\n\
+             [listener.map]\nkind = \"popmap\"\npath = \"{}\"\n\
+             master_user = \"m\"\nmaster_password = \"x\"\n",
+            free_port(),
+            map.display()
+        ),
+    )
+    .unwrap();
+    let out = run_portcullis(&["check", "--config", config.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("master_user needs a map that checks"),
+        "{stderr}"
+    );
+}

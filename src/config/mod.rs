@@ -290,6 +290,17 @@ pub struct MapConfig {
     /// Answers kept at most, of each kind (default 10000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_size: Option<u64>,
+    /// Log in to the back end as this master user on the client's behalf, as
+    /// `<user><master_separator><master_user>` with `master_password` (Dovecot's master users),
+    /// once the map has checked the client's password: only an `http` map does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_user: Option<String>,
+    /// Not shown by `portcullis check`, nor by `Debug`.
+    #[serde(default, skip_serializing)]
+    pub master_password: Option<Secret<String>>,
+    /// Between the user and the master user (Dovecot's `auth_master_user_separator`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_separator: Option<String>,
     /// Log in with the user name a map answer carries (`jane@server`; Perdition's
     /// `username_from_database`). Otherwise only its server is used.
     #[serde(default, skip_serializing_if = "is_default")]
@@ -500,6 +511,17 @@ impl Config {
                 };
                 if let Some(missing) = needs {
                     problems.push(format!("{name}: map.{missing} is required for this kind"));
+                }
+                if map.master_user.is_some() && map.kind != MapKind::Http {
+                    problems.push(format!(
+                        "{name}: map.master_user needs a map that checks the client's password \
+                         (kind = \"http\"); with this map any password would log in"
+                    ));
+                }
+                if map.master_user.is_some() != map.master_password.is_some() {
+                    problems.push(format!(
+                        "{name}: map.master_user and map.master_password go together"
+                    ));
                 }
             }
             for problem in l.users.problems() {

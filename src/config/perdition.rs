@@ -553,6 +553,9 @@ fn map(
                 cache_seconds: None,
                 negative_cache_seconds: None,
                 cache_size: None,
+                master_user: None,
+                master_password: None,
+                master_separator: None,
                 username_from_map: username_from_database,
             }));
         }
@@ -577,6 +580,9 @@ fn map(
             cache_seconds: None,
             negative_cache_seconds: None,
             cache_size: None,
+            master_user: None,
+            master_password: None,
+            master_separator: None,
             username_from_map: username_from_database,
         }));
     }
@@ -614,6 +620,9 @@ fn map(
         cache_seconds: None,
         negative_cache_seconds: None,
         cache_size: None,
+        master_user: None,
+        master_password: None,
+        master_separator: None,
         username_from_map: username_from_database,
     }))
 }

@@ -10,6 +10,7 @@
 use std::time::Instant;
 
 use crate::config::BackendTls;
+use crate::protocol::Secret;
 
 use super::rewrite::UserNames;
 use super::route::{parse_route, Route};
@@ -21,6 +22,13 @@ use super::{Answer, Endpoint, Login, Map, MapError, Query, Target};
 pub struct Defaults {
     pub port: u16,
     pub tls: BackendTls,
+}
+
+/// A back-end master user: `<user><separator><name>` logs in as `<user>` with `password`.
+pub struct Master {
+    pub name: String,
+    pub password: Secret<Vec<u8>>,
+    pub separator: String,
 }
 
 pub struct Router {
@@ -37,6 +45,8 @@ pub struct Router {
     pub client_server_specification: bool,
     /// Log in with the user name a map answer carries (Perdition's `-U`).
     pub username_from_map: bool,
+    /// Log in as this master user once the map has checked the client's password.
+    pub master: Option<Master>,
     pub dead: DeadServers,
 }
 
@@ -63,7 +73,15 @@ impl Router {
                     }
                     _ => self.names.login_name(name),
                 };
-                (vec![self.endpoint(&route)], user, route.password)
+                match &self.master {
+                    // Only a map that checked the password gets here with a master set.
+                    Some(master) => (
+                        vec![self.endpoint(&route)],
+                        format!("{user}{}{}", master.separator, master.name),
+                        Some(master.password.clone()),
+                    ),
+                    None => (vec![self.endpoint(&route)], user, route.password),
+                }
             }
             // A map's refusal is final; anything else may go to the listener's servers.
             Err(MapError::Denied(message)) => return Err(MapError::Denied(message)),
@@ -133,7 +151,7 @@ mod tests {
     use super::*;
     use crate::map::rewrite::Stages;
     use crate::map::{Connection, LookupFuture};
-    use crate::protocol::{Protocol, Secret};
+    use crate::protocol::Protocol;
 
     /// A map that knows `alice` and fails for `broken`.
     struct Fixed;
@@ -176,6 +194,7 @@ mod tests {
             },
             client_server_specification: false,
             username_from_map: false,
+            master: None,
             dead: DeadServers::default(),
         }
     }

@@ -20,10 +20,11 @@ use crate::map::ldap::{LdapMap, LdapSettings};
 use crate::map::popmap_re::PopmapRe;
 use crate::map::reload::Reloadable;
 use crate::map::route::split_host_port;
-use crate::map::router::{Defaults, Router};
+use crate::map::router::{Defaults, Master, Router};
 use crate::map::servers::DeadServers;
 use crate::map::sql::{table_query, SqlMap, Table};
 use crate::map::{Endpoint, Map};
+use crate::protocol::Secret;
 use crate::protocol::{ClientSettings, Protocol, Security};
 use crate::tls::{self, BackendVerification};
 
@@ -207,6 +208,14 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
             tls: backend.tls,
         },
         client_server_specification: l.client_server_specification,
+        master: l.map.as_ref().and_then(|m| {
+            let (name, password) = (m.master_user.clone()?, m.master_password.clone()?);
+            Some(Master {
+                name,
+                password: Secret::new(password.expose().as_bytes().to_vec()),
+                separator: m.master_separator.clone().unwrap_or_else(|| "*".into()),
+            })
+        }),
         // nginx's Auth-User always names the back-end user.
         username_from_map: l
             .map

@@ -281,6 +281,9 @@ fn generate_certs(dir: &Path) {
 pub const DOVECOT_CONF_TEMPLATE: &str = include_str!("dovecot.conf.in");
 
 /// Test users (name, password) known to every [`Dovecot`].
+/// Dovecot's master user (`USER*proxymaster` with this password logs in as USER).
+pub const MASTER: (&str, &str) = ("proxymaster", "masterpw");
+
 pub const USERS: &[(&str, &str)] = &[
     ("alice", "alicepw"),
     ("bob", "bobpw"),
@@ -502,6 +505,11 @@ impl Dovecot {
             .map(|(u, p)| format!("{u}:{{PLAIN}}{p}::::::\n"))
             .collect();
         fs::write(dir.join("passwd"), passwd).map_err(|e| e.to_string())?;
+        let (master, master_password) = MASTER;
+        let masters = format!("{master}:{{PLAIN}}{master_password}::::::\n");
+        fs::write(dir.join("masters"), masters).map_err(|e| e.to_string())?;
+        fs::set_permissions(dir.join("masters"), fs::Permissions::from_mode(0o644))
+            .map_err(|e| e.to_string())?;
         fs::set_permissions(dir.join("passwd"), fs::Permissions::from_mode(0o644))
             .map_err(|e| e.to_string())?;
 
