@@ -62,10 +62,15 @@ fn main() -> ExitCode {
                         }
                         return ExitCode::FAILURE;
                     }
-                    let shown = Config {
+                    let mut shown = Config {
                         limits: config.limits.effective(),
                         ..config
                     };
+                    // Passwords in map URLs and header values are not shown.
+                    for map in shown.listeners.iter_mut().filter_map(|l| l.map.as_mut()) {
+                        map.url = map.url.as_deref().map(portcullis::map::masked_url);
+                        map.headers.values_mut().for_each(|v| *v = "***".into());
+                    }
                     print!("{}", shown.to_toml());
                     eprintln!("configuration is valid");
                     ExitCode::SUCCESS

@@ -295,3 +295,101 @@ fn check_refuses_a_master_user_behind_a_map_that_does_not_check_passwords() {
         "{stderr}"
     );
 }
+
+/// A service that is down must not be skipped: the listener's own server is not used, or its
+/// checks (bans, disabled accounts) would be bypassed by making it fail.
+#[test]
+fn a_failing_service_is_not_bypassed_through_the_listeners_own_server() {
+    let dc = Dovecot::start();
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_port = dead.local_addr().unwrap().port();
+    drop(dead);
+    let port = free_port();
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         [listener.backend]\nhost = \"127.0.0.1:{}\"\n\
+         [listener.map]\nkind = \"http\"\nurl = \"http://127.0.0.1:{dead_port}/auth\"\n",
+        dc.imap
+    );
+    let _proxy = Proxy::start_toml(&toml, &[port]);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    c.send_line("a LOGIN alice alicepw");
+    let no = c.read_until_tagged("a").pop().unwrap();
+    assert!(no.starts_with("a NO [UNAVAILABLE]"), "{no}");
+    assert!(!logged_in_at(&dc, "alice"));
+}
+
+/// With a cache and a lookup key shared by many users (the domain), one user's answer is
+/// never given to another user with the same password.
+#[test]
+fn the_cache_never_gives_one_users_answer_to_another() {
+    let dc = Dovecot::start();
+    let p = dc.imap;
+    let service = AuthService::start(move |h, _| match h["auth-user"].as_str() {
+        "bob@x.test" => {
+            let mut reply = ok(p);
+            reply.push(("Auth-User".into(), "bob".into()));
+            reply.push(("Auth-Pass".into(), "bobpw".into()));
+            reply
+        }
+        _ => vec![("Auth-Status".into(), "Invalid login or password".into())],
+    });
+    let port = free_port();
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         [listener.backend]\nhost = \"\"\n\
+         [listener.users]\nquery_key = ['\\d']\n\
+         [listener.map]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/auth\"\ncache_seconds = 60\n",
+        service.port
+    );
+    let _proxy = Proxy::start_toml(&toml, &[port]);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    imap_login(&mut c, "a", "bob@x.test", "same-password");
+    let mut m = Client::plain(port);
+    m.expect_line("* OK");
+    m.send_line("a LOGIN mallory@x.test same-password");
+    let no = m.read_until_tagged("a").pop().unwrap();
+    assert_eq!(no, "a NO [AUTHENTICATIONFAILED] Invalid login or password");
+    assert_eq!(
+        service.requests().len(),
+        2,
+        "mallory's login was asked, not cached"
+    );
+    // bob again, same password: from the cache.
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    imap_login(&mut c, "a", "bob@x.test", "same-password");
+    assert_eq!(service.requests().len(), 2);
+}
+
+/// `check` shows the effective configuration without the secrets in it.
+#[test]
+fn check_does_not_show_map_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("portcullis.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{}\"]\n\
+             [listener.backend]\nhost = \"\"\n\
+             [listener.map]\nkind = \"http\"\nurl = \"http://u:url-secret@127.0.0.1:9/auth\"\n\
+             headers = {{ \"X-Auth-Key\" = \"header-secret\" }}\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let out = run_portcullis(&["check", "--config", config.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("[listener.map]"), "{stdout}");
+    assert!(
+        !stdout.contains("url-secret") && !stdout.contains("header-secret"),
+        "{stdout}"
+    );
+}

@@ -233,3 +233,40 @@ fn check_says_when_the_directory_cannot_be_reached() {
         "{stderr}"
     );
 }
+
+/// A directory that accepts connections and never answers: logins waiting for it are told
+/// to try later within the map's timeout, not one after another.
+#[test]
+fn a_stalled_directory_answers_every_waiting_login_in_time() {
+    let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = stalled.local_addr().unwrap().port();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for s in stalled.incoming().flatten() {
+            keep.lock().unwrap().push(s);
+        }
+    });
+    let port = free_port();
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         [listener.backend]\nhost = \"\"\n\
+         [listener.map]\nkind = \"ldap\"\nurl = \"ldap://127.0.0.1:{dead}/dc=nodomain?username,mailhost,port?one?(uid=%s)\"\n\
+         bind_dn = \"cn=reader,dc=nodomain\"\nbind_password = \"pw\"\ntimeout = 2\n"
+    );
+    let _proxy = Proxy::start_toml(&toml, &[port]);
+    let start = std::time::Instant::now();
+    let clients: Vec<_> = (0..8)
+        .map(|_| std::thread::spawn(move || login(port, "alice", "alicepw")))
+        .collect();
+    for c in clients {
+        let answer = c.join().unwrap();
+        assert!(answer.starts_with("a NO [UNAVAILABLE]"), "{answer}");
+    }
+    // One timeout's worth, not eight one after another (16 s).
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        start.elapsed()
+    );
+}

@@ -18,6 +18,9 @@ pub struct CacheSettings {
     pub size: u64,
 }
 
+/// Keys longer than this are not cached.
+const MAX_CACHED_KEY: usize = 1024;
+
 pub struct CachedMap {
     inner: Box<dyn Map>,
     /// Keyed at random when the process starts (SipHash), for the password part of keys.
@@ -36,16 +39,25 @@ impl CachedMap {
         }
     }
 
+    /// The cache key: the lookup key; for a map that answers from the password, the name as
+    /// the client gave it (such a map is asked with it, whatever the lookup key), the client's
+    /// address (the service may decide by it) and a keyed hash of the password.
     fn key(&self, query: &Query<'_>) -> String {
         if !self.inner.answers_from_password() {
             return query.key.to_string();
         }
         use std::hash::BuildHasher;
-        let hash = self.hasher.hash_one(query.login.password.expose());
-        format!("{}\0{hash:016x}", query.key)
+        let login = query.login;
+        let hash = self.hasher.hash_one(login.password.expose());
+        let ip = login.connection.peer.ip().to_canonical();
+        format!("{}\0{ip}\0{hash:016x}", login.user)
     }
 
     async fn lookup_cached(&self, query: &Query<'_>) -> Result<Answer, MapError> {
+        // Names longer than any map looks up are not worth the memory.
+        if query.key.len() > MAX_CACHED_KEY || query.login.user.len() > MAX_CACHED_KEY {
+            return self.inner.lookup(query).await;
+        }
         let key = self.key(query);
         if let Some(answer) = match &self.found {
             Some(found) => found.get(&key).await,

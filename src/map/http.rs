@@ -24,6 +24,9 @@ use super::route::Route;
 use super::{Answer, Login, LookupFuture, Map, MapError, Query};
 use crate::protocol::{Protocol, Secret};
 
+/// Requests to the service in flight at once.
+const MAX_CONCURRENT: usize = 32;
+
 /// `Auth-Status: WAIT` answers followed before the login is unavailable.
 const MAX_WAITS: u32 = 3;
 
@@ -35,6 +38,10 @@ const MAX_MESSAGE: usize = 200;
 
 pub struct HttpMap {
     uri: Uri,
+    /// The URI as log lines show it (no password).
+    shown: String,
+    /// Requests in flight at once; the others wait (within the routing bound).
+    in_flight: tokio::sync::Semaphore,
     /// Sent with every request (a shared secret, typically).
     headers: Vec<(HeaderName, HeaderValue)>,
     client: Client<HttpConnector, Empty<Bytes>>,
@@ -67,8 +74,11 @@ impl HttpMap {
         connector.set_connect_timeout(Some(timeout));
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(MAX_CONCURRENT)
             .build(connector);
         Ok(HttpMap {
+            shown: super::masked_url(&uri.to_string()),
+            in_flight: tokio::sync::Semaphore::new(MAX_CONCURRENT),
             uri,
             headers,
             client,
@@ -96,12 +106,17 @@ impl HttpMap {
     }
 
     async fn ask(&self, login: &Login<'_>) -> Result<Answer, MapError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| MapError::Unavailable("closing".into()))?;
         for _ in 0..=MAX_WAITS {
             let request = self.request(login)?;
             let reply = tokio::time::timeout(self.timeout, self.client.request(request))
                 .await
-                .map_err(|_| MapError::Unavailable(format!("{}: no answer in time", self.uri)))?
-                .map_err(|e| MapError::Unavailable(format!("{}: {e}", self.uri)))?;
+                .map_err(|_| MapError::Unavailable(format!("{}: no answer in time", self.shown)))?
+                .map_err(|e| MapError::Unavailable(format!("{}: {e}", self.shown)))?;
             match read_reply(reply.headers())? {
                 Reply::Wait(seconds) => tokio::time::sleep(seconds).await,
                 Reply::Denied { message, wait } => {
@@ -113,7 +128,7 @@ impl HttpMap {
         }
         Err(MapError::Unavailable(format!(
             "{}: still WAIT after {MAX_WAITS} tries",
-            self.uri
+            self.shown
         )))
     }
 }
@@ -124,7 +139,7 @@ impl Map for HttpMap {
     }
 
     fn describe(&self) -> String {
-        format!("auth_http {}", self.uri)
+        format!("auth_http {}", self.shown)
     }
 
     fn answers_from_password(&self) -> bool {

@@ -10,7 +10,12 @@
 
 use std::time::Duration;
 
-use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Scope, SearchEntry};
+use std::panic::AssertUnwindSafe;
+
+use ldap3::{
+    ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, LdapError, Scope, SearchEntry,
+    SearchOptions,
+};
 use tokio::sync::{Mutex, Semaphore};
 use url::Url;
 
@@ -56,7 +61,15 @@ pub struct LdapMap {
     timeout: Duration,
     connection: Mutex<Option<Ldap>>,
     in_flight: Semaphore,
+    /// The last connection failure and when it happened.
+    failed: std::sync::Mutex<Option<(std::time::Instant, String)>>,
 }
+
+/// How long after a failed connection lookups fail at once.
+const FAIL_FAST: Duration = Duration::from_secs(5);
+
+/// LDAP's sizeLimitExceeded result code.
+const SIZE_LIMIT_EXCEEDED: u32 = 4;
 
 impl LdapMap {
     /// Read the URL (Perdition's `-m` string may start with its protocol version, `2:` or
@@ -66,17 +79,18 @@ impl LdapMap {
             .strip_prefix("3:")
             .or_else(|| url.strip_prefix("2:"))
             .unwrap_or(url);
-        let parsed = Url::parse(url).map_err(|e| format!("LDAP URL {url:?}: {e}"))?;
+        let shown = super::masked_url(url);
+        let parsed = Url::parse(url).map_err(|e| format!("LDAP URL {shown:?}: {e}"))?;
         if !matches!(parsed.scheme(), "ldap" | "ldaps") {
             return Err(format!(
-                "LDAP URL {url:?}: the scheme must be ldap or ldaps"
+                "LDAP URL {shown:?}: the scheme must be ldap or ldaps"
             ));
         }
         let params =
-            ldap3::get_url_params(&parsed).map_err(|e| format!("LDAP URL {url:?}: {e}"))?;
+            ldap3::get_url_params(&parsed).map_err(|e| format!("LDAP URL {shown:?}: {e}"))?;
         if !params.filter.contains("%s") {
             return Err(format!(
-                "LDAP URL {url:?}: the filter has no %s for the user"
+                "LDAP URL {shown:?}: the filter has no %s for the user"
             ));
         }
         let mut attrs = params.attrs.iter().map(|a| a.to_string());
@@ -84,7 +98,7 @@ impl LdapMap {
         let attributes = [attribute(), attribute(), attribute()];
         if attributes[1].is_none() {
             return Err(format!(
-                "LDAP URL {url:?}: name the attributes user,server[,port] (e.g. username,mailhost,port)"
+                "LDAP URL {shown:?}: name the attributes user,server[,port] (e.g. username,mailhost,port)"
             ));
         }
         let mut bind = None;
@@ -132,6 +146,7 @@ impl LdapMap {
             timeout: settings.timeout,
             connection: Mutex::new(None),
             in_flight: Semaphore::new(MAX_CONCURRENT),
+            failed: std::sync::Mutex::new(None),
         })
     }
 
@@ -159,16 +174,48 @@ impl LdapMap {
         Ok(ldap)
     }
 
+    /// [`LdapMap::search_now`] within the map's timeout, all waiting included.
     async fn search(&self, key: &str) -> Result<Answer, MapError> {
         if key.len() > MAX_KEY {
             return Err(MapError::NotFound);
         }
+        if let Some(e) = self.recently_failed() {
+            return Err(MapError::Unavailable(e));
+        }
+        tokio::time::timeout(self.timeout, self.search_now(key))
+            .await
+            .unwrap_or_else(|_| {
+                Err(MapError::Unavailable(format!(
+                    "{}: no answer in {} s",
+                    self.server,
+                    self.timeout.as_secs()
+                )))
+            })
+    }
+
+    /// A connection failure of the last [`FAIL_FAST`]: lookups meanwhile fail at once
+    /// instead of each waiting for the same timeout.
+    fn recently_failed(&self) -> Option<String> {
+        let failed = self.failed.lock().ok()?;
+        let (at, e) = failed.as_ref()?;
+        (at.elapsed() < FAIL_FAST).then(|| e.clone())
+    }
+
+    async fn search_now(&self, key: &str) -> Result<Answer, MapError> {
         let _permit = self
             .in_flight
             .acquire()
             .await
             .map_err(|_| MapError::Unavailable("closing".into()))?;
-        let mut ldap = self.connection().await.map_err(MapError::Unavailable)?;
+        let mut ldap = match self.connection().await {
+            Ok(ldap) => ldap,
+            Err(e) => {
+                if let Ok(mut failed) = self.failed.lock() {
+                    *failed = Some((std::time::Instant::now(), e.clone()));
+                }
+                return Err(MapError::Unavailable(e));
+            }
+        };
         let filter = self.filter.replace("%s", &ldap_escape(key));
         let attrs: Vec<&str> = self
             .attributes
@@ -176,13 +223,21 @@ impl LdapMap {
             .flatten()
             .map(String::as_str)
             .collect();
+        // Two entries are enough to know the key is ambiguous.
         let found = ldap
             .with_timeout(self.timeout)
+            .with_search_options(SearchOptions::new().sizelimit(2))
             .search(&self.base, self.scope, &filter, attrs)
             .await
             .and_then(|r| r.success());
         let entries = match found {
             Ok((entries, _)) => entries,
+            Err(LdapError::LdapResult { result }) if result.rc == SIZE_LIMIT_EXCEEDED => {
+                return Err(MapError::Unavailable(format!(
+                    "several entries match {filter:?} in {}; expected one",
+                    self.base
+                )))
+            }
             Err(e) => {
                 // The next lookup opens a fresh connection.
                 *self.connection.lock().await = None;
@@ -191,9 +246,18 @@ impl LdapMap {
         };
         match entries.len() {
             0 => Err(MapError::NotFound),
-            1 => self.answer(SearchEntry::construct(
-                entries.into_iter().next().expect("one"),
-            )),
+            1 => {
+                let entry = entries.into_iter().next().expect("one");
+                // ldap3 panics on an entry that is not well formed (a DN that is not UTF-8):
+                // a hostile directory must not end the session without an answer.
+                match std::panic::catch_unwind(AssertUnwindSafe(|| SearchEntry::construct(entry))) {
+                    Ok(entry) => self.answer(entry),
+                    Err(_) => Err(MapError::Unavailable(format!(
+                        "{}: a malformed entry",
+                        self.server
+                    ))),
+                }
+            }
             n => Err(MapError::Unavailable(format!(
                 "{n} entries match {filter:?} in {}; expected one",
                 self.base

@@ -72,6 +72,9 @@ pub struct Target {
     /// The user name the map gave, when it is the one to log in with (Perdition's `-U`):
     /// the log names the user by it, as Perdition's does.
     pub map_user: Option<String>,
+    /// Why the listener's own servers are used although the listener has a map that failed
+    /// (for the log).
+    pub fallback_reason: Option<String>,
 }
 
 /// One back-end server and how to reach it.
@@ -104,6 +107,31 @@ impl Endpoint {
     pub fn tls_name(&self) -> &str {
         self.tls_name.as_deref().unwrap_or(self.connect_host())
     }
+}
+
+/// A map URL fit for a log line or `check`'s output: a password in it (`user:password@`,
+/// LDAP's `x-bindpw=`) is replaced by `***`, also when the URL does not parse.
+pub fn masked_url(url: &str) -> String {
+    let mut out = match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_string(),
+        // Unparsable: hide everything between "://" and the last "@" before the path.
+        Err(_) => match (url.find("://"), url.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                format!("{}***{}", &url[..scheme + 3], &url[at..])
+            }
+            _ => url.to_string(),
+        },
+    };
+    if let Some(at) = out.to_ascii_lowercase().find("x-bindpw=") {
+        let start = at + "x-bindpw=".len();
+        let end = out[start..].find(',').map_or(out.len(), |i| start + i);
+        out.replace_range(start..end, "***");
+    }
+    out
 }
 
 /// Why a lookup produced no route.

@@ -63,6 +63,7 @@ impl Router {
             None => Err(MapError::NotFound),
         };
         let mut map_user = None;
+        let mut fallback_reason = None;
         let (mut endpoints, user, password) = match found {
             Ok(route) => {
                 // Perdition's -U: the map's name, rewritten for the login like the client's.
@@ -83,9 +84,18 @@ impl Router {
                     None => (vec![self.endpoint(&route)], user, route.password),
                 }
             }
-            // A map's refusal is final; anything else may go to the listener's servers.
+            // A map's refusal is final; anything else may go to the listener's servers, but
+            // never past a map that checks passwords: that would skip its checks.
             Err(MapError::Denied(message)) => return Err(MapError::Denied(message)),
-            Err(_) if !self.servers.is_empty() => {
+            Err(MapError::Unavailable(reason))
+                if self.map.as_ref().is_some_and(|m| m.answers_from_password()) =>
+            {
+                return Err(MapError::Unavailable(reason))
+            }
+            Err(e) if !self.servers.is_empty() => {
+                if let MapError::Unavailable(reason) = e {
+                    fallback_reason = Some(reason);
+                }
                 let mut servers = self.servers.clone();
                 if self.random_first {
                     rotate_randomly(&mut servers);
@@ -100,6 +110,7 @@ impl Router {
             user,
             password,
             map_user,
+            fallback_reason,
         })
     }
 
@@ -133,6 +144,7 @@ impl Router {
             user,
             password: None,
             map_user: None,
+            fallback_reason: None,
         })
     }
 

@@ -121,29 +121,18 @@ pub fn table_query(url: &str, table: &Table) -> Result<String, String> {
     })
 }
 
-/// The URL without its password, for log lines.
-fn without_password(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
-        _ => url.to_string(),
-    }
-}
-
 impl SqlMap {
     /// Check `url` and `query`'s database; connections are opened on first use.
     pub fn new(url: &str, query: String, timeout: Duration) -> Result<SqlMap, String> {
         dialect(url)?;
         sqlx::any::install_default_drivers();
         let options = AnyConnectOptions::from_str(url)
-            .map_err(|e| format!("database {}: {e}", without_password(url)))?;
+            .map_err(|e| format!("database {}: {e}", super::masked_url(url)))?;
         Ok(SqlMap {
             options,
             pool: OnceLock::new(),
             query,
-            name: without_password(url),
+            name: super::masked_url(url),
             timeout,
         })
     }
@@ -317,8 +306,16 @@ mod tests {
     #[test]
     fn passwords_stay_out_of_names() {
         assert_eq!(
-            without_password("mysql://u:secret@h/db"),
+            super::super::masked_url("mysql://u:secret@h/db"),
             "mysql://u:***@h/db"
+        );
+        assert_eq!(
+            super::super::masked_url("ldap://h/dc=x?a,b?one?(uid=%s)?bindname=cn=r,x-bindpw=pw"),
+            "ldap://h/dc=x?a,b?one?(uid=%s)?bindname=cn=r,x-bindpw=***"
+        );
+        assert_eq!(
+            super::super::masked_url("mysql://u:secret@[::1/db"),
+            "mysql://***@[::1/db"
         );
     }
 }

@@ -6,7 +6,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::authlog::AuthRecord;
+use crate::authlog::{AuthRecord, Logger};
 use crate::config::BackendTls;
 use crate::map::{Connection, Endpoint, Login, MapError};
 use crate::protocol::{Credentials, LoginOutcome, Refusal, ServerEvent, ServerSettings};
@@ -28,6 +28,7 @@ pub struct LoggedIn {
 /// Route the user, connect and log in. `record` learns the server and its security.
 pub async fn login(
     listener: &ListenerState,
+    logger: &Logger,
     connection: &Connection,
     attempt: u32,
     creds: Credentials,
@@ -40,7 +41,15 @@ pub async fn login(
         attempt,
         connection,
     };
-    let target = match router.route(&login).await {
+    // Routing has its own bound: a map that queues or stalls answers unavailable in time.
+    let wait = listener.limits.backend_login_timeout();
+    let routed = tokio::time::timeout(wait, router.route(&login))
+        .await
+        .unwrap_or_else(|_| {
+            let reason = format!("no answer from the map in {} s", wait.as_secs());
+            Err(MapError::Unavailable(reason))
+        });
+    let target = match routed {
         Ok(target) => target,
         Err(MapError::Denied(message)) => return (LoginOutcome::Denied { message }, None),
         Err(MapError::NotFound) => {
@@ -52,6 +61,12 @@ pub async fn login(
             return (LoginOutcome::no_connection(format!("map: {reason}")), None)
         }
     };
+    if let Some(reason) = &target.fallback_reason {
+        logger.warning(&format!(
+            "map failed for {}: {reason}; using the listener's servers",
+            connection.peer
+        ));
+    }
     if let Some(user) = target.map_user {
         record.user = Some(user);
     }
@@ -59,6 +74,11 @@ pub async fn login(
         user: target.user,
         secret: target.password.unwrap_or(creds.secret),
     };
+    // What a map answered goes into a login command: held to the client's own rule.
+    if creds.check_characters().is_err() {
+        let reason = "the map's user name or password holds a NUL, CR or LF";
+        return (LoginOutcome::no_connection(reason), None);
+    }
     let mut outcome = LoginOutcome::no_connection("no server to connect to");
     // Failover happens here only: once credentials are sent, the attempt is what it is.
     for endpoint in &target.endpoints {

@@ -214,7 +214,7 @@ impl Session {
                 self.attempts += 1;
                 let attempt = self.attempts;
                 tokio::select! {
-                    done = backend::login(&self.listener, &connection, attempt, creds, &mut record) => done,
+                    done = backend::login(&self.listener, &self.services.logger, &connection, attempt, creds, &mut record) => done,
                     _ = reached(&mut phase, Phase::Closing) => {
                         (LoginOutcome::unavailable("server shutting down"), None)
                     }
