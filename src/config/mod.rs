@@ -223,6 +223,10 @@ pub struct Listener {
     /// Refuse all logins (maintenance).
     #[serde(default)]
     pub login_disabled: bool,
+    /// Offer OAUTHBEARER and XOAUTH2 to clients; the token goes to the back end unchanged,
+    /// which must take it (Dovecot's oauth2 passdb).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub oauth: bool,
     /// Name shown in greetings and in the IMAP ID answer.
     #[serde(default = "product_default")]
     pub greeting_name: String,

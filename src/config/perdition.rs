@@ -446,6 +446,7 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
             },
             lower_case,
             login_disabled: is_set("login_disabled")?,
+            oauth: false,
             greeting_name: "Portcullis".into(),
             backend: Backend {
                 host,

@@ -35,6 +35,17 @@ pub struct Credentials {
     /// The password. Arbitrary bytes are allowed by IMAP literals, but all back ends we speak to
     /// take UTF-8 or Latin-1 passwords, so we keep the raw bytes.
     pub secret: Secret<Vec<u8>>,
+    /// An OAuth 2.0 login: passed to the back end as the client sent it, `secret` holding the
+    /// bearer token (for a map that checks it).
+    pub bearer: Option<Bearer>,
+}
+
+/// An OAUTHBEARER (RFC 7628) or XOAUTH2 (Google's form) response, kept whole for the back end.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Bearer {
+    pub mechanism: sasl::Mechanism,
+    /// The decoded response (token inside).
+    pub response: Secret<Vec<u8>>,
 }
 
 /// Bytes no user name or password may hold: a NUL separates the fields of the SASL PLAIN
@@ -74,6 +85,7 @@ impl fmt::Debug for Credentials {
         // What follows a NUL in a name may be a password (`user\0password`).
         f.debug_struct("Credentials")
             .field("user", &loggable_user(&self.user))
+            .field("bearer", &self.bearer.as_ref().map(|b| b.mechanism))
             .field("secret", &"<redacted>")
             .finish()
     }
@@ -321,6 +333,8 @@ pub struct ClientSettings {
     pub tls_active: bool,
     /// Refuse every login (Perdition's `login_disabled`).
     pub login_disabled: bool,
+    /// Offer OAUTHBEARER and XOAUTH2 (passed to the back end, which must take them).
+    pub oauth: bool,
     /// Replace the back end's text in the successful login answer.
     pub ok_line: Option<String>,
     /// Host name shown in the greeting.
@@ -428,6 +442,7 @@ mod credential_tests {
         Credentials {
             user: user.into(),
             secret: Secret::new(secret.to_vec()),
+            bearer: None,
         }
     }
 

@@ -5,7 +5,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 
-use super::Credentials;
+use super::{Bearer, Credentials};
 
 /// Why a PLAIN response was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,7 @@ pub fn decode_plain(b64: &[u8]) -> Result<Credentials, PlainError> {
     Ok(Credentials {
         user: user.to_string(),
         secret: passwd.to_vec().into(),
+        bearer: None,
     })
 }
 
@@ -44,19 +45,61 @@ pub fn decode_plain(b64: &[u8]) -> Result<Credentials, PlainError> {
 pub enum Mechanism {
     Plain,
     Login,
+    /// RFC 7628: passed to the back end unchanged.
+    OAuthBearer,
+    /// Google's form: passed to the back end unchanged.
+    XOAuth2,
 }
 
 impl Mechanism {
     /// The mechanism a client named (any case); `None` for the ones a proxy cannot take.
     pub fn named(name: &[u8]) -> Option<Mechanism> {
-        if name.eq_ignore_ascii_case(b"PLAIN") {
-            Some(Mechanism::Plain)
-        } else if name.eq_ignore_ascii_case(b"LOGIN") {
-            Some(Mechanism::Login)
-        } else {
-            None
+        [
+            Mechanism::Plain,
+            Mechanism::Login,
+            Mechanism::OAuthBearer,
+            Mechanism::XOAuth2,
+        ]
+        .into_iter()
+        .find(|m| name.eq_ignore_ascii_case(m.name().as_bytes()))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Login => "LOGIN",
+            Mechanism::OAuthBearer => "OAUTHBEARER",
+            Mechanism::XOAuth2 => "XOAUTH2",
         }
     }
+}
+
+/// The user and the token of an OAUTHBEARER (`n,a=user,^Aauth=Bearer token^A^A`) or XOAUTH2
+/// (`user=user^Aauth=Bearer token^A^A`) response; `None` when either is missing.
+pub fn bearer_parts(mechanism: Mechanism, raw: &[u8]) -> Option<(String, Vec<u8>)> {
+    let text = std::str::from_utf8(raw).ok()?;
+    let mut fields = text.split('\u{1}');
+    let user = match mechanism {
+        Mechanism::OAuthBearer => {
+            // The GS2 header: flag, then `a=` authzid (with `=2C` for `,` and `=3D` for `=`).
+            let header = fields.next()?;
+            let authzid = header.split(',').find_map(|p| p.strip_prefix("a="))?;
+            authzid.replace("=2C", ",").replace("=3D", "=")
+        }
+        _ => {
+            let first = fields.next()?;
+            first.strip_prefix("user=")?.to_string()
+        }
+    };
+    let token = fields.find_map(|f| {
+        let (key, value) = f.split_once('=')?;
+        let value = key.eq_ignore_ascii_case("auth").then_some(value)?;
+        let (scheme, token) = value.split_once(' ')?;
+        scheme
+            .eq_ignore_ascii_case("Bearer")
+            .then(|| token.trim().as_bytes().to_vec())
+    })?;
+    (!user.is_empty() && !token.is_empty()).then_some((user, token))
 }
 
 /// Where an exchange is: what the client's next response is.
@@ -70,6 +113,8 @@ enum Step {
     /// The whole PLAIN message.
     #[default]
     Plain,
+    /// The whole OAUTHBEARER or XOAUTH2 message.
+    Bearer(Mechanism),
     /// LOGIN's user name.
     LoginUser,
     /// LOGIN's password, after this user name.
@@ -101,6 +146,12 @@ impl Exchange {
                 },
                 USERNAME_PROMPT,
             ),
+            bearer => (
+                Exchange {
+                    step: Step::Bearer(bearer),
+                },
+                "",
+            ),
         }
     }
 
@@ -111,6 +162,22 @@ impl Exchange {
                 Ok(creds) => Next::Login(creds),
                 Err(e) => Next::Failed(e),
             },
+            Step::Bearer(mechanism) => {
+                let Ok(raw) = STANDARD.decode(b64) else {
+                    return Next::Failed(PlainError::Base64);
+                };
+                match bearer_parts(mechanism, &raw) {
+                    Some((user, token)) => Next::Login(Credentials {
+                        user,
+                        secret: token.into(),
+                        bearer: Some(Bearer {
+                            mechanism,
+                            response: raw.into(),
+                        }),
+                    }),
+                    None => Next::Failed(PlainError::Syntax),
+                }
+            }
             Step::LoginUser => match decode_text(b64) {
                 Ok(user) if !user.is_empty() => {
                     self.step = Step::LoginPassword(user);
@@ -123,6 +190,7 @@ impl Exchange {
                 Ok(password) => Next::Login(Credentials {
                     user,
                     secret: password.into(),
+                    bearer: None,
                 }),
                 Err(_) => Next::Failed(PlainError::Base64),
             },
@@ -133,6 +201,18 @@ impl Exchange {
 fn decode_text(b64: &[u8]) -> Result<String, PlainError> {
     let raw = STANDARD.decode(b64).map_err(|_| PlainError::Base64)?;
     String::from_utf8(raw).map_err(|_| PlainError::Syntax)
+}
+
+/// What the back end is sent to log in with SASL: the mechanism and its base64 response (the
+/// client's own for a bearer token, else PLAIN with an empty authorisation identity).
+pub fn initial_response(creds: &Credentials) -> (&'static str, String) {
+    match &creds.bearer {
+        Some(bearer) => (
+            bearer.mechanism.name(),
+            STANDARD.encode(bearer.response.expose()),
+        ),
+        None => ("PLAIN", encode_plain(creds)),
+    }
 }
 
 /// Encode credentials as a base64 PLAIN response with an empty authorisation identity.
@@ -153,6 +233,7 @@ mod tests {
         Credentials {
             user: user.into(),
             secret: secret.as_bytes().to_vec().into(),
+            bearer: None,
         }
     }
 
@@ -175,6 +256,34 @@ mod tests {
         assert_eq!(exchange.respond(b"%%%"), Next::Failed(PlainError::Base64));
         let (mut exchange, _) = Exchange::start(Mechanism::Login);
         assert_eq!(exchange.respond(b""), Next::Failed(PlainError::Syntax));
+    }
+
+    #[test]
+    fn bearer_responses_give_the_user_and_the_token_and_are_kept_whole() {
+        let raw = b"n,a=alice@example.org,\x01host=mail\x01port=143\x01auth=Bearer tok3n\x01\x01";
+        assert_eq!(
+            bearer_parts(Mechanism::OAuthBearer, raw),
+            Some(("alice@example.org".into(), b"tok3n".to_vec()))
+        );
+        let raw = b"user=bob\x01auth=Bearer ya29.x\x01\x01";
+        assert_eq!(
+            bearer_parts(Mechanism::XOAuth2, raw),
+            Some(("bob".into(), b"ya29.x".to_vec()))
+        );
+        // No user (OAUTHBEARER without a=), or no token: refused.
+        assert_eq!(
+            bearer_parts(Mechanism::OAuthBearer, b"n,,\x01auth=Bearer t\x01\x01"),
+            None
+        );
+        assert_eq!(bearer_parts(Mechanism::XOAuth2, b"user=bob\x01\x01"), None);
+        let (mut exchange, first) = Exchange::start(Mechanism::XOAuth2);
+        assert_eq!(first, "");
+        let b64 = STANDARD.encode(b"user=bob\x01auth=Bearer ya29.x\x01\x01");
+        let Next::Login(creds) = exchange.respond(b64.as_bytes()) else {
+            panic!()
+        };
+        assert_eq!(creds.user, "bob");
+        assert_eq!(initial_response(&creds), ("XOAUTH2", b64));
     }
 
     #[test]

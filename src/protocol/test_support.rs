@@ -10,6 +10,7 @@ pub fn settings() -> ClientSettings {
         tls_required: false,
         tls_active: false,
         login_disabled: false,
+        oauth: false,
         ok_line: None,
         greeting_host: "proxy.test".into(),
         product: "Portcullis".into(),
@@ -58,6 +59,7 @@ pub fn creds(user: &str, pass: &str) -> ClientEvent {
     ClientEvent::Login(Credentials {
         user: user.into(),
         secret: pass.as_bytes().to_vec().into(),
+        bearer: None,
     })
 }
 

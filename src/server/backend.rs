@@ -70,9 +70,16 @@ pub async fn login(
     if let Some(user) = target.map_user {
         record.user = Some(user);
     }
+    // A bearer token goes to the back end as the client sent it, unless the map gave a
+    // password (or a master user) to log in with instead.
+    let bearer = match target.password {
+        Some(_) => None,
+        None => creds.bearer,
+    };
     let creds = Credentials {
         user: target.user,
         secret: target.password.unwrap_or(creds.secret),
+        bearer,
     };
     // What a map answered goes into a login command: held to the client's own rule.
     if creds.check_characters().is_err() {

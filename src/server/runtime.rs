@@ -330,6 +330,7 @@ fn client_settings(l: &Listener, limits: &Limits) -> ClientSettings {
         tls_required: l.tls == ListenerTls::StarttlsRequired,
         tls_active: l.tls == ListenerTls::Implicit,
         login_disabled: l.login_disabled,
+        oauth: l.oauth,
         ok_line: l.ok_line.clone(),
         greeting_host: hostname(),
         product: l.greeting_name.clone(),

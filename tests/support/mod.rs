@@ -478,10 +478,21 @@ impl Dovecot {
     /// Like [`Dovecot::start`], offering only these SASL mechanisms (`auth_mechanisms`), e.g.
     /// `"login"` for a server that does not advertise AUTH=PLAIN.
     pub fn start_with_mechanisms(mechanisms: &str) -> Dovecot {
+        Self::start_with(mechanisms, None)
+    }
+
+    /// Like [`Dovecot::start`], also taking OAUTHBEARER and XOAUTH2 tokens, which it checks at
+    /// `introspection_url` (RFC 7662, POST `token=...`, an answer `{"active": true,
+    /// "username": USER}`).
+    pub fn start_with_oauth2(introspection_url: &str) -> Dovecot {
+        Self::start_with("plain login oauthbearer xoauth2", Some(introspection_url))
+    }
+
+    fn start_with(mechanisms: &str, oauth2: Option<&str>) -> Dovecot {
         require_dovecot();
         let mut errors = Vec::new();
         for _ in 0..3 {
-            match Self::try_start(mechanisms) {
+            match Self::try_start(mechanisms, oauth2) {
                 Ok(d) => return d,
                 Err(e) => errors.push(e),
             }
@@ -489,7 +500,7 @@ impl Dovecot {
         panic!("could not start dovecot:\n{}", errors.join("\n-----\n"));
     }
 
-    fn try_start(mechanisms: &str) -> Result<Dovecot, String> {
+    fn try_start(mechanisms: &str, oauth2: Option<&str>) -> Result<Dovecot, String> {
         let certs = certs();
         let tmp = tempfile::Builder::new()
             .prefix("portcullis-dovecot-")
@@ -545,9 +556,24 @@ impl Dovecot {
             free_port(),
         );
         let instance = format!("portcullis-test-{}", unique_suffix());
+        let extra_passdb = match oauth2 {
+            None => String::new(),
+            Some(url) => {
+                let ext = format!(
+                    "introspection_mode = post\nintrospection_url = {url}\n\
+                     username_attribute = username\nactive_attribute = active\n\
+                     active_value = true\n"
+                );
+                fs::write(dir.join("oauth2.conf.ext"), ext).map_err(|e| e.to_string())?;
+                "passdb {\n  driver = oauth2\n  mechanisms = oauthbearer xoauth2\n  \
+                 args = @DIR@/oauth2.conf.ext\n}\n"
+                    .to_string()
+            }
+        };
         let conf_text = render_template(
             DOVECOT_CONF_TEMPLATE,
             &[
+                ("EXTRA_PASSDB", extra_passdb),
                 ("DIR", dir.display().to_string()),
                 ("INSTANCE", instance),
                 ("IMAP_PORT", imap.to_string()),

@@ -1,7 +1,7 @@
 //! The IMAP server side: reads the back end's greeting, optionally upgrades with STARTTLS, learns
 //! its capabilities and logs in with the client's credentials.
 
-use crate::protocol::sasl::encode_plain;
+use crate::protocol::sasl::initial_response;
 use crate::protocol::server_login::{Exchange, LineDialect};
 use crate::protocol::{
     has_capability, Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings,
@@ -56,13 +56,14 @@ impl ImapServerSide {
     /// Capabilities are known: log in the best way the server offers.
     fn login(&mut self) -> ServerEvent {
         let caps = self.capabilities.clone().unwrap_or_default();
-        if has_capability(&caps, "AUTH=PLAIN") {
-            let response = encode_plain(&self.creds).into_bytes();
+        let (mechanism, response) = initial_response(&self.creds);
+        if has_capability(&caps, &format!("AUTH={mechanism}")) {
+            let response = response.into_bytes();
             if has_capability(&caps, "SASL-IR") {
                 self.state = State::Login {
                     pending: Secret::default(),
                 };
-                let mut cmd = format!("{TAG_LOGIN} AUTHENTICATE PLAIN ").into_bytes();
+                let mut cmd = format!("{TAG_LOGIN} AUTHENTICATE {mechanism} ").into_bytes();
                 cmd.extend_from_slice(&response);
                 cmd.extend_from_slice(b"\r\n");
                 return ServerEvent::Send(cmd);
@@ -72,7 +73,13 @@ impl ImapServerSide {
             self.state = State::Login {
                 pending: Secret::new(vec![rest]),
             };
-            return ServerEvent::Send(format!("{TAG_LOGIN} AUTHENTICATE PLAIN\r\n").into_bytes());
+            let command = format!("{TAG_LOGIN} AUTHENTICATE {mechanism}\r\n");
+            return ServerEvent::Send(command.into_bytes());
+        }
+        if self.creds.bearer.is_some() {
+            return self
+                .ex
+                .unavailable(format!("server does not offer AUTH={mechanism}"));
         }
         if has_capability(&caps, "LOGINDISABLED") {
             return self.ex.unavailable("server advertises LOGINDISABLED");
@@ -262,6 +269,7 @@ mod tests {
         Credentials {
             user: "alice".into(),
             secret: Secret::new(pass.as_bytes().to_vec()),
+            bearer: None,
         }
     }
 

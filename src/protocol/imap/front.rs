@@ -66,6 +66,9 @@ fn capabilities(core: &Core) -> String {
         caps.push("LOGINDISABLED");
     } else {
         caps.extend(["AUTH=PLAIN", "AUTH=LOGIN"]);
+        if core.settings.oauth {
+            caps.extend(["AUTH=OAUTHBEARER", "AUTH=XOAUTH2"]);
+        }
     }
     caps.join(" ")
 }
@@ -161,6 +164,7 @@ fn login(core: &mut Core, tag: &str, user: &Token, pass: &Token) -> ClientEvent 
             let creds = Credentials {
                 user: user.to_string(),
                 secret: pass.to_vec().into(),
+                bearer: None,
             };
             core.begin_login(tag.to_string(), creds)
         }
@@ -646,7 +650,8 @@ mod tests {
                 events.last(),
                 Some(&ClientEvent::Login(Credentials {
                     user: user.clone(),
-                    secret: pass.clone().into()
+                    secret: pass.clone().into(),
+                    bearer: None,
                 })),
                 "round {round}: {:?}",
                 String::from_utf8_lossy(&wire)

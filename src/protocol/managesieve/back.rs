@@ -2,7 +2,7 @@
 //! STARTTLS (and reads the fresh block the server then sends unprompted), and logs in with
 //! `AUTHENTICATE "PLAIN"` and an initial response.
 
-use crate::protocol::sasl::encode_plain;
+use crate::protocol::sasl::initial_response;
 use crate::protocol::server_login::{Exchange, ServerDialect, MAX_SERVER_LINE};
 use crate::protocol::{has_capability, Credentials, LoginOutcome, ServerEvent, ServerSettings};
 
@@ -83,15 +83,20 @@ impl SieveServerSide {
             self.state = State::StartTls;
             return ServerEvent::Send(b"STARTTLS\r\n".to_vec());
         }
-        if let Some(sasl) = &self.sasl {
-            if !has_capability(sasl, "PLAIN") {
-                let reason = format!("server does not offer SASL PLAIN (SASL \"{sasl}\")");
-                return self.ex.unavailable(reason);
-            }
+        let (mechanism, response) = initial_response(&self.creds);
+        let offered = match &self.sasl {
+            Some(sasl) => has_capability(sasl, mechanism),
+            // No SASL line: PLAIN is worth a try, a bearer token is not.
+            None => self.creds.bearer.is_none(),
+        };
+        if !offered {
+            let listed = self.sasl.as_deref().unwrap_or("");
+            let reason = format!("server does not offer SASL {mechanism} (SASL \"{listed}\")");
+            return self.ex.unavailable(reason);
         }
         self.state = State::Login;
-        let mut command = b"AUTHENTICATE \"PLAIN\" ".to_vec();
-        command.extend_from_slice(&syntax::string(encode_plain(&self.creds).as_bytes()));
+        let mut command = format!("AUTHENTICATE \"{mechanism}\" ").into_bytes();
+        command.extend_from_slice(&syntax::string(response.as_bytes()));
         command.extend_from_slice(b"\r\n");
         ServerEvent::Send(command)
     }
@@ -203,6 +208,7 @@ mod tests {
             Credentials {
                 user: "alice".into(),
                 secret: pass.as_bytes().to_vec().into(),
+                bearer: None,
             },
             ServerSettings { starttls },
         )

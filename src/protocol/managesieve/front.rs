@@ -98,6 +98,13 @@ fn capability_lines(core: &Core) -> Vec<String> {
         ],
     };
     lines.retain(|l| capability_name(l) != "STARTTLS");
+    if core.settings.oauth {
+        for line in lines.iter_mut() {
+            if capability_name(line) == "SASL" && line.ends_with('"') {
+                line.insert_str(line.len() - 1, " OAUTHBEARER XOAUTH2");
+            }
+        }
+    }
     if login_refusal(core).is_some() {
         for line in lines.iter_mut() {
             if capability_name(line) == "SASL" {

@@ -3,7 +3,7 @@
 //! lists `SASL PLAIN` and by `USER`/`PASS` otherwise.
 
 use crate::protocol::line::split_word;
-use crate::protocol::sasl::encode_plain;
+use crate::protocol::sasl::initial_response;
 use crate::protocol::server_login::{Exchange, LineDialect};
 use crate::protocol::{Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings};
 
@@ -80,11 +80,12 @@ impl Pop3ServerSide {
         ServerEvent::Send(b"CAPA\r\n".to_vec())
     }
 
-    fn offers_sasl_plain(&self) -> bool {
+    /// Whether the CAPA answer's SASL line lists `mechanism`.
+    fn offers_sasl(&self, mechanism: &str) -> bool {
         self.capabilities.iter().any(|line| {
             let mut words = line.split_ascii_whitespace();
             words.next().is_some_and(|w| w.eq_ignore_ascii_case("SASL"))
-                && words.any(|m| m.eq_ignore_ascii_case("PLAIN"))
+                && words.any(|m| m.eq_ignore_ascii_case(mechanism))
         })
     }
 
@@ -97,9 +98,9 @@ impl Pop3ServerSide {
                 text: "user name or password contains CR, LF or NUL".into(),
             });
         }
-        if self.offers_sasl_plain() {
-            let response = encode_plain(&self.creds);
-            let command = format!("AUTH PLAIN {response}\r\n");
+        let (mechanism, response) = initial_response(&self.creds);
+        if self.offers_sasl(mechanism) {
+            let command = format!("AUTH {mechanism} {response}\r\n");
             if command.len() <= MAX_COMMAND {
                 self.state = State::Auth { pending: None };
                 return ServerEvent::Send(command.into_bytes());
@@ -107,7 +108,12 @@ impl Pop3ServerSide {
             self.state = State::Auth {
                 pending: Some(Secret::new(format!("{response}\r\n").into_bytes())),
             };
-            return ServerEvent::Send(b"AUTH PLAIN\r\n".to_vec());
+            return ServerEvent::Send(format!("AUTH {mechanism}\r\n").into_bytes());
+        }
+        if self.creds.bearer.is_some() {
+            return self
+                .ex
+                .unavailable(format!("server does not offer SASL {mechanism}"));
         }
         self.state = State::User;
         let mut command = b"USER ".to_vec();
@@ -213,6 +219,7 @@ impl LineDialect for Pop3ServerSide {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::sasl::encode_plain;
     use crate::protocol::server_login::MAX_SERVER_LINE;
     use crate::protocol::test_support::Garbage;
     use crate::protocol::{Failure, ServerSide};
@@ -221,6 +228,7 @@ mod tests {
         Credentials {
             user: user.into(),
             secret: pass.as_bytes().to_vec().into(),
+            bearer: None,
         }
     }
 

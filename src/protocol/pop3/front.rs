@@ -81,6 +81,13 @@ fn capabilities(core: &Core) -> Vec<String> {
             && !(refused
                 && (name.eq_ignore_ascii_case("USER") || name.eq_ignore_ascii_case("SASL")))
     });
+    if core.settings.oauth {
+        for cap in caps.iter_mut() {
+            if capability_name(cap).eq_ignore_ascii_case("SASL") {
+                cap.push_str(" OAUTHBEARER XOAUTH2");
+            }
+        }
+    }
     if core.starttls_available() {
         caps.push("STLS".into());
     }
@@ -163,6 +170,7 @@ impl Pop3 {
         let creds = Credentials {
             user,
             secret: args.to_vec().into(),
+            bearer: None,
         };
         core.begin_login((), creds)
     }
@@ -180,7 +188,11 @@ impl Pop3 {
         let (mechanism, rest) = split_word(args);
         if mechanism.is_empty() {
             return if rest.is_empty() {
-                ClientEvent::Send(b"+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n".to_vec())
+                ClientEvent::Send(if core.settings.oauth {
+                    b"+OK\r\nPLAIN\r\nLOGIN\r\nOAUTHBEARER\r\nXOAUTH2\r\n.\r\n".to_vec()
+                } else {
+                    b"+OK\r\nPLAIN\r\nLOGIN\r\n.\r\n".to_vec()
+                })
             } else {
                 reply("-ERR Syntax error in AUTH arguments")
             };
@@ -421,6 +433,7 @@ mod tests {
                 ClientEvent::Login(Credentials {
                     user: "bob".into(),
                     secret: b"p\xe4ss word".to_vec().into(),
+                    bearer: None,
                 })
             ]
         );
@@ -518,7 +531,7 @@ mod tests {
             "-ERR Unsupported authentication mechanism\r\n"
         );
         assert_eq!(
-            text(&feed(&mut m, b"AUTH XOAUTH2\r\n")),
+            text(&feed(&mut m, b"AUTH NTLM\r\n")),
             "-ERR Unsupported authentication mechanism\r\n"
         );
     }
