@@ -223,6 +223,14 @@ pub struct Listener {
     /// Refuse all logins (maintenance).
     #[serde(default)]
     pub login_disabled: bool,
+    /// Every connection starts with a PROXY protocol header (v1 or v2) from a load balancer;
+    /// its client address is the client's everywhere after that.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub proxy_protocol: bool,
+    /// The balancers allowed to send it (`10.0.0.0/24`, `2001:db8::1`); connections from
+    /// anywhere else are closed before the greeting.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub proxy_trusted: Vec<String>,
     /// Offer OAUTHBEARER and XOAUTH2 to clients; the token goes to the back end unchanged,
     /// which must take it (Dovecot's oauth2 passdb).
     #[serde(default, skip_serializing_if = "is_default")]
@@ -242,6 +250,16 @@ pub struct Listener {
     /// connect wherever it can reach.
     #[serde(default, skip_serializing_if = "is_default")]
     pub client_server_specification: bool,
+}
+
+/// `10.0.0.0/8`, `2001:db8::/32`, or one address.
+pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>().ok().or_else(|| {
+        text.parse::<std::net::IpAddr>()
+            .ok()
+            .map(ipnet::IpNet::from)
+    })
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -525,6 +543,18 @@ impl Config {
                 if map.master_user.is_some() != map.master_password.is_some() {
                     problems.push(format!(
                         "{name}: map.master_user and map.master_password go together"
+                    ));
+                }
+            }
+            if l.proxy_protocol && l.proxy_trusted.is_empty() {
+                problems.push(format!(
+                    "{name}: proxy_protocol needs proxy_trusted, the balancers that may send it"
+                ));
+            }
+            for network in &l.proxy_trusted {
+                if parse_network(network).is_none() {
+                    problems.push(format!(
+                        "{name}: proxy_trusted: {network:?} is not a network"
                     ));
                 }
             }

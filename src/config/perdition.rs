@@ -447,6 +447,8 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
             lower_case,
             login_disabled: is_set("login_disabled")?,
             oauth: false,
+            proxy_protocol: false,
+            proxy_trusted: Vec::new(),
             greeting_name: "Portcullis".into(),
             backend: Backend {
                 host,

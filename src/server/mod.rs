@@ -6,6 +6,7 @@
 mod backend;
 pub mod capability_probe;
 pub mod listener;
+pub mod proxy_header;
 pub mod relay;
 pub mod runtime;
 pub mod services;

@@ -40,6 +40,9 @@ pub struct ListenerState {
     pub connector: Option<TlsConnector>,
     /// Who serves which user.
     pub router: Router,
+    /// The balancers that must send a PROXY header first; `None` when the listener takes
+    /// clients directly.
+    pub proxy_trusted: Option<Vec<ipnet::IpNet>>,
     /// What a new client-side machine starts from; replaced once when capabilities are
     /// learned from the back end, shared by `Arc` with every connection.
     client_settings: RwLock<Arc<ClientSettings>>,
@@ -103,6 +106,12 @@ impl ListenerState {
                 acceptor,
                 connector,
                 router,
+                proxy_trusted: l.proxy_protocol.then(|| {
+                    l.proxy_trusted
+                        .iter()
+                        .filter_map(|n| crate::config::parse_network(n))
+                        .collect()
+                }),
                 client_settings: RwLock::new(Arc::new(client_settings(l, limits))),
                 config: l.clone(),
                 limits: limits.clone(),

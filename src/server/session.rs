@@ -24,6 +24,7 @@ use crate::protocol::{
 use crate::tls;
 
 use super::backend::{self, LoggedIn};
+use super::proxy_header;
 use super::relay::relay;
 use super::runtime::ListenerState;
 use super::services::Services;
@@ -93,8 +94,11 @@ impl Session {
     }
 
     /// Serve the client until it disconnects.
-    pub async fn run(self, tcp: TcpStream) {
+    pub async fn run(mut self, mut tcp: TcpStream) {
         let _ = tcp.set_nodelay(true);
+        if self.listener.proxy_trusted.is_some() && !self.read_proxy_header(&mut tcp).await {
+            return;
+        }
         self.logger().connect(self.peer, self.local);
         let stream = if self.listener.implicit_tls() {
             match self.handshake(tcp).await {
@@ -105,6 +109,29 @@ impl Session {
             MaybeTls::Plain(tcp)
         };
         self.converse(stream).await;
+    }
+
+    /// A balancer's PROXY header: from a trusted address, whole and well formed, or the
+    /// connection is closed before the greeting. Its addresses are the session's from now on.
+    async fn read_proxy_header(&mut self, tcp: &mut TcpStream) -> bool {
+        let from = self.peer.ip().to_canonical();
+        let trusted = self.listener.proxy_trusted.as_deref().unwrap_or_default();
+        let refused = if !trusted.iter().any(|network| network.contains(&from)) {
+            "not in proxy_trusted".to_string()
+        } else {
+            match timeout_at(self.deadline, proxy_header::read(tcp)).await {
+                Ok(Ok(proxied)) => {
+                    self.peer = proxied.source.unwrap_or(self.peer);
+                    self.local = proxied.destination.unwrap_or(self.local);
+                    return true;
+                }
+                Ok(Err(e)) => e,
+                Err(_) => "no header within the login timeout".to_string(),
+            }
+        };
+        let line = format!("PROXY header refused from {}: {refused}", self.peer);
+        self.logger().warning(&line);
+        false
     }
 
     /// Drive the client-side machine until the client leaves or a back end accepts it.

@@ -1016,6 +1016,17 @@ impl Client {
     }
 
     /// Connects over plain TCP to 127.0.0.1:`port`.
+    /// A client on a connection the test opened itself (and may have written to already).
+    pub fn from_stream(sock: TcpStream) -> Client {
+        let port = sock.peer_addr().map(|a| a.port()).unwrap_or(0);
+        let _ = sock.set_nodelay(true);
+        Client {
+            conn: Conn::Plain(sock),
+            buf: Vec::new(),
+            port,
+        }
+    }
+
     pub fn try_plain(port: u16) -> io::Result<Client> {
         let sock = TcpStream::connect(("127.0.0.1", port))?;
         sock.set_nodelay(true)?;

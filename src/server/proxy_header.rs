@@ -1,0 +1,288 @@
+//! The PROXY protocol header (HAProxy's spec, v1 and v2) that a load balancer in front of
+//! Portcullis sends before anything else, so that the client's address is known here.
+//!
+//! Reading it must not take a byte of what follows (a TLS ClientHello may be in the same
+//! segment), so [`next_read`] says exactly how many bytes to read next, from what has been read
+//! so far; [`parse`] then reads the whole header with the `ppp` crate, checks the CRC32C TLV
+//! when there is one, and keeps the AUTHORITY, UNIQUE_ID and SSL TLVs. Both are sans-I/O; the
+//! session's only I/O is [`read`].
+
+use std::net::SocketAddr;
+
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+/// A v1 header is at most 107 bytes (spec 2.1).
+const MAX_V1: usize = 107;
+/// A v2 header's length as accepted here; the spec allows 64 KiB, a balancer sends far less.
+pub const MAX_V2: usize = 1024;
+
+const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+const V1_PREFIX: &[u8; 6] = b"PROXY ";
+
+/// TLV types (spec 2.2.x).
+const TLV_AUTHORITY: u8 = 0x02;
+const TLV_CRC32C: u8 = 0x03;
+const TLV_UNIQUE_ID: u8 = 0x05;
+const TLV_SSL: u8 = 0x20;
+
+/// What the header says.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Proxied {
+    /// The client, for a proxied TCP connection; `None` for the balancer's own health checks
+    /// (LOCAL, UNKNOWN), which keep the connection's own addresses.
+    pub source: Option<SocketAddr>,
+    pub destination: Option<SocketAddr>,
+    /// The host name the client asked for (SNI), from the AUTHORITY TLV.
+    pub authority: Option<String>,
+    /// The balancer's id of the connection, from the UNIQUE_ID TLV.
+    pub unique_id: Option<Vec<u8>>,
+    /// The client spoke TLS to the balancer (SSL TLV).
+    pub ssl: bool,
+}
+
+/// How many bytes to read next, given those read so far; `Ok(0)` when the header is whole.
+pub fn next_read(buf: &[u8]) -> Result<usize, String> {
+    if buf.len() < V1_PREFIX.len() {
+        return Ok(V1_PREFIX.len() - buf.len());
+    }
+    if buf.starts_with(V1_PREFIX) {
+        // Byte by byte up to the CRLF: never past the end of the line.
+        return match (buf.ends_with(b"\r\n"), buf.len() >= MAX_V1) {
+            (true, _) => Ok(0),
+            (false, true) => Err("PROXY v1 header longer than 107 bytes".into()),
+            (false, false) => Ok(1),
+        };
+    }
+    if !V2_SIGNATURE.starts_with(&buf[..buf.len().min(12)]) {
+        return Err("not a PROXY protocol header".into());
+    }
+    if buf.len() < 16 {
+        return Ok(16 - buf.len());
+    }
+    let length = 16 + u16::from_be_bytes([buf[14], buf[15]]) as usize;
+    if length > MAX_V2 {
+        return Err(format!(
+            "PROXY v2 header of {length} bytes (at most {MAX_V2})"
+        ));
+    }
+    Ok(length - buf.len())
+}
+
+/// Read a whole header (as [`next_read`] framed it).
+pub fn parse(header: &[u8]) -> Result<Proxied, String> {
+    if header.starts_with(V1_PREFIX) {
+        return parse_v1(header);
+    }
+    let parsed = ppp::v2::Header::try_from(header).map_err(|e| format!("PROXY v2: {e}"))?;
+    let mut proxied = Proxied::default();
+    if parsed.command == ppp::v2::Command::Proxy {
+        (proxied.source, proxied.destination) = match parsed.addresses {
+            ppp::v2::Addresses::IPv4(a) => (
+                Some(SocketAddr::from((a.source_address, a.source_port))),
+                Some(SocketAddr::from((
+                    a.destination_address,
+                    a.destination_port,
+                ))),
+            ),
+            ppp::v2::Addresses::IPv6(a) => (
+                Some(SocketAddr::from((a.source_address, a.source_port))),
+                Some(SocketAddr::from((
+                    a.destination_address,
+                    a.destination_port,
+                ))),
+            ),
+            _ => (None, None),
+        };
+    }
+    for tlv in parsed.tlvs() {
+        let tlv = tlv.map_err(|e| format!("PROXY v2 TLV: {e}"))?;
+        match tlv.kind {
+            TLV_AUTHORITY => proxied.authority = Some(String::from_utf8_lossy(&tlv.value).into()),
+            TLV_UNIQUE_ID => proxied.unique_id = Some(tlv.value.to_vec()),
+            TLV_SSL => proxied.ssl = tlv.value.first().is_some_and(|client| client & 0x01 != 0),
+            TLV_CRC32C => check_crc(header, &tlv.value)?,
+            _ => {}
+        }
+    }
+    Ok(proxied)
+}
+
+fn parse_v1(header: &[u8]) -> Result<Proxied, String> {
+    let text = std::str::from_utf8(header).map_err(|_| "PROXY v1 header is not text")?;
+    let parsed = ppp::v1::Header::try_from(text).map_err(|e| format!("PROXY v1: {e}"))?;
+    let (source, destination) = match parsed.addresses {
+        ppp::v1::Addresses::Tcp4(a) => (
+            Some(SocketAddr::from((a.source_address, a.source_port))),
+            Some(SocketAddr::from((
+                a.destination_address,
+                a.destination_port,
+            ))),
+        ),
+        ppp::v1::Addresses::Tcp6(a) => (
+            Some(SocketAddr::from((a.source_address, a.source_port))),
+            Some(SocketAddr::from((
+                a.destination_address,
+                a.destination_port,
+            ))),
+        ),
+        ppp::v1::Addresses::Unknown => (None, None),
+    };
+    Ok(Proxied {
+        source,
+        destination,
+        ..Proxied::default()
+    })
+}
+
+/// The CRC32C TLV holds the checksum of the whole header with its own value zeroed.
+fn check_crc(header: &[u8], value: &[u8]) -> Result<(), String> {
+    let expected: [u8; 4] = value
+        .try_into()
+        .map_err(|_| "PROXY v2 CRC32C TLV is not 4 bytes")?;
+    let at = header
+        .windows(7)
+        .skip(16)
+        .position(|w| w[0] == TLV_CRC32C && w[1..3] == [0, 4] && w[3..7] == expected)
+        .map(|p| p + 16 + 3)
+        .ok_or("PROXY v2 CRC32C TLV not found")?;
+    let mut zeroed = header.to_vec();
+    zeroed[at..at + 4].fill(0);
+    if crc32c::crc32c(&zeroed).to_be_bytes() == expected {
+        Ok(())
+    } else {
+        Err("PROXY v2 CRC32C mismatch".into())
+    }
+}
+
+/// Read the header from `tcp`, taking no byte beyond it.
+pub async fn read(tcp: &mut TcpStream) -> Result<Proxied, String> {
+    let mut buf = Vec::with_capacity(64);
+    loop {
+        let n = next_read(&buf)?;
+        if n == 0 {
+            return parse(&buf);
+        }
+        let start = buf.len();
+        buf.resize(start + n, 0);
+        tcp.read_exact(&mut buf[start..])
+            .await
+            .map_err(|e| format!("PROXY header: {e}"))?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feed `bytes` through the framer as a reader would, returning the header it delimits.
+    fn frame(bytes: &[u8]) -> Result<Vec<u8>, String> {
+        let mut buf = Vec::new();
+        loop {
+            let n = next_read(&buf)?;
+            if n == 0 {
+                return Ok(buf);
+            }
+            let from = buf.len();
+            let Some(more) = bytes.get(from..from + n) else {
+                return Err("ran out".into());
+            };
+            buf.extend_from_slice(more);
+        }
+    }
+
+    fn v2(family_protocol: u8, addresses: &[u8], tlvs: &[u8]) -> Vec<u8> {
+        let mut h = V2_SIGNATURE.to_vec();
+        h.push(0x21); // version 2, PROXY
+        h.push(family_protocol);
+        h.extend_from_slice(&((addresses.len() + tlvs.len()) as u16).to_be_bytes());
+        h.extend_from_slice(addresses);
+        h.extend_from_slice(tlvs);
+        h
+    }
+
+    fn ipv4_addresses() -> Vec<u8> {
+        let mut a = vec![192, 0, 2, 7, 198, 51, 100, 1];
+        a.extend_from_slice(&51000u16.to_be_bytes());
+        a.extend_from_slice(&993u16.to_be_bytes());
+        a
+    }
+
+    #[test]
+    fn v1_is_framed_to_its_line_and_read() {
+        let mut wire = b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 143\r\n".to_vec();
+        wire.extend_from_slice(b"a LOGIN x y\r\n");
+        let header = frame(&wire).unwrap();
+        assert!(header.ends_with(b"143\r\n"));
+        let p = parse(&header).unwrap();
+        assert_eq!(p.source, Some("192.0.2.7:51000".parse().unwrap()));
+        assert_eq!(p.destination, Some("198.51.100.1:143".parse().unwrap()));
+        let p =
+            parse(&frame(b"PROXY TCP6 2001:db8::7 2001:db8::1 51000 993\r\n").unwrap()).unwrap();
+        assert_eq!(p.source, Some("[2001:db8::7]:51000".parse().unwrap()));
+        assert_eq!(parse(b"PROXY UNKNOWN\r\n").unwrap().source, None);
+    }
+
+    #[test]
+    fn v2_with_tlvs_and_a_good_crc() {
+        // AUTHORITY "mail.example.org", UNIQUE_ID "abc", SSL (client used TLS), CRC32C.
+        let mut tlvs = vec![TLV_AUTHORITY, 0, 16];
+        tlvs.extend_from_slice(b"mail.example.org");
+        tlvs.extend_from_slice(&[TLV_UNIQUE_ID, 0, 3, b'a', b'b', b'c']);
+        tlvs.extend_from_slice(&[TLV_SSL, 0, 5, 0x01, 0, 0, 0, 0]);
+        tlvs.extend_from_slice(&[TLV_CRC32C, 0, 4, 0, 0, 0, 0]);
+        let mut header = v2(0x11, &ipv4_addresses(), &tlvs);
+        let crc = crc32c::crc32c(&header).to_be_bytes();
+        let at = header.len() - 4;
+        header[at..].copy_from_slice(&crc);
+        let mut wire = header.clone();
+        wire.extend_from_slice(&[0x16, 0x03, 0x01]); // a TLS ClientHello follows
+        assert_eq!(frame(&wire).unwrap(), header);
+        let p = parse(&header).unwrap();
+        assert_eq!(p.source, Some("192.0.2.7:51000".parse().unwrap()));
+        assert_eq!(p.authority.as_deref(), Some("mail.example.org"));
+        assert_eq!(p.unique_id.as_deref(), Some(&b"abc"[..]));
+        assert!(p.ssl);
+        // One bit off: refused.
+        header[20] ^= 1;
+        assert!(parse(&header).unwrap_err().contains("CRC32C"));
+    }
+
+    #[test]
+    fn local_commands_keep_the_connections_addresses() {
+        let mut header = v2(0x00, &[], &[]);
+        header[12] = 0x20; // version 2, LOCAL
+        assert_eq!(parse(&header).unwrap().source, None);
+    }
+
+    #[test]
+    fn garbage_oversize_and_truncation_are_refused() {
+        assert!(frame(b"GET / HTTP/1.1\r\n").is_err());
+        assert!(frame(&[b'P'; 200]).is_err());
+        let long = [b"PROXY ".as_slice(), &[b'1'; 200]].concat();
+        assert!(frame(&long).unwrap_err().contains("107"));
+        let mut big = v2(0x11, &ipv4_addresses(), &[]);
+        big[14..16].copy_from_slice(&5000u16.to_be_bytes());
+        assert!(frame(&big).unwrap_err().contains("at most"));
+        assert!(parse(b"PROXY TCP4 nonsense\r\n").is_err());
+        assert!(parse(&v2(0x11, &[1, 2, 3], &[])).is_err());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..5000 {
+            let len = (seed % 64) as usize;
+            let mut bytes: Vec<u8> = V2_SIGNATURE.to_vec();
+            bytes.extend((0..len).map(|_| {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                seed as u8
+            }));
+            if let Ok(header) = frame(&bytes) {
+                let _ = parse(&header);
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! The PROXY protocol in front of Portcullis: a trusted balancer's header (v1 or v2, whole or
+//! in pieces, with TLS right behind it) makes its client the session's client in every log
+//! line; anything else is closed before the greeting and logged.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::thread::sleep;
+use std::time::Duration;
+
+use support::*;
+
+fn listener(port: u16, tls: &str, trusted: &str, backend: u16) -> String {
+    let c = certs();
+    format!(
+        "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         tls = \"{tls}\"\ncert = \"{}\"\nkey = \"{}\"\nproxy_protocol = true\nproxy_trusted = [{trusted}]\n\
+         [listener.backend]\nhost = \"127.0.0.1\"\nport = {backend}\n",
+        c.cert.display(),
+        c.key.display()
+    )
+}
+
+fn v2_header(source: SocketAddr, destination: SocketAddr, crc_ok: bool) -> Vec<u8> {
+    let (SocketAddr::V4(s), SocketAddr::V4(d)) = (source, destination) else {
+        panic!("IPv4 only here")
+    };
+    let mut addresses = s.ip().octets().to_vec();
+    addresses.extend_from_slice(&d.ip().octets());
+    addresses.extend_from_slice(&s.port().to_be_bytes());
+    addresses.extend_from_slice(&d.port().to_be_bytes());
+    let tlvs = [0x03, 0, 4, 0, 0, 0, 0]; // CRC32C, filled in below
+    let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    h.extend_from_slice(&[0x21, 0x11]);
+    h.extend_from_slice(&((addresses.len() + tlvs.len()) as u16).to_be_bytes());
+    h.extend_from_slice(&addresses);
+    h.extend_from_slice(&tlvs);
+    let crc = crc32c::crc32c(&h) ^ if crc_ok { 0 } else { 1 };
+    let at = h.len() - 4;
+    h[at..].copy_from_slice(&crc.to_be_bytes());
+    h
+}
+
+/// Whether the server closed without sending anything.
+fn closed_silently(mut s: TcpStream) -> bool {
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(0) | Err(_))
+}
+
+#[test]
+fn a_v1_header_makes_its_client_the_sessions_client() {
+    let dc = Dovecot::start();
+    let port = free_port();
+    let proxy = Proxy::start_toml(&listener(port, "none", "\"127.0.0.0/8\"", dc.imap), &[port]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 143\r\n")
+        .unwrap();
+    let mut c = Client::from_stream(s);
+    c.expect_line("* OK");
+    imap_login(&mut c, "a", "alice", "alicepw");
+    assert!(proxy.wait_log("Connect:  192.0.2.7:51000->198.51.100.1:143", READ_TIMEOUT));
+    assert!(proxy.wait_log(
+        "Auth: 192.0.2.7:51000->198.51.100.1:143 client-secure=plaintext",
+        READ_TIMEOUT
+    ));
+}
+
+#[test]
+fn a_v2_header_in_pieces_with_tls_right_behind_it() {
+    let dc = Dovecot::start();
+    let port = free_port();
+    let proxy = Proxy::start_toml(
+        &listener(port, "implicit", "\"127.0.0.1\"", dc.imap),
+        &[port],
+    );
+    let header = v2_header(
+        "203.0.113.9:40000".parse().unwrap(),
+        "198.51.100.1:993".parse().unwrap(),
+        true,
+    );
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_nodelay(true).unwrap();
+    for piece in header.chunks(5) {
+        s.write_all(piece).unwrap();
+        sleep(Duration::from_millis(20));
+    }
+    let config = tls_client_config(&certs().ca);
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::clone(&config), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, s);
+    let mut greeting = [0u8; 4];
+    tls.read_exact(&mut greeting).unwrap();
+    assert_eq!(&greeting, b"* OK");
+    assert!(proxy.wait_log(
+        "Connect:  203.0.113.9:40000->198.51.100.1:993",
+        READ_TIMEOUT
+    ));
+}
+
+#[test]
+fn untrusted_senders_and_bad_headers_are_closed_before_the_greeting() {
+    let port = free_port();
+    let proxy = Proxy::start_toml(&listener(port, "none", "\"10.0.0.0/8\"", 1), &[port]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 143\r\n")
+        .unwrap();
+    assert!(closed_silently(s));
+    assert!(proxy.wait_log("PROXY header refused from 127.0.0.1", READ_TIMEOUT));
+    assert!(proxy.wait_log("not in proxy_trusted", READ_TIMEOUT));
+
+    let port = free_port();
+    let proxy = Proxy::start_toml(&listener(port, "none", "\"127.0.0.1\"", 1), &[port]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"a LOGIN alice alicepw\r\n").unwrap();
+    assert!(closed_silently(s));
+    assert!(proxy.wait_log("not a PROXY protocol header", READ_TIMEOUT));
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let bad = v2_header(
+        "203.0.113.9:40000".parse().unwrap(),
+        "198.51.100.1:993".parse().unwrap(),
+        false,
+    );
+    s.write_all(&bad).unwrap();
+    assert!(closed_silently(s));
+    assert!(proxy.wait_log("CRC32C mismatch", READ_TIMEOUT));
+}
