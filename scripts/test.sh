@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved openssl fail2ban perdition perdition-ldap
-      slapd ldap-utils postgresql mariadb-server mariadb-client sqlite3 python3 sieve-connect procps)
+      slapd ldap-utils postgresql mariadb-server mariadb-client sqlite3 haproxy python3 sieve-connect
+      procps)
 
 say() { printf '== %s\n' "$*" >&2; }
 
