@@ -170,3 +170,34 @@ fn behind_haproxy_the_client_address_survives() {
     let _ = haproxy.kill();
     let _ = haproxy.wait();
 }
+
+/// Forwarding the client to Dovecot: with `forward_client = "id"` (IMAP `ID` before the login)
+/// or `"proxy-v2"` (a PROXY header to Dovecot's haproxy listener), Dovecot's own log names the
+/// real client (`rip=`), not the proxy.
+#[test]
+fn dovecot_sees_the_real_client_with_id_and_with_proxy_v2() {
+    let dc = Dovecot::start();
+    for (forward, backend_port, user, pass) in [
+        ("id", dc.imap, "alice", "alicepw"),
+        ("proxy-v2", dc.imap_haproxy, "bob", "bobpw"),
+    ] {
+        let port = free_port();
+        let toml = listener(port, "none", "\"127.0.0.1\"", backend_port)
+            + &format!("forward_client = \"{forward}\"\n");
+        let _proxy = Proxy::start_toml(&toml, &[port]);
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"PROXY TCP4 192.0.2.77 198.51.100.1 51000 143\r\n")
+            .unwrap();
+        let mut c = Client::from_stream(s);
+        c.expect_line("* OK");
+        imap_login(&mut c, "a", user, pass);
+        assert!(
+            dc.wait_log(
+                &format!("Login: user=<{user}>, method=PLAIN, rip=192.0.2.77"),
+                READ_TIMEOUT
+            ),
+            "{forward}: Dovecot does not name the client:\n{}",
+            dc.log_text()
+        );
+    }
+}

@@ -266,6 +266,18 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
 
+/// How the back end learns the client's address.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ForwardClient {
+    #[default]
+    None,
+    /// IMAP `ID` with Dovecot's keys, before the login (IMAP back ends only).
+    Id,
+    ProxyV1,
+    ProxyV2,
+}
+
 /// A map of users to servers.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -365,6 +377,10 @@ pub struct Backend {
     /// More servers, `host[:port]`, tried in order when connecting to the one before fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failover: Vec<String>,
+    /// How the back end learns the client's address: `none`, `id` (IMAP `ID` with Dovecot's
+    /// `x-originating-ip`...), `proxy-v1` or `proxy-v2` (a PROXY header first).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub forward_client: ForwardClient,
     /// Start at a random one of `host` and `failover` for each login (Perdition spreads
     /// logins over its `outgoing_server` list that way); the others follow.
     #[serde(default, skip_serializing_if = "is_default")]

@@ -453,6 +453,7 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
             backend: Backend {
                 host,
                 failover,
+                forward_client: Default::default(),
                 // Perdition picks one of its servers at random for each connection.
                 random_first: true,
                 port: backend_port,

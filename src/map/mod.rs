@@ -57,6 +57,8 @@ pub struct Connection {
     pub local: SocketAddr,
     /// The client leg is encrypted.
     pub tls: bool,
+    /// This session's id, also given to the back end when the client is forwarded.
+    pub session: String,
 }
 
 /// What the session connects to for one user.

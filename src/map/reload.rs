@@ -69,6 +69,7 @@ mod tests {
             peer: "192.0.2.1:1".parse().unwrap(),
             local: "192.0.2.2:143".parse().unwrap(),
             tls: false,
+            session: "t".into(),
         };
         let password = Secret::new(Vec::new());
         let login = Login {

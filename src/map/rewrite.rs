@@ -188,6 +188,7 @@ mod tests {
             peer: "192.0.2.7:51000".parse().unwrap(),
             local: "198.51.100.1:993".parse().unwrap(),
             tls: true,
+            session: "t".into(),
         }
     }
 

@@ -217,6 +217,7 @@ mod tests {
             peer: "192.0.2.7:51000".parse().unwrap(),
             local: "198.51.100.1:143".parse().unwrap(),
             tls: false,
+            session: "t".into(),
         }
     }
 

@@ -345,10 +345,12 @@ pub struct ClientSettings {
 }
 
 /// Settings a server-side machine needs.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerSettings {
     /// Upgrade the back-end connection with STARTTLS after the greeting.
     pub starttls: bool,
+    /// `ID` fields to send before the login (the client's address, for Dovecot); IMAP only.
+    pub id: Option<Vec<(String, String)>>,
 }
 
 /// Whether a capability list (space separated) contains `name`, ignoring case.
@@ -476,10 +478,8 @@ mod credential_tests {
         let line = line::take_line(b"PASS s3cret\r\n", 100);
         assert!(!format!("{line:?}").contains("s3cret"));
         // The login command a back-end machine asks to send, password inside.
-        let mut machine = Protocol::Imap.server_side(
-            creds("alice", b"s3cret"),
-            ServerSettings { starttls: false },
-        );
+        let mut machine =
+            Protocol::Imap.server_side(creds("alice", b"s3cret"), ServerSettings::default());
         machine.receive(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n");
         let event = machine.next_event();
         assert!(matches!(&event, ServerEvent::Send(b) if b.starts_with(b"pc2 AUTHENTICATE")));

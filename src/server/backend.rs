@@ -12,6 +12,7 @@ use crate::map::{Connection, Endpoint, Login, MapError};
 use crate::protocol::{Credentials, LoginOutcome, Refusal, ServerEvent, ServerSettings};
 use crate::tls;
 
+use super::forward;
 use super::runtime::{security, ListenerState};
 use super::stream::{write, BackendStream, MaybeTls};
 
@@ -94,7 +95,7 @@ pub async fn login(
         match connect(listener, endpoint).await {
             Ok(tcp) => {
                 router.dead.connected(endpoint);
-                return converse_in_time(listener, endpoint, tcp, creds).await;
+                return converse_in_time(listener, endpoint, connection, tcp, creds).await;
             }
             Err(failed) => {
                 router
@@ -128,11 +129,12 @@ async fn connect(listener: &ListenerState, endpoint: &Endpoint) -> Result<TcpStr
 async fn converse_in_time(
     listener: &ListenerState,
     endpoint: &Endpoint,
+    connection: &Connection,
     tcp: TcpStream,
     creds: Credentials,
 ) -> (LoginOutcome, Option<LoggedIn>) {
     let wait = listener.limits.backend_login_timeout();
-    match timeout(wait, converse(listener, endpoint, tcp, creds)).await {
+    match timeout(wait, converse(listener, endpoint, connection, tcp, creds)).await {
         Ok(Ok((outcome, logged_in))) if outcome.is_accepted() => (outcome, Some(logged_in)),
         Ok(Ok((outcome, _))) | Ok(Err(outcome)) => (outcome, None),
         Err(_) => {
@@ -149,15 +151,24 @@ async fn converse_in_time(
 async fn converse(
     listener: &ListenerState,
     endpoint: &Endpoint,
-    tcp: TcpStream,
+    connection: &Connection,
+    mut tcp: TcpStream,
     creds: Credentials,
 ) -> Result<(LoginOutcome, LoggedIn), LoginOutcome> {
+    let forward_client = listener.config.backend.forward_client;
+    // The client's address first, before TLS or the greeting.
+    if let Some(header) = forward::header(forward_client, connection) {
+        write(&mut tcp, &header)
+            .await
+            .map_err(|e| LoginOutcome::unavailable(format!("PROXY header: {e}")))?;
+    }
     let mut stream: BackendStream = match endpoint.tls {
         BackendTls::Implicit => start_tls(listener, endpoint, tcp).await?,
         _ => MaybeTls::Plain(tcp),
     };
     let settings = ServerSettings {
         starttls: endpoint.tls == BackendTls::Starttls,
+        id: forward::id_fields(forward_client, connection),
     };
     let mut machine = listener.protocol().server_side(creds, settings);
     let mut buf = vec![0u8; READ_CHUNK];

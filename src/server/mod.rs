@@ -5,6 +5,7 @@
 
 mod backend;
 pub mod capability_probe;
+pub mod forward;
 pub mod listener;
 pub mod proxy_header;
 pub mod relay;

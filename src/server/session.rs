@@ -54,6 +54,8 @@ pub struct Session {
     security: Security,
     /// Logins tried on this connection (a map may want the number).
     attempts: u32,
+    /// Names the session to the back end when the client is forwarded to it.
+    id: String,
     /// Shutdown: BYE before login, the end of the relay after the grace period.
     phase: watch::Receiver<Phase>,
 }
@@ -81,6 +83,7 @@ impl Session {
             ceiling: deadline + limits.backend_connect_timeout() + limits.backend_login_timeout(),
             security: listener.initial_security(),
             attempts: 0,
+            id: format!("{:016x}", fastrand::u64(..)),
             listener,
             services,
             peer,
@@ -308,6 +311,7 @@ impl Session {
             peer: self.peer,
             local: self.local,
             tls: self.security != Security::Plaintext,
+            session: self.id.clone(),
         }
     }
 

@@ -378,6 +378,8 @@ pub fn alice_messages() -> &'static [Vec<u8>] {
 pub struct Dovecot {
     /// Plain IMAP (STARTTLS offered).
     pub imap: u16,
+    /// Plain IMAP that takes a PROXY header first (`haproxy = yes`).
+    pub imap_haproxy: u16,
     /// IMAP over implicit TLS (certs().cert).
     pub imaps: u16,
     /// Plain POP3 (STLS offered).
@@ -555,6 +557,7 @@ impl Dovecot {
             free_port(),
             free_port(),
         );
+        let imap_haproxy = free_port();
         let instance = format!("portcullis-test-{}", unique_suffix());
         let extra_passdb = match oauth2 {
             None => String::new(),
@@ -577,6 +580,7 @@ impl Dovecot {
                 ("DIR", dir.display().to_string()),
                 ("INSTANCE", instance),
                 ("IMAP_PORT", imap.to_string()),
+                ("IMAP_HAPROXY_PORT", imap_haproxy.to_string()),
                 ("IMAPS_PORT", imaps.to_string()),
                 ("POP3_PORT", pop3.to_string()),
                 ("POP3S_PORT", pop3s.to_string()),
@@ -611,6 +615,7 @@ impl Dovecot {
             .map_err(|e| format!("spawn dovecot: {e}"))?;
         let mut d = Dovecot {
             imap,
+            imap_haproxy,
             imaps,
             pop3,
             pop3s,

@@ -14,6 +14,7 @@ const TAG_STARTTLS: &str = "pc0";
 const TAG_CAPABILITY: &str = "pc1";
 const TAG_LOGIN: &str = "pc2";
 const TAG_POST_CAPABILITY: &str = "pc3";
+const TAG_ID: &str = "pc4";
 
 #[derive(Debug)]
 enum State {
@@ -28,6 +29,8 @@ enum State {
     PostCapability {
         text: String,
     },
+    /// The client's address sent in an `ID`; the login follows its answer.
+    ForwardId,
 }
 
 pub struct ImapServerSide {
@@ -50,6 +53,24 @@ impl ImapServerSide {
             state: State::Greeting,
             capabilities: None,
             post_login_capabilities: None,
+        }
+    }
+
+    /// Capabilities are known: send the client's address in an `ID` first when asked to and
+    /// the server takes `ID`, then log in.
+    fn before_login(&mut self) -> ServerEvent {
+        let caps = self.capabilities.as_deref().unwrap_or_default();
+        match self.settings.id.take() {
+            Some(fields) if has_capability(caps, "ID") => {
+                self.state = State::ForwardId;
+                let list: Vec<String> = fields
+                    .iter()
+                    .flat_map(|(k, v)| [quoted(k), quoted(v)])
+                    .collect();
+                let command = format!("{TAG_ID} ID ({})\r\n", list.join(" "));
+                ServerEvent::Send(command.into_bytes())
+            }
+            _ => self.login(),
         }
     }
 
@@ -132,7 +153,7 @@ impl ImapServerSide {
             return ServerEvent::Send(format!("{TAG_STARTTLS} STARTTLS\r\n").into_bytes());
         }
         match self.capabilities {
-            Some(_) => self.login(),
+            Some(_) => self.before_login(),
             None => {
                 self.state = State::Capability;
                 ServerEvent::Send(format!("{TAG_CAPABILITY} CAPABILITY\r\n").into_bytes())
@@ -191,8 +212,10 @@ impl ImapServerSide {
                 if keyword != "OK" || self.capabilities.is_none() {
                     return Some(self.ex.unavailable("CAPABILITY failed"));
                 }
-                Some(self.login())
+                Some(self.before_login())
             }
+            // Whatever the answer (a server that ignores it says OK too), the login follows.
+            State::ForwardId => (r.tag == TAG_ID).then(|| self.login()),
             State::Login { pending } => {
                 if r.tag == "+" {
                     let pending = pending.expose_mut();
@@ -260,6 +283,19 @@ impl LineDialect for ImapServerSide {
     }
 }
 
+/// An `ID` value as a quoted string (addresses, ports, ids: no control characters).
+fn quoted(value: &str) -> String {
+    let escaped: String = value
+        .chars()
+        .filter(|c| !c.is_control())
+        .flat_map(|c| match c {
+            '"' | '\\' => vec!['\\', c],
+            c => vec![c],
+        })
+        .collect();
+    format!("\"{escaped}\"")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,7 +310,13 @@ mod tests {
     }
 
     fn side(pass: &str, starttls: bool) -> ImapServerSide {
-        ImapServerSide::new(creds(pass), ServerSettings { starttls })
+        ImapServerSide::new(
+            creds(pass),
+            ServerSettings {
+                starttls,
+                ..ServerSettings::default()
+            },
+        )
     }
 
     fn step(m: &mut ImapServerSide, bytes: &[u8]) -> ServerEvent {
@@ -412,5 +454,38 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_clients_address_goes_in_an_id_before_the_login() {
+        let mut m = ImapServerSide::new(
+            creds("pw"),
+            ServerSettings {
+                starttls: false,
+                id: Some(vec![("x-originating-ip".into(), "192.0.2.7".into())]),
+            },
+        );
+        let ServerEvent::Send(id) = step(&mut m, DOVECOT_GREETING) else {
+            panic!()
+        };
+        assert_eq!(
+            id,
+            b"pc4 ID (\"x-originating-ip\" \"192.0.2.7\")\r\n".to_vec()
+        );
+        let event = step(&mut m, b"* ID NIL\r\npc4 OK ID completed.\r\n");
+        assert!(matches!(&event, ServerEvent::Send(b) if b.starts_with(b"pc2 AUTHENTICATE PLAIN")));
+        // A server without ID: straight to the login.
+        let mut m = ImapServerSide::new(
+            creds("pw"),
+            ServerSettings {
+                starttls: false,
+                id: Some(vec![("x-originating-ip".into(), "192.0.2.7".into())]),
+            },
+        );
+        let event = step(
+            &mut m,
+            b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] hi\r\n",
+        );
+        assert!(matches!(&event, ServerEvent::Send(b) if b.starts_with(b"pc2 AUTHENTICATE PLAIN")));
     }
 }

@@ -210,7 +210,10 @@ mod tests {
                 secret: pass.as_bytes().to_vec().into(),
                 bearer: None,
             },
-            ServerSettings { starttls },
+            ServerSettings {
+                starttls,
+                ..ServerSettings::default()
+            },
         )
     }
 

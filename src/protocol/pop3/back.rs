@@ -233,7 +233,13 @@ mod tests {
     }
 
     fn side(pass: &str, starttls: bool) -> Pop3ServerSide {
-        Pop3ServerSide::new(creds("alice", pass), ServerSettings { starttls })
+        Pop3ServerSide::new(
+            creds("alice", pass),
+            ServerSettings {
+                starttls,
+                ..ServerSettings::default()
+            },
+        )
     }
 
     fn step(m: &mut Pop3ServerSide, bytes: &[u8]) -> ServerEvent {
@@ -395,7 +401,7 @@ mod tests {
             ("al\nice", "pw"),
             ("alice", "p\0w"),
         ] {
-            let mut m = Pop3ServerSide::new(creds(user, pass), ServerSettings { starttls: false });
+            let mut m = Pop3ServerSide::new(creds(user, pass), ServerSettings::default());
             step(&mut m, b"+OK hello\r\n");
             assert!(matches!(
                 step(&mut m, DOVECOT_CAPA),
