@@ -201,3 +201,47 @@ fn dovecot_sees_the_real_client_with_id_and_with_proxy_v2() {
         );
     }
 }
+
+/// POP3 and ManageSieve carry the client in Dovecot's `XCLIENT`, sent only when Dovecot shows
+/// it trusts the proxy (`[XCLIENT]` in the POP3 greeting, `"XCLIENT"` among the ManageSieve
+/// capabilities); Dovecot's own log then names the real client.
+#[test]
+fn dovecot_sees_the_real_client_over_pop3_and_managesieve_with_xclient() {
+    let dc = Dovecot::start();
+    for (protocol, backend_port, client) in [
+        ("pop3", dc.pop3, "192.0.2.78"),
+        ("managesieve", dc.sieve, "192.0.2.79"),
+    ] {
+        let port = free_port();
+        let toml = format!(
+            "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"{protocol}\"\n\
+             bind = [\"127.0.0.1:{port}\"]\nproxy_protocol = true\nproxy_trusted = [\"127.0.0.1\"]\n\
+             [listener.backend]\nhost = \"127.0.0.1\"\nport = {backend_port}\nforward_client = \"id\"\n"
+        );
+        let _proxy = Proxy::start_toml(&toml, &[port]);
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(format!("PROXY TCP4 {client} 198.51.100.1 51000 110\r\n").as_bytes())
+            .unwrap();
+        let mut c = Client::from_stream(s);
+        if protocol == "pop3" {
+            c.expect_line("+OK");
+            c.send_line("USER alice");
+            c.expect_line("+OK");
+            c.send_line("PASS alicepw");
+            c.expect_line("+OK");
+        } else {
+            sieve_read_response(&mut c);
+            c.send_line("AUTHENTICATE \"PLAIN\" \"AGFsaWNlAGFsaWNlcHc=\"");
+            let answer = sieve_read_response(&mut c);
+            assert!(answer.last().unwrap().starts_with("OK"), "{answer:?}");
+        }
+        assert!(
+            dc.wait_log(
+                &format!("Login: user=<alice>, method=PLAIN, rip={client}"),
+                READ_TIMEOUT
+            ),
+            "{protocol}: Dovecot does not name the client:\n{}",
+            dc.log_text()
+        );
+    }
+}

@@ -349,8 +349,46 @@ pub struct ClientSettings {
 pub struct ServerSettings {
     /// Upgrade the back-end connection with STARTTLS after the greeting.
     pub starttls: bool,
-    /// `ID` fields to send before the login (the client's address, for Dovecot); IMAP only.
-    pub id: Option<Vec<(String, String)>>,
+    /// The client to name to the back end before the login (IMAP `ID`, POP3 and ManageSieve
+    /// `XCLIENT`), when the back end offers it.
+    pub client: Option<ClientAddress>,
+}
+
+/// Who the client is, as a back end is told in band.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientAddress {
+    pub peer: std::net::SocketAddr,
+    pub local: std::net::SocketAddr,
+    /// This session's id, for following it across proxy and back end.
+    pub session: String,
+    /// Hops left before a proxy loop is cut.
+    pub ttl: u32,
+}
+
+impl ClientAddress {
+    /// Dovecot's `ID` keys, in the order it documents them.
+    pub fn id_fields(&self) -> Vec<(&'static str, String)> {
+        let (peer, local) = (self.peer, self.local);
+        vec![
+            ("x-originating-ip", peer.ip().to_canonical().to_string()),
+            ("x-originating-port", peer.port().to_string()),
+            ("x-connected-ip", local.ip().to_canonical().to_string()),
+            ("x-connected-port", local.port().to_string()),
+            ("x-session-id", self.session.clone()),
+            ("x-proxy-ttl", self.ttl.to_string()),
+        ]
+    }
+
+    /// Dovecot's `XCLIENT` line (POP3, ManageSieve).
+    pub fn xclient(&self) -> String {
+        format!(
+            "XCLIENT ADDR={} PORT={} SESSION={} TTL={}\r\n",
+            self.peer.ip().to_canonical(),
+            self.peer.port(),
+            self.session,
+            self.ttl
+        )
+    }
 }
 
 /// Whether a capability list (space separated) contains `name`, ignoring case.

@@ -1,6 +1,6 @@
-//! Helpers shared by the client-side machines' unit tests.
+//! Helpers shared by the protocol machines' unit tests.
 
-use super::{ClientEvent, ClientSettings, ClientSide, Credentials, PreLoginLimits};
+use super::{ClientAddress, ClientEvent, ClientSettings, ClientSide, Credentials, PreLoginLimits};
 
 /// Settings with small bounds, STARTTLS offered and not yet active.
 pub fn settings() -> ClientSettings {
@@ -90,5 +90,15 @@ impl Garbage {
         (0..len)
             .map(|_| alphabet[(self.next() % alphabet.len() as u64) as usize])
             .collect()
+    }
+}
+
+/// A client at 192.0.2.7:51000 that reached 198.51.100.1:143, as told to a back end.
+pub fn client_address() -> ClientAddress {
+    ClientAddress {
+        peer: "192.0.2.7:51000".parse().unwrap(),
+        local: "198.51.100.1:143".parse().unwrap(),
+        session: "s1".into(),
+        ttl: 5,
     }
 }

@@ -168,7 +168,7 @@ async fn converse(
     };
     let settings = ServerSettings {
         starttls: endpoint.tls == BackendTls::Starttls,
-        id: forward::id_fields(forward_client, connection),
+        client: forward::in_band(forward_client, connection),
     };
     let mut machine = listener.protocol().server_side(creds, settings);
     let mut buf = vec![0u8; READ_CHUNK];

@@ -1,13 +1,15 @@
 //! Telling the back end who the client is, so that its logs and its per-address auth penalty
 //! see the real client rather than the proxy: a PROXY protocol header (v1 or v2) before
-//! anything else, or, for IMAP, an `ID` with Dovecot's `x-originating-*` keys before the login
-//! (Dovecot honours both only from its `login_trusted_networks` / `haproxy_trusted_networks`).
+//! anything else, or in band before the login (IMAP `ID` with Dovecot's `x-originating-*` keys,
+//! POP3 and ManageSieve `XCLIENT`, written by each protocol's server side from a
+//! [`ClientAddress`]). Dovecot honours them only from its `haproxy_trusted_networks` /
+//! `login_trusted_networks`.
 
 use std::net::SocketAddr;
 
 use crate::config::ForwardClient;
 use crate::map::Connection;
-use crate::protocol::Protocol;
+use crate::protocol::ClientAddress;
 
 /// Dovecot's starting proxy TTL; each hop lowers it, and a loop ends when it reaches zero.
 pub const PROXY_TTL: u32 = 5;
@@ -28,20 +30,15 @@ pub fn header(forward: ForwardClient, connection: &Connection) -> Option<Vec<u8>
     }
 }
 
-/// The `ID` fields for an IMAP back end, if the listener forwards that way.
-pub fn id_fields(forward: ForwardClient, connection: &Connection) -> Option<Vec<(String, String)>> {
-    if forward != ForwardClient::Id || connection.protocol != Protocol::Imap {
-        return None;
-    }
-    let (peer, local) = (canonical(connection.peer), canonical(connection.local));
-    Some(vec![
-        ("x-originating-ip".into(), peer.ip().to_string()),
-        ("x-originating-port".into(), peer.port().to_string()),
-        ("x-connected-ip".into(), local.ip().to_string()),
-        ("x-connected-port".into(), local.port().to_string()),
-        ("x-session-id".into(), connection.session.clone()),
-        ("x-proxy-ttl".into(), PROXY_TTL.to_string()),
-    ])
+/// The client's address to send in band (IMAP `ID`, POP3 and ManageSieve `XCLIENT`), if the
+/// listener forwards that way.
+pub fn in_band(forward: ForwardClient, connection: &Connection) -> Option<ClientAddress> {
+    (forward == ForwardClient::Id).then(|| ClientAddress {
+        peer: canonical(connection.peer),
+        local: canonical(connection.local),
+        session: connection.session.clone(),
+        ttl: PROXY_TTL,
+    })
 }
 
 fn canonical(address: SocketAddr) -> SocketAddr {
@@ -77,6 +74,7 @@ fn v1(source: SocketAddr, destination: SocketAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Protocol;
     use crate::server::proxy_header;
 
     fn connection(peer: &str, local: &str) -> Connection {
@@ -116,16 +114,23 @@ mod tests {
     }
 
     #[test]
-    fn id_fields_are_dovecots() {
-        let fields = id_fields(
+    fn in_band_names_the_client_the_way_dovecot_reads_it() {
+        let client = in_band(
             ForwardClient::Id,
-            &connection("192.0.2.7:51000", "198.51.100.1:143"),
+            &connection("[::ffff:192.0.2.7]:51000", "198.51.100.1:143"),
         )
         .unwrap();
-        assert_eq!(fields[0], ("x-originating-ip".into(), "192.0.2.7".into()));
-        assert!(fields.iter().any(|(k, v)| k == "x-session-id" && v == "s1"));
+        let fields = client.id_fields();
+        assert_eq!(fields[0], ("x-originating-ip", "192.0.2.7".to_string()));
+        assert!(fields
+            .iter()
+            .any(|(k, v)| *k == "x-session-id" && v == "s1"));
         assert_eq!(
-            id_fields(
+            client.xclient(),
+            "XCLIENT ADDR=192.0.2.7 PORT=51000 SESSION=s1 TTL=5\r\n"
+        );
+        assert_eq!(
+            in_band(
                 ForwardClient::None,
                 &connection("192.0.2.7:1", "192.0.2.8:2")
             ),

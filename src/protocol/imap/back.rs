@@ -60,10 +60,11 @@ impl ImapServerSide {
     /// the server takes `ID`, then log in.
     fn before_login(&mut self) -> ServerEvent {
         let caps = self.capabilities.as_deref().unwrap_or_default();
-        match self.settings.id.take() {
-            Some(fields) if has_capability(caps, "ID") => {
+        match self.settings.client.take() {
+            Some(client) if has_capability(caps, "ID") => {
                 self.state = State::ForwardId;
-                let list: Vec<String> = fields
+                let list: Vec<String> = client
+                    .id_fields()
                     .iter()
                     .flat_map(|(k, v)| [quoted(k), quoted(v)])
                     .collect();
@@ -299,6 +300,7 @@ fn quoted(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::test_support::client_address;
     use crate::protocol::{Failure, ServerSide};
 
     fn creds(pass: &str) -> Credentials {
@@ -462,16 +464,14 @@ mod tests {
             creds("pw"),
             ServerSettings {
                 starttls: false,
-                id: Some(vec![("x-originating-ip".into(), "192.0.2.7".into())]),
+                client: Some(client_address()),
             },
         );
         let ServerEvent::Send(id) = step(&mut m, DOVECOT_GREETING) else {
             panic!()
         };
-        assert_eq!(
-            id,
-            b"pc4 ID (\"x-originating-ip\" \"192.0.2.7\")\r\n".to_vec()
-        );
+        assert!(id.starts_with(b"pc4 ID (\"x-originating-ip\" \"192.0.2.7\" "));
+        assert!(id.ends_with(b" \"x-proxy-ttl\" \"5\")\r\n"));
         let event = step(&mut m, b"* ID NIL\r\npc4 OK ID completed.\r\n");
         assert!(matches!(&event, ServerEvent::Send(b) if b.starts_with(b"pc2 AUTHENTICATE PLAIN")));
         // A server without ID: straight to the login.
@@ -479,7 +479,7 @@ mod tests {
             creds("pw"),
             ServerSettings {
                 starttls: false,
-                id: Some(vec![("x-originating-ip".into(), "192.0.2.7".into())]),
+                client: Some(client_address()),
             },
         );
         let event = step(

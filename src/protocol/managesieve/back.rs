@@ -23,6 +23,8 @@ enum State {
     StartTls,
     /// The session is running the TLS handshake.
     Handshake,
+    /// `XCLIENT` sent; its answer, good or bad, leads to the login.
+    Xclient,
     /// `AUTHENTICATE` sent; waiting for the answer.
     Login,
     /// The server sent a SASL challenge although it had the initial response; `"*"` was sent and
@@ -41,6 +43,8 @@ pub struct SieveServerSide {
     starttls_offered: bool,
     /// The value of the current block's `SASL` capability, if it had one.
     sasl: Option<String>,
+    /// The current block lists `XCLIENT` (Dovecot lists it only to peers it trusts).
+    xclient_offered: bool,
 }
 
 impl SieveServerSide {
@@ -53,6 +57,7 @@ impl SieveServerSide {
             tls_done: false,
             starttls_offered: false,
             sasl: None,
+            xclient_offered: false,
         }
     }
 
@@ -64,6 +69,8 @@ impl SieveServerSide {
         };
         if name.eq_ignore_ascii_case(b"STARTTLS") {
             self.starttls_offered = true;
+        } else if name.eq_ignore_ascii_case(b"XCLIENT") {
+            self.xclient_offered = true;
         } else if name.eq_ignore_ascii_case(b"SASL") {
             self.sasl = Some(
                 values
@@ -83,6 +90,17 @@ impl SieveServerSide {
             self.state = State::StartTls;
             return ServerEvent::Send(b"STARTTLS\r\n".to_vec());
         }
+        match self.settings.client.take() {
+            Some(client) if self.xclient_offered => {
+                self.state = State::Xclient;
+                ServerEvent::Send(client.xclient().into_bytes())
+            }
+            _ => self.login(),
+        }
+    }
+
+    /// Log in with the mechanism the credentials call for, if the server offers it.
+    fn login(&mut self) -> ServerEvent {
         let (mechanism, response) = initial_response(&self.creds);
         let offered = match &self.sasl {
             Some(sasl) => has_capability(sasl, mechanism),
@@ -138,6 +156,8 @@ impl SieveServerSide {
                 Some(ServerEvent::StartTls)
             }
             (State::StartTls, _) => Some(self.ex.no_tls(said("STARTTLS refused"))),
+            // A refusal only means the address did not reach the server's log.
+            (State::Xclient, "OK" | "NO") => Some(self.login()),
             (State::Login, "OK") => Some(self.ex.finish(LoginOutcome::Accepted {
                 capabilities: None,
                 text: text.unwrap_or_else(|| "Logged in.".into()),
@@ -193,6 +213,7 @@ impl ServerDialect for SieveServerSide {
         self.tls_done = true;
         self.starttls_offered = false;
         self.sasl = None;
+        self.xclient_offered = false;
         self.state = State::Capabilities;
     }
 }
@@ -200,7 +221,7 @@ impl ServerDialect for SieveServerSide {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::test_support::Garbage;
+    use crate::protocol::test_support::{client_address, Garbage};
     use crate::protocol::{Failure, ServerSide};
 
     fn side(pass: &str, starttls: bool) -> SieveServerSide {
@@ -249,6 +270,31 @@ mod tests {
             })
         );
         assert_eq!(m.take_unprocessed(), b"stray".to_vec());
+    }
+
+    #[test]
+    fn the_clients_address_goes_in_an_xclient_when_listed() {
+        let greeting = format!(
+            "{DOVECOT_CAPS}\"XCLIENT\"\r\n\"VERSION\" \"1.0\"\r\nOK \"Dovecot ready.\"\r\n"
+        );
+        for answer in [
+            "OK \"Updated\"\r\n",
+            "NO \"You are not from trusted IP\"\r\n",
+        ] {
+            let mut m = side("pw", false);
+            m.settings.client = Some(client_address());
+            assert_eq!(
+                step(&mut m, greeting.as_bytes()),
+                ServerEvent::Send(
+                    b"XCLIENT ADDR=192.0.2.7 PORT=51000 SESSION=s1 TTL=5\r\n".to_vec()
+                )
+            );
+            assert_eq!(step(&mut m, answer.as_bytes()), authenticate(), "{answer}");
+        }
+        // Not listed: straight to the login.
+        let mut m = side("pw", false);
+        m.settings.client = Some(client_address());
+        assert_eq!(step(&mut m, &dovecot_greeting(false)), authenticate());
     }
 
     #[test]

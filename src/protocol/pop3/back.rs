@@ -23,6 +23,8 @@ enum State {
     Capa,
     /// Reading the lines of the capability list.
     CapaList,
+    /// `XCLIENT` sent; its answer, good or bad, leads to the login.
+    Xclient,
     /// `AUTH PLAIN` sent; `pending` is the response still owed to a `+` continuation.
     Auth {
         pending: Option<Secret<Vec<u8>>>,
@@ -54,6 +56,13 @@ fn status(line: &[u8]) -> Status {
     }
 }
 
+/// Whether a greeting's text carries Dovecot's `[XCLIENT]` response code.
+fn offers_xclient(text: &str) -> bool {
+    text.split_ascii_whitespace()
+        .take_while(|word| word.starts_with('['))
+        .any(|word| word.eq_ignore_ascii_case("[XCLIENT]"))
+}
+
 pub struct Pop3ServerSide {
     creds: Credentials,
     settings: ServerSettings,
@@ -61,6 +70,9 @@ pub struct Pop3ServerSide {
     state: State,
     /// The capability lines of the current CAPA answer.
     capabilities: Vec<String>,
+    /// The greeting carried `[XCLIENT]`: Dovecot shows it only to peers it trusts, and answers
+    /// `+OK` to an untrusted peer's `XCLIENT` too, so the greeting is the only sure sign.
+    xclient_offered: bool,
 }
 
 impl Pop3ServerSide {
@@ -71,6 +83,19 @@ impl Pop3ServerSide {
             ex: Exchange::default(),
             state: State::Greeting,
             capabilities: Vec::new(),
+            xclient_offered: false,
+        }
+    }
+
+    /// Capabilities are known: name the client first when asked to and the server listens,
+    /// then log in.
+    fn before_login(&mut self) -> ServerEvent {
+        match self.settings.client.take() {
+            Some(client) if self.xclient_offered => {
+                self.state = State::Xclient;
+                ServerEvent::Send(client.xclient().into_bytes())
+            }
+            _ => self.login(),
         }
     }
 
@@ -126,11 +151,15 @@ impl Pop3ServerSide {
     fn respond(&mut self, line: &[u8]) -> Option<ServerEvent> {
         let event = match &mut self.state {
             State::Greeting => match status(line) {
-                Status::Ok(_) if self.settings.starttls => {
+                Status::Ok(text) if self.settings.starttls => {
+                    self.xclient_offered = offers_xclient(&text);
                     self.state = State::Stls;
                     ServerEvent::Send(b"STLS\r\n".to_vec())
                 }
-                Status::Ok(_) => self.capa(),
+                Status::Ok(text) => {
+                    self.xclient_offered = offers_xclient(&text);
+                    self.capa()
+                }
                 _ => self.ex.unexpected("greeting", line),
             },
             State::Stls => match status(line) {
@@ -146,12 +175,12 @@ impl Pop3ServerSide {
                     return None;
                 }
                 // No CAPA (RFC 1939 servers): USER and PASS are all there is.
-                Status::Err(_) => self.login(),
+                Status::Err(_) => self.before_login(),
                 _ => self.ex.unexpected("answer to CAPA", line),
             },
             State::CapaList => {
                 if line == b"." {
-                    self.login()
+                    self.before_login()
                 } else {
                     if self.capabilities.len() >= MAX_CAPABILITY_LINES {
                         return Some(self.ex.unavailable("endless CAPA answer"));
@@ -162,6 +191,12 @@ impl Pop3ServerSide {
                     return None;
                 }
             }
+            // A refusal only means the address did not reach the server's log; the login
+            // itself still stands.
+            State::Xclient => match status(line) {
+                Status::Ok(_) | Status::Err(_) => self.login(),
+                _ => self.ex.unexpected("answer to XCLIENT", line),
+            },
             State::Auth { pending } => match status(line) {
                 Status::Continuation => match pending.take() {
                     Some(response) => ServerEvent::Send(response.into_inner()),
@@ -221,7 +256,7 @@ mod tests {
     use super::*;
     use crate::protocol::sasl::encode_plain;
     use crate::protocol::server_login::MAX_SERVER_LINE;
-    use crate::protocol::test_support::Garbage;
+    use crate::protocol::test_support::{client_address, Garbage};
     use crate::protocol::{Failure, ServerSide};
 
     fn creds(user: &str, pass: &str) -> Credentials {
@@ -272,6 +307,44 @@ mod tests {
         );
         assert_eq!(m.next_event(), ServerEvent::NeedInput);
         assert!(m.take_unprocessed().is_empty());
+    }
+
+    #[test]
+    fn the_clients_address_goes_in_an_xclient_when_the_greeting_offers_it() {
+        let with_client = || {
+            Pop3ServerSide::new(
+                creds("alice", "pw"),
+                ServerSettings {
+                    starttls: false,
+                    client: Some(client_address()),
+                },
+            )
+        };
+        let mut m = with_client();
+        step(&mut m, b"+OK [XCLIENT] Dovecot (Debian) ready.\r\n");
+        assert_eq!(
+            step(&mut m, DOVECOT_CAPA),
+            send(b"XCLIENT ADDR=192.0.2.7 PORT=51000 SESSION=s1 TTL=5\r\n")
+        );
+        assert_eq!(
+            step(&mut m, b"+OK Updated\r\n"),
+            send(b"AUTH PLAIN AGFsaWNlAHB3\r\n")
+        );
+        // A refusal does not stop the login.
+        let mut m = with_client();
+        step(&mut m, b"+OK [XCLIENT] Dovecot (Debian) ready.\r\n");
+        step(&mut m, DOVECOT_CAPA);
+        assert_eq!(
+            step(&mut m, b"-ERR Invalid parameters\r\n"),
+            send(b"AUTH PLAIN AGFsaWNlAHB3\r\n")
+        );
+        // No [XCLIENT] in the greeting (an untrusted peer): straight to the login.
+        let mut m = with_client();
+        step(&mut m, DOVECOT_GREETING);
+        assert_eq!(
+            step(&mut m, DOVECOT_CAPA),
+            send(b"AUTH PLAIN AGFsaWNlAHB3\r\n")
+        );
     }
 
     #[test]
