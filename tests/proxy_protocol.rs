@@ -245,3 +245,30 @@ fn dovecot_sees_the_real_client_over_pop3_and_managesieve_with_xclient() {
         );
     }
 }
+
+/// The client's own `ID` (its name and version) reaches Dovecot in the one `ID` the proxy sends
+/// before the login, next to the address; an `x-originating-ip` of the client's own making does
+/// not.
+#[test]
+fn the_clients_own_id_reaches_dovecot_but_not_its_x_fields() {
+    let dc = Dovecot::start();
+    let port = free_port();
+    let toml = listener(port, "none", "\"127.0.0.1\"", dc.imap) + "forward_client = \"id\"\n";
+    let _proxy = Proxy::start_toml(&toml, &[port]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"PROXY TCP4 192.0.2.80 198.51.100.1 51000 143\r\n")
+        .unwrap();
+    let mut c = Client::from_stream(s);
+    c.expect_line("* OK");
+    c.send_line("i ID (\"name\" \"Thunderbird\" \"x-originating-ip\" \"10.6.6.6\")");
+    c.read_until_tagged("i");
+    imap_login(&mut c, "a", "alice", "alicepw");
+    assert!(
+        dc.wait_log("rip=192.0.2.80", READ_TIMEOUT),
+        "{}",
+        dc.log_text()
+    );
+    let log = dc.log_text();
+    assert!(log.contains("name=Thunderbird"), "{log}");
+    assert!(!log.contains("10.6.6.6"), "{log}");
+}

@@ -154,6 +154,7 @@ mod tests {
             local: "192.0.2.2:143".parse().unwrap(),
             tls: false,
             session: "t".into(),
+            client_id: Vec::new(),
         };
         let password = crate::protocol::Secret::new(b"pw".to_vec());
         let login = crate::map::Login {

@@ -59,6 +59,8 @@ pub struct Connection {
     pub tls: bool,
     /// This session's id, also given to the back end when the client is forwarded.
     pub session: String,
+    /// The client's own IMAP `ID` fields, passed on to a back end that takes `ID`.
+    pub client_id: Vec<(String, String)>,
 }
 
 /// What the session connects to for one user.

@@ -70,6 +70,7 @@ mod tests {
             local: "192.0.2.2:143".parse().unwrap(),
             tls: false,
             session: "t".into(),
+            client_id: Vec::new(),
         };
         let password = Secret::new(Vec::new());
         let login = Login {

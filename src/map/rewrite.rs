@@ -189,6 +189,7 @@ mod tests {
             local: "198.51.100.1:993".parse().unwrap(),
             tls: true,
             session: "t".into(),
+            client_id: Vec::new(),
         }
     }
 

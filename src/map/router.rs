@@ -218,6 +218,7 @@ mod tests {
             local: "198.51.100.1:143".parse().unwrap(),
             tls: false,
             session: "t".into(),
+            client_id: Vec::new(),
         }
     }
 

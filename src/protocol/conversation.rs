@@ -191,6 +191,10 @@ pub trait Dialect: Send {
     fn answer(&self, pending: Option<Self::Pending>, text: &str) -> Vec<u8>;
     /// A failed login with words from the routing service (printable, one line).
     fn denied(&self, pending: Option<Self::Pending>, message: &str) -> Vec<u8>;
+    /// The client's own identification to pass on (IMAP `ID`); none by default.
+    fn client_id(&self) -> Vec<(String, String)> {
+        Vec::new()
+    }
 }
 
 /// The client side of every protocol: the shared conversation driven in a dialect.
@@ -231,6 +235,10 @@ impl<D: Dialect> ClientSide for Conversation<D> {
             Phase::Sasl(_) => self.dialect.sasl_response(&mut self.core),
             Phase::Commands => self.dialect.command(&mut self.core),
         }
+    }
+
+    fn client_id(&self) -> Vec<(String, String)> {
+        self.dialect.client_id()
     }
 
     fn tls_established(&mut self) {

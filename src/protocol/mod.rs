@@ -271,6 +271,8 @@ pub trait ClientSide: Send {
     fn shutdown_message(&self) -> Vec<u8>;
     /// Bytes the client pipelined after its login command; they belong to the back end.
     fn take_unprocessed(&mut self) -> Vec<u8>;
+    /// The client's own identification (IMAP `ID` fields), to pass on to the back end.
+    fn client_id(&self) -> Vec<(String, String)>;
 }
 
 /// What the server side wants the session to do next.
@@ -352,6 +354,9 @@ pub struct ServerSettings {
     /// The client to name to the back end before the login (IMAP `ID`, POP3 and ManageSieve
     /// `XCLIENT`), when the back end offers it.
     pub client: Option<ClientAddress>,
+    /// The client's own `ID` fields, sent in the same `ID` (Dovecot reads only the first);
+    /// IMAP only.
+    pub client_id: Vec<(String, String)>,
 }
 
 /// Who the client is, as a back end is told in band.

@@ -169,6 +169,7 @@ async fn converse(
     let settings = ServerSettings {
         starttls: endpoint.tls == BackendTls::Starttls,
         client: forward::in_band(forward_client, connection),
+        client_id: connection.client_id.clone(),
     };
     let mut machine = listener.protocol().server_side(creds, settings);
     let mut buf = vec![0u8; READ_CHUNK];

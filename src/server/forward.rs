@@ -84,6 +84,7 @@ mod tests {
             local: local.parse().unwrap(),
             tls: false,
             session: "s1".into(),
+            client_id: Vec::new(),
         }
     }
 

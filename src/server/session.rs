@@ -240,7 +240,10 @@ impl Session {
                 // A login still waiting for its back end when the grace period is over is
                 // answered (unavailable) and logged, then the conversation says goodbye.
                 let mut phase = self.phase.clone();
-                let connection = self.connection();
+                let connection = Connection {
+                    client_id: machine.client_id(),
+                    ..self.connection()
+                };
                 self.attempts += 1;
                 let attempt = self.attempts;
                 tokio::select! {
@@ -312,6 +315,7 @@ impl Session {
             local: self.local,
             tls: self.security != Security::Plaintext,
             session: self.id.clone(),
+            client_id: Vec::new(),
         }
     }
 

@@ -56,23 +56,25 @@ impl ImapServerSide {
         }
     }
 
-    /// Capabilities are known: send the client's address in an `ID` first when asked to and
-    /// the server takes `ID`, then log in.
+    /// Capabilities are known: when the server takes `ID`, send one first with the client's
+    /// address (when asked to) and the client's own fields, then log in. One command, because
+    /// Dovecot reads only the first `ID` of a connection.
     fn before_login(&mut self) -> ServerEvent {
         let caps = self.capabilities.as_deref().unwrap_or_default();
-        match self.settings.client.take() {
-            Some(client) if has_capability(caps, "ID") => {
-                self.state = State::ForwardId;
-                let list: Vec<String> = client
-                    .id_fields()
-                    .iter()
-                    .flat_map(|(k, v)| [quoted(k), quoted(v)])
-                    .collect();
-                let command = format!("{TAG_ID} ID ({})\r\n", list.join(" "));
-                ServerEvent::Send(command.into_bytes())
-            }
-            _ => self.login(),
+        let address = self.settings.client.take();
+        let client_id = std::mem::take(&mut self.settings.client_id);
+        if !has_capability(caps, "ID") || (address.is_none() && client_id.is_empty()) {
+            return self.login();
         }
+        let fields = address.iter().flat_map(|a| a.id_fields());
+        let list: Vec<String> = fields
+            .map(|(k, v)| (k.to_string(), v))
+            .chain(client_id)
+            .flat_map(|(k, v)| [quoted(&k), quoted(&v)])
+            .collect();
+        self.state = State::ForwardId;
+        let command = format!("{TAG_ID} ID ({})\r\n", list.join(" "));
+        ServerEvent::Send(command.into_bytes())
     }
 
     /// Capabilities are known: log in the best way the server offers.
@@ -465,6 +467,7 @@ mod tests {
             ServerSettings {
                 starttls: false,
                 client: Some(client_address()),
+                ..ServerSettings::default()
             },
         );
         let ServerEvent::Send(id) = step(&mut m, DOVECOT_GREETING) else {
@@ -474,12 +477,31 @@ mod tests {
         assert!(id.ends_with(b" \"x-proxy-ttl\" \"5\")\r\n"));
         let event = step(&mut m, b"* ID NIL\r\npc4 OK ID completed.\r\n");
         assert!(matches!(&event, ServerEvent::Send(b) if b.starts_with(b"pc2 AUTHENTICATE PLAIN")));
+        // The client's own fields follow the address in the same ID; alone, they still go.
+        for address in [Some(client_address()), None] {
+            let with_address = address.is_some();
+            let mut m = ImapServerSide::new(
+                creds("pw"),
+                ServerSettings {
+                    starttls: false,
+                    client: address,
+                    client_id: vec![("name".into(), "Thunder\"bird".into())],
+                },
+            );
+            let ServerEvent::Send(id) = step(&mut m, DOVECOT_GREETING) else {
+                panic!()
+            };
+            let id = String::from_utf8(id).unwrap();
+            assert!(id.ends_with("\"name\" \"Thunder\\\"bird\")\r\n"), "{id}");
+            assert_eq!(id.contains("x-originating-ip"), with_address, "{id}");
+        }
         // A server without ID: straight to the login.
         let mut m = ImapServerSide::new(
             creds("pw"),
             ServerSettings {
                 starttls: false,
                 client: Some(client_address()),
+                ..ServerSettings::default()
             },
         );
         let event = step(

@@ -18,8 +18,8 @@ pub struct Imap {
     /// Literals of the current command already answered with `+`, so that a command arriving
     /// in many reads gets exactly one continuation per literal.
     literals_acknowledged: usize,
-    /// The client's own `ID` parameters, kept to be forwarded to the back end.
-    client_id: Option<Vec<Token>>,
+    /// The client's own `ID` fields, kept to be passed on to the back end.
+    client_id: Vec<(String, String)>,
 }
 
 /// The IMAP client side.
@@ -28,11 +28,34 @@ pub type ImapClientSide = Conversation<Imap>;
 /// A pending login or SASL exchange remembers its command's tag.
 type Core = conversation::Core<String>;
 
-impl ImapClientSide {
-    /// The client's `ID` parameters, if it sent any.
-    pub fn client_id(&self) -> Option<&[Token]> {
-        self.dialect().client_id.as_deref()
-    }
+/// RFC 2971's limits: at most 30 fields, names up to 30 bytes, values up to 1024.
+const MAX_ID_FIELDS: usize = 30;
+const MAX_ID_NAME: usize = 30;
+const MAX_ID_VALUE: usize = 1024;
+
+/// The fields of an `ID` list worth passing on: within RFC 2971's limits, NIL values left out,
+/// and no `x-` names, which Dovecot believes from a trusted proxy (`x-originating-ip` and
+/// the like) and which only the proxy may set.
+fn id_fields(params: &[Token]) -> Vec<(String, String)> {
+    params
+        .chunks_exact(2)
+        .filter_map(|pair| match pair {
+            [Token::String(name) | Token::Atom(name), Token::String(value)] => Some((name, value)),
+            _ => None,
+        })
+        .filter(|(name, value)| {
+            name.len() <= MAX_ID_NAME
+                && value.len() <= MAX_ID_VALUE
+                && !name.get(..2).is_some_and(|p| p.eq_ignore_ascii_case(b"x-"))
+        })
+        .take(MAX_ID_FIELDS)
+        .map(|(name, value)| {
+            (
+                String::from_utf8_lossy(name).into_owned(),
+                String::from_utf8_lossy(value).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn login_refusal(core: &Core) -> Option<&'static str> {
@@ -120,8 +143,8 @@ impl Imap {
                 .close(format!("* BYE Logging out\r\n{tag} OK Logout completed\r\n").into_bytes()),
             ("ID", [arg]) => {
                 self.client_id = match arg {
-                    Token::List(params) => Some(params.clone()),
-                    _ => None,
+                    Token::List(params) => id_fields(params),
+                    _ => Vec::new(),
                 };
                 ClientEvent::Send(
                     format!(
@@ -299,6 +322,10 @@ impl Dialect for Imap {
         self.answer(tag, &format!("NO [AUTHENTICATIONFAILED] {message}"))
     }
 
+    fn client_id(&self) -> Vec<(String, String)> {
+        self.client_id.clone()
+    }
+
     fn answer(&self, tag: Option<String>, text: &str) -> Vec<u8> {
         let tag = tag.unwrap_or_else(|| "*".into());
         format!("{tag} {text}\r\n").into_bytes()
@@ -383,22 +410,25 @@ mod tests {
     #[test]
     fn id_answers_and_remembers_the_client() {
         let mut m = machine();
-        let out = text(&feed(&mut m, b"i ID (\"name\" \"Thunderbird\")\r\n"));
+        let out = text(&feed(
+            &mut m,
+            b"i ID (\"name\" \"Thunderbird\" \"X-Originating-IP\" \"10.9.9.9\" \"os\" NIL \"version\" {4+}\r\n\"1\"2 \"x-proxy-ttl\" \"1\")\r\n",
+        ));
         assert!(out.starts_with("* ID (\"name\" \"Portcullis\""), "{out}");
         assert!(out.ends_with("i OK ID completed\r\n"));
+        // The client may not name an address or a TTL: only the proxy sets x- fields.
         assert_eq!(
             m.client_id(),
-            Some(
-                &[
-                    Token::String(b"name".to_vec()),
-                    Token::String(b"Thunderbird".to_vec())
-                ][..]
-            )
+            vec![
+                ("name".to_string(), "Thunderbird".to_string()),
+                ("version".to_string(), "\"1\"2".to_string())
+            ]
         );
         assert_eq!(
             text(&feed(&mut m, b"j ID NIL\r\n")).lines().last(),
             Some("j OK ID completed")
         );
+        assert!(m.client_id().is_empty());
     }
 
     #[test]

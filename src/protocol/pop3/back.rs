@@ -317,6 +317,7 @@ mod tests {
                 ServerSettings {
                     starttls: false,
                     client: Some(client_address()),
+                    ..ServerSettings::default()
                 },
             )
         };
