@@ -6,7 +6,7 @@
 //! other word a syslog facility. Every line carries a timestamp and `ident[pid]:`, as syslog
 //! writes it, so a file written here reads like `/var/log/mail.log`.
 
-mod per_source;
+pub(crate) mod per_source;
 pub mod queue;
 mod writer;
 
@@ -87,6 +87,8 @@ pub struct Logger {
     debug: bool,
     log_passwd: LogPasswd,
     tls_failures: Mutex<PerSourceLimit>,
+    /// Banned addresses turned away: a few lines per address and minute, as for TLS.
+    guard_refusals: Mutex<PerSourceLimit>,
 }
 
 /// Syslog facility numbers (RFC 5424 section 6.2.1).
@@ -177,6 +179,10 @@ impl Logger {
             debug: config.debug,
             log_passwd: config.log_passwd,
             tls_failures: Mutex::new(PerSourceLimit::new(
+                TLS_FAILURE_LINES_PER_MINUTE,
+                Duration::from_secs(60),
+            )),
+            guard_refusals: Mutex::new(PerSourceLimit::new(
                 TLS_FAILURE_LINES_PER_MINUTE,
                 Duration::from_secs(60),
             )),
@@ -310,6 +316,48 @@ impl Logger {
                     "TLS handshake failed:{} reason=\"{}\"",
                     from_to(peer, local),
                     escape(reason)
+                ),
+            );
+        }
+    }
+
+    /// The guard holds back the answer to a failed login.
+    pub fn guard_delay(&self, peer: SocketAddr, local: SocketAddr, failures: u32, delay: Duration) {
+        self.write(
+            Severity::Notice,
+            &format!(
+                "Guard:{} delayed {} ms after {failures} failed logins",
+                from_to(peer, local),
+                delay.as_millis()
+            ),
+        );
+    }
+
+    /// The guard bans an address.
+    pub fn guard_ban(&self, peer: SocketAddr, local: SocketAddr, failures: u32, ban: Duration) {
+        self.write_kept(
+            Severity::Warning,
+            &format!(
+                "Guard:{} banned for {} s after {failures} failed logins",
+                from_to(peer, local),
+                ban.as_secs().max(1)
+            ),
+        );
+    }
+
+    /// A banned address came back and was turned away; rate-limited per address.
+    pub fn guard_refusal(&self, peer: SocketAddr, local: SocketAddr, left: Duration) {
+        let allowed = match self.guard_refusals.lock() {
+            Ok(mut limit) => limit.allow(peer.ip().to_canonical(), Instant::now()),
+            Err(_) => false,
+        };
+        if allowed {
+            self.write_kept(
+                Severity::Notice,
+                &format!(
+                    "Guard:{} refused: banned for {} s more",
+                    from_to(peer, local),
+                    left.as_secs().max(1)
                 ),
             );
         }

@@ -7,6 +7,7 @@
 
 pub mod authlog;
 pub mod config;
+pub mod guard;
 pub mod map;
 pub mod protocol;
 pub mod server;

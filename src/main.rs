@@ -164,7 +164,7 @@ fn run(config: Config, warnings: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let services = Services::new(logger.clone());
+    let services = Services::new(logger.clone(), portcullis::guard::Guard::new(&config.guard));
     runtime.block_on(async {
         let bound = match server::bind(&listeners) {
             Ok(b) => b,

@@ -189,6 +189,7 @@ fn a_stalled_log_pipe_never_stops_the_proxy() {
         + &listener("imap", port, "none", dc.imap);
     let config = dir.path().join("portcullis.toml");
     std::fs::write(&config, toml).unwrap();
+    guard_off_unless_configured_in(&config);
     let stderr_path = dir.path().join("stderr");
     let mut proxy = Spawned(
         Command::new(portcullis_bin())
@@ -840,6 +841,7 @@ impl StalledLog {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("portcullis.toml");
         std::fs::write(&config, toml).unwrap();
+        guard_off_unless_configured_in(&config);
         let stderr = dir.path().join("stderr");
         let mut proxy = Spawned(
             Command::new(portcullis_bin())

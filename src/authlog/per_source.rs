@@ -28,7 +28,7 @@ pub struct PerSourceLimit {
 }
 
 /// The part of an address that names one source: IPv4 as it is, IPv6 by its /64.
-fn source(ip: IpAddr) -> IpAddr {
+pub fn source(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let bits = u128::from(v6) & !((1u128 << 64) - 1);

@@ -2,7 +2,10 @@
 //! Perdition-compatible reader in `perdition.rs`. Both produce a [`Config`] that
 //! [`Config::validate`] checks before anything listens.
 
+mod guard;
 pub mod perdition;
+
+pub use guard::GuardConfig;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -27,6 +30,8 @@ pub struct Config {
     pub log: LogConfig,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub guard: GuardConfig,
     #[serde(rename = "listener", default)]
     pub listeners: Vec<Listener>,
 }
@@ -461,6 +466,7 @@ impl Config {
         if self.listeners.is_empty() {
             problems.push("no [[listener]] configured".to_string());
         }
+        problems.extend(self.guard.problems());
         if self.limits.max_line_length < 64 {
             problems.push("limits.max_line_length must be at least 64".into());
         }

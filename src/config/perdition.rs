@@ -428,6 +428,8 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
             ..LogConfig::default()
         },
         limits,
+        // Perdition has no guard: off unless the native configuration asks for one.
+        guard: super::GuardConfig::off(),
         listeners: vec![Listener {
             protocol,
             bind,

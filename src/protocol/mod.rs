@@ -447,6 +447,17 @@ impl Protocol {
         }
     }
 
+    /// What to tell a client whose address the guard has banned.
+    pub fn banned_message(self) -> &'static [u8] {
+        match self {
+            Protocol::Imap => b"* BYE [UNAVAILABLE] Too many failed logins, try again later\r\n",
+            Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many failed logins, try again later\r\n",
+            Protocol::Managesieve => {
+                b"BYE (TRYLATER) \"Too many failed logins, try again later.\"\r\n"
+            }
+        }
+    }
+
     /// The protocol's ALPN id (RFC 7301, IANA's registry), offered on TLS listeners.
     pub fn alpn_id(self) -> &'static [u8] {
         match self {

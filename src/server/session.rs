@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::authlog::{AuthRecord, Logger};
+use crate::guard::{Guard, Verdict};
 use crate::map::Connection;
 use crate::protocol::{
     loggable_user, AfterLogin, ClientEvent, ClientSide, Credentials, LoginOutcome, Refusal, Secret,
@@ -100,6 +101,14 @@ impl Session {
     pub async fn run(mut self, mut tcp: TcpStream) {
         let _ = tcp.set_nodelay(true);
         if self.listener.proxy_trusted.is_some() && !self.read_proxy_header(&mut tcp).await {
+            return;
+        }
+        if let Some(left) = self.banned() {
+            self.logger().guard_refusal(self.peer, self.local, left);
+            // On a TLS listener the words would cost a handshake: the close says enough.
+            if !self.listener.implicit_tls() {
+                let _ = tcp.try_write(self.listener.protocol().banned_message());
+            }
             return;
         }
         self.logger().connect(self.peer, self.local);
@@ -223,7 +232,16 @@ impl Session {
         machine: &mut dyn ClientSide,
         creds: Credentials,
     ) -> Next {
+        // Connections opened before the ban earned elsewhere end at their next attempt.
+        if let Some(left) = self.banned() {
+            self.logger().guard_refusal(self.peer, self.local, left);
+            say_goodbye(stream, self.listener.protocol().banned_message()).await;
+            return Next::End;
+        }
         let mut record = self.auth_record(Some(creds.user.clone()));
+        let fingerprint = self
+            .guard()
+            .map(|g| g.fingerprint(&creds.user, creds.secret.expose()));
         // The back-end steps run on their own timeouts: the time they take is not the
         // client's, and the client is answered however they end.
         let started = Instant::now();
@@ -262,8 +280,18 @@ impl Session {
             let message = format!("back end {server} for {}: {reason}", self.peer);
             self.logger().warning(&message);
         }
+        let verdict = fingerprint.and_then(|f| self.judge(&outcome, f));
+        if let Some(verdict) = &verdict {
+            self.hold_back(verdict).await;
+        }
         let reply = machine.login_finished(&outcome);
         if self.send(stream, &reply.bytes).await.is_err() {
+            return Next::End;
+        }
+        // Banned now: the client is let go with the reason, unless the answer already did.
+        let banned = verdict.is_some_and(|v| v.banned_for.is_some());
+        if banned && reply.next != AfterLogin::Close {
+            say_goodbye(stream, self.listener.protocol().banned_message()).await;
             return Next::End;
         }
         match (reply.next, backend) {
@@ -273,6 +301,54 @@ impl Session {
                 say_goodbye(stream, &[]).await;
                 Next::End
             }
+        }
+    }
+
+    fn guard(&self) -> Option<&Guard> {
+        self.services.guard.as_ref()
+    }
+
+    /// How much longer the client's address is banned, if it is.
+    fn banned(&self) -> Option<Duration> {
+        self.guard()?.banned(self.peer.ip())
+    }
+
+    /// Tell the guard how a login went; a failure the client caused comes back as a verdict.
+    /// A back end that is down is nobody's failure.
+    fn judge(&self, outcome: &LoginOutcome, fingerprint: u64) -> Option<Verdict> {
+        let guard = self.guard()?;
+        match outcome {
+            LoginOutcome::Accepted { .. } => {
+                guard.success(self.peer.ip());
+                None
+            }
+            LoginOutcome::Rejected { .. }
+            | LoginOutcome::Denied { .. }
+            | LoginOutcome::Refused(Refusal::ForbiddenCharacters | Refusal::NoServer) => {
+                guard.failure(self.peer.ip(), fingerprint)
+            }
+            LoginOutcome::Refused(Refusal::LoginDisabled) | LoginOutcome::Failed { .. } => None,
+        }
+    }
+
+    /// Wait out the guard's delay before answering a failed login (the deadlines move with
+    /// it: the time is the guard's, not the client's), and log the decision.
+    async fn hold_back(&mut self, verdict: &Verdict) {
+        if let Some(ban) = verdict.banned_for {
+            self.logger()
+                .guard_ban(self.peer, self.local, verdict.failures, ban);
+        }
+        if verdict.delay.is_zero() {
+            return;
+        }
+        self.logger()
+            .guard_delay(self.peer, self.local, verdict.failures, verdict.delay);
+        self.deadline += verdict.delay;
+        self.ceiling += verdict.delay;
+        let mut phase = self.phase.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(verdict.delay) => {}
+            _ = reached(&mut phase, Phase::Draining) => {}
         }
     }
 

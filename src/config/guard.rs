@@ -1,0 +1,83 @@
+//! `[guard]`: the brute-force guard's numbers. All times in milliseconds, so that tests can
+//! make them short; the defaults follow Dovecot's auth penalty (a delay doubling to 15 s) and
+//! fail2ban's stock jail (a 10-minute ban).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::guard::Rules;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardConfig {
+    /// On by default in the native configuration; off in Perdition mode, which has none.
+    pub enabled: bool,
+    /// The delay before answering the first failed login from an address; it doubles with
+    /// every further failure.
+    pub penalty_initial_ms: u64,
+    /// The delay never grows beyond this.
+    pub penalty_max_ms: u64,
+    /// An address without a failure for this long starts from zero again.
+    pub forget_after_ms: u64,
+    /// Failures that earn a ban (a repeated wrong password counts once); 0: never ban.
+    pub ban_after: u32,
+    /// How long a ban lasts: the address is turned away right after accept.
+    pub ban_ms: u64,
+    /// Networks never delayed nor banned (addresses or CIDRs). None by default, loopback
+    /// included.
+    pub trusted: Vec<String>,
+    /// Addresses remembered at most (the least used are forgotten first).
+    pub max_sources: u64,
+}
+
+impl Default for GuardConfig {
+    fn default() -> Self {
+        GuardConfig {
+            enabled: true,
+            penalty_initial_ms: 2_000,
+            penalty_max_ms: 15_000,
+            forget_after_ms: 300_000,
+            ban_after: 10,
+            ban_ms: 600_000,
+            trusted: Vec::new(),
+            max_sources: 100_000,
+        }
+    }
+}
+
+impl GuardConfig {
+    /// Turned off (Perdition mode's default).
+    pub fn off() -> Self {
+        GuardConfig {
+            enabled: false,
+            ..GuardConfig::default()
+        }
+    }
+
+    pub fn rules(&self) -> Rules {
+        Rules {
+            penalty_initial: Duration::from_millis(self.penalty_initial_ms),
+            penalty_max: Duration::from_millis(self.penalty_max_ms),
+            forget_after: Duration::from_millis(self.forget_after_ms),
+            ban_after: self.ban_after,
+            ban_time: Duration::from_millis(self.ban_ms),
+        }
+    }
+
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.enabled && self.penalty_max_ms < self.penalty_initial_ms {
+            problems.push("guard.penalty_max_ms is below guard.penalty_initial_ms".into());
+        }
+        if self.enabled && self.max_sources == 0 {
+            problems.push("guard.max_sources must be at least 1".into());
+        }
+        for network in &self.trusted {
+            if super::parse_network(network).is_none() {
+                problems.push(format!("guard.trusted: {network:?} is not a network"));
+            }
+        }
+        problems
+    }
+}

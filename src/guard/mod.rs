@@ -1,0 +1,165 @@
+//! The brute-force guard: a failed login from an address is answered only after a delay that
+//! doubles per failure, and an address that keeps failing is banned for a while, refused right
+//! after accept. IPv4 addresses count one by one, IPv6 ones by /64 (one site, one bucket).
+//! Trusted networks are exempt. State lives in this process, bounded in size.
+
+mod record;
+
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use moka::ops::compute::Op;
+
+use crate::authlog::per_source::source;
+use crate::config::GuardConfig;
+
+pub use record::{Record, Rules, Verdict};
+
+pub struct Guard {
+    rules: Rules,
+    /// Addresses never delayed nor banned (a webmail host, a monitoring probe).
+    trusted: Vec<ipnet::IpNet>,
+    /// Source (IPv4 address, IPv6 /64) → what it did; forgotten when idle longer than any
+    /// rule looks back, and bounded so that a spread-out attack cannot grow it without end.
+    sources: moka::sync::Cache<IpAddr, Record>,
+    /// Keyed per process, so that the remembered password fingerprints mean nothing outside.
+    fingerprint_key: std::collections::hash_map::RandomState,
+}
+
+impl Guard {
+    /// The guard a configuration asks for; `None` when it is turned off.
+    pub fn new(config: &GuardConfig) -> Option<Guard> {
+        if !config.enabled {
+            return None;
+        }
+        let rules = config.rules();
+        let remember = rules.forget_after.max(rules.ban_time);
+        Some(Guard {
+            rules,
+            trusted: config
+                .trusted
+                .iter()
+                .filter_map(|n| crate::config::parse_network(n))
+                .collect(),
+            sources: moka::sync::Cache::builder()
+                .max_capacity(config.max_sources)
+                .time_to_idle(remember)
+                .build(),
+            fingerprint_key: Default::default(),
+        })
+    }
+
+    fn exempt(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted.iter().any(|network| network.contains(&ip))
+    }
+
+    /// How much longer `ip` is banned, if it is.
+    pub fn banned(&self, ip: IpAddr) -> Option<Duration> {
+        if self.exempt(ip) {
+            return None;
+        }
+        self.sources.get(&source(ip))?.banned(Instant::now())
+    }
+
+    /// What identifies a user+password pair among an address's recent failures, without
+    /// keeping the password.
+    pub fn fingerprint(&self, user: &str, password: &[u8]) -> u64 {
+        self.fingerprint_key.hash_one((user.as_bytes(), password))
+    }
+
+    /// A login from `ip` failed: how long to wait before answering, and whether it earned a
+    /// ban. `None` for an exempt address.
+    pub fn failure(&self, ip: IpAddr, fingerprint: u64) -> Option<Verdict> {
+        if self.exempt(ip) {
+            return None;
+        }
+        let now = Instant::now();
+        let mut verdict = None;
+        self.sources.entry(source(ip)).and_compute_with(|entry| {
+            let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
+            verdict = Some(record.failure(&self.rules, now, fingerprint));
+            Op::Put(record)
+        });
+        verdict
+    }
+
+    /// A login from `ip` succeeded: its failures are forgiven.
+    pub fn success(&self, ip: IpAddr) {
+        let now = Instant::now();
+        self.sources
+            .entry(source(ip))
+            .and_compute_with(|entry| match entry {
+                None => Op::Nop,
+                Some(entry) => {
+                    let mut record = entry.into_value();
+                    record.success();
+                    if record.is_clear(now) {
+                        Op::Remove
+                    } else {
+                        Op::Put(record)
+                    }
+                }
+            });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guard(trusted: &[&str]) -> Guard {
+        let config = GuardConfig {
+            ban_after: 3,
+            trusted: trusted.iter().map(|s| s.to_string()).collect(),
+            ..GuardConfig::default()
+        };
+        Guard::new(&config).unwrap()
+    }
+
+    #[test]
+    fn ipv6_neighbours_share_a_bucket_ipv4_ones_do_not() {
+        let g = guard(&[]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        g.failure(ip("2001:db8:1:2::1"), g.fingerprint("a", b"1"));
+        g.failure(ip("2001:db8:1:2::ff"), g.fingerprint("a", b"2"));
+        let v = g
+            .failure(ip("2001:db8:1:2:aaaa::3"), g.fingerprint("a", b"3"))
+            .unwrap();
+        assert!(v.banned_for.is_some());
+        assert!(g.banned(ip("2001:db8:1:2::77")).is_some());
+        assert!(g.banned(ip("2001:db8:1:3::1")).is_none());
+        g.failure(ip("192.0.2.1"), g.fingerprint("a", b"1"));
+        g.failure(ip("192.0.2.2"), g.fingerprint("a", b"2"));
+        assert_eq!(
+            g.failure(ip("192.0.2.3"), g.fingerprint("a", b"3"))
+                .unwrap()
+                .failures,
+            1
+        );
+        // An IPv4 client on an IPv6 socket is the same IPv4 source.
+        assert_eq!(
+            g.failure(ip("::ffff:192.0.2.3"), g.fingerprint("a", b"4"))
+                .unwrap()
+                .failures,
+            2
+        );
+    }
+
+    #[test]
+    fn trusted_networks_are_exempt_and_success_forgives() {
+        let g = guard(&["10.0.0.0/8"]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(g.failure(ip("10.1.2.3"), g.fingerprint("a", b"x")), None);
+        g.failure(ip("192.0.2.9"), g.fingerprint("a", b"1"));
+        g.failure(ip("192.0.2.9"), g.fingerprint("a", b"2"));
+        g.success(ip("192.0.2.9"));
+        assert_eq!(
+            g.failure(ip("192.0.2.9"), g.fingerprint("a", b"3"))
+                .unwrap()
+                .failures,
+            1
+        );
+    }
+}

@@ -1,0 +1,165 @@
+//! The brute-force guard seen from the network: failed logins answered late, an address that
+//! keeps failing banned on every listener and told so, other addresses untouched, trusted
+//! networks exempt, a repeated wrong password counted once. Each test uses its own 127.0.0.x
+//! source addresses and its own proxy, so no penalty leaks between tests.
+
+mod support;
+
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::time::Instant;
+
+use support::*;
+
+fn config(imap: u16, pop3: u16, dc: &Dovecot, guard: &str) -> String {
+    format!(
+        "[log]\ndestination = \"-\"\n\n[limits]\nmax_failed_logins = 10\n\n[guard]\n{guard}\n\n\
+         [[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{imap}\"]\n\
+         [listener.backend]\nhost = \"127.0.0.1\"\nport = {}\n\n\
+         [[listener]]\nprotocol = \"pop3\"\nbind = [\"127.0.0.1:{pop3}\"]\n\
+         [listener.backend]\nhost = \"127.0.0.1\"\nport = {}\n",
+        dc.imap, dc.pop3
+    )
+}
+
+/// A client connecting from `source` (any 127.0.0.x on Linux's loopback).
+fn connect_from(source: &str, port: u16) -> Client {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    let source: IpAddr = source.parse().unwrap();
+    socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
+    socket
+        .connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
+        .unwrap();
+    Client::from_stream(TcpStream::from(socket))
+}
+
+/// `LOGIN` with a wrong password; the tagged answer.
+fn wrong_login(c: &mut Client, tag: &str, password: &str) -> String {
+    c.send_line(&format!("{tag} LOGIN alice {password}"));
+    c.read_until_tagged(tag).last().unwrap().clone()
+}
+
+#[test]
+fn failures_are_answered_late_then_banned_on_every_listener() {
+    let dc = Dovecot::start();
+    let (imap, pop3) = (free_port(), free_port());
+    let guard = "penalty_initial_ms = 600\npenalty_max_ms = 1200\nban_after = 3\nban_ms = 60000";
+    let proxy = Proxy::start_toml(&config(imap, pop3, &dc, guard), &[imap, pop3]);
+
+    let mut c = connect_from("127.0.0.3", imap);
+    c.expect_line("* OK");
+    let started = Instant::now();
+    assert!(wrong_login(&mut c, "a", "wrong1").starts_with("a NO"));
+    let first = started.elapsed();
+    assert!(
+        first.as_millis() >= 550,
+        "the first failure was answered after {first:?}, before the 600 ms penalty"
+    );
+    assert!(wrong_login(&mut c, "b", "wrong2").starts_with("b NO"));
+    // The third failure is answered, then the client is told why it is being let go.
+    assert!(wrong_login(&mut c, "c", "wrong3").starts_with("c NO"));
+    c.expect_line("* BYE [UNAVAILABLE] Too many failed logins");
+    assert!(c.is_closed());
+
+    // Back again, on either listener: turned away at once.
+    let mut again = connect_from("127.0.0.3", imap);
+    again.expect_line("* BYE [UNAVAILABLE] Too many failed logins");
+    let mut pop = connect_from("127.0.0.3", pop3);
+    pop.expect_line("-ERR [SYS/TEMP] Too many failed logins");
+
+    // Someone else is not touched by it.
+    let mut other = connect_from("127.0.0.4", imap);
+    other.expect_line("* OK");
+    imap_login(&mut other, "a", "alice", "alicepw");
+
+    assert!(proxy.wait_log("Guard: 127.0.0.3:", READ_TIMEOUT));
+    let log = proxy.log_text();
+    assert!(
+        log.contains("delayed 600 ms after 1 failed logins"),
+        "{log}"
+    );
+    assert!(
+        log.contains("delayed 1200 ms after 2 failed logins"),
+        "{log}"
+    );
+    assert!(
+        log.contains("banned for 60 s after 3 failed logins"),
+        "{log}"
+    );
+    assert!(log.contains("refused: banned for"), "{log}");
+    assert!(!log.contains("Guard: 127.0.0.4:"), "{log}");
+}
+
+#[test]
+fn a_repeated_wrong_password_counts_once_and_a_good_login_forgives() {
+    let dc = Dovecot::start();
+    let (imap, pop3) = (free_port(), free_port());
+    let guard = "penalty_initial_ms = 50\npenalty_max_ms = 100\nban_after = 2\nban_ms = 60000";
+    let proxy = Proxy::start_toml(&config(imap, pop3, &dc, guard), &[imap, pop3]);
+
+    // A phone retrying an old password, over and over: one failure, never a ban.
+    for tag in ["a", "b", "c", "d"] {
+        let mut c = connect_from("127.0.0.5", imap);
+        c.expect_line("* OK");
+        assert!(wrong_login(&mut c, tag, "oldpassword").starts_with(&format!("{tag} NO")));
+    }
+    // A different wrong password would be the second; a good login first forgives the one.
+    let mut c = connect_from("127.0.0.5", imap);
+    c.expect_line("* OK");
+    imap_login(&mut c, "g", "alice", "alicepw");
+    let mut c = connect_from("127.0.0.5", imap);
+    c.expect_line("* OK");
+    assert!(wrong_login(&mut c, "e", "another").starts_with("e NO"));
+    let mut c = connect_from("127.0.0.5", imap);
+    c.expect_line("* OK");
+    let log = proxy.log_text();
+    assert!(!log.contains("banned"), "{log}");
+    assert!(!log.contains("after 2 failed logins"), "{log}");
+}
+
+#[test]
+fn trusted_networks_are_never_delayed_nor_banned() {
+    let dc = Dovecot::start();
+    let (imap, pop3) = (free_port(), free_port());
+    let guard = "penalty_initial_ms = 5000\nban_after = 1\ntrusted = [\"127.0.0.6/32\"]";
+    let proxy = Proxy::start_toml(&config(imap, pop3, &dc, guard), &[imap, pop3]);
+    for tag in ["a", "b", "c"] {
+        let mut c = connect_from("127.0.0.6", imap);
+        c.expect_line("* OK");
+        let started = Instant::now();
+        assert!(wrong_login(&mut c, tag, tag).starts_with(&format!("{tag} NO")));
+        assert!(started.elapsed().as_millis() < 5000);
+    }
+    assert!(!proxy.log_text().contains("Guard:"));
+}
+
+/// Perdition mode has no guard, as Perdition has none: failures are answered without delay
+/// and never banned.
+#[test]
+fn perdition_mode_has_no_guard() {
+    let dc = Dovecot::start();
+    let port = free_port();
+    let args: Vec<String> = [
+        "perdition",
+        "-P",
+        "IMAP4",
+        "--log_facility",
+        "-",
+        "--listen_port",
+        &port.to_string(),
+        "--bind_address",
+        "127.0.0.1",
+        "-s",
+        &format!("127.0.0.1:{}", dc.imap),
+        "--no_daemon",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let proxy = Proxy::start_args(&args, &[port]);
+    for tag in ["a", "b", "c"] {
+        let mut c = connect_from("127.0.0.7", port);
+        c.expect_line("* OK");
+        assert!(wrong_login(&mut c, tag, tag).starts_with(&format!("{tag} NO")));
+    }
+    assert!(!proxy.log_text().contains("Guard:"));
+}
