@@ -272,3 +272,34 @@ fn the_clients_own_id_reaches_dovecot_but_not_its_x_fields() {
     assert!(log.contains("name=Thunderbird"), "{log}");
     assert!(!log.contains("10.6.6.6"), "{log}");
 }
+
+/// A balancer's health check (a PROXY LOCAL header, as HAProxy's `check` with `send-proxy-v2`
+/// sends) is greeted like anyone, but writes none of the lines fail2ban counts: they would get
+/// the balancer banned, and every client with it.
+#[test]
+fn a_health_check_writes_no_line_fail2ban_counts() {
+    let dc = Dovecot::start();
+    let port = free_port();
+    let proxy = Proxy::start_toml(&listener(port, "none", "\"127.0.0.1\"", dc.imap), &[port]);
+    let mut local = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    local.extend_from_slice(&[0x20, 0x00, 0, 0]); // version 2, LOCAL, no addresses
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(&local).unwrap();
+    let mut c = Client::from_stream(s);
+    c.expect_line("* OK");
+    drop(c);
+    // A real client afterwards, so that the log has caught up when it is read.
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"PROXY TCP4 192.0.2.81 198.51.100.1 51000 143\r\n")
+        .unwrap();
+    let mut c = Client::from_stream(s);
+    c.expect_line("* OK");
+    drop(c);
+    assert!(proxy.wait_log(
+        "Fatal Error reading authentication information from client 192.0.2.81",
+        READ_TIMEOUT
+    ));
+    let log = proxy.log_text();
+    assert!(!log.contains("client 127.0.0.1:"), "{log}");
+    assert!(!log.contains("Connect:  127.0.0.1:"), "{log}");
+}

@@ -47,12 +47,7 @@ pub fn next_read(buf: &[u8]) -> Result<usize, String> {
         return Ok(V1_PREFIX.len() - buf.len());
     }
     if buf.starts_with(V1_PREFIX) {
-        // Byte by byte up to the CRLF: never past the end of the line.
-        return match (buf.ends_with(b"\r\n"), buf.len() >= MAX_V1) {
-            (true, _) => Ok(0),
-            (false, true) => Err("PROXY v1 header longer than 107 bytes".into()),
-            (false, false) => Ok(1),
-        };
+        return next_read_v1(buf);
     }
     if !V2_SIGNATURE.starts_with(&buf[..buf.len().min(12)]) {
         return Err("not a PROXY protocol header".into());
@@ -69,6 +64,21 @@ pub fn next_read(buf: &[u8]) -> Result<usize, String> {
     Ok(length - buf.len())
 }
 
+/// A v1 line is read byte by byte up to its CRLF, never past it, and holds printable ASCII
+/// only: anything else ends it at once (which also keeps `ppp`'s text parser on ASCII, where
+/// it cannot slice inside a character).
+fn next_read_v1(buf: &[u8]) -> Result<usize, String> {
+    let (&last, before) = buf.split_last().ok_or("empty PROXY v1 header")?;
+    match last {
+        b'\n' if before.last() == Some(&b'\r') => Ok(0),
+        // The CRLF must still fit.
+        b'\r' if buf.len() < MAX_V1 => Ok(1),
+        0x20..=0x7e if buf.len() + 2 <= MAX_V1 => Ok(1),
+        0x20..=0x7e | b'\r' => Err("PROXY v1 header longer than 107 bytes".into()),
+        _ => Err("PROXY v1 header holds a byte that is not printable ASCII".into()),
+    }
+}
+
 /// Read a whole header (as [`next_read`] framed it).
 pub fn parse(header: &[u8]) -> Result<Proxied, String> {
     if header.starts_with(V1_PREFIX) {
@@ -76,7 +86,10 @@ pub fn parse(header: &[u8]) -> Result<Proxied, String> {
     }
     let parsed = ppp::v2::Header::try_from(header).map_err(|e| format!("PROXY v2: {e}"))?;
     let mut proxied = Proxied::default();
-    if parsed.command == ppp::v2::Command::Proxy {
+    // Addresses count for TCP over IPv4 or IPv6 only (family/protocol byte 0x11 or 0x21);
+    // UDP, UNIX sockets and UNSPEC keep the connection's own, as HAProxy's receiver does.
+    let stream = matches!(header.get(13), Some(0x11 | 0x21));
+    if parsed.command == ppp::v2::Command::Proxy && stream {
         (proxied.source, proxied.destination) = match parsed.addresses {
             ppp::v2::Addresses::IPv4(a) => (
                 Some(SocketAddr::from((a.source_address, a.source_port))),
@@ -101,7 +114,7 @@ pub fn parse(header: &[u8]) -> Result<Proxied, String> {
             TLV_AUTHORITY => proxied.authority = Some(String::from_utf8_lossy(&tlv.value).into()),
             TLV_UNIQUE_ID => proxied.unique_id = Some(tlv.value.to_vec()),
             TLV_SSL => proxied.ssl = tlv.value.first().is_some_and(|client| client & 0x01 != 0),
-            TLV_CRC32C => check_crc(header, &tlv.value)?,
+            TLV_CRC32C => check_crc(header)?,
             _ => {}
         }
     }
@@ -135,17 +148,32 @@ fn parse_v1(header: &[u8]) -> Result<Proxied, String> {
     })
 }
 
+/// Where the value of the CRC32C TLV starts, found by walking the TLVs from the end of the
+/// address block (a value elsewhere that looks like one must not be taken for it).
+fn crc_offset(header: &[u8]) -> Option<usize> {
+    let addresses = match header.get(13)? >> 4 {
+        0x1 => 12,
+        0x2 => 36,
+        0x3 => 216,
+        _ => 0,
+    };
+    let mut at = 16 + addresses;
+    while let Some(&[kind, high, low]) = header.get(at..at + 3) {
+        let length = u16::from_be_bytes([high, low]) as usize;
+        if kind == TLV_CRC32C {
+            return (length == 4 && header.len() >= at + 7).then_some(at + 3);
+        }
+        at += 3 + length;
+    }
+    None
+}
+
 /// The CRC32C TLV holds the checksum of the whole header with its own value zeroed.
-fn check_crc(header: &[u8], value: &[u8]) -> Result<(), String> {
-    let expected: [u8; 4] = value
+fn check_crc(header: &[u8]) -> Result<(), String> {
+    let at = crc_offset(header).ok_or("PROXY v2 CRC32C TLV is not 4 bytes")?;
+    let expected: [u8; 4] = header[at..at + 4]
         .try_into()
-        .map_err(|_| "PROXY v2 CRC32C TLV is not 4 bytes")?;
-    let at = header
-        .windows(7)
-        .skip(16)
-        .position(|w| w[0] == TLV_CRC32C && w[1..3] == [0, 4] && w[3..7] == expected)
-        .map(|p| p + 16 + 3)
-        .ok_or("PROXY v2 CRC32C TLV not found")?;
+        .map_err(|_| "PROXY v2 CRC32C")?;
     let mut zeroed = header.to_vec();
     zeroed[at..at + 4].fill(0);
     if crc32c::crc32c(&zeroed).to_be_bytes() == expected {
@@ -266,6 +294,42 @@ mod tests {
         assert!(frame(&big).unwrap_err().contains("at most"));
         assert!(parse(b"PROXY TCP4 nonsense\r\n").is_err());
         assert!(parse(&v2(0x11, &[1, 2, 3], &[])).is_err());
+    }
+
+    #[test]
+    fn v1_holds_printable_ascii_up_to_the_first_crlf() {
+        // `ppp` would slice this inside the "é" and panic: the framer ends it first.
+        assert!(frame(b"PROXY \r\xc3\xa9\r\n")
+            .unwrap_err()
+            .contains("printable"));
+        assert!(frame(b"PROXY TCP4 \xc3\xa9 1.2.3.4 1 2\r\n").is_err());
+        assert!(frame(b"PROXY TCP4\n").is_err());
+        assert!(frame(b"PROXY TCP4 1.2.3.4\x00").is_err());
+        // 107 bytes with the CRLF is the most.
+        let line = |n: usize| [b"PROXY ".as_slice(), &vec![b'x'; n - 8], b"\r\n"].concat();
+        assert_eq!(frame(&line(107)).unwrap().len(), 107);
+        assert!(frame(&line(108)).is_err());
+    }
+
+    #[test]
+    fn the_crc_tlv_is_found_where_it_is_not_where_its_bytes_appear() {
+        // A UNIQUE_ID whose value imitates a CRC TLV, before the real one.
+        let mut tlvs = vec![TLV_UNIQUE_ID, 0, 7, TLV_CRC32C, 0, 4, 9, 9, 9, 9];
+        tlvs.extend_from_slice(&[TLV_CRC32C, 0, 4, 0, 0, 0, 0]);
+        let mut header = v2(0x11, &ipv4_addresses(), &tlvs);
+        let crc = crc32c::crc32c(&header).to_be_bytes();
+        let at = header.len() - 4;
+        header[at..].copy_from_slice(&crc);
+        assert!(parse(&header).is_ok());
+    }
+
+    #[test]
+    fn only_tcp_carries_a_client() {
+        for (family_protocol, client) in [(0x11, true), (0x12, false), (0x10, false)] {
+            let header = v2(family_protocol, &ipv4_addresses(), &[]);
+            let p = parse(&header).unwrap();
+            assert_eq!(p.source.is_some(), client, "{family_protocol:#x}");
+        }
     }
 
     #[test]

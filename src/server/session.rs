@@ -59,6 +59,10 @@ pub struct Session {
     id: String,
     /// Shutdown: BYE before login, the end of the relay after the grace period.
     phase: watch::Receiver<Phase>,
+    /// A balancer's health check (a PROXY header without a client): its comings and goings
+    /// are not a client's, so they write none of the lines fail2ban counts, which would get
+    /// the balancer itself banned.
+    health_check: bool,
 }
 
 /// What the pre-login conversation does after one event.
@@ -90,6 +94,7 @@ impl Session {
             peer,
             local,
             phase,
+            health_check: false,
         }
     }
 
@@ -111,7 +116,9 @@ impl Session {
             }
             return;
         }
-        self.logger().connect(self.peer, self.local);
+        if !self.health_check {
+            self.logger().connect(self.peer, self.local);
+        }
         let stream = if self.listener.implicit_tls() {
             match self.handshake(tcp).await {
                 Some(tls) => tls,
@@ -131,8 +138,14 @@ impl Session {
         let refused = if !trusted.iter().any(|network| network.contains(&from)) {
             "not in proxy_trusted".to_string()
         } else {
-            match timeout_at(self.deadline, proxy_header::read(tcp)).await {
+            let mut phase = self.phase.clone();
+            let read = tokio::select! {
+                read = timeout_at(self.deadline, proxy_header::read(tcp)) => read,
+                _ = reached(&mut phase, Phase::Draining) => return false,
+            };
+            match read {
                 Ok(Ok(proxied)) => {
+                    self.health_check = proxied.source.is_none();
                     self.peer = proxied.source.unwrap_or(self.peer);
                     self.local = proxied.destination.unwrap_or(self.local);
                     return true;
@@ -158,7 +171,9 @@ impl Session {
             // Checked on every pass, not only while waiting to read: a client whose bytes are
             // always ready would otherwise never let a read time out.
             if Instant::now() >= self.deadline {
-                self.logger().fatal_timeout(self.peer, self.local);
+                if !self.health_check {
+                    self.logger().fatal_timeout(self.peer, self.local);
+                }
                 say_goodbye(&mut stream, &machine.timeout_message()).await;
                 return;
             }
@@ -167,7 +182,9 @@ impl Session {
                 ClientEvent::NeedInput => self.read(&mut stream, &mut *machine, &mut buf).await,
                 ClientEvent::Close(bytes) => {
                     say_goodbye(&mut stream, &bytes).await;
-                    self.logger().closing_null(self.peer, self.local);
+                    if !self.health_check {
+                        self.logger().closing_null(self.peer, self.local);
+                    }
                     Next::End
                 }
                 ClientEvent::StartTls(reply) => match self.start_tls(stream, &reply).await {
@@ -213,7 +230,9 @@ impl Session {
         };
         match read {
             Ok(Ok(0)) | Ok(Err(_)) => {
-                self.logger().fatal_read(self.peer, self.local);
+                if !self.health_check {
+                    self.logger().fatal_read(self.peer, self.local);
+                }
                 Next::End
             }
             Ok(Ok(n)) => {
@@ -451,7 +470,9 @@ impl Session {
             Ok(Err(e)) => tls::describe(&e),
             Err(_) => "no handshake within the login timeout".into(),
         };
-        self.logger().tls_failure(self.peer, self.local, &reason);
+        if !self.health_check {
+            self.logger().tls_failure(self.peer, self.local, &reason);
+        }
         None
     }
 }
