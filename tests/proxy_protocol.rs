@@ -303,3 +303,27 @@ fn a_health_check_writes_no_line_fail2ban_counts() {
     assert!(!log.contains("client 127.0.0.1:"), "{log}");
     assert!(!log.contains("Connect:  127.0.0.1:"), "{log}");
 }
+
+/// A back end that is the proxy itself is a loop: the second hop is closed at once and logged,
+/// and the client gets an unavailable answer instead of a chain of connections.
+#[test]
+fn a_back_end_pointing_at_the_proxy_itself_is_a_loop_cut_at_the_first_hop() {
+    let port = free_port();
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"imap\"\n\
+         bind = [\"127.0.0.1:{port}\"]\n[listener.backend]\nhost = \"127.0.0.1\"\nport = {port}\n"
+    );
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    c.send_line("a LOGIN alice alicepw");
+    let answer = c.read_until_tagged("a");
+    assert!(
+        answer.last().unwrap().starts_with("a NO [UNAVAILABLE]"),
+        "{answer:?}"
+    );
+    assert!(proxy.wait_log("Proxy loop: 127.0.0.1:", READ_TIMEOUT));
+    // One hop was refused, not a chain: a single Connect line besides the client's.
+    let log = proxy.log_text();
+    assert_eq!(log.matches("Connect:").count(), 1, "{log}");
+}

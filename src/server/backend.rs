@@ -6,7 +6,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
-use crate::authlog::{AuthRecord, Logger};
+use crate::authlog::AuthRecord;
 use crate::config::BackendTls;
 use crate::map::{Connection, Endpoint, Login, MapError};
 use crate::protocol::{Credentials, LoginOutcome, Refusal, ServerEvent, ServerSettings};
@@ -14,6 +14,7 @@ use crate::tls;
 
 use super::forward;
 use super::runtime::{security, ListenerState};
+use super::services::Services;
 use super::stream::{write, BackendStream, MaybeTls};
 
 /// Bytes read from a back end at a time before login.
@@ -29,7 +30,7 @@ pub struct LoggedIn {
 /// Route the user, connect and log in. `record` learns the server and its security.
 pub async fn login(
     listener: &ListenerState,
-    logger: &Logger,
+    services: &Services,
     connection: &Connection,
     attempt: u32,
     creds: Credentials,
@@ -63,7 +64,7 @@ pub async fn login(
         }
     };
     if let Some(reason) = &target.fallback_reason {
-        logger.warning(&format!(
+        services.logger.warning(&format!(
             "map failed for {}: {reason}; using the listener's servers",
             connection.peer
         ));
@@ -95,6 +96,7 @@ pub async fn login(
         match connect(listener, endpoint).await {
             Ok(tcp) => {
                 router.dead.connected(endpoint);
+                let _ours = services.own_connections.register(tcp.local_addr().ok());
                 return converse_in_time(listener, endpoint, connection, tcp, creds).await;
             }
             Err(failed) => {

@@ -105,6 +105,15 @@ impl Session {
     /// Serve the client until it disconnects.
     pub async fn run(mut self, mut tcp: TcpStream) {
         let _ = tcp.set_nodelay(true);
+        if self.services.own_connections.is_own(self.peer) {
+            let line = format!(
+                "Proxy loop: {} is this proxy's own back-end connection; a back end points at \
+                 one of its listeners",
+                self.peer
+            );
+            self.logger().error(&line);
+            return;
+        }
         if self.listener.proxy_trusted.is_some() && !self.read_proxy_header(&mut tcp).await {
             return;
         }
@@ -284,7 +293,7 @@ impl Session {
                 self.attempts += 1;
                 let attempt = self.attempts;
                 tokio::select! {
-                    done = backend::login(&self.listener, &self.services.logger, &connection, attempt, creds, &mut record) => done,
+                    done = backend::login(&self.listener, &self.services, &connection, attempt, creds, &mut record) => done,
                     _ = reached(&mut phase, Phase::Closing) => {
                         (LoginOutcome::unavailable("server shutting down"), None)
                     }
