@@ -327,3 +327,28 @@ fn a_back_end_pointing_at_the_proxy_itself_is_a_loop_cut_at_the_first_hop() {
     let log = proxy.log_text();
     assert_eq!(log.matches("Connect:").count(), 1, "{log}");
 }
+
+/// A ManageSieve back end behind `haproxy = yes` wants a PROXY header from every connection,
+/// the capability probe's too (a LOCAL one, naming no client).
+#[test]
+fn the_managesieve_probe_sends_a_proxy_header_too() {
+    let dc = Dovecot::start();
+    let port = free_port();
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"managesieve\"\n\
+         bind = [\"127.0.0.1:{port}\"]\n[listener.backend]\nhost = \"127.0.0.1\"\n\
+         port = {}\nforward_client = \"proxy-v2\"\n",
+        dc.sieve_haproxy
+    );
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    assert!(
+        proxy.wait_log("Learned MANAGESIEVE capabilities", READ_TIMEOUT),
+        "{}",
+        proxy.log_text()
+    );
+    let mut c = Client::plain(port);
+    sieve_read_response(&mut c);
+    c.send_line("AUTHENTICATE \"PLAIN\" \"AGFsaWNlAGFsaWNlcHc=\"");
+    let answer = sieve_read_response(&mut c);
+    assert!(answer.last().unwrap().starts_with("OK"), "{answer:?}");
+}

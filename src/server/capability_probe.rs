@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::protocol::Learned;
 
+use super::forward;
 use super::runtime::ListenerState;
 use super::services::Services;
 
@@ -65,6 +66,10 @@ async fn probe(state: &ListenerState) -> Result<String, String> {
     let mut tcp = TcpStream::connect((server.connect_host(), server.port))
         .await
         .map_err(|e| e.to_string())?;
+    // A back end that wants a PROXY header from us wants it from the probe too.
+    if let Some(header) = forward::own_header(state.config.backend.forward_client) {
+        tcp.write_all(&header).await.map_err(|e| e.to_string())?;
+    }
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {

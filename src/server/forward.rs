@@ -30,6 +30,22 @@ pub fn header(forward: ForwardClient, connection: &Connection) -> Option<Vec<u8>
     }
 }
 
+/// The PROXY header for a connection of the proxy's own, with no client behind it (the
+/// capability probe): `LOCAL` / `UNKNOWN`, so the back end keeps the real addresses.
+pub fn own_header(forward: ForwardClient) -> Option<Vec<u8>> {
+    match forward {
+        ForwardClient::ProxyV1 => Some(b"PROXY UNKNOWN\r\n".to_vec()),
+        ForwardClient::ProxyV2 => ppp::v2::Builder::with_addresses(
+            ppp::v2::Version::Two | ppp::v2::Command::Local,
+            ppp::v2::Protocol::Unspecified,
+            ppp::v2::Addresses::Unspecified,
+        )
+        .build()
+        .ok(),
+        ForwardClient::None | ForwardClient::Id => None,
+    }
+}
+
 /// The client's address to send in band (IMAP `ID`, POP3 and ManageSieve `XCLIENT`), if the
 /// listener forwards that way.
 pub fn in_band(forward: ForwardClient, connection: &Connection) -> Option<ClientAddress> {
@@ -112,6 +128,14 @@ mod tests {
             header(ForwardClient::Id, &connection("192.0.2.7:1", "192.0.2.8:2")),
             None
         );
+        for forward in [ForwardClient::ProxyV1, ForwardClient::ProxyV2] {
+            let own = own_header(forward).unwrap();
+            assert_eq!(
+                proxy_header::parse(&own).unwrap().source,
+                None,
+                "{forward:?}"
+            );
+        }
     }
 
     #[test]

@@ -388,6 +388,8 @@ pub struct Dovecot {
     pub pop3s: u16,
     /// ManageSieve (STARTTLS offered).
     pub sieve: u16,
+    /// ManageSieve that takes a PROXY header first (`haproxy = yes`).
+    pub sieve_haproxy: u16,
     /// Instance directory: dovecot.conf, passwd, home/USER, run/ (base_dir), dovecot.log.
     pub dir: PathBuf,
     /// The rendered configuration file.
@@ -557,7 +559,7 @@ impl Dovecot {
             free_port(),
             free_port(),
         );
-        let imap_haproxy = free_port();
+        let (imap_haproxy, sieve_haproxy) = (free_port(), free_port());
         let instance = format!("portcullis-test-{}", unique_suffix());
         let extra_passdb = match oauth2 {
             None => String::new(),
@@ -581,6 +583,7 @@ impl Dovecot {
                 ("INSTANCE", instance),
                 ("IMAP_PORT", imap.to_string()),
                 ("IMAP_HAPROXY_PORT", imap_haproxy.to_string()),
+                ("SIEVE_HAPROXY_PORT", sieve_haproxy.to_string()),
                 ("IMAPS_PORT", imaps.to_string()),
                 ("POP3_PORT", pop3.to_string()),
                 ("POP3S_PORT", pop3s.to_string()),
@@ -616,6 +619,7 @@ impl Dovecot {
         let mut d = Dovecot {
             imap,
             imap_haproxy,
+            sieve_haproxy,
             imaps,
             pop3,
             pop3s,
