@@ -184,7 +184,7 @@ fn dovecot_sees_the_real_client_with_id_and_with_proxy_v2() {
         let port = free_port();
         let toml = listener(port, "none", "\"127.0.0.1\"", backend_port)
             + &format!("forward_client = \"{forward}\"\n");
-        let _proxy = Proxy::start_toml(&toml, &[port]);
+        let proxy = Proxy::start_toml(&toml, &[port]);
         let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
         s.write_all(b"PROXY TCP4 192.0.2.77 198.51.100.1 51000 143\r\n")
             .unwrap();
@@ -199,6 +199,24 @@ fn dovecot_sees_the_real_client_with_id_and_with_proxy_v2() {
             "{forward}: Dovecot does not name the client:\n{}",
             dc.log_text()
         );
+        if forward == "id" {
+            // The session id Dovecot was given is in our log too.
+            assert!(proxy.wait_log("Forwarded: 192.0.2.77->198.51.100.1 session=", READ_TIMEOUT));
+            let log = proxy.log_text();
+            let line = log.lines().find(|l| l.contains("Forwarded:")).unwrap();
+            let session = line
+                .split("session=")
+                .nth(1)
+                .unwrap()
+                .split(' ')
+                .next()
+                .unwrap();
+            assert!(
+                dc.log_text().contains(&format!("session=<{session}>")),
+                "{session} not in Dovecot's log:\n{}",
+                dc.log_text()
+            );
+        }
     }
 }
 

@@ -277,10 +277,22 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 pub enum ForwardClient {
     #[default]
     None,
-    /// IMAP `ID` with Dovecot's keys, before the login (IMAP back ends only).
+    /// In band before the login: IMAP `ID` with Dovecot's keys, POP3/ManageSieve `XCLIENT`.
     Id,
     ProxyV1,
     ProxyV2,
+}
+
+impl ForwardClient {
+    /// The configuration's word for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardClient::None => "none",
+            ForwardClient::Id => "id",
+            ForwardClient::ProxyV1 => "proxy-v1",
+            ForwardClient::ProxyV2 => "proxy-v2",
+        }
+    }
 }
 
 /// A map of users to servers.

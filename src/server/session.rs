@@ -16,6 +16,7 @@ use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::authlog::{AuthRecord, Logger};
+use crate::config::ForwardClient;
 use crate::guard::{Guard, Verdict};
 use crate::map::Connection;
 use crate::protocol::{
@@ -302,6 +303,7 @@ impl Session {
         };
         self.deadline = (self.deadline + started.elapsed()).min(self.ceiling);
         self.logger().auth(&record, &outcome);
+        self.log_forwarding(&record, &outcome);
         record.password = None;
         if let LoginOutcome::Failed { reason, .. } = &outcome {
             let server = record.server.as_deref().unwrap_or("(none)");
@@ -329,6 +331,26 @@ impl Session {
                 say_goodbye(stream, &[]).await;
                 Next::End
             }
+        }
+    }
+
+    /// When the back end was told who the client is, the session id it was given, so that an
+    /// admin can follow one session from this log into the back end's.
+    fn log_forwarding(&self, record: &AuthRecord, outcome: &LoginOutcome) {
+        let forward = self.listener.config.backend.forward_client;
+        let answered = matches!(
+            outcome,
+            LoginOutcome::Accepted { .. } | LoginOutcome::Rejected { .. }
+        );
+        if forward != ForwardClient::None && answered {
+            let server = record.server.as_deref().unwrap_or("(none)");
+            self.logger().info(&format!(
+                "Forwarded: {}->{} session={} server={server} forward_client={}",
+                self.peer.ip().to_canonical(),
+                self.local.ip().to_canonical(),
+                self.id,
+                forward.name()
+            ));
         }
     }
 
