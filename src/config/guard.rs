@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::guard::Rules;
 
+/// No guard time is longer than a year; beyond that a typo is more likely than a wish.
+const MAX_MS: u64 = 366 * 24 * 3600 * 1000;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuardConfig {
@@ -70,6 +73,16 @@ impl GuardConfig {
         if self.enabled && self.penalty_max_ms < self.penalty_initial_ms {
             problems.push("guard.penalty_max_ms is below guard.penalty_initial_ms".into());
         }
+        for (name, value) in [
+            ("penalty_initial_ms", self.penalty_initial_ms),
+            ("penalty_max_ms", self.penalty_max_ms),
+            ("forget_after_ms", self.forget_after_ms),
+            ("ban_ms", self.ban_ms),
+        ] {
+            if value > MAX_MS {
+                problems.push(format!("guard.{name} is more than a year"));
+            }
+        }
         if self.enabled && self.max_sources == 0 {
             problems.push("guard.max_sources must be at least 1".into());
         }
@@ -79,5 +92,26 @@ impl GuardConfig {
             }
         }
         problems
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_sound_and_nonsense_is_named() {
+        assert!(GuardConfig::default().problems().is_empty());
+        let nonsense = GuardConfig {
+            penalty_initial_ms: 5_000,
+            penalty_max_ms: 1_000,
+            ban_ms: u64::MAX,
+            trusted: vec!["10.0.0.0/33".into()],
+            ..GuardConfig::default()
+        };
+        let problems = nonsense.problems().join("\n");
+        assert!(problems.contains("penalty_max_ms is below"), "{problems}");
+        assert!(problems.contains("guard.ban_ms is more than a year"), "{problems}");
+        assert!(problems.contains("\"10.0.0.0/33\" is not a network"), "{problems}");
     }
 }

@@ -72,7 +72,10 @@ impl Record {
         let earned_ban =
             rules.ban_after > 0 && failures >= rules.ban_after && self.banned(now).is_none();
         if earned_ban {
-            self.banned_until = Some(now + rules.ban_time);
+            // A ban too long for the clock is as good as forever.
+            self.banned_until = now
+                .checked_add(rules.ban_time)
+                .or(Some(now + Duration::from_secs(366 * 24 * 3600)));
             // A ban served is a fresh start.
             self.failures = 0;
             self.recent.clear();
