@@ -333,6 +333,19 @@ impl Logger {
         );
     }
 
+    /// The guard holds back a login for a user failing from many addresses.
+    pub fn guard_user_wait(&self, peer: SocketAddr, local: SocketAddr, user: &str, wait: Duration) {
+        self.write(
+            Severity::Notice,
+            &format!(
+                "Guard:{} user=\"{}\" waits {} ms: failing from many addresses",
+                from_to(peer, local),
+                escape(&capped(user)),
+                wait.as_millis()
+            ),
+        );
+    }
+
     /// The guard bans an address.
     pub fn guard_ban(&self, peer: SocketAddr, local: SocketAddr, failures: u32, ban: Duration) {
         self.write_kept(

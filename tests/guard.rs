@@ -163,3 +163,40 @@ fn perdition_mode_has_no_guard() {
     }
     assert!(!proxy.log_text().contains("Guard:"));
 }
+
+/// Credential stuffing: one user tried from many addresses, each under the per-address limits.
+/// The user's next logins wait before they are tried, except from an address the user logged
+/// in from, so the real user is never slowed.
+#[test]
+fn a_user_failing_from_many_addresses_waits_except_from_its_own() {
+    let dc = Dovecot::start();
+    let (imap, pop3) = (free_port(), free_port());
+    let guard = "penalty_initial_ms = 300\npenalty_max_ms = 600\nban_after = 0\n\
+                 user_failures_before_wait = 2";
+    let proxy = Proxy::start_toml(&config(imap, pop3, &dc, guard), &[imap, pop3]);
+    // The real user, from home.
+    let mut c = connect_from("127.0.0.10", imap);
+    c.expect_line("* OK");
+    imap_login(&mut c, "a", "alice", "alicepw");
+    // Two attackers, one wrong password each.
+    for source in ["127.0.0.11", "127.0.0.12"] {
+        let mut c = connect_from(source, imap);
+        c.expect_line("* OK");
+        assert!(wrong_login(&mut c, "x", "guess").starts_with("x NO"));
+    }
+    // A third address waits before its attempt is even tried.
+    let mut c = connect_from("127.0.0.13", imap);
+    c.expect_line("* OK");
+    assert!(wrong_login(&mut c, "y", "guess2").starts_with("y NO"));
+    // Home does not.
+    let mut c = connect_from("127.0.0.10", imap);
+    c.expect_line("* OK");
+    imap_login(&mut c, "b", "alice", "alicepw");
+    assert!(proxy.wait_log("Guard: 127.0.0.13:", READ_TIMEOUT));
+    let log = proxy.log_text();
+    assert!(
+        log.contains("user=\"alice\" waits 300 ms: failing from many addresses"),
+        "{log}"
+    );
+    assert!(!log.contains("Guard: 127.0.0.10:"), "{log}");
+}

@@ -30,8 +30,13 @@ pub struct GuardConfig {
     /// Networks never delayed nor banned (addresses or CIDRs). None by default, loopback
     /// included.
     pub trusted: Vec<String>,
-    /// Addresses remembered at most (the least used are forgotten first).
+    /// Addresses remembered at most (the least used are forgotten first); as many users.
     pub max_sources: u64,
+    /// Failed logins for one user, from any address, before that user's logins wait before
+    /// they are tried (credential stuffing from many addresses); 0: no per-user wait.
+    pub user_failures_before_wait: u32,
+    /// An address that logged in as a user is exempt from that user's wait for this long.
+    pub known_good_ms: u64,
 }
 
 impl Default for GuardConfig {
@@ -45,6 +50,8 @@ impl Default for GuardConfig {
             ban_ms: 600_000,
             trusted: Vec::new(),
             max_sources: 100_000,
+            user_failures_before_wait: 5,
+            known_good_ms: 30 * 24 * 3600 * 1000,
         }
     }
 }
@@ -65,6 +72,8 @@ impl GuardConfig {
             forget_after: Duration::from_millis(self.forget_after_ms),
             ban_after: self.ban_after,
             ban_time: Duration::from_millis(self.ban_ms),
+            user_failures_before_wait: self.user_failures_before_wait,
+            known_good_for: Duration::from_millis(self.known_good_ms),
         }
     }
 
@@ -78,6 +87,7 @@ impl GuardConfig {
             ("penalty_max_ms", self.penalty_max_ms),
             ("forget_after_ms", self.forget_after_ms),
             ("ban_ms", self.ban_ms),
+            ("known_good_ms", self.known_good_ms),
         ] {
             if value > MAX_MS {
                 problems.push(format!("guard.{name} is more than a year"));
@@ -111,7 +121,13 @@ mod tests {
         };
         let problems = nonsense.problems().join("\n");
         assert!(problems.contains("penalty_max_ms is below"), "{problems}");
-        assert!(problems.contains("guard.ban_ms is more than a year"), "{problems}");
-        assert!(problems.contains("\"10.0.0.0/33\" is not a network"), "{problems}");
+        assert!(
+            problems.contains("guard.ban_ms is more than a year"),
+            "{problems}"
+        );
+        assert!(
+            problems.contains("\"10.0.0.0/33\" is not a network"),
+            "{problems}"
+        );
     }
 }

@@ -4,6 +4,7 @@
 //! Trusted networks are exempt. State lives in this process, bounded in size.
 
 mod record;
+mod user;
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
@@ -15,6 +16,10 @@ use crate::authlog::per_source::source;
 use crate::config::GuardConfig;
 
 pub use record::{Record, Rules, Verdict};
+pub use user::UserRecord;
+
+/// Longest user name kept as a key; longer ones share the key of their first bytes.
+const MAX_USER_KEY: usize = 256;
 
 pub struct Guard {
     rules: Rules,
@@ -23,6 +28,8 @@ pub struct Guard {
     /// Source (IPv4 address, IPv6 /64) → what it did; forgotten when idle longer than any
     /// rule looks back, and bounded so that a spread-out attack cannot grow it without end.
     sources: moka::sync::Cache<IpAddr, Record>,
+    /// User (lower-cased) → its failures from any address and its known-good addresses.
+    users: moka::sync::Cache<String, UserRecord>,
     /// Keyed per process, so that the remembered password fingerprints mean nothing outside.
     fingerprint_key: std::collections::hash_map::RandomState,
 }
@@ -45,6 +52,10 @@ impl Guard {
             sources: moka::sync::Cache::builder()
                 .max_capacity(config.max_sources)
                 .time_to_idle(remember)
+                .build(),
+            users: moka::sync::Cache::builder()
+                .max_capacity(config.max_sources)
+                .time_to_idle(remember.max(rules.known_good_for))
                 .build(),
             fingerprint_key: Default::default(),
         })
@@ -69,9 +80,30 @@ impl Guard {
         self.fingerprint_key.hash_one((user.as_bytes(), password))
     }
 
-    /// A login from `ip` failed: how long to wait before answering, and whether it earned a
-    /// ban. `None` for an exempt address.
-    pub fn failure(&self, ip: IpAddr, fingerprint: u64) -> Option<Verdict> {
+    /// How long a login for `user` from `ip` waits before it is tried: long when the user
+    /// has failed a lot lately from anywhere, nothing from an address it logged in from.
+    pub fn user_wait(&self, ip: IpAddr, user: &str) -> Duration {
+        if self.exempt(ip) {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        let mut wait = Duration::ZERO;
+        self.users
+            .entry(user_key(user))
+            .and_compute_with(|entry| match entry {
+                None => Op::Nop,
+                Some(entry) => {
+                    let mut record = entry.into_value();
+                    wait = record.wait(&self.rules, now, source(ip));
+                    Op::Put(record)
+                }
+            });
+        wait
+    }
+
+    /// A login for `user` from `ip` failed: how long to wait before answering, and whether it
+    /// earned a ban. `None` for an exempt address.
+    pub fn failure(&self, ip: IpAddr, user: &str, fingerprint: u64) -> Option<Verdict> {
         if self.exempt(ip) {
             return None;
         }
@@ -82,12 +114,28 @@ impl Guard {
             verdict = Some(record.failure(&self.rules, now, fingerprint));
             Op::Put(record)
         });
+        if verdict.is_some_and(|v| !v.repeated) {
+            self.users.entry(user_key(user)).and_compute_with(|entry| {
+                let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
+                record.failure(&self.rules, now);
+                Op::Put(record)
+            });
+        }
         verdict
     }
 
-    /// A login from `ip` succeeded: its failures are forgiven.
-    pub fn success(&self, ip: IpAddr) {
+    /// A login for `user` from `ip` succeeded: the address's failures are forgiven, and it is
+    /// known good for the user.
+    pub fn success(&self, ip: IpAddr, user: &str) {
+        if self.exempt(ip) {
+            return;
+        }
         let now = Instant::now();
+        self.users.entry(user_key(user)).and_compute_with(|entry| {
+            let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
+            record.success(now, source(ip));
+            Op::Put(record)
+        });
         self.sources
             .entry(source(ip))
             .and_compute_with(|entry| match entry {
@@ -103,6 +151,15 @@ impl Guard {
                 }
             });
     }
+}
+
+/// User names compare without case (Dovecot's default) and are cut to a bounded key.
+fn user_key(user: &str) -> String {
+    let mut end = user.len().min(MAX_USER_KEY);
+    while !user.is_char_boundary(end) {
+        end -= 1;
+    }
+    user[..end].to_lowercase()
 }
 
 #[cfg(test)]
@@ -122,25 +179,25 @@ mod tests {
     fn ipv6_neighbours_share_a_bucket_ipv4_ones_do_not() {
         let g = guard(&[]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        g.failure(ip("2001:db8:1:2::1"), g.fingerprint("a", b"1"));
-        g.failure(ip("2001:db8:1:2::ff"), g.fingerprint("a", b"2"));
+        g.failure(ip("2001:db8:1:2::1"), "a", g.fingerprint("a", b"1"));
+        g.failure(ip("2001:db8:1:2::ff"), "a", g.fingerprint("a", b"2"));
         let v = g
-            .failure(ip("2001:db8:1:2:aaaa::3"), g.fingerprint("a", b"3"))
+            .failure(ip("2001:db8:1:2:aaaa::3"), "a", g.fingerprint("a", b"3"))
             .unwrap();
         assert!(v.banned_for.is_some());
         assert!(g.banned(ip("2001:db8:1:2::77")).is_some());
         assert!(g.banned(ip("2001:db8:1:3::1")).is_none());
-        g.failure(ip("192.0.2.1"), g.fingerprint("a", b"1"));
-        g.failure(ip("192.0.2.2"), g.fingerprint("a", b"2"));
+        g.failure(ip("192.0.2.1"), "a", g.fingerprint("a", b"1"));
+        g.failure(ip("192.0.2.2"), "a", g.fingerprint("a", b"2"));
         assert_eq!(
-            g.failure(ip("192.0.2.3"), g.fingerprint("a", b"3"))
+            g.failure(ip("192.0.2.3"), "a", g.fingerprint("a", b"3"))
                 .unwrap()
                 .failures,
             1
         );
         // An IPv4 client on an IPv6 socket is the same IPv4 source.
         assert_eq!(
-            g.failure(ip("::ffff:192.0.2.3"), g.fingerprint("a", b"4"))
+            g.failure(ip("::ffff:192.0.2.3"), "a", g.fingerprint("a", b"4"))
                 .unwrap()
                 .failures,
             2
@@ -148,15 +205,33 @@ mod tests {
     }
 
     #[test]
+    fn a_user_failing_from_many_addresses_waits_except_from_home() {
+        let g = guard(&[]);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        g.success(ip("192.0.2.50"), "Alice");
+        for n in 1..=5 {
+            let attacker = ip(&format!("198.51.100.{n}"));
+            assert_eq!(g.user_wait(attacker, "alice"), Duration::ZERO);
+            g.failure(attacker, "ALICE", g.fingerprint("alice", &[n]));
+        }
+        assert!(g.user_wait(ip("198.51.100.99"), "alice") > Duration::ZERO);
+        assert_eq!(g.user_wait(ip("192.0.2.50"), "alice"), Duration::ZERO);
+        assert_eq!(g.user_wait(ip("198.51.100.99"), "bob"), Duration::ZERO);
+    }
+
+    #[test]
     fn trusted_networks_are_exempt_and_success_forgives() {
         let g = guard(&["10.0.0.0/8"]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(g.failure(ip("10.1.2.3"), g.fingerprint("a", b"x")), None);
-        g.failure(ip("192.0.2.9"), g.fingerprint("a", b"1"));
-        g.failure(ip("192.0.2.9"), g.fingerprint("a", b"2"));
-        g.success(ip("192.0.2.9"));
         assert_eq!(
-            g.failure(ip("192.0.2.9"), g.fingerprint("a", b"3"))
+            g.failure(ip("10.1.2.3"), "a", g.fingerprint("a", b"x")),
+            None
+        );
+        g.failure(ip("192.0.2.9"), "a", g.fingerprint("a", b"1"));
+        g.failure(ip("192.0.2.9"), "a", g.fingerprint("a", b"2"));
+        g.success(ip("192.0.2.9"), "a");
+        assert_eq!(
+            g.failure(ip("192.0.2.9"), "a", g.fingerprint("a", b"3"))
                 .unwrap()
                 .failures,
             1

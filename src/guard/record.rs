@@ -21,6 +21,10 @@ pub struct Rules {
     pub ban_after: u32,
     /// How long a ban lasts.
     pub ban_time: Duration,
+    /// Failures for one user, from any address, before its logins wait (credential stuffing).
+    pub user_failures_before_wait: u32,
+    /// How long an address that logged in as a user stays exempt from that user's wait.
+    pub known_good_for: Duration,
 }
 
 /// What one more failure means for its source.
@@ -32,6 +36,8 @@ pub struct Verdict {
     pub delay: Duration,
     /// This failure earned a ban of this length.
     pub banned_for: Option<Duration>,
+    /// The same user+password failed from here lately: not counted again.
+    pub repeated: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -61,7 +67,8 @@ impl Record {
             self.recent.clear();
         }
         self.last_failure = Some(now);
-        if !self.recent.contains(&fingerprint) {
+        let repeated = self.recent.contains(&fingerprint);
+        if !repeated {
             self.failures = self.failures.saturating_add(1);
             if self.recent.len() == RECENT_FINGERPRINTS {
                 self.recent.pop_front();
@@ -84,6 +91,7 @@ impl Record {
             failures,
             delay: penalty(rules, failures),
             banned_for: earned_ban.then_some(rules.ban_time),
+            repeated,
         }
     }
 
@@ -103,7 +111,7 @@ impl Record {
 
 /// The delay for the `failures`-th failure: the initial delay, doubled per further failure,
 /// capped.
-fn penalty(rules: &Rules, failures: u32) -> Duration {
+pub(super) fn penalty(rules: &Rules, failures: u32) -> Duration {
     if failures == 0 {
         return Duration::ZERO;
     }
@@ -125,6 +133,8 @@ mod tests {
             forget_after: Duration::from_secs(300),
             ban_after: 6,
             ban_time: Duration::from_secs(600),
+            user_failures_before_wait: 3,
+            known_good_for: Duration::from_secs(3600),
         }
     }
 
@@ -147,6 +157,7 @@ mod tests {
         for i in 0..20 {
             let v = r.failure(&rules(), t0 + secs(i), 42);
             assert_eq!((v.failures, v.delay, v.banned_for), (1, secs(2), None));
+            assert_eq!(v.repeated, i > 0);
         }
         // A new one counts, and the old one is still remembered.
         assert_eq!(r.failure(&rules(), t0 + secs(21), 43).failures, 2);

@@ -271,6 +271,8 @@ impl Session {
         let fingerprint = self
             .guard()
             .map(|g| g.fingerprint(&creds.user, creds.secret.expose()));
+        let client_user = creds.user.clone();
+        self.wait_for_user(&client_user).await;
         // The back-end steps run on their own timeouts: the time they take is not the
         // client's, and the client is answered however they end.
         let started = Instant::now();
@@ -310,7 +312,7 @@ impl Session {
             let message = format!("back end {server} for {}: {reason}", self.peer);
             self.logger().warning(&message);
         }
-        let verdict = fingerprint.and_then(|f| self.judge(&outcome, f));
+        let verdict = fingerprint.and_then(|f| self.judge(&outcome, &client_user, f));
         if let Some(verdict) = &verdict {
             self.hold_back(verdict).await;
         }
@@ -365,19 +367,45 @@ impl Session {
 
     /// Tell the guard how a login went; a failure the client caused comes back as a verdict.
     /// A back end that is down is nobody's failure.
-    fn judge(&self, outcome: &LoginOutcome, fingerprint: u64) -> Option<Verdict> {
+    fn judge(&self, outcome: &LoginOutcome, user: &str, fingerprint: u64) -> Option<Verdict> {
         let guard = self.guard()?;
         match outcome {
             LoginOutcome::Accepted { .. } => {
-                guard.success(self.peer.ip());
+                guard.success(self.peer.ip(), user);
                 None
             }
             LoginOutcome::Rejected { .. }
             | LoginOutcome::Denied { .. }
             | LoginOutcome::Refused(Refusal::ForbiddenCharacters | Refusal::NoServer) => {
-                guard.failure(self.peer.ip(), fingerprint)
+                guard.failure(self.peer.ip(), user, fingerprint)
             }
             LoginOutcome::Refused(Refusal::LoginDisabled) | LoginOutcome::Failed { .. } => None,
+        }
+    }
+
+    /// A user failing from many addresses (credential stuffing): its logins wait before they
+    /// are tried, except from addresses it logged in from.
+    async fn wait_for_user(&mut self, user: &str) {
+        let Some(wait) = self.guard().map(|g| g.user_wait(self.peer.ip(), user)) else {
+            return;
+        };
+        if wait.is_zero() {
+            return;
+        }
+        self.logger()
+            .guard_user_wait(self.peer, self.local, user, wait);
+        self.pause(wait).await;
+    }
+
+    /// Sleep for the guard, moving the deadlines with it (the time is the guard's, not the
+    /// client's); shutdown cuts it short.
+    async fn pause(&mut self, wait: Duration) {
+        self.deadline += wait;
+        self.ceiling += wait;
+        let mut phase = self.phase.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = reached(&mut phase, Phase::Draining) => {}
         }
     }
 
@@ -393,13 +421,7 @@ impl Session {
         }
         self.logger()
             .guard_delay(self.peer, self.local, verdict.failures, verdict.delay);
-        self.deadline += verdict.delay;
-        self.ceiling += verdict.delay;
-        let mut phase = self.phase.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(verdict.delay) => {}
-            _ = reached(&mut phase, Phase::Draining) => {}
-        }
+        self.pause(verdict.delay).await;
     }
 
     /// Logged in: hand over what was pipelined on either side, relay, log the Closing line.
