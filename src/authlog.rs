@@ -359,7 +359,7 @@ impl Logger {
     }
 
     /// A banned address came back and was turned away; rate-limited per address.
-    pub fn guard_refusal(&self, peer: SocketAddr, local: SocketAddr, left: Duration) {
+    pub fn guard_refusal(&self, peer: SocketAddr, local: SocketAddr, reason: &str) {
         let allowed = match self.guard_refusals.lock() {
             Ok(mut limit) => limit.allow(peer.ip().to_canonical(), Instant::now()),
             Err(_) => false,
@@ -367,11 +367,7 @@ impl Logger {
         if allowed {
             self.write_kept(
                 Severity::Notice,
-                &format!(
-                    "Guard:{} refused: banned for {} s more",
-                    from_to(peer, local),
-                    left.as_secs().max(1)
-                ),
+                &format!("Guard:{} refused: {reason}", from_to(peer, local)),
             );
         }
     }

@@ -200,3 +200,37 @@ fn a_user_failing_from_many_addresses_waits_except_from_its_own() {
     );
     assert!(!log.contains("Guard: 127.0.0.10:"), "{log}");
 }
+
+/// One address may hold only so many connections at once; others are not affected, and a
+/// connection that ends frees its slot.
+#[test]
+fn connections_per_address_are_limited() {
+    let dc = Dovecot::start();
+    let (imap, pop3) = (free_port(), free_port());
+    let guard = "max_connections_per_address = 2";
+    let proxy = Proxy::start_toml(&config(imap, pop3, &dc, guard), &[imap, pop3]);
+    let mut first = connect_from("127.0.0.20", imap);
+    first.expect_line("* OK");
+    let mut second = connect_from("127.0.0.20", pop3); // every listener counts
+    second.expect_line("+OK");
+    let mut third = connect_from("127.0.0.20", imap);
+    third.expect_line("* BYE [UNAVAILABLE] Too many connections from your address");
+    let mut other = connect_from("127.0.0.21", imap);
+    other.expect_line("* OK");
+    first.send_line("a LOGOUT");
+    first.read_until_tagged("a");
+    // The slot is free once the proxy has seen the end of the session.
+    let deadline = Instant::now() + READ_TIMEOUT;
+    loop {
+        let mut again = connect_from("127.0.0.20", imap);
+        if again.read_line().starts_with("* OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the slot was never freed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(proxy.log_text().contains("Guard: 127.0.0.20:"));
+    assert!(proxy
+        .log_text()
+        .contains("refused: 2 connections open from this address"));
+}

@@ -37,6 +37,9 @@ pub struct GuardConfig {
     pub user_failures_before_wait: u32,
     /// An address that logged in as a user is exempt from that user's wait for this long.
     pub known_good_ms: u64,
+    /// Connections one address (IPv6: one /64) may have open at once, logged in or not;
+    /// 0: no limit. Generous, for an office behind one NAT address.
+    pub max_connections_per_address: u32,
 }
 
 impl Default for GuardConfig {
@@ -52,6 +55,7 @@ impl Default for GuardConfig {
             max_sources: 100_000,
             user_failures_before_wait: 5,
             known_good_ms: 30 * 24 * 3600 * 1000,
+            max_connections_per_address: 100,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! after accept. IPv4 addresses count one by one, IPv6 ones by /64 (one site, one bucket).
 //! Trusted networks are exempt. State lives in this process, bounded in size.
 
+mod connections;
 mod record;
 mod user;
 
@@ -15,6 +16,7 @@ use moka::ops::compute::Op;
 use crate::authlog::per_source::source;
 use crate::config::GuardConfig;
 
+pub use connections::Slot;
 pub use record::{Record, Rules, Verdict};
 pub use user::UserRecord;
 
@@ -30,6 +32,9 @@ pub struct Guard {
     sources: moka::sync::Cache<IpAddr, Record>,
     /// User (lower-cased) → its failures from any address and its known-good addresses.
     users: moka::sync::Cache<String, UserRecord>,
+    /// Connections open now per source, and how many one source may have; 0: no limit.
+    connections: connections::OpenConnections,
+    max_connections: u32,
     /// Keyed per process, so that the remembered password fingerprints mean nothing outside.
     fingerprint_key: std::collections::hash_map::RandomState,
 }
@@ -57,6 +62,8 @@ impl Guard {
                 .max_capacity(config.max_sources)
                 .time_to_idle(remember.max(rules.known_good_for))
                 .build(),
+            connections: Default::default(),
+            max_connections: config.max_connections_per_address,
             fingerprint_key: Default::default(),
         })
     }
@@ -64,6 +71,18 @@ impl Guard {
     fn exempt(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.trusted.iter().any(|network| network.contains(&ip))
+    }
+
+    /// A slot for one more connection from `ip`, held for the session's life; `Err` with the
+    /// number already open when the address has all it may have. Always a slot for an exempt
+    /// address, or without a limit.
+    pub fn admit(&self, ip: IpAddr) -> Result<Option<Slot>, u32> {
+        if self.max_connections == 0 || self.exempt(ip) {
+            return Ok(None);
+        }
+        self.connections
+            .admit(source(ip), self.max_connections)
+            .map(Some)
     }
 
     /// How much longer `ip` is banned, if it is.

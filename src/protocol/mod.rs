@@ -447,6 +447,21 @@ impl Protocol {
         }
     }
 
+    /// What to tell a client whose address has all the connections it may have.
+    pub fn too_many_from_address_message(self) -> &'static [u8] {
+        match self {
+            Protocol::Imap => {
+                b"* BYE [UNAVAILABLE] Too many connections from your address, try again later\r\n"
+            }
+            Protocol::Pop3 => {
+                b"-ERR [SYS/TEMP] Too many connections from your address, try again later\r\n"
+            }
+            Protocol::Managesieve => {
+                b"BYE (TRYLATER) \"Too many connections from your address, try again later.\"\r\n"
+            }
+        }
+    }
+
     /// What to tell a client whose address the guard has banned.
     pub fn banned_message(self) -> &'static [u8] {
         match self {

@@ -118,14 +118,20 @@ impl Session {
         if self.listener.proxy_trusted.is_some() && !self.read_proxy_header(&mut tcp).await {
             return;
         }
+        let protocol = self.listener.protocol();
         if let Some(left) = self.banned() {
-            self.logger().guard_refusal(self.peer, self.local, left);
-            // On a TLS listener the words would cost a handshake: the close says enough.
-            if !self.listener.implicit_tls() {
-                let _ = tcp.try_write(self.listener.protocol().banned_message());
-            }
-            return;
+            let reason = format!("banned for {} s more", left.as_secs().max(1));
+            return self.turn_away(&tcp, &reason, protocol.banned_message());
         }
+        // Held for the session's life.
+        let _slot = match self.guard().map(|g| g.admit(self.peer.ip())) {
+            Some(Err(open)) => {
+                let reason = format!("{open} connections open from this address");
+                return self.turn_away(&tcp, &reason, protocol.too_many_from_address_message());
+            }
+            Some(Ok(slot)) => slot,
+            None => None,
+        };
         if !self.health_check {
             self.logger().connect(self.peer, self.local);
         }
@@ -138,6 +144,16 @@ impl Session {
             MaybeTls::Plain(tcp)
         };
         self.converse(stream).await;
+    }
+
+    /// The guard turns the client away before the greeting: logged (a few lines per address and
+    /// minute), and told in the protocol's words, except on a TLS listener, where the words
+    /// would cost a handshake and the close says enough.
+    fn turn_away(&self, tcp: &TcpStream, reason: &str, message: &[u8]) {
+        self.logger().guard_refusal(self.peer, self.local, reason);
+        if !self.listener.implicit_tls() {
+            let _ = tcp.try_write(message);
+        }
     }
 
     /// A balancer's PROXY header: from a trusted address, whole and well formed, or the
@@ -263,7 +279,11 @@ impl Session {
     ) -> Next {
         // Connections opened before the ban earned elsewhere end at their next attempt.
         if let Some(left) = self.banned() {
-            self.logger().guard_refusal(self.peer, self.local, left);
+            self.logger().guard_refusal(
+                self.peer,
+                self.local,
+                &format!("banned for {} s more", left.as_secs().max(1)),
+            );
             say_goodbye(stream, self.listener.protocol().banned_message()).await;
             return Next::End;
         }
