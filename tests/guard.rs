@@ -234,3 +234,26 @@ fn connections_per_address_are_limited() {
         .log_text()
         .contains("refused: 2 connections open from this address"));
 }
+
+/// A process-wide rate of new connections: a burst beyond it is turned away right after accept.
+#[test]
+fn new_connections_beyond_the_rate_are_turned_away() {
+    let dc = Dovecot::start();
+    let (imap, pop3) = (free_port(), free_port());
+    let guard = "new_connections_per_second = 1";
+    let proxy = Proxy::start_toml(&config(imap, pop3, &dc, guard), &[imap, pop3]);
+    // Free_port's probe and the harness's readiness check may have used the burst already;
+    // of ten connections at once, some must be refused.
+    let answers: Vec<String> = (0..10)
+        .map(|i| connect_from(&format!("127.0.0.{}", 30 + i), imap).read_line())
+        .collect();
+    assert!(
+        answers
+            .iter()
+            .any(|a| a.starts_with("* BYE [UNAVAILABLE] Too many connections")),
+        "{answers:?}"
+    );
+    assert!(proxy
+        .log_text()
+        .contains("refused: new connections over the process-wide rate"));
+}

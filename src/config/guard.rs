@@ -40,6 +40,11 @@ pub struct GuardConfig {
     /// Connections one address (IPv6: one /64) may have open at once, logged in or not;
     /// 0: no limit. Generous, for an office behind one NAT address.
     pub max_connections_per_address: u32,
+    /// New connections per second for the whole process, with bursts of twice as many;
+    /// beyond it, clients are turned away right after accept. 0: no limit (the default: what
+    /// a proxy can take depends on its machine; `connection_limit` and the per-address limit
+    /// bound a flood's memory either way).
+    pub new_connections_per_second: u32,
 }
 
 impl Default for GuardConfig {
@@ -56,6 +61,7 @@ impl Default for GuardConfig {
             user_failures_before_wait: 5,
             known_good_ms: 30 * 24 * 3600 * 1000,
             max_connections_per_address: 100,
+            new_connections_per_second: 0,
         }
     }
 }

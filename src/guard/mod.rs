@@ -35,6 +35,8 @@ pub struct Guard {
     /// Connections open now per source, and how many one source may have; 0: no limit.
     connections: connections::OpenConnections,
     max_connections: u32,
+    /// New connections per second for the whole process; `None`: no limit.
+    new_connections: Option<governor::DefaultDirectRateLimiter>,
     /// Keyed per process, so that the remembered password fingerprints mean nothing outside.
     fingerprint_key: std::collections::hash_map::RandomState,
 }
@@ -63,6 +65,14 @@ impl Guard {
                 .time_to_idle(remember.max(rules.known_good_for))
                 .build(),
             connections: Default::default(),
+            new_connections: std::num::NonZeroU32::new(config.new_connections_per_second).map(
+                |rate| {
+                    let burst = rate.saturating_mul(std::num::NonZeroU32::MIN.saturating_add(1));
+                    governor::RateLimiter::direct(
+                        governor::Quota::per_second(rate).allow_burst(burst),
+                    )
+                },
+            ),
             max_connections: config.max_connections_per_address,
             fingerprint_key: Default::default(),
         })
@@ -71,6 +81,15 @@ impl Guard {
     fn exempt(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.trusted.iter().any(|network| network.contains(&ip))
+    }
+
+    /// Whether one more new connection fits the process-wide rate (exempt addresses always
+    /// do, and do not count).
+    pub fn new_connection_allowed(&self, ip: IpAddr) -> bool {
+        match &self.new_connections {
+            Some(rate) if !self.exempt(ip) => rate.check().is_ok(),
+            _ => true,
+        }
     }
 
     /// A slot for one more connection from `ip`, held for the session's life; `Err` with the
@@ -236,6 +255,24 @@ mod tests {
         assert!(g.user_wait(ip("198.51.100.99"), "alice") > Duration::ZERO);
         assert_eq!(g.user_wait(ip("192.0.2.50"), "alice"), Duration::ZERO);
         assert_eq!(g.user_wait(ip("198.51.100.99"), "bob"), Duration::ZERO);
+    }
+
+    #[test]
+    fn new_connections_beyond_the_rate_and_its_burst_are_refused() {
+        let config = GuardConfig {
+            new_connections_per_second: 2,
+            trusted: vec!["10.0.0.1".into()],
+            ..GuardConfig::default()
+        };
+        let g = Guard::new(&config).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let allowed = (0..10)
+            .filter(|_| g.new_connection_allowed(ip("192.0.2.1")))
+            .count();
+        assert_eq!(allowed, 4, "a burst of twice the rate, then no more");
+        assert!(g.new_connection_allowed(ip("10.0.0.1")));
+        let unlimited = Guard::new(&GuardConfig::default()).unwrap();
+        assert!((0..10_000).all(|_| unlimited.new_connection_allowed(ip("192.0.2.1"))));
     }
 
     #[test]

@@ -123,6 +123,13 @@ impl Session {
             let reason = format!("banned for {} s more", left.as_secs().max(1));
             return self.turn_away(&tcp, &reason, protocol.banned_message());
         }
+        if self
+            .guard()
+            .is_some_and(|g| !g.new_connection_allowed(self.peer.ip()))
+        {
+            let reason = "new connections over the process-wide rate";
+            return self.turn_away(&tcp, reason, protocol.overloaded_message());
+        }
         // Held for the session's life.
         let _slot = match self.guard().map(|g| g.admit(self.peer.ip())) {
             Some(Err(open)) => {
