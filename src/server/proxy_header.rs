@@ -122,6 +122,10 @@ pub fn parse(header: &[u8]) -> Result<Proxied, String> {
 }
 
 fn parse_v1(header: &[u8]) -> Result<Proxied, String> {
+    // `ppp` slices the text by byte offsets: on anything but ASCII that can panic.
+    if !header.is_ascii() {
+        return Err("PROXY v1 header is not ASCII".into());
+    }
     let text = std::str::from_utf8(header).map_err(|_| "PROXY v1 header is not text")?;
     let parsed = ppp::v1::Header::try_from(text).map_err(|e| format!("PROXY v1: {e}"))?;
     let (source, destination) = match parsed.addresses {
