@@ -236,6 +236,11 @@ pub struct Listener {
     /// anywhere else are closed before the greeting.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub proxy_trusted: Vec<String>,
+    /// Peers that may name the client they speak for (a webmail host, another proxy), as in
+    /// Dovecot's `login_trusted_networks`: IMAP `ID` with `x-originating-ip`, POP3 and
+    /// ManageSieve `XCLIENT`. From anyone else those words are ignored.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub login_trusted: Vec<String>,
     /// Offer OAUTHBEARER and XOAUTH2 to clients; the token goes to the back end unchanged,
     /// which must take it (Dovecot's oauth2 passdb).
     #[serde(default, skip_serializing_if = "is_default")]
@@ -585,11 +590,14 @@ impl Config {
                     "{name}: proxy_protocol needs proxy_trusted, the balancers that may send it"
                 ));
             }
-            for network in &l.proxy_trusted {
-                if parse_network(network).is_none() {
-                    problems.push(format!(
-                        "{name}: proxy_trusted: {network:?} is not a network"
-                    ));
+            for (key, networks) in [
+                ("proxy_trusted", &l.proxy_trusted),
+                ("login_trusted", &l.login_trusted),
+            ] {
+                for network in networks {
+                    if parse_network(network).is_none() {
+                        problems.push(format!("{name}: {key}: {network:?} is not a network"));
+                    }
                 }
             }
             for problem in l.users.problems() {

@@ -451,6 +451,7 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
             oauth: false,
             proxy_protocol: false,
             proxy_trusted: Vec::new(),
+            login_trusted: Vec::new(),
             greeting_name: "Portcullis".into(),
             backend: Backend {
                 host,

@@ -155,6 +155,7 @@ mod tests {
             tls: false,
             session: "t".into(),
             client_id: Vec::new(),
+            proxy_ttl: 5,
         };
         let password = crate::protocol::Secret::new(b"pw".to_vec());
         let login = crate::map::Login {

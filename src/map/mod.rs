@@ -61,6 +61,8 @@ pub struct Connection {
     pub session: String,
     /// The client's own IMAP `ID` fields, passed on to a back end that takes `ID`.
     pub client_id: Vec<(String, String)>,
+    /// Proxy hops left, for the back end's loop guard.
+    pub proxy_ttl: u32,
 }
 
 /// What the session connects to for one user.

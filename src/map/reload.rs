@@ -71,6 +71,7 @@ mod tests {
             tls: false,
             session: "t".into(),
             client_id: Vec::new(),
+            proxy_ttl: 5,
         };
         let password = Secret::new(Vec::new());
         let login = Login {

@@ -190,6 +190,7 @@ mod tests {
             tls: true,
             session: "t".into(),
             client_id: Vec::new(),
+            proxy_ttl: 5,
         }
     }
 

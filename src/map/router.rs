@@ -219,6 +219,7 @@ mod tests {
             tls: false,
             session: "t".into(),
             client_id: Vec::new(),
+            proxy_ttl: 5,
         }
     }
 

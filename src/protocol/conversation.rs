@@ -12,6 +12,7 @@ use super::limits::PreLoginCounters;
 use super::sasl::{self, Mechanism};
 use super::{
     AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome, LoginReply,
+    NamedClient,
 };
 
 /// Where the conversation is.
@@ -34,6 +35,10 @@ pub struct Core<P> {
     pub input: Vec<u8>,
     /// The connection is encrypted (implicit TLS, or after STARTTLS).
     pub tls_active: bool,
+    /// The peer may name the client it speaks for (a trusted webmail host or proxy).
+    pub named_client_trusted: bool,
+    /// The client it named.
+    pub named_client: Option<NamedClient>,
     phase: Phase<P>,
     /// The SASL exchange under way (PLAIN or LOGIN).
     sasl: sasl::Exchange,
@@ -62,6 +67,8 @@ impl<P> Core<P> {
             tls_active: settings.tls_active,
             settings,
             input: Vec::new(),
+            named_client_trusted: false,
+            named_client: None,
             phase: Phase::Commands,
             sasl: sasl::Exchange::default(),
         }
@@ -239,6 +246,14 @@ impl<D: Dialect> ClientSide for Conversation<D> {
 
     fn client_id(&self) -> Vec<(String, String)> {
         self.dialect.client_id()
+    }
+
+    fn trust_named_client(&mut self) {
+        self.core.named_client_trusted = true;
+    }
+
+    fn named_client(&self) -> Option<NamedClient> {
+        self.core.named_client.clone()
     }
 
     fn tls_established(&mut self) {

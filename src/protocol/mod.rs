@@ -13,6 +13,7 @@ pub mod imap;
 pub mod limits;
 pub mod line;
 pub mod managesieve;
+pub mod named_client;
 pub mod pop3;
 pub mod sasl;
 pub mod secret;
@@ -24,6 +25,7 @@ use std::fmt;
 
 pub use limits::PreLoginLimits;
 pub use managesieve::learn::Learned;
+pub use named_client::NamedClient;
 pub use secret::Secret;
 
 /// A login the client asked for. The secret is kept out of `Debug` so that it cannot leak into
@@ -209,6 +211,18 @@ pub enum Failure {
 }
 
 impl LoginOutcome {
+    /// The back end said no. A response code that says "temporary" (IMAP `[UNAVAILABLE]`,
+    /// POP3 `[SYS/TEMP]` and `[IN-USE]`: Dovecot's auth service down, a proxy loop further on)
+    /// is not a wrong password: the client is told to come back, and nothing counts against it.
+    pub fn refused_by_server(code: Option<&str>, text: String) -> LoginOutcome {
+        match code.map(str::to_ascii_uppercase).as_deref() {
+            Some("UNAVAILABLE" | "SYS/TEMP" | "IN-USE") => {
+                LoginOutcome::unavailable(format!("server said: {text}"))
+            }
+            _ => LoginOutcome::Rejected { text },
+        }
+    }
+
     pub fn unavailable(reason: impl Into<String>) -> LoginOutcome {
         LoginOutcome::Failed {
             failure: Failure::Negotiation,
@@ -273,6 +287,11 @@ pub trait ClientSide: Send {
     fn take_unprocessed(&mut self) -> Vec<u8>;
     /// The client's own identification (IMAP `ID` fields), to pass on to the back end.
     fn client_id(&self) -> Vec<(String, String)>;
+    /// The peer is trusted to name the client it speaks for (IMAP `ID` `x-originating-ip`,
+    /// POP3/ManageSieve `XCLIENT`); call before the greeting.
+    fn trust_named_client(&mut self);
+    /// The client a trusted peer named, if it did.
+    fn named_client(&self) -> Option<NamedClient>;
 }
 
 /// What the server side wants the session to do next.

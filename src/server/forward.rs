@@ -53,7 +53,7 @@ pub fn in_band(forward: ForwardClient, connection: &Connection) -> Option<Client
         peer: canonical(connection.peer),
         local: canonical(connection.local),
         session: connection.session.clone(),
-        ttl: PROXY_TTL,
+        ttl: connection.proxy_ttl,
     })
 }
 
@@ -101,6 +101,7 @@ mod tests {
             tls: false,
             session: "s1".into(),
             client_id: Vec::new(),
+            proxy_ttl: 5,
         }
     }
 

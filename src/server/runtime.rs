@@ -43,6 +43,8 @@ pub struct ListenerState {
     /// The balancers that must send a PROXY header first; `None` when the listener takes
     /// clients directly.
     pub proxy_trusted: Option<Vec<ipnet::IpNet>>,
+    /// Peers that may name the client they speak for (`ID`, `XCLIENT`).
+    pub login_trusted: Vec<ipnet::IpNet>,
     /// What a new client-side machine starts from; replaced once when capabilities are
     /// learned from the back end, shared by `Arc` with every connection.
     client_settings: RwLock<Arc<ClientSettings>>,
@@ -112,6 +114,11 @@ impl ListenerState {
                         .filter_map(|n| crate::config::parse_network(n))
                         .collect()
                 }),
+                login_trusted: l
+                    .login_trusted
+                    .iter()
+                    .filter_map(|n| crate::config::parse_network(n))
+                    .collect(),
                 client_settings: RwLock::new(Arc::new(client_settings(l, limits))),
                 config: l.clone(),
                 limits: limits.clone(),

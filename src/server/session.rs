@@ -20,12 +20,13 @@ use crate::config::ForwardClient;
 use crate::guard::{Guard, Verdict};
 use crate::map::Connection;
 use crate::protocol::{
-    loggable_user, AfterLogin, ClientEvent, ClientSide, Credentials, LoginOutcome, Refusal, Secret,
-    Security,
+    loggable_user, AfterLogin, ClientEvent, ClientSide, Credentials, LoginOutcome, NamedClient,
+    Refusal, Secret, Security,
 };
 use crate::tls;
 
 use super::backend::{self, LoggedIn};
+use super::forward;
 use super::proxy_header;
 use super::relay::relay;
 use super::runtime::ListenerState;
@@ -64,6 +65,8 @@ pub struct Session {
     /// are not a client's, so they write none of the lines fail2ban counts, which would get
     /// the balancer itself banned.
     health_check: bool,
+    /// Proxy hops left: lowered by one from what a trusted peer said, or the start value.
+    proxy_ttl: u32,
 }
 
 /// What the pre-login conversation does after one event.
@@ -96,6 +99,7 @@ impl Session {
             local,
             phase,
             health_check: false,
+            proxy_ttl: forward::PROXY_TTL,
         }
     }
 
@@ -196,6 +200,9 @@ impl Session {
     async fn converse(mut self, mut stream: ClientStream) {
         let settings = self.listener.client_settings();
         let mut machine = self.listener.protocol().client_side(settings);
+        if self.login_trusted() {
+            machine.trust_named_client();
+        }
         if self.send(&mut stream, &machine.greeting()).await.is_err() {
             return;
         }
@@ -284,6 +291,7 @@ impl Session {
         machine: &mut dyn ClientSide,
         creds: Credentials,
     ) -> Next {
+        let looping = self.adopt_named_client(machine.named_client());
         // Connections opened before the ban earned elsewhere end at their next attempt.
         if let Some(left) = self.banned() {
             self.logger().guard_refusal(
@@ -308,6 +316,10 @@ impl Session {
                 record.user = Some(clean_part.to_string());
                 (LoginOutcome::Refused(Refusal::ForbiddenCharacters), None)
             }
+            Ok(()) if looping => (
+                LoginOutcome::unavailable("proxies appear to be looping (TTL reached zero)"),
+                None,
+            ),
             Ok(()) => {
                 if self.logger().may_log_passwords() {
                     let password = String::from_utf8_lossy(creds.secret.expose()).into_owned();
@@ -380,6 +392,44 @@ impl Session {
                 self.id,
                 forward.name()
             ));
+        }
+    }
+
+    fn login_trusted(&self) -> bool {
+        let ip = self.peer.ip().to_canonical();
+        self.listener.login_trusted.iter().any(|n| n.contains(&ip))
+    }
+
+    /// A trusted peer named its client: from now on that is the session's client (logs, guard,
+    /// maps, forwarding), its session id ours, and the hops left one fewer than it said.
+    /// True when no hop is left: a loop.
+    fn adopt_named_client(&mut self, named: Option<NamedClient>) -> bool {
+        let Some(named) = named else {
+            return false;
+        };
+        let client = SocketAddr::new(named.ip, named.port.unwrap_or(0));
+        if client != self.peer {
+            self.logger().info(&format!(
+                "Client named by {}: {client}",
+                self.peer.ip().to_canonical()
+            ));
+            self.peer = client;
+        }
+        if let Some(session) = named.session {
+            self.id = session;
+        }
+        match named.ttl {
+            Some(ttl) if ttl <= 1 => {
+                self.logger().error(&format!(
+                    "Proxy loop: the peer naming {client} says TTL {ttl}; refusing to proxy"
+                ));
+                true
+            }
+            Some(ttl) => {
+                self.proxy_ttl = ttl - 1;
+                false
+            }
+            None => false,
         }
     }
 
@@ -491,6 +541,7 @@ impl Session {
             tls: self.security != Security::Plaintext,
             session: self.id.clone(),
             client_id: Vec::new(),
+            proxy_ttl: self.proxy_ttl,
         }
     }
 

@@ -250,9 +250,10 @@ impl ImapServerSide {
                             }
                         }
                     }
-                    _ => Some(self.ex.finish(LoginOutcome::Rejected {
-                        text: r.text.to_string(),
-                    })),
+                    _ => Some(
+                        self.ex
+                            .finish(LoginOutcome::refused_by_server(r.code, r.text.to_string())),
+                    ),
                 }
             }
             State::PostCapability { text } => {

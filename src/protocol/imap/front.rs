@@ -5,7 +5,7 @@ use crate::protocol::conversation::{
 };
 use crate::protocol::line::{pop_line, Line};
 use crate::protocol::sasl::{Mechanism, Next, PlainError};
-use crate::protocol::{ClientEvent, Credentials};
+use crate::protocol::{ClientEvent, Credentials, NamedClient};
 
 use super::command::{parse_command, Command, CommandError, Parsed, Token};
 
@@ -32,6 +32,21 @@ type Core = conversation::Core<String>;
 const MAX_ID_FIELDS: usize = 30;
 const MAX_ID_NAME: usize = 30;
 const MAX_ID_VALUE: usize = 1024;
+
+/// The client a trusted peer names in its `ID` (`x-originating-ip` and friends).
+fn named_client(params: &[Token]) -> Option<NamedClient> {
+    let pairs: Vec<(String, String)> = params
+        .chunks_exact(2)
+        .filter_map(|pair| match pair {
+            [Token::String(k) | Token::Atom(k), Token::String(v) | Token::Atom(v)] => Some((
+                String::from_utf8_lossy(k).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            )),
+            _ => None,
+        })
+        .collect();
+    NamedClient::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
 
 /// The fields of an `ID` list worth passing on: within RFC 2971's limits, NIL values left out,
 /// and no `x-` names, which Dovecot believes from a trusted proxy (`x-originating-ip` and
@@ -146,6 +161,9 @@ impl Imap {
                     Token::List(params) => id_fields(params),
                     _ => Vec::new(),
                 };
+                if let (true, Token::List(params)) = (core.named_client_trusted, arg) {
+                    core.named_client = named_client(params).or(core.named_client.take());
+                }
                 ClientEvent::Send(
                     format!(
                         "* ID (\"name\" \"{}\" \"version\" \"{}\")\r\n{tag} OK ID completed\r\n",

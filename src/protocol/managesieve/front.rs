@@ -10,7 +10,7 @@ use crate::protocol::conversation::{
     self, Conversation, Dialect, LoginBlock, StartTlsBlock, Words,
 };
 use crate::protocol::sasl::{Mechanism, Next, PlainError};
-use crate::protocol::ClientEvent;
+use crate::protocol::{ClientEvent, NamedClient};
 
 use super::syntax::{self, parse_line, Bounds, Parsed, SyntaxError, Token};
 
@@ -97,7 +97,11 @@ fn capability_lines(core: &Core) -> Vec<String> {
             "\"VERSION\" \"1.0\"".to_string(),
         ],
     };
-    lines.retain(|l| capability_name(l) != "STARTTLS");
+    lines.retain(|l| !matches!(capability_name(l).as_str(), "STARTTLS" | "XCLIENT"));
+    // As Dovecot does, only to a peer that may name its client.
+    if core.named_client_trusted {
+        lines.push("\"XCLIENT\"".to_string());
+    }
     if core.settings.oauth {
         for line in lines.iter_mut() {
             if capability_name(line) == "SASL" && line.ends_with('"') {
@@ -178,6 +182,20 @@ fn execute(core: &mut Core, tokens: Vec<Token>) -> ClientEvent {
         }
         ("CAPABILITY" | "NOOP" | "LOGOUT" | "STARTTLS" | "AUTHENTICATE", _) => {
             reply("NO \"Syntax error in arguments.\"")
+        }
+        ("XCLIENT", attributes) if core.named_client_trusted => {
+            let text: Vec<String> = attributes
+                .iter()
+                .filter_map(Token::text)
+                .map(|t| String::from_utf8_lossy(t).into_owned())
+                .collect();
+            match NamedClient::from_xclient(&text.join(" ")) {
+                Some(named) => {
+                    core.named_client = Some(named);
+                    reply("OK \"Updated\"")
+                }
+                None => reply("NO \"Invalid parameters\""),
+            }
         }
         _ => reply("NO \"Command not permitted before login.\""),
     }

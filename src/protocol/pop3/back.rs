@@ -56,6 +56,15 @@ fn status(line: &[u8]) -> Status {
     }
 }
 
+/// A `-ERR` to the login, read with its response code (RFC 2449 section 8).
+fn refused(text: String) -> LoginOutcome {
+    let code = text
+        .strip_prefix('[')
+        .and_then(|rest| rest.split_once(']'))
+        .map(|(code, _)| code.to_string());
+    LoginOutcome::refused_by_server(code.as_deref(), text)
+}
+
 /// Whether a greeting's text carries Dovecot's `[XCLIENT]` response code.
 fn offers_xclient(text: &str) -> bool {
     text.split_ascii_whitespace()
@@ -207,7 +216,7 @@ impl Pop3ServerSide {
                     capabilities: None,
                     text,
                 }),
-                Status::Err(text) => self.ex.finish(LoginOutcome::Rejected { text }),
+                Status::Err(text) => self.ex.finish(refused(text)),
                 Status::Other => self.ex.unexpected("answer to AUTH", line),
             },
             State::User => match status(line) {
@@ -218,7 +227,7 @@ impl Pop3ServerSide {
                     command.extend_from_slice(b"\r\n");
                     ServerEvent::Send(command)
                 }
-                Status::Err(text) => self.ex.finish(LoginOutcome::Rejected { text }),
+                Status::Err(text) => self.ex.finish(refused(text)),
                 _ => self.ex.unexpected("answer to USER", line),
             },
             State::Pass => match status(line) {
@@ -226,7 +235,7 @@ impl Pop3ServerSide {
                     capabilities: None,
                     text,
                 }),
-                Status::Err(text) => self.ex.finish(LoginOutcome::Rejected { text }),
+                Status::Err(text) => self.ex.finish(refused(text)),
                 _ => self.ex.unexpected("answer to PASS", line),
             },
         };

@@ -6,7 +6,7 @@ use crate::protocol::conversation::{
 };
 use crate::protocol::line::{pop_line, split_word, Line};
 use crate::protocol::sasl::{Mechanism, Next, PlainError};
-use crate::protocol::{ClientEvent, Credentials};
+use crate::protocol::{ClientEvent, Credentials, NamedClient};
 
 /// Advertised before login when the configuration does not say otherwise, one CAPA line each.
 pub const DEFAULT_CAPABILITY: &[&str] = &[
@@ -132,6 +132,17 @@ impl Pop3 {
             b"USER" => self.user_command(core, args),
             b"PASS" => self.pass(core, args),
             b"AUTH" => self.auth(core, args),
+            // Dovecot's command for a trusted proxy or webmail naming its client.
+            b"XCLIENT" if core.named_client_trusted => {
+                let attributes = String::from_utf8_lossy(args);
+                match NamedClient::from_xclient(&attributes) {
+                    Some(named) => {
+                        core.named_client = Some(named);
+                        reply("+OK Updated")
+                    }
+                    None => reply("-ERR Invalid parameters"),
+                }
+            }
             _ => reply("-ERR Command not permitted before login"),
         }
     }
@@ -240,9 +251,15 @@ impl Dialect for Pop3 {
         shutdown: b"-ERR [SYS/TEMP] Server shutting down\r\n",
     };
 
+    /// `[XCLIENT]` tells a trusted peer it may name its client, as Dovecot's greeting does.
     fn greeting(&mut self, core: &Core) -> Vec<u8> {
+        let xclient = if core.named_client_trusted {
+            "[XCLIENT] "
+        } else {
+            ""
+        };
         format!(
-            "+OK {} ready on {}\r\n",
+            "+OK {xclient}{} ready on {}\r\n",
             core.settings.product, core.settings.greeting_host
         )
         .into_bytes()
