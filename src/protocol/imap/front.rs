@@ -49,9 +49,13 @@ fn named_client(params: &[Token]) -> Option<NamedClient> {
 }
 
 /// The fields of an `ID` list worth passing on: within RFC 2971's limits, NIL values left out,
-/// and no `x-` names, which Dovecot believes from a trusted proxy (`x-originating-ip` and
-/// the like) and which only the proxy may set.
+/// names of printable ASCII without spaces and values of printable ASCII only (anything else
+/// is dropped whole, never cleaned, so that what is checked is what is sent), and no `x-`
+/// names, which Dovecot believes from a trusted proxy (`x-originating-ip` and the like) and
+/// which only the proxy may set.
 fn id_fields(params: &[Token]) -> Vec<(String, String)> {
+    let name_ok = |n: &[u8]| !n.is_empty() && n.iter().all(|b| (0x21..=0x7e).contains(b));
+    let value_ok = |v: &[u8]| v.iter().all(|b| (0x20..=0x7e).contains(b));
     params
         .chunks_exact(2)
         .filter_map(|pair| match pair {
@@ -61,6 +65,8 @@ fn id_fields(params: &[Token]) -> Vec<(String, String)> {
         .filter(|(name, value)| {
             name.len() <= MAX_ID_NAME
                 && value.len() <= MAX_ID_VALUE
+                && name_ok(name)
+                && value_ok(value)
                 && !name.get(..2).is_some_and(|p| p.eq_ignore_ascii_case(b"x-"))
         })
         .take(MAX_ID_FIELDS)
@@ -434,7 +440,19 @@ mod tests {
         ));
         assert!(out.starts_with("* ID (\"name\" \"Portcullis\""), "{out}");
         assert!(out.ends_with("i OK ID completed\r\n"));
-        // The client may not name an address or a TTL: only the proxy sets x- fields.
+        // The client may not name an address or a TTL: only the proxy sets x- fields, and a
+        // name with a control character in front is not a way round that.
+        let out = text(&feed(
+            &mut m,
+            b"k ID (\"\x01x-originating-ip\" \"10.6.6.1\" \"\xc2\x85X-Forward-a\" \"b\" \"os\" \"Th\xc3\xbcx\")\r\n",
+        ));
+        assert!(out.ends_with("k OK ID completed\r\n"), "{out}");
+        assert!(m.client_id().is_empty(), "{:?}", m.client_id());
+        let out = text(&feed(
+            &mut m,
+            b"i ID (\"name\" \"Thunderbird\" \"X-Originating-IP\" \"10.9.9.9\" \"os\" NIL \"version\" {4+}\r\n\"1\"2 \"x-proxy-ttl\" \"1\")\r\n",
+        ));
+        assert!(out.ends_with("i OK ID completed\r\n"), "{out}");
         assert_eq!(
             m.client_id(),
             vec![
