@@ -17,7 +17,7 @@ use crate::authlog::per_source::source;
 use crate::config::GuardConfig;
 
 pub use connections::Slot;
-pub use record::{Record, Rules, Verdict};
+pub use record::{Admission, Record, Rules, Verdict};
 pub use user::UserRecord;
 
 /// Longest user name kept as a key; longer ones share the key of their first bytes.
@@ -139,17 +139,42 @@ impl Guard {
         wait
     }
 
-    /// A login for `user` from `ip` failed: how long to wait before answering, and whether it
-    /// earned a ban. `None` for an exempt address.
+    /// A login from `ip` is about to be tried: whether it may be, after how long, and a token
+    /// that counts it as under way until dropped. Exempt addresses always may, at once.
+    pub fn begin(&self, ip: IpAddr) -> (Admission, Option<InFlight>) {
+        let go = Admission::Try {
+            wait: Duration::ZERO,
+            failures: 0,
+        };
+        if self.exempt(ip) {
+            return (go, None);
+        }
+        let (now, key) = (Instant::now(), source(ip));
+        let mut admission = go;
+        self.sources.entry(key).and_compute_with(|entry| {
+            let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
+            admission = record.begin(&self.rules, now);
+            Op::Put(record)
+        });
+        let token = matches!(admission, Admission::Try { .. }).then(|| InFlight {
+            sources: self.sources.clone(),
+            key,
+        });
+        (admission, token)
+    }
+
+    /// A login for `user` from `ip` failed: whether it earned a ban. `None` for an exempt
+    /// address.
     pub fn failure(&self, ip: IpAddr, user: &str, fingerprint: u64) -> Option<Verdict> {
         if self.exempt(ip) {
             return None;
         }
         let now = Instant::now();
+        let user_hash = self.fingerprint_key.hash_one(user_key(user));
         let mut verdict = None;
         self.sources.entry(source(ip)).and_compute_with(|entry| {
             let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
-            verdict = Some(record.failure(&self.rules, now, fingerprint));
+            verdict = Some(record.failure(&self.rules, now, fingerprint, user_hash));
             Op::Put(record)
         });
         if verdict.is_some_and(|v| !v.repeated) {
@@ -162,8 +187,8 @@ impl Guard {
         verdict
     }
 
-    /// A login for `user` from `ip` succeeded: the address's failures are forgiven, and it is
-    /// known good for the user.
+    /// A login for `user` from `ip` succeeded: the address's failures are forgiven if they were
+    /// all that user's own, and the address is known good for the user.
     pub fn success(&self, ip: IpAddr, user: &str) {
         if self.exempt(ip) {
             return;
@@ -180,12 +205,33 @@ impl Guard {
                 None => Op::Nop,
                 Some(entry) => {
                     let mut record = entry.into_value();
-                    record.success();
+                    record.success(self.fingerprint_key.hash_one(user_key(user)));
                     if record.is_clear(now) {
                         Op::Remove
                     } else {
                         Op::Put(record)
                     }
+                }
+            });
+    }
+}
+
+/// A login under way from one source; dropping it ends it.
+pub struct InFlight {
+    sources: moka::sync::Cache<IpAddr, Record>,
+    key: IpAddr,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.sources
+            .entry(self.key)
+            .and_compute_with(|entry| match entry {
+                None => Op::Nop,
+                Some(entry) => {
+                    let mut record = entry.into_value();
+                    record.end();
+                    Op::Put(record)
                 }
             });
     }

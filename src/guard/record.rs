@@ -32,12 +32,22 @@ pub struct Rules {
 pub struct Verdict {
     /// Failures counted so far (a repeated password counted once).
     pub failures: u32,
-    /// How long to wait before answering the failed login.
-    pub delay: Duration,
     /// This failure earned a ban of this length.
     pub banned_for: Option<Duration>,
     /// The same user+password failed from here lately: not counted again.
     pub repeated: bool,
+}
+
+/// Whether a login from the source may be tried now, and after how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Try it after `wait` (the penalty for the failures so far and the attempts already
+    /// under way: parallel guesses wait longer each).
+    Try { wait: Duration, failures: u32 },
+    /// Banned for this much longer.
+    Banned(Duration),
+    /// Failures and attempts under way already reach `ban_after`: one more would pass it.
+    TooManyAtOnce,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -46,7 +56,12 @@ pub struct Record {
     last_failure: Option<Instant>,
     /// Keyed hashes of the latest wrong user+password pairs, newest last.
     recent: VecDeque<u64>,
+    /// Keyed hashes of the users those failures were for: a good login forgives the failures
+    /// only when they were all its own user's (a typo), never someone else's.
+    failed_users: VecDeque<u64>,
     banned_until: Option<Instant>,
+    /// Logins from the source being tried right now.
+    in_flight: u32,
 }
 
 impl Record {
@@ -57,23 +72,58 @@ impl Record {
             .filter(|left| !left.is_zero())
     }
 
-    /// Count a failed login whose user+password hash to `fingerprint`.
-    pub fn failure(&mut self, rules: &Rules, now: Instant, fingerprint: u64) -> Verdict {
+    fn forget_if_quiet(&mut self, rules: &Rules, now: Instant) {
         let quiet = self
             .last_failure
             .is_some_and(|last| now.saturating_duration_since(last) >= rules.forget_after);
         if quiet {
-            self.failures = 0;
-            self.recent.clear();
+            self.forgive();
         }
+    }
+
+    fn forgive(&mut self) {
+        self.failures = 0;
+        self.last_failure = None;
+        self.recent.clear();
+        self.failed_users.clear();
+    }
+
+    /// A login from the source is about to be tried: counted as under way when admitted (end
+    /// it with [`Record::end`]). A source without failures is never held back, however many
+    /// of its logins run at once (an office behind one address at nine in the morning).
+    pub fn begin(&mut self, rules: &Rules, now: Instant) -> Admission {
+        if let Some(left) = self.banned(now) {
+            return Admission::Banned(left);
+        }
+        self.forget_if_quiet(rules, now);
+        let (failures, in_flight) = (self.failures, self.in_flight);
+        if failures > 0 && rules.ban_after > 0 && failures + in_flight >= rules.ban_after {
+            return Admission::TooManyAtOnce;
+        }
+        self.in_flight += 1;
+        let wait = if failures == 0 {
+            Duration::ZERO
+        } else {
+            penalty(rules, failures + in_flight)
+        };
+        Admission::Try { wait, failures }
+    }
+
+    /// A login admitted by [`Record::begin`] has been answered.
+    pub fn end(&mut self) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+    }
+
+    /// Count a failed login for the user hashing to `user` whose user+password hash to
+    /// `fingerprint`.
+    pub fn failure(&mut self, rules: &Rules, now: Instant, fingerprint: u64, user: u64) -> Verdict {
+        self.forget_if_quiet(rules, now);
         self.last_failure = Some(now);
         let repeated = self.recent.contains(&fingerprint);
         if !repeated {
             self.failures = self.failures.saturating_add(1);
-            if self.recent.len() == RECENT_FINGERPRINTS {
-                self.recent.pop_front();
-            }
-            self.recent.push_back(fingerprint);
+            push_bounded(&mut self.recent, fingerprint);
+            push_bounded(&mut self.failed_users, user);
         }
         let failures = self.failures;
         let earned_ban =
@@ -84,29 +134,35 @@ impl Record {
                 .checked_add(rules.ban_time)
                 .or(Some(now + Duration::from_secs(366 * 24 * 3600)));
             // A ban served is a fresh start.
-            self.failures = 0;
-            self.recent.clear();
+            self.forgive();
         }
         Verdict {
             failures,
-            delay: penalty(rules, failures),
             banned_for: earned_ban.then_some(rules.ban_time),
             repeated,
         }
     }
 
-    /// A good login from the source: its failures are forgiven (not a ban, which a banned
-    /// source cannot reach a login to lift).
-    pub fn success(&mut self) {
-        self.failures = 0;
-        self.last_failure = None;
-        self.recent.clear();
+    /// A good login for the user hashing to `user`: the failures are forgiven when they were
+    /// all that user's own. Someone else's failures stay, or an attacker with an account of
+    /// its own could wipe its record between guesses.
+    pub fn success(&mut self, user: u64) {
+        if self.failed_users.iter().all(|u| *u == user) {
+            self.forgive();
+        }
     }
 
     /// Whether nothing is left worth remembering.
     pub fn is_clear(&self, now: Instant) -> bool {
-        self.failures == 0 && self.banned(now).is_none()
+        self.failures == 0 && self.in_flight == 0 && self.banned(now).is_none()
     }
+}
+
+fn push_bounded(list: &mut VecDeque<u64>, value: u64) {
+    if list.len() == RECENT_FINGERPRINTS {
+        list.pop_front();
+    }
+    list.push_back(value);
 }
 
 /// The delay for the `failures`-th failure: the initial delay, doubled per further failure,
@@ -142,60 +198,97 @@ mod tests {
         Duration::from_secs(n)
     }
 
+    /// One attempt after another: begin, fail, end.
+    fn fail(r: &mut Record, at: Instant, fingerprint: u64, user: u64) -> (Admission, Verdict) {
+        let admission = r.begin(&rules(), at);
+        let verdict = r.failure(&rules(), at, fingerprint, user);
+        r.end();
+        (admission, verdict)
+    }
+
+    fn wait(a: Admission) -> u64 {
+        match a {
+            Admission::Try { wait, .. } => wait.as_secs(),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
-    fn the_delay_doubles_up_to_the_cap() {
+    fn the_wait_before_the_next_try_doubles_up_to_the_cap() {
         let (mut r, t0) = (Record::default(), Instant::now());
-        let delays: Vec<u64> = (0..5)
-            .map(|i| r.failure(&rules(), t0 + secs(i), i).delay.as_secs())
+        let waits: Vec<u64> = (0..6)
+            .map(|i| wait(fail(&mut r, t0 + secs(i), i, 1).0))
             .collect();
-        assert_eq!(delays, [2, 4, 8, 15, 15]);
+        assert_eq!(waits, [0, 2, 4, 8, 15, 15]);
+    }
+
+    #[test]
+    fn parallel_tries_wait_longer_each_and_stop_short_of_a_ban() {
+        let (mut r, t0) = (Record::default(), Instant::now());
+        // No failures yet: any number at once, none held back.
+        for _ in 0..20 {
+            assert_eq!(wait(r.begin(&rules(), t0)), 0);
+        }
+        for _ in 0..20 {
+            r.end();
+        }
+        fail(&mut r, t0, 1, 1);
+        let waits: Vec<u64> = (0..5).map(|_| wait(r.begin(&rules(), t0))).collect();
+        assert_eq!(waits, [2, 4, 8, 15, 15]);
+        // One failure and five under way reach ban_after (6): no sixth at once.
+        assert_eq!(r.begin(&rules(), t0), Admission::TooManyAtOnce);
     }
 
     #[test]
     fn the_same_wrong_password_counts_once() {
         let (mut r, t0) = (Record::default(), Instant::now());
         for i in 0..20 {
-            let v = r.failure(&rules(), t0 + secs(i), 42);
-            assert_eq!((v.failures, v.delay, v.banned_for), (1, secs(2), None));
-            assert_eq!(v.repeated, i > 0);
+            let (_, v) = fail(&mut r, t0 + secs(i), 42, 1);
+            assert_eq!((v.failures, v.banned_for, v.repeated), (1, None, i > 0));
         }
-        // A new one counts, and the old one is still remembered.
-        assert_eq!(r.failure(&rules(), t0 + secs(21), 43).failures, 2);
-        assert_eq!(r.failure(&rules(), t0 + secs(22), 42).failures, 2);
+        assert_eq!(fail(&mut r, t0 + secs(21), 43, 1).1.failures, 2);
+        assert_eq!(fail(&mut r, t0 + secs(22), 42, 1).1.failures, 2);
     }
 
     #[test]
-    fn a_quiet_period_or_a_success_forgets_the_failures() {
+    fn a_good_login_forgives_its_own_typos_but_not_others_failures() {
         let (mut r, t0) = (Record::default(), Instant::now());
-        r.failure(&rules(), t0, 1);
-        r.failure(&rules(), t0 + secs(1), 2);
-        let v = r.failure(&rules(), t0 + secs(1 + 300), 3);
-        assert_eq!((v.failures, v.delay), (1, secs(2)));
-        r.success();
-        assert!(r.is_clear(t0 + secs(302)));
-        assert_eq!(r.failure(&rules(), t0 + secs(303), 3).failures, 1);
+        fail(&mut r, t0, 1, 7);
+        fail(&mut r, t0, 2, 7);
+        r.success(7);
+        assert!(r.is_clear(t0));
+        // Guesses at a victim's password, then the attacker's own good login: nothing forgiven.
+        fail(&mut r, t0, 3, 8);
+        fail(&mut r, t0, 4, 8);
+        r.success(9);
+        assert_eq!(fail(&mut r, t0, 5, 8).1.failures, 3);
+        // And a quiet period forgets.
+        assert_eq!(fail(&mut r, t0 + secs(301), 6, 8).1.failures, 1);
     }
 
     #[test]
     fn enough_failures_earn_a_ban_that_ends() {
         let (mut r, t0) = (Record::default(), Instant::now());
         for i in 0..5 {
-            assert_eq!(r.failure(&rules(), t0 + secs(i), i).banned_for, None);
+            assert_eq!(fail(&mut r, t0 + secs(i), i, 1).1.banned_for, None);
         }
-        let v = r.failure(&rules(), t0 + secs(5), 5);
+        let (_, v) = fail(&mut r, t0 + secs(5), 5, 1);
         assert_eq!((v.failures, v.banned_for), (6, Some(secs(600))));
-        assert_eq!(r.banned(t0 + secs(6)), Some(secs(599)));
+        assert_eq!(
+            r.begin(&rules(), t0 + secs(6)),
+            Admission::Banned(secs(599))
+        );
         assert!(!r.is_clear(t0 + secs(6)));
-        assert_eq!(r.banned(t0 + secs(605)), None);
+        assert_eq!(wait(r.begin(&rules(), t0 + secs(605))), 0);
+        r.end();
         assert!(r.is_clear(t0 + secs(605)));
-        // Never banned when ban_after is 0.
         let never = Rules {
             ban_after: 0,
             ..rules()
         };
         let mut r = Record::default();
         for i in 0..100 {
-            assert_eq!(r.failure(&never, t0 + secs(i), i).banned_for, None);
+            assert_eq!(r.failure(&never, t0 + secs(i), i, 1).banned_for, None);
         }
     }
 }

@@ -3,7 +3,7 @@
 //! machine. Each step has its own timeout; every way this can end is a [`LoginOutcome`].
 
 use tokio::io::AsyncReadExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
 use crate::authlog::AuthRecord;
@@ -13,6 +13,7 @@ use crate::protocol::{Credentials, LoginOutcome, Refusal, ServerEvent, ServerSet
 use crate::tls;
 
 use super::forward;
+use super::loop_guard::Registration;
 use super::runtime::{security, ListenerState};
 use super::services::Services;
 use super::stream::{write, BackendStream, MaybeTls};
@@ -93,10 +94,9 @@ pub async fn login(
     for endpoint in &target.endpoints {
         record.server = Some(endpoint.log_name());
         record.server_secure = security(endpoint.tls);
-        match connect(listener, endpoint).await {
-            Ok(tcp) => {
+        match connect(listener, services, endpoint).await {
+            Ok((tcp, _ours)) => {
                 router.dead.connected(endpoint);
-                let _ours = services.own_connections.register(tcp.local_addr().ok());
                 return converse_in_time(listener, endpoint, connection, tcp, creds).await;
             }
             Err(failed) => {
@@ -110,14 +110,41 @@ pub async fn login(
     (outcome, None)
 }
 
-/// Open the TCP connection, within `backend_connect_timeout`.
-async fn connect(listener: &ListenerState, endpoint: &Endpoint) -> Result<TcpStream, LoginOutcome> {
+/// Open the TCP connection, within `backend_connect_timeout`. The socket's own address is
+/// registered before it connects, so that a connection to one of our own listeners is known
+/// as ours however soon it is accepted.
+async fn connect<'s>(
+    listener: &ListenerState,
+    services: &'s Services,
+    endpoint: &Endpoint,
+) -> Result<(TcpStream, Registration<'s>), LoginOutcome> {
     let wait = listener.limits.backend_connect_timeout();
     let address = (endpoint.connect_host(), endpoint.port);
-    match timeout(wait, TcpStream::connect(address)).await {
-        Ok(Ok(tcp)) => {
+    let attempt = async {
+        let mut last = std::io::Error::other("the name has no address");
+        for target in tokio::net::lookup_host(address).await? {
+            let socket = match target {
+                std::net::SocketAddr::V4(_) => TcpSocket::new_v4()?,
+                std::net::SocketAddr::V6(_) => TcpSocket::new_v6()?,
+            };
+            let unspecified = match target {
+                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            };
+            socket.bind(std::net::SocketAddr::new(unspecified, 0))?;
+            // Bound to the wildcard: known by its port until it is dropped (see loop_guard).
+            let ours = services.own_connections.register(socket.local_addr().ok());
+            match socket.connect(target).await {
+                Ok(tcp) => return Ok((tcp, ours)),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    };
+    match timeout(wait, attempt).await {
+        Ok(Ok((tcp, ours))) => {
             let _ = tcp.set_nodelay(true);
-            Ok(tcp)
+            Ok((tcp, ours))
         }
         Ok(Err(e)) => Err(LoginOutcome::no_connection(e.to_string())),
         Err(_) => Err(LoginOutcome::no_connection(format!(

@@ -1,7 +1,10 @@
 //! A back end that is this very proxy (a host or map answer pointing at one of our own
 //! listeners) would chain a connection per hop until file descriptors run out. Each back-end
-//! connection's local address is remembered while it logs in; a client arriving from one of
-//! them is this process talking to itself, and is closed at once.
+//! connection's local address is remembered while it logs in, from before it connects; a
+//! client arriving from one of them is this process talking to itself, and is closed at once.
+//! A socket bound to the wildcard address is known by its port, and matches a client from
+//! that port whose address is the one it reached (a host connecting to itself speaks from
+//! the address it connects to).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -29,11 +32,20 @@ impl OwnConnections {
         Registration { own: self, address }
     }
 
-    /// Whether a client connecting from `peer` is one of our own back-end connections.
-    pub fn is_own(&self, peer: SocketAddr) -> bool {
-        self.open
-            .lock()
-            .is_ok_and(|open| open.contains(&canonical(peer)))
+    /// Whether a client connecting from `peer` to `local` is one of our own back-end
+    /// connections.
+    pub fn is_own(&self, peer: SocketAddr, local: SocketAddr) -> bool {
+        let (peer, local) = (canonical(peer), canonical(local));
+        let wildcard = SocketAddr::new(
+            match peer {
+                SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+            },
+            peer.port(),
+        );
+        self.open.lock().is_ok_and(|open| {
+            open.contains(&peer) || (peer.ip() == local.ip() && open.contains(&wildcard))
+        })
     }
 }
 
@@ -58,12 +70,18 @@ mod tests {
         let own = OwnConnections::default();
         let a: SocketAddr = "127.0.0.1:40000".parse().unwrap();
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:143".parse().unwrap();
         {
             let _r = own.register(Some(a));
-            assert!(own.is_own(a));
-            assert!(own.is_own(mapped));
-            assert!(!own.is_own("127.0.0.1:40001".parse().unwrap()));
+            assert!(own.is_own(a, local));
+            assert!(own.is_own(mapped, local));
+            assert!(!own.is_own("127.0.0.1:40001".parse().unwrap(), local));
         }
-        assert!(!own.is_own(a));
+        assert!(!own.is_own(a, local));
+        // Bound to the wildcard: the port, from the address it reached.
+        let _r = own.register(Some("0.0.0.0:40002".parse().unwrap()));
+        assert!(own.is_own("127.0.0.1:40002".parse().unwrap(), local));
+        let stranger: SocketAddr = "192.0.2.9:40002".parse().unwrap();
+        assert!(!own.is_own(stranger, local));
     }
 }

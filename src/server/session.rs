@@ -17,7 +17,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::authlog::{AuthRecord, Logger};
 use crate::config::ForwardClient;
-use crate::guard::{Guard, Verdict};
+use crate::guard::{Admission, Guard, Verdict};
 use crate::map::Connection;
 use crate::protocol::{
     loggable_user, AfterLogin, ClientEvent, ClientSide, Credentials, LoginOutcome, NamedClient,
@@ -110,7 +110,7 @@ impl Session {
     /// Serve the client until it disconnects.
     pub async fn run(mut self, mut tcp: TcpStream) {
         let _ = tcp.set_nodelay(true);
-        if self.services.own_connections.is_own(self.peer) {
+        if self.services.own_connections.is_own(self.peer, self.local) {
             let line = format!(
                 "Proxy loop: {} is this proxy's own back-end connection; a back end points at \
                  one of its listeners",
@@ -293,15 +293,40 @@ impl Session {
     ) -> Next {
         let looping = self.adopt_named_client(machine.named_client());
         // Connections opened before the ban earned elsewhere end at their next attempt.
-        if let Some(left) = self.banned() {
-            self.logger().guard_refusal(
-                self.peer,
-                self.local,
-                &format!("banned for {} s more", left.as_secs().max(1)),
-            );
-            say_goodbye(stream, self.listener.protocol().banned_message()).await;
-            return Next::End;
-        }
+        // The guard's say before the attempt: the wait is the same whatever the answer will
+        // be, so that no answer comes sooner for being right; `_in_flight` counts this
+        // attempt as under way until the end of this function.
+        let (admission, _in_flight) = match self.guard() {
+            Some(guard) => guard.begin(self.peer.ip()),
+            None => (
+                Admission::Try {
+                    wait: Duration::ZERO,
+                    failures: 0,
+                },
+                None,
+            ),
+        };
+        let too_many_at_once = match admission {
+            Admission::Banned(left) => {
+                let reason = format!("banned for {} s more", left.as_secs().max(1));
+                self.logger().guard_refusal(self.peer, self.local, &reason);
+                say_goodbye(stream, self.listener.protocol().banned_message()).await;
+                return Next::End;
+            }
+            Admission::TooManyAtOnce => {
+                let reason = "as many logins under way as failures left before a ban";
+                self.logger().guard_refusal(self.peer, self.local, reason);
+                true
+            }
+            Admission::Try { wait, failures } => {
+                if !wait.is_zero() {
+                    self.logger()
+                        .guard_delay(self.peer, self.local, failures, wait);
+                    self.pause(wait).await;
+                }
+                false
+            }
+        };
         let mut record = self.auth_record(Some(creds.user.clone()));
         let fingerprint = self
             .guard()
@@ -318,6 +343,10 @@ impl Session {
             }
             Ok(()) if looping => (
                 LoginOutcome::unavailable("proxies appear to be looping (TTL reached zero)"),
+                None,
+            ),
+            Ok(()) if too_many_at_once => (
+                LoginOutcome::unavailable("too many logins at once from this address"),
                 None,
             ),
             Ok(()) => {
@@ -353,7 +382,7 @@ impl Session {
         }
         let verdict = fingerprint.and_then(|f| self.judge(&outcome, &client_user, f));
         if let Some(verdict) = &verdict {
-            self.hold_back(verdict).await;
+            self.note_verdict(verdict);
         }
         let reply = machine.login_finished(&outcome);
         if self.send(stream, &reply.bytes).await.is_err() {
@@ -433,8 +462,10 @@ impl Session {
         }
     }
 
+    /// The guard, for a client's session; a balancer's health check is not a client, and
+    /// what it does must not count against the balancer.
     fn guard(&self) -> Option<&Guard> {
-        self.services.guard.as_ref()
+        self.services.guard.as_ref().filter(|_| !self.health_check)
     }
 
     /// How much longer the client's address is banned, if it is.
@@ -486,19 +517,12 @@ impl Session {
         }
     }
 
-    /// Wait out the guard's delay before answering a failed login (the deadlines move with
-    /// it: the time is the guard's, not the client's), and log the decision.
-    async fn hold_back(&mut self, verdict: &Verdict) {
+    /// Log a ban the failure earned.
+    fn note_verdict(&self, verdict: &Verdict) {
         if let Some(ban) = verdict.banned_for {
             self.logger()
                 .guard_ban(self.peer, self.local, verdict.failures, ban);
         }
-        if verdict.delay.is_zero() {
-            return;
-        }
-        self.logger()
-            .guard_delay(self.peer, self.local, verdict.failures, verdict.delay);
-        self.pause(verdict.delay).await;
     }
 
     /// Logged in: hand over what was pipelined on either side, relay, log the Closing line.
