@@ -30,6 +30,9 @@ pub struct Guard {
     /// Source (IPv4 address, IPv6 /64) → what it did; forgotten when idle longer than any
     /// rule looks back, and bounded so that a spread-out attack cannot grow it without end.
     sources: moka::sync::Cache<IpAddr, Record>,
+    /// Banned sources, apart from the failure records: so that a flood of new sources, which
+    /// pushes the least used records out, cannot push a ban out with them.
+    bans: moka::sync::Cache<IpAddr, Instant>,
     /// User (lower-cased) → its failures from any address and its known-good addresses.
     users: moka::sync::Cache<String, UserRecord>,
     /// Connections open now per source, and how many one source may have; 0: no limit.
@@ -59,6 +62,10 @@ impl Guard {
             sources: moka::sync::Cache::builder()
                 .max_capacity(config.max_sources)
                 .time_to_idle(remember)
+                .build(),
+            bans: moka::sync::Cache::builder()
+                .max_capacity(config.max_sources)
+                .time_to_live(rules.ban_time.max(Duration::from_millis(1)))
                 .build(),
             users: moka::sync::Cache::builder()
                 .max_capacity(config.max_sources)
@@ -109,7 +116,14 @@ impl Guard {
         if self.exempt(ip) {
             return None;
         }
-        self.sources.get(&source(ip))?.banned(Instant::now())
+        self.ban_left(source(ip), Instant::now())
+    }
+
+    fn ban_left(&self, key: IpAddr, now: Instant) -> Option<Duration> {
+        let until = self.bans.get(&key)?;
+        until
+            .checked_duration_since(now)
+            .filter(|left| !left.is_zero())
     }
 
     /// What identifies a user+password pair among an address's recent failures, without
@@ -150,6 +164,9 @@ impl Guard {
             return (go, None);
         }
         let (now, key) = (Instant::now(), source(ip));
+        if let Some(left) = self.ban_left(key, now) {
+            return (Admission::Banned(left), None);
+        }
         let mut admission = go;
         self.sources.entry(key).and_compute_with(|entry| {
             let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
@@ -177,6 +194,9 @@ impl Guard {
             verdict = Some(record.failure(&self.rules, now, fingerprint, user_hash));
             Op::Put(record)
         });
+        if let Some(ban) = verdict.and_then(|v| v.banned_for) {
+            self.bans.insert(source(ip), now + ban);
+        }
         if verdict.is_some_and(|v| !v.repeated) {
             self.users.entry(user_key(user)).and_compute_with(|entry| {
                 let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
@@ -319,6 +339,27 @@ mod tests {
         assert!(g.new_connection_allowed(ip("10.0.0.1")));
         let unlimited = Guard::new(&GuardConfig::default()).unwrap();
         assert!((0..10_000).all(|_| unlimited.new_connection_allowed(ip("192.0.2.1"))));
+    }
+
+    #[test]
+    fn a_flood_of_new_sources_does_not_push_a_ban_out() {
+        let config = GuardConfig {
+            ban_after: 2,
+            max_sources: 100,
+            ..GuardConfig::default()
+        };
+        let g = Guard::new(&config).unwrap();
+        let banned: IpAddr = "192.0.2.1".parse().unwrap();
+        g.failure(banned, "a", 1);
+        g.failure(banned, "a", 2);
+        for n in 0..5_000u32 {
+            let ip = IpAddr::from(std::net::Ipv6Addr::from(
+                (0x2001_0db8_u128 << 96) | (u128::from(n) << 64),
+            ));
+            g.failure(ip, "a", 1);
+        }
+        g.sources.run_pending_tasks();
+        assert!(g.banned(banned).is_some());
     }
 
     #[test]

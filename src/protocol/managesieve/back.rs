@@ -162,9 +162,19 @@ impl SieveServerSide {
                 capabilities: None,
                 text: text.unwrap_or_else(|| "Logged in.".into()),
             })),
-            (State::Login, "NO") => Some(self.ex.finish(LoginOutcome::Rejected {
-                text: text.unwrap_or_else(|| "Authentication failed.".into()),
-            })),
+            (State::Login, "NO") => {
+                // `NO (TRYLATER) "..."`: a temporary failure, not a wrong password.
+                let trylater = tokens.iter().any(|t| match t {
+                    Token::List(codes) => codes.iter().any(|c| {
+                        c.text()
+                            .is_some_and(|c| c.eq_ignore_ascii_case(b"TRYLATER"))
+                    }),
+                    _ => false,
+                });
+                let text = text.unwrap_or_else(|| "Authentication failed.".into());
+                let code = trylater.then_some("UNAVAILABLE");
+                Some(self.ex.finish(LoginOutcome::refused_by_server(code, text)))
+            }
             (State::Cancelled, _) => Some(
                 self.ex
                     .unavailable(said("server sent an unexpected SASL challenge")),
@@ -295,6 +305,20 @@ mod tests {
         let mut m = side("pw", false);
         m.settings.client = Some(client_address());
         assert_eq!(step(&mut m, &dovecot_greeting(false)), authenticate());
+    }
+
+    #[test]
+    fn trylater_is_unavailable_not_a_wrong_password() {
+        let mut m = side("pw", false);
+        step(&mut m, &dovecot_greeting(false));
+        let event = step(
+            &mut m,
+            b"NO (TRYLATER) \"Temporary authentication failure\"\r\n",
+        );
+        assert!(
+            matches!(&event, ServerEvent::Finished(LoginOutcome::Failed { .. })),
+            "{event:?}"
+        );
     }
 
     #[test]
