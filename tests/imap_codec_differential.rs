@@ -135,7 +135,7 @@ fn classify(bytes: &[u8]) -> Verdict {
 /// command unless it is cut short, and counts as a refusal like `Incomplete`.
 fn codec(input: &[u8]) -> Option<CommandBody<'_>> {
     match CommandCodec::default().decode(input) {
-        Ok((rest, command)) if rest.is_empty() => Some(command.body),
+        Ok((&[], command)) => Some(command.body),
         Ok(_)
         | Err(CommandDecodeError::Incomplete)
         | Err(CommandDecodeError::LiteralFound { .. })
@@ -558,9 +558,7 @@ fn codec_plain(plain: &Plain) -> Option<Vec<u8>> {
     match (initial_response, response) {
         (Some(ir), None) => Some(ir.declassify().to_vec()),
         (None, Some(response)) => match AuthenticateDataCodec::default().decode(&response) {
-            Ok((rest, AuthenticateData::Continue(data))) if rest.is_empty() => {
-                Some(data.declassify().to_vec())
-            }
+            Ok((&[], AuthenticateData::Continue(data))) => Some(data.declassify().to_vec()),
             _ => None,
         },
         _ => None,
