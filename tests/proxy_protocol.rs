@@ -370,3 +370,29 @@ fn the_managesieve_probe_sends_a_proxy_header_too() {
     let answer = sieve_read_response(&mut c);
     assert!(answer.last().unwrap().starts_with("OK"), "{answer:?}");
 }
+
+/// Over the connection limit, a PROXY listener cannot know the client yet: the refusal says
+/// the address is the balancer's, and a plain listener still answers in IMAP's words.
+#[test]
+fn a_refusal_over_the_limit_behind_a_balancer_says_so() {
+    let dc = Dovecot::start();
+    let port = free_port();
+    let toml = listener(port, "none", "\"127.0.0.1\"", dc.imap)
+        .replace("[log]\n", "[limits]\nconnection_limit = 1\n\n[log]\n");
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    let mut first = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    first
+        .write_all(b"PROXY TCP4 192.0.2.82 198.51.100.1 51000 143\r\n")
+        .unwrap();
+    let mut first = Client::from_stream(first);
+    first.expect_line("* OK");
+    let mut second = Client::plain(port);
+    second.expect_line("* BYE [UNAVAILABLE] Too many connections");
+    assert!(proxy.wait_log(
+        "Connection limit reached: refusing 127.0.0.1:",
+        READ_TIMEOUT
+    ));
+    assert!(proxy
+        .log_text()
+        .contains("(a balancer: its client is named in the PROXY header"));
+}

@@ -189,7 +189,13 @@ impl AcceptLoop {
 
     /// A client over the connection limit: told so in the protocol's words, then closed.
     fn refuse(&self, tcp: TcpStream, peer: SocketAddr) {
-        let answered = if !self.state.implicit_tls() {
+        // Behind a balancer the client's address is in a header not read yet, and TLS would
+        // start on the header's bytes: a plain listener still answers, a TLS one just closes.
+        let behind_balancer = self.state.proxy_trusted.is_some();
+        let answered = if behind_balancer && self.state.implicit_tls() {
+            drop(tcp);
+            false
+        } else if !self.state.implicit_tls() {
             session::refuse_plain(&self.state, tcp)
         } else if let Ok(permit) = self.tls_refusals.clone().try_acquire_owned() {
             let state = self.state.clone();
@@ -202,10 +208,15 @@ impl AcceptLoop {
             drop(tcp);
             false
         };
-        let message = if answered {
-            format!("Connection limit reached: refusing {peer}")
+        let via = if behind_balancer {
+            " (a balancer: its client is named in the PROXY header, which was not read)"
         } else {
-            format!("Connection limit reached: closing {peer} without an answer")
+            ""
+        };
+        let message = if answered {
+            format!("Connection limit reached: refusing {peer}{via}")
+        } else {
+            format!("Connection limit reached: closing {peer} without an answer{via}")
         };
         self.services.logger.warning(&message);
     }
