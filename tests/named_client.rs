@@ -120,3 +120,47 @@ fn a_loop_between_two_proxies_ends_when_the_ttl_runs_out() {
     // Five hops at most: a few Connect lines, not hundreds.
     assert!(logs.matches("Connect:").count() <= 6, "{logs}");
 }
+
+/// Client → proxy A → proxy B (which trusts A) → Dovecot. The client's own `ID` may not smuggle
+/// `XCLIENT`'s words ("addr", "ttl") through A to name someone else at B, or lift the hop count.
+#[test]
+fn a_client_cannot_name_itself_through_a_trusted_hop() {
+    let dc = Dovecot::start();
+    let (a, b) = (free_port(), free_port());
+    let proxy_b = Proxy::start_toml(
+        &format!("{LOG}{}", listener("imap", b, dc.imap, "\"127.0.0.1\"")),
+        &[b],
+    );
+    let front = format!(
+        "{LOG}[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{a}\"]\n\
+         proxy_protocol = true\nproxy_trusted = [\"127.0.0.1\"]\n\
+         [listener.backend]\nhost = \"127.0.0.1\"\nport = {b}\nforward_client = \"id\"\n"
+    );
+    let _proxy_a = Proxy::start_toml(&front, &[a]);
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", a)).unwrap();
+    std::io::Write::write_all(&mut s, b"PROXY TCP4 192.0.2.95 198.51.100.1 51000 143\r\n").unwrap();
+    let mut c = Client::from_stream(s);
+    c.expect_line("* OK");
+    c.send_line("i ID (\"addr\" \"203.0.113.66\" \"ttl\" \"4000000000\" \"session\" \"mine\")");
+    c.read_until_tagged("i");
+    imap_login(&mut c, "a", "alice", "alicepw");
+    assert!(
+        proxy_b.wait_log("Auth: 192.0.2.95:51000->", READ_TIMEOUT),
+        "{}",
+        proxy_b.log_text()
+    );
+    assert!(
+        dc.wait_log(
+            "Login: user=<alice>, method=PLAIN, rip=192.0.2.95",
+            READ_TIMEOUT
+        ),
+        "{}",
+        dc.log_text()
+    );
+    let logs = proxy_b.log_text() + &dc.log_text();
+    assert!(!logs.contains("203.0.113.66"), "{logs}");
+    assert!(
+        !logs.contains("session=<mine>") && !logs.contains("session=mine"),
+        "{logs}"
+    );
+}

@@ -118,9 +118,11 @@ impl Record {
     /// `fingerprint`.
     pub fn failure(&mut self, rules: &Rules, now: Instant, fingerprint: u64, user: u64) -> Verdict {
         self.forget_if_quiet(rules, now);
-        self.last_failure = Some(now);
         let repeated = self.recent.contains(&fingerprint);
+        // A repeat neither counts nor keeps the record fresh: an old password retried for
+        // ever must not hold the address's failures (and its neighbours' logins) for ever.
         if !repeated {
+            self.last_failure = Some(now);
             self.failures = self.failures.saturating_add(1);
             push_bounded(&mut self.recent, fingerprint);
             push_bounded(&mut self.failed_users, user);

@@ -17,35 +17,52 @@ pub struct NamedClient {
     pub session: Option<String>,
 }
 
+/// The words each way of naming a client uses, in the order ip, port, ttl, session: an `ID`
+/// speaks Dovecot's `x-` keys only, `XCLIENT` its attributes only, so that one cannot smuggle
+/// the other's words through a hop that passes unknown `ID` fields on.
+const ID_KEYS: [&str; 4] = [
+    "x-originating-ip",
+    "x-originating-port",
+    "x-proxy-ttl",
+    "x-session-id",
+];
+const XCLIENT_KEYS: [&str; 4] = ["addr", "port", "ttl", "session"];
+
 impl NamedClient {
-    /// From `key value` pairs (IMAP `ID` fields, or `XCLIENT` attributes mapped to Dovecot's
-    /// `ID` names): `None` without a valid address. Keys are case-insensitive.
-    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Self> {
-        let (mut ip, mut port, mut ttl, mut session) = (None, None, None, None);
-        for (key, value) in pairs {
-            match key.to_ascii_lowercase().as_str() {
-                "x-originating-ip" | "addr" => ip = value.parse::<IpAddr>().ok(),
-                "x-originating-port" | "port" => port = value.parse().ok(),
-                "x-proxy-ttl" | "ttl" => ttl = value.parse().ok(),
-                "x-session-id" | "session" => session = valid_session(value),
-                _ => {}
-            }
-        }
-        Some(NamedClient {
-            ip: ip?.to_canonical(),
-            port,
-            ttl,
-            session,
-        })
+    /// From IMAP `ID` fields: `None` without a valid address. Keys are case-insensitive, and
+    /// the first of a repeated key counts.
+    pub fn from_id<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Option<Self> {
+        NamedClient::from_pairs(ID_KEYS, pairs)
     }
 
     /// From the attributes of an `XCLIENT` command (`ADDR=192.0.2.7 PORT=51000 …`).
     pub fn from_xclient(attributes: &str) -> Option<Self> {
         NamedClient::from_pairs(
+            XCLIENT_KEYS,
             attributes
                 .split_ascii_whitespace()
                 .filter_map(|attribute| attribute.split_once('=')),
         )
+    }
+
+    fn from_pairs<'a>(
+        keys: [&str; 4],
+        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Option<Self> {
+        let mut values: [Option<&str>; 4] = [None; 4];
+        for (key, value) in pairs {
+            let at = keys.iter().position(|k| k.eq_ignore_ascii_case(key));
+            if let Some(slot) = at.and_then(|at| values.get_mut(at)) {
+                slot.get_or_insert(value);
+            }
+        }
+        let [ip, port, ttl, session] = values;
+        Some(NamedClient {
+            ip: ip?.parse::<IpAddr>().ok()?.to_canonical(),
+            port: port.and_then(|p| p.parse().ok()),
+            ttl: ttl.and_then(|t| t.parse().ok()),
+            session: session.and_then(valid_session),
+        })
     }
 }
 
@@ -62,7 +79,7 @@ mod tests {
 
     #[test]
     fn id_fields_and_xclient_attributes_name_the_same_client() {
-        let from_id = NamedClient::from_pairs([
+        let from_id = NamedClient::from_id([
             ("X-Originating-IP", "192.0.2.7"),
             ("x-originating-port", "51000"),
             ("x-proxy-ttl", "4"),
@@ -76,6 +93,26 @@ mod tests {
         assert_eq!(named.ip, "192.0.2.7".parse::<IpAddr>().unwrap());
         assert_eq!((named.port, named.ttl), (Some(51000), Some(4)));
         assert_eq!(named.session.as_deref(), Some("abc+/="));
+    }
+
+    #[test]
+    fn each_way_speaks_only_its_own_words_and_the_first_value_counts() {
+        // A client's "addr"/"ttl" passed on inside an ID by a trusted hop name nothing.
+        let smuggled = NamedClient::from_id([
+            ("x-originating-ip", "192.0.2.7"),
+            ("x-proxy-ttl", "4"),
+            ("addr", "203.0.113.66"),
+            ("ttl", "4000000000"),
+            ("x-originating-ip", "203.0.113.67"),
+            ("x-proxy-ttl", "4000000000"),
+        ])
+        .unwrap();
+        assert_eq!(smuggled.ip, "192.0.2.7".parse::<IpAddr>().unwrap());
+        assert_eq!(smuggled.ttl, Some(4));
+        assert_eq!(
+            NamedClient::from_xclient("X-ORIGINATING-IP=192.0.2.7"),
+            None
+        );
     }
 
     #[test]

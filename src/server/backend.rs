@@ -135,7 +135,12 @@ async fn connect<'s>(
             // Bound to the wildcard: known by its port until it is dropped (see loop_guard).
             let ours = services.own_connections.register(socket.local_addr().ok());
             match socket.connect(target).await {
-                Ok(tcp) => return Ok((tcp, ours)),
+                // Also by its real address: a host reaching itself at another of its
+                // addresses (127.0.0.2) speaks from the route's, not the one it reached.
+                Ok(tcp) => {
+                    let ours = ours.and(tcp.local_addr().ok());
+                    return Ok((tcp, ours));
+                }
                 Err(e) => last = e,
             }
         }

@@ -19,17 +19,17 @@ pub struct OwnConnections {
 /// Keeps one address registered until dropped.
 pub struct Registration<'a> {
     own: &'a OwnConnections,
-    address: Option<SocketAddr>,
+    addresses: Vec<SocketAddr>,
 }
 
 impl OwnConnections {
     /// Remember a back-end connection's local address while it logs in.
     pub fn register(&self, local: Option<SocketAddr>) -> Registration<'_> {
-        let address = local.map(canonical);
-        if let (Some(address), Ok(mut open)) = (address, self.open.lock()) {
-            open.insert(address);
+        Registration {
+            own: self,
+            addresses: Vec::new(),
         }
-        Registration { own: self, address }
+        .and(local)
     }
 
     /// Whether a client connecting from `peer` to `local` is one of our own back-end
@@ -44,15 +44,32 @@ impl OwnConnections {
             peer.port(),
         );
         self.open.lock().is_ok_and(|open| {
-            open.contains(&peer) || (peer.ip() == local.ip() && open.contains(&wildcard))
+            // From the address it reached, or loopback to loopback (127.0.0.2 is reached
+            // from 127.0.0.1).
+            let same_host =
+                peer.ip() == local.ip() || (peer.ip().is_loopback() && local.ip().is_loopback());
+            open.contains(&peer) || (same_host && open.contains(&wildcard))
         })
+    }
+}
+
+impl Registration<'_> {
+    /// Remember one more address of the same connection.
+    pub fn and(mut self, local: Option<SocketAddr>) -> Self {
+        if let (Some(address), Ok(mut open)) = (local.map(canonical), self.own.open.lock()) {
+            open.insert(address);
+            self.addresses.push(address);
+        }
+        self
     }
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        if let (Some(address), Ok(mut open)) = (self.address, self.own.open.lock()) {
-            open.remove(&address);
+        if let Ok(mut open) = self.own.open.lock() {
+            for address in &self.addresses {
+                open.remove(address);
+            }
         }
     }
 }
@@ -83,5 +100,7 @@ mod tests {
         assert!(own.is_own("127.0.0.1:40002".parse().unwrap(), local));
         let stranger: SocketAddr = "192.0.2.9:40002".parse().unwrap();
         assert!(!own.is_own(stranger, local));
+        let other_loopback: SocketAddr = "127.0.0.2:143".parse().unwrap();
+        assert!(own.is_own("127.0.0.1:40002".parse().unwrap(), other_loopback));
     }
 }

@@ -28,6 +28,9 @@ pub type ImapClientSide = Conversation<Imap>;
 /// A pending login or SASL exchange remembers its command's tag.
 type Core = conversation::Core<String>;
 
+/// `XCLIENT`'s words, which a client's `ID` does not get to pass on either.
+const XCLIENT_WORDS: [&str; 4] = ["addr", "port", "ttl", "session"];
+
 /// RFC 2971's limits: at most 30 fields, names up to 30 bytes, values up to 1024.
 const MAX_ID_FIELDS: usize = 30;
 const MAX_ID_NAME: usize = 30;
@@ -45,7 +48,7 @@ fn named_client(params: &[Token]) -> Option<NamedClient> {
             _ => None,
         })
         .collect();
-    NamedClient::from_pairs(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    NamedClient::from_id(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// The fields of an `ID` list worth passing on: within RFC 2971's limits, NIL values left out,
@@ -68,6 +71,9 @@ fn id_fields(params: &[Token]) -> Vec<(String, String)> {
                 && name_ok(name)
                 && value_ok(value)
                 && !name.get(..2).is_some_and(|p| p.eq_ignore_ascii_case(b"x-"))
+                && !XCLIENT_WORDS
+                    .iter()
+                    .any(|w| name.eq_ignore_ascii_case(w.as_bytes()))
         })
         .take(MAX_ID_FIELDS)
         .map(|(name, value)| {
@@ -167,8 +173,11 @@ impl Imap {
                     Token::List(params) => id_fields(params),
                     _ => Vec::new(),
                 };
-                if let (true, Token::List(params)) = (core.named_client_trusted, arg) {
-                    core.named_client = named_client(params).or(core.named_client.take());
+                // The first ID that names a client counts, as in Dovecot.
+                if let (true, None, Token::List(params)) =
+                    (core.named_client_trusted, &core.named_client, arg)
+                {
+                    core.named_client = named_client(params);
                 }
                 ClientEvent::Send(
                     format!(

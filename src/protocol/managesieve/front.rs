@@ -183,7 +183,7 @@ fn execute(core: &mut Core, tokens: Vec<Token>) -> ClientEvent {
         ("CAPABILITY" | "NOOP" | "LOGOUT" | "STARTTLS" | "AUTHENTICATE", _) => {
             reply("NO \"Syntax error in arguments.\"")
         }
-        ("XCLIENT", attributes) if core.named_client_trusted => {
+        ("XCLIENT", attributes) if core.named_client_trusted && core.named_client.is_none() => {
             let text: Vec<String> = attributes
                 .iter()
                 .filter_map(Token::text)

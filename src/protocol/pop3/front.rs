@@ -133,7 +133,7 @@ impl Pop3 {
             b"PASS" => self.pass(core, args),
             b"AUTH" => self.auth(core, args),
             // Dovecot's command for a trusted proxy or webmail naming its client.
-            b"XCLIENT" if core.named_client_trusted => {
+            b"XCLIENT" if core.named_client_trusted && core.named_client.is_none() => {
                 let attributes = String::from_utf8_lossy(args);
                 match NamedClient::from_xclient(&attributes) {
                     Some(named) => {
