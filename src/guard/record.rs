@@ -44,6 +44,9 @@ pub enum Admission {
     /// Try it after `wait` (the penalty for the failures so far and the attempts already
     /// under way: parallel guesses wait longer each).
     Try { wait: Duration, failures: u32 },
+    /// As many logins are under way as `ban_after` and none has failed yet: ask again after
+    /// this long (not counted as under way meanwhile).
+    Later(Duration),
     /// Banned for this much longer.
     Banned(Duration),
     /// Failures and attempts under way already reach `ban_after`: one more would pass it.
@@ -97,8 +100,14 @@ impl Record {
         }
         self.forget_if_quiet(rules, now);
         let (failures, in_flight) = (self.failures, self.in_flight);
-        if failures > 0 && rules.ban_after > 0 && failures + in_flight >= rules.ban_after {
-            return Admission::TooManyAtOnce;
+        if rules.ban_after > 0 && failures + in_flight >= rules.ban_after {
+            // Without failures yet, a crowd (an office at nine, or guesses sent all at once
+            // before the first answer) waits its turn rather than being refused.
+            return if failures == 0 {
+                Admission::Later(rules.penalty_initial)
+            } else {
+                Admission::TooManyAtOnce
+            };
         }
         self.in_flight += 1;
         let wait = if failures == 0 {
@@ -227,11 +236,14 @@ mod tests {
     #[test]
     fn parallel_tries_wait_longer_each_and_stop_short_of_a_ban() {
         let (mut r, t0) = (Record::default(), Instant::now());
-        // No failures yet: any number at once, none held back.
-        for _ in 0..20 {
+        // No failures yet: up to ban_after at once, none held back; more wait their turn.
+        for _ in 0..6 {
             assert_eq!(wait(r.begin(&rules(), t0)), 0);
         }
-        for _ in 0..20 {
+        assert_eq!(r.begin(&rules(), t0), Admission::Later(secs(2)));
+        r.end();
+        assert_eq!(wait(r.begin(&rules(), t0)), 0);
+        for _ in 0..6 {
             r.end();
         }
         fail(&mut r, t0, 1, 1);

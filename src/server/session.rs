@@ -17,7 +17,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::authlog::{AuthRecord, Logger};
 use crate::config::ForwardClient;
-use crate::guard::{Admission, Guard, Verdict};
+use crate::guard::{Admission, Guard, InFlight, Verdict};
 use crate::map::Connection;
 use crate::protocol::{
     loggable_user, AfterLogin, ClientEvent, ClientSide, Credentials, LoginOutcome, NamedClient,
@@ -296,16 +296,7 @@ impl Session {
         // The guard's say before the attempt: the wait is the same whatever the answer will
         // be, so that no answer comes sooner for being right; `_in_flight` counts this
         // attempt as under way until the end of this function.
-        let (admission, _in_flight) = match self.guard() {
-            Some(guard) => guard.begin(self.peer.ip()),
-            None => (
-                Admission::Try {
-                    wait: Duration::ZERO,
-                    failures: 0,
-                },
-                None,
-            ),
-        };
+        let (admission, _in_flight) = self.admission().await;
         let too_many_at_once = match admission {
             Admission::Banned(left) => {
                 let reason = format!("banned for {} s more", left.as_secs().max(1));
@@ -313,7 +304,8 @@ impl Session {
                 say_goodbye(stream, self.listener.protocol().banned_message()).await;
                 return Next::End;
             }
-            Admission::TooManyAtOnce => {
+            // `admission` gave up waiting for a turn.
+            Admission::TooManyAtOnce | Admission::Later(_) => {
                 let reason = "as many logins under way as failures left before a ban";
                 self.logger().guard_refusal(self.peer, self.local, reason);
                 true
@@ -515,6 +507,31 @@ impl Session {
             _ = tokio::time::sleep(wait) => {}
             _ = reached(&mut phase, Phase::Draining) => {}
         }
+    }
+
+    /// The guard's admission for a login, after waiting out any turns a crowd of logins from
+    /// the same address must take (a few at most; then it is refused as too many at once).
+    async fn admission(&mut self) -> (Admission, Option<InFlight>) {
+        const TURNS: usize = 8;
+        for _ in 0..TURNS {
+            let answer = match self.guard() {
+                Some(guard) => guard.begin(self.peer.ip()),
+                None => {
+                    return (
+                        Admission::Try {
+                            wait: Duration::ZERO,
+                            failures: 0,
+                        },
+                        None,
+                    )
+                }
+            };
+            match answer {
+                (Admission::Later(wait), _) => self.pause(wait).await,
+                other => return other,
+            }
+        }
+        (Admission::TooManyAtOnce, None)
     }
 
     /// Log a ban the failure earned.
