@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::time::Instant;
 
 use support::*;
@@ -21,15 +20,9 @@ fn config(imap: u16, pop3: u16, dc: &Dovecot, guard: &str) -> String {
     )
 }
 
-/// A client connecting from `source` (any 127.0.0.x on Linux's loopback).
-fn connect_from(source: &str, port: u16) -> Client {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let source: IpAddr = source.parse().unwrap();
-    socket.bind(&SocketAddr::new(source, 0).into()).unwrap();
-    socket
-        .connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())
-        .unwrap();
-    Client::from_stream(TcpStream::from(socket))
+/// A client connecting from `source`.
+fn client_from(source: &str, port: u16) -> Client {
+    Client::from_stream(connect_from(source, port).expect("connect"))
 }
 
 /// `LOGIN` with a wrong password; the tagged answer.
@@ -45,7 +38,7 @@ fn failures_are_answered_late_then_banned_on_every_listener() {
     let guard = "penalty_initial_ms = 600\npenalty_max_ms = 1200\nban_after = 3\nban_ms = 60000";
     let proxy = Proxy::start_toml(&config(imap, pop3, &dc, guard), &[imap, pop3]);
 
-    let mut c = connect_from("127.0.0.3", imap);
+    let mut c = client_from("127.0.0.3", imap);
     c.expect_line("* OK");
     assert!(wrong_login(&mut c, "a", "wrong1").starts_with("a NO"));
     // The next try waits before it is even tried.
@@ -62,13 +55,13 @@ fn failures_are_answered_late_then_banned_on_every_listener() {
     assert!(c.is_closed());
 
     // Back again, on either listener: turned away at once.
-    let mut again = connect_from("127.0.0.3", imap);
+    let mut again = client_from("127.0.0.3", imap);
     again.expect_line("* BYE [UNAVAILABLE] Too many failed logins");
-    let mut pop = connect_from("127.0.0.3", pop3);
+    let mut pop = client_from("127.0.0.3", pop3);
     pop.expect_line("-ERR [SYS/TEMP] Too many failed logins");
 
     // Someone else is not touched by it.
-    let mut other = connect_from("127.0.0.4", imap);
+    let mut other = client_from("127.0.0.4", imap);
     other.expect_line("* OK");
     imap_login(&mut other, "a", "alice", "alicepw");
 
@@ -99,18 +92,18 @@ fn a_repeated_wrong_password_counts_once_and_a_good_login_forgives() {
 
     // A phone retrying an old password, over and over: one failure, never a ban.
     for tag in ["a", "b", "c", "d"] {
-        let mut c = connect_from("127.0.0.5", imap);
+        let mut c = client_from("127.0.0.5", imap);
         c.expect_line("* OK");
         assert!(wrong_login(&mut c, tag, "oldpassword").starts_with(&format!("{tag} NO")));
     }
     // A different wrong password would be the second; a good login first forgives the one.
-    let mut c = connect_from("127.0.0.5", imap);
+    let mut c = client_from("127.0.0.5", imap);
     c.expect_line("* OK");
     imap_login(&mut c, "g", "alice", "alicepw");
-    let mut c = connect_from("127.0.0.5", imap);
+    let mut c = client_from("127.0.0.5", imap);
     c.expect_line("* OK");
     assert!(wrong_login(&mut c, "e", "another").starts_with("e NO"));
-    let mut c = connect_from("127.0.0.5", imap);
+    let mut c = client_from("127.0.0.5", imap);
     c.expect_line("* OK");
     let log = proxy.log_text();
     assert!(!log.contains("banned"), "{log}");
@@ -124,7 +117,7 @@ fn trusted_networks_are_never_delayed_nor_banned() {
     let guard = "penalty_initial_ms = 5000\nban_after = 1\ntrusted = [\"127.0.0.6/32\"]";
     let proxy = Proxy::start_toml(&config(imap, pop3, &dc, guard), &[imap, pop3]);
     for tag in ["a", "b", "c"] {
-        let mut c = connect_from("127.0.0.6", imap);
+        let mut c = client_from("127.0.0.6", imap);
         c.expect_line("* OK");
         let started = Instant::now();
         assert!(wrong_login(&mut c, tag, tag).starts_with(&format!("{tag} NO")));
@@ -158,7 +151,7 @@ fn perdition_mode_has_no_guard() {
     .collect();
     let proxy = Proxy::start_args(&args, &[port]);
     for tag in ["a", "b", "c"] {
-        let mut c = connect_from("127.0.0.7", port);
+        let mut c = client_from("127.0.0.7", port);
         c.expect_line("* OK");
         assert!(wrong_login(&mut c, tag, tag).starts_with(&format!("{tag} NO")));
     }
@@ -176,21 +169,21 @@ fn a_user_failing_from_many_addresses_waits_except_from_its_own() {
                  user_failures_before_wait = 2";
     let proxy = Proxy::start_toml(&config(imap, pop3, &dc, guard), &[imap, pop3]);
     // The real user, from home.
-    let mut c = connect_from("127.0.0.10", imap);
+    let mut c = client_from("127.0.0.10", imap);
     c.expect_line("* OK");
     imap_login(&mut c, "a", "alice", "alicepw");
     // Two attackers, one wrong password each.
     for source in ["127.0.0.11", "127.0.0.12"] {
-        let mut c = connect_from(source, imap);
+        let mut c = client_from(source, imap);
         c.expect_line("* OK");
         assert!(wrong_login(&mut c, "x", "guess").starts_with("x NO"));
     }
     // A third address waits before its attempt is even tried.
-    let mut c = connect_from("127.0.0.13", imap);
+    let mut c = client_from("127.0.0.13", imap);
     c.expect_line("* OK");
     assert!(wrong_login(&mut c, "y", "guess2").starts_with("y NO"));
     // Home does not.
-    let mut c = connect_from("127.0.0.10", imap);
+    let mut c = client_from("127.0.0.10", imap);
     c.expect_line("* OK");
     imap_login(&mut c, "b", "alice", "alicepw");
     assert!(proxy.wait_log("Guard: 127.0.0.13:", READ_TIMEOUT));
@@ -210,20 +203,20 @@ fn connections_per_address_are_limited() {
     let (imap, pop3) = (free_port(), free_port());
     let guard = "max_connections_per_address = 2";
     let proxy = Proxy::start_toml(&config(imap, pop3, &dc, guard), &[imap, pop3]);
-    let mut first = connect_from("127.0.0.20", imap);
+    let mut first = client_from("127.0.0.20", imap);
     first.expect_line("* OK");
-    let mut second = connect_from("127.0.0.20", pop3); // every listener counts
+    let mut second = client_from("127.0.0.20", pop3); // every listener counts
     second.expect_line("+OK");
-    let mut third = connect_from("127.0.0.20", imap);
+    let mut third = client_from("127.0.0.20", imap);
     third.expect_line("* BYE [UNAVAILABLE] Too many connections from your address");
-    let mut other = connect_from("127.0.0.21", imap);
+    let mut other = client_from("127.0.0.21", imap);
     other.expect_line("* OK");
     first.send_line("a LOGOUT");
     first.read_until_tagged("a");
     // The slot is free once the proxy has seen the end of the session.
     let deadline = Instant::now() + READ_TIMEOUT;
     loop {
-        let mut again = connect_from("127.0.0.20", imap);
+        let mut again = client_from("127.0.0.20", imap);
         if again.read_line().starts_with("* OK") {
             break;
         }
@@ -246,7 +239,7 @@ fn new_connections_beyond_the_rate_are_turned_away() {
     // Free_port's probe and the harness's readiness check may have used the burst already;
     // of ten connections at once, some must be refused.
     let answers: Vec<String> = (0..10)
-        .map(|i| connect_from(&format!("127.0.0.{}", 30 + i), imap).read_line())
+        .map(|i| client_from(&format!("127.0.0.{}", 30 + i), imap).read_line())
         .collect();
     assert!(
         answers

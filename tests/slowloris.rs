@@ -7,7 +7,7 @@
 mod support;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -58,14 +58,6 @@ fn config(port: u16, backend: u16) -> String {
          protocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
          [listener.backend]\nhost = \"127.0.0.1\"\nport = {backend}\n"
     )
-}
-
-fn connect_from(source: &str, port: u16) -> std::io::Result<TcpStream> {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
-    let source: std::net::IpAddr = source.parse().unwrap();
-    socket.bind(&SocketAddr::new(source, 0).into())?;
-    socket.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())?;
-    Ok(socket.into())
 }
 
 #[test]

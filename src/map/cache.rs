@@ -148,15 +148,11 @@ mod tests {
     }
 
     async fn ask(map: &CachedMap, key: &str) -> Result<Answer, MapError> {
-        let connection = Connection {
-            protocol: Protocol::Imap,
-            peer: "192.0.2.1:1".parse().unwrap(),
-            local: "192.0.2.2:143".parse().unwrap(),
-            tls: false,
-            session: "t".into(),
-            client_id: Vec::new(),
-            proxy_ttl: 5,
-        };
+        let (peer, local) = (
+            "192.0.2.1:1".parse().unwrap(),
+            "192.0.2.2:143".parse().unwrap(),
+        );
+        let connection = Connection::new(Protocol::Imap, peer, local, false, "t".into());
         let password = crate::protocol::Secret::new(b"pw".to_vec());
         let login = crate::map::Login {
             user: key,

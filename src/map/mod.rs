@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 
 use crate::config::BackendTls;
+use crate::protocol::named_client::PROXY_TTL;
 use crate::protocol::{Protocol, Secret};
 
 pub use route::Route;
@@ -63,6 +64,27 @@ pub struct Connection {
     pub client_id: Vec<(String, String)>,
     /// Proxy hops left, for the back end's loop guard.
     pub proxy_ttl: u32,
+}
+
+impl Connection {
+    /// A connection's facts before anyone named its client or sent an `ID`.
+    pub fn new(
+        protocol: Protocol,
+        peer: SocketAddr,
+        local: SocketAddr,
+        tls: bool,
+        session: String,
+    ) -> Connection {
+        Connection {
+            protocol,
+            peer,
+            local,
+            tls,
+            session,
+            client_id: Vec::new(),
+            proxy_ttl: PROXY_TTL,
+        }
+    }
 }
 
 /// What the session connects to for one user.

@@ -64,15 +64,11 @@ mod tests {
     use crate::protocol::{Protocol, Secret};
 
     async fn ask(map: &dyn Map, key: &str) -> Result<Answer, MapError> {
-        let connection = Connection {
-            protocol: Protocol::Imap,
-            peer: "192.0.2.1:1".parse().unwrap(),
-            local: "192.0.2.2:143".parse().unwrap(),
-            tls: false,
-            session: "t".into(),
-            client_id: Vec::new(),
-            proxy_ttl: 5,
-        };
+        let (peer, local) = (
+            "192.0.2.1:1".parse().unwrap(),
+            "192.0.2.2:143".parse().unwrap(),
+        );
+        let connection = Connection::new(Protocol::Imap, peer, local, false, "t".into());
         let password = Secret::new(Vec::new());
         let login = Login {
             user: key,

@@ -183,15 +183,11 @@ mod tests {
     use crate::protocol::Protocol;
 
     fn connection() -> Connection {
-        Connection {
-            protocol: Protocol::Imap,
-            peer: "192.0.2.7:51000".parse().unwrap(),
-            local: "198.51.100.1:993".parse().unwrap(),
-            tls: true,
-            session: "t".into(),
-            client_id: Vec::new(),
-            proxy_ttl: 5,
-        }
+        let (peer, local) = (
+            "192.0.2.7:51000".parse().unwrap(),
+            "198.51.100.1:993".parse().unwrap(),
+        );
+        Connection::new(Protocol::Imap, peer, local, true, "t".into())
     }
 
     #[test]

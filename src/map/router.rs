@@ -212,15 +212,11 @@ mod tests {
     }
 
     fn connection() -> Connection {
-        Connection {
-            protocol: Protocol::Imap,
-            peer: "192.0.2.7:51000".parse().unwrap(),
-            local: "198.51.100.1:143".parse().unwrap(),
-            tls: false,
-            session: "t".into(),
-            client_id: Vec::new(),
-            proxy_ttl: 5,
-        }
+        let (peer, local) = (
+            "192.0.2.7:51000".parse().unwrap(),
+            "198.51.100.1:143".parse().unwrap(),
+        );
+        Connection::new(Protocol::Imap, peer, local, false, "t".into())
     }
 
     async fn route(r: &Router, name: &str) -> Result<Target, MapError> {

@@ -4,6 +4,9 @@
 
 use std::net::IpAddr;
 
+/// Dovecot's starting proxy TTL; each hop lowers it, and a loop ends when it reaches zero.
+pub const PROXY_TTL: u32 = 5;
+
 /// The longest session id taken from a peer (Dovecot's `LOGIN_MAX_SESSION_ID_LEN`).
 const MAX_SESSION_ID: usize = 64;
 

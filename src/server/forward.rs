@@ -11,9 +11,6 @@ use crate::config::ForwardClient;
 use crate::map::Connection;
 use crate::protocol::ClientAddress;
 
-/// Dovecot's starting proxy TTL; each hop lowers it, and a loop ends when it reaches zero.
-pub const PROXY_TTL: u32 = 5;
-
 /// The PROXY header to write to the back end first, if the listener forwards that way.
 pub fn header(forward: ForwardClient, connection: &Connection) -> Option<Vec<u8>> {
     let (source, destination) = (canonical(connection.peer), canonical(connection.local));
@@ -94,15 +91,8 @@ mod tests {
     use crate::server::proxy_header;
 
     fn connection(peer: &str, local: &str) -> Connection {
-        Connection {
-            protocol: Protocol::Imap,
-            peer: peer.parse().unwrap(),
-            local: local.parse().unwrap(),
-            tls: false,
-            session: "s1".into(),
-            client_id: Vec::new(),
-            proxy_ttl: 5,
-        }
+        let (peer, local) = (peer.parse().unwrap(), local.parse().unwrap());
+        Connection::new(Protocol::Imap, peer, local, false, "s1".into())
     }
 
     #[test]

@@ -16,17 +16,16 @@ use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::authlog::{AuthRecord, Logger};
-use crate::config::ForwardClient;
-use crate::guard::{Admission, Guard, InFlight, Verdict};
+use crate::guard::Admission;
 use crate::map::Connection;
+use crate::protocol::named_client::PROXY_TTL;
 use crate::protocol::{
-    loggable_user, AfterLogin, ClientEvent, ClientSide, Credentials, LoginOutcome, NamedClient,
-    Refusal, Secret, Security,
+    loggable_user, AfterLogin, ClientEvent, ClientSide, Credentials, LoginOutcome, Refusal, Secret,
+    Security,
 };
 use crate::tls;
 
 use super::backend::{self, LoggedIn};
-use super::forward;
 use super::proxy_header;
 use super::relay::relay;
 use super::runtime::ListenerState;
@@ -35,6 +34,9 @@ use super::stream::{write, ClientStream, MaybeTls};
 use super::{reached, Phase};
 
 /// Bytes read from a client at a time before login.
+mod guarding;
+mod named;
+
 const READ_CHUNK: usize = 4096;
 
 /// How long a last message (BYE, -ERR) may take to leave before the connection is dropped.
@@ -99,7 +101,7 @@ impl Session {
             local,
             phase,
             health_check: false,
-            proxy_ttl: forward::PROXY_TTL,
+            proxy_ttl: PROXY_TTL,
         }
     }
 
@@ -155,16 +157,6 @@ impl Session {
             MaybeTls::Plain(tcp)
         };
         self.converse(stream).await;
-    }
-
-    /// The guard turns the client away before the greeting: logged (a few lines per address and
-    /// minute), and told in the protocol's words, except on a TLS listener, where the words
-    /// would cost a handshake and the close says enough.
-    fn turn_away(&self, tcp: &TcpStream, reason: &str, message: &[u8]) {
-        self.logger().guard_refusal(self.peer, self.local, reason);
-        if !self.listener.implicit_tls() {
-            let _ = tcp.try_write(message);
-        }
     }
 
     /// A balancer's PROXY header: from a trusted address, whole and well formed, or the
@@ -396,152 +388,6 @@ impl Session {
         }
     }
 
-    /// When the back end was told who the client is, the session id it was given, so that an
-    /// admin can follow one session from this log into the back end's.
-    fn log_forwarding(&self, record: &AuthRecord, outcome: &LoginOutcome) {
-        let forward = self.listener.config.backend.forward_client;
-        let answered = matches!(
-            outcome,
-            LoginOutcome::Accepted { .. } | LoginOutcome::Rejected { .. }
-        );
-        if forward != ForwardClient::None && answered {
-            let server = record.server.as_deref().unwrap_or("(none)");
-            self.logger().info(&format!(
-                "Forwarded: {}->{} session={} server={server} forward_client={}",
-                self.peer.ip().to_canonical(),
-                self.local.ip().to_canonical(),
-                self.id,
-                forward.name()
-            ));
-        }
-    }
-
-    fn login_trusted(&self) -> bool {
-        let ip = self.peer.ip().to_canonical();
-        self.listener.login_trusted.iter().any(|n| n.contains(&ip))
-    }
-
-    /// A trusted peer named its client: from now on that is the session's client (logs, guard,
-    /// maps, forwarding), its session id ours, and the hops left one fewer than it said.
-    /// True when no hop is left: a loop.
-    fn adopt_named_client(&mut self, named: Option<NamedClient>) -> bool {
-        let Some(named) = named else {
-            return false;
-        };
-        let client = SocketAddr::new(named.ip, named.port.unwrap_or(0));
-        if client != self.peer {
-            self.logger().info(&format!(
-                "Client named by {}: {client}",
-                self.peer.ip().to_canonical()
-            ));
-            self.peer = client;
-        }
-        if let Some(session) = named.session {
-            self.id = session;
-        }
-        match named.ttl {
-            Some(ttl) if ttl <= 1 => {
-                self.logger().error(&format!(
-                    "Proxy loop: the peer naming {client} says TTL {ttl}; refusing to proxy"
-                ));
-                true
-            }
-            Some(ttl) => {
-                self.proxy_ttl = ttl - 1;
-                false
-            }
-            None => false,
-        }
-    }
-
-    /// The guard, for a client's session; a balancer's health check is not a client, and
-    /// what it does must not count against the balancer.
-    fn guard(&self) -> Option<&Guard> {
-        self.services.guard.as_ref().filter(|_| !self.health_check)
-    }
-
-    /// How much longer the client's address is banned, if it is.
-    fn banned(&self) -> Option<Duration> {
-        self.guard()?.banned(self.peer.ip())
-    }
-
-    /// Tell the guard how a login went; a failure the client caused comes back as a verdict.
-    /// A back end that is down is nobody's failure.
-    fn judge(&self, outcome: &LoginOutcome, user: &str, fingerprint: u64) -> Option<Verdict> {
-        let guard = self.guard()?;
-        match outcome {
-            LoginOutcome::Accepted { .. } => {
-                guard.success(self.peer.ip(), user);
-                None
-            }
-            LoginOutcome::Rejected { .. }
-            | LoginOutcome::Denied { .. }
-            | LoginOutcome::Refused(Refusal::ForbiddenCharacters | Refusal::NoServer) => {
-                guard.failure(self.peer.ip(), user, fingerprint)
-            }
-            LoginOutcome::Refused(Refusal::LoginDisabled) | LoginOutcome::Failed { .. } => None,
-        }
-    }
-
-    /// A user failing from many addresses (credential stuffing): its logins wait before they
-    /// are tried, except from addresses it logged in from.
-    async fn wait_for_user(&mut self, user: &str) {
-        let Some(wait) = self.guard().map(|g| g.user_wait(self.peer.ip(), user)) else {
-            return;
-        };
-        if wait.is_zero() {
-            return;
-        }
-        self.logger()
-            .guard_user_wait(self.peer, self.local, user, wait);
-        self.pause(wait).await;
-    }
-
-    /// Sleep for the guard, moving the deadlines with it (the time is the guard's, not the
-    /// client's); shutdown cuts it short.
-    async fn pause(&mut self, wait: Duration) {
-        self.deadline += wait;
-        self.ceiling += wait;
-        let mut phase = self.phase.clone();
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = reached(&mut phase, Phase::Draining) => {}
-        }
-    }
-
-    /// The guard's admission for a login, after waiting out any turns a crowd of logins from
-    /// the same address must take (a few at most; then it is refused as too many at once).
-    async fn admission(&mut self) -> (Admission, Option<InFlight>) {
-        const TURNS: usize = 8;
-        for _ in 0..TURNS {
-            let answer = match self.guard() {
-                Some(guard) => guard.begin(self.peer.ip()),
-                None => {
-                    return (
-                        Admission::Try {
-                            wait: Duration::ZERO,
-                            failures: 0,
-                        },
-                        None,
-                    )
-                }
-            };
-            match answer {
-                (Admission::Later(wait), _) => self.pause(wait).await,
-                other => return other,
-            }
-        }
-        (Admission::TooManyAtOnce, None)
-    }
-
-    /// Log a ban the failure earned.
-    fn note_verdict(&self, verdict: &Verdict) {
-        if let Some(ban) = verdict.banned_for {
-            self.logger()
-                .guard_ban(self.peer, self.local, verdict.failures, ban);
-        }
-    }
-
     /// Logged in: hand over what was pipelined on either side, relay, log the Closing line.
     async fn relay(
         self,
@@ -575,14 +421,11 @@ impl Session {
 
     /// The facts of this connection a map may use.
     fn connection(&self) -> Connection {
+        let tls = self.security != Security::Plaintext;
+        let (peer, local, session) = (self.peer, self.local, self.id.clone());
         Connection {
-            protocol: self.listener.protocol(),
-            peer: self.peer,
-            local: self.local,
-            tls: self.security != Security::Plaintext,
-            session: self.id.clone(),
-            client_id: Vec::new(),
             proxy_ttl: self.proxy_ttl,
+            ..Connection::new(self.listener.protocol(), peer, local, tls, session)
         }
     }
 

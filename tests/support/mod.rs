@@ -1391,3 +1391,15 @@ pub fn guard_off_unless_configured_in(path: &Path) {
         fs::write(path, format!("[guard]\nenabled = false\n\n{text}")).expect("write config");
     }
 }
+
+/// A TCP connection to 127.0.0.1:`port` from `source` (any 127.x.y.z on Linux's loopback), so
+/// that tests about per-address rules each have addresses of their own.
+pub fn connect_from(source: &str, port: u16) -> io::Result<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    let source: std::net::IpAddr = source
+        .parse()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect(&SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+    Ok(socket.into())
+}

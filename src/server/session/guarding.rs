@@ -1,0 +1,117 @@
+//! The session's side of the brute-force guard: turning a client away before the greeting,
+//! the admission and wait before a login is tried, and the verdict after it.
+
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+
+use crate::guard::{Admission, Guard, InFlight, Verdict};
+use crate::protocol::{LoginOutcome, Refusal};
+
+use super::Session;
+use crate::server::{reached, Phase};
+
+impl Session {
+    /// The guard turns the client away before the greeting: logged (a few lines per address and
+    /// minute), and told in the protocol's words, except on a TLS listener, where the words
+    /// would cost a handshake and the close says enough.
+    pub(super) fn turn_away(&self, tcp: &TcpStream, reason: &str, message: &[u8]) {
+        self.logger().guard_refusal(self.peer, self.local, reason);
+        if !self.listener.implicit_tls() {
+            let _ = tcp.try_write(message);
+        }
+    }
+
+    /// The guard, for a client's session; a balancer's health check is not a client, and
+    /// what it does must not count against the balancer.
+    pub(super) fn guard(&self) -> Option<&Guard> {
+        self.services.guard.as_ref().filter(|_| !self.health_check)
+    }
+
+    /// How much longer the client's address is banned, if it is.
+    pub(super) fn banned(&self) -> Option<Duration> {
+        self.guard()?.banned(self.peer.ip())
+    }
+
+    /// Tell the guard how a login went; a failure the client caused comes back as a verdict.
+    /// A back end that is down is nobody's failure.
+    pub(super) fn judge(
+        &self,
+        outcome: &LoginOutcome,
+        user: &str,
+        fingerprint: u64,
+    ) -> Option<Verdict> {
+        let guard = self.guard()?;
+        match outcome {
+            LoginOutcome::Accepted { .. } => {
+                guard.success(self.peer.ip(), user);
+                None
+            }
+            LoginOutcome::Rejected { .. }
+            | LoginOutcome::Denied { .. }
+            | LoginOutcome::Refused(Refusal::ForbiddenCharacters | Refusal::NoServer) => {
+                guard.failure(self.peer.ip(), user, fingerprint)
+            }
+            LoginOutcome::Refused(Refusal::LoginDisabled) | LoginOutcome::Failed { .. } => None,
+        }
+    }
+
+    /// A user failing from many addresses (credential stuffing): its logins wait before they
+    /// are tried, except from addresses it logged in from.
+    pub(super) async fn wait_for_user(&mut self, user: &str) {
+        let Some(wait) = self.guard().map(|g| g.user_wait(self.peer.ip(), user)) else {
+            return;
+        };
+        if wait.is_zero() {
+            return;
+        }
+        self.logger()
+            .guard_user_wait(self.peer, self.local, user, wait);
+        self.pause(wait).await;
+    }
+
+    /// Sleep for the guard, moving the deadlines with it (the time is the guard's, not the
+    /// client's); shutdown cuts it short.
+    pub(super) async fn pause(&mut self, wait: Duration) {
+        self.deadline += wait;
+        self.ceiling += wait;
+        let mut phase = self.phase.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = reached(&mut phase, Phase::Draining) => {}
+        }
+    }
+
+    /// The guard's admission for a login, after waiting out any turns a crowd of logins from
+    /// the same address must take (a few at most; then it is refused as too many at once).
+    pub(super) async fn admission(&mut self) -> (Admission, Option<InFlight>) {
+        const TURNS: usize = 8;
+        for _ in 0..TURNS {
+            let answer = match self.guard() {
+                Some(guard) => guard.begin(self.peer.ip()),
+                None => {
+                    return (
+                        Admission::Try {
+                            wait: Duration::ZERO,
+                            failures: 0,
+                        },
+                        None,
+                    )
+                }
+            };
+            match answer {
+                (Admission::Later(wait), _) => self.pause(wait).await,
+                other => return other,
+            }
+        }
+        (Admission::TooManyAtOnce, None)
+    }
+
+    /// Log a ban the failure earned.
+    pub(super) fn note_verdict(&self, verdict: &Verdict) {
+        if let Some(ban) = verdict.banned_for {
+            self.logger()
+                .guard_ban(self.peer, self.local, verdict.failures, ban);
+        }
+    }
+}
