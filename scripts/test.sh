@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved openssl fail2ban perdition perdition-ldap
       slapd ldap-utils postgresql mariadb-server mariadb-client sqlite3 haproxy python3 sieve-connect
-      procps)
+      procps redis-server)
 
 say() { printf '== %s\n' "$*" >&2; }
 
@@ -96,7 +96,26 @@ start_shared_databases() {
     say "databases for the tests: ${PORTCULLIS_TEST_POSTGRES:-none} ${PORTCULLIS_TEST_MARIADB:-none}"
 }
 
+# One Valkey/Redis server for the whole run (tests/support/redis.rs); each test uses a key
+# prefix of its own.
+start_shared_redis() {
+    command -v redis-server >/dev/null 2>&1 || return 0
+    local dir port
+    dir=$(mktemp -d /tmp/portcullis-redis.XXXXXX)
+    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+        --daemonize yes --pidfile "$dir/redis.pid" >/dev/null || return 0
+    for _ in $(seq 100); do
+        python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
+        sleep 0.1
+    done
+    export PORTCULLIS_TEST_REDIS="redis://127.0.0.1:$port"
+    STOP_REDIS="kill \$(cat $dir/redis.pid)"
+    say "redis-server for the tests at $PORTCULLIS_TEST_REDIS"
+}
+
 stop_shared_services() {
+    [ -n "${STOP_REDIS:-}" ] && eval "$STOP_REDIS" 2>/dev/null || true
     [ -n "${STOP_SLAPD:-}" ] && eval "$STOP_SLAPD" 2>/dev/null || true
     [ -n "${STOP_DATABASES:-}" ] && eval "$STOP_DATABASES" || true
 }
@@ -105,6 +124,7 @@ install_prereqs
 raise_limits
 start_shared_slapd
 start_shared_databases
+start_shared_redis
 trap 'stop_shared_services' EXIT
 
 if ! command -v cargo >/dev/null 2>&1; then

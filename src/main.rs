@@ -164,7 +164,14 @@ fn run(config: Config, warnings: Vec<String>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let services = Services::new(logger.clone(), portcullis::guard::Guard::new(&config.guard));
+    let guard = match portcullis::guard::Guard::from_config(&config.guard, &logger) {
+        Ok(guard) => guard,
+        Err(e) => {
+            logger.error(&e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let services = Services::new(logger.clone(), guard);
     runtime.block_on(async {
         let bound = match server::bind(&listeners) {
             Ok(b) => b,

@@ -133,42 +133,15 @@ fn untrusted_senders_and_bad_headers_are_closed_before_the_greeting() {
 #[test]
 fn behind_haproxy_the_client_address_survives() {
     let dc = Dovecot::start();
-    let (front, port) = (free_port(), free_port());
+    let port = free_port();
     let proxy = Proxy::start_toml(&listener(port, "none", "\"127.0.0.1\"", dc.imap), &[port]);
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("haproxy.cfg");
-    std::fs::write(
-        &config,
-        format!(
-            "global\n  maxconn 100\ndefaults\n  mode tcp\n  timeout connect 5s\n  \
-             timeout client 30s\n  timeout server 30s\n\
-             frontend imap\n  bind 127.0.0.1:{front}\n  default_backend portcullis\n\
-             backend portcullis\n  server p1 127.0.0.1:{port} send-proxy-v2\n"
-        ),
-    )
-    .unwrap();
-    let mut haproxy = std::process::Command::new("/usr/sbin/haproxy")
-        .args(["-db", "-f", config.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("run haproxy (install haproxy)");
-    assert!(wait_for_port(front, Duration::from_secs(10)));
+    let haproxy = support::haproxy::HaProxy::start(&[port]);
 
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&"127.0.0.2:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    socket
-        .connect(&SocketAddr::from(([127, 0, 0, 1], front)).into())
-        .unwrap();
-    let mut c = Client::from_stream(socket.into());
+    let mut c = Client::from_stream(connect_from("127.0.0.2", haproxy.port).unwrap());
     c.expect_line("* OK");
     imap_login(&mut c, "a", "alice", "alicepw");
     assert!(proxy.wait_log("Connect:  127.0.0.2:", READ_TIMEOUT));
     assert!(proxy.wait_log("Auth: 127.0.0.2:", READ_TIMEOUT));
-    let _ = haproxy.kill();
-    let _ = haproxy.wait();
 }
 
 /// Forwarding the client to Dovecot: with `forward_client = "id"` (IMAP `ID` before the login)

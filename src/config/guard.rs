@@ -45,6 +45,17 @@ pub struct GuardConfig {
     /// a proxy can take depends on its machine; `connection_limit` and the per-address limit
     /// bound a flood's memory either way).
     pub new_connections_per_second: u32,
+    /// A Valkey/Redis server whose state the guards of a fleet of proxies share (failures,
+    /// bans, known-good addresses): `redis://[:password@]host:port[/db]`, `rediss://…`,
+    /// `unix:///path`. None: each process on its own.
+    pub store: Option<String>,
+    /// Prefix of the store's keys, so that fleets (or tests) can share one server.
+    pub store_prefix: String,
+    /// How long one question to the store may take; beyond it the guard goes on with what
+    /// this process knows.
+    pub store_timeout_ms: u64,
+    /// How long the store is left alone after it failed to answer.
+    pub store_retry_ms: u64,
 }
 
 impl Default for GuardConfig {
@@ -62,6 +73,10 @@ impl Default for GuardConfig {
             known_good_ms: 30 * 24 * 3600 * 1000,
             max_connections_per_address: 100,
             new_connections_per_second: 0,
+            store: None,
+            store_prefix: "portcullis:guard:".into(),
+            store_timeout_ms: 250,
+            store_retry_ms: 2_000,
         }
     }
 }
@@ -98,6 +113,8 @@ impl GuardConfig {
             ("forget_after_ms", self.forget_after_ms),
             ("ban_ms", self.ban_ms),
             ("known_good_ms", self.known_good_ms),
+            ("store_timeout_ms", self.store_timeout_ms),
+            ("store_retry_ms", self.store_retry_ms),
         ] {
             if value > MAX_MS {
                 problems.push(format!("guard.{name} is more than a year"));
@@ -105,6 +122,14 @@ impl GuardConfig {
         }
         if self.enabled && self.max_sources == 0 {
             problems.push("guard.max_sources must be at least 1".into());
+        }
+        if let Some(store) = &self.store {
+            if let Err(e) = redis::Client::open(store.as_str()) {
+                problems.push(format!("guard.store: {e}"));
+            }
+            if self.store_timeout_ms == 0 {
+                problems.push("guard.store_timeout_ms must be at least 1".into());
+            }
         }
         for network in &self.trusted {
             if super::parse_network(network).is_none() {

@@ -1,9 +1,11 @@
 //! The brute-force guard: a failed login from an address is answered only after a delay that
 //! doubles per failure, and an address that keeps failing is banned for a while, refused right
 //! after accept. IPv4 addresses count one by one, IPv6 ones by /64 (one site, one bucket).
-//! Trusted networks are exempt. State lives in this process, bounded in size.
+//! Trusted networks are exempt. State lives in this process, bounded in size, and, for a
+//! fleet of proxies, also in a shared store ([`fleet`]).
 
 mod connections;
+mod fleet;
 mod record;
 mod user;
 
@@ -17,8 +19,9 @@ use crate::authlog::per_source::source;
 use crate::config::GuardConfig;
 
 pub use connections::Slot;
+pub use fleet::Fleet;
 pub use record::{Admission, Record, Rules, Verdict};
-pub use user::UserRecord;
+pub use user::{user_wait, UserRecord};
 
 /// Longest user name kept as a key; longer ones share the key of their first bytes.
 const MAX_USER_KEY: usize = 256;
@@ -42,6 +45,8 @@ pub struct Guard {
     new_connections: Option<governor::DefaultDirectRateLimiter>,
     /// Keyed per process, so that the remembered password fingerprints mean nothing outside.
     fingerprint_key: std::collections::hash_map::RandomState,
+    /// Failures, bans and known-good addresses shared with the other proxies of a fleet.
+    fleet: Option<Fleet>,
 }
 
 impl Guard {
@@ -82,7 +87,38 @@ impl Guard {
             ),
             max_connections: config.max_connections_per_address,
             fingerprint_key: Default::default(),
+            fleet: None,
         })
+    }
+
+    /// The guard a configuration asks for, sharing its state through the store it names;
+    /// `Ok(None)` when it is turned off.
+    pub fn from_config(
+        config: &GuardConfig,
+        logger: &std::sync::Arc<crate::authlog::Logger>,
+    ) -> Result<Option<Guard>, String> {
+        let Some(guard) = Guard::new(config) else {
+            return Ok(None);
+        };
+        let Some(url) = &config.store else {
+            return Ok(Some(guard));
+        };
+        let fleet = Fleet::new(
+            url,
+            &config.store_prefix,
+            Duration::from_millis(config.store_timeout_ms),
+            Duration::from_millis(config.store_retry_ms),
+            logger.clone(),
+        )?;
+        Ok(Some(guard.shared_through(fleet)))
+    }
+
+    /// The guard shares its state with the other proxies of a fleet through `fleet`.
+    pub fn shared_through(self, fleet: Fleet) -> Guard {
+        Guard {
+            fleet: Some(fleet),
+            ..self
+        }
     }
 
     fn exempt(&self, ip: IpAddr) -> bool {
@@ -111,12 +147,25 @@ impl Guard {
             .map(Some)
     }
 
-    /// How much longer `ip` is banned, if it is.
-    pub fn banned(&self, ip: IpAddr) -> Option<Duration> {
+    /// How much longer `ip` is banned, here or (for a fleet) through another proxy.
+    pub async fn banned(&self, ip: IpAddr) -> Option<Duration> {
         if self.exempt(ip) {
             return None;
         }
-        self.ban_left(source(ip), Instant::now())
+        let key = source(ip);
+        if let Some(left) = self.ban_left(key, Instant::now()) {
+            return Some(left);
+        }
+        let left = self.fleet.as_ref()?.ban_left(key).await?;
+        self.remember_ban(key, left);
+        Some(left)
+    }
+
+    /// A ban the fleet knows of, kept here too, so that the next question is answered here.
+    fn remember_ban(&self, key: IpAddr, left: Duration) {
+        if let Some(until) = Instant::now().checked_add(left) {
+            self.bans.insert(key, until);
+        }
     }
 
     fn ban_left(&self, key: IpAddr, now: Instant) -> Option<Duration> {
@@ -134,28 +183,36 @@ impl Guard {
 
     /// How long a login for `user` from `ip` waits before it is tried: long when the user
     /// has failed a lot lately from anywhere, nothing from an address it logged in from.
-    pub fn user_wait(&self, ip: IpAddr, user: &str) -> Duration {
+    /// For a fleet, the user's failures and known-good addresses are the fleet's as well.
+    pub async fn user_wait(&self, ip: IpAddr, user: &str) -> Duration {
         if self.exempt(ip) {
             return Duration::ZERO;
         }
-        let now = Instant::now();
-        let mut wait = Duration::ZERO;
+        let (now, key) = (Instant::now(), user_key(user));
+        let (mut failures, mut known) = (0, false);
         self.users
-            .entry(user_key(user))
+            .entry(key.clone())
             .and_compute_with(|entry| match entry {
                 None => Op::Nop,
                 Some(entry) => {
                     let mut record = entry.into_value();
-                    wait = record.wait(&self.rules, now, source(ip));
+                    (failures, known) = record.standing(&self.rules, now, source(ip));
                     Op::Put(record)
                 }
             });
-        wait
+        if let Some(fleet) = &self.fleet {
+            if let Some((elsewhere, known_elsewhere)) = fleet.user_standing(source(ip), &key).await
+            {
+                failures = failures.max(elsewhere);
+                known |= known_elsewhere;
+            }
+        }
+        user_wait(&self.rules, failures, known)
     }
 
     /// A login from `ip` is about to be tried: whether it may be, after how long, and a token
     /// that counts it as under way until dropped. Exempt addresses always may, at once.
-    pub fn begin(&self, ip: IpAddr) -> (Admission, Option<InFlight>) {
+    pub async fn begin(&self, ip: IpAddr) -> (Admission, Option<InFlight>) {
         let go = Admission::Try {
             wait: Duration::ZERO,
             failures: 0,
@@ -163,14 +220,26 @@ impl Guard {
         if self.exempt(ip) {
             return (go, None);
         }
-        let (now, key) = (Instant::now(), source(ip));
-        if let Some(left) = self.ban_left(key, now) {
+        let key = source(ip);
+        if let Some(left) = self.ban_left(key, Instant::now()) {
             return (Admission::Banned(left), None);
         }
+        let mut elsewhere = 0;
+        if let Some(fleet) = &self.fleet {
+            match fleet.standing(key).await {
+                Some(fleet::SourceStanding::Banned(left)) => {
+                    self.remember_ban(key, left);
+                    return (Admission::Banned(left), None);
+                }
+                Some(fleet::SourceStanding::Failures(n)) => elsewhere = n,
+                None => {}
+            }
+        }
+        let now = Instant::now();
         let mut admission = go;
         self.sources.entry(key).and_compute_with(|entry| {
             let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
-            admission = record.begin(&self.rules, now);
+            admission = record.begin(&self.rules, now, elsewhere);
             Op::Put(record)
         });
         let token = matches!(admission, Admission::Try { .. }).then(|| InFlight {
@@ -180,41 +249,55 @@ impl Guard {
         (admission, token)
     }
 
-    /// A login for `user` from `ip` failed: whether it earned a ban. `None` for an exempt
-    /// address.
-    pub fn failure(&self, ip: IpAddr, user: &str, fingerprint: u64) -> Option<Verdict> {
+    /// A login for `user` from `ip` failed: whether it earned a ban (here, or for a fleet,
+    /// counted with the failures through the other proxies). `None` for an exempt address.
+    pub async fn failure(&self, ip: IpAddr, user: &str, fingerprint: u64) -> Option<Verdict> {
         if self.exempt(ip) {
             return None;
         }
-        let now = Instant::now();
-        let user_hash = self.fingerprint_key.hash_one(user_key(user));
+        let (now, key, user) = (Instant::now(), source(ip), user_key(user));
+        let user_hash = self.fingerprint_key.hash_one(&user);
         let mut verdict = None;
-        self.sources.entry(source(ip)).and_compute_with(|entry| {
+        self.sources.entry(key).and_compute_with(|entry| {
             let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
             verdict = Some(record.failure(&self.rules, now, fingerprint, user_hash));
             Op::Put(record)
         });
-        if let Some(ban) = verdict.and_then(|v| v.banned_for) {
-            self.bans.insert(source(ip), now + ban);
+        let mut verdict = verdict?;
+        if verdict.repeated {
+            return Some(verdict);
         }
-        if verdict.is_some_and(|v| !v.repeated) {
-            self.users.entry(user_key(user)).and_compute_with(|entry| {
-                let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
-                record.failure(&self.rules, now);
-                Op::Put(record)
-            });
+        self.users.entry(user.clone()).and_compute_with(|entry| {
+            let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
+            record.failure(&self.rules, now);
+            Op::Put(record)
+        });
+        let banned_here = verdict.banned_for.is_some();
+        if let Some(fleet) = &self.fleet {
+            if let Some(shared) = fleet.failure(&self.rules, key, &user, banned_here).await {
+                verdict.failures = verdict.failures.max(shared.source_failures);
+                if shared.banned {
+                    verdict.banned_for = Some(self.rules.ban_time);
+                }
+            }
         }
-        verdict
+        if let Some(ban) = verdict.banned_for {
+            self.remember_ban(key, ban);
+        }
+        Some(verdict)
     }
 
     /// A login for `user` from `ip` succeeded: the address's failures are forgiven if they were
     /// all that user's own, and the address is known good for the user.
-    pub fn success(&self, ip: IpAddr, user: &str) {
+    pub async fn success(&self, ip: IpAddr, user: &str) {
         if self.exempt(ip) {
             return;
         }
-        let now = Instant::now();
-        self.users.entry(user_key(user)).and_compute_with(|entry| {
+        let (now, user) = (Instant::now(), user_key(user));
+        if let Some(fleet) = &self.fleet {
+            fleet.success(&self.rules, source(ip), &user).await;
+        }
+        self.users.entry(user.clone()).and_compute_with(|entry| {
             let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
             record.success(now, source(ip));
             Op::Put(record)
@@ -225,7 +308,7 @@ impl Guard {
                 None => Op::Nop,
                 Some(entry) => {
                     let mut record = entry.into_value();
-                    record.success(self.fingerprint_key.hash_one(user_key(user)));
+                    record.success(self.fingerprint_key.hash_one(&user));
                     if record.is_clear(now) {
                         Op::Remove
                     } else {
@@ -279,22 +362,28 @@ mod tests {
         Guard::new(&config).unwrap()
     }
 
-    #[test]
-    fn ipv6_neighbours_share_a_bucket_ipv4_ones_do_not() {
+    #[tokio::test]
+    async fn ipv6_neighbours_share_a_bucket_ipv4_ones_do_not() {
         let g = guard(&[]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        g.failure(ip("2001:db8:1:2::1"), "a", g.fingerprint("a", b"1"));
-        g.failure(ip("2001:db8:1:2::ff"), "a", g.fingerprint("a", b"2"));
+        g.failure(ip("2001:db8:1:2::1"), "a", g.fingerprint("a", b"1"))
+            .await;
+        g.failure(ip("2001:db8:1:2::ff"), "a", g.fingerprint("a", b"2"))
+            .await;
         let v = g
             .failure(ip("2001:db8:1:2:aaaa::3"), "a", g.fingerprint("a", b"3"))
+            .await
             .unwrap();
         assert!(v.banned_for.is_some());
-        assert!(g.banned(ip("2001:db8:1:2::77")).is_some());
-        assert!(g.banned(ip("2001:db8:1:3::1")).is_none());
-        g.failure(ip("192.0.2.1"), "a", g.fingerprint("a", b"1"));
-        g.failure(ip("192.0.2.2"), "a", g.fingerprint("a", b"2"));
+        assert!(g.banned(ip("2001:db8:1:2::77")).await.is_some());
+        assert!(g.banned(ip("2001:db8:1:3::1")).await.is_none());
+        g.failure(ip("192.0.2.1"), "a", g.fingerprint("a", b"1"))
+            .await;
+        g.failure(ip("192.0.2.2"), "a", g.fingerprint("a", b"2"))
+            .await;
         assert_eq!(
             g.failure(ip("192.0.2.3"), "a", g.fingerprint("a", b"3"))
+                .await
                 .unwrap()
                 .failures,
             1
@@ -302,29 +391,34 @@ mod tests {
         // An IPv4 client on an IPv6 socket is the same IPv4 source.
         assert_eq!(
             g.failure(ip("::ffff:192.0.2.3"), "a", g.fingerprint("a", b"4"))
+                .await
                 .unwrap()
                 .failures,
             2
         );
     }
 
-    #[test]
-    fn a_user_failing_from_many_addresses_waits_except_from_home() {
+    #[tokio::test]
+    async fn a_user_failing_from_many_addresses_waits_except_from_home() {
         let g = guard(&[]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        g.success(ip("192.0.2.50"), "Alice");
+        g.success(ip("192.0.2.50"), "Alice").await;
         for n in 1..=5 {
             let attacker = ip(&format!("198.51.100.{n}"));
-            assert_eq!(g.user_wait(attacker, "alice"), Duration::ZERO);
-            g.failure(attacker, "ALICE", g.fingerprint("alice", &[n]));
+            assert_eq!(g.user_wait(attacker, "alice").await, Duration::ZERO);
+            g.failure(attacker, "ALICE", g.fingerprint("alice", &[n]))
+                .await;
         }
-        assert!(g.user_wait(ip("198.51.100.99"), "alice") > Duration::ZERO);
-        assert_eq!(g.user_wait(ip("192.0.2.50"), "alice"), Duration::ZERO);
-        assert_eq!(g.user_wait(ip("198.51.100.99"), "bob"), Duration::ZERO);
+        assert!(g.user_wait(ip("198.51.100.99"), "alice").await > Duration::ZERO);
+        assert_eq!(g.user_wait(ip("192.0.2.50"), "alice").await, Duration::ZERO);
+        assert_eq!(
+            g.user_wait(ip("198.51.100.99"), "bob").await,
+            Duration::ZERO
+        );
     }
 
-    #[test]
-    fn new_connections_beyond_the_rate_and_its_burst_are_refused() {
+    #[tokio::test]
+    async fn new_connections_beyond_the_rate_and_its_burst_are_refused() {
         let config = GuardConfig {
             new_connections_per_second: 2,
             trusted: vec!["10.0.0.1".into()],
@@ -341,8 +435,8 @@ mod tests {
         assert!((0..10_000).all(|_| unlimited.new_connection_allowed(ip("192.0.2.1"))));
     }
 
-    #[test]
-    fn a_flood_of_new_sources_does_not_push_a_ban_out() {
+    #[tokio::test]
+    async fn a_flood_of_new_sources_does_not_push_a_ban_out() {
         let config = GuardConfig {
             ban_after: 2,
             max_sources: 100,
@@ -350,31 +444,35 @@ mod tests {
         };
         let g = Guard::new(&config).unwrap();
         let banned: IpAddr = "192.0.2.1".parse().unwrap();
-        g.failure(banned, "a", 1);
-        g.failure(banned, "a", 2);
+        g.failure(banned, "a", 1).await;
+        g.failure(banned, "a", 2).await;
         for n in 0..5_000u32 {
             let ip = IpAddr::from(std::net::Ipv6Addr::from(
                 (0x2001_0db8_u128 << 96) | (u128::from(n) << 64),
             ));
-            g.failure(ip, "a", 1);
+            g.failure(ip, "a", 1).await;
         }
         g.sources.run_pending_tasks();
-        assert!(g.banned(banned).is_some());
+        assert!(g.banned(banned).await.is_some());
     }
 
-    #[test]
-    fn trusted_networks_are_exempt_and_success_forgives() {
+    #[tokio::test]
+    async fn trusted_networks_are_exempt_and_success_forgives() {
         let g = guard(&["10.0.0.0/8"]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
-            g.failure(ip("10.1.2.3"), "a", g.fingerprint("a", b"x")),
+            g.failure(ip("10.1.2.3"), "a", g.fingerprint("a", b"x"))
+                .await,
             None
         );
-        g.failure(ip("192.0.2.9"), "a", g.fingerprint("a", b"1"));
-        g.failure(ip("192.0.2.9"), "a", g.fingerprint("a", b"2"));
-        g.success(ip("192.0.2.9"), "a");
+        g.failure(ip("192.0.2.9"), "a", g.fingerprint("a", b"1"))
+            .await;
+        g.failure(ip("192.0.2.9"), "a", g.fingerprint("a", b"2"))
+            .await;
+        g.success(ip("192.0.2.9"), "a").await;
         assert_eq!(
             g.failure(ip("192.0.2.9"), "a", g.fingerprint("a", b"3"))
+                .await
                 .unwrap()
                 .failures,
             1

@@ -94,12 +94,13 @@ impl Record {
     /// A login from the source is about to be tried: counted as under way when admitted (end
     /// it with [`Record::end`]). A source without failures is never held back, however many
     /// of its logins run at once (an office behind one address at nine in the morning).
-    pub fn begin(&mut self, rules: &Rules, now: Instant) -> Admission {
+    /// `elsewhere`: the source's failures as a fleet of proxies knows them (0 alone).
+    pub fn begin(&mut self, rules: &Rules, now: Instant, elsewhere: u32) -> Admission {
         if let Some(left) = self.banned(now) {
             return Admission::Banned(left);
         }
         self.forget_if_quiet(rules, now);
-        let (failures, in_flight) = (self.failures, self.in_flight);
+        let (failures, in_flight) = (self.failures.max(elsewhere), self.in_flight);
         if rules.ban_after > 0 && failures + in_flight >= rules.ban_after {
             // Without failures yet, a crowd (an office at nine, or guesses sent all at once
             // before the first answer) waits its turn rather than being refused.
@@ -211,7 +212,7 @@ mod tests {
 
     /// One attempt after another: begin, fail, end.
     fn fail(r: &mut Record, at: Instant, fingerprint: u64, user: u64) -> (Admission, Verdict) {
-        let admission = r.begin(&rules(), at);
+        let admission = r.begin(&rules(), at, 0);
         let verdict = r.failure(&rules(), at, fingerprint, user);
         r.end();
         (admission, verdict)
@@ -238,19 +239,19 @@ mod tests {
         let (mut r, t0) = (Record::default(), Instant::now());
         // No failures yet: up to ban_after at once, none held back; more wait their turn.
         for _ in 0..6 {
-            assert_eq!(wait(r.begin(&rules(), t0)), 0);
+            assert_eq!(wait(r.begin(&rules(), t0, 0)), 0);
         }
-        assert_eq!(r.begin(&rules(), t0), Admission::Later(secs(2)));
+        assert_eq!(r.begin(&rules(), t0, 0), Admission::Later(secs(2)));
         r.end();
-        assert_eq!(wait(r.begin(&rules(), t0)), 0);
+        assert_eq!(wait(r.begin(&rules(), t0, 0)), 0);
         for _ in 0..6 {
             r.end();
         }
         fail(&mut r, t0, 1, 1);
-        let waits: Vec<u64> = (0..5).map(|_| wait(r.begin(&rules(), t0))).collect();
+        let waits: Vec<u64> = (0..5).map(|_| wait(r.begin(&rules(), t0, 0))).collect();
         assert_eq!(waits, [2, 4, 8, 15, 15]);
         // One failure and five under way reach ban_after (6): no sixth at once.
-        assert_eq!(r.begin(&rules(), t0), Admission::TooManyAtOnce);
+        assert_eq!(r.begin(&rules(), t0, 0), Admission::TooManyAtOnce);
     }
 
     #[test]
@@ -289,11 +290,11 @@ mod tests {
         let (_, v) = fail(&mut r, t0 + secs(5), 5, 1);
         assert_eq!((v.failures, v.banned_for), (6, Some(secs(600))));
         assert_eq!(
-            r.begin(&rules(), t0 + secs(6)),
+            r.begin(&rules(), t0 + secs(6), 0),
             Admission::Banned(secs(599))
         );
         assert!(!r.is_clear(t0 + secs(6)));
-        assert_eq!(wait(r.begin(&rules(), t0 + secs(605))), 0);
+        assert_eq!(wait(r.begin(&rules(), t0 + secs(605), 0)), 0);
         r.end();
         assert!(r.is_clear(t0 + secs(605)));
         let never = Rules {

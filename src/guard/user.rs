@@ -33,15 +33,17 @@ impl UserRecord {
 
     /// How long a login for this user from `source` waits before it is tried.
     pub fn wait(&mut self, rules: &Rules, now: Instant, source: IpAddr) -> Duration {
+        let (failures, known) = self.standing(rules, now, source);
+        user_wait(rules, failures, known)
+    }
+
+    /// The user's recent failures, and whether `source` is known good for it.
+    pub fn standing(&mut self, rules: &Rules, now: Instant, source: IpAddr) -> (u32, bool) {
         self.forget_if_quiet(rules, now);
         let known = self.known_good.iter().any(|(ip, when)| {
             *ip == source && now.saturating_duration_since(*when) < rules.known_good_for
         });
-        let off = rules.user_failures_before_wait == 0;
-        if off || known || self.failures < rules.user_failures_before_wait {
-            return Duration::ZERO;
-        }
-        penalty(rules, self.failures + 1 - rules.user_failures_before_wait)
+        (self.failures, known)
     }
 
     pub fn failure(&mut self, rules: &Rules, now: Instant) {
@@ -59,6 +61,16 @@ impl UserRecord {
         }
         self.known_good.push((source, now));
     }
+}
+
+/// How long a login waits for a user with `failures` lately, from an address known good for
+/// it or not.
+pub fn user_wait(rules: &Rules, failures: u32, known_good: bool) -> Duration {
+    let off = rules.user_failures_before_wait == 0;
+    if off || known_good || failures < rules.user_failures_before_wait {
+        return Duration::ZERO;
+    }
+    penalty(rules, failures + 1 - rules.user_failures_before_wait)
 }
 
 #[cfg(test)]

@@ -125,7 +125,7 @@ impl Session {
             return;
         }
         let protocol = self.listener.protocol();
-        if let Some(left) = self.banned() {
+        if let Some(left) = self.banned().await {
             let reason = format!("banned for {} s more", left.as_secs().max(1));
             return self.turn_away(&tcp, &reason, protocol.banned_message());
         }
@@ -364,7 +364,10 @@ impl Session {
             let message = format!("back end {server} for {}: {reason}", self.peer);
             self.logger().warning(&message);
         }
-        let verdict = fingerprint.and_then(|f| self.judge(&outcome, &client_user, f));
+        let verdict = match fingerprint {
+            Some(f) => self.judge(&outcome, &client_user, f).await,
+            None => None,
+        };
         if let Some(verdict) = &verdict {
             self.note_verdict(verdict);
         }

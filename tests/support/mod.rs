@@ -9,6 +9,8 @@
 #![allow(dead_code)]
 
 pub mod databases;
+pub mod haproxy;
+pub mod redis;
 pub mod slapd;
 
 use std::collections::HashSet;
@@ -39,6 +41,20 @@ pub const DOVECOT_MISSING: &str = "dovecot not installed: run scripts/test.sh";
 // ---------------------------------------------------------------------------------------------
 // Small utilities
 // ---------------------------------------------------------------------------------------------
+
+/// Stop process `pid` (a server a test started for itself) once this test process is gone,
+/// however it ends.
+pub fn end_with_this_process(pid: u32) {
+    let me = std::process::id();
+    let script =
+        format!("while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {pid} 2>/dev/null");
+    let _ = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+}
 
 fn unique_suffix() -> String {
     static COUNTER: Mutex<u64> = Mutex::new(0);

@@ -81,20 +81,12 @@ fn start_private() -> Slapd {
 
 /// Stop the private slapd once this test process is gone.
 fn watch_parent(pidfile: PathBuf) {
-    let me = std::process::id();
-    let Ok(pid) = fs::read_to_string(&pidfile) else {
-        return;
-    };
-    let script = format!(
-        "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null",
-        pid.trim()
-    );
-    let _ = Command::new("sh")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
+    if let Some(pid) = fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|pid| pid.trim().parse().ok())
+    {
+        super::end_with_this_process(pid);
+    }
 }
 
 impl Slapd {

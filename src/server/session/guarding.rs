@@ -29,13 +29,13 @@ impl Session {
     }
 
     /// How much longer the client's address is banned, if it is.
-    pub(super) fn banned(&self) -> Option<Duration> {
-        self.guard()?.banned(self.peer.ip())
+    pub(super) async fn banned(&self) -> Option<Duration> {
+        self.guard()?.banned(self.peer.ip()).await
     }
 
     /// Tell the guard how a login went; a failure the client caused comes back as a verdict.
     /// A back end that is down is nobody's failure.
-    pub(super) fn judge(
+    pub(super) async fn judge(
         &self,
         outcome: &LoginOutcome,
         user: &str,
@@ -44,13 +44,13 @@ impl Session {
         let guard = self.guard()?;
         match outcome {
             LoginOutcome::Accepted { .. } => {
-                guard.success(self.peer.ip(), user);
+                guard.success(self.peer.ip(), user).await;
                 None
             }
             LoginOutcome::Rejected { .. }
             | LoginOutcome::Denied { .. }
             | LoginOutcome::Refused(Refusal::ForbiddenCharacters | Refusal::NoServer) => {
-                guard.failure(self.peer.ip(), user, fingerprint)
+                guard.failure(self.peer.ip(), user, fingerprint).await
             }
             LoginOutcome::Refused(Refusal::LoginDisabled) | LoginOutcome::Failed { .. } => None,
         }
@@ -59,9 +59,10 @@ impl Session {
     /// A user failing from many addresses (credential stuffing): its logins wait before they
     /// are tried, except from addresses it logged in from.
     pub(super) async fn wait_for_user(&mut self, user: &str) {
-        let Some(wait) = self.guard().map(|g| g.user_wait(self.peer.ip(), user)) else {
+        let Some(guard) = self.guard() else {
             return;
         };
+        let wait = guard.user_wait(self.peer.ip(), user).await;
         if wait.is_zero() {
             return;
         }
@@ -88,7 +89,7 @@ impl Session {
         const TURNS: usize = 8;
         for _ in 0..TURNS {
             let answer = match self.guard() {
-                Some(guard) => guard.begin(self.peer.ip()),
+                Some(guard) => guard.begin(self.peer.ip()).await,
                 None => {
                     return (
                         Admission::Try {

@@ -1,0 +1,292 @@
+//! The guard's state shared by a fleet of proxies behind one balancer, kept in Valkey/Redis:
+//! failures per source and per user, bans and known-good addresses, so that a guess through
+//! one instance counts on all of them and a ban earned through one holds on the others.
+//!
+//! The store is asked with a short timeout. When it does not answer, the guard goes on with
+//! what this process knows (logins keep working), says so once in the log, leaves the store
+//! alone for a while, and says so again when it answers.
+//!
+//! Keys, under the configured prefix, all expiring on their own:
+//! - `fail:SOURCE`: a hash of user → failures from that source (bounded, see
+//!   [`MAX_FAILED_USERS`]), so that a good login can tell its own typos from guesses at others;
+//! - `ban:SOURCE`: present while the source is banned;
+//! - `user:USER`: failures for the user from any source;
+//! - `good:SOURCE/USER`: present while SOURCE is known good for USER (an IP address never
+//!   holds a `/`, so the first one ends it).
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::MultiplexedConnection;
+
+use crate::authlog::Logger;
+
+use super::record::Rules;
+
+/// Users told apart per source in `fail:`; failures for further users count under one field.
+const MAX_FAILED_USERS: usize = 16;
+
+/// Count a failure: `{failures from the source, failures for the user, banned now (0/1)}`.
+const FAILURE: &str = r"
+local field = ARGV[5]
+if redis.call('HEXISTS', KEYS[1], field) == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[6]) then
+  field = '*'
+end
+redis.call('HINCRBY', KEYS[1], field, 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+local n = 0
+for _, v in ipairs(redis.call('HVALS', KEYS[1])) do n = n + tonumber(v) end
+local u = redis.call('INCR', KEYS[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[1])
+local ban_after = tonumber(ARGV[2])
+local banned = 0
+if ARGV[4] == '1' or (ban_after > 0 and n >= ban_after) then
+  redis.call('SET', KEYS[2], '1', 'PX', ARGV[3])
+  redis.call('DEL', KEYS[1])
+  banned = 1
+end
+return {n, u, banned}
+";
+
+/// A good login: the source is known good for the user, and the source's failures are
+/// forgiven when they were all that user's own.
+const SUCCESS: &str = r"
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+local users = redis.call('HKEYS', KEYS[1])
+if #users == 1 and users[1] == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+";
+
+/// What the fleet says about a source before a login from it is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceStanding {
+    Banned(Duration),
+    Failures(u32),
+}
+
+/// What one more failure means across the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FleetFailure {
+    pub source_failures: u32,
+    pub user_failures: u32,
+    pub banned: bool,
+}
+
+pub struct Fleet {
+    client: redis::Client,
+    /// Made on first use and again after a failure; cloned per request (it multiplexes).
+    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
+    prefix: String,
+    /// How long one question may take before the guard goes on without the answer.
+    timeout: Duration,
+    /// How long the store is left alone after it failed to answer.
+    rest: Duration,
+    /// The store is not asked before this many milliseconds after `epoch`.
+    resting_until: AtomicU64,
+    epoch: Instant,
+    /// Whether the store answered last time: the log says when that changes.
+    answering: AtomicBool,
+    /// `host:port` for the log, without any password the URL holds.
+    name: String,
+    logger: Arc<Logger>,
+    failure_script: redis::Script,
+    success_script: redis::Script,
+}
+
+impl Fleet {
+    /// A store at `url` (`redis://[:password@]host:port[/db]`, `rediss://`, `unix://`); nothing
+    /// is connected yet. `Err` names what is wrong with the URL.
+    pub fn new(
+        url: &str,
+        prefix: &str,
+        timeout: Duration,
+        rest: Duration,
+        logger: Arc<Logger>,
+    ) -> Result<Fleet, String> {
+        let client = redis::Client::open(url).map_err(|e| format!("guard.store: {e}"))?;
+        let name = client.get_connection_info().addr().to_string();
+        Ok(Fleet {
+            client,
+            connection: tokio::sync::Mutex::new(None),
+            prefix: prefix.to_string(),
+            timeout,
+            rest,
+            resting_until: AtomicU64::new(0),
+            epoch: Instant::now(),
+            answering: AtomicBool::new(true),
+            name,
+            logger,
+            failure_script: redis::Script::new(FAILURE),
+            success_script: redis::Script::new(SUCCESS),
+        })
+    }
+
+    fn key(&self, kind: &str, rest: &str) -> String {
+        format!("{}{kind}:{rest}", self.prefix)
+    }
+
+    /// The source's ban, or its failures, as the fleet knows them.
+    pub async fn standing(&self, source: IpAddr) -> Option<SourceStanding> {
+        let (ban, fail) = (
+            self.key("ban", &source.to_string()),
+            self.key("fail", &source.to_string()),
+        );
+        let (ban_ms, counts): (i64, Vec<u64>) = self
+            .ask(|mut con| async move {
+                redis::pipe()
+                    .pttl(ban)
+                    .hvals(fail)
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        if ban_ms > 0 {
+            return Some(SourceStanding::Banned(Duration::from_millis(ban_ms as u64)));
+        }
+        let failures = counts.iter().sum::<u64>().min(u64::from(u32::MAX)) as u32;
+        Some(SourceStanding::Failures(failures))
+    }
+
+    /// How much longer the source is banned across the fleet, if it is.
+    pub async fn ban_left(&self, source: IpAddr) -> Option<Duration> {
+        let key = self.key("ban", &source.to_string());
+        let ms: i64 = self
+            .ask(|mut con| async move { redis::cmd("PTTL").arg(key).query_async(&mut con).await })
+            .await?;
+        (ms > 0).then(|| Duration::from_millis(ms as u64))
+    }
+
+    /// Count a failed login for `user` from `source`; `banned_here`: this instance banned the
+    /// source for it, and the fleet must hold the ban too.
+    pub async fn failure(
+        &self,
+        rules: &Rules,
+        source: IpAddr,
+        user: &str,
+        banned_here: bool,
+    ) -> Option<FleetFailure> {
+        let mut invocation = self.failure_script.prepare_invoke();
+        invocation
+            .key(self.key("fail", &source.to_string()))
+            .key(self.key("ban", &source.to_string()))
+            .key(self.key("user", user))
+            .arg(millis(rules.forget_after))
+            .arg(rules.ban_after)
+            .arg(millis(rules.ban_time))
+            .arg(if banned_here { "1" } else { "0" })
+            .arg(user)
+            .arg(MAX_FAILED_USERS);
+        let (source_failures, user_failures, banned): (u64, u64, u8) = self
+            .ask(|mut con| async move { invocation.invoke_async(&mut con).await })
+            .await?;
+        Some(FleetFailure {
+            source_failures: source_failures.min(u64::from(u32::MAX)) as u32,
+            user_failures: user_failures.min(u64::from(u32::MAX)) as u32,
+            banned: banned == 1,
+        })
+    }
+
+    /// A good login for `user` from `source`.
+    pub async fn success(&self, rules: &Rules, source: IpAddr, user: &str) {
+        let mut invocation = self.success_script.prepare_invoke();
+        invocation
+            .key(self.key("fail", &source.to_string()))
+            .key(self.key("good", &format!("{source}/{user}")))
+            .arg(user)
+            .arg(millis(rules.known_good_for));
+        let _: Option<u8> = self
+            .ask(|mut con| async move { invocation.invoke_async(&mut con).await })
+            .await;
+    }
+
+    /// The user's failures across the fleet, and whether `source` is known good for it.
+    pub async fn user_standing(&self, source: IpAddr, user: &str) -> Option<(u32, bool)> {
+        let failures = self.key("user", user);
+        let good = self.key("good", &format!("{source}/{user}"));
+        let (failures, known): (Option<u64>, bool) = self
+            .ask(|mut con| async move {
+                redis::pipe()
+                    .get(failures)
+                    .exists(good)
+                    .query_async(&mut con)
+                    .await
+            })
+            .await?;
+        let failures = failures.unwrap_or(0).min(u64::from(u32::MAX)) as u32;
+        Some((failures, known))
+    }
+
+    /// One question to the store, within the timeout; `None` when it did not answer (and then
+    /// it is left alone for a while).
+    async fn ask<T, F, Fut>(&self, question: F) -> Option<T>
+    where
+        F: FnOnce(MultiplexedConnection) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if self.now_ms() < self.resting_until.load(Ordering::Relaxed) {
+            return None;
+        }
+        let answer = tokio::time::timeout(self.timeout, async {
+            let connection = self.connection().await?;
+            question(connection).await
+        })
+        .await;
+        match answer {
+            Ok(Ok(value)) => {
+                if !self.answering.swap(true, Ordering::Relaxed) {
+                    self.logger.warning(&format!(
+                        "Guard store {} answers again: failures and bans are shared again",
+                        self.name
+                    ));
+                }
+                Some(value)
+            }
+            Ok(Err(e)) => {
+                self.stopped_answering(&e.to_string()).await;
+                None
+            }
+            Err(_) => {
+                self.stopped_answering(&format!(
+                    "no answer within {} ms",
+                    self.timeout.as_millis()
+                ))
+                .await;
+                None
+            }
+        }
+    }
+
+    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
+        let mut slot = self.connection.lock().await;
+        if let Some(connection) = slot.as_ref() {
+            return Ok(connection.clone());
+        }
+        let connection = self.client.get_multiplexed_async_connection().await?;
+        *slot = Some(connection.clone());
+        Ok(connection)
+    }
+
+    async fn stopped_answering(&self, why: &str) {
+        // A fresh connection next time: this one may be half dead.
+        *self.connection.lock().await = None;
+        let until = self.now_ms() + millis(self.rest);
+        self.resting_until.store(until, Ordering::Relaxed);
+        if self.answering.swap(false, Ordering::Relaxed) {
+            self.logger.warning(&format!(
+                "Guard store {} unavailable ({why}): the guard counts in this process alone \
+                 until it answers; logins go on",
+                self.name
+            ));
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        millis(self.epoch.elapsed())
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
