@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved openssl fail2ban perdition perdition-ldap
       slapd ldap-utils postgresql mariadb-server mariadb-client sqlite3 haproxy python3 sieve-connect
-      procps redis-server)
+      procps redis-server chromium)
 
 say() { printf '== %s\n' "$*" >&2; }
 

@@ -5,10 +5,12 @@
 //! `authlog` the services a session uses.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod authlog;
 pub mod config;
 pub mod guard;
 pub mod map;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod tls;

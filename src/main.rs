@@ -17,6 +17,10 @@ Usage:
   portcullis check --config FILE      validate FILE and print the effective configuration
   portcullis perdition [FLAGS]        behave like a Perdition instance with the same flags
                                       (e.g. -f /etc/perdition/perdition.imap4s.conf -P IMAP4S)
+  portcullis sessions (--config FILE | --admin ADDR) [--token T]
+                                      list the live sessions (from the admin endpoint)
+  portcullis kick (--config FILE | --admin ADDR) [--token T] (--user U | --backend HOST:PORT)
+                                      end a user's or a back end's sessions
   portcullis --version
 
 See the README for the configuration reference.";
@@ -24,9 +28,16 @@ See the README for the configuration reference.";
 /// How long the process waits at exit for a slow log destination to take the last lines.
 const LOG_FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
 
+enum AdminAsk {
+    Sessions,
+    Kick(portcullis::server::registry::Kick),
+}
+
 enum Command {
     Run(Config, Vec<String>),
     Check(Config, Vec<String>),
+    /// Ask the admin endpoint of a running instance.
+    Admin(portcullis::admin::client::Endpoint, AdminAsk),
     /// The configuration file could not be read as a configuration.
     Invalid(String),
 }
@@ -66,7 +77,16 @@ fn main() -> ExitCode {
                         limits: config.limits.effective(),
                         ..config
                     };
-                    // Passwords in map URLs and header values are not shown.
+                    // Passwords in map URLs and header values, and the admin token, are not
+                    // shown.
+                    if shown.admin.token.is_some() {
+                        shown.admin.token = Some("***".into());
+                    }
+                    shown.guard.store = shown
+                        .guard
+                        .store
+                        .as_deref()
+                        .map(portcullis::map::masked_url);
                     for map in shown.listeners.iter_mut().filter_map(|l| l.map.as_mut()) {
                         map.url = map.url.as_deref().map(portcullis::map::masked_url);
                         map.headers.values_mut().for_each(|v| *v = "***".into());
@@ -84,7 +104,87 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(config, warnings) => run(config, warnings),
+        Command::Admin(endpoint, ask) => ask_admin(&endpoint, ask),
     }
+}
+
+fn ask_admin(endpoint: &portcullis::admin::client::Endpoint, ask: AdminAsk) -> ExitCode {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("portcullis: cannot start a runtime");
+        return ExitCode::FAILURE;
+    };
+    let answer = runtime.block_on(async {
+        match ask {
+            AdminAsk::Sessions => endpoint.sessions().await,
+            AdminAsk::Kick(kick) => endpoint
+                .kick(&kick)
+                .await
+                .map(|n| format!("{n} sessions ended\n")),
+        }
+    });
+    match answer {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `sessions` and `kick`: where the admin endpoint is (`--admin`, or a configuration's
+/// `[admin]`), its token, and for a kick whom.
+fn parse_admin(command: &str, args: &[String]) -> Result<Command, String> {
+    let mut address = None;
+    let mut token = None;
+    let mut config_file = None;
+    let mut kick = None;
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let mut value = || {
+            rest.next()
+                .cloned()
+                .ok_or_else(|| format!("{flag} needs a value\n{USAGE}"))
+        };
+        match flag.as_str() {
+            "--admin" => address = Some(value()?),
+            "--token" => token = Some(value()?),
+            "--config" | "-c" => config_file = Some(value()?),
+            "--user" if command == "kick" => {
+                kick = Some(portcullis::server::registry::Kick::User(value()?))
+            }
+            "--backend" if command == "kick" => {
+                kick = Some(portcullis::server::registry::Kick::Backend(value()?))
+            }
+            other => return Err(format!("unknown flag {other:?} for {command}\n{USAGE}")),
+        }
+    }
+    if let Some(path) = config_file {
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let config = Config::from_toml(&text).map_err(|e| format!("{path}: {e}"))?;
+        address = address.or(config.admin.listen);
+        token = token.or(config.admin.token);
+    }
+    let address = address.ok_or_else(|| {
+        format!("{command} needs --admin ADDR or --config FILE with [admin] listen")
+    })?;
+    let address = address
+        .parse()
+        .map_err(|_| format!("{address:?} is not an address:port"))?;
+    let endpoint = portcullis::admin::client::Endpoint { address, token };
+    let ask = match command {
+        "kick" => AdminAsk::Kick(
+            kick.ok_or_else(|| format!("kick needs --user U or --backend HOST:PORT\n{USAGE}"))?,
+        ),
+        _ => AdminAsk::Sessions,
+    };
+    Ok(Command::Admin(endpoint, ask))
 }
 
 fn parse(args: &[String]) -> Result<Option<Command>, String> {
@@ -121,6 +221,7 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
                 Command::Check(config, vec![])
             }))
         }
+        "sessions" | "kick" => parse_admin(first, &args[1..]).map(Some),
         "perdition" => match perdition::from_args(&args[1..])? {
             Some(compat) => Ok(Some(Command::Run(compat.config, compat.warnings))),
             None => {
@@ -184,6 +285,19 @@ fn run(config: Config, warnings: Vec<String>) -> ExitCode {
             "Starting portcullis version={}",
             env!("CARGO_PKG_VERSION")
         ));
+        if let Some(address) = config.admin.address() {
+            match portcullis::admin::bind(address) {
+                Ok(socket) => {
+                    logger.info(&format!("Admin endpoint on http://{address}/"));
+                    let token = config.admin.token.clone();
+                    tokio::spawn(portcullis::admin::serve(socket, services.clone(), token));
+                }
+                Err(e) => {
+                    logger.error(&e);
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         tokio::spawn(reload_on_hangup(logger.clone(), listeners.clone()));
         server::run(
             bound,

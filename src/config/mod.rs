@@ -2,9 +2,11 @@
 //! Perdition-compatible reader in `perdition.rs`. Both produce a [`Config`] that
 //! [`Config::validate`] checks before anything listens.
 
+mod admin;
 mod guard;
 pub mod perdition;
 
+pub use admin::AdminConfig;
 pub use guard::GuardConfig;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -32,6 +34,8 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub guard: GuardConfig,
+    #[serde(default)]
+    pub admin: AdminConfig,
     #[serde(rename = "listener", default)]
     pub listeners: Vec<Listener>,
 }
@@ -381,6 +385,20 @@ pub enum MapKind {
     Gdbm,
 }
 
+impl MapKind {
+    /// The kind as the configuration spells it (and the metrics label it).
+    pub fn name(self) -> &'static str {
+        match self {
+            MapKind::PopmapRe => "popmap-re",
+            MapKind::Popmap => "popmap",
+            MapKind::Ldap => "ldap",
+            MapKind::Sql => "sql",
+            MapKind::Http => "http",
+            MapKind::Gdbm => "gdbm",
+        }
+    }
+}
+
 fn listener_tls_default() -> ListenerTls {
     ListenerTls::None
 }
@@ -484,6 +502,7 @@ impl Config {
             problems.push("no [[listener]] configured".to_string());
         }
         problems.extend(self.guard.problems());
+        problems.extend(self.admin.problems());
         if self.limits.max_line_length < 64 {
             problems.push("limits.max_line_length must be at least 64".into());
         }

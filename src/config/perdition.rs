@@ -430,6 +430,7 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
         limits,
         // Perdition has no guard: off unless the native configuration asks for one.
         guard: super::GuardConfig::off(),
+        admin: super::AdminConfig::default(),
         listeners: vec![Listener {
             protocol,
             bind,

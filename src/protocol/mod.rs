@@ -492,6 +492,15 @@ impl Protocol {
         }
     }
 
+    /// The protocol's name in lower case, as the configuration and the metrics spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+            Protocol::Managesieve => "managesieve",
+        }
+    }
+
     /// The protocol's ALPN id (RFC 7301, IANA's registry), offered on TLS listeners.
     pub fn alpn_id(self) -> &'static [u8] {
         match self {

@@ -9,6 +9,7 @@ use tokio::time::timeout;
 use crate::authlog::AuthRecord;
 use crate::config::BackendTls;
 use crate::map::{Connection, Endpoint, Login, MapError};
+use crate::metrics::{Metrics, ProtocolLabels};
 use crate::protocol::{Credentials, LoginOutcome, Refusal, ServerEvent, ServerSettings};
 use crate::tls;
 
@@ -46,12 +47,24 @@ pub async fn login(
     };
     // Routing has its own bound: a map that queues or stalls answers unavailable in time.
     let wait = listener.limits.backend_login_timeout();
+    let asked = std::time::Instant::now();
     let routed = tokio::time::timeout(wait, router.route(&login))
         .await
         .unwrap_or_else(|_| {
             let reason = format!("no answer from the map in {} s", wait.as_secs());
             Err(MapError::Unavailable(reason))
         });
+    if let Some(map) = &listener.config.map {
+        let result = match &routed {
+            Ok(_) => "found",
+            Err(MapError::NotFound) => "not_found",
+            Err(MapError::Denied(_)) => "denied",
+            Err(MapError::Unavailable(_)) => "error",
+        };
+        services
+            .metrics
+            .map_lookup(map.kind.name(), result, asked.elapsed());
+    }
     let target = match routed {
         Ok(target) => target,
         Err(MapError::Denied(message)) => return (LoginOutcome::Denied { message }, None),
@@ -94,12 +107,32 @@ pub async fn login(
     for endpoint in &target.endpoints {
         record.server = Some(endpoint.log_name());
         record.server_secure = security(endpoint.tls);
+        let protocol = listener.protocol().name();
+        let started = std::time::Instant::now();
         match connect(listener, services, endpoint).await {
             Ok((tcp, _ours)) => {
                 router.dead.connected(endpoint);
-                return converse_in_time(listener, endpoint, connection, tcp, creds).await;
+                let metrics = &services.metrics;
+                let labels = ProtocolLabels { protocol };
+                let connected = std::time::Instant::now();
+                metrics
+                    .backend_connect
+                    .get_or_create(&labels)
+                    .observe((connected - started).as_secs_f64());
+                let done =
+                    converse_in_time(listener, metrics, endpoint, connection, tcp, creds).await;
+                metrics
+                    .backend_login
+                    .get_or_create(&labels)
+                    .observe(connected.elapsed().as_secs_f64());
+                return done;
             }
             Err(failed) => {
+                services
+                    .metrics
+                    .backend_connect_errors
+                    .get_or_create(&ProtocolLabels { protocol })
+                    .inc();
                 router
                     .dead
                     .connect_failed(endpoint, std::time::Instant::now());
@@ -162,13 +195,15 @@ async fn connect<'s>(
 /// [`converse`] within `backend_login_timeout`.
 async fn converse_in_time(
     listener: &ListenerState,
+    metrics: &Metrics,
     endpoint: &Endpoint,
     connection: &Connection,
     tcp: TcpStream,
     creds: Credentials,
 ) -> (LoginOutcome, Option<LoggedIn>) {
     let wait = listener.limits.backend_login_timeout();
-    match timeout(wait, converse(listener, endpoint, connection, tcp, creds)).await {
+    let conversation = converse(listener, metrics, endpoint, connection, tcp, creds);
+    match timeout(wait, conversation).await {
         Ok(Ok((outcome, logged_in))) if outcome.is_accepted() => (outcome, Some(logged_in)),
         Ok(Ok((outcome, _))) | Ok(Err(outcome)) => (outcome, None),
         Err(_) => {
@@ -184,6 +219,7 @@ async fn converse_in_time(
 /// Greeting, TLS and login on an open connection, driven by the protocol's server side.
 async fn converse(
     listener: &ListenerState,
+    metrics: &Metrics,
     endpoint: &Endpoint,
     connection: &Connection,
     mut tcp: TcpStream,
@@ -197,7 +233,7 @@ async fn converse(
             .map_err(|e| LoginOutcome::unavailable(format!("PROXY header: {e}")))?;
     }
     let mut stream: BackendStream = match endpoint.tls {
-        BackendTls::Implicit => start_tls(listener, endpoint, tcp).await?,
+        BackendTls::Implicit => start_tls(listener, metrics, endpoint, tcp).await?,
         _ => MaybeTls::Plain(tcp),
     };
     let settings = ServerSettings {
@@ -216,7 +252,7 @@ async fn converse(
                 let MaybeTls::Plain(tcp) = stream else {
                     return Err(LoginOutcome::unavailable("STARTTLS requested twice"));
                 };
-                stream = start_tls(listener, endpoint, tcp).await?;
+                stream = start_tls(listener, metrics, endpoint, tcp).await?;
                 machine.tls_established();
             }
             ServerEvent::NeedInput => match stream.read(&mut buf).await {
@@ -236,6 +272,7 @@ async fn converse(
 
 async fn start_tls(
     listener: &ListenerState,
+    metrics: &Metrics,
     endpoint: &Endpoint,
     tcp: TcpStream,
 ) -> Result<BackendStream, LoginOutcome> {
@@ -244,7 +281,9 @@ async fn start_tls(
         .as_ref()
         .ok_or_else(|| LoginOutcome::unavailable("back-end TLS is not configured"))?;
     let name = tls::server_name(endpoint.tls_name()).map_err(LoginOutcome::unavailable)?;
-    match connector.connect(name, tcp).await {
+    let handshake = connector.connect(name, tcp).await;
+    metrics.handshake("backend", handshake.is_ok());
+    match handshake {
         Ok(tls) => Ok(MaybeTls::Tls(Box::new(tls))),
         Err(e) => Err(LoginOutcome::unavailable(format!(
             "TLS: {}",

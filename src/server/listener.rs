@@ -10,6 +10,8 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
+use crate::metrics::ListenerLabels;
+
 use super::runtime::ListenerState;
 use super::services::Services;
 use super::session::{self, Session};
@@ -75,7 +77,15 @@ pub async fn run(
             let line = format!("Listening on {addr} protocol={protocol}");
             services.logger.info(&line);
         }
+        let accepted = services
+            .metrics
+            .accepted
+            .get_or_create_owned(&ListenerLabels {
+                listener: state.label.clone(),
+                protocol: state.protocol().name(),
+            });
         let accept = AcceptLoop {
+            accepted,
             tls_refusals: Arc::new(Semaphore::new(MAX_TLS_REFUSALS_IN_FLIGHT)),
             state,
             services: services.clone(),
@@ -141,6 +151,8 @@ struct AcceptLoop {
     done: mpsc::Sender<()>,
     /// Handshakes for refusals on an implicit-TLS listener.
     tls_refusals: Arc<Semaphore>,
+    /// Connections accepted here (`portcullis_connections_accepted_total`).
+    accepted: prometheus_client::metrics::counter::Counter,
 }
 
 impl AcceptLoop {
@@ -154,6 +166,7 @@ impl AcceptLoop {
             match accepted {
                 Ok((tcp, peer)) => {
                     backoff = Duration::from_millis(10);
+                    self.accepted.inc();
                     match self.limit.clone().try_acquire_owned() {
                         Ok(permit) => self.start_session(tcp, peer, permit),
                         Err(_) => self.refuse(tcp, peer),
@@ -189,6 +202,7 @@ impl AcceptLoop {
 
     /// A client over the connection limit: told so in the protocol's words, then closed.
     fn refuse(&self, tcp: TcpStream, peer: SocketAddr) {
+        self.services.metrics.refused(&self.state.label, "limit");
         // Behind a balancer the client's address is in a header not read yet, and TLS would
         // start on the header's bytes: a plain listener still answers, a TLS one just closes.
         let behind_balancer = self.state.proxy_trusted.is_some();

@@ -9,6 +9,7 @@ pub mod forward;
 pub mod listener;
 pub mod loop_guard;
 pub mod proxy_header;
+pub mod registry;
 pub mod relay;
 pub mod runtime;
 pub mod services;

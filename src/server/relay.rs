@@ -23,6 +23,13 @@ pub struct Traffic {
     pub timed_out: bool,
 }
 
+/// Bytes relayed so far, each way, readable while the relay runs (the admin's session view).
+#[derive(Debug, Default)]
+pub struct Counts {
+    pub from_client: AtomicU64,
+    pub to_client: AtomicU64,
+}
+
 /// Copy both ways. When the client closes, the server is told (half-close) and the relay ends
 /// once the server has closed too; when the server closes, the relay ends at once. `idle`
 /// without a byte in either direction ends it as well, and so does `stop` (the end of the
@@ -32,6 +39,7 @@ pub async fn relay<C, S>(
     server: S,
     idle: Duration,
     stop: impl std::future::Future<Output = ()>,
+    counts: &Counts,
 ) -> Traffic
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -40,22 +48,25 @@ where
     let start = Instant::now();
     // Milliseconds since `start` of the last byte seen; shared by the two copy loops.
     let last_activity = AtomicU64::new(0);
-    let received = AtomicU64::new(0);
-    let sent = AtomicU64::new(0);
+    let (received, sent) = (&counts.from_client, &counts.to_client);
+    let (received_before, sent_before) = (
+        received.load(Ordering::Relaxed),
+        sent.load(Ordering::Relaxed),
+    );
     let (mut client_read, mut client_write) = tokio::io::split(client);
     let (mut server_read, mut server_write) = tokio::io::split(server);
 
     let upstream = copy(
         &mut client_read,
         &mut server_write,
-        &received,
+        received,
         &last_activity,
         start,
     );
     let downstream = copy(
         &mut server_read,
         &mut client_write,
-        &sent,
+        sent,
         &last_activity,
         start,
     );
@@ -73,8 +84,8 @@ where
         }
     };
     Traffic {
-        received: received.load(Ordering::Relaxed),
-        sent: sent.load(Ordering::Relaxed),
+        received: received.load(Ordering::Relaxed) - received_before,
+        sent: sent.load(Ordering::Relaxed) - sent_before,
         timed_out,
     }
 }
@@ -135,12 +146,17 @@ mod tests {
     async fn bytes_flow_both_ways_and_are_counted() {
         let (client_proxy, mut client) = duplex(1024);
         let (server_proxy, mut server) = duplex(1024);
-        let relay = tokio::spawn(relay(
-            client_proxy,
-            server_proxy,
-            Duration::from_secs(5),
-            std::future::pending(),
-        ));
+        let relay = tokio::spawn(async move {
+            let counts = Counts::default();
+            relay(
+                client_proxy,
+                server_proxy,
+                Duration::from_secs(5),
+                std::future::pending(),
+                &counts,
+            )
+            .await
+        });
         client.write_all(b"a NOOP\r\n").await.unwrap();
         let mut buf = [0u8; 8];
         server.read_exact(&mut buf).await.unwrap();
@@ -165,12 +181,17 @@ mod tests {
     async fn bulk_transfers_larger_than_every_buffer_arrive_intact() {
         let (client_proxy, mut client) = duplex(64 * 1024);
         let (server_proxy, mut server) = duplex(64 * 1024);
-        let relay = tokio::spawn(relay(
-            client_proxy,
-            server_proxy,
-            Duration::from_secs(5),
-            std::future::pending(),
-        ));
+        let relay = tokio::spawn(async move {
+            let counts = Counts::default();
+            relay(
+                client_proxy,
+                server_proxy,
+                Duration::from_secs(5),
+                std::future::pending(),
+                &counts,
+            )
+            .await
+        });
         let payload: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 251) as u8).collect();
         let writer = {
             let payload = payload.clone();
@@ -193,14 +214,20 @@ mod tests {
         let (client_proxy, mut client) = duplex(1024);
         let (server_proxy, mut server) = duplex(1024);
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let relay = tokio::spawn(relay(
-            client_proxy,
-            server_proxy,
-            Duration::from_secs(30),
-            async move {
+        let relay = tokio::spawn(async move {
+            let counts = Counts::default();
+            let stop = async move {
                 let _ = stop_rx.await;
-            },
-        ));
+            };
+            relay(
+                client_proxy,
+                server_proxy,
+                Duration::from_secs(30),
+                stop,
+                &counts,
+            )
+            .await
+        });
         client.write_all(b"a IDLE\r\n").await.unwrap();
         let mut buf = [0u8; 8];
         server.read_exact(&mut buf).await.unwrap();
@@ -220,6 +247,7 @@ mod tests {
             server_proxy,
             Duration::from_secs(30),
             std::future::pending(),
+            &Counts::default(),
         )
         .await;
         assert_eq!(

@@ -45,6 +45,8 @@ pub struct ListenerState {
     pub proxy_trusted: Option<Vec<ipnet::IpNet>>,
     /// Peers that may name the client they speak for (`ID`, `XCLIENT`).
     pub login_trusted: Vec<ipnet::IpNet>,
+    /// The listener in metrics and the session view: its bind addresses.
+    pub label: String,
     /// What a new client-side machine starts from; replaced once when capabilities are
     /// learned from the back end, shared by `Arc` with every connection.
     client_settings: RwLock<Arc<ClientSettings>>,
@@ -120,6 +122,7 @@ impl ListenerState {
                     .filter_map(|n| crate::config::parse_network(n))
                     .collect(),
                 client_settings: RwLock::new(Arc::new(client_settings(l, limits))),
+                label: l.bind.join(","),
                 config: l.clone(),
                 limits: limits.clone(),
             }),

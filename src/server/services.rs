@@ -1,13 +1,15 @@
-//! What every session of the process shares, whatever its listener: the log and the
-//! brute-force guard; the metrics next. Sessions hold it by `Arc`, so a reload
+//! What every session of the process shares, whatever its listener: the log, the
+//! brute-force guard, the metrics and the table of live sessions. Sessions hold it by `Arc`, so a reload
 //! can build a new one while live sessions keep theirs.
 
 use std::sync::Arc;
 
 use crate::authlog::Logger;
 use crate::guard::Guard;
+use crate::metrics::Metrics;
 
 use super::loop_guard::OwnConnections;
+use super::registry::Registry;
 
 pub struct Services {
     /// The one writer of every log line of the process.
@@ -17,6 +19,10 @@ pub struct Services {
     /// Back-end connections of this process, so that one arriving at our own listener (a
     /// proxy loop) is recognised.
     pub own_connections: OwnConnections,
+    /// What `GET /metrics` shows.
+    pub metrics: Arc<Metrics>,
+    /// The sessions open now (`GET /sessions`, kicks).
+    pub registry: Arc<Registry>,
 }
 
 impl Services {
@@ -25,6 +31,8 @@ impl Services {
             logger,
             guard,
             own_connections: OwnConnections::default(),
+            metrics: Arc::new(Metrics::new()),
+            registry: Arc::default(),
         })
     }
 }

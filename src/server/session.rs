@@ -27,6 +27,7 @@ use crate::tls;
 
 use super::backend::{self, LoggedIn};
 use super::proxy_header;
+use super::registry::Registered;
 use super::relay::relay;
 use super::runtime::ListenerState;
 use super::services::Services;
@@ -69,6 +70,8 @@ pub struct Session {
     health_check: bool,
     /// Proxy hops left: lowered by one from what a trusted peer said, or the start value.
     proxy_ttl: u32,
+    /// The session's line in the table of live sessions, for as long as it lives.
+    registered: Registered,
 }
 
 /// What the pre-login conversation does after one event.
@@ -89,12 +92,21 @@ impl Session {
     ) -> Session {
         let limits = &listener.limits;
         let deadline = Instant::now() + limits.login_timeout();
+        let id = format!("{:016x}", fastrand::u64(..));
+        let registered = services.registry.enter(
+            &services.metrics,
+            listener.protocol().name(),
+            &listener.label,
+            peer,
+            &id,
+        );
         Session {
             deadline,
             ceiling: deadline + limits.backend_connect_timeout() + limits.backend_login_timeout(),
             security: listener.initial_security(),
             attempts: 0,
-            id: format!("{:016x}", fastrand::u64(..)),
+            id,
+            registered,
             listener,
             services,
             peer,
@@ -127,20 +139,21 @@ impl Session {
         let protocol = self.listener.protocol();
         if let Some(left) = self.banned().await {
             let reason = format!("banned for {} s more", left.as_secs().max(1));
-            return self.turn_away(&tcp, &reason, protocol.banned_message());
+            return self.turn_away(&tcp, "banned", &reason, protocol.banned_message());
         }
         if self
             .guard()
             .is_some_and(|g| !g.new_connection_allowed(self.peer.ip()))
         {
             let reason = "new connections over the process-wide rate";
-            return self.turn_away(&tcp, reason, protocol.overloaded_message());
+            return self.turn_away(&tcp, "rate", reason, protocol.overloaded_message());
         }
         // Held for the session's life.
         let _slot = match self.guard().map(|g| g.admit(self.peer.ip())) {
             Some(Err(open)) => {
                 let reason = format!("{open} connections open from this address");
-                return self.turn_away(&tcp, &reason, protocol.too_many_from_address_message());
+                let message = protocol.too_many_from_address_message();
+                return self.turn_away(&tcp, "per_address", &reason, message);
             }
             Some(Ok(slot)) => slot,
             None => None,
@@ -177,6 +190,7 @@ impl Session {
                     self.health_check = proxied.source.is_none();
                     self.peer = proxied.source.unwrap_or(self.peer);
                     self.local = proxied.destination.unwrap_or(self.local);
+                    self.registered.update_client(self.peer, &self.id);
                     return true;
                 }
                 Ok(Err(e)) => e,
@@ -185,6 +199,12 @@ impl Session {
         };
         let line = format!("PROXY header refused from {}: {refused}", self.peer);
         self.logger().warning(&line);
+        let reason = if refused == "not in proxy_trusted" {
+            "proxy_untrusted"
+        } else {
+            "proxy_invalid"
+        };
+        self.services.metrics.refused(&self.listener.label, reason);
         false
     }
 
@@ -293,6 +313,7 @@ impl Session {
             Admission::Banned(left) => {
                 let reason = format!("banned for {} s more", left.as_secs().max(1));
                 self.logger().guard_refusal(self.peer, self.local, &reason);
+                self.services.metrics.guard("banned");
                 say_goodbye(stream, self.listener.protocol().banned_message()).await;
                 return Next::End;
             }
@@ -300,12 +321,14 @@ impl Session {
             Admission::TooManyAtOnce | Admission::Later(_) => {
                 let reason = "as many logins under way as failures left before a ban";
                 self.logger().guard_refusal(self.peer, self.local, reason);
+                self.services.metrics.guard("too_many_at_once");
                 true
             }
             Admission::Try { wait, failures } => {
                 if !wait.is_zero() {
                     self.logger()
                         .guard_delay(self.peer, self.local, failures, wait);
+                    self.services.metrics.guard("delay");
                     self.pause(wait).await;
                 }
                 false
@@ -357,6 +380,8 @@ impl Session {
         };
         self.deadline = (self.deadline + started.elapsed()).min(self.ceiling);
         self.logger().auth(&record, &outcome);
+        let protocol = self.listener.protocol().name();
+        self.services.metrics.login(protocol, &outcome);
         self.log_forwarding(&record, &outcome);
         record.password = None;
         if let LoginOutcome::Failed { reason, .. } = &outcome {
@@ -393,7 +418,7 @@ impl Session {
 
     /// Logged in: hand over what was pipelined on either side, relay, log the Closing line.
     async fn relay(
-        self,
+        mut self,
         mut client: ClientStream,
         backend: LoggedIn,
         record: AuthRecord,
@@ -409,16 +434,28 @@ impl Session {
             self.logger().closing(&record, 0, 0);
             return;
         }
-        // Ended when the shutdown grace is over, so that the Closing line is still written.
+        let user = record.user.as_deref().unwrap_or_default();
+        let server_name = record.server.as_deref().unwrap_or_default();
+        self.registered.proxying(user, server_name);
+        // Ended when the shutdown grace is over, so that the Closing line is still written,
+        // and by the admin's kick (the client reconnects, to a new back end if it moved).
         let mut phase = self.phase.clone();
-        let closing = async move { reached(&mut phase, Phase::Closing).await };
+        let live = self.registered.live.clone();
+        let stop = async {
+            tokio::select! {
+                _ = reached(&mut phase, Phase::Closing) => {}
+                _ = live.kicked.notified() => {}
+            }
+        };
         let idle = self.listener.limits.idle_timeout();
-        let traffic = relay(client, server, idle, closing).await;
+        let traffic = relay(client, server, idle, stop, &live.counts).await;
         if traffic.timed_out {
             self.logger().info("Timeout piping data.");
         }
         let received = traffic.received + pipelined.len() as u64;
         let sent = traffic.sent + leftover.len() as u64;
+        let protocol = self.listener.protocol().name();
+        self.services.metrics.relayed(protocol, received, sent);
         self.logger().closing(&record, received, sent);
     }
 
@@ -449,7 +486,10 @@ impl Session {
     fn log_refusal(&self, user: Option<String>, refusal: Refusal) {
         let user = user.map(|u| loggable_user(&u).to_string());
         let record = self.auth_record(user);
-        self.logger().auth(&record, &LoginOutcome::Refused(refusal));
+        let outcome = LoginOutcome::Refused(refusal);
+        self.logger().auth(&record, &outcome);
+        let protocol = self.listener.protocol().name();
+        self.services.metrics.login(protocol, &outcome);
     }
 
     /// Write a pre-login answer, giving up at the login deadline.
@@ -483,11 +523,18 @@ impl Session {
     /// The server side of a TLS handshake, bounded by the login deadline.
     async fn handshake(&self, tcp: TcpStream) -> Option<ClientStream> {
         let acceptor = self.listener.acceptor.as_ref()?;
-        let reason = match timeout_at(self.deadline, acceptor.accept(tcp)).await {
-            Ok(Ok(tls)) => return Some(MaybeTls::Tls(Box::new(tls))),
+        let handshake = timeout_at(self.deadline, acceptor.accept(tcp)).await;
+        let metrics = &self.services.metrics;
+        let reason = match handshake {
+            Ok(Ok(tls)) => {
+                metrics.handshake("client", true);
+                self.registered.set_tls(true);
+                return Some(MaybeTls::Tls(Box::new(tls)));
+            }
             Ok(Err(e)) => tls::describe(&e),
             Err(_) => "no handshake within the login timeout".into(),
         };
+        metrics.handshake("client", false);
         if !self.health_check {
             self.logger().tls_failure(self.peer, self.local, &reason);
         }

@@ -15,8 +15,17 @@ impl Session {
     /// The guard turns the client away before the greeting: logged (a few lines per address and
     /// minute), and told in the protocol's words, except on a TLS listener, where the words
     /// would cost a handshake and the close says enough.
-    pub(super) fn turn_away(&self, tcp: &TcpStream, reason: &str, message: &[u8]) {
+    /// `label` names the reason in the metrics.
+    pub(super) fn turn_away(
+        &self,
+        tcp: &TcpStream,
+        label: &'static str,
+        reason: &str,
+        message: &[u8],
+    ) {
         self.logger().guard_refusal(self.peer, self.local, reason);
+        self.services.metrics.refused(&self.listener.label, label);
+        self.services.metrics.guard(label);
         if !self.listener.implicit_tls() {
             let _ = tcp.try_write(message);
         }
@@ -68,6 +77,7 @@ impl Session {
         }
         self.logger()
             .guard_user_wait(self.peer, self.local, user, wait);
+        self.services.metrics.guard("user_wait");
         self.pause(wait).await;
     }
 
@@ -113,6 +123,7 @@ impl Session {
         if let Some(ban) = verdict.banned_for {
             self.logger()
                 .guard_ban(self.peer, self.local, verdict.failures, ban);
+            self.services.metrics.guard("ban");
         }
     }
 }

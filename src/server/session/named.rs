@@ -53,6 +53,7 @@ impl Session {
         if let Some(session) = named.session {
             self.id = session;
         }
+        self.registered.update_client(self.peer, &self.id);
         match named.ttl {
             Some(ttl) if ttl <= 1 => {
                 self.logger().error(&format!(

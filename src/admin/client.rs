@@ -1,0 +1,111 @@
+//! The other end of the admin endpoint, for `portcullis sessions` and `portcullis kick`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::server::registry::Kick;
+
+/// How long the endpoint may take to answer.
+const ANSWER_TIME: Duration = Duration::from_secs(10);
+
+/// Where the endpoint is and how to be let in.
+pub struct Endpoint {
+    pub address: SocketAddr,
+    pub token: Option<String>,
+}
+
+impl Endpoint {
+    /// The live sessions, as a table for a terminal.
+    pub async fn sessions(&self) -> Result<String, String> {
+        let body = self.ask(Method::GET, "/sessions").await?;
+        let sessions: Vec<serde_json::Value> =
+            serde_json::from_str(&body).map_err(|e| format!("not a session list: {e}"))?;
+        let mut table = format!(
+            "{:<16} {:<11} {:<22} {:<24} {:<22} {:<9} {:>10} {:>10}\n",
+            "SESSION", "PROTOCOL", "CLIENT", "USER", "BACK END", "STATE", "FROM", "TO"
+        );
+        for s in &sessions {
+            let field = |name: &str| match &s[name] {
+                serde_json::Value::String(v) => v.clone(),
+                serde_json::Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            table += &format!(
+                "{:<16} {:<11} {:<22} {:<24} {:<22} {:<9} {:>10} {:>10}\n",
+                field("id"),
+                field("protocol"),
+                field("client"),
+                field("user"),
+                field("backend"),
+                field("state"),
+                field("bytes_from_client"),
+                field("bytes_to_client"),
+            );
+        }
+        Ok(table)
+    }
+
+    /// End the sessions `kick` names; how many there were.
+    pub async fn kick(&self, kick: &Kick) -> Result<u64, String> {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair(
+                match kick {
+                    Kick::User(_) => "user",
+                    Kick::Backend(_) => "backend",
+                },
+                match kick {
+                    Kick::User(v) | Kick::Backend(v) => v,
+                },
+            )
+            .finish();
+        let body = self
+            .ask(Method::POST, &format!("/sessions/kick?{query}"))
+            .await?;
+        let answer: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| format!("unexpected answer: {e}"))?;
+        answer["kicked"]
+            .as_u64()
+            .ok_or_else(|| format!("unexpected answer: {body}"))
+    }
+
+    async fn ask(&self, method: Method, path: &str) -> Result<String, String> {
+        let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.address));
+        if let Some(token) = &self.token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let exchange = async {
+            let response = client
+                .request(request)
+                .await
+                .map_err(|e| format!("{}: {e}", self.address))?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            let body = String::from_utf8_lossy(&body).into_owned();
+            if status.is_success() {
+                Ok(body)
+            } else {
+                Err(format!("{status}: {}", body.trim()))
+            }
+        };
+        tokio::time::timeout(ANSWER_TIME, exchange)
+            .await
+            .map_err(|_| format!("{}: no answer in time", self.address))?
+    }
+}

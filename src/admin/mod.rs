@@ -1,0 +1,221 @@
+//! The admin endpoint (`[admin] listen`): `GET /metrics` for Prometheus, `GET /sessions` (JSON)
+//! and `GET /` (an HTML page of the same, rendered here and refreshing itself) for the live
+//! sessions, and `POST /sessions/kick?user=U` or `?backend=HOST:PORT` to end sessions. Plain
+//! HTTP/1.1 for loopback or a management network, optionally behind a bearer token.
+
+pub mod client;
+mod page;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::server::registry::Kick;
+use crate::server::services::Services;
+
+/// Admin connections served at once; more wait in the listen queue.
+const MAX_CONNECTIONS: usize = 16;
+/// A request's headers must be in within this.
+const HEADER_TIME: Duration = Duration::from_secs(10);
+
+/// What the endpoint needs: the process's shared services and the token, if any.
+pub struct Admin {
+    services: Arc<Services>,
+    token: Option<String>,
+}
+
+/// Bind the endpoint's socket (before privileges are dropped, like the listeners).
+pub fn bind(address: SocketAddr) -> Result<TcpListener, String> {
+    let socket = std::net::TcpListener::bind(address)
+        .map_err(|e| format!("cannot listen on {address} (admin): {e}"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| format!("admin socket: {e}"))?;
+    TcpListener::from_std(socket).map_err(|e| format!("admin socket: {e}"))
+}
+
+/// Serve until the task is dropped.
+pub async fn serve(listener: TcpListener, services: Arc<Services>, token: Option<String>) {
+    let admin = Arc::new(Admin { services, token });
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.answer(request)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIME)
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+            drop(permit);
+        });
+    }
+}
+
+impl Admin {
+    fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        if !self.authorized(&request) {
+            let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is needed\n");
+            response.headers_mut().insert(
+                hyper::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            );
+            return response;
+        }
+        let registry = &self.services.registry;
+        match (request.method(), request.uri().path()) {
+            (&Method::GET, "/metrics") => {
+                let mut response = text(StatusCode::OK, &self.services.metrics.encode());
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                response
+            }
+            (&Method::GET, "/sessions") => {
+                let json = serde_json::to_string_pretty(&registry.list()).unwrap_or_default();
+                with_type(StatusCode::OK, json + "\n", "application/json")
+            }
+            (&Method::GET, "/") => with_type(
+                StatusCode::OK,
+                page::render(&registry.list(), env!("CARGO_PKG_VERSION")),
+                "text/html; charset=utf-8",
+            ),
+            (&Method::POST, "/sessions/kick") => {
+                // A browser sends Origin with a cross-site form: a page elsewhere must not
+                // be able to kick anyone through an admin's browser.
+                if request.headers().contains_key(hyper::header::ORIGIN) {
+                    return text(StatusCode::FORBIDDEN, "not from a browser\n");
+                }
+                match kick_from_query(request.uri().query().unwrap_or_default()) {
+                    Ok(kick) => {
+                        let kicked = registry.kick(&kick);
+                        let what = match &kick {
+                            Kick::User(u) => format!("user={u}"),
+                            Kick::Backend(b) => format!("backend={b}"),
+                        };
+                        self.services
+                            .logger
+                            .info(&format!("Admin kick {what}: {kicked} sessions ended"));
+                        let json = serde_json::json!({ "kicked": kicked }).to_string();
+                        with_type(StatusCode::OK, json + "\n", "application/json")
+                    }
+                    Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+                }
+            }
+            (_, "/metrics" | "/sessions" | "/" | "/sessions/kick") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    fn authorized(&self, request: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = request
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        same(given.as_bytes(), token.as_bytes())
+    }
+}
+
+/// `user=U` or `backend=HOST:PORT`, exactly one.
+fn kick_from_query(query: &str) -> Result<Kick, &'static str> {
+    let mut kick = None;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        let this = match name.as_ref() {
+            "user" if !value.is_empty() => Kick::User(value.into_owned()),
+            "backend" if !value.is_empty() => Kick::Backend(value.into_owned()),
+            _ => return Err("give user=U or backend=HOST:PORT"),
+        };
+        if kick.replace(this).is_some() {
+            return Err("give one of user=U or backend=HOST:PORT");
+        }
+    }
+    kick.ok_or("give user=U or backend=HOST:PORT")
+}
+
+/// Compare without returning early, so that the time taken does not tell how much matched.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    let mut differ = u8::from(a.len() != b.len());
+    for (i, x) in a.iter().enumerate() {
+        differ |= x ^ b.get(i).copied().unwrap_or(!x);
+    }
+    differ == 0
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    with_type(status, body.to_string(), "text/plain; charset=utf-8")
+}
+
+fn with_type(
+    status: StatusCode,
+    body: String,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kick_names_one_user_or_one_back_end() {
+        assert_eq!(
+            kick_from_query("user=alice%40example.org"),
+            Ok(Kick::User("alice@example.org".into()))
+        );
+        assert_eq!(
+            kick_from_query("backend=10.0.0.1:143"),
+            Ok(Kick::Backend("10.0.0.1:143".into()))
+        );
+        assert!(kick_from_query("").is_err());
+        assert!(kick_from_query("user=").is_err());
+        assert!(kick_from_query("user=a&backend=b").is_err());
+        assert!(kick_from_query("everyone=1").is_err());
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(same(b"secret", b"secret"));
+        assert!(!same(b"secre", b"secret"));
+        assert!(!same(b"secret!", b"secret"));
+        assert!(!same(b"", b"secret"));
+        assert!(!same(b"Secret", b"secret"));
+    }
+}

@@ -1,0 +1,310 @@
+//! What the process counts, for `GET /metrics` (Prometheus text format, `prometheus-client`).
+//! Names follow Prometheus' conventions (one prefix, base units, `_total` counters) and never
+//! carry a user or a client address as a label: a label per client would make every
+//! attacker a new time series.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::protocol::{LoginOutcome, Refusal};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    pub listener: String,
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    pub listener: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateLabels {
+    pub protocol: &'static str,
+    pub state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub protocol: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProtocolLabels {
+    pub protocol: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MapLabels {
+    pub map: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MapKindLabels {
+    pub map: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HandshakeLabels {
+    pub side: &'static str,
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    pub protocol: &'static str,
+    pub direction: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub decision: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Latencies from a millisecond to half a minute.
+fn latency() -> Histogram {
+    Histogram::new([
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    ])
+}
+
+/// Every figure the process keeps; cheap to bump (an atomic add), encoded on demand.
+pub struct Metrics {
+    registry: Registry,
+    pub accepted: Family<ListenerLabels, Counter>,
+    pub refused: Family<RefusalLabels, Counter>,
+    pub sessions: Family<StateLabels, Gauge>,
+    pub logins: Family<ResultLabels, Counter>,
+    pub backend_connect_errors: Family<ProtocolLabels, Counter>,
+    pub backend_connect: Histograms<ProtocolLabels>,
+    pub backend_login: Histograms<ProtocolLabels>,
+    pub map_lookups: Family<MapLabels, Counter>,
+    pub map_lookup: Histograms<MapKindLabels>,
+    pub tls_handshakes: Family<HandshakeLabels, Counter>,
+    pub bytes: Family<BytesLabels, Counter>,
+    pub guard: Family<DecisionLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("portcullis");
+        let histograms = || Histograms::new_with_constructor(latency as fn() -> Histogram);
+        let metrics = Metrics {
+            accepted: Family::default(),
+            refused: Family::default(),
+            sessions: Family::default(),
+            logins: Family::default(),
+            backend_connect_errors: Family::default(),
+            backend_connect: histograms(),
+            backend_login: histograms(),
+            map_lookups: Family::default(),
+            map_lookup: Histograms::new_with_constructor(latency as fn() -> Histogram),
+            tls_handshakes: Family::default(),
+            bytes: Family::default(),
+            guard: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "build",
+            "Portcullis' version",
+            Info::new(BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        let m = &metrics;
+        registry.register(
+            "connections_accepted",
+            "Connections accepted, by listener",
+            m.accepted.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections turned away before the greeting, by listener and reason",
+            m.refused.clone(),
+        );
+        registry.register(
+            "sessions_current",
+            "Sessions open now, by protocol and state (preauth, proxying)",
+            m.sessions.clone(),
+        );
+        registry.register(
+            "logins",
+            "Login attempts, by protocol and result",
+            m.logins.clone(),
+        );
+        registry.register(
+            "backend_connect_errors",
+            "Back-end connections that could not be made",
+            m.backend_connect_errors.clone(),
+        );
+        registry.register(
+            "backend_connect_duration_seconds",
+            "Time to connect to a back end (TCP, and TLS when it is used)",
+            m.backend_connect.clone(),
+        );
+        registry.register(
+            "backend_login_duration_seconds",
+            "Time from connected to the back end's answer to the login",
+            m.backend_login.clone(),
+        );
+        registry.register(
+            "map_lookups",
+            "User lookups in a map, by map kind and result",
+            m.map_lookups.clone(),
+        );
+        registry.register(
+            "map_lookup_duration_seconds",
+            "Time a map lookup took",
+            m.map_lookup.clone(),
+        );
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes, by side (client, backend) and result",
+            m.tls_handshakes.clone(),
+        );
+        registry.register(
+            "relayed_bytes",
+            "Bytes relayed after login, by protocol and direction",
+            m.bytes.clone(),
+        );
+        registry.register(
+            "guard_decisions",
+            "What the brute-force guard decided, by decision",
+            m.guard.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The text a Prometheus server scrapes.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    pub fn refused(&self, listener: &str, reason: &'static str) {
+        self.refused
+            .get_or_create(&RefusalLabels {
+                listener: listener.to_string(),
+                reason,
+            })
+            .inc();
+    }
+
+    pub fn login(&self, protocol: &'static str, outcome: &LoginOutcome) {
+        self.logins
+            .get_or_create(&ResultLabels {
+                protocol,
+                result: login_result(outcome),
+            })
+            .inc();
+    }
+
+    pub fn handshake(&self, side: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "failed" };
+        self.tls_handshakes
+            .get_or_create(&HandshakeLabels { side, result })
+            .inc();
+    }
+
+    pub fn guard(&self, decision: &'static str) {
+        self.guard.get_or_create(&DecisionLabels { decision }).inc();
+    }
+
+    pub fn relayed(&self, protocol: &'static str, from_client: u64, to_client: u64) {
+        for (direction, n) in [("from_client", from_client), ("to_client", to_client)] {
+            self.bytes
+                .get_or_create(&BytesLabels {
+                    protocol,
+                    direction,
+                })
+                .inc_by(n);
+        }
+    }
+
+    pub fn map_lookup(&self, map: &'static str, result: &'static str, took: Duration) {
+        self.map_lookups
+            .get_or_create(&MapLabels { map, result })
+            .inc();
+        self.map_lookup
+            .get_or_create(&MapKindLabels { map })
+            .observe(took.as_secs_f64());
+    }
+
+    /// The gauge of sessions in `state`.
+    pub fn sessions_in(&self, protocol: &'static str, state: &'static str) -> Gauge {
+        self.sessions
+            .get_or_create_owned(&StateLabels { protocol, state })
+    }
+}
+
+/// The result label of a login, after Dovecot's `login_aborted` reasons where one fits.
+pub fn login_result(outcome: &LoginOutcome) -> &'static str {
+    use crate::protocol::Failure;
+    match outcome {
+        LoginOutcome::Accepted { .. } => "ok",
+        LoginOutcome::Rejected { .. } => "auth_failed",
+        LoginOutcome::Denied { .. } => "denied",
+        LoginOutcome::Refused(Refusal::NoServer) => "no_server",
+        LoginOutcome::Refused(Refusal::LoginDisabled) => "login_disabled",
+        LoginOutcome::Refused(Refusal::ForbiddenCharacters) => "protocol_failure",
+        LoginOutcome::Failed {
+            failure: Failure::NoConnection,
+            ..
+        } => "connect_failed",
+        LoginOutcome::Failed { .. } => "remote_failure",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counted_logins_show_in_the_text_without_users_or_addresses() {
+        let m = Metrics::new();
+        m.login("imap", &LoginOutcome::Rejected { text: "no".into() });
+        m.refused("0.0.0.0:993", "banned");
+        m.sessions_in("imap", "proxying").inc();
+        let text = m.encode();
+        assert!(
+            text.contains("portcullis_logins_total{protocol=\"imap\",result=\"auth_failed\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains(
+            "portcullis_connections_refused_total{listener=\"0.0.0.0:993\",reason=\"banned\"} 1"
+        ));
+        assert!(
+            text.contains("portcullis_sessions_current{protocol=\"imap\",state=\"proxying\"} 1")
+        );
+        assert!(text.contains("portcullis_build_info{version=\""));
+    }
+}

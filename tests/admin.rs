@@ -1,0 +1,322 @@
+//! The admin endpoint: metrics that change after a login, the live sessions as JSON, as a page
+//! read by headless Chromium, and from `portcullis sessions`; kicks (by user, by back end, from
+//! `portcullis kick`) that end exactly those sessions; moving a user to a new back end by
+//! changing the map, reloading and kicking; and the bearer token.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::time::Duration;
+
+use support::*;
+
+/// A proxy with an admin endpoint on `admin`, `extra` added to `[admin]`, one IMAP listener on
+/// `port` in front of `backend`, and `map` lines for a `[listener.map]` when given.
+fn config(port: u16, admin: u16, backend: u16, extra: &str, map: Option<&Path>) -> String {
+    let mut toml = format!(
+        "[log]\ndestination = \"-\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n{extra}\n\n\
+         [[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         [listener.backend]\nhost = \"127.0.0.1\"\nport = {backend}\n"
+    );
+    if let Some(map) = map {
+        toml += &format!(
+            "[listener.map]\nkind = \"popmap\"\npath = \"{}\"\n",
+            map.display()
+        );
+    }
+    toml
+}
+
+/// One HTTP/1.1 request; the status and the body.
+fn http(port: u16, method: &str, path: &str, headers: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("admin endpoint");
+    s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let status = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn get(port: u16, path: &str) -> String {
+    let (status, body) = http(port, "GET", path, "");
+    assert_eq!(status, 200, "{path}: {body}");
+    body
+}
+
+/// The value of the sample `name{labels}` in a metrics text; 0 when absent.
+fn sample(metrics: &str, name_and_labels: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn sessions(admin: u16) -> Vec<serde_json::Value> {
+    serde_json::from_str(&get(admin, "/sessions")).expect("JSON")
+}
+
+/// Wait until the session list satisfies `ok`.
+fn wait_sessions(admin: u16, ok: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+    loop {
+        let list = sessions(admin);
+        if ok(&list) || std::time::Instant::now() > deadline {
+            return list;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn logged_in(port: u16, user: &str, pass: &str) -> Client {
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    imap_login(&mut c, "a", user, pass);
+    c
+}
+
+#[test]
+fn metrics_change_after_a_login_and_the_sessions_say_who_is_where() {
+    let dc = Dovecot::start();
+    let (port, admin) = (free_port(), free_port());
+    let _proxy = Proxy::start_toml(&config(port, admin, dc.imap, "", None), &[port, admin]);
+    let ok = "portcullis_logins_total{protocol=\"imap\",result=\"ok\"}";
+    let failed = "portcullis_logins_total{protocol=\"imap\",result=\"auth_failed\"}";
+    let proxying = "portcullis_sessions_current{protocol=\"imap\",state=\"proxying\"}";
+    let before = get(admin, "/metrics");
+    assert!(
+        before.contains("portcullis_build_info{version=\""),
+        "{before}"
+    );
+    assert_eq!(sample(&before, ok), 0.0);
+
+    let mut alice = logged_in(port, "alice", "alicepw");
+    let mut wrong = Client::plain(port);
+    wrong.expect_line("* OK");
+    wrong.send_line("b LOGIN bob wrong");
+    assert!(wrong
+        .read_until_tagged("b")
+        .last()
+        .unwrap()
+        .starts_with("b NO"));
+
+    let after = get(admin, "/metrics");
+    assert_eq!(sample(&after, ok), 1.0, "{after}");
+    assert_eq!(sample(&after, failed), 1.0, "{after}");
+    assert_eq!(sample(&after, proxying), 1.0, "{after}");
+    let accepted = format!(
+        "portcullis_connections_accepted_total{{listener=\"127.0.0.1:{port}\",protocol=\"imap\"}}"
+    );
+    assert_eq!(sample(&after, &accepted), 2.0, "{after}");
+    assert!(
+        sample(
+            &after,
+            "portcullis_backend_connect_duration_seconds_count{protocol=\"imap\"}"
+        ) >= 2.0,
+        "{after}"
+    );
+    assert!(!after.contains("alice"), "no user in the metrics");
+
+    let list = sessions(admin);
+    let session = list
+        .iter()
+        .find(|s| s["user"] == "alice")
+        .unwrap_or_else(|| panic!("alice not listed: {list:?}"));
+    assert_eq!(session["state"], "proxying");
+    assert_eq!(session["backend"], format!("127.0.0.1:{}", dc.imap));
+    assert_eq!(session["client"], alice.local_addr().to_string());
+    assert_eq!(session["protocol"], "imap");
+    // Bytes relayed show as they pass.
+    alice.send_line("c NOOP");
+    alice.read_until_tagged("c");
+    let list = wait_sessions(admin, |l| {
+        l.iter()
+            .any(|s| s["user"] == "alice" && s["bytes_to_client"].as_u64() > Some(0))
+    });
+    assert!(list
+        .iter()
+        .any(|s| s["user"] == "alice" && s["bytes_from_client"].as_u64() >= Some(8)));
+    alice.send_line("d LOGOUT");
+    alice.read_until_tagged("d");
+    let list = wait_sessions(admin, |l| !l.iter().any(|s| s["user"] == "alice"));
+    assert!(!list.iter().any(|s| s["user"] == "alice"), "{list:?}");
+    let relayed = get(admin, "/metrics");
+    assert!(
+        sample(
+            &relayed,
+            "portcullis_relayed_bytes_total{protocol=\"imap\",direction=\"to_client\"}"
+        ) > 0.0,
+        "{relayed}"
+    );
+}
+
+#[test]
+fn a_kick_ends_that_users_sessions_only_and_the_commands_speak_to_the_endpoint() {
+    let dc = Dovecot::start();
+    let (port, admin) = (free_port(), free_port());
+    let proxy = Proxy::start_toml(&config(port, admin, dc.imap, "", None), &[port, admin]);
+    let mut alice = logged_in(port, "alice", "alicepw");
+    let mut bob = logged_in(port, "bob", "bobpw");
+    let address = format!("127.0.0.1:{admin}");
+
+    let out = run_portcullis(&["sessions", "--admin", &address]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(table.contains("alice") && table.contains("bob"), "{table}");
+
+    let out = run_portcullis(&["kick", "--admin", &address, "--user", "ALICE"]);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1 sessions ended\n");
+    assert!(alice.is_closed(), "alice's session still open");
+    assert!(proxy.wait_log("Closing session: 127.0.0.1:", READ_TIMEOUT));
+    assert!(proxy.wait_log("Admin kick user=ALICE: 1 sessions ended", READ_TIMEOUT));
+    // Bob is still there.
+    bob.send_line("b NOOP");
+    assert!(bob
+        .read_until_tagged("b")
+        .last()
+        .unwrap()
+        .starts_with("b OK"));
+    // By back end: bob's goes too.
+    let (status, body) = http(
+        admin,
+        "POST",
+        &format!("/sessions/kick?backend=127.0.0.1:{}", dc.imap),
+        "",
+    );
+    assert_eq!((status, body.trim()), (200, "{\"kicked\":1}"));
+    assert!(bob.is_closed());
+    // A browser's cross-site form cannot kick; nonsense is refused.
+    let (status, _) = http(
+        admin,
+        "POST",
+        "/sessions/kick?user=bob",
+        "Origin: http://evil\r\n",
+    );
+    assert_eq!(status, 403);
+    assert_eq!(http(admin, "POST", "/sessions/kick?everyone=1", "").0, 400);
+    assert_eq!(http(admin, "GET", "/sessions/kick?user=bob", "").0, 405);
+}
+
+/// Moving a user: change the map, reload (SIGHUP), kick; the client reconnects and lands on
+/// the new back end.
+#[test]
+fn moving_a_user_is_change_the_map_reload_and_kick() {
+    let (old, new) = (Dovecot::start(), Dovecot::start());
+    let dir = tempfile::tempdir().unwrap();
+    let map = dir.path().join("popmap");
+    std::fs::write(&map, format!("alice:127.0.0.1:{}\n", old.imap)).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let proxy = Proxy::start_toml(
+        &config(port, admin, old.imap, "", Some(&map)),
+        &[port, admin],
+    );
+    let mut alice = logged_in(port, "alice", "alicepw");
+    assert!(old.wait_log("Login: user=<alice>", READ_TIMEOUT));
+
+    std::fs::write(&map, format!("alice:127.0.0.1:{}\n", new.imap)).unwrap();
+    proxy.signal("HUP");
+    assert!(proxy.wait_log("Map reloaded", READ_TIMEOUT));
+    let out = run_portcullis(&[
+        "kick",
+        "--admin",
+        &format!("127.0.0.1:{admin}"),
+        "--user",
+        "alice",
+    ]);
+    assert!(out.status.success());
+    assert!(alice.is_closed());
+
+    let _alice = logged_in(port, "alice", "alicepw");
+    assert!(
+        new.wait_log("Login: user=<alice>", READ_TIMEOUT),
+        "alice did not land on the new back end:\n{}",
+        new.log_text()
+    );
+    let list = sessions(admin);
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["backend"], format!("127.0.0.1:{}", new.imap));
+}
+
+#[test]
+fn with_a_token_nothing_is_shown_without_it() {
+    let dc = Dovecot::start();
+    let (port, admin) = (free_port(), free_port());
+    let extra = "token = \"s3cret\"";
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("portcullis.toml");
+    std::fs::write(&file, config(port, admin, dc.imap, extra, None)).unwrap();
+    let _proxy = Proxy::start_toml(&config(port, admin, dc.imap, extra, None), &[port, admin]);
+    assert_eq!(http(admin, "GET", "/metrics", "").0, 401);
+    assert_eq!(
+        http(admin, "GET", "/sessions", "Authorization: Bearer s3cre\r\n").0,
+        401
+    );
+    assert_eq!(http(admin, "POST", "/sessions/kick?user=a", "").0, 401);
+    let (status, body) = http(admin, "GET", "/metrics", "Authorization: Bearer s3cret\r\n");
+    assert_eq!(status, 200);
+    assert!(body.contains("portcullis_build_info"));
+    // The commands find the address and the token in the configuration file.
+    let out = run_portcullis(&["sessions", "--config", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("SESSION"));
+    // And `check` does not show it.
+    let out = run_portcullis(&["check", "--config", file.to_str().unwrap()]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("s3cret"));
+}
+
+/// The page as a browser renders it: Debian's Chromium, headless, reading the DOM.
+#[test]
+fn the_session_page_reads_in_headless_chromium() {
+    let dc = Dovecot::start();
+    let (port, admin) = (free_port(), free_port());
+    let _proxy = Proxy::start_toml(&config(port, admin, dc.imap, "", None), &[port, admin]);
+    let _alice = logged_in(port, "alice", "alicepw");
+    let profile = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.path().display()),
+            "--dump-dom",
+            &format!("http://127.0.0.1:{admin}/"),
+        ])
+        .output()
+        .expect("run chromium (install chromium)");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("<p id=\"summary\">1 sessions, 1 logged in</p>"),
+        "{dom}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = dom
+        .lines()
+        .find(|l| l.contains("<td>alice</td>"))
+        .unwrap_or_else(|| panic!("no row for alice:\n{dom}"));
+    assert!(
+        row.contains(&format!("<td>127.0.0.1:{}</td>", dc.imap)),
+        "{row}"
+    );
+    assert!(row.contains("<td>proxying</td>"), "{row}");
+}
