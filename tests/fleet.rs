@@ -96,7 +96,7 @@ fn behind_haproxy_a_ban_earned_through_one_instance_holds_on_the_other() {
         c.send(&proxy_v1("127.0.0.4"));
         c.expect_line("* BYE [UNAVAILABLE] Too many failed logins");
         assert!(
-            wait_line(proxy, &["Guard: 127.0.0.4:", "refused: banned for"]),
+            wait_line(proxy, &["Guard: 127.0.0.4:40000->", "refused: banned for"]),
             "an instance did not refuse the banned client:\n{}",
             proxy.log_text()
         );
@@ -165,7 +165,7 @@ fn with_the_store_down_logins_go_on_and_the_log_says_so() {
     let dc = Dovecot::start();
     let (port, store_port) = (free_port(), free_port());
     let store = format!("redis://127.0.0.1:{store_port}");
-    let guard = "store_retry_ms = 100\nstore_timeout_ms = 500\nban_after = 2\nban_ms = 60000\n\
+    let guard = "store_retry_ms = 100\nstore_timeout_ms = 100\nban_after = 2\nban_ms = 60000\n\
                  penalty_initial_ms = 10\npenalty_max_ms = 10";
     let proxy = Proxy::start_toml(&instance(port, &dc, &store, &key_prefix(), guard), &[port]);
     let header = |source: &str| {
@@ -220,6 +220,115 @@ fn wait_line(proxy: &Proxy, parts: &[&str]) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// A wrong password retried (a phone with an old one) through both instances counts once
+/// across the fleet when the instances share a `store_secret`; different guesses still add up.
+#[test]
+fn with_a_shared_secret_an_old_password_retried_through_the_fleet_counts_once() {
+    let dc = Dovecot::start();
+    let (store, prefix) = (redis_url(), key_prefix());
+    let guard = "penalty_initial_ms = 10\npenalty_max_ms = 10\nban_after = 2\nban_ms = 60000\n\
+                 store_secret = \"a fleet-wide secret of some length\"";
+    let (p1, p2) = (free_port(), free_port());
+    let _one = Proxy::start_toml(&instance(p1, &dc, store, &prefix, guard), &[p1]);
+    let _two = Proxy::start_toml(&instance(p2, &dc, store, &prefix, guard), &[p2]);
+    let attempt = |port: u16, source: &str, password: &str| {
+        let mut c = client_from("127.0.0.1", port);
+        c.send(&proxy_v1(source));
+        c.expect_line("* OK");
+        c.send_line(&format!("a LOGIN alice {password}"));
+        c.read_until_tagged("a").last().unwrap().clone()
+    };
+    for port in [p1, p2, p1, p2] {
+        assert!(attempt(port, "192.0.2.30", "old-password").starts_with("a NO"));
+    }
+    // Still not banned: the four were one failure.
+    assert!(attempt(p1, "192.0.2.30", "old-password").starts_with("a NO"));
+    // Two different guesses through the two instances are two, and ban.
+    assert!(attempt(p2, "192.0.2.31", "guess1").starts_with("a NO"));
+    assert!(attempt(p1, "192.0.2.31", "guess2").starts_with("a NO"));
+    let mut c = client_from("127.0.0.1", p2);
+    c.send(&proxy_v1("192.0.2.31"));
+    c.expect_line("* BYE [UNAVAILABLE] Too many failed logins");
+}
+
+/// What the fleet leaves in the store: every key under the prefix, every key expiring on its
+/// own, and no user name in clear.
+#[test]
+fn every_key_in_the_store_expires_and_names_no_user() {
+    let dc = Dovecot::start();
+    let (store, prefix) = (redis_url(), key_prefix());
+    let port = free_port();
+    let guard = "penalty_initial_ms = 10\npenalty_max_ms = 10";
+    let _proxy = Proxy::start_toml(&instance(port, &dc, store, &prefix, guard), &[port]);
+    let connect = |source: &str| {
+        let mut c = client_from("127.0.0.1", port);
+        c.send(&proxy_v1(source));
+        c.expect_line("* OK");
+        c
+    };
+    let mut c = connect("192.0.2.40");
+    c.send_line("a LOGIN alice wrong");
+    assert!(c.read_until_tagged("a").last().unwrap().starts_with("a NO"));
+    imap_login(&mut connect("192.0.2.41"), "b", "alice", "alicepw");
+
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-u", store])
+            .args(args)
+            .output()
+            .expect("run redis-cli (install redis-tools)");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let keys = cli(&["--scan", "--pattern", &format!("{prefix}*")]);
+    let keys: Vec<&str> = keys.lines().collect();
+    assert!(
+        keys.iter().any(|k| k.contains(":fail:192.0.2.40")),
+        "{keys:?}"
+    );
+    assert!(keys.iter().any(|k| k.contains(":good:")), "{keys:?}");
+    assert!(keys.iter().any(|k| k.contains(":user:")), "{keys:?}");
+    for key in &keys {
+        assert!(!key.to_lowercase().contains("alice"), "{key}");
+        let ttl: i64 = cli(&["PTTL", key]).trim().parse().unwrap();
+        assert!(ttl > 0, "{key} does not expire ({ttl})");
+    }
+}
+
+/// A store that accepts connections and never answers: each question gives up after
+/// `store_timeout_ms`, the log says so, and logins go on.
+#[test]
+fn a_store_that_never_answers_costs_a_login_its_timeout_at_most() {
+    let dc = Dovecot::start();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let store = format!("redis://{}", silent.local_addr().unwrap());
+    // Accept and hold every connection, saying nothing.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for c in silent.incoming() {
+            held.push(c);
+        }
+    });
+    let port = free_port();
+    let guard = "store_timeout_ms = 300\nstore_retry_ms = 60000";
+    let proxy = Proxy::start_toml(&instance(port, &dc, &store, &key_prefix(), guard), &[port]);
+    let started = std::time::Instant::now();
+    let mut c = client_from("127.0.0.1", port);
+    c.send(&proxy_v1("192.0.2.50"));
+    c.expect_line("* OK");
+    imap_login(&mut c, "a", "alice", "alicepw");
+    // One question waited 300 ms; then the store is left alone for a minute.
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        proxy.wait_log("unavailable (no answer within 300 ms)", READ_TIMEOUT),
+        "{}",
+        proxy.log_text()
+    );
 }
 
 fn proxy_v1(source: &str) -> Vec<u8> {

@@ -10,6 +10,8 @@ use crate::guard::Rules;
 
 /// No guard time is longer than a year; beyond that a typo is more likely than a wish.
 const MAX_MS: u64 = 366 * 24 * 3600 * 1000;
+/// A login may ask the store a few questions; each waits at most this long.
+const MAX_STORE_TIMEOUT_MS: u64 = 2_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -51,6 +53,10 @@ pub struct GuardConfig {
     pub store: Option<String>,
     /// Prefix of the store's keys, so that fleets (or tests) can share one server.
     pub store_prefix: String,
+    /// A secret the fleet's instances share: it keys the hashes of user names in the store,
+    /// and only with it are wrong passwords fingerprinted there, so that an old password
+    /// retried through several instances counts once across the fleet.
+    pub store_secret: Option<String>,
     /// How long one question to the store may take; beyond it the guard goes on with what
     /// this process knows.
     pub store_timeout_ms: u64,
@@ -75,6 +81,7 @@ impl Default for GuardConfig {
             new_connections_per_second: 0,
             store: None,
             store_prefix: "portcullis:guard:".into(),
+            store_secret: None,
             store_timeout_ms: 250,
             store_retry_ms: 2_000,
         }
@@ -127,8 +134,20 @@ impl GuardConfig {
             if let Err(e) = redis::Client::open(store.as_str()) {
                 problems.push(format!("guard.store: {e}"));
             }
-            if self.store_timeout_ms == 0 {
-                problems.push("guard.store_timeout_ms must be at least 1".into());
+            if !(1..=MAX_STORE_TIMEOUT_MS).contains(&self.store_timeout_ms) {
+                problems.push(format!(
+                    "guard.store_timeout_ms must be 1 to {MAX_STORE_TIMEOUT_MS}: every login \
+                     may wait that long for the store"
+                ));
+            }
+            if self.store_retry_ms < self.store_timeout_ms.max(100) {
+                problems.push(
+                    "guard.store_retry_ms must be at least 100 and at least store_timeout_ms"
+                        .into(),
+                );
+            }
+            if self.store_secret.as_deref().is_some_and(|s| s.len() < 16) {
+                problems.push("guard.store_secret must be at least 16 characters".into());
             }
         }
         for network in &self.trusted {

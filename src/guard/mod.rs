@@ -106,6 +106,7 @@ impl Guard {
         let fleet = Fleet::new(
             url,
             &config.store_prefix,
+            config.store_secret.as_deref(),
             Duration::from_millis(config.store_timeout_ms),
             Duration::from_millis(config.store_retry_ms),
             logger.clone(),
@@ -147,15 +148,21 @@ impl Guard {
             .map(Some)
     }
 
-    /// How much longer `ip` is banned, here or (for a fleet) through another proxy.
-    pub async fn banned(&self, ip: IpAddr) -> Option<Duration> {
+    /// How much longer `ip` is banned, as this process knows.
+    pub fn banned_here(&self, ip: IpAddr) -> Option<Duration> {
+        if self.exempt(ip) {
+            return None;
+        }
+        self.ban_left(source(ip), Instant::now())
+    }
+
+    /// How much longer `ip` is banned through another proxy of the fleet (asked after the
+    /// cheap local checks, so that a flood does not become a flood of questions).
+    pub async fn banned_elsewhere(&self, ip: IpAddr) -> Option<Duration> {
         if self.exempt(ip) {
             return None;
         }
         let key = source(ip);
-        if let Some(left) = self.ban_left(key, Instant::now()) {
-            return Some(left);
-        }
         let left = self.fleet.as_ref()?.ban_left(key).await?;
         self.remember_ban(key, left);
         Some(left)
@@ -177,8 +184,14 @@ impl Guard {
 
     /// What identifies a user+password pair among an address's recent failures, without
     /// keeping the password.
-    pub fn fingerprint(&self, user: &str, password: &[u8]) -> u64 {
-        self.fingerprint_key.hash_one((user.as_bytes(), password))
+    pub fn fingerprint(&self, user: &str, password: &[u8]) -> Fingerprint {
+        Fingerprint {
+            here: self.fingerprint_key.hash_one((user.as_bytes(), password)),
+            fleet: self
+                .fleet
+                .as_ref()
+                .and_then(|f| f.fingerprint(&user_key(user), password)),
+        }
     }
 
     /// How long a login for `user` from `ip` waits before it is tried: long when the user
@@ -201,8 +214,8 @@ impl Guard {
                 }
             });
         if let Some(fleet) = &self.fleet {
-            if let Some((elsewhere, known_elsewhere)) = fleet.user_standing(source(ip), &key).await
-            {
+            let standing = fleet.user_standing(&self.rules, source(ip), &key).await;
+            if let Some((elsewhere, known_elsewhere)) = standing {
                 failures = failures.max(elsewhere);
                 known |= known_elsewhere;
             }
@@ -250,8 +263,17 @@ impl Guard {
     }
 
     /// A login for `user` from `ip` failed: whether it earned a ban (here, or for a fleet,
-    /// counted with the failures through the other proxies). `None` for an exempt address.
-    pub async fn failure(&self, ip: IpAddr, user: &str, fingerprint: u64) -> Option<Verdict> {
+    /// counted with the failures through the other proxies). `user_known`: the failure says
+    /// something about the user (a wrong password), not only about the address (a user no
+    /// map knows, forbidden characters), and counts for the user too. `None` for an exempt
+    /// address.
+    pub async fn failure(
+        &self,
+        ip: IpAddr,
+        user: &str,
+        fingerprint: &Fingerprint,
+        user_known: bool,
+    ) -> Option<Verdict> {
         if self.exempt(ip) {
             return None;
         }
@@ -260,26 +282,55 @@ impl Guard {
         let mut verdict = None;
         self.sources.entry(key).and_compute_with(|entry| {
             let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
-            verdict = Some(record.failure(&self.rules, now, fingerprint, user_hash));
+            verdict = Some(record.failure(&self.rules, now, fingerprint.here, user_hash));
             Op::Put(record)
         });
         let mut verdict = verdict?;
         if verdict.repeated {
             return Some(verdict);
         }
-        self.users.entry(user.clone()).and_compute_with(|entry| {
-            let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
-            record.failure(&self.rules, now);
-            Op::Put(record)
-        });
-        let banned_here = verdict.banned_for.is_some();
         if let Some(fleet) = &self.fleet {
-            if let Some(shared) = fleet.failure(&self.rules, key, &user, banned_here).await {
+            let banned_here = verdict.banned_for.is_some();
+            let fleet_print = fingerprint.fleet.as_deref();
+            let shared = fleet
+                .failure(
+                    &self.rules,
+                    key,
+                    &user,
+                    fleet_print,
+                    user_known,
+                    banned_here,
+                )
+                .await;
+            if let Some(shared) = shared {
+                if shared.repeated {
+                    // Through another instance: a repeat all the same; counted here once.
+                    verdict.repeated = true;
+                    return Some(verdict);
+                }
                 verdict.failures = verdict.failures.max(shared.source_failures);
-                if shared.banned {
+                if shared.banned && !banned_here {
                     verdict.banned_for = Some(self.rules.ban_time);
+                    // As a ban earned here: served, it is a fresh start.
+                    self.sources
+                        .entry(key)
+                        .and_compute_with(|entry| match entry {
+                            None => Op::Nop,
+                            Some(entry) => {
+                                let mut record = entry.into_value();
+                                record.ban(&self.rules, now);
+                                Op::Put(record)
+                            }
+                        });
                 }
             }
+        }
+        if user_known {
+            self.users.entry(user).and_compute_with(|entry| {
+                let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
+                record.failure(&self.rules, now);
+                Op::Put(record)
+            });
         }
         if let Some(ban) = verdict.banned_for {
             self.remember_ban(key, ban);
@@ -316,6 +367,20 @@ impl Guard {
                     }
                 }
             });
+    }
+}
+
+/// A wrong user+password, as the guard remembers it: keyed per process, and for a fleet with
+/// its `store_secret`, never the password itself.
+#[derive(Clone)]
+pub struct Fingerprint {
+    here: u64,
+    fleet: Option<String>,
+}
+
+impl std::fmt::Debug for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Fingerprint(..)")
     }
 }
 
@@ -366,23 +431,28 @@ mod tests {
     async fn ipv6_neighbours_share_a_bucket_ipv4_ones_do_not() {
         let g = guard(&[]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        g.failure(ip("2001:db8:1:2::1"), "a", g.fingerprint("a", b"1"))
+        g.failure(ip("2001:db8:1:2::1"), "a", &g.fingerprint("a", b"1"), true)
             .await;
-        g.failure(ip("2001:db8:1:2::ff"), "a", g.fingerprint("a", b"2"))
+        g.failure(ip("2001:db8:1:2::ff"), "a", &g.fingerprint("a", b"2"), true)
             .await;
         let v = g
-            .failure(ip("2001:db8:1:2:aaaa::3"), "a", g.fingerprint("a", b"3"))
+            .failure(
+                ip("2001:db8:1:2:aaaa::3"),
+                "a",
+                &g.fingerprint("a", b"3"),
+                true,
+            )
             .await
             .unwrap();
         assert!(v.banned_for.is_some());
-        assert!(g.banned(ip("2001:db8:1:2::77")).await.is_some());
-        assert!(g.banned(ip("2001:db8:1:3::1")).await.is_none());
-        g.failure(ip("192.0.2.1"), "a", g.fingerprint("a", b"1"))
+        assert!(g.banned_here(ip("2001:db8:1:2::77")).is_some());
+        assert!(g.banned_here(ip("2001:db8:1:3::1")).is_none());
+        g.failure(ip("192.0.2.1"), "a", &g.fingerprint("a", b"1"), true)
             .await;
-        g.failure(ip("192.0.2.2"), "a", g.fingerprint("a", b"2"))
+        g.failure(ip("192.0.2.2"), "a", &g.fingerprint("a", b"2"), true)
             .await;
         assert_eq!(
-            g.failure(ip("192.0.2.3"), "a", g.fingerprint("a", b"3"))
+            g.failure(ip("192.0.2.3"), "a", &g.fingerprint("a", b"3"), true)
                 .await
                 .unwrap()
                 .failures,
@@ -390,7 +460,7 @@ mod tests {
         );
         // An IPv4 client on an IPv6 socket is the same IPv4 source.
         assert_eq!(
-            g.failure(ip("::ffff:192.0.2.3"), "a", g.fingerprint("a", b"4"))
+            g.failure(ip("::ffff:192.0.2.3"), "a", &g.fingerprint("a", b"4"), true)
                 .await
                 .unwrap()
                 .failures,
@@ -406,7 +476,7 @@ mod tests {
         for n in 1..=5 {
             let attacker = ip(&format!("198.51.100.{n}"));
             assert_eq!(g.user_wait(attacker, "alice").await, Duration::ZERO);
-            g.failure(attacker, "ALICE", g.fingerprint("alice", &[n]))
+            g.failure(attacker, "ALICE", &g.fingerprint("alice", &[n]), true)
                 .await;
         }
         assert!(g.user_wait(ip("198.51.100.99"), "alice").await > Duration::ZERO);
@@ -444,16 +514,18 @@ mod tests {
         };
         let g = Guard::new(&config).unwrap();
         let banned: IpAddr = "192.0.2.1".parse().unwrap();
-        g.failure(banned, "a", 1).await;
-        g.failure(banned, "a", 2).await;
+        g.failure(banned, "a", &g.fingerprint("a", b"1"), true)
+            .await;
+        g.failure(banned, "a", &g.fingerprint("a", b"2"), true)
+            .await;
         for n in 0..5_000u32 {
             let ip = IpAddr::from(std::net::Ipv6Addr::from(
                 (0x2001_0db8_u128 << 96) | (u128::from(n) << 64),
             ));
-            g.failure(ip, "a", 1).await;
+            g.failure(ip, "a", &g.fingerprint("a", b"1"), true).await;
         }
         g.sources.run_pending_tasks();
-        assert!(g.banned(banned).await.is_some());
+        assert!(g.banned_here(banned).is_some());
     }
 
     #[tokio::test]
@@ -461,17 +533,17 @@ mod tests {
         let g = guard(&["10.0.0.0/8"]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
-            g.failure(ip("10.1.2.3"), "a", g.fingerprint("a", b"x"))
+            g.failure(ip("10.1.2.3"), "a", &g.fingerprint("a", b"x"), true)
                 .await,
             None
         );
-        g.failure(ip("192.0.2.9"), "a", g.fingerprint("a", b"1"))
+        g.failure(ip("192.0.2.9"), "a", &g.fingerprint("a", b"1"), true)
             .await;
-        g.failure(ip("192.0.2.9"), "a", g.fingerprint("a", b"2"))
+        g.failure(ip("192.0.2.9"), "a", &g.fingerprint("a", b"2"), true)
             .await;
         g.success(ip("192.0.2.9"), "a").await;
         assert_eq!(
-            g.failure(ip("192.0.2.9"), "a", g.fingerprint("a", b"3"))
+            g.failure(ip("192.0.2.9"), "a", &g.fingerprint("a", b"3"), true)
                 .await
                 .unwrap()
                 .failures,

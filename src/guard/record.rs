@@ -141,18 +141,22 @@ impl Record {
         let earned_ban =
             rules.ban_after > 0 && failures >= rules.ban_after && self.banned(now).is_none();
         if earned_ban {
-            // A ban too long for the clock is as good as forever.
-            self.banned_until = now
-                .checked_add(rules.ban_time)
-                .or(Some(now + Duration::from_secs(366 * 24 * 3600)));
-            // A ban served is a fresh start.
-            self.forgive();
+            self.ban(rules, now);
         }
         Verdict {
             failures,
             banned_for: earned_ban.then_some(rules.ban_time),
             repeated,
         }
+    }
+
+    /// Banned from `now` on, here or by the fleet; a ban served is a fresh start.
+    pub fn ban(&mut self, rules: &Rules, now: Instant) {
+        // A ban too long for the clock is as good as forever.
+        self.banned_until = now
+            .checked_add(rules.ban_time)
+            .or(Some(now + Duration::from_secs(366 * 24 * 3600)));
+        self.forgive();
     }
 
     /// A good login for the user hashing to `user`: the failures are forgiven when they were

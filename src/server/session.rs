@@ -137,7 +137,7 @@ impl Session {
             return;
         }
         let protocol = self.listener.protocol();
-        if let Some(left) = self.banned().await {
+        if let Some(left) = self.banned_here() {
             let reason = format!("banned for {} s more", left.as_secs().max(1));
             return self.turn_away(&tcp, "banned", &reason, protocol.banned_message());
         }
@@ -158,6 +158,11 @@ impl Session {
             Some(Ok(slot)) => slot,
             None => None,
         };
+        // The fleet's word last: the cheap checks above spare the store a flood's questions.
+        if let Some(left) = self.banned_elsewhere().await {
+            let reason = format!("banned for {} s more", left.as_secs().max(1));
+            return self.turn_away(&tcp, "banned", &reason, protocol.banned_message());
+        }
         if !self.health_check {
             self.logger().connect(self.peer, self.local);
         }
@@ -389,7 +394,7 @@ impl Session {
             let message = format!("back end {server} for {}: {reason}", self.peer);
             self.logger().warning(&message);
         }
-        let verdict = match fingerprint {
+        let verdict = match &fingerprint {
             Some(f) => self.judge(&outcome, &client_user, f).await,
             None => None,
         };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::guard::{Admission, Guard, InFlight, Verdict};
+use crate::guard::{Admission, Fingerprint, Guard, InFlight, Verdict};
 use crate::protocol::{LoginOutcome, Refusal};
 
 use super::Session;
@@ -37,9 +37,14 @@ impl Session {
         self.services.guard.as_ref().filter(|_| !self.health_check)
     }
 
-    /// How much longer the client's address is banned, if it is.
-    pub(super) async fn banned(&self) -> Option<Duration> {
-        self.guard()?.banned(self.peer.ip()).await
+    /// How much longer the client's address is banned, as this process knows.
+    pub(super) fn banned_here(&self) -> Option<Duration> {
+        self.guard()?.banned_here(self.peer.ip())
+    }
+
+    /// How much longer the client's address is banned through another proxy of the fleet.
+    pub(super) async fn banned_elsewhere(&self) -> Option<Duration> {
+        self.guard()?.banned_elsewhere(self.peer.ip()).await
     }
 
     /// Tell the guard how a login went; a failure the client caused comes back as a verdict.
@@ -48,7 +53,7 @@ impl Session {
         &self,
         outcome: &LoginOutcome,
         user: &str,
-        fingerprint: u64,
+        fingerprint: &Fingerprint,
     ) -> Option<Verdict> {
         let guard = self.guard()?;
         match outcome {
@@ -56,10 +61,14 @@ impl Session {
                 guard.success(self.peer.ip(), user).await;
                 None
             }
-            LoginOutcome::Rejected { .. }
-            | LoginOutcome::Denied { .. }
-            | LoginOutcome::Refused(Refusal::ForbiddenCharacters | Refusal::NoServer) => {
-                guard.failure(self.peer.ip(), user, fingerprint).await
+            LoginOutcome::Rejected { .. } | LoginOutcome::Denied { .. } => {
+                guard.failure(self.peer.ip(), user, fingerprint, true).await
+            }
+            // Nothing said about the user: a name nobody knows, or bytes no name holds.
+            LoginOutcome::Refused(Refusal::ForbiddenCharacters | Refusal::NoServer) => {
+                guard
+                    .failure(self.peer.ip(), user, fingerprint, false)
+                    .await
             }
             LoginOutcome::Refused(Refusal::LoginDisabled) | LoginOutcome::Failed { .. } => None,
         }
