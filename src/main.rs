@@ -21,6 +21,9 @@ Usage:
                                       list the live sessions (from the admin endpoint)
   portcullis kick (--config FILE | --admin ADDR) [--token T] (--user U | --backend HOST:PORT)
                                       end a user's or a back end's sessions
+  portcullis reload (--config FILE | --admin ADDR) [--token T]
+                                      read the configuration again (as SIGHUP does) and say
+                                      what changed, or why nothing did
   portcullis --version
 
 See the README for the configuration reference.";
@@ -30,11 +33,12 @@ const LOG_FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
 
 enum AdminAsk {
     Sessions,
+    Reload,
     Kick(portcullis::server::registry::Kick),
 }
 
 enum Command {
-    Run(Config, Vec<String>),
+    Run(Config, Vec<String>, server::listener::ConfigSource),
     Check(Config, Vec<String>),
     /// Ask the admin endpoint of a running instance.
     Admin(portcullis::admin::client::Endpoint, AdminAsk),
@@ -103,7 +107,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run(config, warnings) => run(config, warnings),
+        Command::Run(config, warnings, source) => run(config, warnings, source),
         Command::Admin(endpoint, ask) => ask_admin(&endpoint, ask),
     }
 }
@@ -119,6 +123,7 @@ fn ask_admin(endpoint: &portcullis::admin::client::Endpoint, ask: AdminAsk) -> E
     let answer = runtime.block_on(async {
         match ask {
             AdminAsk::Sessions => endpoint.sessions().await,
+            AdminAsk::Reload => endpoint.reload().await,
             AdminAsk::Kick(kick) => endpoint
                 .kick(&kick)
                 .await
@@ -179,6 +184,7 @@ fn parse_admin(command: &str, args: &[String]) -> Result<Command, String> {
         .map_err(|_| format!("{address:?} is not an address:port"))?;
     let endpoint = portcullis::admin::client::Endpoint { address, token };
     let ask = match command {
+        "reload" => AdminAsk::Reload,
         "kick" => AdminAsk::Kick(
             kick.ok_or_else(|| format!("kick needs --user U or --backend HOST:PORT\n{USAGE}"))?,
         ),
@@ -216,14 +222,31 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
                 Err(e) => return Ok(Some(Command::Invalid(format!("{}: {e}", path.display())))),
             };
             Ok(Some(if first == "run" {
-                Command::Run(config, vec![])
+                // A reload reads the same file again.
+                let source: server::listener::ConfigSource = Box::new(move || {
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+                    let config =
+                        Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+                    Ok((config, vec![]))
+                });
+                Command::Run(config, vec![], source)
             } else {
                 Command::Check(config, vec![])
             }))
         }
-        "sessions" | "kick" => parse_admin(first, &args[1..]).map(Some),
+        "sessions" | "kick" | "reload" => parse_admin(first, &args[1..]).map(Some),
         "perdition" => match perdition::from_args(&args[1..])? {
-            Some(compat) => Ok(Some(Command::Run(compat.config, compat.warnings))),
+            Some(compat) => {
+                // A reload reads the flags' configuration file again, as Perdition does.
+                let flags = args[1..].to_vec();
+                let source: server::listener::ConfigSource =
+                    Box::new(move || match perdition::from_args(&flags)? {
+                        Some(compat) => Ok((compat.config, compat.warnings)),
+                        None => Err("the flags ask for help, not a configuration".into()),
+                    });
+                Ok(Some(Command::Run(compat.config, compat.warnings, source)))
+            }
             None => {
                 println!("{}", perdition::HELP);
                 Ok(None)
@@ -233,7 +256,7 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
     }
 }
 
-fn run(config: Config, warnings: Vec<String>) -> ExitCode {
+fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSource) -> ExitCode {
     // Certificates, keys and maps are read here, once.
     let built = match server::runtime::build(&config) {
         Ok(built) => built,
@@ -285,12 +308,17 @@ fn run(config: Config, warnings: Vec<String>) -> ExitCode {
             "Starting portcullis version={}",
             env!("CARGO_PKG_VERSION")
         ));
+        let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
         if let Some(address) = config.admin.address() {
             match portcullis::admin::bind(address) {
                 Ok(socket) => {
                     logger.info(&format!("Admin endpoint on http://{address}/"));
-                    let token = config.admin.token.clone();
-                    tokio::spawn(portcullis::admin::serve(socket, services.clone(), token));
+                    let admin = portcullis::admin::Admin::new(
+                        services.clone(),
+                        config.admin.token.clone(),
+                        reload_tx.clone(),
+                    );
+                    tokio::spawn(admin.serve(socket));
                 }
                 Err(e) => {
                     logger.error(&e);
@@ -298,13 +326,14 @@ fn run(config: Config, warnings: Vec<String>) -> ExitCode {
                 }
             }
         }
-        tokio::spawn(reload_on_hangup(logger.clone(), listeners.clone()));
+        tokio::spawn(reload_on_hangup(reload_tx));
         server::run(
             bound,
             services,
-            config.limits.connection_limit,
-            Duration::from_secs(config.limits.shutdown_grace),
+            config,
             shutdown_signal(),
+            reload_rx,
+            source,
         )
         .await;
         logger.info("Stopped");
@@ -340,29 +369,17 @@ fn probe_maps(listeners: &[Arc<server::runtime::ListenerState>]) -> Vec<String> 
     })
 }
 
-/// SIGHUP reopens the log file (logrotate), instead of killing the process as it would by default.
-/// and the map files (as Perdition re-reads its popmap.re); a file that no longer reads leaves
-/// its map as it was.
-async fn reload_on_hangup(
-    logger: Arc<Logger>,
-    listeners: Vec<Arc<server::runtime::ListenerState>>,
-) {
+/// SIGHUP reads the configuration again (certificates and maps included) and reopens the log
+/// files (logrotate), instead of killing the process as it would by default.
+async fn reload_on_hangup(reloads: tokio::sync::mpsc::Sender<server::listener::ReloadRequest>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hangup) = signal(SignalKind::hangup()) else {
         return;
     };
     while hangup.recv().await.is_some() {
-        logger.reopen();
-        for map in listeners.iter().filter_map(|l| l.router.map.as_ref()) {
-            match map.reload() {
-                Ok(warnings) => {
-                    for w in warnings {
-                        logger.warning(&w);
-                    }
-                    logger.info(&format!("Map reloaded: {}", map.describe()));
-                }
-                Err(e) => logger.error(&format!("Map not reloaded, the previous one stays: {e}")),
-            }
+        let request = server::listener::ReloadRequest { reply: None };
+        if reloads.send(request).await.is_err() {
+            return;
         }
     }
 }

@@ -231,7 +231,7 @@ fn moving_a_user_is_change_the_map_reload_and_kick() {
 
     std::fs::write(&map, format!("alice:127.0.0.1:{}\n", new.imap)).unwrap();
     proxy.signal("HUP");
-    assert!(proxy.wait_log("Map reloaded", READ_TIMEOUT));
+    assert!(proxy.wait_log("Reloaded: 1 listeners", READ_TIMEOUT));
     let out = run_portcullis(&[
         "kick",
         "--admin",

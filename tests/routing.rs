@@ -1326,13 +1326,16 @@ fn sighup_reads_the_map_again_and_a_broken_file_keeps_the_old_one() {
         &format!("^alice$: {}\n", server(b.dc2.imap)),
     );
     proxy.signal("HUP");
-    assert!(proxy.wait_log("Map reloaded: popmap.re", READ_TIMEOUT));
+    assert!(proxy.wait_log("Reloaded: 1 listeners", READ_TIMEOUT));
     b.assert_lands(port, "alice", "alicepw", 2, "alice");
 
     // A typo: the map stays as it was, and the log says why.
     write_map(dir.path(), "popmap.re", "^(alice: 127.0.0.1\n");
     proxy.signal("HUP");
-    assert!(proxy.wait_log("Map not reloaded, the previous one stays", READ_TIMEOUT));
+    assert!(proxy.wait_log(
+        "Reload failed, the running configuration stays",
+        READ_TIMEOUT
+    ));
     assert!(proxy.log_text().contains("line 1: bad regular expression"));
     b.assert_lands(port, "alice", "alicepw", 2, "alice");
 }

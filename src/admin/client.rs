@@ -74,6 +74,11 @@ impl Endpoint {
             .ok_or_else(|| format!("unexpected answer: {body}"))
     }
 
+    /// Have the server read its configuration again; what changed, or why nothing did.
+    pub async fn reload(&self) -> Result<String, String> {
+        self.ask(Method::POST, "/reload").await
+    }
+
     async fn ask(&self, method: Method, path: &str) -> Result<String, String> {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let mut request = Request::builder()

@@ -1,6 +1,7 @@
 //! The admin endpoint (`[admin] listen`): `GET /metrics` for Prometheus, `GET /sessions` (JSON)
 //! and `GET /` (an HTML page of the same, rendered here and refreshing itself) for the live
-//! sessions, and `POST /sessions/kick?user=U` or `?backend=HOST:PORT` to end sessions. Plain
+//! sessions, `POST /sessions/kick?user=U` or `?backend=HOST:PORT` to end sessions, and
+//! `POST /reload` to read the configuration again (as SIGHUP does, with the outcome). Plain
 //! HTTP/1.1 for loopback or a management network, optionally behind a bearer token.
 
 pub mod client;
@@ -17,8 +18,9 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
+use crate::server::listener::ReloadRequest;
 use crate::server::registry::Kick;
 use crate::server::services::Services;
 
@@ -27,10 +29,12 @@ const MAX_CONNECTIONS: usize = 16;
 /// A request's headers must be in within this.
 const HEADER_TIME: Duration = Duration::from_secs(10);
 
-/// What the endpoint needs: the process's shared services and the token, if any.
+/// What the endpoint needs: the process's shared services, the token, if any, and a way to
+/// ask the server for a reload.
 pub struct Admin {
     services: Arc<Services>,
     token: Option<String>,
+    reloads: mpsc::Sender<ReloadRequest>,
 }
 
 /// Bind the endpoint's socket (before privileges are dropped, like the listeners).
@@ -43,9 +47,26 @@ pub fn bind(address: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::from_std(socket).map_err(|e| format!("admin socket: {e}"))
 }
 
-/// Serve until the task is dropped.
-pub async fn serve(listener: TcpListener, services: Arc<Services>, token: Option<String>) {
-    let admin = Arc::new(Admin { services, token });
+impl Admin {
+    pub fn new(
+        services: Arc<Services>,
+        token: Option<String>,
+        reloads: mpsc::Sender<ReloadRequest>,
+    ) -> Admin {
+        Admin {
+            services,
+            token,
+            reloads,
+        }
+    }
+
+    /// Serve until the task is dropped.
+    pub async fn serve(self, listener: TcpListener) {
+        serve(Arc::new(self), listener).await
+    }
+}
+
+async fn serve(admin: Arc<Admin>, listener: TcpListener) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
@@ -62,7 +83,7 @@ pub async fn serve(listener: TcpListener, services: Arc<Services>, token: Option
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.answer(request)) }
+                async move { Ok::<_, Infallible>(admin.answer(request).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -75,7 +96,7 @@ pub async fn serve(listener: TcpListener, services: Arc<Services>, token: Option
 }
 
 impl Admin {
-    fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
         if !self.authorized(&request) {
             let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is needed\n");
             response.headers_mut().insert(
@@ -127,7 +148,27 @@ impl Admin {
                     Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
                 }
             }
-            (_, "/metrics" | "/sessions" | "/" | "/sessions/kick") => {
+            (&Method::POST, "/reload") => {
+                if request.headers().contains_key(hyper::header::ORIGIN) {
+                    return text(StatusCode::FORBIDDEN, "not from a browser\n");
+                }
+                let (reply, answer) = oneshot::channel();
+                let asked = self
+                    .reloads
+                    .send(ReloadRequest { reply: Some(reply) })
+                    .await;
+                match (asked, answer.await) {
+                    (Ok(()), Ok(Ok(summary))) => {
+                        text(StatusCode::OK, &format!("reloaded: {summary}\n"))
+                    }
+                    (Ok(()), Ok(Err(why))) => text(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        &format!("not reloaded, the running configuration stays: {why}\n"),
+                    ),
+                    _ => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+                }
+            }
+            (_, "/metrics" | "/sessions" | "/" | "/sessions/kick" | "/reload") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),

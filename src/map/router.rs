@@ -34,7 +34,9 @@ pub struct Master {
 pub struct Router {
     pub names: UserNames,
     /// `None`: every user goes to `servers`.
-    pub map: Option<Box<dyn Map>>,
+    /// Shared with the next configuration when its map settings are the same (a reload
+    /// keeps the cache and the connections).
+    pub map: Option<std::sync::Arc<dyn Map>>,
     /// The listener's own servers: the only ones without a map, the fallback with one.
     pub servers: Vec<Endpoint>,
     /// Start at a random one of `servers` (Perdition mode), else at the first.
@@ -47,7 +49,8 @@ pub struct Router {
     pub username_from_map: bool,
     /// Log in as this master user once the map has checked the client's password.
     pub master: Option<Master>,
-    pub dead: DeadServers,
+    /// Kept across reloads.
+    pub dead: std::sync::Arc<DeadServers>,
 }
 
 impl Router {
@@ -197,7 +200,7 @@ mod tests {
     fn router(servers: Vec<Endpoint>) -> Router {
         Router {
             names: UserNames::default(),
-            map: Some(Box::new(Fixed)),
+            map: Some(std::sync::Arc::new(Fixed)),
             servers,
             random_first: false,
             defaults: Defaults {
@@ -207,7 +210,7 @@ mod tests {
             client_server_specification: false,
             username_from_map: false,
             master: None,
-            dead: DeadServers::default(),
+            dead: Default::default(),
         }
     }
 

@@ -1,18 +1,24 @@
 //! Listening sockets and the accept loop, in the shape of tokio's `mini-redis`: one accept
 //! loop per socket, a process-wide semaphore for `connection_limit`, a watch channel for the
 //! shutdown phases and an mpsc sender that every session holds, so that "all senders dropped"
-//! means "all sessions ended".
+//! means "all sessions ended". A reload swaps what the accept loops hand to new sessions
+//! (watch channels), binds new addresses and stops removed ones, without touching live
+//! sessions or the sockets of unchanged addresses.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+
+use crate::config::Config;
+use crate::guard::Guard;
 
 use crate::metrics::ListenerLabels;
 
-use super::runtime::ListenerState;
+use super::runtime::{self, ListenerState};
 use super::services::Services;
 use super::session::{self, Session};
 use super::{capability_probe, reached, Phase};
@@ -54,29 +60,124 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
+/// A request to read the configuration again (SIGHUP, `POST /reload`); the answer, when one
+/// is wanted, says what changed or why nothing did.
+pub struct ReloadRequest {
+    pub reply: Option<oneshot::Sender<Result<String, String>>>,
+}
+
+/// Where a reload's configuration comes from: the file (or Perdition's flags and file) read
+/// again, with the warnings worth a log line.
+pub type ConfigSource = Box<dyn Fn() -> Result<(Config, Vec<String>), String> + Send + Sync>;
+
+/// "No limit": more connections than any process can hold open (its file descriptors run out
+/// long before), and few enough that a reload can take them back from the semaphore.
+const UNLIMITED: usize = 1 << 20;
+
 /// Serve until `shutdown_signal` completes, then stop accepting, tell pre-login clients, give
-/// live sessions `grace` to end, and end the rest so that they log their Closing lines.
+/// live sessions `grace` to end, and end the rest so that they log their Closing lines. Until
+/// then, every request on `reloads` reads the configuration again from `source`.
 pub async fn run(
     bound: Vec<(Arc<ListenerState>, TcpListener)>,
     services: Arc<Services>,
-    connection_limit: usize,
-    grace: Duration,
+    config: Config,
     shutdown_signal: impl std::future::Future<Output = ()>,
+    mut reloads: mpsc::Receiver<ReloadRequest>,
+    source: ConfigSource,
 ) {
-    let limit = Arc::new(Semaphore::new(match connection_limit {
-        0 => Semaphore::MAX_PERMITS,
-        n => n,
-    }));
-    let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
-    // Every session holds a clone; when all are dropped, `recv` returns None (mini-redis).
-    let (done_tx, done_rx) = mpsc::channel::<()>(1);
-    start_probes(&bound, &services);
-    for (state, listener) in bound {
-        if let Ok(addr) = listener.local_addr() {
-            let protocol = state.log_protocol();
-            let line = format!("Listening on {addr} protocol={protocol}");
-            services.logger.info(&line);
+    let grace = Duration::from_secs(config.limits.shutdown_grace);
+    let mut server = Server::start(bound, services, config);
+    tokio::pin!(shutdown_signal);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown_signal => break,
+            Some(request) = reloads.recv() => {
+                let outcome = server.reload(&source);
+                if let Some(reply) = request.reply {
+                    let _ = reply.send(outcome);
+                }
+            }
         }
+    }
+    let Server {
+        services,
+        phase_tx,
+        done_tx,
+        done_rx,
+        ..
+    } = server;
+    drop(done_tx);
+    shut_down(&services.borrow(), phase_tx, done_rx, grace).await;
+}
+
+/// The listening sockets and what every accept loop shares; a reload changes it in place.
+struct Server {
+    /// One accept loop per address, each with the listener state new sessions get.
+    sockets: HashMap<SocketAddr, Running>,
+    /// The running configuration, and the listeners built from it.
+    config: Config,
+    listeners: Vec<Arc<ListenerState>>,
+    /// `connection_limit`, shared by every listener of the process, and its size now.
+    limit: Arc<Semaphore>,
+    limit_now: usize,
+    services: watch::Sender<Arc<Services>>,
+    phase_tx: watch::Sender<Phase>,
+    phase_rx: watch::Receiver<Phase>,
+    /// Every session holds a clone; when all are dropped, `recv` returns None (mini-redis).
+    done_tx: mpsc::Sender<()>,
+    done_rx: mpsc::Receiver<()>,
+}
+
+/// One address's accept loop.
+struct Running {
+    /// What its new sessions get: replaced by a reload, kept by live sessions.
+    state: watch::Sender<Arc<ListenerState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    fn start(
+        bound: Vec<(Arc<ListenerState>, TcpListener)>,
+        services: Arc<Services>,
+        config: Config,
+    ) -> Server {
+        let limit_now = effective_limit(config.limits.connection_limit);
+        let (phase_tx, phase_rx) = watch::channel(Phase::Serving);
+        let (done_tx, done_rx) = mpsc::channel::<()>(1);
+        let mut listeners: Vec<Arc<ListenerState>> = Vec::new();
+        for (state, _) in &bound {
+            if !listeners.iter().any(|l| Arc::ptr_eq(l, state)) {
+                listeners.push(state.clone());
+            }
+        }
+        start_probes(&listeners, &services);
+        let mut server = Server {
+            sockets: HashMap::new(),
+            config,
+            listeners,
+            limit: Arc::new(Semaphore::new(limit_now)),
+            limit_now,
+            services: watch::channel(services).0,
+            phase_tx,
+            phase_rx,
+            done_tx,
+            done_rx,
+        };
+        for (state, listener) in bound {
+            server.spawn(state, listener);
+        }
+        server
+    }
+
+    fn spawn(&mut self, state: Arc<ListenerState>, listener: TcpListener) {
+        let Ok(addr) = listener.local_addr() else {
+            return;
+        };
+        let services = self.services.borrow().clone();
+        let protocol = state.log_protocol();
+        services
+            .logger
+            .info(&format!("Listening on {addr} protocol={protocol}"));
         let accepted = services
             .metrics
             .accepted
@@ -84,29 +185,142 @@ pub async fn run(
                 listener: state.label.clone(),
                 protocol: state.protocol().name(),
             });
+        let (state_tx, state_rx) = watch::channel(state);
         let accept = AcceptLoop {
             accepted,
             tls_refusals: Arc::new(Semaphore::new(MAX_TLS_REFUSALS_IN_FLIGHT)),
-            state,
-            services: services.clone(),
+            state: state_rx,
+            services: self.services.subscribe(),
             listener,
-            limit: limit.clone(),
-            phase: phase_rx.clone(),
-            done: done_tx.clone(),
+            limit: self.limit.clone(),
+            phase: self.phase_rx.clone(),
+            done: self.done_tx.clone(),
         };
-        tokio::spawn(accept.run());
+        let task = tokio::spawn(accept.run());
+        self.sockets.insert(
+            addr,
+            Running {
+                state: state_tx,
+                task,
+            },
+        );
     }
-    drop(done_tx);
-    shutdown_signal.await;
-    shut_down(&services, phase_tx, done_rx, grace).await;
+
+    /// Read the configuration again and, when all of it builds, switch to it: listeners on
+    /// unchanged addresses keep their sockets (no connection refused meanwhile) and give new
+    /// sessions the new settings, new ones are bound, removed ones stop accepting; live
+    /// sessions keep what they started with. Anything wrong, and nothing changes.
+    fn reload(&mut self, source: &ConfigSource) -> Result<String, String> {
+        let services = self.services.borrow().clone();
+        let logger = services.logger.clone();
+        let outcome = self.try_reload(source, &services);
+        match &outcome {
+            Ok(summary) => logger.info(&format!("Reloaded: {summary}")),
+            Err(why) => logger.error(&format!(
+                "Reload failed, the running configuration stays: {why}"
+            )),
+        }
+        // Log files are reopened either way (logrotate's SIGHUP).
+        logger.reopen();
+        outcome
+    }
+
+    fn try_reload(&mut self, source: &ConfigSource, services: &Services) -> Result<String, String> {
+        let (config, mut warnings) = source()?;
+        let built = runtime::build_next(&config, &self.listeners).map_err(|p| p.join("; "))?;
+        warnings.extend(built.warnings);
+        let guard = if config.guard == self.config.guard {
+            services.guard.clone()
+        } else {
+            Guard::from_config(&config.guard, &services.logger)?.map(Arc::new)
+        };
+        // Bind the new addresses before anything changes: one that cannot be had fails the
+        // whole reload (the sockets bound so far close as they drop).
+        let mut wanted: HashMap<SocketAddr, Arc<ListenerState>> = HashMap::new();
+        let mut fresh = Vec::new();
+        for state in &built.listeners {
+            for &addr in &state.addresses {
+                if wanted.insert(addr, state.clone()).is_none() && !self.sockets.contains_key(&addr)
+                {
+                    let socket =
+                        listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                    fresh.push((state.clone(), socket));
+                }
+            }
+        }
+        for w in &warnings {
+            services.logger.warning(w);
+        }
+        if config.log != self.config.log {
+            services
+                .logger
+                .warning("[log] changes take effect at the next start; log files were reopened");
+        }
+        if config.admin != self.config.admin {
+            services
+                .logger
+                .warning("[admin] changes take effect at the next start");
+        }
+        if config.guard != self.config.guard {
+            self.services.send_replace(services.with_guard(guard));
+        }
+        let (mut kept, mut removed) = (0, 0);
+        self.sockets.retain(|addr, running| match wanted.get(addr) {
+            Some(state) => {
+                running.state.send_replace(state.clone());
+                kept += 1;
+                true
+            }
+            None => {
+                running.task.abort();
+                removed += 1;
+                false
+            }
+        });
+        let added = fresh.len();
+        for (state, socket) in fresh {
+            self.spawn(state, socket);
+        }
+        self.set_limit(config.limits.connection_limit);
+        start_probes(&built.listeners, &self.services.borrow());
+        self.listeners = built.listeners;
+        self.config = config;
+        Ok(format!(
+            "{} listeners; addresses kept {kept}, added {added}, removed {removed}",
+            self.listeners.len()
+        ))
+    }
+
+    /// The connection limit follows the configuration: raised at once, lowered as sessions
+    /// end (the slots are taken back as they come free; nobody is cut off).
+    fn set_limit(&mut self, limit: usize) {
+        let limit = effective_limit(limit);
+        if limit > self.limit_now {
+            self.limit.add_permits(limit - self.limit_now);
+        } else if limit < self.limit_now {
+            let surplus = u32::try_from(self.limit_now - limit).unwrap_or(u32::MAX);
+            let semaphore = self.limit.clone();
+            tokio::spawn(async move {
+                if let Ok(permits) = semaphore.acquire_many_owned(surplus).await {
+                    permits.forget();
+                }
+            });
+        }
+        self.limit_now = limit;
+    }
+}
+
+fn effective_limit(limit: usize) -> usize {
+    match limit {
+        0 => UNLIMITED,
+        n => n.min(UNLIMITED),
+    }
 }
 
 /// Learn capabilities from the back ends of the listeners that want it, once per listener.
-fn start_probes(bound: &[(Arc<ListenerState>, TcpListener)], services: &Arc<Services>) {
-    let mut probed: Vec<&Arc<ListenerState>> = Vec::new();
-    for (state, _) in bound {
-        if capability_probe::wanted(state) && !probed.iter().any(|p| Arc::ptr_eq(p, state)) {
-            probed.push(state);
+fn start_probes(listeners: &[Arc<ListenerState>], services: &Arc<Services>) {
+    for state in listeners {
+        if capability_probe::wanted(state) {
             tokio::spawn(capability_probe::learn_capability(
                 state.clone(),
                 services.clone(),
@@ -140,8 +354,9 @@ async fn shut_down(
 
 /// One listening socket's accept loop.
 struct AcceptLoop {
-    state: Arc<ListenerState>,
-    services: Arc<Services>,
+    /// What new sessions get; a reload replaces it.
+    state: watch::Receiver<Arc<ListenerState>>,
+    services: watch::Receiver<Arc<Services>>,
     listener: TcpListener,
     /// `connection_limit`, shared by every listener of the process.
     limit: Arc<Semaphore>,
@@ -167,14 +382,17 @@ impl AcceptLoop {
                 Ok((tcp, peer)) => {
                     backoff = Duration::from_millis(10);
                     self.accepted.inc();
+                    let state = self.state.borrow().clone();
+                    let services = self.services.borrow().clone();
                     match self.limit.clone().try_acquire_owned() {
-                        Ok(permit) => self.start_session(tcp, peer, permit),
-                        Err(_) => self.refuse(tcp, peer),
+                        Ok(permit) => self.start_session(state, services, tcp, peer, permit),
+                        Err(_) => self.refuse(&state, &services, tcp, peer),
                     }
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait instead of spinning.
-                    self.services.logger.error(&format!("accept failed: {e}"));
+                    let services = self.services.borrow().clone();
+                    services.logger.error(&format!("accept failed: {e}"));
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -182,15 +400,16 @@ impl AcceptLoop {
         }
     }
 
-    fn start_session(&self, tcp: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+    fn start_session(
+        &self,
+        state: Arc<ListenerState>,
+        services: Arc<Services>,
+        tcp: TcpStream,
+        peer: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) {
         let local = tcp.local_addr().unwrap_or(peer);
-        let session = Session::new(
-            self.state.clone(),
-            self.services.clone(),
-            peer,
-            local,
-            self.phase.clone(),
-        );
+        let session = Session::new(state, services, peer, local, self.phase.clone());
         let done = self.done.clone();
         tokio::spawn(async move {
             session.run(tcp).await;
@@ -201,18 +420,24 @@ impl AcceptLoop {
     }
 
     /// A client over the connection limit: told so in the protocol's words, then closed.
-    fn refuse(&self, tcp: TcpStream, peer: SocketAddr) {
-        self.services.metrics.refused(&self.state.label, "limit");
+    fn refuse(
+        &self,
+        state: &Arc<ListenerState>,
+        services: &Services,
+        tcp: TcpStream,
+        peer: SocketAddr,
+    ) {
+        services.metrics.refused(&state.label, "limit");
         // Behind a balancer the client's address is in a header not read yet, and TLS would
         // start on the header's bytes: a plain listener still answers, a TLS one just closes.
-        let behind_balancer = self.state.proxy_trusted.is_some();
-        let answered = if behind_balancer && self.state.implicit_tls() {
+        let behind_balancer = state.proxy_trusted.is_some();
+        let answered = if behind_balancer && state.implicit_tls() {
             drop(tcp);
             false
-        } else if !self.state.implicit_tls() {
-            session::refuse_plain(&self.state, tcp)
+        } else if !state.implicit_tls() {
+            session::refuse_plain(state, tcp)
         } else if let Ok(permit) = self.tls_refusals.clone().try_acquire_owned() {
-            let state = self.state.clone();
+            let state = state.clone();
             tokio::spawn(async move {
                 session::refuse_tls(&state, tcp).await;
                 drop(permit);
@@ -232,7 +457,7 @@ impl AcceptLoop {
         } else {
             format!("Connection limit reached: closing {peer} without an answer{via}")
         };
-        self.services.logger.warning(&message);
+        services.logger.warning(&message);
     }
 }
 

@@ -21,7 +21,6 @@ use crate::map::popmap_re::PopmapRe;
 use crate::map::reload::Reloadable;
 use crate::map::route::split_host_port;
 use crate::map::router::{Defaults, Master, Router};
-use crate::map::servers::DeadServers;
 use crate::map::sql::{table_query, SqlMap, Table};
 use crate::map::{Endpoint, Map};
 use crate::protocol::Secret;
@@ -61,12 +60,22 @@ pub struct Built {
 
 /// Check the configuration and build every listener's state; all problems at once.
 pub fn build(config: &Config) -> Result<Built, Vec<String>> {
+    build_next(config, &[])
+}
+
+/// [`build`] for a reload: a listener on the same addresses as one of `previous` keeps that
+/// one's memory of dead servers, and its map (cache, connections) when the map's settings
+/// are the same; a map read from a file is read anew all the same.
+pub fn build_next(config: &Config, previous: &[Arc<ListenerState>]) -> Result<Built, Vec<String>> {
     let mut problems = config.validate().err().unwrap_or_default();
     let mut built = Vec::new();
     let mut warnings = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
         match ListenerState::build(l, &config.limits, &mut warnings) {
-            Ok(state) => built.push(Arc::new(state)),
+            Ok(mut state) => {
+                state.carry_over(previous);
+                built.push(Arc::new(state))
+            }
             Err(errors) => {
                 for e in errors {
                     let problem = format!(
@@ -94,6 +103,20 @@ pub fn build(config: &Config) -> Result<Built, Vec<String>> {
 }
 
 impl ListenerState {
+    fn carry_over(&mut self, previous: &[Arc<ListenerState>]) {
+        let Some(old) = previous.iter().find(|p| p.config.bind == self.config.bind) else {
+            return;
+        };
+        self.router.dead = old.router.dead.clone();
+        let read_from_file =
+            |m: &MapConfig| matches!(m.kind, MapKind::PopmapRe | MapKind::Popmap | MapKind::Gdbm);
+        if let (Some(map), Some(settings)) = (&old.router.map, &self.config.map) {
+            if old.config.map.as_ref() == Some(settings) && !read_from_file(settings) {
+                self.router.map = Some(map.clone());
+            }
+        }
+    }
+
     /// Every problem of the listener at once (`portcullis check` lists them all).
     fn build(
         l: &Listener,
@@ -213,7 +236,7 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
     }
     let map = match &l.map {
         None => None,
-        Some(m) => Some(map(m, warnings)?),
+        Some(m) => Some(std::sync::Arc::from(map(m, warnings)?)),
     };
     let mut names = l.users.clone();
     names.lower_case = l.lower_case;
@@ -240,7 +263,7 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
             .map
             .as_ref()
             .is_some_and(|m| m.username_from_map || m.kind == MapKind::Http),
-        dead: DeadServers::default(),
+        dead: Default::default(),
     })
 }
 

@@ -15,10 +15,11 @@ pub struct Services {
     /// The one writer of every log line of the process.
     pub logger: Arc<Logger>,
     /// Failures delay and ban by address across every listener; `None` when turned off.
-    pub guard: Option<Guard>,
+    /// Kept by a reload unless `[guard]` changed.
+    pub guard: Option<Arc<Guard>>,
     /// Back-end connections of this process, so that one arriving at our own listener (a
     /// proxy loop) is recognised.
-    pub own_connections: OwnConnections,
+    pub own_connections: Arc<OwnConnections>,
     /// What `GET /metrics` shows.
     pub metrics: Arc<Metrics>,
     /// The sessions open now (`GET /sessions`, kicks).
@@ -29,10 +30,22 @@ impl Services {
     pub fn new(logger: Arc<Logger>, guard: Option<Guard>) -> Arc<Services> {
         Arc::new(Services {
             logger,
-            guard,
-            own_connections: OwnConnections::default(),
+            guard: guard.map(Arc::new),
+            own_connections: Arc::default(),
             metrics: Arc::new(Metrics::new()),
             registry: Arc::default(),
+        })
+    }
+
+    /// The same services with another guard (a reload that changed `[guard]`); everything
+    /// else, the live-session table and the metrics included, is shared.
+    pub fn with_guard(&self, guard: Option<Arc<Guard>>) -> Arc<Services> {
+        Arc::new(Services {
+            logger: self.logger.clone(),
+            guard,
+            own_connections: self.own_connections.clone(),
+            metrics: self.metrics.clone(),
+            registry: self.registry.clone(),
         })
     }
 }

@@ -34,7 +34,10 @@ impl Session {
     /// The guard, for a client's session; a balancer's health check is not a client, and
     /// what it does must not count against the balancer.
     pub(super) fn guard(&self) -> Option<&Guard> {
-        self.services.guard.as_ref().filter(|_| !self.health_check)
+        self.services
+            .guard
+            .as_deref()
+            .filter(|_| !self.health_check)
     }
 
     /// How much longer the client's address is banned, as this process knows.
