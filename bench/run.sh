@@ -59,10 +59,11 @@ mkdir -p "$BENCH_DIR/certs" "$DC/home/alice/Maildir/"{cur,new,tmp}
 chmod 755 "$BENCH_DIR" "$BENCH_DIR/certs" "$DC"
 CERTS=$BENCH_DIR/certs
 
-# Ten free loopback ports (bound at once, so distinct).
-read -r DC_IMAP DC_IMAPS DC_POP3 DC_POP3S DC_SIEVE PC_IMAP PC_IMAPS PD_IMAP PD_IMAPS _ < <(python3 - <<'PY'
+# Twelve free loopback ports (bound at once, so distinct).
+read -r DC_IMAP DC_IMAPS DC_POP3 DC_POP3S DC_SIEVE PC_IMAP PC_IMAPS PD_IMAP PD_IMAPS \
+    DC_IMAP_HAPROXY DC_SIEVE_HAPROXY _ < <(python3 - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(10)]
+socks = [socket.socket() for _ in range(12)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))

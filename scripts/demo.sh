@@ -4,14 +4,16 @@
 #   - builds portcullis (cargo build --release),
 #   - creates $DEMO_DIR (default /tmp/portcullis-demo) with a test CA + localhost certificate,
 #     a private Dovecot (users alice/alicepw and bob/bobpw) on loopback plain ports, and a
-#     Portcullis config with TLS front ends:
-#         IMAPS        127.0.0.1:9993  (implicit TLS)
-#         IMAP         127.0.0.1:9143  (STARTTLS)
-#         POP3S        127.0.0.1:9995  (implicit TLS)
-#         POP3         127.0.0.1:9110  (STARTTLS)
-#         ManageSieve  127.0.0.1:9419  (STARTTLS)
+#     Portcullis config with TLS front ends (default ports; a port already taken is replaced
+#     by the next free one, and the chosen ones are printed):
+#         IMAPS        127.0.0.1:9993  (implicit TLS)       DEMO_IMAPS_PORT
+#         IMAP         127.0.0.1:9143  (STARTTLS)           DEMO_IMAP_PORT
+#         POP3S        127.0.0.1:9995  (implicit TLS)       DEMO_POP3S_PORT
+#         POP3         127.0.0.1:9110  (STARTTLS)           DEMO_POP3_PORT
+#         ManageSieve  127.0.0.1:9419  (STARTTLS)           DEMO_SIEVE_PORT
 #   - runs portcullis in the foreground; Ctrl-C stops it and the demo Dovecot.
-# Environment: DEMO_DIR, PORTCULLIS_BIN (use this binary instead of building a release one).
+# Environment: DEMO_DIR, PORTCULLIS_BIN (use this binary instead of building a release one),
+# the DEMO_*_PORT above (used as given).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
@@ -20,10 +22,32 @@ TEMPLATE=$ROOT/tests/support/dovecot.conf.in
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 
-# Dovecot back-end ports (loopback only).
-DC_IMAP=10143 DC_IMAPS=10993 DC_POP3=10110 DC_POP3S=10995 DC_SIEVE=14190
+# Ports: the environment's, else the default when free, else the next free one.
+picked=()
+choose() { # VAR DEFAULT
+    local value=${!1:-}
+    if [ -z "$value" ]; then
+        value=$(pick_port "$2" "${picked[@]}") || { say "no free port near $2"; exit 1; }
+    fi
+    picked+=("$value")
+    printf -v "$1" '%s' "$value"
+}
 
 say() { printf '== %s\n' "$*" >&2; }
+
+choose DEMO_IMAPS_PORT 9993
+choose DEMO_IMAP_PORT 9143
+choose DEMO_POP3S_PORT 9995
+choose DEMO_POP3_PORT 9110
+choose DEMO_SIEVE_PORT 9419
+# Dovecot back-end ports (loopback only).
+choose DC_IMAP 10143
+choose DC_IMAPS 10993
+choose DC_POP3 10110
+choose DC_POP3S 10995
+choose DC_SIEVE 14190
+choose DC_IMAP_HAPROXY 10144
+choose DC_SIEVE_HAPROXY 14191
 
 # --- prerequisites -----------------------------------------------------------------------
 PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved openssl)
@@ -137,11 +161,11 @@ log_passwd = "never"
 [limits]
 login_timeout = 60
 TOML
-    listener imap 127.0.0.1:9993 implicit $DC_IMAP
-    listener imap 127.0.0.1:9143 starttls $DC_IMAP
-    listener pop3 127.0.0.1:9995 implicit $DC_POP3
-    listener pop3 127.0.0.1:9110 starttls $DC_POP3
-    listener managesieve 127.0.0.1:9419 starttls $DC_SIEVE
+    listener imap "127.0.0.1:$DEMO_IMAPS_PORT" implicit "$DC_IMAP"
+    listener imap "127.0.0.1:$DEMO_IMAP_PORT" starttls "$DC_IMAP"
+    listener pop3 "127.0.0.1:$DEMO_POP3S_PORT" implicit "$DC_POP3"
+    listener pop3 "127.0.0.1:$DEMO_POP3_PORT" starttls "$DC_POP3"
+    listener managesieve "127.0.0.1:$DEMO_SIEVE_PORT" starttls "$DC_SIEVE"
 } >"$CONF"
 
 CA=$CERTS/ca.pem
@@ -149,19 +173,21 @@ cat <<TXT
 
 Portcullis demo in $DEMO_DIR  (users: alice/alicepw, bob/bobpw; config: $CONF)
 
+  Ports: IMAPS $DEMO_IMAPS_PORT, IMAP $DEMO_IMAP_PORT, POP3S $DEMO_POP3S_PORT, POP3 $DEMO_POP3_PORT, ManageSieve $DEMO_SIEVE_PORT
+
   IMAPS (implicit TLS):
-    openssl s_client -connect 127.0.0.1:9993 -CAfile $CA -crlf
+    openssl s_client -connect 127.0.0.1:$DEMO_IMAPS_PORT -CAfile $CA -crlf
     then type:   a login alice alicepw      a select inbox      a fetch 1 body[]      a logout
   IMAP with STARTTLS:
-    openssl s_client -connect 127.0.0.1:9143 -starttls imap -CAfile $CA -crlf
+    openssl s_client -connect 127.0.0.1:$DEMO_IMAP_PORT -starttls imap -CAfile $CA -crlf
   POP3S (implicit TLS):
-    openssl s_client -connect 127.0.0.1:9995 -CAfile $CA -crlf -quiet
+    openssl s_client -connect 127.0.0.1:$DEMO_POP3S_PORT -CAfile $CA -crlf -quiet
     then type:   user alice    pass alicepw    list    quit
   POP3 with STLS:
-    openssl s_client -connect 127.0.0.1:9110 -starttls pop3 -CAfile $CA -crlf -quiet
+    openssl s_client -connect 127.0.0.1:$DEMO_POP3_PORT -starttls pop3 -CAfile $CA -crlf -quiet
   ManageSieve with STARTTLS:
-    sieve-connect --server 127.0.0.1 --port 9419 --tlscafile $CA --user alice --list   (password alicepw)
-    openssl s_client -connect 127.0.0.1:9419 -starttls sieve -CAfile $CA -crlf
+    sieve-connect --server 127.0.0.1 --port $DEMO_SIEVE_PORT --tlscafile $CA --user alice --list   (password alicepw)
+    openssl s_client -connect 127.0.0.1:$DEMO_SIEVE_PORT -starttls sieve -CAfile $CA -crlf
   (in openssl s_client, a line starting with capital R or Q renegotiates/quits unless
    -quiet is given: type commands in lower case)
 

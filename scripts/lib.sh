@@ -25,7 +25,8 @@ make_certs() {
 
 # render_dovecot TEMPLATE DC INSTANCE CERTS [SED_ARGS...]: write DC/dovecot.conf from the
 # template for a private instance whose users live under DC/home, with ports from DC_IMAP,
-# DC_IMAPS, DC_POP3, DC_POP3S and DC_SIEVE. Mail runs as nobody when root (Dovecot refuses root),
+# DC_IMAPS, DC_POP3, DC_POP3S, DC_SIEVE and the PROXY-protocol listeners' DC_IMAP_HAPROXY and
+# DC_SIEVE_HAPROXY. Mail runs as nobody when root (Dovecot refuses root),
 # else as the caller. Extra sed arguments may adjust the result.
 render_dovecot() {
     local template=$1 dc=$2 instance=$3 certs=$4
@@ -48,9 +49,33 @@ render_dovecot() {
         -e "s|@IMAP_PORT@|$DC_IMAP|g" -e "s|@IMAPS_PORT@|$DC_IMAPS|g" \
         -e "s|@POP3_PORT@|$DC_POP3|g" -e "s|@POP3S_PORT@|$DC_POP3S|g" \
         -e "s|@SIEVE_PORT@|$DC_SIEVE|g" \
+        -e "s|@IMAP_HAPROXY_PORT@|${DC_IMAP_HAPROXY:?}|g" \
+        -e "s|@SIEVE_HAPROXY_PORT@|${DC_SIEVE_HAPROXY:?}|g" \
+        -e "s|@EXTRA_PASSDB@||g" \
         -e "s|@CERT@|$certs/cert.pem|g" -e "s|@KEY@|$certs/key.pem|g" \
         -e "s|@MAIL_UID@|$mail_uid|g" -e "s|@MAIL_GID@|$mail_gid|g" \
         -e "s|@INTERNAL_USER@|$internal_user|g" -e "s|@INTERNAL_GROUP@|$internal_group|g" \
         -e "s|@LOGIN_USER@|$login_user|g" \
         "$@" "$template" >"$dc/dovecot.conf"
+}
+
+# pick_port DEFAULT [TAKEN...]: DEFAULT when nothing listens there on loopback, else the next
+# port above it that is free (and not among TAKEN, the ones already picked).
+pick_port() {
+    local port=$1
+    shift
+    local end=$((port + 200))
+    while [ "$port" -lt "$end" ]; do
+        case " $* " in
+        *" $port "*) ;;
+        *)
+            if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+                echo "$port"
+                return 0
+            fi
+            ;;
+        esac
+        port=$((port + 1))
+    done
+    return 1
 }
