@@ -14,7 +14,10 @@ use portcullis::server::services::Services;
 const USAGE: &str = "\
 Usage:
   portcullis run --config FILE        serve with the native TOML configuration
-  portcullis check --config FILE      validate FILE and print the effective configuration
+  portcullis check --config FILE [--probe]
+                                      validate FILE and print the effective configuration;
+                                      --probe: reach every back end and map server instead,
+                                      and report on each (non-zero exit when one is broken)
   portcullis perdition [FLAGS]        behave like a Perdition instance with the same flags
                                       (e.g. -f /etc/perdition/perdition.imap4s.conf -P IMAP4S)
   portcullis sessions (--config FILE | --admin ADDR) [--token T]
@@ -39,7 +42,7 @@ enum AdminAsk {
 
 enum Command {
     Run(Config, Vec<String>, server::listener::ConfigSource),
-    Check(Config, Vec<String>),
+    Check(Config, Vec<String>, bool),
     /// Ask the admin endpoint of a running instance.
     Admin(portcullis::admin::client::Endpoint, AdminAsk),
     /// The configuration file could not be read as a configuration.
@@ -61,7 +64,7 @@ fn main() -> ExitCode {
             eprintln!("portcullis: configuration error: {problem}");
             ExitCode::FAILURE
         }
-        Command::Check(config, warnings) => {
+        Command::Check(config, warnings, probe) => {
             for w in &warnings {
                 eprintln!("warning: {w}");
             }
@@ -69,6 +72,9 @@ fn main() -> ExitCode {
                 Ok(built) => {
                     for w in &built.warnings {
                         eprintln!("warning: {w}");
+                    }
+                    if probe {
+                        return probe_backends(&built.listeners);
                     }
                     let unreachable = probe_maps(&built.listeners);
                     if !unreachable.is_empty() {
@@ -207,7 +213,14 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
             Ok(None)
         }
         "run" | "check" => {
-            let path = match &args[1..] {
+            // `check --probe` also reaches every back end.
+            let probe = first == "check" && args[1..].iter().any(|a| a == "--probe");
+            let rest: Vec<String> = args[1..]
+                .iter()
+                .filter(|a| !(probe && *a == "--probe"))
+                .cloned()
+                .collect();
+            let path = match &rest[..] {
                 [flag, path] if flag == "--config" || flag == "-c" => PathBuf::from(path),
                 [flag] if flag.starts_with("--config=") => {
                     PathBuf::from(&flag["--config=".len()..])
@@ -232,7 +245,7 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
                 });
                 Command::Run(config, vec![], source)
             } else {
-                Command::Check(config, vec![])
+                Command::Check(config, vec![], probe)
             }))
         }
         "sessions" | "kick" | "reload" => parse_admin(first, &args[1..]).map(Some),
@@ -341,6 +354,48 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
         logger.flush(LOG_FLUSH_AT_EXIT);
         ExitCode::SUCCESS
     })
+}
+
+/// `check --probe`: every listener's map server and back ends, one report each; failure when
+/// one of them is broken.
+fn probe_backends(listeners: &[Arc<server::runtime::ListenerState>]) -> ExitCode {
+    let mut broken = probe_maps(listeners);
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("portcullis: cannot start a runtime");
+        return ExitCode::FAILURE;
+    };
+    runtime.block_on(async {
+        for (i, listener) in listeners.iter().enumerate() {
+            println!(
+                "listener {} ({} on {}):",
+                i + 1,
+                listener.protocol().name(),
+                listener.label
+            );
+            if listener.router.servers.is_empty() {
+                println!("  no back end of its own (every user is routed by its map)");
+            }
+            for endpoint in &listener.router.servers {
+                let report = server::backend_probe::probe(listener, endpoint).await;
+                print!("{}", report.render());
+                if let Some(why) = report.broken {
+                    broken.push(format!("listener {}: {}: {why}", i + 1, report.server));
+                }
+            }
+        }
+    });
+    if broken.is_empty() {
+        eprintln!("every back end answers");
+        ExitCode::SUCCESS
+    } else {
+        for b in broken {
+            eprintln!("error: {b}");
+        }
+        ExitCode::FAILURE
+    }
 }
 
 /// Reach every listener's map server once (LDAP, SQL), so that `check` says which is down.

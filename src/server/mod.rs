@@ -4,6 +4,7 @@
 //! the whole process (`services.rs`).
 
 mod backend;
+pub mod backend_probe;
 pub mod capability_probe;
 pub mod forward;
 pub mod listener;
