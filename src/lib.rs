@@ -13,4 +13,5 @@ pub mod map;
 pub mod metrics;
 pub mod protocol;
 pub mod server;
+pub mod service;
 pub mod tls;

@@ -270,6 +270,14 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
 }
 
 fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSource) -> ExitCode {
+    // Before any thread exists: taking them clears the environment variables that name them.
+    let inherited = match portcullis::service::inherited_sockets() {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            eprintln!("portcullis: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Certificates, keys and maps are read here, once.
     let built = match server::runtime::build(&config) {
         Ok(built) => built,
@@ -310,8 +318,13 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
     };
     let services = Services::new(logger.clone(), guard);
     runtime.block_on(async {
-        let bound = match server::bind(&listeners) {
-            Ok(b) => b,
+        let bound = match server::bind(&listeners, inherited) {
+            Ok((bound, unused)) => {
+                for u in unused {
+                    logger.warning(&u);
+                }
+                bound
+            }
             Err(e) => {
                 logger.error(&e);
                 return ExitCode::FAILURE;
@@ -339,16 +352,34 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
                 }
             }
         }
+        // Every socket is bound: the pid file, then the user the rest runs as.
+        let pid_file = config.process.pid_file.clone();
+        if let Some(path) = &pid_file {
+            if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+                logger.error(&format!("cannot write the pid file {path}: {e}"));
+                return ExitCode::FAILURE;
+            }
+        }
+        if let Some(user) = &config.process.user {
+            match portcullis::service::drop_privileges(user, config.process.group.as_deref()) {
+                Ok(()) => logger.info(&format!("Running as user {user}")),
+                Err(e) => {
+                    logger.error(&format!("cannot drop privileges: {e}"));
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         tokio::spawn(reload_on_hangup(reload_tx));
-        server::run(
-            bound,
-            services,
-            config,
-            shutdown_signal(),
-            reload_rx,
-            source,
-        )
-        .await;
+        tokio::spawn(report_status(services.registry.clone()));
+        portcullis::service::ready(&services.registry.status());
+        let stopping = async {
+            shutdown_signal().await;
+            portcullis::service::stopping();
+        };
+        server::run(bound, services, config, stopping, reload_rx, source).await;
+        if let Some(path) = &pid_file {
+            let _ = std::fs::remove_file(path);
+        }
         logger.info("Stopped");
         // The last lines (Closing lines of the sessions shutdown ended) must reach the log.
         logger.flush(LOG_FLUSH_AT_EXIT);
@@ -436,6 +467,16 @@ async fn reload_on_hangup(reloads: tokio::sync::mpsc::Sender<server::listener::R
         if reloads.send(request).await.is_err() {
             return;
         }
+    }
+}
+
+/// The status line `systemctl status` shows, kept current.
+async fn report_status(registry: Arc<portcullis::server::registry::Registry>) {
+    let period = Duration::from_secs(10);
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        every.tick().await;
+        portcullis::service::status(&registry.status());
     }
 }
 

@@ -5,9 +5,11 @@
 mod admin;
 mod guard;
 pub mod perdition;
+mod process;
 
 pub use admin::AdminConfig;
 pub use guard::GuardConfig;
+pub use process::ProcessConfig;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -36,6 +38,8 @@ pub struct Config {
     pub guard: GuardConfig,
     #[serde(default)]
     pub admin: AdminConfig,
+    #[serde(default)]
+    pub process: ProcessConfig,
     #[serde(rename = "listener", default)]
     pub listeners: Vec<Listener>,
 }
@@ -503,6 +507,7 @@ impl Config {
         }
         problems.extend(self.guard.problems());
         problems.extend(self.admin.problems());
+        problems.extend(self.process.problems());
         if self.limits.max_line_length < 64 {
             problems.push("limits.max_line_length must be at least 64".into());
         }

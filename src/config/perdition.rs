@@ -30,7 +30,7 @@ Supported options (command line --name VALUE / -X VALUE, or `name value` in the 
   -I|--capability, --imap_capability, --pop_capability, --managesieve_capability STRING
   --ssl_mode MODE[,MODE]  --ssl_cert_file F  --ssl_key_file F  --ssl_ca_file F
   --ssl_no_cert_verify  --ssl_dh_params_file F (accepted, unused: rustls has no DH groups)
-  --pid_file FILE (accepted; Portcullis writes no pid file, run it under systemd)
+  --pid_file FILE   -u|--username USER   -g|--group GROUP (after binding, as Perdition)
   -M|--map_library \"\" | .../libperditiondb_{posix_regex,ldap,mysql,postgresql}.so.0
   -m|--map_library_opt STRING      -U|--username_from_database  -c|--client_server_specification
   -D|--domain_delimiter STRING     -S|--strip_domain STATE[,STATE]   --query_key FORMAT[,FORMAT]
@@ -61,7 +61,7 @@ const OPTIONS: &[(&str, Option<char>, bool, bool)] = &[
     ("debug", Some('d'), false, true),
     ("domain_delimiter", Some('D'), true, true),
     ("explicit_domain", Some('e'), true, true),
-    ("group", Some('g'), true, false),
+    ("group", Some('g'), true, true),
     ("help", Some('h'), false, true),
     ("imap_capability", None, true, true),
     ("inetd_mode", Some('i'), false, false),
@@ -115,7 +115,7 @@ const OPTIONS: &[(&str, Option<char>, bool, bool)] = &[
     ("strip_domain", Some('S'), true, true),
     ("tcp_keepalive", None, false, false),
     ("timeout", Some('t'), true, true),
-    ("username", Some('u'), true, false),
+    ("username", Some('u'), true, true),
     ("username_from_database", Some('U'), false, true),
 ];
 
@@ -396,9 +396,6 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
             "ssl_dh_params_file {dh} ignored: rustls uses ECDHE and has no finite-field DH"
         ));
     }
-    if get("pid_file").is_some() {
-        warnings.push("pid_file ignored: Portcullis writes no pid file".into());
-    }
     if !is_set("no_daemon")? {
         warnings.push("Portcullis does not detach from the terminal; run it under systemd".into());
     }
@@ -431,6 +428,11 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
         // Perdition has no guard: off unless the native configuration asks for one.
         guard: super::GuardConfig::off(),
         admin: super::AdminConfig::default(),
+        process: super::ProcessConfig {
+            user: get("username").map(str::to_string),
+            group: get("group").map(str::to_string),
+            pid_file: get("pid_file").map(str::to_string),
+        },
         listeners: vec![Listener {
             protocol,
             bind,
@@ -734,8 +736,6 @@ ssl_dh_params_file /path/to/dhparm.pem
         assert!(e.contains("authenticate_in") && e.contains("line 1"), "{e}");
         let e = parse_args(&args(&["--frobnicate"])).unwrap_err();
         assert!(e.contains("frobnicate"), "{e}");
-        let e = parse_args(&args(&["-u", "nobody"])).unwrap_err();
-        assert!(e.contains("username"), "{e}");
     }
 
     #[test]

@@ -32,18 +32,34 @@ const MAX_TLS_REFUSALS_IN_FLIGHT: usize = 64;
 /// Closing lines.
 const CLOSING_TIME: Duration = Duration::from_secs(2);
 
-/// Bind every listener's sockets; errors name the address.
+/// A listener's state with one of its bound sockets.
+pub type Bound = Vec<(Arc<ListenerState>, TcpListener)>;
+
+/// Bind every listener's sockets, or take the one the service manager passed in for that
+/// address (socket activation); errors name the address. Passed-in sockets no listener wants
+/// are closed, with a warning.
 pub fn bind(
     listeners: &[Arc<ListenerState>],
-) -> Result<Vec<(Arc<ListenerState>, TcpListener)>, String> {
+    mut inherited: Vec<(SocketAddr, std::net::TcpListener)>,
+) -> Result<(Bound, Vec<String>), String> {
     let mut bound = Vec::new();
     for state in listeners {
         for &addr in &state.addresses {
-            let listener = listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            let listener = match inherited.iter().position(|(a, _)| *a == addr) {
+                Some(i) => TcpListener::from_std(inherited.swap_remove(i).1)
+                    .map_err(|e| format!("socket {addr} from the service manager: {e}"))?,
+                None => listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+            };
             bound.push((state.clone(), listener));
         }
     }
-    Ok(bound)
+    let unused = inherited
+        .iter()
+        .map(|(addr, _)| {
+            format!("socket {addr} from the service manager matches no listener; closed")
+        })
+        .collect();
+    Ok((bound, unused))
 }
 
 fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -211,9 +227,11 @@ impl Server {
     /// sessions the new settings, new ones are bound, removed ones stop accepting; live
     /// sessions keep what they started with. Anything wrong, and nothing changes.
     fn reload(&mut self, source: &ConfigSource) -> Result<String, String> {
+        crate::service::reloading();
         let services = self.services.borrow().clone();
         let logger = services.logger.clone();
         let outcome = self.try_reload(source, &services);
+        crate::service::ready(&services.registry.status());
         match &outcome {
             Ok(summary) => logger.info(&format!("Reloaded: {summary}")),
             Err(why) => logger.error(&format!(

@@ -154,6 +154,13 @@ impl Registry {
         kicked
     }
 
+    /// A line for `systemctl status`: how many sessions, how many logged in.
+    pub fn status(&self) -> String {
+        let sessions: Vec<Arc<LiveSession>> = lock(&self.sessions).values().cloned().collect();
+        let proxying = sessions.iter().filter(|s| lock(&s.facts).proxying).count();
+        format!("{} sessions, {proxying} logged in", sessions.len())
+    }
+
     pub fn len(&self) -> usize {
         lock(&self.sessions).len()
     }

@@ -848,6 +848,30 @@ impl Proxy {
         tmp
     }
 
+    /// As [`Proxy::start_toml`], with `command` (its program and arguments) put before
+    /// `portcullis run --config FILE` and `env` set (a service manager's stand-in).
+    pub fn start_toml_wrapped(
+        toml: &str,
+        wait_ports: &[u16],
+        command: &[&str],
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        let tmp = Self::tempdir();
+        let config = tmp.path().join("portcullis.toml");
+        fs::write(&config, toml).expect("write proxy config");
+        let mut args: Vec<String> = command[1..].iter().map(|s| s.to_string()).collect();
+        args.push(portcullis_bin().display().to_string());
+        args.extend([
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ]);
+        guard_off_unless_configured_in(&config);
+        let mut program = Command::new(command[0]);
+        program.envs(env.iter().copied());
+        Self::spawn_command(tmp, Some(config), program, &args, wait_ports)
+    }
+
     fn spawn(
         tmp: tempfile::TempDir,
         config: Option<PathBuf>,
@@ -855,13 +879,29 @@ impl Proxy {
         wait_ports: &[u16],
     ) -> Proxy {
         guard_off_unless_configured(args);
+        Self::spawn_command(
+            tmp,
+            config,
+            Command::new(portcullis_bin()),
+            args,
+            wait_ports,
+        )
+    }
+
+    fn spawn_command(
+        tmp: tempfile::TempDir,
+        config: Option<PathBuf>,
+        mut program: Command,
+        args: &[String],
+        wait_ports: &[u16],
+    ) -> Proxy {
         let log = tmp.path().join("portcullis.log");
         let file = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&log)
             .expect("open proxy log");
-        let child = Command::new(portcullis_bin())
+        let child = program
             .args(args)
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("clone log fd"))

@@ -1,0 +1,91 @@
+//! How the process fits its service manager: readiness, reloads, stopping and a status line
+//! told to systemd (`Type=notify`), listening sockets systemd passes in (socket activation),
+//! and privileges dropped once every socket is bound (`[process] user`/`group`, as Perdition
+//! has). Without systemd the notifications are no-ops.
+
+use std::net::SocketAddr;
+
+use sd_notify::NotifyState;
+
+/// Tell systemd the service is up (after every listener is bound).
+pub fn ready(status: &str) {
+    let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(status)]);
+}
+
+/// A reload starts (systemd ≥ 253 wants the monotonic time with it).
+pub fn reloading() {
+    let mut states = vec![NotifyState::Reloading];
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        states.push(now);
+    }
+    let _ = sd_notify::notify(false, &states);
+}
+
+/// Shutdown has begun.
+pub fn stopping() {
+    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+}
+
+/// The line `systemctl status` shows.
+pub fn status(text: &str) {
+    let _ = sd_notify::notify(false, &[NotifyState::Status(text)]);
+}
+
+/// Listening sockets passed in by systemd (`LISTEN_FDS`, a `.socket` unit), by address. Read
+/// once, at start, before any thread exists (it clears the variables so that children do not
+/// see them).
+pub fn inherited_sockets() -> Result<Vec<(SocketAddr, std::net::TcpListener)>, String> {
+    let mut fds = listenfd::ListenFd::from_env();
+    let mut sockets = Vec::new();
+    for i in 0..fds.len() {
+        let socket = fds
+            .take_tcp_listener(i)
+            .map_err(|e| format!("socket {i} from the service manager: {e}"))?
+            .ok_or_else(|| format!("socket {i} from the service manager is not a TCP listener"))?;
+        let address = socket
+            .local_addr()
+            .map_err(|e| format!("socket {i} from the service manager: {e}"))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| format!("socket {address} from the service manager: {e}"))?;
+        sockets.push((address, socket));
+    }
+    Ok(sockets)
+}
+
+/// Become `user` (and `group`, else the user's own) once the sockets are bound: the rest of
+/// the process's life runs without root. Only root can; anyone else is told so, unless they
+/// already are that user.
+pub fn drop_privileges(user: &str, group: Option<&str>) -> Result<(), String> {
+    use nix::unistd::{getuid, initgroups, setgid, setuid, Group, Uid, User};
+    let account = User::from_name(user)
+        .map_err(|e| format!("user {user}: {e}"))?
+        .ok_or_else(|| format!("no user {user}"))?;
+    let gid = match group {
+        Some(name) => {
+            Group::from_name(name)
+                .map_err(|e| format!("group {name}: {e}"))?
+                .ok_or_else(|| format!("no group {name}"))?
+                .gid
+        }
+        None => account.gid,
+    };
+    if getuid() == account.uid {
+        return Ok(());
+    }
+    if !getuid().is_root() {
+        return Err(format!(
+            "cannot become user {user}: only root can (running as uid {})",
+            getuid()
+        ));
+    }
+    let name = std::ffi::CString::new(user).map_err(|_| format!("user {user:?}"))?;
+    initgroups(&name, gid).map_err(|e| format!("supplementary groups of {user}: {e}"))?;
+    setgid(gid).map_err(|e| format!("group {gid}: {e}"))?;
+    setuid(account.uid).map_err(|e| format!("user {user}: {e}"))?;
+    // A process that could become root again has not dropped anything.
+    if setuid(Uid::from_raw(0)).is_ok() {
+        return Err("still able to become root after dropping privileges".into());
+    }
+    Ok(())
+}
