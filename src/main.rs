@@ -175,6 +175,8 @@ fn parse_admin(command: &str, args: &[String]) -> Result<Command, String> {
             other => return Err(format!("unknown flag {other:?} for {command}\n{USAGE}")),
         }
     }
+    // Kept out of `ps`: the token may come from the environment instead.
+    token = token.or_else(|| std::env::var("PORTCULLIS_ADMIN_TOKEN").ok());
     if let Some(path) = config_file {
         let text =
             std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
@@ -339,9 +341,13 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
             match portcullis::admin::bind(address) {
                 Ok(socket) => {
                     logger.info(&format!("Admin endpoint on http://{address}/"));
+                    for w in config.admin.warnings() {
+                        logger.warning(&w);
+                    }
                     let admin = portcullis::admin::Admin::new(
                         services.clone(),
-                        config.admin.token.clone(),
+                        &config.admin,
+                        address,
                         reload_tx.clone(),
                     );
                     tokio::spawn(admin.serve(socket));

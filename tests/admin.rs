@@ -35,8 +35,13 @@ fn http(port: u16, method: &str, path: &str, headers: &str) -> (u16, String) {
     s.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}Content-Length: 0\r\n\
-         Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\n{host}{headers}Content-Length: 0\r\n\
+         Connection: close\r\n\r\n",
+        host = if headers.contains("Host:") {
+            String::new()
+        } else {
+            format!("Host: 127.0.0.1:{port}\r\n")
+        }
     )
     .unwrap();
     let mut answer = String::new();
@@ -122,7 +127,8 @@ fn metrics_change_after_a_login_and_the_sessions_say_who_is_where() {
     let accepted = format!(
         "portcullis_connections_accepted_total{{listener=\"127.0.0.1:{port}\",protocol=\"imap\"}}"
     );
-    assert_eq!(sample(&after, &accepted), 2.0, "{after}");
+    // (The harness may have knocked once to see the port open.)
+    assert!(sample(&after, &accepted) >= 2.0, "{after}");
     assert!(
         sample(
             &after,
@@ -179,12 +185,47 @@ fn a_kick_ends_that_users_sessions_only_and_the_commands_speak_to_the_endpoint()
     assert!(out.status.success(), "{table}");
     assert!(table.contains("alice") && table.contains("bob"), "{table}");
 
+    // A browser's cross-site form cannot kick, nor can a page under another host name.
+    let (status, _) = http(
+        admin,
+        "POST",
+        "/sessions/kick?user=alice",
+        "Origin: http://evil\r\n",
+    );
+    assert_eq!(status, 403);
+    let rebound = "Host: evil.example:80\r\n";
+    assert_eq!(
+        http(admin, "POST", "/sessions/kick?user=alice", rebound).0,
+        421
+    );
+    assert_eq!(http(admin, "GET", "/sessions", rebound).0, 421);
+    assert_eq!(
+        http(
+            admin,
+            "GET",
+            "/sessions",
+            &format!("Host: localhost:{admin}\r\n")
+        )
+        .0,
+        200
+    );
+    alice.send_line("x NOOP");
+    assert!(
+        alice
+            .read_until_tagged("x")
+            .last()
+            .unwrap()
+            .starts_with("x OK"),
+        "alice's session ended without a kick"
+    );
+
     let out = run_portcullis(&["kick", "--admin", &address, "--user", "ALICE"]);
     assert!(out.status.success());
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1 sessions ended\n");
     assert!(alice.is_closed(), "alice's session still open");
     assert!(proxy.wait_log("Closing session: 127.0.0.1:", READ_TIMEOUT));
-    assert!(proxy.wait_log("Admin kick user=ALICE: 1 sessions ended", READ_TIMEOUT));
+    assert!(proxy.wait_log("Admin kick user=ALICE from 127.0.0.1:", READ_TIMEOUT));
+    assert!(proxy.wait_log(": 1 sessions ended", READ_TIMEOUT));
     // Bob is still there.
     bob.send_line("b NOOP");
     assert!(bob
@@ -248,7 +289,7 @@ fn moving_a_user_is_change_the_map_reload_and_kick() {
         "alice did not land on the new back end:\n{}",
         new.log_text()
     );
-    let list = sessions(admin);
+    let list = wait_sessions(admin, |l| l.len() == 1);
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["backend"], format!("127.0.0.1:{}", new.imap));
 }

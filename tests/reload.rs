@@ -199,7 +199,7 @@ fn a_configuration_that_does_not_build_changes_nothing_and_says_why() {
 }
 
 #[test]
-fn bans_survive_a_reload_unless_the_guard_changed() {
+fn bans_survive_a_reload_even_one_that_changes_the_guard() {
     let dc = Dovecot::start();
     let (p1, admin) = (free_port(), free_port());
     let guard = |ban_ms: u32| {
@@ -230,14 +230,17 @@ fn bans_survive_a_reload_unless_the_guard_changed() {
     .unwrap();
     assert!(reload(admin).0);
     assert!(banned(), "a reload forgot the ban");
-    // The guard's own settings changed: a fresh guard.
+    // The guard's own settings changed: its new self takes over what it knew.
     std::fs::write(
         &file,
         config(admin, &guard(30_000), &imap(p1, dc.imap, "After")),
     )
     .unwrap();
     assert!(reload(admin).0);
-    assert!(!banned(), "the new guard kept the old one's ban");
+    assert!(
+        banned(),
+        "a change of the guard settings released a banned address"
+    );
 }
 
 #[test]
@@ -267,7 +270,55 @@ fn the_connection_limit_follows_a_reload() {
         !greeting(p1).unwrap().starts_with("* OK"),
         "over the limit of 3"
     );
-    drop((first, second, third));
+    // Lowered to 1 with three open: nobody is cut off, and room comes back only as they go.
+    let lowered = config(admin, &limit(1), &imap(p1, dc.imap, "Before"));
+    std::fs::write(&file, lowered).unwrap();
+    assert!(reload(admin).0);
+    let mut first = first;
+    first.send_line("a NOOP");
+    assert!(first
+        .read_until_tagged("a")
+        .last()
+        .unwrap()
+        .starts_with("a OK"));
+    drop((second, third));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !greeting(p1).unwrap().starts_with("* OK"),
+        "one open, limit 1"
+    );
+    drop(first);
+    let deadline = Instant::now() + READ_TIMEOUT;
+    while !greeting(p1).unwrap().starts_with("* OK") {
+        assert!(Instant::now() < deadline, "no room after everyone left");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Two listeners cannot share an address: such a configuration neither starts nor reloads.
+#[test]
+fn two_listeners_on_one_address_are_refused() {
+    let dc = Dovecot::start();
+    let (p1, admin) = (free_port(), free_port());
+    let proxy = Proxy::start_toml(
+        &config(admin, NO_GUARD, &imap(p1, dc.imap, "Before")),
+        &[p1, admin],
+    );
+    let file = proxy.config.clone().unwrap();
+    let both = imap(p1, dc.imap, "Before") + &pop3(p1, dc.pop3);
+    std::fs::write(&file, config(admin, NO_GUARD, &both)).unwrap();
+    let (ok, _, stderr) = reload(admin);
+    assert!(!ok);
+    assert!(
+        stderr.contains(&format!("127.0.0.1:{p1} is also listener 1's")),
+        "{stderr}"
+    );
+    assert!(
+        greeting(p1).unwrap().starts_with("* OK"),
+        "the IMAP port changed hands"
+    );
+    let out = run_portcullis(&["check", "--config", file.to_str().unwrap()]);
+    assert!(!out.status.success());
 }
 
 /// A client that has been greeted, kept open.

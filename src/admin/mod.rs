@@ -24,10 +24,13 @@ use crate::server::listener::ReloadRequest;
 use crate::server::registry::Kick;
 use crate::server::services::Services;
 
-/// Admin connections served at once; more wait in the listen queue.
+/// Admin connections served at once; more are answered 503 and closed.
 const MAX_CONNECTIONS: usize = 16;
 /// A request's headers must be in within this.
 const HEADER_TIME: Duration = Duration::from_secs(10);
+/// A connection's whole life: one request and its answer (a client that does not read its
+/// answer cannot hold a slot longer).
+const CONNECTION_TIME: Duration = Duration::from_secs(30);
 
 /// What the endpoint needs: the process's shared services, the token, if any, and a way to
 /// ask the server for a reload.
@@ -35,6 +38,10 @@ pub struct Admin {
     services: Arc<Services>,
     token: Option<String>,
     reloads: mpsc::Sender<ReloadRequest>,
+    /// The `Host` values a request may carry: the listen address, `localhost` for a loopback
+    /// one, and the names configured. A browser led to this address under another name (DNS
+    /// rebinding) carries that name, and is refused.
+    hosts: Vec<String>,
 }
 
 /// Bind the endpoint's socket (before privileges are dropped, like the listeners).
@@ -50,13 +57,20 @@ pub fn bind(address: SocketAddr) -> Result<TcpListener, String> {
 impl Admin {
     pub fn new(
         services: Arc<Services>,
-        token: Option<String>,
+        config: &crate::config::AdminConfig,
+        address: SocketAddr,
         reloads: mpsc::Sender<ReloadRequest>,
     ) -> Admin {
+        let mut hosts = vec![address.to_string()];
+        if address.ip().is_loopback() {
+            hosts.push(format!("localhost:{}", address.port()));
+        }
+        hosts.extend(config.hosts.iter().cloned());
         Admin {
             services,
-            token,
+            token: config.token.clone(),
             reloads,
+            hosts,
         }
     }
 
@@ -69,34 +83,50 @@ impl Admin {
 async fn serve(admin: Arc<Admin>, listener: TcpListener) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
-        let (tcp, _) = match listener.accept().await {
+        let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(_) => {
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            // Busy: said so at once rather than left in the queue.
+            let _ = tcp.try_write(
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+            continue;
+        };
         let admin = admin.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.answer(request).await) }
+                async move { Ok::<_, Infallible>(admin.answer(request, peer).await) }
             });
-            let _ = hyper::server::conn::http1::Builder::new()
+            let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HEADER_TIME)
-                .serve_connection(TokioIo::new(tcp), service)
-                .await;
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(tcp), service);
+            let _ = tokio::time::timeout(CONNECTION_TIME, connection).await;
             drop(permit);
         });
     }
 }
 
 impl Admin {
-    async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn answer(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let host = request
+            .headers()
+            .get(hyper::header::HOST)
+            .and_then(|h| h.to_str().ok());
+        if !host.is_some_and(|h| {
+            self.hosts
+                .iter()
+                .any(|allowed| allowed.eq_ignore_ascii_case(h))
+        }) {
+            return text(StatusCode::MISDIRECTED_REQUEST, "unknown host name\n");
+        }
         if !self.authorized(&request) {
             let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is needed\n");
             response.headers_mut().insert(
@@ -134,14 +164,16 @@ impl Admin {
                 }
                 match kick_from_query(request.uri().query().unwrap_or_default()) {
                     Ok(kick) => {
+                        // The client comes back at once: its route is to be asked anew.
+                        self.services.forget_map_answers();
                         let kicked = registry.kick(&kick);
                         let what = match &kick {
                             Kick::User(u) => format!("user={u}"),
                             Kick::Backend(b) => format!("backend={b}"),
                         };
-                        self.services
-                            .logger
-                            .info(&format!("Admin kick {what}: {kicked} sessions ended"));
+                        self.services.logger.info(&format!(
+                            "Admin kick {what} from {peer}: {kicked} sessions ended"
+                        ));
                         let json = serde_json::json!({ "kicked": kicked }).to_string();
                         with_type(StatusCode::OK, json + "\n", "application/json")
                     }
@@ -152,6 +184,9 @@ impl Admin {
                 if request.headers().contains_key(hyper::header::ORIGIN) {
                     return text(StatusCode::FORBIDDEN, "not from a browser\n");
                 }
+                self.services
+                    .logger
+                    .info(&format!("Admin reload asked from {peer}"));
                 let (reply, answer) = oneshot::channel();
                 let asked = self
                     .reloads
@@ -183,7 +218,12 @@ impl Admin {
             .headers()
             .get(AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme
+                    .eq_ignore_ascii_case("bearer")
+                    .then_some(token.trim())
+            })
             .unwrap_or_default();
         same(given.as_bytes(), token.as_bytes())
     }

@@ -12,12 +12,26 @@ pub struct AdminConfig {
     pub listen: Option<String>,
     /// When set, every request must carry `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Names the endpoint may be reached by (`Host`), besides its address (and `localhost` for
+    /// a loopback one): `["mailproxy.example.org:9143"]`.
+    pub hosts: Vec<String>,
 }
 
 impl AdminConfig {
     /// The address to serve on, when there is one.
     pub fn address(&self) -> Option<SocketAddr> {
         self.listen.as_deref()?.parse().ok()
+    }
+
+    /// Worth a line in the log, though it runs.
+    pub fn warnings(&self) -> Vec<String> {
+        match self.address() {
+            Some(address) if !address.ip().is_loopback() && self.token.is_none() => vec![format!(
+                "admin endpoint on {address} without a token: anyone who reaches it sees \
+                 every session and can end them; set [admin] token"
+            )],
+            _ => Vec::new(),
+        }
     }
 
     pub fn problems(&self) -> Vec<String> {

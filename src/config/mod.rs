@@ -488,10 +488,31 @@ impl Listener {
     }
 }
 
+/// Whether two listening addresses would claim the same socket: equal, or the same port with
+/// a wildcard of the same family (an IPv6 wildcard is IPv6-only here).
+fn overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
 impl Config {
     /// Parse the native TOML format.
+    /// A mistake is named by its line and column, without the line itself: the line may hold a
+    /// password, and the message goes to the log and to `POST /reload`'s answer.
     pub fn from_toml(text: &str) -> Result<Config, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e: toml::de::Error| {
+            let message = e.message().trim_end();
+            match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: {message}")
+                }
+                None => message.to_string(),
+            }
+        })
     }
 
     /// The effective configuration in the native format (for `portcullis check`).
@@ -552,6 +573,12 @@ impl Config {
                 ));
             }
         }
+        // Every address once: two listeners cannot share a socket (a reload would otherwise
+        // silently give one of them the port).
+        let mut taken: Vec<(SocketAddr, String)> = Vec::new();
+        if let Some(admin) = self.admin.address() {
+            taken.push((admin, "[admin] listen".into()));
+        }
         for (i, l) in self.listeners.iter().enumerate() {
             let name = format!(
                 "listener {} ({:?} on {})",
@@ -562,8 +589,16 @@ impl Config {
             if l.bind.is_empty() {
                 problems.push(format!("{name}: bind is empty"));
             }
-            if let Err(e) = l.addresses() {
-                problems.push(format!("{name}: {e}"));
+            match l.addresses() {
+                Err(e) => problems.push(format!("{name}: {e}")),
+                Ok(addresses) => {
+                    for address in addresses {
+                        if let Some((_, other)) = taken.iter().find(|(a, _)| overlap(*a, address)) {
+                            problems.push(format!("{name}: {address} is also {other}'s"));
+                        }
+                        taken.push((address, format!("listener {}", i + 1)));
+                    }
+                }
             }
             // The files themselves are read once, by `server::runtime::build`.
             if l.tls != ListenerTls::None && (l.cert.is_none() || l.key.is_none()) {

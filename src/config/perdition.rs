@@ -431,7 +431,10 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
         process: super::ProcessConfig {
             user: get("username").map(str::to_string),
             group: get("group").map(str::to_string),
-            pid_file: get("pid_file").map(str::to_string),
+            // Perdition writes none for an empty name.
+            pid_file: get("pid_file")
+                .filter(|p| !p.is_empty())
+                .map(str::to_string),
         },
         listeners: vec![Listener {
             protocol,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct OpenConnections {
     /// Source → connections open now; an entry goes when its count reaches zero.
     open: Arc<Mutex<HashMap<IpAddr, u32>>>,

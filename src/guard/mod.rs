@@ -11,6 +11,7 @@ mod user;
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::ops::compute::Op;
@@ -46,7 +47,7 @@ pub struct Guard {
     /// Keyed per process, so that the remembered password fingerprints mean nothing outside.
     fingerprint_key: std::collections::hash_map::RandomState,
     /// Failures, bans and known-good addresses shared with the other proxies of a fleet.
-    fleet: Option<Fleet>,
+    fleet: Option<Arc<Fleet>>,
 }
 
 impl Guard {
@@ -114,10 +115,37 @@ impl Guard {
         Ok(Some(guard.shared_through(fleet)))
     }
 
+    /// This guard, with new settings, taking over what `previous` knows: failures, bans,
+    /// per-user records and the connections open now (a reload that changes `[guard]` must
+    /// release nobody), and `previous`'s store connection when the store is the same.
+    pub fn succeed(self, previous: &Guard, same_store: bool) -> Guard {
+        let now = Instant::now();
+        for (key, record) in previous.sources.iter() {
+            self.sources.insert(*key, record);
+        }
+        for (key, until) in previous.bans.iter() {
+            if until > now {
+                self.bans.insert(*key, until);
+            }
+        }
+        for (key, record) in previous.users.iter() {
+            self.users.insert(key.as_ref().clone(), record);
+        }
+        Guard {
+            connections: previous.connections.clone(),
+            fleet: if same_store {
+                previous.fleet.clone()
+            } else {
+                self.fleet.clone()
+            },
+            ..self
+        }
+    }
+
     /// The guard shares its state with the other proxies of a fleet through `fleet`.
     pub fn shared_through(self, fleet: Fleet) -> Guard {
         Guard {
-            fleet: Some(fleet),
+            fleet: Some(Arc::new(fleet)),
             ..self
         }
     }
@@ -417,6 +445,44 @@ fn user_key(user: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn new_settings_take_over_failures_bans_and_open_connections() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let old = guard(&[]);
+        for n in 0..3u8 {
+            old.failure(ip("192.0.2.1"), "a", &old.fingerprint("a", &[n]), true)
+                .await;
+        }
+        old.failure(ip("192.0.2.2"), "a", &old.fingerprint("a", b"x"), true)
+            .await;
+        let _slot = old.admit(ip("192.0.2.3")).unwrap();
+        let config = GuardConfig {
+            ban_after: 3,
+            max_connections_per_address: 1,
+            penalty_initial_ms: 1_000,
+            ..GuardConfig::default()
+        };
+        let new = Guard::new(&config).unwrap().succeed(&old, true);
+        assert!(
+            new.banned_here(ip("192.0.2.1")).is_some(),
+            "the ban was lost"
+        );
+        let (admission, _) = new.begin(ip("192.0.2.2")).await;
+        assert_eq!(
+            admission,
+            Admission::Try {
+                wait: Duration::from_secs(1),
+                failures: 1
+            },
+            "the failure was lost"
+        );
+        assert_eq!(
+            new.admit(ip("192.0.2.3")).err(),
+            Some(1),
+            "the open connection was lost"
+        );
+    }
 
     fn guard(trusted: &[&str]) -> Guard {
         let config = GuardConfig {

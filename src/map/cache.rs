@@ -110,13 +110,17 @@ impl Map for CachedMap {
     /// A reloaded map starts with an empty cache.
     fn reload(&self) -> Result<Vec<String>, String> {
         let warnings = self.inner.reload()?;
+        self.forget_answers();
+        Ok(warnings)
+    }
+
+    fn forget_answers(&self) {
         for cache in self.found.iter() {
             cache.invalidate_all();
         }
         for cache in self.not_found.iter() {
             cache.invalidate_all();
         }
-        Ok(warnings)
     }
 }
 

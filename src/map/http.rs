@@ -54,11 +54,15 @@ impl HttpMap {
         headers: &[(String, String)],
         timeout: Duration,
     ) -> Result<HttpMap, String> {
+        // The URL may carry a password: errors name it masked.
+        let shown = super::masked_url(url);
         let uri: Uri = url
             .parse()
-            .map_err(|e| format!("auth_http URL {url:?}: {e}"))?;
+            .map_err(|e| format!("auth_http URL {shown:?}: {e}"))?;
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
-            return Err(format!("auth_http URL {url:?}: an http:// URL with a host"));
+            return Err(format!(
+                "auth_http URL {shown:?}: an http:// URL with a host"
+            ));
         }
         let headers = headers
             .iter()

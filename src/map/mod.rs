@@ -200,6 +200,8 @@ pub trait Map: Send + Sync {
     fn reload(&self) -> Result<Vec<String>, String> {
         Ok(Vec::new())
     }
+    /// Drop any answers kept (a user moved: the admin's kick wants the next login asked anew).
+    fn forget_answers(&self) {}
     /// Reach the map's server once, for `portcullis check`; files are read already.
     fn probe(&self) -> ProbeFuture<'_> {
         Box::pin(async { Ok(()) })

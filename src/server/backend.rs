@@ -56,6 +56,8 @@ pub async fn login(
         });
     if let Some(map) = &listener.config.map {
         let result = match &routed {
+            // The map failed and the listener's own servers stood in.
+            Ok(target) if target.fallback_reason.is_some() => "error",
             Ok(_) => "found",
             Err(MapError::NotFound) => "not_found",
             Err(MapError::Denied(_)) => "denied",

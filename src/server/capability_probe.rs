@@ -21,12 +21,16 @@ const MAX_GREETING: usize = 256 * 1024;
 /// How long to wait before asking a back end that was down again.
 const RETRY: Duration = Duration::from_secs(30);
 
-/// Whether this listener's capabilities are to be learned from its back end.
+/// Whether this listener's capabilities are to be learned from its back end (not configured,
+/// and not learned already: a reload carries them over).
 pub fn wanted(state: &ListenerState) -> bool {
-    state.protocol().learns_capability() && state.config.capability.is_none()
+    state.protocol().learns_capability()
+        && state.config.capability.is_none()
+        && state.client_settings().capability.is_none()
 }
 
-/// Ask until the back end answers, then keep the answer for every new client.
+/// Ask until the back end answers, then keep the answer for every new client. Only as long as
+/// the listener's configuration is the running one: a reload that replaces it ends this.
 pub async fn learn_capability(state: Arc<ListenerState>, services: Arc<Services>) {
     let logger = &services.logger;
     // The listener's first own server; a listener whose every user is routed by a map has
@@ -35,7 +39,12 @@ pub async fn learn_capability(state: Arc<ListenerState>, services: Arc<Services>
         return;
     };
     let server = server.log_name();
+    let weak = Arc::downgrade(&state);
+    drop(state);
     loop {
+        let Some(state) = weak.upgrade() else {
+            return;
+        };
         match timeout(state.limits.backend_login_timeout(), probe(&state)).await {
             Ok(Ok(capability)) => {
                 logger.info(&format!(
@@ -57,6 +66,7 @@ pub async fn learn_capability(state: Arc<ListenerState>, services: Arc<Services>
                 server
             )),
         }
+        drop(state);
         tokio::time::sleep(RETRY).await;
     }
 }

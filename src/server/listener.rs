@@ -101,20 +101,46 @@ pub async fn run(
     mut reloads: mpsc::Receiver<ReloadRequest>,
     source: ConfigSource,
 ) {
-    let grace = Duration::from_secs(config.limits.shutdown_grace);
+    let source: Arc<ConfigSource> = Arc::new(source);
     let mut server = Server::start(bound, services, config);
     tokio::pin!(shutdown_signal);
-    loop {
+    'serving: loop {
         tokio::select! {
             _ = &mut shutdown_signal => break,
-            Some(request) = reloads.recv() => {
-                let outcome = server.reload(&source);
-                if let Some(reply) = request.reply {
-                    let _ = reply.send(outcome);
+            Some(first) = reloads.recv() => {
+                // Requests that queued up meanwhile get the same answer: one reload for all.
+                let mut waiting = vec![first];
+                while let Ok(more) = reloads.try_recv() {
+                    waiting.push(more);
+                }
+                crate::service::reloading();
+                // Reading files, compiling maps and resolving names block: off the runtime's
+                // threads, and never in the way of a shutdown.
+                let prepared = {
+                    let (source, previous) = (source.clone(), server.listeners.clone());
+                    tokio::task::spawn_blocking(move || prepare(&source, &previous))
+                };
+                let outcome = tokio::select! {
+                    _ = &mut shutdown_signal => {
+                        for request in waiting {
+                            answer(request, Err("shutting down".into()));
+                        }
+                        break 'serving;
+                    }
+                    joined = prepared => match joined {
+                        Ok(Ok(next)) => server.apply(next),
+                        Ok(Err(why)) => Err(why),
+                        Err(_) => Err("the reload failed unexpectedly".into()),
+                    },
+                };
+                server.reloaded(&outcome);
+                for request in waiting {
+                    answer(request, outcome.clone());
                 }
             }
         }
     }
+    let grace = Duration::from_secs(server.config.limits.shutdown_grace);
     let Server {
         services,
         phase_tx,
@@ -124,6 +150,30 @@ pub async fn run(
     } = server;
     drop(done_tx);
     shut_down(&services.borrow(), phase_tx, done_rx, grace).await;
+}
+
+fn answer(request: ReloadRequest, outcome: Result<String, String>) {
+    if let Some(reply) = request.reply {
+        let _ = reply.send(outcome);
+    }
+}
+
+/// A configuration read again and built, not yet in force.
+struct Prepared {
+    config: Config,
+    built: runtime::Built,
+    warnings: Vec<String>,
+}
+
+fn prepare(source: &ConfigSource, previous: &[Arc<ListenerState>]) -> Result<Prepared, String> {
+    let (config, mut warnings) = source()?;
+    let built = runtime::build_next(&config, previous).map_err(|p| p.join("; "))?;
+    warnings.extend(built.warnings.iter().cloned());
+    Ok(Prepared {
+        config,
+        built,
+        warnings,
+    })
 }
 
 /// The listening sockets and what every accept loop shares; a reload changes it in place.
@@ -167,6 +217,7 @@ impl Server {
             }
         }
         start_probes(&listeners, &services);
+        services.set_maps(&listeners);
         let mut server = Server {
             sockets: HashMap::new(),
             config,
@@ -222,17 +273,12 @@ impl Server {
         );
     }
 
-    /// Read the configuration again and, when all of it builds, switch to it: listeners on
-    /// unchanged addresses keep their sockets (no connection refused meanwhile) and give new
-    /// sessions the new settings, new ones are bound, removed ones stop accepting; live
-    /// sessions keep what they started with. Anything wrong, and nothing changes.
-    fn reload(&mut self, source: &ConfigSource) -> Result<String, String> {
-        crate::service::reloading();
+    /// Log how a reload went and tell systemd it is over.
+    fn reloaded(&self, outcome: &Result<String, String>) {
         let services = self.services.borrow().clone();
         let logger = services.logger.clone();
-        let outcome = self.try_reload(source, &services);
         crate::service::ready(&services.registry.status());
-        match &outcome {
+        match outcome {
             Ok(summary) => logger.info(&format!("Reloaded: {summary}")),
             Err(why) => logger.error(&format!(
                 "Reload failed, the running configuration stays: {why}"
@@ -240,17 +286,34 @@ impl Server {
         }
         // Log files are reopened either way (logrotate's SIGHUP).
         logger.reopen();
-        outcome
     }
 
-    fn try_reload(&mut self, source: &ConfigSource, services: &Services) -> Result<String, String> {
-        let (config, mut warnings) = source()?;
-        let built = runtime::build_next(&config, &self.listeners).map_err(|p| p.join("; "))?;
-        warnings.extend(built.warnings);
+    /// Switch to a prepared configuration, all of it or (an address cannot be bound) none of
+    /// it: listeners on unchanged addresses keep their sockets (no connection refused
+    /// meanwhile) and give new sessions the new settings, new ones are bound, removed ones stop
+    /// accepting; live sessions keep what they started with.
+    fn apply(&mut self, next: Prepared) -> Result<String, String> {
+        let Prepared {
+            config,
+            built,
+            warnings,
+        } = next;
+        let services = self.services.borrow().clone();
         let guard = if config.guard == self.config.guard {
             services.guard.clone()
         } else {
-            Guard::from_config(&config.guard, &services.logger)?.map(Arc::new)
+            let (old, new) = (&self.config.guard, &config.guard);
+            let same_store = (&old.store, &old.store_prefix, &old.store_secret)
+                == (&new.store, &new.store_prefix, &new.store_secret)
+                && (old.store_timeout_ms, old.store_retry_ms)
+                    == (new.store_timeout_ms, new.store_retry_ms);
+            let fresh = Guard::from_config(new, &services.logger)?;
+            match (fresh, &services.guard) {
+                (Some(fresh), Some(previous)) => {
+                    Some(Arc::new(fresh.succeed(previous, same_store)))
+                }
+                (fresh, _) => fresh.map(Arc::new),
+            }
         };
         // Bind the new addresses before anything changes: one that cannot be had fails the
         // whole reload (the sockets bound so far close as they drop).
@@ -301,6 +364,7 @@ impl Server {
         }
         self.set_limit(config.limits.connection_limit);
         start_probes(&built.listeners, &self.services.borrow());
+        self.services.borrow().set_maps(&built.listeners);
         self.listeners = built.listeners;
         self.config = config;
         Ok(format!(
@@ -326,6 +390,19 @@ impl Server {
         }
         self.limit_now = limit;
     }
+}
+
+fn accepted_counter(
+    services: &Services,
+    state: &ListenerState,
+) -> prometheus_client::metrics::counter::Counter {
+    services
+        .metrics
+        .accepted
+        .get_or_create_owned(&ListenerLabels {
+            listener: state.label.clone(),
+            protocol: state.protocol().name(),
+        })
 }
 
 fn effective_limit(limit: usize) -> usize {
@@ -399,9 +476,14 @@ impl AcceptLoop {
             match accepted {
                 Ok((tcp, peer)) => {
                     backoff = Duration::from_millis(10);
+                    let services = self.services.borrow().clone();
+                    if self.state.has_changed().unwrap_or(false) {
+                        // A reload: the counter follows the listener's new labels.
+                        let state = self.state.borrow_and_update().clone();
+                        self.accepted = accepted_counter(&services, &state);
+                    }
                     self.accepted.inc();
                     let state = self.state.borrow().clone();
-                    let services = self.services.borrow().clone();
                     match self.limit.clone().try_acquire_owned() {
                         Ok(permit) => self.start_session(state, services, tcp, peer, permit),
                         Err(_) => self.refuse(&state, &services, tcp, peer),

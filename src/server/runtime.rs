@@ -108,6 +108,17 @@ impl ListenerState {
             return;
         };
         self.router.dead = old.router.dead.clone();
+        // Capabilities learned from the same back end still hold: new clients need not see
+        // the defaults until it is asked again.
+        let same_backend = old.config.backend == self.config.backend
+            && old.config.protocol == self.config.protocol
+            && old.config.capability.is_none()
+            && self.config.capability.is_none();
+        if same_backend {
+            if let Some(learned) = old.client_settings().capability.clone() {
+                self.set_learned_capability(learned);
+            }
+        }
         let read_from_file =
             |m: &MapConfig| matches!(m.kind, MapKind::PopmapRe | MapKind::Popmap | MapKind::Gdbm);
         if let (Some(map), Some(settings)) = (&old.router.map, &self.config.map) {

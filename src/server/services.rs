@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::authlog::Logger;
 use crate::guard::Guard;
+use crate::map::Map;
 use crate::metrics::Metrics;
 
 use super::loop_guard::OwnConnections;
@@ -24,6 +25,9 @@ pub struct Services {
     pub metrics: Arc<Metrics>,
     /// The sessions open now (`GET /sessions`, kicks).
     pub registry: Arc<Registry>,
+    /// The maps of the running configuration, so that a kick can make them forget what they
+    /// answered (the user moved).
+    pub maps: Arc<std::sync::RwLock<Vec<Arc<dyn Map>>>>,
 }
 
 impl Services {
@@ -34,6 +38,7 @@ impl Services {
             own_connections: Arc::default(),
             metrics: Arc::new(Metrics::new()),
             registry: Arc::default(),
+            maps: Arc::default(),
         })
     }
 
@@ -46,6 +51,27 @@ impl Services {
             own_connections: self.own_connections.clone(),
             metrics: self.metrics.clone(),
             registry: self.registry.clone(),
+            maps: self.maps.clone(),
         })
+    }
+
+    /// The running configuration's maps are these.
+    pub fn set_maps(&self, listeners: &[Arc<super::runtime::ListenerState>]) {
+        let maps = listeners
+            .iter()
+            .filter_map(|l| l.router.map.clone())
+            .collect();
+        if let Ok(mut current) = self.maps.write() {
+            *current = maps;
+        }
+    }
+
+    /// Every map forgets its cached answers.
+    pub fn forget_map_answers(&self) {
+        if let Ok(maps) = self.maps.read() {
+            for map in maps.iter() {
+                map.forget_answers();
+            }
+        }
     }
 }
