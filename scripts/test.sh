@@ -11,7 +11,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved openssl fail2ban perdition perdition-ldap
       slapd ldap-utils postgresql mariadb-server mariadb-client sqlite3 haproxy python3 sieve-connect
-      procps redis-server chromium)
+      procps redis-server chromium man-db adduser)
 
 say() { printf '== %s\n' "$*" >&2; }
 
@@ -143,6 +143,20 @@ cargo fmt --all --check
 
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+# The Debian package, built and installed, for tests/package.rs (Debian and root only).
+install_package() {
+    command -v dpkg >/dev/null 2>&1 || return 0
+    [ "$(id -u)" -eq 0 ] || { say "not root: the package is not installed (tests/package.rs will say so)"; return 0; }
+    if ! cargo deb --version >/dev/null 2>&1; then
+        say "cargo install cargo-deb"
+        cargo install cargo-deb --locked
+    fi
+    say "cargo deb, dpkg -i"
+    cargo deb
+    dpkg -i target/debian/portcullis_*.deb
+}
+install_package
 
 if cargo nextest --version >/dev/null 2>&1; then
     say "cargo nextest run --all-targets"
