@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod authlog;
+pub mod certificates;
 pub mod config;
 pub mod guard;
 pub mod map;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 /// Where Debian keeps the system's trusted CAs; used when no `ca_file` is configured.
@@ -32,24 +32,27 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// The server side: a certificate chain and its key, for implicit TLS and STARTTLS listeners.
+/// The server side, for implicit TLS and STARTTLS listeners: certificate/key pairs, the first
+/// the default, one chosen per handshake by the name the client asks for and the signatures
+/// it takes ([`crate::certificates`]). The warnings (a certificate expiring soon) are for the
+/// log.
 ///
 /// `alpn` is the listener's protocol id (RFC 7301): a client that names protocols but not this
 /// one is refused at the handshake, so that a TLS connection meant for another service cannot
 /// be redirected here (the ALPACA attack). Clients that name none are served as before.
-pub fn server_config(cert: &Path, key: &Path, alpn: &[u8]) -> Result<Arc<ServerConfig>, String> {
-    let chain = read_certs(cert)?;
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("{}: cannot load private key: {e}", key.display()))?;
-    let config = ServerConfig::builder_with_provider(provider())
+pub fn server_config(
+    pairs: &[(&Path, &Path)],
+    alpn: &[u8],
+) -> Result<(Arc<ServerConfig>, Vec<String>), String> {
+    let provider = provider();
+    let (certificates, warnings) = crate::certificates::CertificateSet::load(pairs, &provider)?;
+    let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| format!("{}: certificate and key do not match: {e}", cert.display()))?;
-    let mut config = config;
+        .with_cert_resolver(Arc::new(certificates));
     config.alpn_protocols = vec![alpn.to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), warnings))
 }
 
 /// How the proxy checks a back end's certificate.

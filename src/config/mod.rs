@@ -212,6 +212,14 @@ pub enum BackendTls {
     Implicit,
 }
 
+/// A certificate chain (PEM) and its private key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CertificatePair {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// One protocol served on one or more addresses.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -225,6 +233,11 @@ pub struct Listener {
     pub cert: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<PathBuf>,
+    /// More certificate/key pairs, chosen by the name the client asks for (SNI) and the
+    /// signatures it takes (an ECDSA pair beside an RSA one); `cert`/`key`, or else the first
+    /// of these, is the default.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificatePair>,
     /// Capabilities advertised before login; the protocol's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
@@ -601,8 +614,12 @@ impl Config {
                 }
             }
             // The files themselves are read once, by `server::runtime::build`.
-            if l.tls != ListenerTls::None && (l.cert.is_none() || l.key.is_none()) {
-                problems.push(format!("{name}: tls needs both cert and key"));
+            if l.cert.is_some() != l.key.is_some() {
+                problems.push(format!("{name}: cert and key go together"));
+            } else if l.tls != ListenerTls::None && l.cert.is_none() && l.certificates.is_empty() {
+                problems.push(format!(
+                    "{name}: tls needs a cert and key (or certificates)"
+                ));
             }
             if l.protocol == Protocol::Managesieve && l.tls == ListenerTls::Implicit {
                 problems.push(format!(

@@ -446,6 +446,7 @@ fn build(settings: &[(String, String)]) -> Result<Compat, String> {
             key: tls_files.then(|| {
                 PathBuf::from(get("ssl_key_file").unwrap_or("/etc/perdition/perdition.key.pem"))
             }),
+            certificates: Vec::new(),
             capability,
             ok_line: if is_set("server_resp_line")? {
                 None

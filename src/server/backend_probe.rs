@@ -21,8 +21,7 @@ use super::stream::{BackendStream, MaybeTls};
 
 /// A greeting or capability answer longer than this is not one.
 const MAX_ANSWER: usize = 256 * 1024;
-/// A certificate expiring sooner than this is worth a warning.
-const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+use crate::certificates::EXPIRY_WARNING;
 
 /// What one back end looked like.
 #[derive(Debug, Default)]

@@ -135,7 +135,7 @@ impl ListenerState {
         warnings: &mut Vec<String>,
     ) -> Result<ListenerState, Vec<String>> {
         let addresses = l.addresses();
-        let acceptor = acceptor(l);
+        let acceptor = acceptor(l, warnings);
         let connector = connector(l).map_err(|e| format!("backend CA: {e}"));
         let router = router(l, warnings);
         match (addresses, acceptor, connector, router) {
@@ -352,15 +352,25 @@ fn uncached_map(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map
     })
 }
 
-fn acceptor(l: &Listener) -> Result<Option<TlsAcceptor>, String> {
-    match (l.tls, &l.cert, &l.key) {
-        (ListenerTls::None, _, _) => Ok(None),
-        (_, Some(cert), Some(key)) => {
-            let config = tls::server_config(cert, key, l.protocol.alpn_id())?;
-            Ok(Some(TlsAcceptor::from(config)))
-        }
-        _ => Err("tls needs both cert and key".into()),
+fn acceptor(l: &Listener, warnings: &mut Vec<String>) -> Result<Option<TlsAcceptor>, String> {
+    if l.tls == ListenerTls::None {
+        return Ok(None);
     }
+    let mut pairs: Vec<(&std::path::Path, &std::path::Path)> = Vec::new();
+    if let (Some(cert), Some(key)) = (&l.cert, &l.key) {
+        pairs.push((cert, key));
+    }
+    pairs.extend(
+        l.certificates
+            .iter()
+            .map(|p| (p.cert.as_path(), p.key.as_path())),
+    );
+    if pairs.is_empty() {
+        return Err("tls needs a cert and key (or certificates)".into());
+    }
+    let (config, expiring) = tls::server_config(&pairs, l.protocol.alpn_id())?;
+    warnings.extend(expiring);
+    Ok(Some(TlsAcceptor::from(config)))
 }
 
 fn connector(l: &Listener) -> Result<Option<TlsConnector>, String> {

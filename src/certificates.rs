@@ -1,0 +1,192 @@
+//! A listener's certificates: several certificate/key pairs, one chosen per handshake by the
+//! name the client asks for (SNI: one certificate per hosted domain), and among the pairs for a
+//! name by the signatures the client can check (an ECDSA pair for clients that take ECDSA, an
+//! RSA one for the others: ECDSA costs a fraction of RSA's CPU per handshake). A client that
+//! names nothing, or a name no certificate carries, gets the default pair(s): the first
+//! configured.
+//!
+//! The names come from the certificates themselves (DNS subject alternative names, else the
+//! common name), so the configuration lists only files.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::SignatureAlgorithm;
+
+/// A certificate expiring sooner than this is worth a warning (`check`, start, reload).
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
+
+/// One pair as loaded.
+struct Pair {
+    key: Arc<CertifiedKey>,
+    names: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct CertificateSet {
+    /// Exact names (lower case) → the pairs that carry them, ECDSA first.
+    exact: HashMap<String, Vec<Arc<CertifiedKey>>>,
+    /// `*.example.org` → keyed by `example.org`.
+    wildcard: HashMap<String, Vec<Arc<CertifiedKey>>>,
+    /// For clients that name nothing known: the first pair, and the pairs with its names.
+    default: Vec<Arc<CertifiedKey>>,
+}
+
+impl CertificateSet {
+    /// Load the pairs (the first is the default); warnings (a certificate expiring soon) go
+    /// to the log and to `check`.
+    pub fn load(
+        pairs: &[(&Path, &Path)],
+        provider: &rustls::crypto::CryptoProvider,
+    ) -> Result<(CertificateSet, Vec<String>), String> {
+        let mut loaded = Vec::new();
+        let mut warnings = Vec::new();
+        for (cert, key) in pairs {
+            let (pair, warning) = load_pair(cert, key, provider)?;
+            loaded.push(pair);
+            warnings.extend(warning);
+        }
+        let first = loaded.first().ok_or("no certificate configured")?;
+        let default_names = first.names.clone();
+        let mut set = CertificateSet {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            default: Vec::new(),
+        };
+        for pair in &loaded {
+            if pair.names == default_names {
+                set.default.push(pair.key.clone());
+            }
+            for name in &pair.names {
+                let (table, name) = match name.strip_prefix("*.") {
+                    Some(parent) => (&mut set.wildcard, parent.to_string()),
+                    None => (&mut set.exact, name.clone()),
+                };
+                let keys = table.entry(name).or_default();
+                if !keys.iter().any(|k| Arc::ptr_eq(k, &pair.key)) {
+                    keys.push(pair.key.clone());
+                }
+            }
+        }
+        for keys in set
+            .exact
+            .values_mut()
+            .chain(set.wildcard.values_mut())
+            .chain(std::iter::once(&mut set.default))
+        {
+            // Stable: among equals, the configured order stands.
+            keys.sort_by_key(|k| k.key.algorithm() != SignatureAlgorithm::ECDSA);
+        }
+        Ok((set, warnings))
+    }
+
+    /// The pairs for a name the client asked for.
+    fn for_name(&self, name: &str) -> Option<&[Arc<CertifiedKey>]> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(keys) = self.exact.get(&name) {
+            return Some(keys);
+        }
+        // A wildcard covers one label: `*.example.org` is `a.example.org`, not
+        // `a.b.example.org` nor `example.org`.
+        let (_, parent) = name.split_once('.')?;
+        self.wildcard.get(parent).map(Vec::as_slice)
+    }
+}
+
+impl ResolvesServerCert for CertificateSet {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let candidates = hello
+            .server_name()
+            .and_then(|name| self.for_name(name))
+            .unwrap_or(&self.default);
+        let schemes = hello.signature_schemes();
+        candidates
+            .iter()
+            .find(|k| k.key.choose_scheme(schemes).is_some())
+            .or(candidates.first())
+            .cloned()
+    }
+}
+
+fn load_pair(
+    cert: &Path,
+    key: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<(Pair, Option<String>), String> {
+    let pem = std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: bad PEM certificate: {e}", cert.display()))?;
+    let leaf = chain
+        .first()
+        .ok_or_else(|| format!("{}: no certificate found", cert.display()))?
+        .clone();
+    let private = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| format!("{}: cannot load private key: {e}", key.display()))?;
+    let certified = CertifiedKey::from_der(chain, private, provider)
+        .map_err(|e| format!("{}: certificate and key do not match: {e}", cert.display()))?;
+    let (names, left) = names_and_time_left(leaf.as_ref())
+        .map_err(|e| format!("{}: unreadable certificate: {e}", cert.display()))?;
+    let warning = (left < EXPIRY_WARNING).then(|| {
+        format!(
+            "certificate {} ({}) expires in {} days",
+            cert.display(),
+            names.join(", "),
+            left.as_secs() / 86_400
+        )
+    });
+    Ok((
+        Pair {
+            key: Arc::new(certified),
+            names,
+        },
+        warning,
+    ))
+}
+
+/// The DNS names a certificate is for (lower case; the common name when it lists none), and
+/// how long it has left.
+fn names_and_time_left(der: &[u8]) -> Result<(Vec<String>, Duration), String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, certificate) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    let mut names: Vec<String> = certificate
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        names.extend(
+            certificate
+                .subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok())
+                .map(str::to_ascii_lowercase),
+        );
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let left = certificate
+        .validity()
+        .not_after
+        .timestamp()
+        .saturating_sub(now);
+    Ok((names, Duration::from_secs(left.max(0) as u64)))
+}
