@@ -6,6 +6,7 @@
 //! other word a syslog facility. Every line carries a timestamp and `ident[pid]:`, as syslog
 //! writes it, so a file written here reads like `/var/log/mail.log`.
 
+pub mod diagnostics;
 pub(crate) mod per_source;
 pub mod queue;
 mod writer;
@@ -85,6 +86,10 @@ pub struct Logger {
     format: LineFormat,
     writer: LogWriter,
     debug: bool,
+    /// Diagnostic lines up to this severity are written; more verbose ones are not.
+    diagnostics_up_to: Severity,
+    /// Diagnostic lines go to `tracing` (JSON, journald) instead of this log.
+    diagnostics_elsewhere: bool,
     log_passwd: LogPasswd,
     tls_failures: Mutex<PerSourceLimit>,
     /// Banned addresses turned away: a few lines per address and minute, as for TLS.
@@ -173,10 +178,15 @@ impl Logger {
     }
 
     fn start(sink: Sink, config: &LogConfig, format: LineFormat) -> Logger {
+        let diagnostics_up_to = diagnostics::filter(&config.level, config.debug)
+            .map(|f| diagnostics::max_severity(&f))
+            .unwrap_or(Severity::Info);
         Logger {
             writer: LogWriter::start(sink, config.queue_lines, format.clone()),
             format,
-            debug: config.debug,
+            debug: config.debug || diagnostics_up_to == Severity::Debug,
+            diagnostics_up_to,
+            diagnostics_elsewhere: config.diagnostics != diagnostics::DiagnosticsOutput::Log,
             log_passwd: config.log_passwd,
             tls_failures: Mutex::new(PerSourceLimit::new(
                 TLS_FAILURE_LINES_PER_MINUTE,
@@ -231,20 +241,32 @@ impl Logger {
         self.writer.request_reopen();
     }
 
+    /// A diagnostic line: to `tracing` when diagnostics go elsewhere, else here, as far as
+    /// the level lets it.
+    fn diagnostic(&self, severity: Severity, message: &str) {
+        if self.diagnostics_elsewhere {
+            diagnostics::emit(severity, message);
+        } else if severity as u8 <= self.diagnostics_up_to as u8 {
+            self.write(severity, message);
+        }
+    }
+
     pub fn info(&self, message: &str) {
-        self.write(Severity::Info, message);
+        self.diagnostic(Severity::Info, message);
     }
 
     pub fn warning(&self, message: &str) {
-        self.write(Severity::Warning, message);
+        self.diagnostic(Severity::Warning, message);
     }
 
     pub fn error(&self, message: &str) {
-        self.write(Severity::Err, message);
+        self.diagnostic(Severity::Err, message);
     }
 
     pub fn debug(&self, message: &str) {
-        self.write(Severity::Debug, message);
+        if self.debug {
+            self.diagnostic(Severity::Debug, message);
+        }
     }
 
     pub fn debug_enabled(&self) -> bool {

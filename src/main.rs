@@ -297,6 +297,14 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
             return ExitCode::FAILURE;
         }
     };
+    // Diagnostics to JSON or journald: the subscriber before the first of them.
+    let installed = portcullis::authlog::diagnostics::filter(&config.log.level, config.log.debug)
+        .and_then(|f| portcullis::authlog::diagnostics::install(config.log.diagnostics, f));
+    if let Err(e) = installed {
+        // Not through the logger: its diagnostics were to go where this failed.
+        eprintln!("portcullis: log.diagnostics: {e}");
+        return ExitCode::FAILURE;
+    }
     for w in warnings.iter().chain(&built.warnings) {
         logger.warning(w);
     }

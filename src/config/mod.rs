@@ -59,6 +59,12 @@ pub struct LogConfig {
     /// Lines held in memory while the destination is slow; beyond three quarters of it,
     /// Connect and diagnostic lines are dropped so that Auth and Fatal lines still fit.
     pub queue_lines: usize,
+    /// Where diagnostic lines go (the Connect/Auth/Closing lines stay here, byte for byte):
+    /// log (with them), json (stderr), journald.
+    pub diagnostics: crate::authlog::diagnostics::DiagnosticsOutput,
+    /// The diagnostic lines wanted: a level (error, warn, info, debug) or `RUST_LOG` directives
+    /// (`RUST_LOG` itself, when set, wins).
+    pub level: String,
 }
 
 impl Default for LogConfig {
@@ -69,6 +75,8 @@ impl Default for LogConfig {
             log_passwd: LogPasswd::Never,
             debug: false,
             queue_lines: 4096,
+            diagnostics: Default::default(),
+            level: "info".into(),
         }
     }
 }
@@ -542,6 +550,12 @@ impl Config {
         problems.extend(self.guard.problems());
         problems.extend(self.admin.problems());
         problems.extend(self.process.problems());
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            problems.push(format!(
+                "log.level {:?}: not a level (error, warn, info, debug) nor RUST_LOG directives",
+                self.log.level
+            ));
+        }
         if self.limits.max_line_length < 64 {
             problems.push("limits.max_line_length must be at least 64".into());
         }

@@ -1,0 +1,80 @@
+//! Diagnostic lines (starting, listening, a back end that failed, a reload) as opposed to the
+//! lines fail2ban and admins parse (Connect, Auth, Closing, Fatal, Guard), which keep
+//! Perdition's format and destination whatever is chosen here. Diagnostics go through `tracing`
+//! with a level filter (`[log] level`, or `RUST_LOG` in its syntax): to the log's own
+//! destination in its line format (the default), or as JSON lines on stderr, or to journald.
+
+use serde::{Deserialize, Serialize};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+use super::Severity;
+
+/// Where diagnostic lines go.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DiagnosticsOutput {
+    /// With the other lines, in their format.
+    #[default]
+    Log,
+    /// One JSON object per line on stderr (for a log shipper).
+    Json,
+    /// The systemd journal, with its fields (priority, target).
+    Journald,
+}
+
+/// The filter in force: `RUST_LOG` when set, else `[log] level` (`debug` when `[log] debug`).
+pub fn filter(level: &str, debug: bool) -> Result<EnvFilter, String> {
+    if let Ok(directives) = std::env::var("RUST_LOG") {
+        if !directives.is_empty() {
+            return EnvFilter::try_new(&directives).map_err(|e| format!("RUST_LOG: {e}"));
+        }
+    }
+    let level = if debug { "debug" } else { level };
+    EnvFilter::try_new(level).map_err(|e| format!("log.level {level:?}: {e}"))
+}
+
+/// The most verbose severity a filter lets through for Portcullis' own lines.
+pub fn max_severity(filter: &EnvFilter) -> Severity {
+    match filter.max_level_hint() {
+        Some(l) if l >= tracing::level_filters::LevelFilter::DEBUG => Severity::Debug,
+        Some(l) if l >= tracing::level_filters::LevelFilter::INFO => Severity::Info,
+        Some(l) if l >= tracing::level_filters::LevelFilter::WARN => Severity::Warning,
+        Some(_) => Severity::Err,
+        None => Severity::Info,
+    }
+}
+
+/// Install the subscriber for JSON or journald output; the log's own destination needs none.
+pub fn install(output: DiagnosticsOutput, filter: EnvFilter) -> Result<(), String> {
+    match output {
+        DiagnosticsOutput::Log => Ok(()),
+        DiagnosticsOutput::Json => tracing_subscriber::fmt()
+            .json()
+            .with_writer(std::io::stderr)
+            .with_env_filter(filter)
+            .try_init()
+            .map_err(|e| e.to_string()),
+        DiagnosticsOutput::Journald => {
+            let journald = tracing_journald::layer()
+                .map_err(|e| format!("journald is not reachable: {e}"))?
+                .with_syslog_identifier("portcullis".into());
+            tracing_subscriber::registry()
+                .with(filter)
+                .with(journald)
+                .try_init()
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// One diagnostic line as a `tracing` event.
+pub fn emit(severity: Severity, message: &str) {
+    match severity {
+        Severity::Err => tracing::error!(target: "portcullis", "{message}"),
+        Severity::Warning => tracing::warn!(target: "portcullis", "{message}"),
+        Severity::Notice | Severity::Info => tracing::info!(target: "portcullis", "{message}"),
+        Severity::Debug => tracing::debug!(target: "portcullis", "{message}"),
+    }
+}
