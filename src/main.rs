@@ -27,6 +27,9 @@ Usage:
   portcullis reload (--config FILE | --admin ADDR) [--token T]
                                       read the configuration again (as SIGHUP does) and say
                                       what changed, or why nothing did
+  portcullis upgrade (--config FILE | --admin ADDR) [--token T]
+                                      start the binary on disk with the listening sockets and
+                                      let this process drain (as SIGUSR2 does)
   portcullis --version
 
 See the README for the configuration reference.";
@@ -37,6 +40,7 @@ const LOG_FLUSH_AT_EXIT: Duration = Duration::from_secs(5);
 enum AdminAsk {
     Sessions,
     Reload,
+    Upgrade,
     Kick(portcullis::server::registry::Kick),
 }
 
@@ -130,6 +134,7 @@ fn ask_admin(endpoint: &portcullis::admin::client::Endpoint, ask: AdminAsk) -> E
         match ask {
             AdminAsk::Sessions => endpoint.sessions().await,
             AdminAsk::Reload => endpoint.reload().await,
+            AdminAsk::Upgrade => endpoint.upgrade().await,
             AdminAsk::Kick(kick) => endpoint
                 .kick(&kick)
                 .await
@@ -193,6 +198,7 @@ fn parse_admin(command: &str, args: &[String]) -> Result<Command, String> {
     let endpoint = portcullis::admin::client::Endpoint { address, token };
     let ask = match command {
         "reload" => AdminAsk::Reload,
+        "upgrade" => AdminAsk::Upgrade,
         "kick" => AdminAsk::Kick(
             kick.ok_or_else(|| format!("kick needs --user U or --backend HOST:PORT\n{USAGE}"))?,
         ),
@@ -250,7 +256,7 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
                 Command::Check(config, vec![], probe)
             }))
         }
-        "sessions" | "kick" | "reload" => parse_admin(first, &args[1..]).map(Some),
+        "sessions" | "kick" | "reload" | "upgrade" => parse_admin(first, &args[1..]).map(Some),
         "perdition" => match perdition::from_args(&args[1..])? {
             Some(compat) => {
                 // A reload reads the flags' configuration file again, as Perdition does.
@@ -273,7 +279,7 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
 
 fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSource) -> ExitCode {
     // Before any thread exists: taking them clears the environment variables that name them.
-    let inherited = match portcullis::service::inherited_sockets() {
+    let mut inherited = match portcullis::service::inherited_sockets() {
         Ok(sockets) => sockets,
         Err(e) => {
             eprintln!("portcullis: {e}");
@@ -328,6 +334,11 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
     };
     let services = Services::new(logger.clone(), guard);
     runtime.block_on(async {
+        // The admin endpoint's socket, when one was passed in, is the endpoint's.
+        let admin_inherited = config.admin.address().and_then(|address| {
+            let i = inherited.iter().position(|(a, _)| *a == address)?;
+            Some(inherited.swap_remove(i).1)
+        });
         let bound = match server::bind(&listeners, inherited) {
             Ok((bound, unused)) => {
                 for u in unused {
@@ -345,9 +356,12 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
             env!("CARGO_PKG_VERSION")
         ));
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
+        let (upgrade_tx, upgrade_rx) = tokio::sync::mpsc::channel(1);
+        let mut other_sockets = Vec::new();
         if let Some(address) = config.admin.address() {
-            match portcullis::admin::bind(address) {
-                Ok(socket) => {
+            match portcullis::admin::bind(address, admin_inherited) {
+                Ok((socket, copy)) => {
+                    other_sockets.push((address, copy));
                     logger.info(&format!("Admin endpoint on http://{address}/"));
                     for w in config.admin.warnings() {
                         logger.warning(&w);
@@ -357,6 +371,7 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
                         &config.admin,
                         address,
                         reload_tx.clone(),
+                        upgrade_tx.clone(),
                     );
                     tokio::spawn(admin.serve(socket));
                 }
@@ -384,15 +399,28 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
             }
         }
         tokio::spawn(reload_on_hangup(reload_tx));
+        tokio::spawn(upgrade_on_usr2(upgrade_tx));
         tokio::spawn(report_status(services.registry.clone()));
         portcullis::service::ready(&services.registry.status());
         let stopping = async {
             shutdown_signal().await;
             portcullis::service::stopping();
         };
-        server::run(bound, services, config, stopping, reload_rx, source).await;
+        let control = server::listener::Control {
+            reloads: reload_rx,
+            upgrades: upgrade_rx,
+            source,
+            args: std::env::args().skip(1).collect(),
+            other_sockets,
+        };
+        server::run(bound, services, config, stopping, control).await;
+        // A successor has written its own pid there by now: that one stays.
         if let Some(path) = &pid_file {
-            let _ = std::fs::remove_file(path);
+            let ours = std::fs::read_to_string(path)
+                .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
+            if ours {
+                let _ = std::fs::remove_file(path);
+            }
         }
         logger.info("Stopped");
         // The last lines (Closing lines of the sessions shutdown ended) must reach the log.
@@ -479,6 +507,20 @@ async fn reload_on_hangup(reloads: tokio::sync::mpsc::Sender<server::listener::R
     while hangup.recv().await.is_some() {
         let request = server::listener::ReloadRequest { reply: None };
         if reloads.send(request).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// SIGUSR2 hands the sockets to the binary on disk and drains (a binary upgrade, as nginx).
+async fn upgrade_on_usr2(upgrades: tokio::sync::mpsc::Sender<server::listener::UpgradeRequest>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
+        return;
+    };
+    while usr2.recv().await.is_some() {
+        let request = server::listener::UpgradeRequest { reply: None };
+        if upgrades.send(request).await.is_err() {
             return;
         }
     }

@@ -31,26 +31,51 @@ pub fn status(text: &str) {
     let _ = sd_notify::notify(false, &[NotifyState::Status(text)]);
 }
 
-/// Listening sockets passed in by systemd (`LISTEN_FDS`, a `.socket` unit), by address. Read
+/// Listening sockets passed in by systemd (`LISTEN_FDS`, a `.socket` unit) or by a predecessor
+/// handing over (a binary upgrade), by address. Read
 /// once, at start, before any thread exists (it clears the variables so that children do not
 /// see them).
 pub fn inherited_sockets() -> Result<Vec<(SocketAddr, std::net::TcpListener)>, String> {
-    let mut fds = listenfd::ListenFd::from_env();
     let mut sockets = Vec::new();
+    // From a predecessor handing over (`server/upgrade.rs`): descriptor numbers that need not
+    // follow each other, each taken through the systemd protocol's reader one at a time.
+    if let Ok(numbers) = std::env::var(crate::server::upgrade::INHERITED_FDS) {
+        std::env::remove_var(crate::server::upgrade::INHERITED_FDS);
+        for number in numbers.split(',').filter(|n| !n.is_empty()) {
+            let fd: u32 = number
+                .parse()
+                .map_err(|_| format!("inherited socket {number:?} is not a descriptor"))?;
+            std::env::set_var("LISTEN_FDS", "1");
+            std::env::set_var("LISTEN_FDS_FIRST_FD", fd.to_string());
+            std::env::remove_var("LISTEN_PID");
+            let mut one = listenfd::ListenFd::from_env();
+            std::env::remove_var("LISTEN_FDS_FIRST_FD");
+            sockets.push(taken(&mut one, 0)?);
+        }
+        return Ok(sockets);
+    }
+    let mut fds = listenfd::ListenFd::from_env();
     for i in 0..fds.len() {
-        let socket = fds
-            .take_tcp_listener(i)
-            .map_err(|e| format!("socket {i} from the service manager: {e}"))?
-            .ok_or_else(|| format!("socket {i} from the service manager is not a TCP listener"))?;
-        let address = socket
-            .local_addr()
-            .map_err(|e| format!("socket {i} from the service manager: {e}"))?;
-        socket
-            .set_nonblocking(true)
-            .map_err(|e| format!("socket {address} from the service manager: {e}"))?;
-        sockets.push((address, socket));
+        sockets.push(taken(&mut fds, i)?);
     }
     Ok(sockets)
+}
+
+fn taken(
+    fds: &mut listenfd::ListenFd,
+    i: usize,
+) -> Result<(SocketAddr, std::net::TcpListener), String> {
+    let socket = fds
+        .take_tcp_listener(i)
+        .map_err(|e| format!("socket {i} passed in: {e}"))?
+        .ok_or_else(|| format!("socket {i} passed in is not a TCP listener"))?;
+    let address = socket
+        .local_addr()
+        .map_err(|e| format!("socket {i} passed in: {e}"))?;
+    socket
+        .set_nonblocking(true)
+        .map_err(|e| format!("socket {address} passed in: {e}"))?;
+    Ok((address, socket))
 }
 
 /// Become `user` (and `group`, else the user's own) once the sockets are bound: the rest of

@@ -74,6 +74,11 @@ impl Endpoint {
             .ok_or_else(|| format!("unexpected answer: {body}"))
     }
 
+    /// Have the server hand its sockets to the binary on disk and drain.
+    pub async fn upgrade(&self) -> Result<String, String> {
+        self.ask(Method::POST, "/upgrade").await
+    }
+
     /// Have the server read its configuration again; what changed, or why nothing did.
     pub async fn reload(&self) -> Result<String, String> {
         self.ask(Method::POST, "/reload").await

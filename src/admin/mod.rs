@@ -20,7 +20,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-use crate::server::listener::ReloadRequest;
+use crate::server::listener::{ReloadRequest, UpgradeRequest};
 use crate::server::registry::Kick;
 use crate::server::services::Services;
 
@@ -38,6 +38,7 @@ pub struct Admin {
     services: Arc<Services>,
     token: Option<String>,
     reloads: mpsc::Sender<ReloadRequest>,
+    upgrades: mpsc::Sender<UpgradeRequest>,
     /// The `Host` values a request may carry: the listen address, `localhost` for a loopback
     /// one, and the names configured. A browser led to this address under another name (DNS
     /// rebinding) carries that name, and is refused.
@@ -45,13 +46,25 @@ pub struct Admin {
 }
 
 /// Bind the endpoint's socket (before privileges are dropped, like the listeners).
-pub fn bind(address: SocketAddr) -> Result<TcpListener, String> {
-    let socket = std::net::TcpListener::bind(address)
-        .map_err(|e| format!("cannot listen on {address} (admin): {e}"))?;
+/// Bind the endpoint's socket, or take the one passed in for its address (a predecessor's, or
+/// systemd's); a copy of it comes back too, for a successor to take over.
+pub fn bind(
+    address: SocketAddr,
+    inherited: Option<std::net::TcpListener>,
+) -> Result<(TcpListener, std::net::TcpListener), String> {
+    let socket = match inherited {
+        Some(socket) => socket,
+        None => std::net::TcpListener::bind(address)
+            .map_err(|e| format!("cannot listen on {address} (admin): {e}"))?,
+    };
     socket
         .set_nonblocking(true)
         .map_err(|e| format!("admin socket: {e}"))?;
-    TcpListener::from_std(socket).map_err(|e| format!("admin socket: {e}"))
+    let copy = socket
+        .try_clone()
+        .map_err(|e| format!("admin socket: {e}"))?;
+    let socket = TcpListener::from_std(socket).map_err(|e| format!("admin socket: {e}"))?;
+    Ok((socket, copy))
 }
 
 impl Admin {
@@ -60,6 +73,7 @@ impl Admin {
         config: &crate::config::AdminConfig,
         address: SocketAddr,
         reloads: mpsc::Sender<ReloadRequest>,
+        upgrades: mpsc::Sender<UpgradeRequest>,
     ) -> Admin {
         let mut hosts = vec![address.to_string()];
         if address.ip().is_loopback() {
@@ -70,6 +84,7 @@ impl Admin {
             services,
             token: config.token.clone(),
             reloads,
+            upgrades,
             hosts,
         }
     }
@@ -203,7 +218,28 @@ impl Admin {
                     _ => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
                 }
             }
-            (_, "/metrics" | "/sessions" | "/" | "/sessions/kick" | "/reload") => {
+            (&Method::POST, "/upgrade") => {
+                if request.headers().contains_key(hyper::header::ORIGIN) {
+                    return text(StatusCode::FORBIDDEN, "not from a browser\n");
+                }
+                self.services
+                    .logger
+                    .info(&format!("Admin upgrade asked from {peer}"));
+                let (reply, answer) = oneshot::channel();
+                let asked = self
+                    .upgrades
+                    .send(UpgradeRequest { reply: Some(reply) })
+                    .await;
+                match (asked, answer.await) {
+                    (Ok(()), Ok(Ok(line))) => text(StatusCode::OK, &format!("{line}\n")),
+                    (Ok(()), Ok(Err(why))) => text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        &format!("not upgraded, this process goes on: {why}\n"),
+                    ),
+                    _ => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+                }
+            }
+            (_, "/metrics" | "/sessions" | "/" | "/sessions/kick" | "/reload" | "/upgrade") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),

@@ -86,6 +86,23 @@ pub struct ReloadRequest {
 /// again, with the warnings worth a log line.
 pub type ConfigSource = Box<dyn Fn() -> Result<(Config, Vec<String>), String> + Send + Sync>;
 
+/// A request to hand the sockets to a new binary and drain (SIGUSR2, `POST /upgrade`).
+pub struct UpgradeRequest {
+    pub reply: Option<oneshot::Sender<Result<String, String>>>,
+}
+
+/// What the server is told while it runs, besides the shutdown signal.
+pub struct Control {
+    pub reloads: mpsc::Receiver<ReloadRequest>,
+    pub upgrades: mpsc::Receiver<UpgradeRequest>,
+    /// Where a reload's configuration comes from.
+    pub source: ConfigSource,
+    /// The command line a successor is started with (this process's own).
+    pub args: Vec<String>,
+    /// Sockets a successor takes over besides the listeners' (the admin endpoint's).
+    pub other_sockets: Vec<(SocketAddr, std::net::TcpListener)>,
+}
+
 /// "No limit": more connections than any process can hold open (its file descriptors run out
 /// long before), and few enough that a reload can take them back from the semaphore.
 const UNLIMITED: usize = 1 << 20;
@@ -98,9 +115,15 @@ pub async fn run(
     services: Arc<Services>,
     config: Config,
     shutdown_signal: impl std::future::Future<Output = ()>,
-    mut reloads: mpsc::Receiver<ReloadRequest>,
-    source: ConfigSource,
+    control: Control,
 ) {
+    let Control {
+        mut reloads,
+        mut upgrades,
+        source,
+        args,
+        other_sockets,
+    } = control;
     let source: Arc<ConfigSource> = Arc::new(source);
     let mut server = Server::start(bound, services, config);
     tokio::pin!(shutdown_signal);
@@ -136,6 +159,30 @@ pub async fn run(
                 server.reloaded(&outcome);
                 for request in waiting {
                     answer(request, outcome.clone());
+                }
+            }
+            Some(request) = upgrades.recv() => {
+                let logger = server.services.borrow().logger.clone();
+                let mut sockets = server.sockets_to_hand_over();
+                sockets.extend(other_sockets.iter().filter_map(|(a, s)| Some((*a, s.try_clone().ok()?))));
+                match super::upgrade::hand_over(&args, &sockets).await {
+                    Ok(successor) => {
+                        let line = format!(
+                            "Upgrade: the new process (pid {}) serves; this one drains",
+                            successor.pid
+                        );
+                        logger.info(&line);
+                        if let Some(reply) = request.reply {
+                            let _ = reply.send(Ok(line));
+                        }
+                        break;
+                    }
+                    Err(why) => {
+                        logger.error(&format!("Upgrade failed, this process goes on: {why}"));
+                        if let Some(reply) = request.reply {
+                            let _ = reply.send(Err(why));
+                        }
+                    }
                 }
             }
         }
@@ -199,6 +246,8 @@ struct Running {
     /// What its new sessions get: replaced by a reload, kept by live sessions.
     state: watch::Sender<Arc<ListenerState>>,
     task: tokio::task::JoinHandle<()>,
+    /// A copy of the listening socket, for a successor to take over.
+    socket: std::net::TcpListener,
 }
 
 impl Server {
@@ -240,6 +289,19 @@ impl Server {
         let Ok(addr) = listener.local_addr() else {
             return;
         };
+        // A copy kept for a binary upgrade; the loop gets the socket back registered.
+        let copied = listener.into_std().and_then(|std| {
+            let copy = std.try_clone()?;
+            Ok((TcpListener::from_std(std)?, copy))
+        });
+        let (listener, socket) = match copied {
+            Ok(both) => both,
+            Err(e) => {
+                let logger = &self.services.borrow().logger;
+                logger.error(&format!("listening socket {addr}: {e}"));
+                return;
+            }
+        };
         let services = self.services.borrow().clone();
         let protocol = state.log_protocol();
         services
@@ -269,8 +331,17 @@ impl Server {
             Running {
                 state: state_tx,
                 task,
+                socket,
             },
         );
+    }
+
+    /// Copies of every listening socket, for a successor.
+    fn sockets_to_hand_over(&self) -> Vec<(SocketAddr, std::net::TcpListener)> {
+        self.sockets
+            .iter()
+            .filter_map(|(addr, running)| Some((*addr, running.socket.try_clone().ok()?)))
+            .collect()
     }
 
     /// Log how a reload went and tell systemd it is over.

@@ -16,6 +16,7 @@ pub mod runtime;
 pub mod services;
 pub mod session;
 pub mod stream;
+pub mod upgrade;
 
 use tokio::sync::watch;
 
