@@ -52,7 +52,36 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(certificates));
     config.alpn_protocols = vec![alpn.to_vec()];
+    let (ticketer, cache) = resumption()?;
+    config.ticketer = ticketer;
+    config.session_storage = cache;
     Ok((Arc::new(config), warnings))
+}
+
+/// What resumes a client's session: the ticket maker and the session-id cache.
+type Resumption = (
+    Arc<dyn rustls::server::ProducesTickets>,
+    Arc<dyn rustls::server::StoresServerSessions>,
+);
+
+/// Sessions remembered for clients that resume by id (TLS 1.2 without tickets); each entry is
+/// a few hundred bytes.
+const RESUMPTION_CACHE: usize = 20_000;
+
+/// Session resumption for every TLS listener of the process: stateless tickets (TLS 1.3 and
+/// 1.2; a resumed handshake costs a fraction of a full one) under keys that rotate every six
+/// hours, and a cache for clients that resume by session id. Made once per process, so that
+/// every listener takes the others' tickets and a reload keeps them all valid.
+fn resumption() -> Result<Resumption, String> {
+    static RESUMPTION: std::sync::OnceLock<Resumption> = std::sync::OnceLock::new();
+    if let Some(made) = RESUMPTION.get() {
+        return Ok(made.clone());
+    }
+    let ticketer =
+        rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
+    let cache: Arc<dyn rustls::server::StoresServerSessions> =
+        rustls::server::ServerSessionMemoryCache::new(RESUMPTION_CACHE);
+    Ok(RESUMPTION.get_or_init(|| (ticketer, cache)).clone())
 }
 
 /// How the proxy checks a back end's certificate.

@@ -65,7 +65,11 @@ fn the_new_binary_takes_the_sockets_and_the_old_one_drains() {
     std::thread::sleep(Duration::from_millis(200));
     let out = run_portcullis(&["upgrade", "--admin", &format!("127.0.0.1:{admin}")]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let new_pid: u32 = said
         .split("(pid ")
         .nth(1)
@@ -76,7 +80,10 @@ fn the_new_binary_takes_the_sockets_and_the_old_one_drains() {
     assert_ne!(new_pid, old_pid);
 
     // The old one drains and exits; clients keep arriving all along.
-    assert!(old.wait_exit(Duration::from_secs(15)).is_some(), "the old process stayed");
+    assert!(
+        old.wait_exit(Duration::from_secs(15)).is_some(),
+        "the old process stayed"
+    );
     std::thread::sleep(Duration::from_millis(200));
     stop.store(true, Ordering::Relaxed);
     hammer.join().unwrap();
@@ -114,7 +121,11 @@ fn a_successor_that_cannot_start_changes_nothing() {
     );
     std::fs::write(&config, &toml).unwrap();
     let proxy = Proxy::start_args(
-        &["run".into(), "--config".into(), config.display().to_string()],
+        &[
+            "run".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
         &[port, admin],
     );
     // The configuration the successor would read no longer parses.
