@@ -279,8 +279,16 @@ impl Logger {
     }
 
     /// `Connect:  <client>-><local>` (two spaces, as Perdition writes it).
+    /// Perdition's line for a logged-in session that went silent for too long.
+    pub fn timeout_piping(&self) {
+        self.write(Severity::Info, "Timeout piping data.");
+    }
+
     pub fn connect(&self, peer: SocketAddr, local: SocketAddr) {
-        self.info(&format!("Connect: {}", from_to(peer, local)));
+        self.write(
+            Severity::Info,
+            &format!("Connect: {}", from_to(peer, local)),
+        );
     }
 
     /// `Auth: ...` for one login attempt, at `notice` like Perdition.
@@ -301,26 +309,35 @@ impl Logger {
 
     /// `Closing NULL session: ...` when a client leaves politely without logging in.
     pub fn closing_null(&self, peer: SocketAddr, local: SocketAddr) {
-        self.info(&format!(
-            "Closing NULL session:{} authorisation_id=NONE authentication_id=\"(null)\"",
-            from_to(peer, local)
-        ));
+        self.write(
+            Severity::Info,
+            &format!(
+                "Closing NULL session:{} authorisation_id=NONE authentication_id=\"(null)\"",
+                from_to(peer, local)
+            ),
+        );
     }
 
     /// The client vanished before logging in. fail2ban's stock filter counts these.
     pub fn fatal_read(&self, peer: SocketAddr, local: SocketAddr) {
-        self.error(&format!(
-            "Fatal Error reading authentication information from client{}: Exiting child",
-            from_to(peer, local)
-        ));
+        self.write(
+            Severity::Err,
+            &format!(
+                "Fatal Error reading authentication information from client{}: Exiting child",
+                from_to(peer, local)
+            ),
+        );
     }
 
     /// The client did not log in within the login timeout.
     pub fn fatal_timeout(&self, peer: SocketAddr, local: SocketAddr) {
-        self.error(&format!(
+        self.write(
+            Severity::Err,
+            &format!(
             "Fatal Error: Timeout reading authentication information from client{}: Exiting child",
             from_to(peer, local)
-        ));
+        ),
+        );
     }
 
     /// A client's TLS handshake failed (garbage, a scanner, an old client, a refused ALPN).

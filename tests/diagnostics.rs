@@ -45,6 +45,21 @@ fn json_diagnostics_beside_perdition_lines() {
         .unwrap();
     assert!(!auth.starts_with('{'), "{auth}");
     assert!(auth.contains("authentication_id=\"alice\""), "{auth}");
+    // As are the Connect and Closing lines fail2ban and admins read.
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    c.send_line("z LOGOUT");
+    c.read_until_tagged("z");
+    for kind in ["Connect:  127.0.0.1:", "Closing NULL session: 127.0.0.1:"] {
+        assert!(
+            proxy.wait_log(kind, READ_TIMEOUT),
+            "{kind}:\n{}",
+            proxy.log_text()
+        );
+        let log = proxy.log_text();
+        let line = log.lines().find(|l| l.contains(kind)).unwrap();
+        assert!(!line.starts_with('{'), "{line}");
+    }
 }
 
 #[test]
@@ -56,6 +71,10 @@ fn the_level_and_rust_log_hold_back_diagnostics_but_never_auth_lines() {
     assert!(proxy.wait_log("Auth: 127.0.0.1:", READ_TIMEOUT));
     let log = proxy.log_text();
     assert!(!log.contains("Listening on"), "{log}");
+    assert!(
+        log.contains("Connect:  127.0.0.1:"),
+        "fail2ban's Connect line went: {log}"
+    );
 
     // RUST_LOG wins over the file.
     let port = free_port();
@@ -72,12 +91,15 @@ fn the_level_and_rust_log_hold_back_diagnostics_but_never_auth_lines() {
     // And a level that is none is a configuration error.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("portcullis.toml");
-    std::fs::write(
-        &file,
-        config(free_port(), dc.imap, "level = \"portcullis=loud\""),
-    )
-    .unwrap();
-    let out = run_portcullis(&["check", "--config", file.to_str().unwrap()]);
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("log.level \"portcullis=loud\""));
+    for level in ["portcullis=loud", "warning"] {
+        let toml = config(free_port(), dc.imap, &format!("level = \"{level}\""));
+        std::fs::write(&file, toml).unwrap();
+        let out = run_portcullis(&["check", "--config", file.to_str().unwrap()]);
+        assert!(!out.status.success(), "{level}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("log.level \"{level}\"")),
+            "{stderr}"
+        );
+    }
 }

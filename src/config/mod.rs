@@ -550,7 +550,16 @@ impl Config {
         problems.extend(self.guard.problems());
         problems.extend(self.admin.problems());
         problems.extend(self.process.problems());
-        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+        // A bare word is a level; anything else must be RUST_LOG directives (`target=level`):
+        // `warning`, read as a target, would silence everything.
+        let level = self.log.level.to_ascii_lowercase();
+        let known = matches!(
+            level.as_str(),
+            "error" | "warn" | "info" | "debug" | "trace" | "off"
+        );
+        if !(known || level.contains('='))
+            || tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err()
+        {
             problems.push(format!(
                 "log.level {:?}: not a level (error, warn, info, debug) nor RUST_LOG directives",
                 self.log.level

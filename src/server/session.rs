@@ -455,7 +455,7 @@ impl Session {
         let idle = self.listener.limits.idle_timeout();
         let traffic = relay(client, server, idle, stop, &live.counts).await;
         if traffic.timed_out {
-            self.logger().info("Timeout piping data.");
+            self.logger().timeout_piping();
         }
         let received = traffic.received + pipelined.len() as u64;
         let sent = traffic.sent + leftover.len() as u64;
