@@ -53,14 +53,22 @@ impl CertificateSet {
             warnings.extend(warning);
         }
         let first = loaded.first().ok_or("no certificate configured")?;
-        let default_names = first.names.clone();
+        // Compared as sets: the same names in another order, an RSA pair beside an ECDSA
+        // one, are the same default.
+        let name_set = |names: &[String]| {
+            let mut set = names.to_vec();
+            set.sort();
+            set.dedup();
+            set
+        };
+        let default_names = name_set(&first.names);
         let mut set = CertificateSet {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             default: Vec::new(),
         };
         for pair in &loaded {
-            if pair.names == default_names {
+            if name_set(&pair.names) == default_names {
                 set.default.push(pair.key.clone());
             }
             for name in &pair.names {
@@ -106,8 +114,24 @@ impl ResolvesServerCert for CertificateSet {
             .and_then(|name| self.for_name(name))
             .unwrap_or(&self.default);
         let schemes = hello.signature_schemes();
+        // With TLS 1.2 the cipher suite names the key type too: an ECDSA key only for a
+        // client that offers an ECDHE-ECDSA suite (or TLS 1.3, whose suites name none).
+        let suites = hello.cipher_suites();
+        let takes_ecdsa = suites.iter().any(|s| {
+            use rustls::CipherSuite::*;
+            matches!(
+                s,
+                TLS13_AES_128_GCM_SHA256
+                    | TLS13_AES_256_GCM_SHA384
+                    | TLS13_CHACHA20_POLY1305_SHA256
+                    | TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256
+                    | TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                    | TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256
+            )
+        });
         candidates
             .iter()
+            .filter(|k| takes_ecdsa || k.key.algorithm() != SignatureAlgorithm::ECDSA)
             .find(|k| k.key.choose_scheme(schemes).is_some())
             .or(candidates.first())
             .cloned()

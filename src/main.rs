@@ -14,10 +14,11 @@ use portcullis::server::services::Services;
 const USAGE: &str = "\
 Usage:
   portcullis run --config FILE        serve with the native TOML configuration
-  portcullis check --config FILE [--probe]
+  portcullis check --config FILE [--probe | --offline]
                                       validate FILE and print the effective configuration;
                                       --probe: reach every back end and map server instead,
-                                      and report on each (non-zero exit when one is broken)
+                                      and report on each (non-zero exit when one is broken);
+                                      --offline: reach nothing, print only problems
   portcullis perdition [FLAGS]        behave like a Perdition instance with the same flags
                                       (e.g. -f /etc/perdition/perdition.imap4s.conf -P IMAP4S)
   portcullis sessions (--config FILE | --admin ADDR) [--token T]
@@ -46,7 +47,8 @@ enum AdminAsk {
 
 enum Command {
     Run(Config, Vec<String>, server::listener::ConfigSource),
-    Check(Config, Vec<String>, bool),
+    /// The configuration, its warnings, `--probe`, `--offline`.
+    Check(Config, Vec<String>, bool, bool),
     /// Ask the admin endpoint of a running instance.
     Admin(portcullis::admin::client::Endpoint, AdminAsk),
     /// The configuration file could not be read as a configuration.
@@ -68,7 +70,7 @@ fn main() -> ExitCode {
             eprintln!("portcullis: configuration error: {problem}");
             ExitCode::FAILURE
         }
-        Command::Check(config, warnings, probe) => {
+        Command::Check(config, warnings, probe, offline) => {
             for w in &warnings {
                 eprintln!("warning: {w}");
             }
@@ -79,6 +81,10 @@ fn main() -> ExitCode {
                     }
                     if probe {
                         return probe_backends(&built.listeners);
+                    }
+                    if offline {
+                        eprintln!("configuration is valid");
+                        return ExitCode::SUCCESS;
                     }
                     let unreachable = probe_maps(&built.listeners);
                     if !unreachable.is_empty() {
@@ -221,11 +227,14 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
             Ok(None)
         }
         "run" | "check" => {
-            // `check --probe` also reaches every back end.
+            // `check --probe` also reaches every back end; `check --offline` reaches nothing
+            // and prints nothing but problems (the unit's ExecStartPre: a map server down
+            // must not keep the proxy from starting, nor secrets reach the journal).
             let probe = first == "check" && args[1..].iter().any(|a| a == "--probe");
+            let offline = first == "check" && args[1..].iter().any(|a| a == "--offline");
             let rest: Vec<String> = args[1..]
                 .iter()
-                .filter(|a| !(probe && *a == "--probe"))
+                .filter(|a| !(first == "check" && (*a == "--probe" || *a == "--offline")))
                 .cloned()
                 .collect();
             let path = match &rest[..] {
@@ -253,7 +262,7 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
                 });
                 Command::Run(config, vec![], source)
             } else {
-                Command::Check(config, vec![], probe)
+                Command::Check(config, vec![], probe, offline)
             }))
         }
         "sessions" | "kick" | "reload" | "upgrade" => parse_admin(first, &args[1..]).map(Some),
@@ -333,7 +342,22 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
         }
     };
     let services = Services::new(logger.clone(), guard);
+    // Found now: after a package upgrade the name may lead elsewhere, and after a privilege
+    // drop this process may no longer be able to look.
+    let program = server::upgrade::invoked_program();
     runtime.block_on(async {
+        // Before anything announces this process: a signal then must not kill it.
+        use tokio::signal::unix::{signal, SignalKind};
+        let (hangup, usr2) = match (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined2()),
+        ) {
+            (Ok(hangup), Ok(usr2)) => (hangup, usr2),
+            (Err(e), _) | (_, Err(e)) => {
+                logger.error(&format!("cannot handle signals: {e}"));
+                return ExitCode::FAILURE;
+            }
+        };
         // The admin endpoint's socket, when one was passed in, is the endpoint's.
         let admin_inherited = config.admin.address().and_then(|address| {
             let i = inherited.iter().position(|(a, _)| *a == address)?;
@@ -358,6 +382,7 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
         let (reload_tx, reload_rx) = tokio::sync::mpsc::channel(4);
         let (upgrade_tx, upgrade_rx) = tokio::sync::mpsc::channel(1);
         let mut other_sockets = Vec::new();
+        let mut end_with_serving = Vec::new();
         if let Some(address) = config.admin.address() {
             match portcullis::admin::bind(address, admin_inherited) {
                 Ok((socket, copy)) => {
@@ -373,7 +398,7 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
                         reload_tx.clone(),
                         upgrade_tx.clone(),
                     );
-                    tokio::spawn(admin.serve(socket));
+                    end_with_serving.push(tokio::spawn(admin.serve(socket)).abort_handle());
                 }
                 Err(e) => {
                     logger.error(&e);
@@ -384,7 +409,7 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
         // Every socket is bound: the pid file, then the user the rest runs as.
         let pid_file = config.process.pid_file.clone();
         if let Some(path) = &pid_file {
-            if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+            if let Err(e) = portcullis::service::write_pid_file(path) {
                 logger.error(&format!("cannot write the pid file {path}: {e}"));
                 return ExitCode::FAILURE;
             }
@@ -398,8 +423,19 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
                 }
             }
         }
-        tokio::spawn(reload_on_hangup(reload_tx));
-        tokio::spawn(upgrade_on_usr2(upgrade_tx));
+        tokio::spawn(reload_on_hangup(hangup, reload_tx));
+        tokio::spawn(upgrade_on_usr2(usr2, upgrade_tx));
+        // A successor started as this user could not bind nor read what a start needs; one
+        // started by hand under systemd would be killed with this process's cgroup.
+        let upgrade_refused = if portcullis::service::under_systemd() {
+            Some("started by systemd: use portcullis.socket and systemctl restart".to_string())
+        } else {
+            config
+                .process
+                .user
+                .as_ref()
+                .map(|user| format!("privileges were dropped to {user}: restart instead"))
+        };
         tokio::spawn(report_status(services.registry.clone()));
         portcullis::service::ready(&services.registry.status());
         let stopping = async {
@@ -412,6 +448,10 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
             source,
             args: std::env::args().skip(1).collect(),
             other_sockets,
+            program,
+            upgrade_refused,
+            pid_file: pid_file.clone(),
+            end_with_serving,
         };
         server::run(bound, services, config, stopping, control).await;
         // A successor has written its own pid there by now: that one stays.
@@ -499,11 +539,10 @@ fn probe_maps(listeners: &[Arc<server::runtime::ListenerState>]) -> Vec<String> 
 
 /// SIGHUP reads the configuration again (certificates and maps included) and reopens the log
 /// files (logrotate), instead of killing the process as it would by default.
-async fn reload_on_hangup(reloads: tokio::sync::mpsc::Sender<server::listener::ReloadRequest>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else {
-        return;
-    };
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    reloads: tokio::sync::mpsc::Sender<server::listener::ReloadRequest>,
+) {
     while hangup.recv().await.is_some() {
         let request = server::listener::ReloadRequest { reply: None };
         if reloads.send(request).await.is_err() {
@@ -513,11 +552,10 @@ async fn reload_on_hangup(reloads: tokio::sync::mpsc::Sender<server::listener::R
 }
 
 /// SIGUSR2 hands the sockets to the binary on disk and drains (a binary upgrade, as nginx).
-async fn upgrade_on_usr2(upgrades: tokio::sync::mpsc::Sender<server::listener::UpgradeRequest>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
-        return;
-    };
+async fn upgrade_on_usr2(
+    mut usr2: tokio::signal::unix::Signal,
+    upgrades: tokio::sync::mpsc::Sender<server::listener::UpgradeRequest>,
+) {
     while usr2.recv().await.is_some() {
         let request = server::listener::UpgradeRequest { reply: None };
         if upgrades.send(request).await.is_err() {

@@ -5,11 +5,34 @@
 
 use std::net::SocketAddr;
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use sd_notify::NotifyState;
+
+/// A successor's notifications went to its predecessor, which only waits for READY: after
+/// it, nothing more is sent (the predecessor's socket is gone, and its path could be anyone's).
+static SILENT: AtomicBool = AtomicBool::new(false);
+
+fn notify(states: &[NotifyState]) {
+    if !SILENT.load(Ordering::Relaxed) {
+        let _ = sd_notify::notify(false, states);
+    }
+}
+
+/// Whether this process was started by systemd (its notifications and cgroup are systemd's),
+/// and not by a predecessor handing over.
+pub fn under_systemd() -> bool {
+    let successor = std::env::var_os(crate::server::upgrade::SUCCESSOR).is_some();
+    std::env::var_os("INVOCATION_ID").is_some()
+        || (std::env::var_os("NOTIFY_SOCKET").is_some() && !successor)
+}
 
 /// Tell systemd the service is up (after every listener is bound).
 pub fn ready(status: &str) {
-    let _ = sd_notify::notify(false, &[NotifyState::Ready, NotifyState::Status(status)]);
+    notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+    if std::env::var_os(crate::server::upgrade::SUCCESSOR).is_some() {
+        SILENT.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A reload starts (systemd ≥ 253 wants the monotonic time with it).
@@ -18,17 +41,17 @@ pub fn reloading() {
     if let Ok(now) = NotifyState::monotonic_usec_now() {
         states.push(now);
     }
-    let _ = sd_notify::notify(false, &states);
+    notify(&states);
 }
 
 /// Shutdown has begun.
 pub fn stopping() {
-    let _ = sd_notify::notify(false, &[NotifyState::Stopping]);
+    notify(&[NotifyState::Stopping]);
 }
 
 /// The line `systemctl status` shows.
 pub fn status(text: &str) {
-    let _ = sd_notify::notify(false, &[NotifyState::Status(text)]);
+    notify(&[NotifyState::Status(text)]);
 }
 
 /// Listening sockets passed in by systemd (`LISTEN_FDS`, a `.socket` unit) or by a predecessor
@@ -95,7 +118,7 @@ pub fn drop_privileges(user: &str, group: Option<&str>) -> Result<(), String> {
         }
         None => account.gid,
     };
-    if getuid() == account.uid {
+    if getuid() == account.uid && nix::unistd::getgid() == gid {
         return Ok(());
     }
     if !getuid().is_root() {
@@ -113,4 +136,26 @@ pub fn drop_privileges(user: &str, group: Option<&str>) -> Result<(), String> {
         return Err("still able to become root after dropping privileges".into());
     }
     Ok(())
+}
+
+/// Write this process's id to `path`, never through a symbolic link (the directory may be
+/// writable by the user the process becomes) and only into a regular file.
+pub fn write_pid_file(path: &str) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let metadata = file.metadata().map_err(|e| e.to_string())?;
+    if !metadata.is_file() {
+        return Err("not a regular file".into());
+    }
+    file.set_len(0).map_err(|e| e.to_string())?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(|e| e.to_string())
 }

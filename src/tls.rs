@@ -52,7 +52,7 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(certificates));
     config.alpn_protocols = vec![alpn.to_vec()];
-    let (ticketer, cache) = resumption()?;
+    let (ticketer, cache) = resumption(&pairs_fingerprint(pairs))?;
     config.ticketer = ticketer;
     config.session_storage = cache;
     Ok((Arc::new(config), warnings))
@@ -68,20 +68,34 @@ type Resumption = (
 /// a few hundred bytes.
 const RESUMPTION_CACHE: usize = 20_000;
 
-/// Session resumption for every TLS listener of the process: stateless tickets (TLS 1.3 and
-/// 1.2; a resumed handshake costs a fraction of a full one) under keys that rotate every six
-/// hours, and a cache for clients that resume by session id. Made once per process, so that
-/// every listener takes the others' tickets and a reload keeps them all valid.
-fn resumption() -> Result<Resumption, String> {
-    static RESUMPTION: std::sync::OnceLock<Resumption> = std::sync::OnceLock::new();
-    if let Some(made) = RESUMPTION.get() {
-        return Ok(made.clone());
+/// Session resumption: stateless tickets (TLS 1.3 and 1.2; a resumed handshake costs a
+/// fraction of a full one) under keys that rotate every six hours, and a cache for clients
+/// that resume by session id. One set per certificate set, made once per process: the
+/// listeners that serve the same certificates take each other's tickets, a reload keeps them
+/// valid, and a session proven with one certificate never resumes where another is served.
+fn resumption(certificates: &str) -> Result<Resumption, String> {
+    static MADE: std::sync::Mutex<Vec<(String, Resumption)>> = std::sync::Mutex::new(Vec::new());
+    let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, resumption)) = made.iter().find(|(key, _)| key == certificates) {
+        return Ok(resumption.clone());
     }
     let ticketer =
         rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
     let cache: Arc<dyn rustls::server::StoresServerSessions> =
         rustls::server::ServerSessionMemoryCache::new(RESUMPTION_CACHE);
-    Ok(RESUMPTION.get_or_init(|| (ticketer, cache)).clone())
+    made.push((certificates.to_string(), (ticketer.clone(), cache.clone())));
+    Ok((ticketer, cache))
+}
+
+/// What identifies a certificate set: the certificates' own bytes (the same files renewed
+/// are another set; the same set on two listeners is one).
+fn pairs_fingerprint(pairs: &[(&Path, &Path)]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for (cert, _) in pairs {
+        fs::read(cert).unwrap_or_default().hash(&mut hasher);
+    }
+    format!("{:016x}", hasher.finish())
 }
 
 /// How the proxy checks a back end's certificate.

@@ -12,6 +12,9 @@ use std::time::Duration;
 
 use support::*;
 
+/// `env` without the variables that say systemd started the process.
+const NOT_SYSTEMD: [&str; 5] = ["env", "-u", "INVOCATION_ID", "-u", "NOTIFY_SOCKET"];
+
 fn greeting(port: u16) -> bool {
     let Ok(s) = TcpStream::connect(("127.0.0.1", port)) else {
         return false;
@@ -46,7 +49,8 @@ fn the_new_binary_takes_the_sockets_and_the_old_one_drains() {
         pid_file.display(),
         dc.imap
     );
-    let mut old = Proxy::start_toml(&toml, &[port, admin]);
+    // Not started by systemd, whatever the test runner was started by.
+    let mut old = Proxy::start_toml_wrapped(&toml, &[port, admin], &NOT_SYSTEMD, &[]);
     let old_pid = old.pid();
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -135,4 +139,33 @@ fn a_successor_that_cannot_start_changes_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not upgraded, this process goes on"));
     assert!(proxy.wait_log("Upgrade failed, this process goes on", READ_TIMEOUT));
     assert!(greeting(port), "the old process stopped serving");
+}
+
+/// Under systemd the process's cgroup is systemd's: a successor started by hand would be
+/// killed with it, so the upgrade is refused, with the way to do it instead.
+#[test]
+fn under_systemd_an_upgrade_is_refused() {
+    let dc = Dovecot::start();
+    let (port, admin) = (free_port(), free_port());
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[admin]\nlisten = \"127.0.0.1:{admin}\"\n\n\
+         [[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         [listener.backend]\nhost = \"127.0.0.1\"\nport = {}\n",
+        dc.imap
+    );
+    let proxy = Proxy::start_toml_wrapped(
+        &toml,
+        &[port, admin],
+        &["env"],
+        &[("INVOCATION_ID", "0123")],
+    );
+    let out = run_portcullis(&["upgrade", "--admin", &format!("127.0.0.1:{admin}")]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("started by systemd: use portcullis.socket"),
+        "{stderr}"
+    );
+    assert!(proxy.wait_log("Upgrade refused", READ_TIMEOUT));
+    assert!(greeting(port));
 }

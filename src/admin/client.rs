@@ -11,8 +11,8 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::server::registry::Kick;
 
-/// How long the endpoint may take to answer.
-const ANSWER_TIME: Duration = Duration::from_secs(10);
+/// How long the endpoint may take to answer (an upgrade waits up to 30 s for its successor).
+const ANSWER_TIME: Duration = Duration::from_secs(45);
 
 /// Where the endpoint is and how to be let in.
 pub struct Endpoint {

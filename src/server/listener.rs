@@ -101,6 +101,16 @@ pub struct Control {
     pub args: Vec<String>,
     /// Sockets a successor takes over besides the listeners' (the admin endpoint's).
     pub other_sockets: Vec<(SocketAddr, std::net::TcpListener)>,
+    /// The binary a successor is started from, found at start.
+    pub program: Result<std::path::PathBuf, String>,
+    /// Why an upgrade cannot be done here, when it cannot (under systemd, after a privilege
+    /// drop).
+    pub upgrade_refused: Option<String>,
+    /// Rewritten with this process's id when a successor that wrote its own fails.
+    pub pid_file: Option<String>,
+    /// Tasks that end with serving (the admin endpoint): a draining process must not answer
+    /// for its successor.
+    pub end_with_serving: Vec<tokio::task::AbortHandle>,
 }
 
 /// "No limit": more connections than any process can hold open (its file descriptors run out
@@ -123,6 +133,10 @@ pub async fn run(
         source,
         args,
         other_sockets,
+        program,
+        upgrade_refused,
+        pid_file,
+        end_with_serving,
     } = control;
     let source: Arc<ConfigSource> = Arc::new(source);
     let mut server = Server::start(bound, services, config);
@@ -163,9 +177,24 @@ pub async fn run(
             }
             Some(request) = upgrades.recv() => {
                 let logger = server.services.borrow().logger.clone();
+                let possible = match (&upgrade_refused, &program) {
+                    (Some(why), _) => Err(why.clone()),
+                    (None, Err(why)) => Err(why.clone()),
+                    (None, Ok(program)) => Ok(program),
+                };
+                let program = match possible {
+                    Ok(program) => program,
+                    Err(why) => {
+                        logger.error(&format!("Upgrade refused: {why}"));
+                        if let Some(reply) = request.reply {
+                            let _ = reply.send(Err(why));
+                        }
+                        continue;
+                    }
+                };
                 let mut sockets = server.sockets_to_hand_over();
                 sockets.extend(other_sockets.iter().filter_map(|(a, s)| Some((*a, s.try_clone().ok()?))));
-                match super::upgrade::hand_over(&args, &sockets).await {
+                match super::upgrade::hand_over(program, &args, &sockets).await {
                     Ok(successor) => {
                         let line = format!(
                             "Upgrade: the new process (pid {}) serves; this one drains",
@@ -179,6 +208,10 @@ pub async fn run(
                     }
                     Err(why) => {
                         logger.error(&format!("Upgrade failed, this process goes on: {why}"));
+                        // The successor may have written its id there before it failed.
+                        if let Some(path) = &pid_file {
+                            let _ = crate::service::write_pid_file(path);
+                        }
                         if let Some(reply) = request.reply {
                             let _ = reply.send(Err(why));
                         }
@@ -187,6 +220,10 @@ pub async fn run(
             }
         }
     }
+    for task in end_with_serving {
+        task.abort();
+    }
+    drop(other_sockets);
     let grace = Duration::from_secs(server.config.limits.shutdown_grace);
     let Server {
         services,

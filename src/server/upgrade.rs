@@ -17,8 +17,14 @@ use tokio::net::UnixDatagram;
 
 /// Names the inherited sockets' descriptor numbers for the successor.
 pub const INHERITED_FDS: &str = "PORTCULLIS_INHERITED_FDS";
+/// Tells a successor that its `NOTIFY_SOCKET` is its predecessor's, to be forgotten once it
+/// said READY (the path is gone then, and someone else could take it).
+pub const SUCCESSOR: &str = "PORTCULLIS_SUCCESSOR";
 /// How long a successor may take to be ready.
 const READY_TIME: Duration = Duration::from_secs(30);
+/// How long a successor that said it is ready must stay up before this process lets go: one
+/// that dies at once would leave nobody accepting.
+const SETTLE_TIME: Duration = Duration::from_secs(1);
 
 /// A successor that is ready: its process id.
 pub struct Successor {
@@ -28,30 +34,53 @@ pub struct Successor {
 /// Start the binary this process was started as, with `args`, handing it `sockets`; wait
 /// until it is ready.
 pub async fn hand_over(
+    program: &std::path::Path,
     args: &[String],
     sockets: &[(SocketAddr, TcpListener)],
 ) -> Result<Successor, String> {
-    let program = invoked_program()?;
-    let dir = std::env::temp_dir().join(format!("portcullis-upgrade-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // A directory of this process alone (0700, a name nobody can guess, never one that
+    // already exists): nobody else can take the socket's place nor send it READY.
+    let dir = std::env::temp_dir().join(format!(
+        "portcullis-upgrade-{}-{:016x}",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let notify_path = dir.join("notify");
-    let _ = std::fs::remove_file(&notify_path);
     let notify = UnixDatagram::bind(&notify_path)
         .map_err(|e| format!("notification socket {}: {e}", notify_path.display()))?;
-    let outcome = start_and_wait(&program, args, sockets, &notify_path, &notify).await;
+    let outcome = start_and_wait(program, args, sockets, &notify_path, &notify).await;
     let _ = std::fs::remove_file(&notify_path);
     let _ = std::fs::remove_dir(&dir);
     outcome
 }
 
 async fn start_and_wait(
-    program: &PathBuf,
+    program: &std::path::Path,
     args: &[String],
     sockets: &[(SocketAddr, TcpListener)],
     notify_path: &std::path::Path,
     notify: &UnixDatagram,
 ) -> Result<Successor, String> {
     let mut child = spawn(program, args, sockets, notify_path)?;
+    let pid = child.id();
+    let outcome = wait_until_settled(&mut child, notify).await;
+    if outcome.is_err() {
+        // Not to be left half started, nor unreaped.
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    outcome.map(|()| Successor { pid })
+}
+
+/// READY from the child, and the child still up a moment later.
+async fn wait_until_settled(child: &mut Child, notify: &UnixDatagram) -> Result<(), String> {
     let pid = child.id();
     let ready = async {
         let mut buf = [0u8; 4096];
@@ -71,21 +100,30 @@ async fn start_and_wait(
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     };
+    tokio::pin!(exited);
     tokio::select! {
         ready = tokio::time::timeout(READY_TIME, ready) => match ready {
-            Ok(Ok(())) => Ok(Successor { pid }),
-            Ok(Err(e)) => Err(format!("notification socket: {e}")),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("notification socket: {e}")),
             Err(_) => {
-                let _ = child.kill();
-                Err(format!("the new process (pid {pid}) was not ready within {} s", READY_TIME.as_secs()))
+                return Err(format!(
+                    "the new process (pid {pid}) was not ready within {} s",
+                    READY_TIME.as_secs()
+                ))
             }
         },
-        status = exited => Err(format!("the new process (pid {pid}) exited: {status}")),
+        status = &mut exited => return Err(format!("the new process (pid {pid}) exited: {status}")),
+    }
+    tokio::select! {
+        _ = tokio::time::sleep(SETTLE_TIME) => Ok(()),
+        status = &mut exited => Err(format!(
+            "the new process (pid {pid}) exited right after it was ready: {status}"
+        )),
     }
 }
 
 fn spawn(
-    program: &PathBuf,
+    program: &std::path::Path,
     args: &[String],
     sockets: &[(SocketAddr, TcpListener)],
     notify_path: &std::path::Path,
@@ -109,6 +147,7 @@ fn spawn(
         .args(args)
         .env(INHERITED_FDS, numbers.join(","))
         .env("NOTIFY_SOCKET", notify_path)
+        .env(SUCCESSOR, "1")
         .env_remove("LISTEN_FDS")
         .env_remove("LISTEN_PID")
         .stdin(Stdio::null())
@@ -118,19 +157,23 @@ fn spawn(
     child
 }
 
-/// The binary on disk as this process was started (after a package upgrade, the new one; the
-/// running image may be deleted by then).
-fn invoked_program() -> Result<PathBuf, String> {
+/// The binary on disk as this process was started, as an absolute path found once at start
+/// (after a package upgrade it holds the new binary; the running image may be deleted by
+/// then). Relative PATH entries are not searched: they depend on the working directory.
+pub fn invoked_program() -> Result<PathBuf, String> {
     let first = std::env::args_os()
         .next()
         .ok_or("no program name in the arguments")?;
     let named = PathBuf::from(&first);
-    if named.components().count() > 1 {
-        return Ok(named);
-    }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join(&named))
-        .find(|candidate| candidate.is_file())
-        .ok_or_else(|| format!("{} not found in PATH", named.display()))
+    let found = if named.components().count() > 1 {
+        std::fs::canonicalize(&named).map_err(|e| format!("{}: {e}", named.display()))?
+    } else {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        std::env::split_paths(&path)
+            .filter(|dir| dir.is_absolute())
+            .map(|dir| dir.join(&named))
+            .find(|candidate| candidate.is_file())
+            .ok_or_else(|| format!("{} not found in PATH", named.display()))?
+    };
+    Ok(found)
 }
