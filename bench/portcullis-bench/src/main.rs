@@ -1,0 +1,338 @@
+//! portcullis-bench: an IMAP load generator and meter for Portcullis (or any IMAP server).
+//!
+//! `main` parses the command line, builds the run context, runs one mode and writes the report.
+//! Exit status: 0 when something succeeded, 1 when every operation failed (the table is still
+//! printed), 2 for a usage or setup error (bad CA file, unwritable output).
+
+#![forbid(unsafe_code)]
+
+mod error;
+mod imap;
+mod latency;
+mod modes;
+mod proc_stats;
+mod report;
+mod svg;
+mod target;
+
+use clap::{Args, Parser, Subcommand};
+use modes::fetch::FetchOptions;
+use modes::idle::IdleOptions;
+use modes::logins::LoginOptions;
+use modes::Ctx;
+use proc_stats::Meter;
+use report::{Output, TargetInfo};
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use target::Target;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "IMAP benchmark for Portcullis: logins, FETCH throughput, idle sessions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// Login latency and rate: closed loop (--clients) or open loop (--rate), sweepable.
+    Logins {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: LoginArgs,
+    },
+    /// FETCH a large message repeatedly: MiB/s and CPU per MiB.
+    Fetch {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: FetchArgs,
+    },
+    /// Park many sessions in IDLE: time to open them and memory per session.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: IdleArgs,
+    },
+    /// A few seconds of each mode (for CI): exits 1 if any mode had no success at all.
+    Smoke {
+        #[command(flatten)]
+        common: Common,
+        /// Seconds of logins and of FETCH each.
+        #[arg(long, default_value_t = 2.0)]
+        duration: f64,
+        /// Idle sessions to open.
+        #[arg(long, default_value_t = 20)]
+        sessions: usize,
+    },
+}
+
+/// Where to connect, as whom, what to meter, where to write.
+#[derive(Args)]
+struct Common {
+    /// HOST:PORT of the IMAP server or proxy.
+    #[arg(long)]
+    target: String,
+    /// Label for the table rows and the JSON (default: the address).
+    #[arg(long)]
+    name: Option<String>,
+    /// Implicit TLS (IMAPS).
+    #[arg(long)]
+    tls: bool,
+    /// CA certificate(s) (PEM) that signed the target's certificate.
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Name checked against the certificate (default: the target's host).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Reuse each simulated client's TLS session (resumed handshakes).
+    #[arg(long)]
+    resume: bool,
+    /// USER/PASSWORD to log in as; several are used round-robin by the clients.
+    #[arg(long = "user", default_value = "alice/alicepw")]
+    users: Vec<String>,
+    /// Process to meter (CPU from /proc/PID/stat, memory from smaps_rollup); repeatable.
+    #[arg(long = "pid")]
+    pids: Vec<u32>,
+    /// Meter each --pid's descendants too (forking servers: perdition, Dovecot).
+    #[arg(long)]
+    tree: bool,
+    /// Bound on each step of a session (connect, greeting, one command), seconds.
+    #[arg(long, default_value_t = 10.0)]
+    timeout: f64,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct LoginArgs {
+    /// Closed loop: concurrent clients; a comma list sweeps (e.g. 1,4,16,64).
+    #[arg(long, value_delimiter = ',', default_value = "16")]
+    clients: Vec<usize>,
+    /// Open loop: new connections per second; a comma list sweeps (e.g. 50,100,200).
+    #[arg(long, value_delimiter = ',')]
+    rate: Vec<f64>,
+    /// Open loop: simulated clients the arrivals rotate over (their own TLS session caches).
+    #[arg(long, default_value_t = 100)]
+    identities: usize,
+    /// Open loop: arrivals beyond this many pending connections are dropped (counted "overload").
+    #[arg(long, default_value_t = 2000)]
+    max_inflight: usize,
+    /// Seconds per step.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Seconds between the steps of a sweep.
+    #[arg(long, default_value_t = 1.0)]
+    pause: f64,
+    /// Write an SVG plot of p50/p99 latency against logins/s here (one point per step).
+    #[arg(long)]
+    svg: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct FetchArgs {
+    /// Concurrent sessions fetching.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Seconds of FETCHing.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Sequence number of the message (default: the largest in INBOX).
+    #[arg(long)]
+    message: Option<u32>,
+}
+
+#[derive(Args)]
+struct IdleArgs {
+    /// Sessions to open and park in IDLE.
+    #[arg(long, default_value_t = 500)]
+    sessions: usize,
+    /// Sessions being opened at once.
+    #[arg(long, default_value_t = 32)]
+    parallel: usize,
+    /// Seconds to wait before each memory reading.
+    #[arg(long, default_value_t = 1.0)]
+    settle: f64,
+    /// Seconds to keep the sessions open after measuring.
+    #[arg(long, default_value_t = 0.0)]
+    hold: f64,
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::from_secs_f64(if s.is_finite() && s > 0.0 { s } else { 0.0 })
+}
+
+fn build_ctx(c: &Common) -> Result<Ctx, String> {
+    let target = Target::new(&c.target, c.tls, c.ca.as_deref(), c.server_name.as_deref())?;
+    let users = c
+        .users
+        .iter()
+        .map(|u| {
+            u.split_once('/')
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .ok_or_else(|| format!("--user {u:?}: expected USER/PASSWORD"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if c.resume && !c.tls {
+        return Err("--resume needs --tls".into());
+    }
+    Ok(Ctx {
+        target,
+        users,
+        meter: Meter {
+            pids: c.pids.clone(),
+            tree: c.tree,
+        },
+        timeout: secs(c.timeout),
+        progress: !c.quiet && std::io::stderr().is_terminal(),
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("portcullis-bench: tokio runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(run(cli.mode)) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("portcullis-bench: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs the mode, prints the table and writes the files; `Ok(false)` when nothing succeeded.
+async fn run(mode: Mode) -> Result<bool, String> {
+    let common = match &mode {
+        Mode::Logins { common, .. }
+        | Mode::Fetch { common, .. }
+        | Mode::Idle { common, .. }
+        | Mode::Smoke { common, .. } => common,
+    };
+    let ctx = Arc::new(build_ctx(common)?);
+    let mut out = Output {
+        tool: "portcullis-bench",
+        version: env!("CARGO_PKG_VERSION"),
+        mode: "",
+        started_unix: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+        target: TargetInfo {
+            name: common.name.clone().unwrap_or_else(|| common.target.clone()),
+            addr: common.target.clone(),
+            tls: common.tls,
+            resume: common.resume,
+            users: ctx.users.len(),
+            pids: common.pids.clone(),
+            tree: common.tree,
+        },
+        logins: Vec::new(),
+        fetch: None,
+        idle: None,
+    };
+    let mut svg_path = None;
+    // Smoke fails when any one of its modes had no success; the others when all failed.
+    let mut smoke_ok = true;
+    match &mode {
+        Mode::Logins { args, .. } => {
+            out.mode = "logins";
+            let opts = LoginOptions {
+                clients: args.clients.clone(),
+                rates: args.rate.clone(),
+                identities: args.identities,
+                max_inflight: args.max_inflight.max(1),
+                duration: secs(args.duration),
+                resume: common.resume,
+                pause: secs(args.pause),
+            };
+            out.logins = modes::logins::run(ctx.clone(), &opts).await;
+            svg_path = args.svg.clone();
+        }
+        Mode::Fetch { args, .. } => {
+            out.mode = "fetch";
+            let opts = FetchOptions {
+                clients: args.clients,
+                duration: secs(args.duration),
+                message: args.message,
+            };
+            out.fetch = Some(modes::fetch::run(ctx.clone(), &opts).await);
+        }
+        Mode::Idle { args, .. } => {
+            out.mode = "idle";
+            let opts = IdleOptions {
+                sessions: args.sessions,
+                parallel: args.parallel,
+                settle: secs(args.settle),
+                hold: secs(args.hold),
+                resume: common.resume,
+            };
+            out.idle = Some(modes::idle::run(ctx.clone(), &opts).await);
+        }
+        Mode::Smoke {
+            duration, sessions, ..
+        } => {
+            out.mode = "smoke";
+            let logins = LoginOptions {
+                clients: vec![4],
+                rates: Vec::new(),
+                identities: 4,
+                max_inflight: 100,
+                duration: secs(*duration),
+                resume: common.resume,
+                pause: Duration::ZERO,
+            };
+            out.logins = modes::logins::run(ctx.clone(), &logins).await;
+            let fetch = FetchOptions {
+                clients: 1,
+                duration: secs(*duration),
+                message: None,
+            };
+            out.fetch = Some(modes::fetch::run(ctx.clone(), &fetch).await);
+            let idle = IdleOptions {
+                sessions: *sessions,
+                parallel: 8,
+                settle: Duration::from_millis(300),
+                hold: Duration::ZERO,
+                resume: common.resume,
+            };
+            out.idle = Some(modes::idle::run(ctx.clone(), &idle).await);
+            smoke_ok = out.logins.iter().all(|s| s.logins > 0)
+                && out.fetch.as_ref().is_some_and(|f| f.fetches > 0)
+                && out.idle.as_ref().is_some_and(|i| i.opened > 0);
+        }
+    }
+
+    print!("{}", out.markdown());
+    if let Some(path) = &common.json {
+        let text = serde_json::to_string_pretty(&out).map_err(|e| e.to_string())?;
+        std::fs::write(path, text + "\n").map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    if let Some(path) = &svg_path {
+        let title = format!("{} logins: latency against load", out.target.name);
+        std::fs::write(path, svg::plot(&title, &out.logins))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(out.any_success() && smoke_ok)
+}
