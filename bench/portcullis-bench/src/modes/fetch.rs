@@ -151,6 +151,9 @@ pub async fn run(ctx: SharedCtx, opts: &FetchOptions) -> FetchResult {
     let mut finished = false;
     loop {
         tokio::select! {
+            // Biased, this branch first: once every client is done, the reading must be taken
+            // before the last client's result (and the end of the set) is seen.
+            biased;
             _ = &mut all_done, if !finished => {
                 finished = true;
                 cpu1 = ctx.meter.cpu_seconds();
