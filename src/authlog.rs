@@ -12,7 +12,7 @@ pub mod queue;
 mod writer;
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{LogConfig, LogPasswd};
@@ -94,6 +94,12 @@ pub struct Logger {
     tls_failures: Mutex<PerSourceLimit>,
     /// Banned addresses turned away: a few lines per address and minute, as for TLS.
     guard_refusals: Mutex<PerSourceLimit>,
+    /// Errors only, the Auth lines too (Perdition's `quiet` without `debug`).
+    errors_only: bool,
+    /// How often a session that relays repeats its Auth line (`auth_relog`).
+    auth_relog: Option<Duration>,
+    /// Said at the end of every Connect line: `inetd_pid=` in inetd mode, as Perdition.
+    connect_note: OnceLock<String>,
 }
 
 /// Syslog facility numbers (RFC 5424 section 6.2.1).
@@ -196,6 +202,9 @@ impl Logger {
                 TLS_FAILURE_LINES_PER_MINUTE,
                 Duration::from_secs(60),
             )),
+            errors_only: config.quiet && !config.debug,
+            auth_relog: (config.auth_relog > 0).then(|| Duration::from_secs(config.auth_relog)),
+            connect_note: OnceLock::new(),
         }
     }
 
@@ -216,7 +225,7 @@ impl Logger {
 
     /// Queue one line; never waits for the destination.
     pub fn write(&self, severity: Severity, message: &str) {
-        if severity == Severity::Debug && !self.debug {
+        if severity == Severity::Debug && !self.debug || self.quieted(severity) {
             return;
         }
         self.writer
@@ -226,8 +235,25 @@ impl Logger {
     /// Queue a line that must survive a slow destination longer than others: fail2ban's
     /// input, and the byte counts of a session that logged in.
     fn write_kept(&self, severity: Severity, message: &str) {
+        if self.quieted(severity) {
+            return;
+        }
         self.writer
             .push(self.format.line(severity, message), Class::Keep);
+    }
+
+    fn quieted(&self, severity: Severity) -> bool {
+        self.errors_only && severity != Severity::Err
+    }
+
+    /// How often a relaying session repeats its Auth line; never when `None`.
+    pub fn auth_relog(&self) -> Option<Duration> {
+        self.auth_relog
+    }
+
+    /// Words for the end of every Connect line from now on (set once).
+    pub fn note_on_connect(&self, note: String) {
+        let _ = self.connect_note.set(note);
     }
 
     /// Wait until the lines logged so far are written, at most `limit` (shutdown).
@@ -285,9 +311,10 @@ impl Logger {
     }
 
     pub fn connect(&self, peer: SocketAddr, local: SocketAddr) {
+        let note = self.connect_note.get().map_or("", String::as_str);
         self.write(
             Severity::Info,
-            &format!("Connect: {}", from_to(peer, local)),
+            &format!("Connect: {}{note}", from_to(peer, local)),
         );
     }
 

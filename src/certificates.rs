@@ -39,16 +39,19 @@ pub struct CertificateSet {
 }
 
 impl CertificateSet {
-    /// Load the pairs (the first is the default); warnings (a certificate expiring soon) go
-    /// to the log and to `check`.
+    /// Load the pairs (the first is the default, and gets the intermediates of `chain` after
+    /// its own certificates); warnings (a certificate expiring soon) go to the log and to
+    /// `check`.
     pub fn load(
         pairs: &[(&Path, &Path)],
+        chain: Option<&Path>,
         provider: &rustls::crypto::CryptoProvider,
     ) -> Result<(CertificateSet, Vec<String>), String> {
         let mut loaded = Vec::new();
         let mut warnings = Vec::new();
-        for (cert, key) in pairs {
-            let (pair, warning) = load_pair(cert, key, provider)?;
+        for (i, (cert, key)) in pairs.iter().enumerate() {
+            let chain = chain.filter(|_| i == 0);
+            let (pair, warning) = load_pair(cert, key, chain, provider)?;
             loaded.push(pair);
             warnings.extend(warning);
         }
@@ -141,18 +144,44 @@ impl ResolvesServerCert for CertificateSet {
 fn load_pair(
     cert: &Path,
     key: &Path,
+    intermediates: Option<&Path>,
     provider: &rustls::crypto::CryptoProvider,
 ) -> Result<(Pair, Option<String>), String> {
-    let pem = std::fs::read(cert).map_err(|e| format!("cannot read {}: {e}", cert.display()))?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: bad PEM certificate: {e}", cert.display()))?;
+    let read = |path: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: bad PEM certificate: {e}", path.display()))
+    };
+    let mut chain = read(cert)?;
     let leaf = chain
         .first()
         .ok_or_else(|| format!("{}: no certificate found", cert.display()))?
         .clone();
-    let private = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("{}: cannot load private key: {e}", key.display()))?;
+    if let Some(path) = intermediates {
+        let more = read(path)?;
+        if more.is_empty() {
+            return Err(format!("{}: no certificate found", path.display()));
+        }
+        chain.extend(more);
+    }
+    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
+        let encrypted = std::fs::read(key)
+            .map(|pem| pem.windows(9).any(|w| w == b"ENCRYPTED"))
+            .unwrap_or(false);
+        if encrypted {
+            // There is no passphrase to ask for at start (Perdition's ssl_passphrase_*):
+            // the key is stored decrypted, readable by root and the service only.
+            format!(
+                "{}: the private key is encrypted; decrypt it once (openssl pkey -in KEY -out \
+                 PLAIN) and keep the result readable by root only",
+                key.display()
+            )
+        } else {
+            format!("{}: cannot load private key: {e}", key.display())
+        }
+    })?;
     let certified = CertifiedKey::from_der(chain, private, provider)
         .map_err(|e| format!("{}: certificate and key do not match: {e}", cert.display()))?;
     let (names, left) = names_and_time_left(leaf.as_ref())

@@ -12,6 +12,7 @@ pub mod config;
 pub mod guard;
 pub mod map;
 pub mod metrics;
+pub mod pid_file;
 pub mod protocol;
 pub mod server;
 pub mod service;

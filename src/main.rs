@@ -20,7 +20,8 @@ Usage:
                                       and report on each (non-zero exit when one is broken);
                                       --offline: reach nothing, print only problems
   portcullis perdition [FLAGS]        behave like a Perdition instance with the same flags
-                                      (e.g. -f /etc/perdition/perdition.imap4s.conf -P IMAP4S)
+                                      (e.g. -f /etc/perdition/perdition.imap4s.conf -P IMAP4S);
+                                      also when started as perdition.imaps etc. (a link)
   portcullis sessions (--config FILE | --admin ADDR) [--token T]
                                       list the live sessions (from the admin endpoint)
   portcullis kick (--config FILE | --admin ADDR) [--token T] (--user U | --backend HOST:PORT)
@@ -45,8 +46,17 @@ enum AdminAsk {
     Kick(portcullis::server::registry::Kick),
 }
 
+/// How `run` serves its listeners.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Serving {
+    /// Bound sockets, until stopped.
+    Listeners,
+    /// Perdition's inetd mode: the one connection on standard input.
+    Inetd,
+}
+
 enum Command {
-    Run(Config, Vec<String>, server::listener::ConfigSource),
+    Run(Config, Vec<String>, server::listener::ConfigSource, Serving),
     /// The configuration, its warnings, `--probe`, `--offline`.
     Check(Config, Vec<String>, bool, bool),
     /// Ask the admin endpoint of a running instance.
@@ -56,8 +66,16 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let command = match parse(&args) {
+    let mut argv = std::env::args();
+    let program = argv.next().unwrap_or_default();
+    let args: Vec<String> = argv.collect();
+    // Started as perdition.imaps (a link, as Debian's init script starts it): Perdition mode,
+    // its defaults from that name.
+    let parsed = match perdition::invocation_name(&program) {
+        Some(name) => parse_perdition(&name, &args),
+        None => parse(&args),
+    };
+    let command = match parsed {
         Ok(Some(c)) => c,
         Ok(None) => return ExitCode::SUCCESS,
         Err(e) => {
@@ -123,7 +141,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run(config, warnings, source) => run(config, warnings, source),
+        Command::Run(config, warnings, source, serving) => run(config, warnings, source, serving),
         Command::Admin(endpoint, ask) => ask_admin(&endpoint, ask),
     }
 }
@@ -260,33 +278,48 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
                         Config::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))?;
                     Ok((config, vec![]))
                 });
-                Command::Run(config, vec![], source)
+                Command::Run(config, vec![], source, Serving::Listeners)
             } else {
                 Command::Check(config, vec![], probe, offline)
             }))
         }
         "sessions" | "kick" | "reload" | "upgrade" => parse_admin(first, &args[1..]).map(Some),
-        "perdition" => match perdition::from_args(&args[1..])? {
-            Some(compat) => {
-                // A reload reads the flags' configuration file again, as Perdition does.
-                let flags = args[1..].to_vec();
-                let source: server::listener::ConfigSource =
-                    Box::new(move || match perdition::from_args(&flags)? {
-                        Some(compat) => Ok((compat.config, compat.warnings)),
-                        None => Err("the flags ask for help, not a configuration".into()),
-                    });
-                Ok(Some(Command::Run(compat.config, compat.warnings, source)))
-            }
-            None => {
-                println!("{}", perdition::HELP);
-                Ok(None)
-            }
-        },
+        "perdition" => parse_perdition("perdition", &args[1..]),
         other => Err(format!("unknown command {other:?}\n{USAGE}")),
     }
 }
 
-fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSource) -> ExitCode {
+/// `portcullis perdition FLAGS`, or a program started as `invoked_as` (perdition.imaps ...).
+fn parse_perdition(invoked_as: &str, args: &[String]) -> Result<Option<Command>, String> {
+    let Some(compat) = perdition::from_args(invoked_as, args)? else {
+        println!("{}", perdition::HELP);
+        return Ok(None);
+    };
+    // A reload reads the flags' configuration file again, as Perdition does.
+    let (name, flags) = (invoked_as.to_string(), args.to_vec());
+    let source: server::listener::ConfigSource =
+        Box::new(move || match perdition::from_args(&name, &flags)? {
+            Some(compat) => Ok((compat.config, compat.warnings)),
+            None => Err("the flags ask for help, not a configuration".into()),
+        });
+    let serving = match compat.inetd {
+        true => Serving::Inetd,
+        false => Serving::Listeners,
+    };
+    Ok(Some(Command::Run(
+        compat.config,
+        compat.warnings,
+        source,
+        serving,
+    )))
+}
+
+fn run(
+    config: Config,
+    warnings: Vec<String>,
+    source: server::listener::ConfigSource,
+    serving: Serving,
+) -> ExitCode {
     // Before any thread exists: taking them clears the environment variables that name them.
     let mut inherited = match portcullis::service::inherited_sockets() {
         Ok(sockets) => sockets,
@@ -342,6 +375,9 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
         }
     };
     let services = Services::new(logger.clone(), guard);
+    if serving == Serving::Inetd {
+        return runtime.block_on(serve_inetd(&config, listeners, services));
+    }
     // Found now: after a package upgrade the name may lead elsewhere, and after a privilege
     // drop this process may no longer be able to look.
     let program = server::upgrade::invoked_program();
@@ -409,8 +445,10 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
         // Every socket is bound: the pid file, then the user the rest runs as.
         let pid_file = config.process.pid_file.clone();
         if let Some(path) = &pid_file {
-            if let Err(e) = portcullis::service::write_pid_file(path) {
-                logger.error(&format!("cannot write the pid file {path}: {e}"));
+            let owner = config.process.user.as_deref();
+            let group = config.process.group.as_deref();
+            if let Err(e) = portcullis::pid_file::write(path.as_ref(), owner, group) {
+                logger.error(&e);
                 return ExitCode::FAILURE;
             }
         }
@@ -456,17 +494,42 @@ fn run(config: Config, warnings: Vec<String>, source: server::listener::ConfigSo
         server::run(bound, services, config, stopping, control).await;
         // A successor has written its own pid there by now: that one stays.
         if let Some(path) = &pid_file {
-            let ours = std::fs::read_to_string(path)
-                .is_ok_and(|pid| pid.trim() == std::process::id().to_string());
-            if ours {
-                let _ = std::fs::remove_file(path);
-            }
+            portcullis::pid_file::remove(path.as_ref());
         }
         logger.info("Stopped");
         // The last lines (Closing lines of the sessions shutdown ended) must reach the log.
         logger.flush(LOG_FLUSH_AT_EXIT);
         ExitCode::SUCCESS
     })
+}
+
+/// Perdition's inetd mode: one session on standard input, as the configured user, then exit.
+async fn serve_inetd(
+    config: &Config,
+    listeners: Vec<Arc<server::runtime::ListenerState>>,
+    services: Arc<Services>,
+) -> ExitCode {
+    let logger = services.logger.clone();
+    if let Some(user) = &config.process.user {
+        if let Err(e) = portcullis::service::drop_privileges(user, config.process.group.as_deref())
+        {
+            logger.error(&format!("cannot drop privileges: {e}"));
+            return ExitCode::FAILURE;
+        }
+    }
+    let Some(listener) = listeners.into_iter().next() else {
+        return ExitCode::FAILURE;
+    };
+    let served = server::inetd::serve_stdin(listener, services, shutdown_signal()).await;
+    let code = match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            logger.error(&e);
+            ExitCode::FAILURE
+        }
+    };
+    logger.flush(LOG_FLUSH_AT_EXIT);
+    code
 }
 
 /// `check --probe`: every listener's map server and back ends, one report each; failure when

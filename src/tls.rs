@@ -6,8 +6,12 @@
 
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use crate::config::{CertificateFlaw, TlsVersion};
+
+mod tolerant;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -34,20 +38,23 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// The server side, for implicit TLS and STARTTLS listeners: certificate/key pairs, the first
 /// the default, one chosen per handshake by the name the client asks for and the signatures
-/// it takes ([`crate::certificates`]). The warnings (a certificate expiring soon) are for the
-/// log.
+/// it takes ([`crate::certificates`]); `chain` holds intermediates for the first pair whose
+/// file has its certificate alone. The warnings (a certificate expiring soon) are for the log.
 ///
 /// `alpn` is the listener's protocol id (RFC 7301): a client that names protocols but not this
 /// one is refused at the handshake, so that a TLS connection meant for another service cannot
 /// be redirected here (the ALPACA attack). Clients that name none are served as before.
 pub fn server_config(
     pairs: &[(&Path, &Path)],
+    chain: Option<&Path>,
     alpn: &[u8],
+    versions: &[TlsVersion],
 ) -> Result<(Arc<ServerConfig>, Vec<String>), String> {
     let provider = provider();
-    let (certificates, warnings) = crate::certificates::CertificateSet::load(pairs, &provider)?;
+    let (certificates, warnings) =
+        crate::certificates::CertificateSet::load(pairs, chain, &provider)?;
     let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
+        .with_protocol_versions(&protocol_versions(versions))
         .map_err(|e| e.to_string())?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(certificates));
@@ -98,38 +105,108 @@ fn pairs_fingerprint(pairs: &[(&Path, &Path)]) -> String {
     format!("{:016x}", hasher.finish())
 }
 
+/// rustls' versions for the configured ones; all it has when none are named.
+fn protocol_versions(versions: &[TlsVersion]) -> Vec<&'static rustls::SupportedProtocolVersion> {
+    let all = [
+        (TlsVersion::Tls13, &rustls::version::TLS13),
+        (TlsVersion::Tls12, &rustls::version::TLS12),
+    ];
+    all.iter()
+        .filter(|(v, _)| versions.is_empty() || versions.contains(v))
+        .map(|(_, version)| *version)
+        .collect()
+}
+
 /// How the proxy checks a back end's certificate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BackendVerification {
     /// Check the chain against these CAs (PEM file) and the name against the host.
-    CaFile(std::path::PathBuf),
+    CaFile(PathBuf),
+    /// Check the chain against the CAs of these files and directories, and the name, except
+    /// for the flaws the admin chose to forgive.
+    Trust {
+        ca_files: Vec<PathBuf>,
+        ca_dirs: Vec<PathBuf>,
+        tolerate: Vec<CertificateFlaw>,
+    },
     /// Accept any certificate: the admin opted out explicitly.
     None,
 }
 
 /// The client side, used to reach a back end over TLS.
 pub fn client_config(verification: &BackendVerification) -> Result<Arc<ClientConfig>, String> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+    client_config_for(verification, &[])
+}
+
+/// [`client_config`] limited to `versions` (all rustls has when empty).
+pub fn client_config_for(
+    verification: &BackendVerification,
+    versions: &[TlsVersion],
+) -> Result<Arc<ClientConfig>, String> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&protocol_versions(versions))
         .map_err(|e| e.to_string())?;
     let config = match verification {
-        BackendVerification::CaFile(path) => {
-            let mut roots = RootCertStore::empty();
-            for cert in read_certs(path)? {
-                // A bundle may hold certificates rustls cannot parse; skip those, as OpenSSL does.
-                let _ = roots.add(cert);
+        BackendVerification::CaFile(path) => builder
+            .with_root_certificates(roots(std::slice::from_ref(path), &[])?)
+            .with_no_client_auth(),
+        BackendVerification::Trust {
+            ca_files,
+            ca_dirs,
+            tolerate,
+        } => {
+            let roots = roots(ca_files, ca_dirs)?;
+            if tolerate.is_empty() {
+                builder.with_root_certificates(roots).with_no_client_auth()
+            } else {
+                let verifier = tolerant::Tolerant::new(roots, tolerate, provider)?;
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(verifier))
+                    .with_no_client_auth()
             }
-            if roots.is_empty() {
-                return Err(format!("{}: no usable CA certificate", path.display()));
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
         }
         BackendVerification::None => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider())))
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
             .with_no_client_auth(),
     };
     Ok(Arc::new(config))
+}
+
+/// The trusted CAs: every certificate of `files`, and of every file in `dirs`.
+fn roots(files: &[PathBuf], dirs: &[PathBuf]) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for path in files {
+        for cert in read_certs(path)? {
+            // A bundle may hold certificates rustls cannot parse; skip those, as OpenSSL does.
+            let _ = roots.add(cert);
+        }
+    }
+    for dir in dirs {
+        let entries =
+            fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        for entry in entries.flatten() {
+            // A hashed directory also holds CRLs (`*.r0`) and whatever else was put there:
+            // files that are not PEM certificates are passed over, as OpenSSL does.
+            let Ok(pem) = fs::read(entry.path()) else {
+                continue;
+            };
+            for cert in CertificateDer::pem_slice_iter(&pem).flatten() {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        let named: Vec<String> = files
+            .iter()
+            .chain(dirs)
+            .map(|p| p.display().to_string())
+            .collect();
+        return Err(format!("{}: no usable CA certificate", named.join(", ")));
+    }
+    Ok(roots)
 }
 
 /// The name to check in a back end's certificate: a DNS name or an IP address.

@@ -179,6 +179,7 @@ fn run_to_exit(args: &[String]) -> (ExitStatus, String, String) {
     let (out, err) = (dir.path().join("stdout"), dir.path().join("stderr"));
     let mut child = Command::new(portcullis_bin())
         .args(args)
+        .env(PERDITION_ROOT_ENV, dir.path())
         .stdin(Stdio::null())
         .stdout(fs::File::create(&out).expect("stdout file"))
         .stderr(fs::File::create(&err).expect("stderr file"))
@@ -762,4 +763,316 @@ fn log_lines_read_like_perditions() {
         (received, sent),
         "Closing line counts (received, sent) differ from the bytes on the wire: {closing}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Program names, the configuration file Perdition would find, its pid file
+// ---------------------------------------------------------------------------------------------
+
+/// A directory standing for `/` in Perdition mode (`PORTCULLIS_PERDITION_ROOT`), with
+/// `etc/perdition/` in it.
+fn fake_root() -> tempfile::TempDir {
+    let root = tempfile::tempdir().expect("tempdir");
+    fs::create_dir_all(root.path().join("etc/perdition")).expect("etc/perdition");
+    root
+}
+
+#[test]
+fn a_link_named_perdition_imaps_serves_imaps_from_its_own_file_and_writes_its_pid_file() {
+    let dc = Dovecot::start();
+    let root = fake_root();
+    let etc = root.path().join("etc/perdition");
+    let port = free_port();
+    // Debian's init script starts /usr/sbin/perdition.imaps without -f or -P: the program
+    // name says IMAP4S, and IMAP4S's file says the rest.
+    let conf = format!(
+        "{}bind_address 127.0.0.1\nlisten_port {port}\nlog_facility -\nno_daemon\n",
+        seed_conf(&dc)
+    );
+    fs::write(etc.join("perdition.imap4s.conf"), conf).unwrap();
+    // Searched after it, so never read here (it would be refused).
+    fs::write(etc.join("perdition.conf"), "frobnicate yes\n").unwrap();
+    let link = root.path().join("perdition.imaps");
+    std::os::unix::fs::symlink(portcullis_bin(), &link).unwrap();
+    let root_dir = root.path().display().to_string();
+    let env = [(PERDITION_ROOT_ENV, root_dir.as_str())];
+    let mut proxy = Proxy::start_program(&link, &[], &[port], &env);
+
+    let mut c = Client::tls(port);
+    c.expect_line("* OK");
+    c.send_line("a login alice alicepw");
+    let lines = c.read_until_tagged("a");
+    assert!(lines.last().unwrap().starts_with("a OK"), "{lines:?}");
+    c.send_line("b logout");
+    c.read_until_tagged("b");
+
+    let pid_file = root
+        .path()
+        .join("var/run/perdition.imaps/perdition.imaps.pid");
+    assert_eq!(
+        fs::read_to_string(&pid_file).unwrap(),
+        format!("{}\n", proxy.pid())
+    );
+    assert!(proxy.wait_log("Closing session", Duration::from_secs(5)));
+    let log = proxy.log_text();
+    let messages = log_messages(&log, "perdition.imaps", proxy.pid());
+    assert!(
+        messages.iter().any(|m| m.starts_with("Auth:")
+            && m.contains("authentication_id=\"alice\"")
+            && m.contains("protocol=IMAP4S")
+            && m.ends_with("status=\"ok\"")),
+        "{log}"
+    );
+
+    proxy.signal_term();
+    assert!(proxy.wait_exit(Duration::from_secs(15)).is_some());
+    assert!(!pid_file.exists(), "the pid file outlived the process");
+}
+
+#[test]
+fn a_second_instance_with_the_same_pid_file_is_refused() {
+    let dc = Dovecot::start();
+    let (first, _port, dir) = start_seed_proxy(&dc);
+    let pid_file = dir.path().join("p.pid");
+    fs::write(&pid_file, format!("{}\n", first.pid())).unwrap();
+    let conf = dir.path().join("perdition.imap4s.conf");
+    let mut args = perdition_args(&conf, "IMAP4S", free_port(), "-");
+    args.extend(["--pid_file".to_string(), pid_file.display().to_string()]);
+    let (status, stdout, stderr) = run_to_exit(&args);
+    let output = format!("{stdout}{stderr}");
+    assert!(!status.success(), "{output}");
+    assert!(
+        output.contains(&pid_file.display().to_string())
+            && output.contains(&first.pid().to_string()),
+        "{output}"
+    );
+    assert_eq!(
+        fs::read_to_string(&pid_file).unwrap(),
+        format!("{}\n", first.pid()),
+        "the running instance's pid file was touched"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Options that were missing
+// ---------------------------------------------------------------------------------------------
+
+/// `portcullis perdition` for IMAP4 on `port` in front of `dc`, logging to `log`, with `extra`.
+fn imap4_args(dc: &Dovecot, port: u16, log: &Path, extra: &[&str]) -> Vec<String> {
+    let mut all = args(&[
+        "perdition",
+        "-f",
+        "",
+        "-P",
+        "IMAP4",
+        "--no_daemon",
+        "-b",
+        "127.0.0.1",
+        "-l",
+        &port.to_string(),
+        "-s",
+        "127.0.0.1",
+        "-p",
+        &dc.imap.to_string(),
+        "-F",
+        &log.display().to_string(),
+    ]);
+    all.extend(extra.iter().map(|s| s.to_string()));
+    all
+}
+
+fn auth_ok_lines(log: &Path) -> Vec<String> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once("]: ").map(|(_, m)| m.to_string()))
+        .filter(|m| m.starts_with("Auth:") && m.ends_with("status=\"ok\""))
+        .collect()
+}
+
+#[test]
+fn connect_relog_repeats_the_auth_line_while_the_session_lasts_without_the_password() {
+    let dc = Dovecot::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    let port = free_port();
+    let extra = ["--connect_relog", "1", "-d", "--log_passwd", "ok"];
+    let _proxy = Proxy::start_args(&imap4_args(&dc, port, &log, &extra), &[port]);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    c.send_line("a LOGIN alice alicepw");
+    c.read_until_tagged("a");
+    sleep(Duration::from_millis(2600));
+    let during = auth_ok_lines(&log);
+    assert!(during.len() >= 3, "{during:#?}");
+    // The first line is the login's own, with the password log_passwd asked for.
+    assert!(during[0].contains(" passwd=\"alicepw\""), "{during:#?}");
+    for again in &during[1..] {
+        assert_eq!(*again, during[0].replace(" passwd=\"alicepw\"", ""));
+    }
+    c.send_line("b LOGOUT");
+    c.read_until_tagged("b");
+    sleep(Duration::from_millis(300));
+    let at_end = auth_ok_lines(&log).len();
+    sleep(Duration::from_millis(1500));
+    assert_eq!(auth_ok_lines(&log).len(), at_end, "relogged after the end");
+}
+
+#[test]
+fn quiet_logs_errors_only() {
+    let dc = Dovecot::start();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    let port = free_port();
+    let _proxy = Proxy::start_args(&imap4_args(&dc, port, &log, &["-q"]), &[port]);
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    c.send_line("a LOGIN alice wrong");
+    c.read_until_tagged("a");
+    drop(c);
+    assert!(wait_file_contains(
+        &log,
+        "Fatal Error",
+        Duration::from_secs(5)
+    ));
+    let text = fs::read_to_string(&log).unwrap();
+    let messages: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.split_once("]: ").map(|(_, m)| m))
+        .collect();
+    assert!(!messages.is_empty());
+    assert!(
+        messages.iter().all(|m| m.starts_with("Fatal Error")),
+        "{text}"
+    );
+}
+
+/// The `ss -tno` lines of the established TCP connections matching `filter`, once no data
+/// is in flight on them: ss shows one timer per socket, and the retransmission timer
+/// (`timer:(on,...)`) hides the keep-alive one.
+fn sockets(filter: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = Command::new("ss")
+            .args(["-tnoH", "state", "established", filter])
+            .output()
+            .expect("ss (iproute2) is installed");
+        let lines = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !lines.contains("timer:(on") || Instant::now() > deadline {
+            return lines;
+        }
+        sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn tcp_keepalive_probes_both_connections_of_a_session() {
+    let dc = Dovecot::start();
+    for keepalive in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("mail.log");
+        let port = free_port();
+        let extra: &[&str] = if keepalive { &["--tcp_keepalive"] } else { &[] };
+        let _proxy = Proxy::start_args(&imap4_args(&dc, port, &log, extra), &[port]);
+        let mut c = Client::plain(port);
+        c.expect_line("* OK");
+        c.send_line("a LOGIN alice alicepw");
+        c.read_until_tagged("a");
+        // The proxy's end of the client's connection, and its connection to Dovecot.
+        let client_side = sockets(&format!("( sport = :{port} )"));
+        let backend_side = sockets(&format!("( dport = :{} )", dc.imap));
+        assert!(!client_side.is_empty() && !backend_side.is_empty());
+        for (side, lines) in [("client", &client_side), ("back end", &backend_side)] {
+            assert_eq!(
+                lines.contains("keepalive"),
+                keepalive,
+                "{side} connection with --tcp_keepalive {keepalive}:\n{lines}"
+            );
+        }
+        c.send_line("b LOGOUT");
+        c.read_until_tagged("b");
+    }
+}
+
+/// `openssl s_client` to `port` with `flags`; its output (stdout and stderr).
+fn s_client(port: u16, flags: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect"])
+        .arg(format!("127.0.0.1:{port}"))
+        .args(flags)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl is installed");
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn the_chain_file_is_sent_and_the_highest_tls_version_holds() {
+    let dc = Dovecot::start();
+    let c = certs();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    let port = free_port();
+    let extra = [
+        "--ssl_mode",
+        "ssl_listen",
+        "--ssl_cert_file",
+        &c.cert.display().to_string(),
+        "--ssl_key_file",
+        &c.key.display().to_string(),
+        "--ssl_ca_chain_file",
+        &c.ca.display().to_string(),
+        "--ssl_listen_max_proto_version",
+        "tlsv1.2",
+    ]
+    .map(str::to_string);
+    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+    let _proxy = Proxy::start_args(&imap4_args(&dc, port, &log, &extra), &[port]);
+
+    let tls12 = s_client(port, &["-showcerts", "-tls1_2"]);
+    // cert.pem holds the server's certificate alone; the CA comes from the chain file.
+    assert_eq!(
+        tls12.matches("-----BEGIN CERTIFICATE-----").count(),
+        2,
+        "{tls12}"
+    );
+    assert!(tls12.contains("TLSv1.2"), "{tls12}");
+    let tls13 = s_client(port, &["-tls1_3"]);
+    assert!(
+        tls13.contains("no peer certificate available") && tls13.contains("protocol version"),
+        "{tls13}"
+    );
+}
+
+#[test]
+fn the_back_ends_certificate_is_checked_against_ssl_ca_path() {
+    let dc = Dovecot::start();
+    let c = certs();
+    for (ca, logs_in) in [(&c.ca, true), (&c.other_ca, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cas = dir.path().join("perdition.ca");
+        fs::create_dir(&cas).unwrap();
+        fs::copy(ca, cas.join("ca.pem")).unwrap();
+        let log = dir.path().join("mail.log");
+        let port = free_port();
+        let mut flags = imap4_args(&dc, port, &log, &["--ssl_mode", "ssl_outgoing"]);
+        let dovecot_imaps = dc.imaps.to_string();
+        let cas = cas.display().to_string();
+        flags.extend(args(&["-p", &dovecot_imaps, "--ssl_ca_path", &cas]));
+        let _proxy = Proxy::start_args(&flags, &[port]);
+        let mut client = Client::plain(port);
+        client.expect_line("* OK");
+        client.send_line("a LOGIN alice alicepw");
+        let answer = client.read_until_tagged("a");
+        assert_eq!(
+            answer.last().unwrap().starts_with("a OK"),
+            logs_in,
+            "CA {}: {answer:?}",
+            ca.display()
+        );
+    }
 }

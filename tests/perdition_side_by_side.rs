@@ -4,7 +4,9 @@
 mod support;
 
 use std::fs;
-use std::path::Path;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -114,8 +116,13 @@ fn normalised(log: &Path, expected_lines: usize) -> Vec<String> {
     }
 }
 
-#[test]
-fn portcullis_writes_the_same_log_lines_as_debians_perdition() {
+/// Both programs started with the same flags (and `extra`), told the same story: their log
+/// lines, normalised, once the readiness probe's `probe_lines` and then `total` are there.
+fn log_lines_of_both(
+    extra: &[&str],
+    probe_lines: usize,
+    total: usize,
+) -> (Vec<String>, Vec<String>) {
     assert!(
         Path::new(PERDITION).exists(),
         "perdition is not installed: run scripts/test.sh"
@@ -128,8 +135,10 @@ fn portcullis_writes_the_same_log_lines_as_debians_perdition() {
     let _ = Command::new("chmod").arg("666").arg(&real_log).status();
     let _ = Command::new("chmod").arg("755").arg(dir.path()).status();
     let real_port = free_port();
+    let mut real_flags = flags(&dovecot, real_port, &real_log);
+    real_flags.extend(extra.iter().map(|s| s.to_string()));
     let child = Command::new(PERDITION)
-        .args(flags(&dovecot, real_port, &real_log))
+        .args(real_flags)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -140,6 +149,7 @@ fn portcullis_writes_the_same_log_lines_as_debians_perdition() {
     let our_port = free_port();
     let mut args = vec!["perdition".to_string()];
     args.extend(flags(&dovecot, our_port, &our_log));
+    args.extend(extra.iter().map(|s| s.to_string()));
     let _ours = Proxy::start_args(&args, &[]);
 
     for port in [real_port, our_port] {
@@ -147,14 +157,95 @@ fn portcullis_writes_the_same_log_lines_as_debians_perdition() {
     }
     // The readiness probe above is itself a client that left without logging in; wait for
     // both programs to have logged it so that the sessions below line up.
-    normalised(&real_log, 2);
-    normalised(&our_log, 2);
+    normalised(&real_log, probe_lines);
+    normalised(&our_log, probe_lines);
     session(real_port);
     session(our_port);
+    (normalised(&real_log, total), normalised(&our_log, total))
+}
 
+#[test]
+fn portcullis_writes_the_same_log_lines_as_debians_perdition() {
     // Connect + Fatal (probe), Connect, Auth failed, Auth ok, Closing, Connect + Fatal.
-    let real = normalised(&real_log, 8);
-    let ours = normalised(&our_log, 8);
+    let (real, ours) = log_lines_of_both(&[], 2, 8);
     assert_eq!(real.len(), 8, "perdition wrote:\n{}", real.join("\n"));
     assert_eq!(ours, real);
+}
+
+#[test]
+fn quiet_keeps_the_same_lines_as_debians_perdition() {
+    // Only the errors: the Fatal lines of the probe and of the client that left.
+    let (real, ours) = log_lines_of_both(&["-q"], 1, 2);
+    assert_eq!(real.len(), 2, "perdition wrote:\n{}", real.join("\n"));
+    assert_eq!(ours, real);
+}
+
+/// `program ARGS` in inetd mode, given one connection accepted here as its standard input
+/// and output, as inetd does; the client's end, and the child.
+fn inetd(program: &Path, args: &[String]) -> (Client, Child) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (accepted, _) = listener.accept().unwrap();
+    let stdin = OwnedFd::from(accepted);
+    let stdout = stdin.try_clone().unwrap();
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::from(stdin))
+        .stdout(Stdio::from(stdout))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (Client::from_stream(client), child)
+}
+
+#[test]
+fn inetd_mode_serves_one_session_and_logs_it_as_debians_perdition() {
+    assert!(
+        Path::new(PERDITION).exists(),
+        "perdition is not installed: run scripts/test.sh"
+    );
+    let dovecot = Dovecot::start();
+    let dir = tempfile::tempdir().unwrap();
+    let _ = Command::new("chmod").arg("755").arg(dir.path()).status();
+    let mut logs = Vec::new();
+    for (name, program, mut args) in [
+        ("perdition", PathBuf::from(PERDITION), vec![]),
+        (
+            "portcullis",
+            portcullis_bin(),
+            vec!["perdition".to_string()],
+        ),
+    ] {
+        let log = dir.path().join(format!("{name}.log"));
+        fs::write(&log, "").unwrap();
+        let _ = Command::new("chmod").arg("666").arg(&log).status();
+        // The listening options are inetd's business: both ignore them.
+        args.extend(flags(&dovecot, 1, &log));
+        args.push("-i".into());
+        let (mut c, mut child) = inetd(&program, &args);
+        c.expect_line("* OK");
+        c.send_line("a LOGIN alice wrong");
+        c.expect_line("a NO");
+        c.send_line("b LOGIN alice alicepw");
+        let ok = c.read_until_tagged("b");
+        assert!(ok.last().unwrap().starts_with("b OK"), "{name}: {ok:?}");
+        c.send_line("c LOGOUT");
+        c.read_until_tagged("c");
+        assert!(c.is_closed(), "{name} did not close");
+        // One connection, one process: it is over.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(Instant::now() < deadline, "{name} still running");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(status.success(), "{name} exited with {status}");
+        logs.push(normalised(&log, 4));
+    }
+    // Connect (with inetd_pid=), Auth failed, Auth ok, Closing.
+    assert_eq!(logs[0].len(), 4, "perdition wrote:\n{}", logs[0].join("\n"));
+    assert!(logs[0][0].contains(" inetd_pid="), "{:?}", logs[0]);
+    assert_eq!(logs[1], logs[0]);
 }

@@ -6,10 +6,12 @@ mod admin;
 mod guard;
 pub mod perdition;
 mod process;
+mod tls_settings;
 
 pub use admin::AdminConfig;
 pub use guard::GuardConfig;
 pub use process::ProcessConfig;
+pub use tls_settings::{CertificateFlaw, TlsVersion};
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -65,6 +67,15 @@ pub struct LogConfig {
     /// The diagnostic lines wanted: a level (error, warn, info, debug) or `RUST_LOG` directives
     /// (`RUST_LOG` itself, when set, wins).
     pub level: String,
+    /// Repeat a logged-in session's Auth line this often, in seconds, for as long as it lasts
+    /// (0: never), for POP- and IMAP-before-SMTP scripts that read the log (Perdition's
+    /// `connect_relog`). The repeated line never carries the password.
+    #[serde(skip_serializing_if = "is_default")]
+    pub auth_relog: u64,
+    /// Errors only: no Connect, Auth or Closing lines either (Perdition's `quiet`); `debug`
+    /// overrides it. fail2ban sees nothing then.
+    #[serde(skip_serializing_if = "is_default")]
+    pub quiet: bool,
 }
 
 impl Default for LogConfig {
@@ -77,6 +88,8 @@ impl Default for LogConfig {
             queue_lines: 4096,
             diagnostics: Default::default(),
             level: "info".into(),
+            auth_relog: 0,
+            quiet: false,
         }
     }
 }
@@ -289,6 +302,17 @@ pub struct Listener {
     /// connect wherever it can reach.
     #[serde(default, skip_serializing_if = "is_default")]
     pub client_server_specification: bool,
+    /// Intermediate CA certificates sent after `cert`'s own, for a `cert` file that holds the
+    /// server's certificate alone (Perdition's `ssl_ca_chain_file`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain: Option<PathBuf>,
+    /// TLS versions offered to clients, of "1.2" and "1.3"; both when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_versions: Vec<TlsVersion>,
+    /// TCP keep-alive probes on the client's connection and on the one to its back end
+    /// (Perdition's `tcp_keepalive`): a peer that vanished without a word is noticed.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tcp_keepalive: bool,
 }
 
 /// `10.0.0.0/8`, `2001:db8::/32`, or one address.
@@ -464,6 +488,20 @@ pub struct Backend {
     /// The name the certificate must carry; `host` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_name: Option<String>,
+    /// A directory of CA certificates (PEM files; an OpenSSL hashed directory does), trusted
+    /// with `ca_file` (Perdition's `ssl_ca_path`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_path: Option<PathBuf>,
+    /// Flaws of the back end's certificate that are forgiven while everything else is still
+    /// checked: "expired", "not-yet-valid", "self-signed" (the server's own certificate),
+    /// "self-signed-ca" (a chain ending at a self-signed CA nobody configured), "name" (made
+    /// out for another name). Perdition's `ssl_cert_accept_*`, `ssl_ca_accept_self_signed`
+    /// and `ssl_no_cn_verify`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerate: Vec<CertificateFlaw>,
+    /// TLS versions used towards the back end, of "1.2" and "1.3"; both when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_versions: Vec<TlsVersion>,
 }
 
 fn backend_tls_default() -> BackendTls {
@@ -643,6 +681,9 @@ impl Config {
                 problems.push(format!(
                     "{name}: tls needs a cert and key (or certificates)"
                 ));
+            }
+            if l.chain.is_some() && l.cert.is_none() {
+                problems.push(format!("{name}: chain needs cert"));
             }
             if l.protocol == Protocol::Managesieve && l.tls == ListenerTls::Implicit {
                 problems.push(format!(

@@ -167,6 +167,9 @@ async fn connect<'s>(
                 std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
             };
             socket.bind(std::net::SocketAddr::new(unspecified, 0))?;
+            if listener.config.tcp_keepalive {
+                socket.set_keepalive(true)?;
+            }
             // Bound to the wildcard: known by its port until it is dropped (see loop_guard).
             let ours = services.own_connections.register(socket.local_addr().ok());
             match socket.connect(target).await {

@@ -7,6 +7,7 @@ mod backend;
 pub mod backend_probe;
 pub mod capability_probe;
 pub mod forward;
+pub mod inetd;
 pub mod listener;
 pub mod loop_guard;
 pub mod proxy_header;

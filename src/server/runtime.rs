@@ -368,7 +368,12 @@ fn acceptor(l: &Listener, warnings: &mut Vec<String>) -> Result<Option<TlsAccept
     if pairs.is_empty() {
         return Err("tls needs a cert and key (or certificates)".into());
     }
-    let (config, expiring) = tls::server_config(&pairs, l.protocol.alpn_id())?;
+    let (config, expiring) = tls::server_config(
+        &pairs,
+        l.chain.as_deref(),
+        l.protocol.alpn_id(),
+        &l.tls_versions,
+    )?;
     warnings.extend(expiring);
     Ok(Some(TlsAcceptor::from(config)))
 }
@@ -377,13 +382,23 @@ fn connector(l: &Listener) -> Result<Option<TlsConnector>, String> {
     if l.backend.tls == BackendTls::None {
         return Ok(None);
     }
-    let verification = if l.backend.verify {
-        let ca = l.backend.ca_file.clone();
-        BackendVerification::CaFile(ca.unwrap_or_else(|| tls::SYSTEM_CA_BUNDLE.into()))
+    let b = &l.backend;
+    let verification = if b.verify {
+        // The system's CAs unless the admin named others.
+        let ca_files = match (&b.ca_file, &b.ca_path) {
+            (None, None) => vec![tls::SYSTEM_CA_BUNDLE.into()],
+            (file, _) => file.iter().cloned().collect(),
+        };
+        BackendVerification::Trust {
+            ca_files,
+            ca_dirs: b.ca_path.iter().cloned().collect(),
+            tolerate: b.tolerate.clone(),
+        }
     } else {
         BackendVerification::None
     };
-    Ok(Some(TlsConnector::from(tls::client_config(&verification)?)))
+    let config = tls::client_config_for(&verification, &b.tls_versions)?;
+    Ok(Some(TlsConnector::from(config)))
 }
 
 fn client_settings(l: &Listener, limits: &Limits) -> ClientSettings {

@@ -124,6 +124,9 @@ impl Session {
     /// Serve the client until it disconnects.
     pub async fn run(mut self, mut tcp: TcpStream) {
         let _ = tcp.set_nodelay(true);
+        if self.listener.config.tcp_keepalive {
+            let _ = socket2::SockRef::from(&tcp).set_keepalive(true);
+        }
         if self.services.own_connections.is_own(self.peer, self.local) {
             let line = format!(
                 "Proxy loop: {} is this proxy's own back-end connection; a back end points at \
@@ -453,7 +456,10 @@ impl Session {
             }
         };
         let idle = self.listener.limits.idle_timeout();
-        let traffic = relay(client, server, idle, stop, &live.counts).await;
+        let traffic = tokio::select! {
+            traffic = relay(client, server, idle, stop, &live.counts) => traffic,
+            never = self.relog_auth(&record) => match never {},
+        };
         if traffic.timed_out {
             self.logger().timeout_piping();
         }
@@ -462,6 +468,24 @@ impl Session {
         let protocol = self.listener.protocol().name();
         self.services.metrics.relayed(protocol, received, sent);
         self.logger().closing(&record, received, sent);
+    }
+
+    /// Repeat the session's Auth line every `auth_relog` for as long as it relays (Perdition's
+    /// `connect_relog`): POP- and IMAP-before-SMTP scripts keep the client's address allowed
+    /// while the session lasts. The password was dropped from the record after the first line.
+    async fn relog_auth(&self, record: &AuthRecord) -> std::convert::Infallible {
+        let Some(every) = self.logger().auth_relog() else {
+            return std::future::pending().await;
+        };
+        let logged_in = LoginOutcome::Accepted {
+            capabilities: None,
+            text: String::new(),
+        };
+        let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+        loop {
+            ticks.tick().await;
+            self.logger().auth(record, &logged_in);
+        }
     }
 
     /// The facts of this connection a map may use.

@@ -166,7 +166,15 @@ pub fn invoked_program() -> Result<PathBuf, String> {
         .ok_or("no program name in the arguments")?;
     let named = PathBuf::from(&first);
     let found = if named.components().count() > 1 {
-        std::fs::canonicalize(&named).map_err(|e| format!("{}: {e}", named.display()))?
+        // The directory resolved, the name kept: started through a link named like one of
+        // Perdition's programs (perdition.imaps), the successor must be started by that name.
+        let resolved = match (named.parent(), named.file_name()) {
+            (Some(dir), Some(name)) if !dir.as_os_str().is_empty() => {
+                std::fs::canonicalize(dir).map(|dir| dir.join(name))
+            }
+            _ => std::fs::canonicalize(&named),
+        };
+        resolved.map_err(|e| format!("{}: {e}", named.display()))?
     } else {
         let path = std::env::var_os("PATH").unwrap_or_default();
         std::env::split_paths(&path)

@@ -35,6 +35,9 @@ pub const PROXY_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long [`Dovecot`] start-up may take before the attempt fails.
 pub const DOVECOT_START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// Perdition mode's stand-in for `/` (see `portcullis::config::perdition::ROOT_ENV`).
+pub const PERDITION_ROOT_ENV: &str = "PORTCULLIS_PERDITION_ROOT";
+
 /// Message printed when Dovecot is missing; tests fail with it rather than pass silently.
 pub const DOVECOT_MISSING: &str = "dovecot not installed: run scripts/test.sh";
 
@@ -839,6 +842,32 @@ impl Proxy {
         Self::spawn(Self::tempdir(), None, args, wait_ports)
     }
 
+    /// As [`Proxy::start_args`], with `env` set for the child (it wins over the harness's own
+    /// `PORTCULLIS_PERDITION_ROOT`).
+    pub fn start_args_env(args: &[String], wait_ports: &[u16], env: &[(&str, &str)]) -> Proxy {
+        guard_off_unless_configured(args);
+        let tmp = Self::tempdir();
+        let mut program = Command::new(portcullis_bin());
+        program.env(PERDITION_ROOT_ENV, tmp.path());
+        program.envs(env.iter().copied());
+        Self::spawn_command(tmp, None, program, args, wait_ports)
+    }
+
+    /// Starts `program ARGS` (a link to portcullis named like one of Perdition's programs)
+    /// with `env`, and waits as [`Proxy::start_toml`] does.
+    pub fn start_program(
+        program: &Path,
+        args: &[String],
+        wait_ports: &[u16],
+        env: &[(&str, &str)],
+    ) -> Proxy {
+        let tmp = Self::tempdir();
+        let mut command = Command::new(program);
+        command.env(PERDITION_ROOT_ENV, tmp.path());
+        command.envs(env.iter().copied());
+        Self::spawn_command(tmp, None, command, args, wait_ports)
+    }
+
     fn tempdir() -> tempfile::TempDir {
         let tmp = tempfile::Builder::new()
             .prefix("portcullis-proxy-")
@@ -879,13 +908,12 @@ impl Proxy {
         wait_ports: &[u16],
     ) -> Proxy {
         guard_off_unless_configured(args);
-        Self::spawn_command(
-            tmp,
-            config,
-            Command::new(portcullis_bin()),
-            args,
-            wait_ports,
-        )
+        // Perdition mode's stand-in for `/`: the proxy's own directory, so that a test reads
+        // none of the machine's /etc/perdition and tests side by side do not take each
+        // other's default pid file.
+        let mut program = Command::new(portcullis_bin());
+        program.env(PERDITION_ROOT_ENV, tmp.path());
+        Self::spawn_command(tmp, config, program, args, wait_ports)
     }
 
     fn spawn_command(

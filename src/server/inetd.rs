@@ -1,0 +1,64 @@
+//! Perdition's inetd mode: inetd (or xinetd, or systemd's `Accept=yes` sockets) accepted the
+//! connection and started this process with it as standard input and output; serve that one
+//! session, then exit.
+
+use std::os::fd::AsFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use super::runtime::ListenerState;
+use super::services::Services;
+use super::session::Session;
+use super::Phase;
+
+/// How long the session gets to say goodbye and log once the process is told to stop.
+const CLOSING_TIME: Duration = Duration::from_secs(2);
+
+/// Serve the client on standard input until the session ends or `stop` completes.
+pub async fn serve_stdin(
+    listener: Arc<ListenerState>,
+    services: Arc<Services>,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), String> {
+    let tcp = stdin_connection()?;
+    let peer = tcp
+        .peer_addr()
+        .map_err(|e| format!("inetd mode: standard input has no peer: {e}"))?;
+    let local = tcp.local_addr().unwrap_or(peer);
+    // Perdition names inetd in the Connect line, which tells these sessions apart in the log.
+    let inetd = std::os::unix::process::parent_id();
+    services
+        .logger
+        .note_on_connect(format!(" inetd_pid={inetd}"));
+    let (phase_tx, phase) = watch::channel(Phase::Serving);
+    let mut session = tokio::spawn(Session::new(listener, services, peer, local, phase).run(tcp));
+    tokio::select! {
+        _ = &mut session => {}
+        _ = stop => {
+            // Told at once that the grace period is over: BYE before login, the end of the
+            // relay (and its Closing line) after.
+            let _ = phase_tx.send(Phase::Closing);
+            let _ = tokio::time::timeout(CLOSING_TIME, session).await;
+        }
+    }
+    Ok(())
+}
+
+/// Standard input as a TCP connection (a duplicate: standard input stays open).
+fn stdin_connection() -> Result<TcpStream, String> {
+    let fd = std::io::stdin()
+        .as_fd()
+        .try_clone_to_owned()
+        .map_err(|e| format!("inetd mode: standard input: {e}"))?;
+    let tcp = std::net::TcpStream::from(fd);
+    // A pipe or a terminal makes a "TCP stream" that has no peer: refused here, plainly.
+    tcp.peer_addr().map_err(|_| {
+        "inetd mode: standard input is not a network connection (inetd passes one)".to_string()
+    })?;
+    tcp.set_nonblocking(true)
+        .map_err(|e| format!("inetd mode: standard input: {e}"))?;
+    TcpStream::from_std(tcp).map_err(|e| format!("inetd mode: standard input: {e}"))
+}
