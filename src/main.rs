@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use portcullis::authlog::Logger;
-use portcullis::config::{perdition, Config};
+use portcullis::config::{debian_defaults, perdition, Config};
 use portcullis::server;
 use portcullis::server::services::Services;
 
@@ -22,6 +22,9 @@ Usage:
   portcullis perdition [FLAGS]        behave like a Perdition instance with the same flags
                                       (e.g. -f /etc/perdition/perdition.imap4s.conf -P IMAP4S);
                                       also when started as perdition.imaps etc. (a link)
+  portcullis perdition --debian-defaults [FILE]
+                                      serve every protocol /etc/default/perdition (or FILE)
+                                      enables, with its flags, from one process
   portcullis sessions (--config FILE | --admin ADDR) [--token T]
                                       list the live sessions (from the admin endpoint)
   portcullis kick (--config FILE | --admin ADDR) [--token T] (--user U | --backend HOST:PORT)
@@ -291,6 +294,25 @@ fn parse(args: &[String]) -> Result<Option<Command>, String> {
 
 /// `portcullis perdition FLAGS`, or a program started as `invoked_as` (perdition.imaps ...).
 fn parse_perdition(invoked_as: &str, args: &[String]) -> Result<Option<Command>, String> {
+    if args.first().is_some_and(|a| a == "--debian-defaults") {
+        let file = match &args[1..] {
+            [] => PathBuf::from(debian_defaults::DEFAULT_FILE),
+            [file] => PathBuf::from(file),
+            _ => return Err(format!("--debian-defaults takes one file at most\n{USAGE}")),
+        };
+        let compat = debian_defaults::read(&file)?;
+        // A reload reads the defaults file, and the configuration files, again.
+        let source: server::listener::ConfigSource = Box::new(move || {
+            let compat = debian_defaults::read(&file)?;
+            Ok((compat.config, compat.warnings))
+        });
+        return Ok(Some(Command::Run(
+            compat.config,
+            compat.warnings,
+            source,
+            Serving::Listeners,
+        )));
+    }
     let Some(compat) = perdition::from_args(invoked_as, args)? else {
         println!("{}", perdition::HELP);
         return Ok(None);

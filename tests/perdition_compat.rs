@@ -854,6 +854,136 @@ fn a_second_instance_with_the_same_pid_file_is_refused() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Debian's /etc/default/perdition, served from one process
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn debian_defaults_serves_every_protocol_it_enables_from_one_process() {
+    let dc = Dovecot::start();
+    let root = fake_root();
+    let (imap, pop3) = (free_port(), free_port());
+    let log = root.path().join("mail.log");
+    // IMAP4's instance finds its own file by its program name, perdition.imap4.
+    fs::write(
+        root.path().join("etc/perdition/perdition.imap4.conf"),
+        format!(
+            "listen_port {imap}\noutgoing_port {}\nok_line \"IMAP4 from its own file\"\n",
+            dc.imap
+        ),
+    )
+    .unwrap();
+    let defaults = root.path().join("etc/default/perdition");
+    fs::create_dir_all(defaults.parent().unwrap()).unwrap();
+    fs::write(
+        &defaults,
+        format!(
+            "RUN_PERDITION=yes\n\
+             # for every instance\n\
+             FLAGS=\"-b 127.0.0.1 -s 127.0.0.1 -F {log}\"\n\
+             POP3=yes\n\
+             POP3_FLAGS=\"-l {pop3} -p {dovecot_pop3}\"\n\
+             POP3S=no\n\
+             IMAP4=yes\n\
+             IMAP4_FLAGS=\n\
+             IMAP4S=no\n\
+             # the init script starts only what says \"yes\"\n\
+             MANAGESIEVE=on\n",
+            log = log.display(),
+            dovecot_pop3 = dc.pop3
+        ),
+    )
+    .unwrap();
+    let args = args(&[
+        "perdition",
+        "--debian-defaults",
+        &defaults.display().to_string(),
+    ]);
+    let root_dir = root.path().display().to_string();
+    let proxy = Proxy::start_args_env(&args, &[imap, pop3], &[(PERDITION_ROOT_ENV, &root_dir)]);
+
+    let mut i = Client::plain(imap);
+    i.expect_line("* OK");
+    i.send_line("a LOGIN alice alicepw");
+    let lines = i.read_until_tagged("a");
+    let ok = lines.last().unwrap();
+    assert!(
+        ok.starts_with("a OK") && ok.ends_with("IMAP4 from its own file"),
+        "{lines:?}"
+    );
+    let mut p = Client::plain(pop3);
+    p.expect_line("+OK");
+    p.send_line("USER bob");
+    p.expect_line("+OK");
+    p.send_line("PASS bobpw");
+    assert_eq!(p.read_line(), "+OK You are so in");
+
+    assert!(wait_file_contains(
+        &log,
+        "protocol=POP3 ",
+        Duration::from_secs(5)
+    ));
+    let text = fs::read_to_string(&log).unwrap();
+    // One process, one name in the log.
+    let messages = log_messages(&text, "perdition", proxy.pid());
+    for (user, protocol) in [("alice", "IMAP4"), ("bob", "POP3")] {
+        assert!(
+            messages.iter().any(|m| m.starts_with("Auth:")
+                && m.contains(&format!("authentication_id=\"{user}\""))
+                && m.contains(&format!("protocol={protocol} "))
+                && m.ends_with("status=\"ok\"")),
+            "no Auth line for {user} over {protocol}:\n{text}"
+        );
+    }
+    let listening = messages
+        .iter()
+        .filter(|m| m.starts_with("Listening on"))
+        .count();
+    assert_eq!(listening, 2, "MANAGESIEVE=on is not yes:\n{text}");
+    let pid_file = root.path().join("var/run/perdition/perdition.pid");
+    assert_eq!(
+        fs::read_to_string(pid_file).unwrap(),
+        format!("{}\n", proxy.pid())
+    );
+}
+
+#[test]
+fn debian_defaults_names_the_instances_that_disagree_and_what_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pop3, imap) = (free_port(), free_port());
+    let defaults = dir.path().join("perdition");
+    fs::write(
+        &defaults,
+        format!(
+            "FLAGS=\"-b 127.0.0.1 -s 127.0.0.1 --no_daemon\"\n\
+             POP3_FLAGS=\"-l {pop3}\"\n\
+             IMAP4_FLAGS=\"-l {imap} -t 60\"\n\
+             POP3S=no\nIMAP4S=no\nMANAGESIEVE=no\n"
+        ),
+    )
+    .unwrap();
+    let (status, _, stderr) = run_to_exit(&args(&[
+        "perdition",
+        "--debian-defaults",
+        &defaults.display().to_string(),
+    ]));
+    assert!(!status.success(), "{stderr}");
+    assert!(
+        stderr.contains("POP3 and IMAP4") && stderr.contains("timeout"),
+        "{stderr}"
+    );
+    assert!(!port_open(pop3) && !port_open(imap));
+
+    fs::write(&defaults, "POP3=yes\nPOP3_FLAGS=$(cat /etc/passwd)\n").unwrap();
+    let (status, _, stderr) = run_to_exit(&args(&[
+        "perdition",
+        "--debian-defaults",
+        &defaults.display().to_string(),
+    ]));
+    assert!(!status.success(), "{stderr}");
+    assert!(stderr.contains("line 2"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Options that were missing
 // ---------------------------------------------------------------------------------------------
 

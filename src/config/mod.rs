@@ -3,6 +3,7 @@
 //! [`Config::validate`] checks before anything listens.
 
 mod admin;
+pub mod debian_defaults;
 mod guard;
 pub mod perdition;
 mod process;

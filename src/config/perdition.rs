@@ -54,7 +54,9 @@ Accepted with a warning saying why they change nothing here: -C|--connection_log
   --ssl_dh_params_file, --ssl_{listen,outgoing}_ciphers, --ssl_{listen,outgoing}_compression,
   --ssl_no_cipher_server_preference, --ssl_no_client_cert_verify, --ssl_cert_verify_depth,
   --ssl_passphrase_fd, --ssl_passphrase_file.
-Refused: -a|--authenticate_in (no local PAM check here).";
+Refused: -a|--authenticate_in (no local PAM check here).
+portcullis perdition --debian-defaults [FILE]: serve every protocol Debian's
+  /etc/default/perdition (or FILE) enables, each with its flags, from one process.";
 
 /// Tests only: a directory that stands for `/` when Perdition mode looks for its default files
 /// (`/etc/perdition/...`, the pid file under `/var/run`), so that a test can give it files
