@@ -224,6 +224,9 @@ pub async fn run(
         task.abort();
     }
     drop(other_sockets);
+    // The copies kept for a successor close with the accept loops' sockets: nothing may
+    // hold a listening socket open (queueing clients nobody accepts) while this one drains.
+    server.sockets.clear();
     let grace = Duration::from_secs(server.config.limits.shutdown_grace);
     let Server {
         services,
