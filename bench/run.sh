@@ -173,10 +173,12 @@ ident = "portcullis"
 [limits]
 connection_limit = 0
 
-# The guard stays on (its cost is part of the figures); only the per-address limit goes, as
-# every bench client comes from 127.0.0.1.
+# The guard stays on (its cost is part of the figures), with loopback trusted: every bench
+# client comes from 127.0.0.1, and an untrusted address with more logins under way than
+# ban_after would take turns (a 2-6 s tail that measures the guard, not the proxy).
 [guard]
 max_connections_per_address = 0
+trusted = ["127.0.0.0/8"]
 
 [[listener]]
 protocol = "imap"
