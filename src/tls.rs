@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::config::{CertificateFlaw, TlsVersion};
 
+mod shared_tickets;
 mod tolerant;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -49,6 +50,7 @@ pub fn server_config(
     chain: Option<&Path>,
     alpn: &[u8],
     versions: &[TlsVersion],
+    ticket_keys: Option<&Path>,
 ) -> Result<(Arc<ServerConfig>, Vec<String>), String> {
     let provider = provider();
     let (certificates, warnings) =
@@ -59,8 +61,16 @@ pub fn server_config(
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(certificates));
     config.alpn_protocols = vec![alpn.to_vec()];
-    let (ticketer, cache) = resumption(&pairs_fingerprint(pairs))?;
-    config.ticketer = ticketer;
+    let certificates = pairs_fingerprint(pairs);
+    let (ticketer, cache) = resumption(&certificates)?;
+    config.ticketer = match ticket_keys {
+        // Read anew by every reload: a rotation is a new key put first, then a reload.
+        Some(path) => Arc::new(shared_tickets::SharedTickets::load(
+            path,
+            certificates.as_bytes(),
+        )?),
+        None => ticketer,
+    };
     config.session_storage = cache;
     Ok((Arc::new(config), warnings))
 }
@@ -94,15 +104,17 @@ fn resumption(certificates: &str) -> Result<Resumption, String> {
     Ok((ticketer, cache))
 }
 
-/// What identifies a certificate set: the certificates' own bytes (the same files renewed
-/// are another set; the same set on two listeners is one).
+/// What identifies a certificate set: a SHA-256 of the certificates' own bytes (the same
+/// files renewed are another set; the same set on two listeners, or on two instances of a
+/// fleet, is one).
 fn pairs_fingerprint(pairs: &[(&Path, &Path)]) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
     for (cert, _) in pairs {
-        fs::read(cert).unwrap_or_default().hash(&mut hasher);
+        let bytes = fs::read(cert).unwrap_or_default();
+        digest.update(&(bytes.len() as u64).to_be_bytes());
+        digest.update(&bytes);
     }
-    format!("{:016x}", hasher.finish())
+    hex::encode(digest.finish())
 }
 
 /// rustls' versions for the configured ones; all it has when none are named.

@@ -113,3 +113,38 @@ fn three_hundred_distinct_returning_clients_all_resume() {
         .count();
     assert_eq!(resumed, 300);
 }
+
+/// A fleet: two instances given the same `ticket_keys` file resume each other's clients (a
+/// balancer may send a returning phone to either); without it, they cannot.
+#[test]
+fn instances_sharing_ticket_keys_resume_each_others_clients() {
+    let dc = Dovecot::start();
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("ticket.keys");
+    std::fs::write(
+        &keys,
+        format!("# openssl rand -hex 32\n{}\n", "5a".repeat(32)),
+    )
+    .unwrap();
+    let instance = |shared: bool| {
+        let (port, admin) = (free_port(), free_port());
+        let mut toml = listeners(port, free_port(), dc.imap, admin);
+        if shared {
+            toml = toml.replace(
+                "tls = \"implicit\"\n",
+                &format!("tls = \"implicit\"\nticket_keys = \"{}\"\n", keys.display()),
+            );
+        }
+        (Proxy::start_toml(&toml, &[port]), port)
+    };
+    let ((_a, a), (_b, b)) = (instance(true), instance(true));
+    let phone = client(false);
+    assert_eq!(handshake(&phone, a), HandshakeKind::Full);
+    assert_eq!(handshake(&phone, b), HandshakeKind::Resumed);
+    let (_c, c) = instance(false);
+    assert_eq!(
+        handshake(&phone, c),
+        HandshakeKind::Full,
+        "resumed without the shared keys"
+    );
+}

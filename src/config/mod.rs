@@ -307,6 +307,11 @@ pub struct Listener {
     /// server's certificate alone (Perdition's `ssl_ca_chain_file`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chain: Option<PathBuf>,
+    /// Session-ticket keys shared by a fleet (one 64-hex-digit key per line, the first seals,
+    /// all open): a client the balancer sends to another instance still resumes. Unset: keys
+    /// of this process, rotated every six hours.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket_keys: Option<PathBuf>,
     /// TLS versions offered to clients, of "1.2" and "1.3"; both when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls_versions: Vec<TlsVersion>,

@@ -904,6 +904,7 @@ fn build(settings: &[(String, String)], invoked_as: &str) -> Result<Compat, Stri
                     .unwrap_or_else(|| default_file("perdition.key.pem"))
             }),
             certificates: Vec::new(),
+            ticket_keys: None,
             chain: get("ssl_ca_chain_file")
                 .filter(|f| tls_files && !f.is_empty())
                 .map(PathBuf::from),

@@ -373,6 +373,7 @@ fn acceptor(l: &Listener, warnings: &mut Vec<String>) -> Result<Option<TlsAccept
         l.chain.as_deref(),
         l.protocol.alpn_id(),
         &l.tls_versions,
+        l.ticket_keys.as_deref(),
     )?;
     warnings.extend(expiring);
     Ok(Some(TlsAcceptor::from(config)))

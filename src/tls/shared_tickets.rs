@@ -1,0 +1,159 @@
+//! Session tickets a fleet of proxies can all read: sealed under keys from a file the admin
+//! gives every instance (`[tls] ticket_keys`), so that a client the balancer sends to another
+//! instance still resumes. The first key seals, every key opens: rotation is a new key put
+//! first, the old one kept a while, and a reload. ChaCha20-Poly1305 with a random nonce; the
+//! certificate set is bound in as associated data, so a ticket never resumes a session where
+//! other certificates are served.
+//!
+//! Key file: one key per line, 64 hexadecimal digits (32 bytes); `#` comments and blank lines
+//! are skipped. Generate one with `openssl rand -hex 32`.
+
+use std::path::Path;
+
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// How long a client may keep a ticket (the keys' own rotation is the admin's).
+const LIFETIME_SECONDS: u32 = 12 * 3600;
+/// Bytes naming the key that sealed a ticket, so that opening tries the right one.
+const KEY_ID_LEN: usize = 4;
+
+pub struct SharedTickets {
+    /// (id, key); the first seals.
+    keys: Vec<([u8; KEY_ID_LEN], LessSafeKey)>,
+    /// The certificate set the tickets are for.
+    binding: Vec<u8>,
+    random: SystemRandom,
+}
+
+impl std::fmt::Debug for SharedTickets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SharedTickets({} keys)", self.keys.len())
+    }
+}
+
+impl SharedTickets {
+    /// The keys in `path`, for tickets of the certificate set `binding`.
+    pub fn load(path: &Path, binding: &[u8]) -> Result<SharedTickets, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("tls.ticket_keys {}: {e}", path.display()))?;
+        let mut keys = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let bytes = hex::decode(line)
+                .ok()
+                .filter(|b| b.len() == 32)
+                .ok_or_else(|| {
+                    format!(
+                        "tls.ticket_keys {} line {}: not 64 hexadecimal digits",
+                        path.display(),
+                        n + 1
+                    )
+                })?;
+            let id = ring::digest::digest(&ring::digest::SHA256, &bytes);
+            let mut key_id = [0u8; KEY_ID_LEN];
+            key_id.copy_from_slice(&id.as_ref()[..KEY_ID_LEN]);
+            let key = UnboundKey::new(&CHACHA20_POLY1305, &bytes)
+                .map_err(|_| format!("tls.ticket_keys {}: unusable key", path.display()))?;
+            keys.push((key_id, LessSafeKey::new(key)));
+        }
+        if keys.is_empty() {
+            return Err(format!("tls.ticket_keys {}: no key in it", path.display()));
+        }
+        Ok(SharedTickets {
+            keys,
+            binding: binding.to_vec(),
+            random: SystemRandom::new(),
+        })
+    }
+}
+
+impl rustls::server::ProducesTickets for SharedTickets {
+    fn enabled(&self) -> bool {
+        true
+    }
+
+    fn lifetime(&self) -> u32 {
+        LIFETIME_SECONDS
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        let (id, key) = self.keys.first()?;
+        let mut nonce = [0u8; NONCE_LEN];
+        self.random.fill(&mut nonce).ok()?;
+        let mut sealed = plain.to_vec();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(&self.binding),
+            &mut sealed,
+        )
+        .ok()?;
+        let mut ticket = Vec::with_capacity(KEY_ID_LEN + NONCE_LEN + sealed.len());
+        ticket.extend_from_slice(id);
+        ticket.extend_from_slice(&nonce);
+        ticket.extend_from_slice(&sealed);
+        Some(ticket)
+    }
+
+    fn decrypt(&self, ticket: &[u8]) -> Option<Vec<u8>> {
+        // The ticket is the client's: any bytes at all.
+        let (id, rest) = ticket.split_at_checked(KEY_ID_LEN)?;
+        let (nonce, sealed) = rest.split_at_checked(NONCE_LEN)?;
+        let (_, key) = self.keys.iter().find(|(key_id, _)| key_id == id)?;
+        let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut opened = sealed.to_vec();
+        let plain = key
+            .open_in_place(nonce, Aad::from(&self.binding), &mut opened)
+            .ok()?;
+        Some(plain.to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::server::ProducesTickets;
+
+    fn keys(lines: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), lines).unwrap();
+        file
+    }
+
+    #[test]
+    fn another_instance_opens_what_one_sealed_and_nothing_else() {
+        let (a, b) = ("11".repeat(32), "22".repeat(32));
+        let file = keys(&format!("# current first\n{a}\n{b}\n"));
+        let one = SharedTickets::load(file.path(), b"set").unwrap();
+        let two = SharedTickets::load(file.path(), b"set").unwrap();
+        let ticket = one.encrypt(b"session").unwrap();
+        assert_eq!(two.decrypt(&ticket).as_deref(), Some(&b"session"[..]));
+        // Rotated: a new key first, the old one still opens.
+        let rotated = keys(&format!("{}\n{a}\n", "33".repeat(32)));
+        let three = SharedTickets::load(rotated.path(), b"set").unwrap();
+        assert_eq!(three.decrypt(&ticket).as_deref(), Some(&b"session"[..]));
+        // Another certificate set, a tampered ticket, garbage: nothing.
+        let other = SharedTickets::load(file.path(), b"other set").unwrap();
+        assert_eq!(other.decrypt(&ticket), None);
+        let mut tampered = ticket.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(two.decrypt(&tampered), None);
+        for junk in [&b""[..], b"abc", &[0u8; 40]] {
+            assert_eq!(two.decrypt(junk), None);
+        }
+    }
+
+    #[test]
+    fn a_key_file_without_proper_keys_is_refused() {
+        for text in ["", "# only a comment\n", "abcd\n", &"zz".repeat(32)] {
+            let file = keys(text);
+            assert!(
+                SharedTickets::load(file.path(), b"set").is_err(),
+                "{text:?}"
+            );
+        }
+    }
+}
