@@ -113,5 +113,9 @@ fn the_packaged_service_started_as_its_unit_says_serves_a_login() {
     });
     let _ = service.kill();
     let _ = service.wait();
+    // And whatever else runs on this test's configuration (the service must not outlive it).
+    let _ = Command::new("pkill")
+        .args(["-KILL", "-f", config.to_str().unwrap()])
+        .status();
     assert!(served.is_some(), "the service did not listen on {port}");
 }
