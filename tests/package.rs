@@ -87,11 +87,19 @@ fn the_packaged_service_started_as_its_unit_says_serves_a_login() {
             .replace("/etc/portcullis/portcullis.toml", config.to_str().unwrap())
     };
     let user = setting("User");
+    let account = nix::unistd::User::from_name(&user)
+        .unwrap()
+        .expect("the unit's user");
+    // As the unit's user directly: a wrapper (runuser) killed at the end would orphan the
+    // service it started.
     let as_user = |line: &str| {
-        let mut command = Command::new("runuser");
+        use std::os::unix::process::CommandExt;
+        let mut words = line.split_whitespace();
+        let mut command = Command::new(words.next().unwrap());
         command
-            .args(["-u", &user, "--"])
-            .args(line.split_whitespace());
+            .args(words)
+            .uid(account.uid.as_raw())
+            .gid(account.gid.as_raw());
         command
     };
     let check = as_user(&setting("ExecStartPre")).output().unwrap();
