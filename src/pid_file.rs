@@ -1,5 +1,5 @@
 //! The pid file (`[process] pid_file`, Perdition's `pid_file`): written once every socket is
-//! bound (never through a link: [`crate::service::write_pid_file`]), removed at exit unless a
+//! bound (never through a link, never into anything but a regular file), removed at exit unless a
 //! successor took it over. As Perdition does, a missing directory is made and given to the
 //! user the process becomes (so that the file can still be removed after privileges are
 //! dropped), and a file that names a process still running stops the start: two instances
@@ -36,11 +36,34 @@ pub fn write(path: &Path, user: Option<&str>, group: Option<&str>) -> Result<(),
             ));
         }
     }
-    let written = path
-        .to_str()
-        .ok_or_else(|| "not a UTF-8 path".to_string())
-        .and_then(crate::service::write_pid_file);
-    written.map_err(|e| format!("cannot write the pid file {shown}: {e}"))
+    write_id(path).map_err(|e| format!("cannot write the pid file {shown}: {e}"))
+}
+
+/// Put this process's id back in `path` (a successor that had written its own failed).
+pub fn take_back(path: &Path) {
+    let _ = write_id(path);
+}
+
+/// This process's id into `path`, never through a symbolic link (the directory may be
+/// writable by the user the process becomes) and only into a regular file.
+fn write_id(path: &Path) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let metadata = file.metadata().map_err(|e| e.to_string())?;
+    if !metadata.is_file() {
+        return Err("not a regular file".into());
+    }
+    file.set_len(0).map_err(|e| e.to_string())?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())
+        .map_err(|e| e.to_string())
 }
 
 /// Remove `path` if it still names this process (a successor may have taken it over).
@@ -57,23 +80,11 @@ fn pid_in(path: &Path) -> Option<u32> {
 /// Make `dir` the property of `user` (and `group`, else the user's own), when this process
 /// may (root); anyone else keeps what it made.
 fn give_to(dir: &Path, user: &str, group: Option<&str>) -> Result<(), String> {
-    use nix::unistd::{getuid, Group, User};
-    if !getuid().is_root() {
+    if !nix::unistd::getuid().is_root() {
         return Ok(());
     }
-    let account = User::from_name(user)
-        .map_err(|e| format!("user {user}: {e}"))?
-        .ok_or_else(|| format!("no user {user}"))?;
-    let gid = match group {
-        Some(name) => {
-            Group::from_name(name)
-                .map_err(|e| format!("group {name}: {e}"))?
-                .ok_or_else(|| format!("no group {name}"))?
-                .gid
-        }
-        None => account.gid,
-    };
-    std::os::unix::fs::chown(dir, Some(account.uid.as_raw()), Some(gid.as_raw()))
+    let (uid, gid) = crate::service::account(user, group)?;
+    std::os::unix::fs::chown(dir, Some(uid.as_raw()), Some(gid.as_raw()))
         .map_err(|e| format!("cannot give {} to {user}: {e}", dir.display()))
 }
 

@@ -105,7 +105,35 @@ fn taken(
 /// the process's life runs without root. Only root can; anyone else is told so, unless they
 /// already are that user.
 pub fn drop_privileges(user: &str, group: Option<&str>) -> Result<(), String> {
-    use nix::unistd::{getuid, initgroups, setgid, setuid, Group, Uid, User};
+    use nix::unistd::{getuid, initgroups, setgid, setuid, Uid};
+    let (uid, gid) = account(user, group)?;
+    if getuid() == uid && nix::unistd::getgid() == gid {
+        return Ok(());
+    }
+    if !getuid().is_root() {
+        return Err(format!(
+            "cannot become user {user}: only root can (running as uid {})",
+            getuid()
+        ));
+    }
+    let name = std::ffi::CString::new(user).map_err(|_| format!("user {user:?}"))?;
+    initgroups(&name, gid).map_err(|e| format!("supplementary groups of {user}: {e}"))?;
+    setgid(gid).map_err(|e| format!("group {gid}: {e}"))?;
+    setuid(uid).map_err(|e| format!("user {user}: {e}"))?;
+    // A process that could become root again has not dropped anything.
+    if setuid(Uid::from_raw(0)).is_ok() {
+        return Err("still able to become root after dropping privileges".into());
+    }
+    Ok(())
+}
+
+/// The ids of `user` and of `group` (else the user's own group): whom the process becomes
+/// ([`drop_privileges`]), and who gets what it makes before (the pid file's directory).
+pub fn account(
+    user: &str,
+    group: Option<&str>,
+) -> Result<(nix::unistd::Uid, nix::unistd::Gid), String> {
+    use nix::unistd::{Group, User};
     let account = User::from_name(user)
         .map_err(|e| format!("user {user}: {e}"))?
         .ok_or_else(|| format!("no user {user}"))?;
@@ -118,44 +146,5 @@ pub fn drop_privileges(user: &str, group: Option<&str>) -> Result<(), String> {
         }
         None => account.gid,
     };
-    if getuid() == account.uid && nix::unistd::getgid() == gid {
-        return Ok(());
-    }
-    if !getuid().is_root() {
-        return Err(format!(
-            "cannot become user {user}: only root can (running as uid {})",
-            getuid()
-        ));
-    }
-    let name = std::ffi::CString::new(user).map_err(|_| format!("user {user:?}"))?;
-    initgroups(&name, gid).map_err(|e| format!("supplementary groups of {user}: {e}"))?;
-    setgid(gid).map_err(|e| format!("group {gid}: {e}"))?;
-    setuid(account.uid).map_err(|e| format!("user {user}: {e}"))?;
-    // A process that could become root again has not dropped anything.
-    if setuid(Uid::from_raw(0)).is_ok() {
-        return Err("still able to become root after dropping privileges".into());
-    }
-    Ok(())
-}
-
-/// Write this process's id to `path`, never through a symbolic link (the directory may be
-/// writable by the user the process becomes) and only into a regular file.
-pub fn write_pid_file(path: &str) -> Result<(), String> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let metadata = file.metadata().map_err(|e| e.to_string())?;
-    if !metadata.is_file() {
-        return Err("not a regular file".into());
-    }
-    file.set_len(0).map_err(|e| e.to_string())?;
-    file.write_all(format!("{}\n", std::process::id()).as_bytes())
-        .map_err(|e| e.to_string())
+    Ok((account.uid, gid))
 }

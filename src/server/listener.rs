@@ -210,7 +210,7 @@ pub async fn run(
                         logger.error(&format!("Upgrade failed, this process goes on: {why}"));
                         // The successor may have written its id there before it failed.
                         if let Some(path) = &pid_file {
-                            let _ = crate::service::write_pid_file(path);
+                            crate::pid_file::take_back(std::path::Path::new(path));
                         }
                         if let Some(reply) = request.reply {
                             let _ = reply.send(Err(why));
