@@ -232,6 +232,12 @@ fn names_and_time_left(der: &[u8]) -> Result<(Vec<String>, Duration), String> {
                 .map(str::to_ascii_lowercase),
         );
     }
+    Ok((names, time_left(&certificate)))
+}
+
+/// How long `certificate` has left (nothing once it has expired); `check --probe` says it of
+/// back ends' certificates too.
+pub fn time_left(certificate: &x509_parser::certificate::X509Certificate<'_>) -> Duration {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
@@ -241,5 +247,5 @@ fn names_and_time_left(der: &[u8]) -> Result<(Vec<String>, Duration), String> {
         .not_after
         .timestamp()
         .saturating_sub(now);
-    Ok((names, Duration::from_secs(left.max(0) as u64)))
+    Duration::from_secs(left.max(0) as u64)
 }

@@ -312,11 +312,7 @@ pub fn describe_certificate(der: &[u8]) -> Result<(String, Duration), String> {
         })
         .unwrap_or_default();
     let not_after = certificate.validity().not_after;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    let left = Duration::from_secs(not_after.timestamp().saturating_sub(now).max(0) as u64);
+    let left = crate::certificates::time_left(&certificate);
     let text = format!(
         "certificate {} for [{}], expires {} (in {} days)",
         certificate.subject(),
