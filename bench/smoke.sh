@@ -91,7 +91,7 @@ trap 'exit 143' TERM
 make_certs "$CERTS" "Portcullis Smoke" 2
 printf '%s\n' 'alice:{PLAIN}alicepw::::::' 'bob:{PLAIN}bobpw::::::' >"$DC/passwd"
 chmod 644 "$DC/passwd"
-python3 "$ROOT/bench/load.py" seed "$DC/home/alice/Maildir/cur"
+python3 "$ROOT/bench/seed.py" "$DC/home/alice/Maildir/cur"
 render_dovecot "$TEMPLATE" "$DC" "portcullis-smoke-$$" "$CERTS"
 "$DOVECOT" -c "$DC/dovecot.conf" || { cat "$DC/dovecot.log" >&2; exit 1; }
 

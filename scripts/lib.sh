@@ -1,18 +1,24 @@
-# Shell pieces shared by scripts/demo.sh and bench/run.sh (sourced, not run).
+# Shell pieces shared by scripts/demo.sh and the bench scripts (sourced, not run).
 # The Rust test harness (tests/support/mod.rs) renders the same Dovecot template.
 
-# make_certs DIR NAME DAYS: a throw-away CA (DIR/ca.pem) and a server certificate for localhost,
-# 127.0.0.1 and ::1 signed by it (DIR/cert.pem, DIR/key.pem).
+# make_certs DIR NAME DAYS [KEY]: a throw-away CA (DIR/ca.pem) and a server certificate for
+# localhost, 127.0.0.1 and ::1 signed by it (DIR/cert.pem, DIR/key.pem). KEY is the server key's
+# type: ec (P-256, the default) or rsa (RSA-2048, what the benchmark compares with).
 make_certs() {
-    local dir=$1 name=$2 days=$3
+    local dir=$1 name=$2 days=$3 key=${4:-ec}
     (
         cd "$dir"
-        local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes)
+        local ec=(-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes) server
+        case $key in
+        ec) server=("${ec[@]}") ;;
+        rsa) server=(-newkey rsa:2048 -nodes) ;;
+        *) echo "make_certs: unknown key type $key" >&2; return 1 ;;
+        esac
         openssl req -x509 "${ec[@]}" -keyout ca.key -out ca.pem -days "$days" \
             -subj "/CN=$name CA" \
             -addext basicConstraints=critical,CA:TRUE \
             -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
-        openssl req -new "${ec[@]}" -keyout key.pem -out server.csr -subj "/CN=localhost" 2>/dev/null
+        openssl req -new "${server[@]}" -keyout key.pem -out server.csr -subj "/CN=localhost" 2>/dev/null
         printf '%s\n' 'basicConstraints=critical,CA:FALSE' \
             'keyUsage=critical,digitalSignature,keyEncipherment' \
             'extendedKeyUsage=serverAuth' \

@@ -22,8 +22,14 @@ use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, S
 /// Where Debian keeps the system's trusted CAs; used when no `ca_file` is configured.
 pub const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
+#[cfg(not(feature = "aws-lc-rs"))]
+use rustls::crypto::ring as crypto;
+
+#[cfg(feature = "aws-lc-rs")]
+use rustls::crypto::aws_lc_rs as crypto;
+
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    Arc::new(crypto::default_provider())
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
@@ -96,8 +102,7 @@ fn resumption(certificates: &str) -> Result<Resumption, String> {
     if let Some((_, resumption)) = made.iter().find(|(key, _)| key == certificates) {
         return Ok(resumption.clone());
     }
-    let ticketer =
-        rustls::crypto::ring::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
+    let ticketer = crypto::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
     let cache: Arc<dyn rustls::server::StoresServerSessions> =
         rustls::server::ServerSessionMemoryCache::new(RESUMPTION_CACHE);
     made.push((certificates.to_string(), (ticketer.clone(), cache.clone())));

@@ -171,7 +171,9 @@ async fn connect<'s>(
                 socket.set_keepalive(true)?;
             }
             // Bound to the wildcard: known by its port until it is dropped (see loop_guard).
-            let ours = services.own_connections.register(socket.local_addr().ok());
+            let ours = services
+                .own_connections
+                .register(socket.local_addr().ok(), target);
             match socket.connect(target).await {
                 // Also by its real address: a host reaching itself at another of its
                 // addresses (127.0.0.2) speaks from the route's, not the one it reached.

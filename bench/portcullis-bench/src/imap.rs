@@ -121,6 +121,12 @@ impl Session {
         Ok(())
     }
 
+    /// Closes without LOGOUT: shuts the write side down (a TLS close_notify first, so the server
+    /// sees an orderly end and keeps the session resumable).
+    pub async fn close(&mut self) -> Result<(), BenchError> {
+        self.io.get_mut().shutdown().await.map_err(BenchError::io)
+    }
+
     /// Sends one command line and reads up to its tagged response.
     pub async fn command(
         &mut self,

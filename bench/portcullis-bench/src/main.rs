@@ -1,17 +1,20 @@
 //! portcullis-bench: an IMAP load generator and meter for Portcullis (or any IMAP server).
 //!
-//! `main` parses the command line, builds the run context, runs one mode and writes the report.
+//! `main` parses the command line, builds the run context, runs one mode and writes the report;
+//! or, for `compare`, reads earlier reports and prints them side by side.
 //! Exit status: 0 when something succeeded, 1 when every operation failed (the table is still
-//! printed), 2 for a usage or setup error (bad CA file, unwritable output).
+//! printed), 2 for a usage or setup error (bad CA file, unwritable output, unreadable JSON).
 
 #![forbid(unsafe_code)]
 
+mod compare;
 mod error;
 mod imap;
 mod latency;
 mod modes;
 mod proc_stats;
 mod report;
+mod source;
 mod svg;
 mod target;
 
@@ -19,6 +22,7 @@ use clap::{Args, Parser, Subcommand};
 use modes::fetch::FetchOptions;
 use modes::idle::IdleOptions;
 use modes::logins::LoginOptions;
+use modes::returning::ReturningOptions;
 use modes::Ctx;
 use proc_stats::Meter;
 use report::{Output, TargetInfo};
@@ -32,7 +36,7 @@ use target::Target;
 #[derive(Parser)]
 #[command(
     version,
-    about = "IMAP benchmark for Portcullis: logins, FETCH throughput, idle sessions"
+    about = "IMAP benchmark for Portcullis: logins, FETCH throughput, idle sessions, TLS resumption"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -62,6 +66,13 @@ enum Mode {
         #[command(flatten)]
         args: IdleArgs,
     },
+    /// TLS resumption for many distinct returning clients: handshakes only, two passes.
+    Returning {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: ReturningArgs,
+    },
     /// A few seconds of each mode (for CI): exits 1 if any mode had no success at all.
     Smoke {
         #[command(flatten)]
@@ -73,6 +84,8 @@ enum Mode {
         #[arg(long, default_value_t = 20)]
         sessions: usize,
     },
+    /// Side-by-side tables of earlier runs' --json files, with ratios against two targets.
+    Compare(CompareArgs),
 }
 
 /// Where to connect, as whom, what to meter, where to write.
@@ -96,6 +109,10 @@ struct Common {
     /// Reuse each simulated client's TLS session (resumed handshakes).
     #[arg(long)]
     resume: bool,
+    /// Local address to connect from (IPv4, IPv6, or a range 127.0.0.1-127.0.0.8); repeatable,
+    /// used round-robin by the connections.
+    #[arg(long = "source")]
+    sources: Vec<String>,
     /// USER/PASSWORD to log in as; several are used round-robin by the clients.
     #[arg(long = "user", default_value = "alice/alicepw")]
     users: Vec<String>,
@@ -168,6 +185,38 @@ struct IdleArgs {
     /// Seconds to keep the sessions open after measuring.
     #[arg(long, default_value_t = 0.0)]
     hold: f64,
+    /// Then keep them open as long as this file exists (for a second run measured on top).
+    #[arg(long)]
+    hold_while: Option<PathBuf>,
+    /// Create this file once the memory with all sessions open is read.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ReturningArgs {
+    /// Distinct simulated clients, each with its own TLS session cache.
+    #[arg(long, default_value_t = 10000)]
+    clients: usize,
+    /// Handshakes under way at once.
+    #[arg(long, default_value_t = 32)]
+    parallel: usize,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// Target name (--name of its runs) the ratios are taken against first, e.g. nginx.
+    #[arg(long)]
+    baseline: String,
+    /// Target name of the server without proxy, e.g. dovecot: the "× direct" ratios.
+    #[arg(long)]
+    direct: String,
+    /// Also write the tables here.
+    #[arg(long)]
+    markdown_out: Option<PathBuf>,
+    /// Result files written by --json (any modes).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
 fn secs(s: f64) -> Duration {
@@ -175,7 +224,13 @@ fn secs(s: f64) -> Duration {
 }
 
 fn build_ctx(c: &Common) -> Result<Ctx, String> {
-    let target = Target::new(&c.target, c.tls, c.ca.as_deref(), c.server_name.as_deref())?;
+    let target = Target::new(
+        &c.target,
+        c.tls,
+        c.ca.as_deref(),
+        c.server_name.as_deref(),
+        source::parse(&c.sources)?,
+    )?;
     let users = c
         .users
         .iter()
@@ -202,6 +257,15 @@ fn build_ctx(c: &Common) -> Result<Ctx, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Mode::Compare(a) = &cli.mode {
+        return match compare::run(&a.files, &a.baseline, &a.direct, a.markdown_out.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("portcullis-bench compare: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -228,8 +292,14 @@ async fn run(mode: Mode) -> Result<bool, String> {
         Mode::Logins { common, .. }
         | Mode::Fetch { common, .. }
         | Mode::Idle { common, .. }
+        | Mode::Returning { common, .. }
         | Mode::Smoke { common, .. } => common,
+        Mode::Compare(_) => return Err("compare measures nothing".into()),
     };
+    let returning = matches!(mode, Mode::Returning { .. });
+    if returning && !common.tls {
+        return Err("returning measures TLS session resumption: it needs --tls".into());
+    }
     let ctx = Arc::new(build_ctx(common)?);
     let mut out = Output {
         tool: "portcullis-bench",
@@ -243,14 +313,17 @@ async fn run(mode: Mode) -> Result<bool, String> {
             name: common.name.clone().unwrap_or_else(|| common.target.clone()),
             addr: common.target.clone(),
             tls: common.tls,
-            resume: common.resume,
+            // `returning`'s clients always keep their sessions: its rows are resumed-TLS rows.
+            resume: common.resume || returning,
             users: ctx.users.len(),
             pids: common.pids.clone(),
             tree: common.tree,
+            sources: ctx.target.sources().iter().map(|a| a.to_string()).collect(),
         },
         logins: Vec::new(),
         fetch: None,
         idle: None,
+        returning: None,
     };
     let mut svg_path = None;
     // Smoke fails when any one of its modes had no success; the others when all failed.
@@ -286,9 +359,19 @@ async fn run(mode: Mode) -> Result<bool, String> {
                 parallel: args.parallel,
                 settle: secs(args.settle),
                 hold: secs(args.hold),
+                hold_while: args.hold_while.clone(),
+                ready: args.ready_file.clone(),
                 resume: common.resume,
             };
             out.idle = Some(modes::idle::run(ctx.clone(), &opts).await);
+        }
+        Mode::Returning { args, .. } => {
+            out.mode = "returning";
+            let opts = ReturningOptions {
+                clients: args.clients,
+                parallel: args.parallel,
+            };
+            out.returning = Some(modes::returning::run(ctx.clone(), &opts).await);
         }
         Mode::Smoke {
             duration, sessions, ..
@@ -315,6 +398,8 @@ async fn run(mode: Mode) -> Result<bool, String> {
                 parallel: 8,
                 settle: Duration::from_millis(300),
                 hold: Duration::ZERO,
+                hold_while: None,
+                ready: None,
                 resume: common.resume,
             };
             out.idle = Some(modes::idle::run(ctx.clone(), &idle).await);
@@ -322,6 +407,7 @@ async fn run(mode: Mode) -> Result<bool, String> {
                 && out.fetch.as_ref().is_some_and(|f| f.fetches > 0)
                 && out.idle.as_ref().is_some_and(|i| i.opened > 0);
         }
+        Mode::Compare(_) => {}
     }
 
     print!("{}", out.markdown());

@@ -4,6 +4,7 @@
 use crate::modes::fetch::FetchResult;
 use crate::modes::idle::IdleResult;
 use crate::modes::logins::LoginStep;
+use crate::modes::returning::ReturningResult;
 use serde::Serialize;
 use std::fmt::Write;
 
@@ -18,6 +19,7 @@ pub struct Output {
     pub logins: Vec<LoginStep>,
     pub fetch: Option<FetchResult>,
     pub idle: Option<IdleResult>,
+    pub returning: Option<ReturningResult>,
 }
 
 #[derive(Debug, Serialize)]
@@ -30,6 +32,8 @@ pub struct TargetInfo {
     pub users: usize,
     pub pids: Vec<u32>,
     pub tree: bool,
+    /// Local addresses the connections were bound to, round robin (`--source`, expanded).
+    pub sources: Vec<String>,
 }
 
 impl Output {
@@ -38,6 +42,10 @@ impl Output {
         self.logins.iter().any(|s| s.logins > 0)
             || self.fetch.as_ref().is_some_and(|f| f.fetches > 0)
             || self.idle.as_ref().is_some_and(|i| i.opened > 0)
+            || self
+                .returning
+                .as_ref()
+                .is_some_and(|r| r.pass1.handshakes + r.pass2.handshakes > 0)
     }
 
     pub fn markdown(&self) -> String {
@@ -57,9 +65,14 @@ impl Output {
                 if t.tree { " and descendants" } else { "" }
             )
         };
+        let sources = match t.sources.len() {
+            0 => String::new(),
+            1 => format!(" from {}", t.sources[0]),
+            n => format!(" from {n} addresses ({} ...)", t.sources[0]),
+        };
         let _ = writeln!(
             out,
-            "portcullis-bench {}: {} at {}, {transport}; {meter}\n",
+            "portcullis-bench {}: {} at {}{sources}, {transport}; {meter}\n",
             self.mode, t.name, t.addr
         );
         if !self.logins.is_empty() {
@@ -72,6 +85,10 @@ impl Output {
         }
         if let Some(i) = &self.idle {
             out.push_str(&idle_table(&t.name, i));
+            out.push('\n');
+        }
+        if let Some(r) = &self.returning {
+            out.push_str(&returning_table(&t.name, r));
             out.push('\n');
         }
         out
@@ -150,6 +167,28 @@ fn idle_table(name: &str, i: &IdleResult) -> String {
         opt(i.pss_kib_per_session, 1),
         opt(i.cpu_ms_per_session, 3),
     );
+    s
+}
+
+fn returning_table(name: &str, r: &ReturningResult) -> String {
+    let mut s = String::from(
+        "| target | pass | handshakes | resumed | resumed % | errors | seconds | CPU ms/handshake |\n\
+         |---|---|---:|---:|---:|---|---:|---:|\n",
+    );
+    for (n, p) in [(1, &r.pass1), (2, &r.pass2)] {
+        let _ = writeln!(
+            s,
+            "| {name} | {n}: {} | {}/{} | {} | {} | {} | {} | {} |",
+            p.label,
+            p.handshakes,
+            r.clients,
+            p.resumed,
+            opt(p.resumed_percent, 1),
+            p.errors.cell(),
+            num(p.seconds, 2),
+            opt(p.cpu_ms_per_handshake, 3),
+        );
+    }
     s
 }
 

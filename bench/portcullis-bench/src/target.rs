@@ -4,16 +4,21 @@
 //! connection makes a full handshake (resumption disabled); with it, each simulated client owns a
 //! `ClientConfig` with its own session cache, so a client resumes its own earlier session as a real
 //! returning mail client would, and never one from another client.
+//!
+//! With `--source` addresses, each connection binds to the next one (round robin) before
+//! connecting; without, the kernel picks the source as usual.
 
 use crate::error::{BenchError, ErrorKind};
 use rustls::client::Resumption;
 use rustls::{ClientConfig, HandshakeKind, RootCertStore};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
 
 /// A plain or TLS byte stream; sessions do not care which.
@@ -25,6 +30,10 @@ pub struct Target {
     pub addr: String,
     /// TLS settings when the target speaks implicit TLS.
     pub tls: Option<TlsTarget>,
+    /// Local addresses to bind to, round robin (`--source`); empty: the kernel's choice.
+    sources: Vec<IpAddr>,
+    /// The round robin's counter: connection `n` binds to `sources[n % len]`.
+    next_source: AtomicUsize,
 }
 
 pub struct TlsTarget {
@@ -53,9 +62,17 @@ impl Target {
         tls: bool,
         ca: Option<&Path>,
         server_name: Option<&str>,
+        sources: Vec<IpAddr>,
     ) -> Result<Target, String> {
         if !addr.contains(':') {
             return Err(format!("--target {addr}: expected HOST:PORT"));
+        }
+        // A literal target address is checked now: a source of the other family could never
+        // reach it, and would otherwise fail every connection it is picked for.
+        if let Ok(a) = addr.parse::<SocketAddr>() {
+            if let Some(s) = sources.iter().find(|s| s.is_ipv4() != a.is_ipv4()) {
+                return Err(format!("--source {s} cannot reach --target {addr}"));
+            }
         }
         let tls = if tls {
             let host = match server_name {
@@ -74,6 +91,8 @@ impl Target {
         Ok(Target {
             addr: addr.to_string(),
             tls,
+            sources,
+            next_source: AtomicUsize::new(0),
         })
     }
 
@@ -93,9 +112,7 @@ impl Target {
     }
 
     pub async fn connect(&self, who: &ClientIdentity) -> Result<Connected, BenchError> {
-        let tcp = TcpStream::connect(&self.addr)
-            .await
-            .map_err(|e| BenchError::new(ErrorKind::Connect, format!("{}: {e}", self.addr)))?;
+        let tcp = self.tcp().await?;
         // Commands are small and latency is what we measure: no Nagle delay.
         let _ = tcp.set_nodelay(true);
         match (&self.tls, &who.tls) {
@@ -115,6 +132,49 @@ impl Target {
                 resumed: None,
             }),
         }
+    }
+
+    /// The `--source` addresses, expanded (for the report).
+    pub fn sources(&self) -> &[IpAddr] {
+        &self.sources
+    }
+
+    /// The TCP connection, from the next `--source` address when there are some.
+    async fn tcp(&self) -> Result<TcpStream, BenchError> {
+        let fail =
+            |e: std::io::Error| BenchError::new(ErrorKind::Connect, format!("{}: {e}", self.addr));
+        if self.sources.is_empty() {
+            return TcpStream::connect(&self.addr).await.map_err(fail);
+        }
+        let n = self.next_source.fetch_add(1, Ordering::Relaxed);
+        let source = self.sources[n % self.sources.len()];
+        // Resolved at each connect, as without sources (a literal address costs no lookup);
+        // the first address of the source's family is the one connected to.
+        let dest = tokio::net::lookup_host(&self.addr)
+            .await
+            .map_err(fail)?
+            .find(|a| a.is_ipv4() == source.is_ipv4())
+            .ok_or_else(|| {
+                BenchError::new(
+                    ErrorKind::Connect,
+                    format!(
+                        "{}: no address of the family of --source {source}",
+                        self.addr
+                    ),
+                )
+            })?;
+        let socket = if source.is_ipv4() {
+            TcpSocket::new_v4()
+        } else {
+            TcpSocket::new_v6()
+        }
+        .map_err(fail)?;
+        // Port 0: the kernel picks a free port of that address (EADDRNOTAVAIL here when the
+        // address is not local, EADDRINUSE when its ports are exhausted: both counted `connect`).
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .map_err(|e| BenchError::new(ErrorKind::Connect, format!("bind {source}: {e}")))?;
+        socket.connect(dest).await.map_err(fail)
     }
 }
 

@@ -23,6 +23,11 @@ pub struct IdleOptions {
     pub settle: Duration,
     /// How long to keep the sessions open after measuring.
     pub hold: Duration,
+    /// Keep the sessions open (after `hold`) for as long as this file exists, and create
+    /// `ready` once measured: a second run can then measure its own sessions on top of these,
+    /// before the allocator has free memory from them to reuse.
+    pub hold_while: Option<std::path::PathBuf>,
+    pub ready: Option<std::path::PathBuf>,
     pub resume: bool,
 }
 
@@ -88,7 +93,17 @@ pub async fn run(ctx: SharedCtx, opts: &IdleOptions) -> IdleResult {
     let cpu = cpu_delta(cpu0, ctx.meter.cpu_seconds());
     tokio::time::sleep(opts.settle).await;
     let during = ctx.meter.memory();
+    if let Some(ready) = &opts.ready {
+        if let Err(e) = std::fs::write(ready, b"measured\n") {
+            eprintln!("portcullis-bench: {}: {e}", ready.display());
+        }
+    }
     tokio::time::sleep(opts.hold).await;
+    if let Some(path) = &opts.hold_while {
+        while path.exists() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
     let opened = sessions.len();
     // Closing the sockets is enough: the proxy sees EOF on each.
     drop(sessions);

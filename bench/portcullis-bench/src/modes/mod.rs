@@ -4,6 +4,7 @@
 pub mod fetch;
 pub mod idle;
 pub mod logins;
+pub mod returning;
 
 use crate::error::{BenchError, ErrorKind};
 use crate::proc_stats::Meter;
