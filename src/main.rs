@@ -69,6 +69,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    portcullis::tls::install_default_provider();
     let mut argv = std::env::args();
     let program = argv.next().unwrap_or_default();
     let args: Vec<String> = argv.collect();

@@ -1,8 +1,8 @@
 //! TLS configuration for both directions, built once per listener from PEM files.
 //!
-//! rustls with the `ring` provider: no OpenSSL, TLS 1.2 and 1.3 only. Perdition's
-//! `ssl_dh_params_file` has no meaning here (rustls has no finite-field DH) and is ignored with a
-//! warning by the configuration reader.
+//! rustls with the aws-lc-rs provider (ring with `--no-default-features`): no OpenSSL, TLS 1.2
+//! and 1.3 only. Perdition's `ssl_dh_params_file` has no meaning here (rustls has no
+//! finite-field DH) and is ignored with a warning by the configuration reader.
 
 use std::fs;
 use std::io;
@@ -30,6 +30,13 @@ use rustls::crypto::aws_lc_rs as crypto;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(crypto::default_provider())
+}
+
+/// Libraries that build their own TLS configuration (the LDAP and SQL clients) ask rustls for
+/// the process's provider, and with both ring and aws-lc-rs compiled in rustls will not pick
+/// one itself: ours, for the whole process, before anything else runs.
+pub fn install_default_provider() {
+    let _ = crypto::default_provider().install_default();
 }
 
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

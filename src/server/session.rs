@@ -4,8 +4,8 @@
 //! A [`Session`] goes through three phases, one method each: [`Session::until_logged_in`]
 //! opens the connection (implicit TLS), [`Session::converse`] drives the client-side machine
 //! until credentials are in and a back end has accepted them (or the client leaves), and
-//! [`Session::relay`] copies bytes until either side closes. [`Session::run`] chains them,
-//! with the first two boxed so that a relaying session keeps none of their state.
+//! `Relaying::run` copies bytes until either side closes. [`Session::run`] chains them, with
+//! the first two boxed so that a relaying session keeps none of their state.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,10 +35,10 @@ use super::services::Services;
 use super::stream::{write, ClientStream, MaybeTls};
 use super::{reached, Phase};
 
-/// Bytes read from a client at a time before login.
 mod guarding;
 mod named;
 
+/// Bytes read from a client at a time before login.
 const READ_CHUNK: usize = 4096;
 
 /// How long a last message (BYE, -ERR) may take to leave before the connection is dropped.
