@@ -79,6 +79,11 @@ impl LineQueue {
         self.lines.is_empty() && self.dropped == 0
     }
 
+    /// Whether a quarter of the room is taken: time to write rather than wait for more.
+    pub fn filling(&self) -> bool {
+        self.lines.len() >= self.capacity / 4 || self.bytes >= self.max_bytes / 4
+    }
+
     /// Everything waiting, and the count of what was dropped; the queue starts afresh.
     pub fn take(&mut self) -> Batch {
         self.bytes = 0;
