@@ -24,7 +24,7 @@
 #
 # Environment (defaults in brackets):
 #   BENCH_TARGETS   comma list [dovecot,portcullis,nginx,perdition,dovecot-proxy]
-#   BENCH_MODES     comma list [logins,returning,fetch,idle]
+#   BENCH_MODES     comma list, run in this order [idle,logins,returning,fetch]
 #   BENCH_KEY       server key: rsa (RSA-2048) or ec (P-256) [rsa]
 #   BENCH_CLIENTS   concurrent clients of the logins mode [16]
 #   BENCH_DURATION  seconds per logins step and per fetch run [5]
@@ -47,7 +47,9 @@ TEMPLATE=$ROOT/tests/support/dovecot.conf.in
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
 TARGETS=${BENCH_TARGETS:-dovecot,portcullis,nginx,perdition,dovecot-proxy}
-MODES=${BENCH_MODES:-logins,returning,fetch,idle}
+# Idle first: measured on fresh processes, before the other modes leave freed memory behind
+# in the allocators for the sessions to reuse.
+MODES=${BENCH_MODES:-idle,logins,returning,fetch}
 KEY=${BENCH_KEY:-rsa}
 CLIENTS=${BENCH_CLIENTS:-16}
 DURATION=${BENCH_DURATION:-5}
