@@ -90,8 +90,8 @@ pub struct Relay<'a, C, S, Stop> {
 /// One direction's progress.
 #[derive(Default)]
 struct Direction {
-    /// Bytes read that the writer has not taken yet; empty (no allocation) unless the writer
-    /// is slower than the reader.
+    /// Bytes read that the writer has not taken yet. No allocation unless the writer has been
+    /// slower than the reader since the reader last had nothing to give.
     backlog: Vec<u8>,
     /// How much of `backlog` is written.
     written: usize,
@@ -164,7 +164,13 @@ impl Direction {
             reads += 1;
             let mut stack = [MaybeUninit::<u8>::uninit(); READ_SIZE];
             let mut read = ReadBuf::uninit(&mut stack);
-            match ready!(Pin::new(&mut *from).poll_read(cx, &mut read)) {
+            let Poll::Ready(result) = Pin::new(&mut *from).poll_read(cx, &mut read) else {
+                // Quiet: the heap copy a slow writer needed goes back now, not at every
+                // drain of a large transfer.
+                self.backlog = Vec::new();
+                return Poll::Pending;
+            };
+            match result {
                 Ok(()) if !read.filled().is_empty() => {
                     if self.write(cx, to, Some(read.filled()), counter, activity)
                         == Poll::Ready(Err(()))
@@ -196,8 +202,8 @@ impl Direction {
             };
             if rest.is_empty() {
                 if fresh.is_none() {
-                    // Written: the heap copy goes back.
-                    self.backlog = Vec::new();
+                    // Written; the room is kept while bytes flow (see `poll_copy`).
+                    self.backlog.clear();
                     self.written = 0;
                 }
                 return Poll::Ready(Ok(()));
@@ -215,8 +221,9 @@ impl Direction {
                     *activity = true;
                 }
                 Poll::Pending => {
-                    if fresh.is_some() {
-                        self.backlog = rest.to_vec();
+                    if let Some(bytes) = fresh {
+                        self.backlog.clear();
+                        self.backlog.extend_from_slice(&bytes[offset..]);
                         self.written = 0;
                     }
                     return Poll::Pending;
