@@ -19,8 +19,9 @@
 #                  processes in high-performance mode: service_count = 0);
 # then runs bench/portcullis-bench against each, mode by mode (every target sees the same
 # conditions), and prints one table with ratios against nginx and against direct Dovecot.
-# Results: $BENCH_DIR/results/*.json and *.md, the table in $BENCH_DIR/compare.md, copied to
-# bench/results/latest.md with the machine's description. Everything started is stopped on exit.
+# Results: $BENCH_DIR/results/*.json and *.md, the table in $BENCH_DIR/compare.md; a whole run
+# (all targets and modes) also writes it to bench/results/latest.md with the machine's
+# description. Everything started is stopped on exit.
 #
 # Environment (defaults in brackets):
 #   BENCH_TARGETS   comma list [dovecot,portcullis,nginx,perdition,dovecot-proxy]
@@ -429,8 +430,12 @@ has "$TARGETS" nginx || baseline=portcullis
     echo
     cat "$BENCH_DIR/compare.md"
 } >"$BENCH_DIR/compare-with-header.md"
-mkdir -p "$ROOT/bench/results"
-cp "$BENCH_DIR/compare-with-header.md" "$ROOT/bench/results/latest.md"
+# Only a whole run (every target, every mode) replaces the one the README quotes.
+if [ "$TARGETS" = dovecot,portcullis,nginx,perdition,dovecot-proxy ] &&
+    [ "$MODES" = idle,logins,returning,fetch ]; then
+    mkdir -p "$ROOT/bench/results"
+    cp "$BENCH_DIR/compare-with-header.md" "$ROOT/bench/results/latest.md"
+fi
 echo
 cat "$BENCH_DIR/compare-with-header.md"
 OK=1
