@@ -64,6 +64,9 @@ IDLE_TRANSPORTS=${BENCH_IDLE_TRANSPORTS:-plain,tls}
 say() { printf '== %s\n' "$*" >&2; }
 has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
 
+# A fresh Debian machine: what the rows need (nginx's package may start its own service on
+# port 80; nothing here uses it).
+install_packages dovecot-imapd openssl python3 perdition nginx libnginx-mod-mail
 DOVECOT=$(PATH=$PATH:/usr/sbin:/sbin command -v dovecot) || { say "dovecot not installed"; exit 1; }
 for tool in openssl python3; do
     command -v "$tool" >/dev/null || { say "$tool not installed"; exit 1; }

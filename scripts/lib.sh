@@ -128,3 +128,34 @@ port = $backend
 tls = "none"
 TOML
 }
+
+# install_packages PKG...: on Debian, install those of the packages that are missing (as root,
+# or through password-less sudo); elsewhere, or without the rights, say what to install and go
+# on. Uses the caller's `say`.
+install_packages() {
+    if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
+        say "not a Debian system: make sure these are installed: $*"
+        return 0
+    fi
+    local p missing=()
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' ||
+            missing+=("$p")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    say "installing missing packages: ${missing[*]}"
+    local sudo=()
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+            sudo=(sudo)
+        else
+            say "not root and no password-less sudo; please run as root:"
+            say "  apt-get update && apt-get install -y ${missing[*]}"
+            say "continuing; what needs them will fail"
+            return 0
+        fi
+    fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
+}

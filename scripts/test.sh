@@ -8,47 +8,14 @@
 # Dovecot/Perdition services are never used (and without systemd they are not even started).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 
 PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved openssl fail2ban perdition perdition-ldap
       slapd ldap-utils postgresql mariadb-server mariadb-client sqlite3 haproxy python3 sieve-connect
       procps redis-server chromium man-db adduser)
 
 say() { printf '== %s\n' "$*" >&2; }
-
-missing_pkgs() {
-    local p
-    for p in "${PKGS[@]}"; do
-        dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$' ||
-            printf '%s\n' "$p"
-    done
-}
-
-install_prereqs() {
-    if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1; then
-        say "not a Debian system: make sure these are installed: ${PKGS[*]}"
-        return 0
-    fi
-    local missing
-    missing=$(missing_pkgs)
-    [ -z "$missing" ] && return 0
-    # shellcheck disable=SC2086
-    set -- $missing
-    say "installing missing packages: $*"
-    local sudo=()
-    if [ "$(id -u)" -ne 0 ]; then
-        if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-            sudo=(sudo)
-        else
-            say "not root and no password-less sudo; please run as root:"
-            say "  apt-get update && apt-get install -y $*"
-            say "continuing; tests needing them will fail"
-            return 0
-        fi
-    fi
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
-        -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "$@"
-}
 
 raise_limits() {
     # Load tests open many sessions: more file descriptors, and (best effort, root only)
@@ -120,7 +87,7 @@ stop_shared_services() {
     [ -n "${STOP_DATABASES:-}" ] && eval "$STOP_DATABASES" || true
 }
 
-install_prereqs
+install_packages "${PKGS[@]}"
 raise_limits
 start_shared_slapd
 start_shared_databases
