@@ -83,22 +83,7 @@ if has "$TARGETS" nginx; then
 fi
 
 # --- binaries ------------------------------------------------------------------------------------
-if [ -n "${PORTCULLIS_BIN:-}" ]; then
-    BIN=$PORTCULLIS_BIN
-else
-    say "cargo build --release (portcullis${PORTCULLIS_FEATURES:+, features $PORTCULLIS_FEATURES})"
-    cargo build --release --quiet ${PORTCULLIS_FEATURES:+--features "$PORTCULLIS_FEATURES"}
-    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/portcullis
-fi
-if [ -n "${PORTCULLIS_BENCH_BIN:-}" ]; then
-    BENCH=$PORTCULLIS_BENCH_BIN
-else
-    say "cargo build --release (portcullis-bench)"
-    cargo build --release --quiet --manifest-path "$ROOT/bench/portcullis-bench/Cargo.toml"
-    BENCH=${CARGO_TARGET_DIR:-$ROOT/bench/portcullis-bench/target}/release/portcullis-bench
-fi
-[ -x "$BIN" ] || { say "no portcullis binary at $BIN"; exit 1; }
-[ -x "$BENCH" ] || { say "no portcullis-bench binary at $BENCH"; exit 1; }
+bench_binaries "$ROOT" || exit 1
 
 # Many sessions: the client, the proxies and Dovecot all live on this machine.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true

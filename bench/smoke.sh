@@ -31,22 +31,7 @@ for tool in openssl python3; do
 done
 
 # --- binaries ------------------------------------------------------------------------------------
-if [ -n "${PORTCULLIS_BIN:-}" ]; then
-    BIN=$PORTCULLIS_BIN
-else
-    say "cargo build --release (portcullis)"
-    cargo build --release --quiet
-    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/portcullis
-fi
-if [ -n "${PORTCULLIS_BENCH_BIN:-}" ]; then
-    BENCH=$PORTCULLIS_BENCH_BIN
-else
-    say "cargo build --release (portcullis-bench)"
-    cargo build --release --quiet --manifest-path "$ROOT/bench/portcullis-bench/Cargo.toml"
-    BENCH=${CARGO_TARGET_DIR:-$ROOT/bench/portcullis-bench/target}/release/portcullis-bench
-fi
-[ -x "$BIN" ] || { say "no portcullis binary at $BIN"; exit 1; }
-[ -x "$BENCH" ] || { say "no portcullis-bench binary at $BENCH"; exit 1; }
+bench_binaries "$ROOT" || exit 1
 
 # --- work directory, ports, cleanup --------------------------------------------------------------
 DIR=${SMOKE_DIR:-$(mktemp -d /tmp/portcullis-smoke.XXXXXX)}

@@ -159,3 +159,26 @@ install_packages() {
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
         -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}"
 }
+
+# bench_binaries ROOT: set BIN (portcullis) and BENCH (portcullis-bench) for the benchmarks:
+# PORTCULLIS_BIN and PORTCULLIS_BENCH_BIN when given, else release builds (PORTCULLIS_FEATURES
+# for Portcullis's). Uses the caller's `say`; fails when a binary is missing.
+bench_binaries() {
+    local root=$1
+    if [ -n "${PORTCULLIS_BIN:-}" ]; then
+        BIN=$PORTCULLIS_BIN
+    else
+        say "cargo build --release (portcullis${PORTCULLIS_FEATURES:+, features $PORTCULLIS_FEATURES})"
+        (cd "$root" && cargo build --release --quiet ${PORTCULLIS_FEATURES:+--features "$PORTCULLIS_FEATURES"})
+        BIN=${CARGO_TARGET_DIR:-$root/target}/release/portcullis
+    fi
+    if [ -n "${PORTCULLIS_BENCH_BIN:-}" ]; then
+        BENCH=$PORTCULLIS_BENCH_BIN
+    else
+        say "cargo build --release (portcullis-bench)"
+        cargo build --release --quiet --manifest-path "$root/bench/portcullis-bench/Cargo.toml"
+        BENCH=${CARGO_TARGET_DIR:-$root/bench/portcullis-bench/target}/release/portcullis-bench
+    fi
+    [ -x "$BIN" ] || { say "no portcullis binary at $BIN"; return 1; }
+    [ -x "$BENCH" ] || { say "no portcullis-bench binary at $BENCH"; return 1; }
+}
