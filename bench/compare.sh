@@ -25,7 +25,9 @@
 #
 # Environment (defaults in brackets):
 #   BENCH_TARGETS   comma list [dovecot,portcullis,nginx,perdition,dovecot-proxy]
-#   BENCH_MODES     comma list, run in this order [idle,logins,returning,fetch]
+#   BENCH_MODES     comma list, run in this order [idle,logins,returning,fetch]; also
+#                   `sweep`: logins at BENCH_SWEEP [1,4,16,64] clients, an SVG of latency
+#                   against load per row and transport in $BENCH_DIR/results/sweep/
 #   BENCH_KEY       server key: rsa (RSA-2048) or ec (P-256) [rsa]
 #   BENCH_CLIENTS   concurrent clients of the logins mode [16]
 #   BENCH_DURATION  seconds per logins step and per fetch run [5]
@@ -60,6 +62,7 @@ FETCH_MIB=${BENCH_FETCH_MIB:-10}
 IDLE=${BENCH_IDLE:-1000}
 SOURCES=${BENCH_SOURCES:-127.0.0.1-127.0.0.8}
 IDLE_TRANSPORTS=${BENCH_IDLE_TRANSPORTS:-plain,tls}
+SWEEP=${BENCH_SWEEP:-1,4,16,64}
 
 say() { printf '== %s\n' "$*" >&2; }
 has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
@@ -395,6 +398,18 @@ for mode in ${MODES//,/ }; do
                     --source "$SOURCES"
                 rm -f "$hold"
                 wait "$plain_run" || true
+            done
+            ;;
+        sweep)
+            # Latency against load, one SVG per row and transport; kept out of the tables
+            # (its own directory), which take one step per row.
+            mkdir -p "$RES/sweep"
+            for transport in plain tls; do
+                "$BENCH" logins --name "$t" --quiet --json "$RES/sweep/$t-$transport.json" \
+                    $($transport "$t") --clients "$SWEEP" --duration "$DURATION" \
+                    --svg "$RES/sweep/$t-$transport.svg" >"$RES/sweep/$t-$transport.md" ||
+                    say "WARNING: sweep $t $transport: portcullis-bench exited $?"
+                cat "$RES/sweep/$t-$transport.md"
             done
             ;;
         *) say "unknown mode $mode"; exit 1 ;;
