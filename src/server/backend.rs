@@ -158,18 +158,30 @@ async fn connect<'s>(
     let attempt = async {
         let mut last = std::io::Error::other("the name has no address");
         for target in tokio::net::lookup_host(address).await? {
-            let socket = match target {
-                std::net::SocketAddr::V4(_) => TcpSocket::new_v4()?,
-                std::net::SocketAddr::V6(_) => TcpSocket::new_v6()?,
-            };
             let unspecified = match target {
                 std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
                 std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
             };
-            socket.bind(std::net::SocketAddr::new(unspecified, 0))?;
-            if listener.config.tcp_keepalive {
-                socket.set_keepalive(true)?;
-            }
+            // A family this host cannot use (IPv6 disabled, and "localhost" resolving to ::1
+            // first) fails here: the next address is tried, as after a refused connect.
+            let prepared = (|| {
+                let socket = match target {
+                    std::net::SocketAddr::V4(_) => TcpSocket::new_v4()?,
+                    std::net::SocketAddr::V6(_) => TcpSocket::new_v6()?,
+                };
+                socket.bind(std::net::SocketAddr::new(unspecified, 0))?;
+                if listener.config.tcp_keepalive {
+                    socket.set_keepalive(true)?;
+                }
+                Ok::<_, std::io::Error>(socket)
+            })();
+            let socket = match prepared {
+                Ok(socket) => socket,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
             // Bound to the wildcard: known by its port until it is dropped (see loop_guard).
             let ours = services
                 .own_connections

@@ -12,7 +12,7 @@
 //! the same port (a benchmark from several loopback addresses, a local webmail), and closing
 //! those as loops was a bug.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Mutex;
 
@@ -21,17 +21,16 @@ pub struct OwnConnections {
     open: Mutex<Open>,
 }
 
+/// Each key with the number of registrations holding it: two connections may share one for a
+/// moment (a port freed and taken again), and the first to go must not take the other's.
 #[derive(Default)]
-struct Open {
-    /// Local addresses of connected back-end connections still logging in.
-    exact: HashSet<SocketAddr>,
-    /// (port, address connected to) of those bound to the wildcard address, not yet connected.
-    port_to: HashSet<(u16, SocketAddr)>,
-}
+struct Open(HashMap<Key, u32>);
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum Key {
+    /// The local address of a connected back-end connection still logging in.
     Exact(SocketAddr),
+    /// The port and the address connected to of one bound to the wildcard, not yet connected.
     PortTo(u16, SocketAddr),
 }
 
@@ -62,10 +61,17 @@ impl OwnConnections {
         // 127.0.0.1).
         let same_host =
             peer.ip() == local.ip() || (peer.ip().is_loopback() && local.ip().is_loopback());
-        self.open.lock().is_ok_and(|open| {
-            open.exact.contains(&peer)
-                || (same_host && open.port_to.contains(&(peer.port(), local)))
-        })
+        let open = self.lock();
+        open.0.contains_key(&Key::Exact(peer))
+            || (same_host && open.0.contains_key(&Key::PortTo(peer.port(), local)))
+    }
+
+    /// The table even after a panic elsewhere: a guard that stopped guarding would let a loop
+    /// run until the descriptors are gone.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -81,25 +87,21 @@ impl Registration<'_> {
         } else {
             Key::Exact(local)
         };
-        if let Ok(mut open) = self.own.open.lock() {
-            match key {
-                Key::Exact(address) => open.exact.insert(address),
-                Key::PortTo(port, remote) => open.port_to.insert((port, remote)),
-            };
-            self.keys.push(key);
-        }
+        *self.own.lock().0.entry(key).or_insert(0) += 1;
+        self.keys.push(key);
         self
     }
 }
 
 impl Drop for Registration<'_> {
     fn drop(&mut self) {
-        if let Ok(mut open) = self.own.open.lock() {
-            for key in &self.keys {
-                match *key {
-                    Key::Exact(address) => open.exact.remove(&address),
-                    Key::PortTo(port, remote) => open.port_to.remove(&(port, remote)),
-                };
+        let mut open = self.own.lock();
+        for key in &self.keys {
+            if let Some(count) = open.0.get_mut(key) {
+                *count -= 1;
+                if *count == 0 {
+                    open.0.remove(key);
+                }
             }
         }
     }
@@ -163,6 +165,20 @@ mod tests {
         // The loop itself is still seen: the back end is one of our listeners.
         assert!(own.is_own("127.0.0.1:40100".parse().unwrap(), backend));
         assert!(own.is_own("127.0.0.8:40100".parse().unwrap(), backend));
+    }
+
+    /// Two registrations of one key: the first to go leaves the other's in place.
+    #[test]
+    fn a_shared_key_stays_until_its_last_holder_goes() {
+        let own = OwnConnections::default();
+        let local: SocketAddr = "127.0.0.1:40500".parse().unwrap();
+        let backend: SocketAddr = "127.0.0.1:143".parse().unwrap();
+        let first = own.register(Some(local), backend);
+        let second = own.register(Some(local), backend);
+        drop(first);
+        assert!(own.is_own(local, backend));
+        drop(second);
+        assert!(!own.is_own(local, backend));
     }
 
     /// A back end at 0.0.0.0 or :: is this host's loopback address.

@@ -131,6 +131,7 @@ impl Direction {
             match self.phase {
                 DirectionPhase::Done => return Poll::Ready(()),
                 DirectionPhase::ShuttingDown => {
+                    self.backlog = Vec::new();
                     // Whatever the shutdown's outcome, this direction is over.
                     let _ = ready!(Pin::new(&mut *to).poll_shutdown(cx));
                     self.phase = DirectionPhase::Done;
@@ -222,7 +223,9 @@ impl Direction {
                 }
                 Poll::Pending => {
                     if let Some(bytes) = fresh {
+                        // Exactly the room needed: doubling would let it reach twice a read.
                         self.backlog.clear();
+                        self.backlog.reserve_exact(bytes.len() - offset);
                         self.backlog.extend_from_slice(&bytes[offset..]);
                         self.written = 0;
                     }

@@ -185,6 +185,21 @@ impl Session {
         &self.services.logger
     }
 
+    /// Whether this client is one of this proxy's own back-end connections (a loop); says so
+    /// in the log when it is.
+    fn is_own_connection(&self) -> bool {
+        if !self.services.own_connections.is_own(self.peer, self.local) {
+            return false;
+        }
+        let line = format!(
+            "Proxy loop: {} is this proxy's own back-end connection; a back end points at one \
+             of its listeners",
+            self.peer
+        );
+        self.logger().error(&line);
+        true
+    }
+
     /// Serve the client until it disconnects.
     ///
     /// The pre-login part (buffers, machines, the back-end login with its TLS connector and
@@ -204,13 +219,7 @@ impl Session {
         if self.listener.config.tcp_keepalive {
             let _ = socket2::SockRef::from(&tcp).set_keepalive(true);
         }
-        if self.services.own_connections.is_own(self.peer, self.local) {
-            let line = format!(
-                "Proxy loop: {} is this proxy's own back-end connection; a back end points at \
-                 one of its listeners",
-                self.peer
-            );
-            self.logger().error(&line);
+        if self.is_own_connection() {
             return None;
         }
         if self.listener.proxy_trusted.is_some() && !self.read_proxy_header(&mut tcp).await {
@@ -396,6 +405,12 @@ impl Session {
         machine: &mut dyn ClientSide,
         creds: Credentials,
     ) -> Next {
+        // Asked again now that a login has come: one of our own back-end connections that
+        // arrived through a NAT redirect may have been accepted before its connect returned
+        // and its exact address was registered; by now it has been (it sent this login).
+        if self.is_own_connection() {
+            return Next::End;
+        }
         let looping = self.adopt_named_client(machine.named_client());
         // Connections opened before the ban earned elsewhere end at their next attempt.
         // The guard's say before the attempt: the wait is the same whatever the answer will
