@@ -208,21 +208,13 @@ fn load_pair(
 fn names_and_time_left(der: &[u8]) -> Result<(Vec<String>, Duration), String> {
     use x509_parser::extensions::GeneralName;
     let (_, certificate) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
-    let mut names: Vec<String> = certificate
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .filter_map(|n| match n {
-                    GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
-                    _ => None,
-                })
-                .collect()
+    let mut names: Vec<String> = alternative_names(&certificate)
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
+            _ => None,
         })
-        .unwrap_or_default();
+        .collect();
     if names.is_empty() {
         names.extend(
             certificate
@@ -233,6 +225,18 @@ fn names_and_time_left(der: &[u8]) -> Result<(Vec<String>, Duration), String> {
         );
     }
     Ok((names, time_left(&certificate)))
+}
+
+/// The subject alternative names of `certificate` (none when it has no such extension, or a
+/// broken one); `check --probe` lists them for back ends' certificates too.
+pub fn alternative_names<'a>(
+    certificate: &'a x509_parser::certificate::X509Certificate<'_>,
+) -> &'a [x509_parser::extensions::GeneralName<'a>] {
+    certificate
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map_or(&[], |san| san.value.general_names.as_slice())
 }
 
 /// How long `certificate` has left (nothing once it has expired); `check --probe` says it of

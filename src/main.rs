@@ -484,8 +484,12 @@ fn run(
                 }
             }
         }
-        tokio::spawn(reload_on_hangup(hangup, reload_tx));
-        tokio::spawn(upgrade_on_usr2(usr2, upgrade_tx));
+        tokio::spawn(forward_signal(hangup, reload_tx, || {
+            server::listener::ReloadRequest { reply: None }
+        }));
+        tokio::spawn(forward_signal(usr2, upgrade_tx, || {
+            server::listener::UpgradeRequest { reply: None }
+        }));
         // A successor started as this user could not bind nor read what a start needs; one
         // started by hand under systemd would be killed with this process's cgroup.
         let upgrade_refused = if portcullis::service::under_systemd() {
@@ -623,28 +627,16 @@ fn probe_maps(listeners: &[Arc<server::runtime::ListenerState>]) -> Vec<String> 
     })
 }
 
-/// SIGHUP reads the configuration again (certificates and maps included) and reopens the log
-/// files (logrotate), instead of killing the process as it would by default.
-async fn reload_on_hangup(
-    mut hangup: tokio::signal::unix::Signal,
-    reloads: tokio::sync::mpsc::Sender<server::listener::ReloadRequest>,
+/// Each arrival of `signal` becomes a request to the server: SIGHUP a reload (configuration,
+/// certificates and maps read again, log files reopened: logrotate) instead of the default
+/// death, SIGUSR2 a binary upgrade (the sockets handed to the binary on disk, as nginx).
+async fn forward_signal<R>(
+    mut signal: tokio::signal::unix::Signal,
+    requests: tokio::sync::mpsc::Sender<R>,
+    request: fn() -> R,
 ) {
-    while hangup.recv().await.is_some() {
-        let request = server::listener::ReloadRequest { reply: None };
-        if reloads.send(request).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// SIGUSR2 hands the sockets to the binary on disk and drains (a binary upgrade, as nginx).
-async fn upgrade_on_usr2(
-    mut usr2: tokio::signal::unix::Signal,
-    upgrades: tokio::sync::mpsc::Sender<server::listener::UpgradeRequest>,
-) {
-    while usr2.recv().await.is_some() {
-        let request = server::listener::UpgradeRequest { reply: None };
-        if upgrades.send(request).await.is_err() {
+    while signal.recv().await.is_some() {
+        if requests.send(request()).await.is_err() {
             return;
         }
     }

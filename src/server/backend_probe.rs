@@ -299,18 +299,10 @@ async fn handshake(
 /// The subject, the names and the expiry of a DER certificate, and the time left.
 pub fn describe_certificate(der: &[u8]) -> Result<(String, Duration), String> {
     let (_, certificate) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
-    let names: Vec<String> = certificate
-        .subject_alternative_name()
-        .ok()
-        .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .map(|n| n.to_string())
-                .collect()
-        })
-        .unwrap_or_default();
+    let names: Vec<String> = crate::certificates::alternative_names(&certificate)
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
     let not_after = certificate.validity().not_after;
     let left = crate::certificates::time_left(&certificate);
     let text = format!(

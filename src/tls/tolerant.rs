@@ -225,6 +225,30 @@ mod tests {
         CertificateDer::from_pem_file(dir.join(name)).unwrap()
     }
 
+    /// A self-signed P-256 certificate `NAME.pem` with its key `NAME.key`.
+    fn self_signed(dir: &Path, name: &str, days: &str, subject: &str, extra: &[&str]) {
+        let (key, pem) = (format!("{name}.key"), format!("{name}.pem"));
+        let mut args = vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &pem,
+            "-days",
+            days,
+            "-subj",
+            subject,
+        ];
+        args.extend_from_slice(extra);
+        openssl(dir, &args);
+    }
+
     /// A CA, a server certificate for localhost it signed, a self-signed one for localhost,
     /// and a server certificate another (self-signed) CA signed.
     struct Pki {
@@ -247,26 +271,7 @@ mod tests {
         .unwrap();
         let ext = ext.to_str().unwrap();
         for ca in ["ca", "other-ca"] {
-            openssl(
-                d,
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-256",
-                    "-nodes",
-                    "-keyout",
-                    &format!("{ca}.key"),
-                    "-out",
-                    &format!("{ca}.pem"),
-                    "-days",
-                    "3650",
-                    "-subj",
-                    &format!("/CN={ca}"),
-                ],
-            );
+            self_signed(d, ca, "3650", &format!("/CN={ca}"), &[]);
             let server = format!("{ca}-server");
             openssl(
                 d,
@@ -306,28 +311,8 @@ mod tests {
                 ],
             );
         }
-        openssl(
-            d,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-keyout",
-                "self.key",
-                "-out",
-                "self.pem",
-                "-days",
-                "30",
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=DNS:localhost",
-            ],
-        );
+        let san = ["-addext", "subjectAltName=DNS:localhost"];
+        self_signed(d, "self", "30", "/CN=localhost", &san);
         Pki {
             ca: cert(d, "ca.pem"),
             server: cert(d, "ca-server.pem"),
