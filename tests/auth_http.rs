@@ -5,92 +5,11 @@
 
 mod support;
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
+use support::auth_service::*;
 use support::*;
-
-/// The request headers of one call, names lower-cased.
-type Headers = HashMap<String, String>;
-
-/// Decides the reply headers for a request.
-type Decide = dyn Fn(&Headers, usize) -> Vec<(String, String)> + Send + Sync;
-
-/// A minimal HTTP/1.1 service with keep-alive, recording every request it gets.
-struct AuthService {
-    port: u16,
-    requests: Arc<Mutex<Vec<Headers>>>,
-}
-
-impl AuthService {
-    fn start(
-        decide: impl Fn(&Headers, usize) -> Vec<(String, String)> + Send + Sync + 'static,
-    ) -> AuthService {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let decide: Arc<Decide> = Arc::new(decide);
-        let seen = requests.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (seen, decide) = (seen.clone(), decide.clone());
-                std::thread::spawn(move || serve(stream, &seen, &*decide));
-            }
-        });
-        AuthService { port, requests }
-    }
-
-    fn requests(&self) -> Vec<Headers> {
-        self.requests.lock().unwrap().clone()
-    }
-}
-
-fn serve(stream: TcpStream, seen: &Mutex<Vec<Headers>>, decide: &Decide) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut stream = stream;
-    loop {
-        let mut first = String::new();
-        if reader.read_line(&mut first).unwrap_or(0) == 0 {
-            return;
-        }
-        assert!(first.starts_with("GET /auth HTTP/1.1"), "{first:?}");
-        let mut headers = Headers::new();
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            let line = line.trim_end();
-            if line.is_empty() {
-                break;
-            }
-            let (name, value) = line.split_once(':').unwrap();
-            headers.insert(name.to_ascii_lowercase(), value.trim().to_string());
-        }
-        let count = {
-            let mut seen = seen.lock().unwrap();
-            seen.push(headers.clone());
-            seen.len()
-        };
-        let mut reply = String::from("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n");
-        for (name, value) in decide(&headers, count) {
-            reply.push_str(&format!("{name}: {value}\r\n"));
-        }
-        reply.push_str("\r\n");
-        if stream.write_all(reply.as_bytes()).is_err() {
-            return;
-        }
-    }
-}
-
-fn ok(port: u16) -> Vec<(String, String)> {
-    vec![
-        ("Auth-Status".into(), "OK".into()),
-        ("Auth-Server".into(), "localhost".into()),
-        ("Auth-Port".into(), port.to_string()),
-    ]
-}
 
 fn proxy(port: u16, service: &AuthService) -> Proxy {
     let toml = format!(
@@ -215,12 +134,7 @@ fn wait_asks_again_and_a_refusal_with_auth_wait_comes_late() {
 
 #[test]
 fn a_service_that_is_down_makes_logins_unavailable() {
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
-    let service = AuthService {
-        port: dead.local_addr().unwrap().port(),
-        requests: Default::default(),
-    };
-    drop(dead);
+    let service = AuthService::dead();
     let port = free_port();
     let proxy = proxy(port, &service);
     let mut c = Client::plain(port);

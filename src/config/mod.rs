@@ -725,6 +725,28 @@ impl Config {
                          (kind = \"http\"); with this map any password would log in"
                     ));
                 }
+                // The master user logs in as the name the service approved; a rewrite at
+                // the login stage would log in as someone else.
+                let login_rewrites = [
+                    ("strip_domain", l.users.strip_domain.login()),
+                    ("add_domain", l.users.add_domain.login()),
+                    ("lower_case", l.lower_case.login()),
+                ];
+                for (key, rewrites) in login_rewrites {
+                    if map.master_user.is_some() && rewrites {
+                        problems.push(format!(
+                            "{name}: map.master_user with {key} at the login stage would log \
+                             in as another name than the one the service approved: use \
+                             \"lookup\" or \"none\", or have the service answer Auth-User"
+                        ));
+                    }
+                }
+                if map.kind == MapKind::Http && l.client_server_specification {
+                    problems.push(format!(
+                        "{name}: client_server_specification with an http map would let a \
+                         client name its own server and skip the service's password check"
+                    ));
+                }
                 if map.master_user.is_some() != map.master_password.is_some() {
                     problems.push(format!(
                         "{name}: map.master_user and map.master_password go together"

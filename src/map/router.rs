@@ -56,7 +56,9 @@ pub struct Router {
 impl Router {
     pub async fn route(&self, login: &Login<'_>) -> Result<Target, MapError> {
         let name = login.user;
-        if self.client_server_specification {
+        // A client naming its own server never skips a map that checks passwords: the
+        // service would never be asked.
+        if self.client_server_specification && !self.map_checks_passwords() {
             if let Some(target) = self.client_named(name) {
                 return Ok(target);
             }
@@ -68,31 +70,40 @@ impl Router {
         let mut map_user = None;
         let mut fallback_reason = None;
         let (mut endpoints, user, password) = match found {
-            Ok(route) => {
-                // Perdition's -U: the map's name, rewritten for the login like the client's.
-                let user = match (&route.user, self.username_from_map) {
-                    (Some(user), true) => {
+            Ok(route) => match &self.master {
+                // Only a map that checked the password gets here with a master set. The
+                // master user logs in as exactly the name the service approved: its
+                // Auth-User, else the name it was asked about. No rewrite: stripping the
+                // domain of `victim@attacker.example`, approved with the attacker's own
+                // password, would open `victim`'s mailbox.
+                Some(master) => {
+                    let user = route.user.clone().unwrap_or_else(|| name.to_string());
+                    if route.user.is_some() {
                         map_user = Some(user.clone());
-                        self.names.login_name(user)
                     }
-                    _ => self.names.login_name(name),
-                };
-                match &self.master {
-                    // Only a map that checked the password gets here with a master set.
-                    Some(master) => (
+                    (
                         vec![self.endpoint(&route)],
                         format!("{user}{}{}", master.separator, master.name),
                         Some(master.password.clone()),
-                    ),
-                    None => (vec![self.endpoint(&route)], user, route.password),
+                    )
                 }
-            }
+                None => {
+                    // Perdition's -U: the map's name, rewritten for the login like the
+                    // client's.
+                    let user = match (&route.user, self.username_from_map) {
+                        (Some(user), true) => {
+                            map_user = Some(user.clone());
+                            self.names.login_name(user)
+                        }
+                        _ => self.names.login_name(name),
+                    };
+                    (vec![self.endpoint(&route)], user, route.password)
+                }
+            },
             // A map's refusal is final; anything else may go to the listener's servers, but
             // never past a map that checks passwords: that would skip its checks.
             Err(MapError::Denied(message)) => return Err(MapError::Denied(message)),
-            Err(MapError::Unavailable(reason))
-                if self.map.as_ref().is_some_and(|m| m.answers_from_password()) =>
-            {
+            Err(MapError::Unavailable(reason)) if self.map_checks_passwords() => {
                 return Err(MapError::Unavailable(reason))
             }
             Err(e) if !self.servers.is_empty() => {
@@ -115,6 +126,10 @@ impl Router {
             map_user,
             fallback_reason,
         })
+    }
+
+    fn map_checks_passwords(&self) -> bool {
+        self.map.as_ref().is_some_and(|m| m.answers_from_password())
     }
 
     /// Each lookup key in turn, until the map knows one; the first failure ends the search.
@@ -185,6 +200,23 @@ mod tests {
 
         fn describe(&self) -> String {
             "fixed".into()
+        }
+    }
+
+    /// A map that checks passwords (nginx's auth_http) and refuses everyone.
+    struct RefusesEveryone;
+
+    impl Map for RefusesEveryone {
+        fn lookup<'a>(&'a self, _: &'a Query<'a>) -> LookupFuture<'a> {
+            Box::pin(async { Err(MapError::Denied("Account disabled".into())) })
+        }
+
+        fn describe(&self) -> String {
+            "refuses everyone".into()
+        }
+
+        fn answers_from_password(&self) -> bool {
+            true
         }
     }
 
@@ -309,5 +341,33 @@ mod tests {
         assert_eq!(t.user, "henry");
         r.names.lower_case = Stages::All;
         assert_eq!(route(&r, "Henry@h").await.unwrap().user, "henry");
+    }
+
+    #[tokio::test]
+    async fn a_client_naming_its_server_never_skips_a_map_that_checks_passwords() {
+        let mut r = router(vec![]);
+        r.map = Some(std::sync::Arc::new(RefusesEveryone));
+        r.client_server_specification = true;
+        assert_eq!(
+            route(&r, "henry@10.0.0.7:110").await,
+            Err(MapError::Denied("Account disabled".into()))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_master_user_logs_in_as_the_name_the_map_approved_unrewritten() {
+        let mut r = router(vec![]);
+        r.names.strip_domain = Stages::All;
+        r.names.lower_case = Stages::All;
+        r.master = Some(Master {
+            name: "m".into(),
+            password: Secret::new(b"mpw".to_vec()),
+            separator: "*".into(),
+        });
+        // Looked up as "alice" (lookup stage), but logs in unchanged.
+        let t = route(&r, "Alice@Attacker.example").await.unwrap();
+        assert_eq!(t.user, "Alice@Attacker.example*m");
+        let t = route(&r, "carol").await.unwrap();
+        assert_eq!(t.user, "carl*m", "the map's user, as it gave it");
     }
 }

@@ -8,6 +8,7 @@
 //! * [`Client`]: a line-oriented protocol client over plain TCP or TLS (with STARTTLS).
 #![allow(dead_code)]
 
+pub mod auth_service;
 pub mod databases;
 pub mod haproxy;
 pub mod redis;
