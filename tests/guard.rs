@@ -251,3 +251,26 @@ fn new_connections_beyond_the_rate_are_turned_away() {
         .log_text()
         .contains("refused: new connections over the process-wide rate"));
 }
+
+/// `check` shows the configuration, but never the fleet's shared secret.
+#[test]
+fn check_does_not_show_the_store_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.toml");
+    let secret = "a-fleet-secret-nobody-may-read";
+    std::fs::write(
+        &path,
+        format!(
+            "[guard]\nstore = \"redis://127.0.0.1:1\"\nstore_secret = \"{secret}\"\n\n\
+             [[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:0\"]\n\
+             [listener.backend]\nhost = \"127.0.0.1\"\n"
+        ),
+    )
+    .unwrap();
+    let out = run_portcullis(&["check", "--config", path.to_str().unwrap()]);
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("store = \"redis://127.0.0.1:1\""), "{text}");
+    assert!(!text.contains(secret), "the secret is shown:\n{text}");
+}

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::guard::Rules;
+use crate::protocol::Secret;
 
 /// No guard time is longer than a year; beyond that a typo is more likely than a wish.
 const MAX_MS: u64 = 366 * 24 * 3600 * 1000;
@@ -56,7 +57,9 @@ pub struct GuardConfig {
     /// A secret the fleet's instances share: it keys the hashes of user names in the store,
     /// and only with it are wrong passwords fingerprinted there, so that an old password
     /// retried through several instances counts once across the fleet.
-    pub store_secret: Option<String>,
+    /// Not shown by `portcullis check`, nor by `Debug`.
+    #[serde(skip_serializing)]
+    pub store_secret: Option<Secret<String>>,
     /// How long one question to the store may take; beyond it the guard goes on with what
     /// this process knows.
     pub store_timeout_ms: u64,
@@ -146,7 +149,11 @@ impl GuardConfig {
                         .into(),
                 );
             }
-            if self.store_secret.as_deref().is_some_and(|s| s.len() < 16) {
+            if self
+                .store_secret
+                .as_ref()
+                .is_some_and(|s| s.expose().len() < 16)
+            {
                 problems.push("guard.store_secret must be at least 16 characters".into());
             }
         }

@@ -107,7 +107,7 @@ impl Guard {
         let fleet = Fleet::new(
             url,
             &config.store_prefix,
-            config.store_secret.as_deref(),
+            config.store_secret.as_ref().map(|s| s.expose().as_str()),
             Duration::from_millis(config.store_timeout_ms),
             Duration::from_millis(config.store_retry_ms),
             logger.clone(),
