@@ -295,6 +295,46 @@ fn a_health_check_writes_no_line_fail2ban_counts() {
     assert!(!log.contains("Connect:  127.0.0.1:"), "{log}");
 }
 
+/// A health check has no client address the guard could slow or ban: it may greet and log out
+/// (v2 LOCAL, v1 UNKNOWN), but a login, even with a right password, is refused and closed,
+/// and never reaches the back end.
+#[test]
+fn a_health_check_may_greet_and_log_out_but_not_log_in() {
+    let dc = Dovecot::start();
+    let port = free_port();
+    let proxy = Proxy::start_toml(&listener(port, "none", "\"127.0.0.1\"", dc.imap), &[port]);
+    let mut v1 = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    v1.write_all(b"PROXY UNKNOWN\r\n").unwrap();
+    let mut c = Client::from_stream(v1);
+    c.expect_line("* OK");
+    c.send_line("a LOGOUT");
+    c.expect_line("* BYE");
+    c.expect_line("a OK");
+    for header in [
+        &b"PROXY UNKNOWN\r\n"[..],
+        &b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00"[..],
+    ] {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(header).unwrap();
+        let mut c = Client::from_stream(s);
+        c.expect_line("* OK");
+        c.send_line("a LOGIN alice alicepw");
+        let answer = c.read_until_tagged("a").pop().unwrap();
+        assert!(
+            answer.starts_with("a NO [UNAVAILABLE]"),
+            "{answer}; log:\n{}",
+            proxy.log_text()
+        );
+        assert!(c.is_closed(), "the health check may try again");
+    }
+    assert!(
+        proxy.wait_log("Login refused on a health-check connection", READ_TIMEOUT),
+        "{}",
+        proxy.log_text()
+    );
+    assert!(!dc.log_text().contains("user=<alice>"), "{}", dc.log_text());
+}
+
 /// A back end that is the proxy itself is a loop: the second hop is closed at once and logged,
 /// and the client gets an unavailable answer instead of a chain of connections.
 #[test]

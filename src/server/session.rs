@@ -411,6 +411,9 @@ impl Session {
         if self.is_own_connection() {
             return Next::End;
         }
+        if self.health_check {
+            return self.refuse_health_check_login(stream, machine).await;
+        }
         let looping = self.adopt_named_client(machine.named_client());
         // Connections opened before the ban earned elsewhere end at their next attempt.
         // The guard's say before the attempt: the wait is the same whatever the answer will
@@ -522,6 +525,29 @@ impl Session {
                 Next::End
             }
         }
+    }
+
+    /// A balancer's health check (PROXY v2 LOCAL, v1 UNKNOWN) has no client address to guard
+    /// or ban, so it may not try a password at all: answered unavailable and closed, logged
+    /// as a warning naming the balancer (no Auth line, which fail2ban would count against it).
+    async fn refuse_health_check_login(
+        &mut self,
+        stream: &mut ClientStream,
+        machine: &mut dyn ClientSide,
+    ) -> Next {
+        let line = format!(
+            "Login refused on a health-check connection from {} (PROXY header without a \
+             client): health checks may only greet and log out",
+            self.peer
+        );
+        self.logger().warning(&line);
+        self.services
+            .metrics
+            .refused(&self.listener.label, "health_check_login");
+        let outcome = LoginOutcome::unavailable("login on a health-check connection");
+        let reply = machine.login_finished(&outcome);
+        say_goodbye(stream, &reply.bytes).await;
+        Next::End
     }
 
     /// Repeat the session's Auth line every `auth_relog` for as long as it relays (Perdition's
