@@ -473,6 +473,7 @@ pub fn status_text(outcome: &LoginOutcome) -> &'static str {
             Failure::NoConnection => "failed: Could not connect to server",
             Failure::Negotiation => "failed: Connection Negotiation Failure",
             Failure::NoTls => "failed: TLS not present",
+            Failure::TooManyAtOnce => "failed: Too many logins at once",
         },
     }
 }

@@ -280,6 +280,10 @@ pub fn login_result(outcome: &LoginOutcome) -> &'static str {
             failure: Failure::NoConnection,
             ..
         } => "connect_failed",
+        LoginOutcome::Failed {
+            failure: Failure::TooManyAtOnce,
+            ..
+        } => "too_many_at_once",
         LoginOutcome::Failed { .. } => "remote_failure",
     }
 }

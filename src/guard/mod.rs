@@ -1,17 +1,22 @@
 //! The brute-force guard: a failed login from an address is answered only after a delay that
 //! doubles per failure, and an address that keeps failing is banned for a while, refused right
 //! after accept. IPv4 addresses count one by one, IPv6 ones by /64 (one site, one bucket).
-//! Trusted networks are exempt. State lives in this process, bounded in size, and, for a
-//! fleet of proxies, also in a shared store ([`fleet`]).
+//! Trusted networks are exempt. A user logging in from an address it logged in from before
+//! (a known-good pair) is judged on its own record there, never on the address's: the other
+//! users behind one carrier or office address neither slow nor ban it. State lives in this
+//! process, each table bounded on its own, and, for a fleet of proxies, also in a shared
+//! store ([`fleet`]).
 
+mod bans;
 mod connections;
 mod fleet;
+mod known_good;
 mod record;
 mod user;
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use moka::ops::compute::Op;
@@ -24,22 +29,47 @@ pub use fleet::Fleet;
 pub use record::{Admission, Record, Rules, Verdict};
 pub use user::{user_wait, UserRecord};
 
+use bans::Bans;
+use known_good::KnownGood;
+use user::UserFailures;
+
 /// Longest user name kept as a key; longer ones share the key of their first bytes.
 const MAX_USER_KEY: usize = 256;
+
+/// Whose record a login is judged on: the source's (an IPv4 address, an IPv6 /64), or a
+/// known-good user's at that source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key {
+    source: IpAddr,
+    user: Option<u64>,
+}
+
+/// What the guard knows of a user before its login is tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Standing {
+    /// The user's recent failures from anywhere (credential stuffing).
+    pub failures: u32,
+    /// The user logged in from this address lately.
+    pub known_good: bool,
+    key: Key,
+}
 
 pub struct Guard {
     rules: Rules,
     /// Addresses never delayed nor banned (a webmail host, a monitoring probe).
     trusted: Vec<ipnet::IpNet>,
-    /// Source (IPv4 address, IPv6 /64) → what it did; forgotten when idle longer than any
-    /// rule looks back, and bounded so that a spread-out attack cannot grow it without end.
-    sources: moka::sync::Cache<IpAddr, Record>,
-    /// Banned sources, apart from the failure records: so that a flood of new sources, which
-    /// pushes the least used records out, cannot push a ban out with them.
-    bans: moka::sync::Cache<IpAddr, Instant>,
-    /// User (lower-cased) → its failures from any address and its known-good addresses.
-    users: moka::sync::Cache<String, UserRecord>,
-    /// Connections open now per source, and how many one source may have; 0: no limit.
+    /// Source, or known-good user at a source → what it did; forgotten when idle longer than
+    /// any rule looks back, and bounded so that a spread-out attack cannot grow it without end.
+    sources: moka::sync::Cache<Key, Record>,
+    /// Banned sources, apart from the failure records and never evicted before they end
+    /// (widened to their network when full).
+    bans: Mutex<Bans>,
+    /// User → its failures from any address; when full, the least-failed go first.
+    users: Mutex<UserFailures>,
+    /// User+address pairs that logged in lately.
+    known_good: KnownGood,
+    /// Connections open now per source (before login) or per user at a source (after), and
+    /// how many one may have; 0: no limit.
     connections: connections::OpenConnections,
     max_connections: u32,
     /// New connections per second for the whole process; `None`: no limit.
@@ -50,6 +80,10 @@ pub struct Guard {
     fleet: Option<Arc<Fleet>>,
 }
 
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Guard {
     /// The guard a configuration asks for; `None` when it is turned off.
     pub fn new(config: &GuardConfig) -> Option<Guard> {
@@ -58,6 +92,7 @@ impl Guard {
         }
         let rules = config.rules();
         let remember = rules.forget_after.max(rules.ban_time);
+        let capacity = usize::try_from(config.max_sources).unwrap_or(usize::MAX);
         Some(Guard {
             rules,
             trusted: config
@@ -69,14 +104,9 @@ impl Guard {
                 .max_capacity(config.max_sources)
                 .time_to_idle(remember)
                 .build(),
-            bans: moka::sync::Cache::builder()
-                .max_capacity(config.max_sources)
-                .time_to_live(rules.ban_time.max(Duration::from_millis(1)))
-                .build(),
-            users: moka::sync::Cache::builder()
-                .max_capacity(config.max_sources)
-                .time_to_idle(remember.max(rules.known_good_for))
-                .build(),
+            bans: Mutex::new(Bans::new(capacity)),
+            users: Mutex::new(UserFailures::new(capacity)),
+            known_good: KnownGood::new(config.max_sources, rules.known_good_for),
             connections: Default::default(),
             new_connections: std::num::NonZeroU32::new(config.new_connections_per_second).map(
                 |rate| {
@@ -116,23 +146,28 @@ impl Guard {
     }
 
     /// This guard, with new settings, taking over what `previous` knows: failures, bans,
-    /// per-user records and the connections open now (a reload that changes `[guard]` must
-    /// release nobody), and `previous`'s store connection when the store is the same.
+    /// per-user records, known-good pairs and the connections open now (a reload that changes
+    /// `[guard]` must release nobody), and `previous`'s store connection when the store is
+    /// the same. The user keys are `previous`'s, so its fingerprint key is kept too.
     pub fn succeed(self, previous: &Guard, same_store: bool) -> Guard {
         let now = Instant::now();
         for (key, record) in previous.sources.iter() {
             self.sources.insert(*key, record);
         }
-        for (key, until) in previous.bans.iter() {
-            if until > now {
-                self.bans.insert(*key, until);
+        {
+            let mut bans = locked(&self.bans);
+            for (network, until) in locked(&previous.bans).all().filter(|(_, u)| *u > now) {
+                bans.insert(network, until, now);
+            }
+            let mut users = locked(&self.users);
+            for (user, record) in locked(&previous.users).all() {
+                users.insert(user, record);
             }
         }
-        for (key, record) in previous.users.iter() {
-            self.users.insert(key.as_ref().clone(), record);
-        }
+        self.known_good.take_over(&previous.known_good);
         Guard {
             connections: previous.connections.clone(),
+            fingerprint_key: previous.fingerprint_key.clone(),
             fleet: if same_store {
                 previous.fleet.clone()
             } else {
@@ -155,6 +190,10 @@ impl Guard {
         self.trusted.iter().any(|network| network.contains(&ip))
     }
 
+    fn user_hash(&self, user: &str) -> u64 {
+        self.fingerprint_key.hash_one(user_key(user))
+    }
+
     /// Whether one more new connection fits the process-wide rate (exempt addresses always
     /// do, and do not count).
     pub fn new_connection_allowed(&self, ip: IpAddr) -> bool {
@@ -164,30 +203,49 @@ impl Guard {
         }
     }
 
-    /// A slot for one more connection from `ip`, held for the session's life; `Err` with the
-    /// number already open when the address has all it may have. Always a slot for an exempt
-    /// address, or without a limit.
+    /// A slot for one more connection from `ip` that has not logged in, held until it logs in
+    /// or goes; `Err` with the number already open when the address has all it may have.
+    /// Always a slot for an exempt address, or without a limit.
     pub fn admit(&self, ip: IpAddr) -> Result<Option<Slot>, u32> {
         if self.max_connections == 0 || self.exempt(ip) {
             return Ok(None);
         }
-        self.connections
-            .admit(source(ip), self.max_connections)
-            .map(Some)
+        let key = Key {
+            source: source(ip),
+            user: None,
+        };
+        self.connections.admit(key, self.max_connections).map(Some)
     }
 
-    /// How much longer `ip` is banned, as this process knows.
-    pub fn banned_here(&self, ip: IpAddr) -> Option<Duration> {
-        if self.exempt(ip) {
+    /// A client of `ip` logged in as `user`: its connection now counts for that user at the
+    /// address, not for the address (hundreds of phones idling behind one carrier address).
+    /// The address's slot is kept when the user already has all it may have there.
+    pub fn logged_in(&self, slot: Option<Slot>, ip: IpAddr, user: &str) -> Option<Slot> {
+        let slot = slot?;
+        let key = Key {
+            source: source(ip),
+            user: Some(self.user_hash(user)),
+        };
+        match self.connections.admit(key, self.max_connections) {
+            Ok(own) => Some(own),
+            Err(_) => Some(slot),
+        }
+    }
+
+    /// How much longer `ip` is to be turned away before the greeting, as this process knows:
+    /// a banned address where users logged in lately is greeted all the same, and its
+    /// known-good users log in (the others are refused at their login).
+    pub fn turned_away_here(&self, ip: IpAddr) -> Option<Duration> {
+        if self.exempt(ip) || self.known_good.has_users(source(ip)) {
             return None;
         }
-        self.ban_left(source(ip), Instant::now())
+        locked(&self.bans).left(source(ip), Instant::now())
     }
 
-    /// How much longer `ip` is banned through another proxy of the fleet (asked after the
+    /// As [`Guard::turned_away_here`], through another proxy of the fleet (asked after the
     /// cheap local checks, so that a flood does not become a flood of questions).
-    pub async fn banned_elsewhere(&self, ip: IpAddr) -> Option<Duration> {
-        if self.exempt(ip) {
+    pub async fn turned_away_elsewhere(&self, ip: IpAddr) -> Option<Duration> {
+        if self.exempt(ip) || self.known_good.has_users(source(ip)) {
             return None;
         }
         let key = source(ip);
@@ -198,16 +256,15 @@ impl Guard {
 
     /// A ban the fleet knows of, kept here too, so that the next question is answered here.
     fn remember_ban(&self, key: IpAddr, left: Duration) {
-        if let Some(until) = Instant::now().checked_add(left) {
-            self.bans.insert(key, until);
+        let now = Instant::now();
+        if let Some(until) = now.checked_add(left) {
+            // When the table is full and nothing merges, the source's own record holds the ban.
+            let _ = locked(&self.bans).ban(key, until, now);
         }
     }
 
     fn ban_left(&self, key: IpAddr, now: Instant) -> Option<Duration> {
-        let until = self.bans.get(&key)?;
-        until
-            .checked_duration_since(now)
-            .filter(|left| !left.is_zero())
+        locked(&self.bans).left(key, now)
     }
 
     /// What identifies a user+password pair among an address's recent failures, without
@@ -222,38 +279,46 @@ impl Guard {
         }
     }
 
-    /// How long a login for `user` from `ip` waits before it is tried: long when the user
-    /// has failed a lot lately from anywhere, nothing from an address it logged in from.
-    /// For a fleet, the user's failures and known-good addresses are the fleet's as well.
-    pub async fn user_wait(&self, ip: IpAddr, user: &str) -> Duration {
-        if self.exempt(ip) {
-            return Duration::ZERO;
-        }
-        let (now, key) = (Instant::now(), user_key(user));
-        let (mut failures, mut known) = (0, false);
-        self.users
-            .entry(key.clone())
-            .and_compute_with(|entry| match entry {
-                None => Op::Nop,
-                Some(entry) => {
-                    let mut record = entry.into_value();
-                    (failures, known) = record.standing(&self.rules, now, source(ip));
-                    Op::Put(record)
-                }
-            });
+    /// What the guard knows of `user` logging in from `ip`: its failures from anywhere lately,
+    /// and whether it logged in from here lately (for a fleet, through any proxy of it).
+    pub async fn standing(&self, ip: IpAddr, user: &str) -> Standing {
+        let (now, key, hash) = (Instant::now(), user_key(user), self.user_hash(user));
+        let src = source(ip);
+        let mut failures = locked(&self.users).failures(hash, &self.rules, now);
+        let mut known = self.known_good.is_known(hash, src);
         if let Some(fleet) = &self.fleet {
-            let standing = fleet.user_standing(&self.rules, source(ip), &key).await;
-            if let Some((elsewhere, known_elsewhere)) = standing {
+            if let Some((elsewhere, known_elsewhere)) =
+                fleet.user_standing(&self.rules, src, &key).await
+            {
                 failures = failures.max(elsewhere);
                 known |= known_elsewhere;
             }
         }
-        user_wait(&self.rules, failures, known)
+        Standing {
+            failures,
+            known_good: known,
+            key: Key {
+                source: src,
+                user: known.then_some(hash),
+            },
+        }
     }
 
-    /// A login from `ip` is about to be tried: whether it may be, after how long, and a token
-    /// that counts it as under way until dropped. Exempt addresses always may, at once.
-    pub async fn begin(&self, ip: IpAddr) -> (Admission, Option<InFlight>) {
+    /// How long a login for a user in this standing waits before it is tried: long when the
+    /// user has failed a lot lately from anywhere, nothing from an address it logged in from.
+    /// Nothing from an exempt address.
+    pub fn user_wait(&self, ip: IpAddr, standing: &Standing) -> Duration {
+        if self.exempt(ip) {
+            return Duration::ZERO;
+        }
+        user_wait(&self.rules, standing.failures, standing.known_good)
+    }
+
+    /// A login from `ip` in this standing is about to be tried: whether it may be, after how
+    /// long, and a token that counts it as under way until dropped. A known-good user is
+    /// judged on its own record at the address, not on the address's. Exempt addresses
+    /// always may, at once.
+    pub async fn begin(&self, ip: IpAddr, standing: &Standing) -> (Admission, Option<InFlight>) {
         let go = Admission::Try {
             wait: Duration::ZERO,
             failures: 0,
@@ -261,19 +326,15 @@ impl Guard {
         if self.exempt(ip) {
             return (go, None);
         }
-        let key = source(ip);
-        if let Some(left) = self.ban_left(key, Instant::now()) {
-            return (Admission::Banned(left), None);
-        }
+        let key = standing.key;
         let mut elsewhere = 0;
-        if let Some(fleet) = &self.fleet {
-            match fleet.standing(key).await {
-                Some(fleet::SourceStanding::Banned(left)) => {
-                    self.remember_ban(key, left);
-                    return (Admission::Banned(left), None);
-                }
-                Some(fleet::SourceStanding::Failures(n)) => elsewhere = n,
-                None => {}
+        if key.user.is_none() {
+            if let Some(left) = self.ban_left(key.source, Instant::now()) {
+                return (Admission::Banned(left), None);
+            }
+            match self.fleet_standing(key.source).await {
+                Err(left) => return (Admission::Banned(left), None),
+                Ok(n) => elsewhere = n,
             }
         }
         let now = Instant::now();
@@ -290,23 +351,40 @@ impl Guard {
         (admission, token)
     }
 
-    /// A login for `user` from `ip` failed: whether it earned a ban (here, or for a fleet,
-    /// counted with the failures through the other proxies). `user_known`: the failure says
-    /// something about the user (a wrong password), not only about the address (a user no
-    /// map knows, forbidden characters), and counts for the user too. `None` for an exempt
-    /// address.
+    /// The source's failures through the fleet, or `Err` with its ban there.
+    async fn fleet_standing(&self, key: IpAddr) -> Result<u32, Duration> {
+        let Some(fleet) = &self.fleet else {
+            return Ok(0);
+        };
+        match fleet.standing(key).await {
+            Some(fleet::SourceStanding::Banned(left)) => {
+                self.remember_ban(key, left);
+                Err(left)
+            }
+            Some(fleet::SourceStanding::Failures(n)) => Ok(n),
+            None => Ok(0),
+        }
+    }
+
+    /// A login for `user` from `ip`, in this standing, failed: whether it earned a ban (here,
+    /// or for a fleet, counted with the failures through the other proxies). `user_known`:
+    /// the failure says something about the user (a wrong password), not only about the
+    /// address (a user no map knows, forbidden characters), and counts for the user too. A
+    /// known-good user's failure counts for it at the address, not for the address. `None`
+    /// for an exempt address.
     pub async fn failure(
         &self,
         ip: IpAddr,
         user: &str,
+        standing: &Standing,
         fingerprint: &Fingerprint,
         user_known: bool,
     ) -> Option<Verdict> {
         if self.exempt(ip) {
             return None;
         }
-        let (now, key, user) = (Instant::now(), source(ip), user_key(user));
-        let user_hash = self.fingerprint_key.hash_one(&user);
+        let (now, key) = (Instant::now(), standing.key);
+        let user_hash = self.user_hash(user);
         let mut verdict = None;
         self.sources.entry(key).and_compute_with(|entry| {
             let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
@@ -317,53 +395,78 @@ impl Guard {
         if verdict.repeated {
             return Some(verdict);
         }
-        if let Some(fleet) = &self.fleet {
-            let banned_here = verdict.banned_for.is_some();
-            let fleet_print = fingerprint.fleet.as_deref();
-            let shared = fleet
-                .failure(
-                    &self.rules,
-                    key,
-                    &user,
-                    fleet_print,
-                    user_known,
-                    banned_here,
-                )
+        if key.user.is_none() {
+            let shared = self
+                .share_failure(key.source, user, fingerprint, user_known, &mut verdict)
                 .await;
-            if let Some(shared) = shared {
-                if shared.repeated {
-                    // Through another instance: a repeat all the same; counted here once.
-                    verdict.repeated = true;
-                    return Some(verdict);
-                }
-                verdict.failures = verdict.failures.max(shared.source_failures);
-                if shared.banned && !banned_here {
-                    verdict.banned_for = Some(self.rules.ban_time);
-                    // As a ban earned here: served, it is a fresh start.
-                    self.sources
-                        .entry(key)
-                        .and_compute_with(|entry| match entry {
-                            None => Op::Nop,
-                            Some(entry) => {
-                                let mut record = entry.into_value();
-                                record.ban(&self.rules, now);
-                                Op::Put(record)
-                            }
-                        });
-                }
+            if shared {
+                return Some(verdict);
+            }
+            if let Some(ban) = verdict.banned_for {
+                self.remember_ban(key.source, ban);
             }
         }
         if user_known {
-            self.users.entry(user).and_compute_with(|entry| {
-                let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
-                record.failure(&self.rules, now);
-                Op::Put(record)
-            });
-        }
-        if let Some(ban) = verdict.banned_for {
-            self.remember_ban(key, ban);
+            locked(&self.users).failure(user_hash, &self.rules, now);
         }
         Some(verdict)
+    }
+
+    /// Tell the fleet of an address's failure, and take its count and ban into `verdict`;
+    /// `true` when the fleet had seen the same wrong password (then it is not counted again).
+    async fn share_failure(
+        &self,
+        key: IpAddr,
+        user: &str,
+        fingerprint: &Fingerprint,
+        user_known: bool,
+        verdict: &mut Verdict,
+    ) -> bool {
+        let Some(fleet) = &self.fleet else {
+            return false;
+        };
+        let banned_here = verdict.banned_for.is_some();
+        let fleet_print = fingerprint.fleet.as_deref();
+        let user = user_key(user);
+        let shared = fleet
+            .failure(
+                &self.rules,
+                key,
+                &user,
+                fleet_print,
+                user_known,
+                banned_here,
+            )
+            .await;
+        let Some(shared) = shared else {
+            return false;
+        };
+        if shared.repeated {
+            // Through another instance: a repeat all the same; counted here once.
+            verdict.repeated = true;
+            return true;
+        }
+        verdict.failures = verdict.failures.max(shared.source_failures);
+        if shared.banned && !banned_here {
+            verdict.banned_for = Some(self.rules.ban_time);
+            // As a ban earned here: served, it is a fresh start.
+            let now = Instant::now();
+            let source_key = Key {
+                source: key,
+                user: None,
+            };
+            self.sources
+                .entry(source_key)
+                .and_compute_with(|entry| match entry {
+                    None => Op::Nop,
+                    Some(entry) => {
+                        let mut record = entry.into_value();
+                        record.ban(&self.rules, now);
+                        Op::Put(record)
+                    }
+                });
+        }
+        false
     }
 
     /// A login for `user` from `ip` succeeded: the address's failures are forgiven if they were
@@ -372,32 +475,38 @@ impl Guard {
         if self.exempt(ip) {
             return;
         }
-        let (now, user) = (Instant::now(), user_key(user));
+        let (now, key) = (Instant::now(), user_key(user));
+        let hash = self.user_hash(user);
         if let Some(fleet) = &self.fleet {
-            fleet.success(&self.rules, source(ip), &user).await;
+            fleet.success(&self.rules, source(ip), &key).await;
         }
-        self.users.entry(user.clone()).and_compute_with(|entry| {
-            let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
-            record.success(now, source(ip));
-            Op::Put(record)
-        });
-        self.sources
-            .entry(source(ip))
-            .and_compute_with(|entry| match entry {
-                None => Op::Nop,
-                Some(entry) => {
-                    let mut record = entry.into_value();
-                    record.success(self.fingerprint_key.hash_one(&user));
-                    if record.is_clear(now) {
-                        Op::Remove
-                    } else {
-                        Op::Put(record)
+        self.known_good.remember(hash, source(ip));
+        let forgive = |key: Key| {
+            self.sources
+                .entry(key)
+                .and_compute_with(|entry| match entry {
+                    None => Op::Nop,
+                    Some(entry) => {
+                        let mut record = entry.into_value();
+                        record.success(hash);
+                        if record.is_clear(now) {
+                            Op::Remove
+                        } else {
+                            Op::Put(record)
+                        }
                     }
-                }
-            });
+                });
+        };
+        forgive(Key {
+            source: source(ip),
+            user: None,
+        });
+        forgive(Key {
+            source: source(ip),
+            user: Some(hash),
+        });
     }
 }
-
 /// A wrong user+password, as the guard remembers it: keyed per process, and for a fleet with
 /// its `store_secret`, never the password itself.
 #[derive(Clone)]
@@ -414,8 +523,8 @@ impl std::fmt::Debug for Fingerprint {
 
 /// A login under way from one source; dropping it ends it.
 pub struct InFlight {
-    sources: moka::sync::Cache<IpAddr, Record>,
-    key: IpAddr,
+    sources: moka::sync::Cache<Key, Record>,
+    key: Key,
 }
 
 impl Drop for InFlight {
@@ -446,16 +555,46 @@ fn user_key(user: &str) -> String {
 mod tests {
     use super::*;
 
+    /// A failed login, judged in the user's standing as the session does.
+    async fn fail(
+        g: &Guard,
+        ip: IpAddr,
+        user: &str,
+        fingerprint: &Fingerprint,
+        user_known: bool,
+    ) -> Option<Verdict> {
+        let standing = g.standing(ip, user).await;
+        g.failure(ip, user, &standing, fingerprint, user_known)
+            .await
+    }
+
+    async fn begin(g: &Guard, ip: IpAddr, user: &str) -> Admission {
+        let standing = g.standing(ip, user).await;
+        g.begin(ip, &standing).await.0
+    }
+
     #[tokio::test]
     async fn new_settings_take_over_failures_bans_and_open_connections() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let old = guard(&[]);
         for n in 0..3u8 {
-            old.failure(ip("192.0.2.1"), "a", &old.fingerprint("a", &[n]), true)
-                .await;
-        }
-        old.failure(ip("192.0.2.2"), "a", &old.fingerprint("a", b"x"), true)
+            fail(
+                &old,
+                ip("192.0.2.1"),
+                "a",
+                &old.fingerprint("a", &[n]),
+                true,
+            )
             .await;
+        }
+        fail(
+            &old,
+            ip("192.0.2.2"),
+            "a",
+            &old.fingerprint("a", b"x"),
+            true,
+        )
+        .await;
         let _slot = old.admit(ip("192.0.2.3")).unwrap();
         let config = GuardConfig {
             ban_after: 3,
@@ -465,10 +604,10 @@ mod tests {
         };
         let new = Guard::new(&config).unwrap().succeed(&old, true);
         assert!(
-            new.banned_here(ip("192.0.2.1")).is_some(),
+            new.turned_away_here(ip("192.0.2.1")).is_some(),
             "the ban was lost"
         );
-        let (admission, _) = new.begin(ip("192.0.2.2")).await;
+        let admission = begin(&new, ip("192.0.2.2"), "a").await;
         assert_eq!(
             admission,
             Admission::Try {
@@ -497,28 +636,38 @@ mod tests {
     async fn ipv6_neighbours_share_a_bucket_ipv4_ones_do_not() {
         let g = guard(&[]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        g.failure(ip("2001:db8:1:2::1"), "a", &g.fingerprint("a", b"1"), true)
-            .await;
-        g.failure(ip("2001:db8:1:2::ff"), "a", &g.fingerprint("a", b"2"), true)
-            .await;
-        let v = g
-            .failure(
-                ip("2001:db8:1:2:aaaa::3"),
-                "a",
-                &g.fingerprint("a", b"3"),
-                true,
-            )
-            .await
-            .unwrap();
+        fail(
+            &g,
+            ip("2001:db8:1:2::1"),
+            "a",
+            &g.fingerprint("a", b"1"),
+            true,
+        )
+        .await;
+        fail(
+            &g,
+            ip("2001:db8:1:2::ff"),
+            "a",
+            &g.fingerprint("a", b"2"),
+            true,
+        )
+        .await;
+        let v = fail(
+            &g,
+            ip("2001:db8:1:2:aaaa::3"),
+            "a",
+            &g.fingerprint("a", b"3"),
+            true,
+        )
+        .await
+        .unwrap();
         assert!(v.banned_for.is_some());
-        assert!(g.banned_here(ip("2001:db8:1:2::77")).is_some());
-        assert!(g.banned_here(ip("2001:db8:1:3::1")).is_none());
-        g.failure(ip("192.0.2.1"), "a", &g.fingerprint("a", b"1"), true)
-            .await;
-        g.failure(ip("192.0.2.2"), "a", &g.fingerprint("a", b"2"), true)
-            .await;
+        assert!(g.turned_away_here(ip("2001:db8:1:2::77")).is_some());
+        assert!(g.turned_away_here(ip("2001:db8:1:3::1")).is_none());
+        fail(&g, ip("192.0.2.1"), "a", &g.fingerprint("a", b"1"), true).await;
+        fail(&g, ip("192.0.2.2"), "a", &g.fingerprint("a", b"2"), true).await;
         assert_eq!(
-            g.failure(ip("192.0.2.3"), "a", &g.fingerprint("a", b"3"), true)
+            fail(&g, ip("192.0.2.3"), "a", &g.fingerprint("a", b"3"), true)
                 .await
                 .unwrap()
                 .failures,
@@ -526,10 +675,16 @@ mod tests {
         );
         // An IPv4 client on an IPv6 socket is the same IPv4 source.
         assert_eq!(
-            g.failure(ip("::ffff:192.0.2.3"), "a", &g.fingerprint("a", b"4"), true)
-                .await
-                .unwrap()
-                .failures,
+            fail(
+                &g,
+                ip("::ffff:192.0.2.3"),
+                "a",
+                &g.fingerprint("a", b"4"),
+                true
+            )
+            .await
+            .unwrap()
+            .failures,
             2
         );
     }
@@ -541,14 +696,30 @@ mod tests {
         g.success(ip("192.0.2.50"), "Alice").await;
         for n in 1..=5 {
             let attacker = ip(&format!("198.51.100.{n}"));
-            assert_eq!(g.user_wait(attacker, "alice").await, Duration::ZERO);
-            g.failure(attacker, "ALICE", &g.fingerprint("alice", &[n]), true)
-                .await;
+            assert_eq!(
+                g.user_wait(attacker, &g.standing(attacker, "alice").await),
+                Duration::ZERO
+            );
+            fail(&g, attacker, "ALICE", &g.fingerprint("alice", &[n]), true).await;
         }
-        assert!(g.user_wait(ip("198.51.100.99"), "alice").await > Duration::ZERO);
-        assert_eq!(g.user_wait(ip("192.0.2.50"), "alice").await, Duration::ZERO);
+        assert!(
+            g.user_wait(
+                ip("198.51.100.99"),
+                &g.standing(ip("198.51.100.99"), "alice").await
+            ) > Duration::ZERO
+        );
         assert_eq!(
-            g.user_wait(ip("198.51.100.99"), "bob").await,
+            g.user_wait(
+                ip("192.0.2.50"),
+                &g.standing(ip("192.0.2.50"), "alice").await
+            ),
+            Duration::ZERO
+        );
+        assert_eq!(
+            g.user_wait(
+                ip("198.51.100.99"),
+                &g.standing(ip("198.51.100.99"), "bob").await
+            ),
             Duration::ZERO
         );
     }
@@ -580,18 +751,16 @@ mod tests {
         };
         let g = Guard::new(&config).unwrap();
         let banned: IpAddr = "192.0.2.1".parse().unwrap();
-        g.failure(banned, "a", &g.fingerprint("a", b"1"), true)
-            .await;
-        g.failure(banned, "a", &g.fingerprint("a", b"2"), true)
-            .await;
+        fail(&g, banned, "a", &g.fingerprint("a", b"1"), true).await;
+        fail(&g, banned, "a", &g.fingerprint("a", b"2"), true).await;
         for n in 0..5_000u32 {
             let ip = IpAddr::from(std::net::Ipv6Addr::from(
                 (0x2001_0db8_u128 << 96) | (u128::from(n) << 64),
             ));
-            g.failure(ip, "a", &g.fingerprint("a", b"1"), true).await;
+            fail(&g, ip, "a", &g.fingerprint("a", b"1"), true).await;
         }
         g.sources.run_pending_tasks();
-        assert!(g.banned_here(banned).is_some());
+        assert!(g.turned_away_here(banned).is_some());
     }
 
     #[tokio::test]
@@ -599,21 +768,88 @@ mod tests {
         let g = guard(&["10.0.0.0/8"]);
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         assert_eq!(
-            g.failure(ip("10.1.2.3"), "a", &g.fingerprint("a", b"x"), true)
-                .await,
+            fail(&g, ip("10.1.2.3"), "a", &g.fingerprint("a", b"x"), true).await,
             None
         );
-        g.failure(ip("192.0.2.9"), "a", &g.fingerprint("a", b"1"), true)
-            .await;
-        g.failure(ip("192.0.2.9"), "a", &g.fingerprint("a", b"2"), true)
-            .await;
+        fail(&g, ip("192.0.2.9"), "a", &g.fingerprint("a", b"1"), true).await;
+        fail(&g, ip("192.0.2.9"), "a", &g.fingerprint("a", b"2"), true).await;
         g.success(ip("192.0.2.9"), "a").await;
         assert_eq!(
-            g.failure(ip("192.0.2.9"), "a", &g.fingerprint("a", b"3"), true)
+            fail(&g, ip("192.0.2.9"), "a", &g.fingerprint("a", b"3"), true)
                 .await
                 .unwrap()
                 .failures,
             1
         );
+    }
+
+    #[tokio::test]
+    async fn known_good_users_are_judged_on_their_own_record_at_a_failing_address() {
+        let g = guard(&[]);
+        let nat: IpAddr = "192.0.2.100".parse().unwrap();
+        g.success(nat, "alice").await;
+        g.success(nat, "bob").await;
+        // Strangers at the same address fail until the address is banned.
+        for n in 0..3u8 {
+            fail(
+                &g,
+                nat,
+                &format!("guess{n}"),
+                &g.fingerprint("x", &[n]),
+                true,
+            )
+            .await;
+        }
+        assert!(matches!(
+            begin(&g, nat, "mallory").await,
+            Admission::Banned(_)
+        ));
+        // The address is greeted (it has known-good users); they log in at once.
+        assert_eq!(g.turned_away_here(nat), None);
+        for user in ["alice", "Bob"] {
+            assert_eq!(
+                begin(&g, nat, user).await,
+                Admission::Try {
+                    wait: Duration::ZERO,
+                    failures: 0
+                }
+            );
+        }
+        // Alice's own mistakes count for her there, and do not touch Bob.
+        for n in 0..3u8 {
+            fail(&g, nat, "alice", &g.fingerprint("alice", &[n]), true).await;
+        }
+        assert!(matches!(
+            begin(&g, nat, "alice").await,
+            Admission::Banned(_)
+        ));
+        assert!(matches!(begin(&g, nat, "bob").await, Admission::Try { .. }));
+        // An address without known-good users is turned away before the greeting.
+        let other: IpAddr = "192.0.2.101".parse().unwrap();
+        for n in 0..3u8 {
+            fail(&g, other, "alice", &g.fingerprint("alice", &[n + 10]), true).await;
+        }
+        assert!(g.turned_away_here(other).is_some());
+    }
+
+    #[tokio::test]
+    async fn failing_names_do_not_erase_a_users_credential_stuffing_wait() {
+        let config = GuardConfig {
+            max_sources: 100,
+            user_failures_before_wait: 5,
+            ..GuardConfig::default()
+        };
+        let g = Guard::new(&config).unwrap();
+        for n in 0..8u8 {
+            let attacker = IpAddr::from([198, 51, 100, n]);
+            fail(&g, attacker, "victim", &g.fingerprint("victim", &[n]), true).await;
+        }
+        for n in 0..200u32 {
+            let attacker = IpAddr::from([203, 0, (n / 250) as u8, (n % 250) as u8]);
+            let name = format!("user{n}");
+            fail(&g, attacker, &name, &g.fingerprint(&name, b"x"), true).await;
+        }
+        let fresh: IpAddr = "198.18.0.1".parse().unwrap();
+        assert!(g.user_wait(fresh, &g.standing(fresh, "victim").await) > Duration::ZERO);
     }
 }

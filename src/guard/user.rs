@@ -1,65 +1,105 @@
 //! Credential stuffing tries one user from many addresses, each of which stays under the
 //! per-address penalty. So failures are also counted per user, across addresses, and a login
 //! for a user with recent failures waits before it is tried, unless it comes from an address
-//! that logged in as that user recently ("known good"): the attacker is slowed, the real user
-//! is never locked out. Pure, like the per-address record.
+//! that logged in as that user recently ("known good", [`super::known_good`]): the attacker is
+//! slowed, the real user is never locked out.
+//!
+//! The records are bounded on their own, and when full the least-failed go first: a flood of
+//! new failing names cannot erase the record of a user under attack. Pure: time comes in as
+//! an argument.
 
-use std::net::IpAddr;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::record::{penalty, Rules};
 
-/// Addresses remembered as known good per user (a phone, a laptop, the office).
-const KNOWN_GOOD: usize = 8;
-
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct UserRecord {
     failures: u32,
     last_failure: Option<Instant>,
-    /// Sources that logged in as this user, with when; the oldest is forgotten first.
-    known_good: Vec<(IpAddr, Instant)>,
 }
 
 impl UserRecord {
-    fn forget_if_quiet(&mut self, rules: &Rules, now: Instant) {
-        let quiet = self
-            .last_failure
-            .is_some_and(|last| now.saturating_duration_since(last) >= rules.forget_after);
-        if quiet {
-            self.failures = 0;
-            self.last_failure = None;
+    fn quiet(&self, rules: &Rules, now: Instant) -> bool {
+        self.last_failure
+            .is_none_or(|last| now.saturating_duration_since(last) >= rules.forget_after)
+    }
+
+    /// The user's recent failures.
+    pub fn failures(&self, rules: &Rules, now: Instant) -> u32 {
+        if self.quiet(rules, now) {
+            0
+        } else {
+            self.failures
         }
-    }
-
-    /// How long a login for this user from `source` waits before it is tried.
-    pub fn wait(&mut self, rules: &Rules, now: Instant, source: IpAddr) -> Duration {
-        let (failures, known) = self.standing(rules, now, source);
-        user_wait(rules, failures, known)
-    }
-
-    /// The user's recent failures, and whether `source` is known good for it.
-    pub fn standing(&mut self, rules: &Rules, now: Instant, source: IpAddr) -> (u32, bool) {
-        self.forget_if_quiet(rules, now);
-        let known = self.known_good.iter().any(|(ip, when)| {
-            *ip == source && now.saturating_duration_since(*when) < rules.known_good_for
-        });
-        (self.failures, known)
     }
 
     pub fn failure(&mut self, rules: &Rules, now: Instant) {
-        self.forget_if_quiet(rules, now);
-        self.failures = self.failures.saturating_add(1);
+        self.failures = self.failures(rules, now).saturating_add(1);
         self.last_failure = Some(now);
     }
+}
 
-    /// A good login from `source`: it is known good for this user from now on. The failures
-    /// stay: they are someone else's.
-    pub fn success(&mut self, now: Instant, source: IpAddr) {
-        self.known_good.retain(|(ip, _)| *ip != source);
-        if self.known_good.len() == KNOWN_GOOD {
-            self.known_good.remove(0);
+/// User (a keyed hash of its lower-cased name) → its recent failures, from any address.
+pub struct UserFailures {
+    records: HashMap<u64, UserRecord>,
+    capacity: usize,
+}
+
+impl UserFailures {
+    pub fn new(capacity: usize) -> UserFailures {
+        UserFailures {
+            records: HashMap::new(),
+            capacity: capacity.max(1),
         }
-        self.known_good.push((source, now));
+    }
+
+    pub fn failures(&self, user: u64, rules: &Rules, now: Instant) -> u32 {
+        self.records
+            .get(&user)
+            .map_or(0, |r| r.failures(rules, now))
+    }
+
+    pub fn failure(&mut self, user: u64, rules: &Rules, now: Instant) {
+        if !self.records.contains_key(&user) && self.records.len() >= self.capacity {
+            self.make_room(rules, now);
+        }
+        self.records.entry(user).or_default().failure(rules, now);
+    }
+
+    /// Every record, for a new configuration to take over.
+    pub fn all(&self) -> impl Iterator<Item = (u64, UserRecord)> + '_ {
+        self.records.iter().map(|(k, r)| (*k, *r))
+    }
+
+    pub fn insert(&mut self, user: u64, record: UserRecord) {
+        if self.records.len() < self.capacity {
+            self.records.insert(user, record);
+        }
+    }
+
+    #[cfg(test)]
+    pub fn count(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Quiet records go first; then the tenth with the fewest failures (the oldest among
+    /// equals), in one go, so that a flood of new names costs one pass per many of them.
+    fn make_room(&mut self, rules: &Rules, now: Instant) {
+        self.records.retain(|_, r| !r.quiet(rules, now));
+        if self.records.len() < self.capacity {
+            return;
+        }
+        let mut ranked: Vec<(u32, Option<Instant>, u64)> = self
+            .records
+            .iter()
+            .map(|(k, r)| (r.failures, r.last_failure, *k))
+            .collect();
+        let drop = (self.capacity / 10).max(1);
+        ranked.select_nth_unstable(drop - 1);
+        for (_, _, user) in &ranked[..drop] {
+            self.records.remove(user);
+        }
     }
 }
 
@@ -91,41 +131,34 @@ mod tests {
 
     #[test]
     fn failures_from_many_addresses_slow_the_next_try_but_not_from_a_known_good_one() {
-        let (mut u, t0) = (UserRecord::default(), Instant::now());
-        let home: IpAddr = "192.0.2.1".parse().unwrap();
-        let attacker = |n: u8| IpAddr::from([198, 51, 100, n]);
-        u.success(t0, home);
-        for n in 0..3 {
-            assert_eq!(u.wait(&rules(), t0, attacker(n)), Duration::ZERO);
-            u.failure(&rules(), t0);
+        let (mut users, t0) = (UserFailures::new(100), Instant::now());
+        let wait = |users: &UserFailures, known: bool, at: Instant| {
+            user_wait(&rules(), users.failures(1, &rules(), at), known)
+        };
+        for _ in 0..3 {
+            assert_eq!(wait(&users, false, t0), Duration::ZERO);
+            users.failure(1, &rules(), t0);
         }
-        assert_eq!(u.wait(&rules(), t0, attacker(9)), Duration::from_secs(2));
-        u.failure(&rules(), t0);
-        assert_eq!(u.wait(&rules(), t0, attacker(10)), Duration::from_secs(4));
+        assert_eq!(wait(&users, false, t0), Duration::from_secs(2));
+        users.failure(1, &rules(), t0);
+        assert_eq!(wait(&users, false, t0), Duration::from_secs(4));
         // The real user, from home: not slowed at all.
-        assert_eq!(u.wait(&rules(), t0, home), Duration::ZERO);
+        assert_eq!(wait(&users, true, t0), Duration::ZERO);
         // Quiet long enough: forgotten.
         let later = t0 + Duration::from_secs(301);
-        assert_eq!(u.wait(&rules(), later, attacker(11)), Duration::ZERO);
+        assert_eq!(wait(&users, false, later), Duration::ZERO);
     }
 
     #[test]
-    fn known_good_addresses_are_bounded_and_expire() {
-        let (mut u, t0) = (UserRecord::default(), Instant::now());
-        for n in 0..20 {
-            u.success(t0, IpAddr::from([10, 0, 0, n]));
+    fn a_flood_of_failing_names_does_not_erase_a_user_under_attack() {
+        let (mut users, t0) = (UserFailures::new(100), Instant::now());
+        for _ in 0..6 {
+            users.failure(42, &rules(), t0);
         }
-        assert_eq!(u.known_good.len(), KNOWN_GOOD);
-        for _ in 0..5 {
-            u.failure(&rules(), t0);
+        for name in 1_000..1_200 {
+            users.failure(name, &rules(), t0);
         }
-        let newest = IpAddr::from([10, 0, 0, 19]);
-        assert_eq!(u.wait(&rules(), t0, newest), Duration::ZERO);
-        assert!(u.wait(&rules(), t0, IpAddr::from([10, 0, 0, 0])) > Duration::ZERO);
-        let expired = t0 + Duration::from_secs(30 * 24 * 3600);
-        for _ in 0..3 {
-            u.failure(&rules(), expired); // still failing, a month on
-        }
-        assert!(u.wait(&rules(), expired, newest) > Duration::ZERO);
+        assert!(users.count() <= 100);
+        assert_eq!(users.failures(42, &rules(), t0), 6);
     }
 }

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use super::limits::PreLoginCounters;
 use super::sasl::{self, Mechanism};
 use super::{
-    AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, LoginOutcome, LoginReply,
-    NamedClient,
+    AfterLogin, ClientEvent, ClientSettings, ClientSide, Credentials, Failure, LoginOutcome,
+    LoginReply, NamedClient,
 };
 
 /// Where the conversation is.
@@ -164,6 +164,8 @@ pub struct Words {
     pub too_many_failures: &'static [u8],
     /// The back end could not be asked.
     pub unavailable: &'static str,
+    /// The guard held the login back: too many under way at once from the client's address.
+    pub busy: &'static str,
     /// Sent before closing when `login_timeout` is over.
     pub timeout: &'static [u8],
     /// Sent before closing when the server shuts down.
@@ -301,8 +303,11 @@ impl<D: Dialect> ClientSide for Conversation<D> {
                 }
                 reply
             }
-            LoginOutcome::Failed { .. } => LoginReply {
-                bytes: self.dialect.answer(pending, D::WORDS.unavailable),
+            LoginOutcome::Failed { failure, .. } => LoginReply {
+                bytes: match failure {
+                    Failure::TooManyAtOnce => self.dialect.answer(pending, D::WORDS.busy),
+                    _ => self.dialect.answer(pending, D::WORDS.unavailable),
+                },
                 next: AfterLogin::Continue,
             },
         }

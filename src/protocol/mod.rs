@@ -208,6 +208,9 @@ pub enum Failure {
     Negotiation,
     /// The back end was to be reached over STARTTLS and does not offer it or refused it.
     NoTls,
+    /// Not tried: the guard holds back a crowd of logins from one address that has failed
+    /// lately (as many under way as failures left before a ban).
+    TooManyAtOnce,
 }
 
 impl LoginOutcome {
@@ -234,6 +237,13 @@ impl LoginOutcome {
         LoginOutcome::Failed {
             failure: Failure::NoTls,
             reason: reason.into(),
+        }
+    }
+
+    pub fn too_many_at_once() -> LoginOutcome {
+        LoginOutcome::Failed {
+            failure: Failure::TooManyAtOnce,
+            reason: "too many logins at once from this address".into(),
         }
     }
 

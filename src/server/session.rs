@@ -73,6 +73,9 @@ pub struct Session {
     proxy_ttl: u32,
     /// The session's line in the table of live sessions, for as long as it lives.
     registered: Registered,
+    /// The guard's count of this connection: for its address until it logs in, then for its
+    /// user at that address, held for the session's life.
+    slot: Option<Slot>,
 }
 
 /// A session logged in, about to relay: all the relay needs and nothing of the pre-login state.
@@ -83,8 +86,6 @@ struct Relaying {
     record: AuthRecord,
     /// What the client sent after its login command; it belongs to the back end.
     pipelined: Vec<u8>,
-    /// The guard's count of this address's connections, held for the session's life.
-    _slot: Option<Slot>,
 }
 
 impl Relaying {
@@ -178,6 +179,7 @@ impl Session {
             phase,
             health_check: false,
             proxy_ttl: PROXY_TTL,
+            slot: None,
         }
     }
 
@@ -240,7 +242,7 @@ impl Session {
             return None;
         }
         // Held for the session's life.
-        let slot = match self.guard().map(|g| g.admit(self.peer.ip())) {
+        self.slot = match self.guard().map(|g| g.admit(self.peer.ip())) {
             Some(Err(open)) => {
                 let reason = format!("{open} connections open from this address");
                 let message = protocol.too_many_from_address_message();
@@ -264,9 +266,7 @@ impl Session {
         } else {
             MaybeTls::Plain(tcp)
         };
-        let mut relaying = self.converse(stream).await?;
-        relaying._slot = slot;
-        Some(relaying)
+        self.converse(stream).await
     }
 
     /// A balancer's PROXY header: from a trusted address, whole and well formed, or the
@@ -360,7 +360,6 @@ impl Session {
                         client: stream,
                         backend: *backend,
                         record,
-                        _slot: None,
                     }));
                 }
             }
@@ -419,7 +418,8 @@ impl Session {
         // The guard's say before the attempt: the wait is the same whatever the answer will
         // be, so that no answer comes sooner for being right; `_in_flight` counts this
         // attempt as under way until the end of this function.
-        let (admission, _in_flight) = self.admission().await;
+        let standing = self.standing(&creds.user).await;
+        let (admission, _in_flight) = self.admission(standing.as_ref()).await;
         let too_many_at_once = match admission {
             Admission::Banned(left) => {
                 let reason = format!("banned for {} s more", left.as_secs().max(1));
@@ -450,7 +450,9 @@ impl Session {
             .guard()
             .map(|g| g.fingerprint(&creds.user, creds.secret.expose()));
         let client_user = creds.user.clone();
-        self.wait_for_user(&client_user).await;
+        if let Some(standing) = &standing {
+            self.wait_for_user(&client_user, standing).await;
+        }
         // The back-end steps run on their own timeouts: the time they take is not the
         // client's, and the client is answered however they end.
         let started = Instant::now();
@@ -463,10 +465,7 @@ impl Session {
                 LoginOutcome::unavailable("proxies appear to be looping (TTL reached zero)"),
                 None,
             ),
-            Ok(()) if too_many_at_once => (
-                LoginOutcome::unavailable("too many logins at once from this address"),
-                None,
-            ),
+            Ok(()) if too_many_at_once => (LoginOutcome::too_many_at_once(), None),
             Ok(()) => {
                 if self.logger().may_log_passwords() {
                     let password = String::from_utf8_lossy(creds.secret.expose()).into_owned();
@@ -500,9 +499,9 @@ impl Session {
             let message = format!("back end {server} for {}: {reason}", self.peer);
             self.logger().warning(&message);
         }
-        let verdict = match &fingerprint {
-            Some(f) => self.judge(&outcome, &client_user, f).await,
-            None => None,
+        let verdict = match (&fingerprint, &standing) {
+            (Some(f), Some(standing)) => self.judge(&outcome, &client_user, standing, f).await,
+            _ => None,
         };
         if let Some(verdict) = &verdict {
             self.note_verdict(verdict);

@@ -248,6 +248,7 @@ impl Dialect for Sieve {
         rejected: "NO \"Authentication failed.\"",
         too_many_failures: b"BYE \"Too many failed logins.\"\r\n",
         unavailable: "NO (TRYLATER) \"Mail server unavailable, try again later.\"",
+        busy: "NO (TRYLATER) \"Too many logins at once from your address, try again later.\"",
         timeout: b"BYE \"Autologout; too long without logging in.\"\r\n",
         shutdown: b"BYE (TRYLATER) \"Server shutting down.\"\r\n",
     };

@@ -247,6 +247,7 @@ impl Dialect for Pop3 {
         rejected: "-ERR [AUTH] Authentication failed.",
         too_many_failures: b"",
         unavailable: "-ERR [SYS/TEMP] Mail server unavailable, try again later",
+        busy: "-ERR [SYS/TEMP] Too many logins at once from your address, try again later",
         timeout: b"-ERR Autologout; too long without logging in\r\n",
         shutdown: b"-ERR [SYS/TEMP] Server shutting down\r\n",
     };

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::net::TcpStream;
 
-use crate::guard::{Admission, Fingerprint, Guard, InFlight, Verdict};
+use crate::guard::{Admission, Fingerprint, Guard, InFlight, Standing, Verdict};
 use crate::protocol::{LoginOutcome, Refusal};
 
 use super::Session;
@@ -40,38 +40,46 @@ impl Session {
             .filter(|_| !self.health_check)
     }
 
-    /// How much longer the client's address is banned, as this process knows.
+    /// How much longer the client's address is banned, as this process knows (an address
+    /// with known-good users is greeted all the same: they may log in).
     pub(super) fn banned_here(&self) -> Option<Duration> {
-        self.guard()?.banned_here(self.peer.ip())
+        self.guard()?.turned_away_here(self.peer.ip())
     }
 
     /// How much longer the client's address is banned through another proxy of the fleet.
     pub(super) async fn banned_elsewhere(&self) -> Option<Duration> {
-        self.guard()?.banned_elsewhere(self.peer.ip()).await
+        self.guard()?.turned_away_elsewhere(self.peer.ip()).await
+    }
+
+    /// What the guard knows of `user` logging in from the client's address.
+    pub(super) async fn standing(&self, user: &str) -> Option<Standing> {
+        Some(self.guard()?.standing(self.peer.ip(), user).await)
     }
 
     /// Tell the guard how a login went; a failure the client caused comes back as a verdict.
     /// A back end that is down is nobody's failure.
     pub(super) async fn judge(
-        &self,
+        &mut self,
         outcome: &LoginOutcome,
         user: &str,
+        standing: &Standing,
         fingerprint: &Fingerprint,
     ) -> Option<Verdict> {
-        let guard = self.guard()?;
+        let guard = self.services.guard.clone().filter(|_| !self.health_check)?;
+        let ip = self.peer.ip();
         match outcome {
             LoginOutcome::Accepted { .. } => {
-                guard.success(self.peer.ip(), user).await;
+                guard.success(ip, user).await;
+                // From now on the connection counts for its user at the address.
+                self.slot = guard.logged_in(self.slot.take(), ip, user);
                 None
             }
             LoginOutcome::Rejected { .. } | LoginOutcome::Denied { .. } => {
-                guard.failure(self.peer.ip(), user, fingerprint, true).await
+                guard.failure(ip, user, standing, fingerprint, true).await
             }
             // Nothing said about the user: a name nobody knows, or bytes no name holds.
             LoginOutcome::Refused(Refusal::ForbiddenCharacters | Refusal::NoServer) => {
-                guard
-                    .failure(self.peer.ip(), user, fingerprint, false)
-                    .await
+                guard.failure(ip, user, standing, fingerprint, false).await
             }
             LoginOutcome::Refused(Refusal::LoginDisabled) | LoginOutcome::Failed { .. } => None,
         }
@@ -79,11 +87,11 @@ impl Session {
 
     /// A user failing from many addresses (credential stuffing): its logins wait before they
     /// are tried, except from addresses it logged in from.
-    pub(super) async fn wait_for_user(&mut self, user: &str) {
+    pub(super) async fn wait_for_user(&mut self, user: &str, standing: &Standing) {
         let Some(guard) = self.guard() else {
             return;
         };
-        let wait = guard.user_wait(self.peer.ip(), user).await;
+        let wait = guard.user_wait(self.peer.ip(), standing);
         if wait.is_zero() {
             return;
         }
@@ -107,12 +115,15 @@ impl Session {
 
     /// The guard's admission for a login, after waiting out any turns a crowd of logins from
     /// the same address must take (a few at most; then it is refused as too many at once).
-    pub(super) async fn admission(&mut self) -> (Admission, Option<InFlight>) {
+    pub(super) async fn admission(
+        &mut self,
+        standing: Option<&Standing>,
+    ) -> (Admission, Option<InFlight>) {
         const TURNS: usize = 8;
         for _ in 0..TURNS {
-            let answer = match self.guard() {
-                Some(guard) => guard.begin(self.peer.ip()).await,
-                None => {
+            let answer = match (self.guard(), standing) {
+                (Some(guard), Some(standing)) => guard.begin(self.peer.ip(), standing).await,
+                _ => {
                     return (
                         Admission::Try {
                             wait: Duration::ZERO,
