@@ -21,8 +21,9 @@ pub struct UserRecord {
 
 impl UserRecord {
     fn quiet(&self, rules: &Rules, now: Instant) -> bool {
-        self.last_failure
-            .map_or(true, |last| now.saturating_duration_since(last) >= rules.forget_after)
+        self.last_failure.map_or(true, |last| {
+            now.saturating_duration_since(last) >= rules.forget_after
+        })
     }
 
     /// The user's recent failures.
