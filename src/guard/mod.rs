@@ -853,3 +853,47 @@ mod tests {
         assert!(g.user_wait(fresh, &g.standing(fresh, "victim").await) > Duration::ZERO);
     }
 }
+
+#[cfg(test)]
+mod memory {
+    use super::*;
+
+    fn resident_kib() -> u64 {
+        let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+        let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+        pages * 4
+    }
+
+    /// Measures what a remembered source costs (run by hand: `cargo test --release --lib
+    /// guard::memory -- --ignored --nocapture`).
+    #[tokio::test]
+    #[ignore]
+    async fn bytes_per_remembered_source() {
+        let g = Guard::new(&GuardConfig::default()).unwrap();
+        let before = resident_kib();
+        let n = 100_000u32;
+        for i in 0..n {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            fail(
+                &g,
+                ip,
+                "alice",
+                &g.fingerprint("alice", &i.to_be_bytes()),
+                true,
+            )
+            .await;
+        }
+        g.sources.run_pending_tasks();
+        let after = resident_kib();
+        println!(
+            "{} sources: {} bytes each",
+            g.sources.entry_count(),
+            (after - before) * 1024 / u64::from(n)
+        );
+    }
+
+    async fn fail(g: &Guard, ip: IpAddr, user: &str, f: &Fingerprint, known: bool) {
+        let standing = g.standing(ip, user).await;
+        g.failure(ip, user, &standing, f, known).await;
+    }
+}

@@ -1,7 +1,6 @@
 //! What the guard remembers about one source address, and the rules that turn failures into a
 //! delay and a ban. Pure: time comes in as an argument, so every rule is tested without waiting.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// How many recent wrong passwords are remembered per source, so that a phone retrying an
@@ -57,11 +56,11 @@ pub enum Admission {
 pub struct Record {
     failures: u32,
     last_failure: Option<Instant>,
-    /// Keyed hashes of the latest wrong user+password pairs, newest last.
-    recent: VecDeque<u64>,
+    /// Keyed hashes of the latest wrong user+password pairs.
+    recent: Latest,
     /// Keyed hashes of the users those failures were for: a good login forgives the failures
     /// only when they were all its own user's (a typo), never someone else's.
-    failed_users: VecDeque<u64>,
+    failed_users: Latest,
     banned_until: Option<Instant>,
     /// Logins from the source being tried right now.
     in_flight: u32,
@@ -134,8 +133,8 @@ impl Record {
         if !repeated {
             self.last_failure = Some(now);
             self.failures = self.failures.saturating_add(1);
-            push_bounded(&mut self.recent, fingerprint);
-            push_bounded(&mut self.failed_users, user);
+            self.recent.push(fingerprint);
+            self.failed_users.push(user);
         }
         let failures = self.failures;
         let earned_ban =
@@ -174,11 +173,42 @@ impl Record {
     }
 }
 
-fn push_bounded(list: &mut VecDeque<u64>, value: u64) {
-    if list.len() == RECENT_FINGERPRINTS {
-        list.pop_front();
+/// The last [`RECENT_FINGERPRINTS`] hashes, in place: a record is one allocation however
+/// many failures it saw (a hundred thousand of them are remembered at once).
+#[derive(Debug, Clone, Default)]
+struct Latest {
+    hashes: [u64; RECENT_FINGERPRINTS],
+    len: u8,
+    /// Where the next one goes once full (the oldest).
+    next: u8,
+}
+
+impl Latest {
+    fn as_slice(&self) -> &[u64] {
+        &self.hashes[..usize::from(self.len)]
     }
-    list.push_back(value);
+
+    fn contains(&self, hash: &u64) -> bool {
+        self.as_slice().contains(hash)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &u64> {
+        self.as_slice().iter()
+    }
+
+    fn clear(&mut self) {
+        (self.len, self.next) = (0, 0);
+    }
+
+    fn push(&mut self, hash: u64) {
+        if usize::from(self.len) < RECENT_FINGERPRINTS {
+            self.hashes[usize::from(self.len)] = hash;
+            self.len += 1;
+        } else {
+            self.hashes[usize::from(self.next)] = hash;
+            self.next = (self.next + 1) % RECENT_FINGERPRINTS as u8;
+        }
+    }
 }
 
 /// The delay for the `failures`-th failure: the initial delay, doubled per further failure,
