@@ -5,8 +5,8 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -360,4 +360,59 @@ fn the_session_page_reads_in_headless_chromium() {
         "{row}"
     );
     assert!(row.contains("<td>proxying</td>"), "{row}");
+}
+
+/// An IMAP back end that lets anyone in, whatever the name: greets offering SASL-IR and
+/// answers every command OK. Dovecot checks a name's characters (`auth_username_chars`)
+/// before any password, and refuses control characters; a proxied session's user is the name
+/// its client logged in with.
+fn lenient_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let greeting = b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] lenient\r\n";
+                let _ = out.write_all(greeting);
+                let mut reader = BufReader::new(stream);
+                let mut line = Vec::new();
+                while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                    let tag = String::from_utf8_lossy(&line)
+                        .split(' ')
+                        .next()
+                        .unwrap_or("*")
+                        .to_string();
+                    let answer = format!("{tag} OK [CAPABILITY IMAP4rev1] done\r\n");
+                    let _ = out.write_all(answer.as_bytes());
+                    line.clear();
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A user name that would retitle the admin's terminal (OSC 0 ... BEL) reaches `portcullis
+/// sessions` escaped as the log escapes it, never raw (issue 16).
+#[test]
+fn a_user_name_with_terminal_escapes_is_listed_escaped() {
+    let backend = lenient_backend();
+    let (port, admin) = (free_port(), free_port());
+    let proxy = Proxy::start_toml(&config(port, admin, backend, "", None), &[port, admin]);
+    let _eve = logged_in(port, "\x1b]0;pwned\x07eve", "pw");
+    let listed = wait_sessions(admin, |l| l.iter().any(|s| s["state"] == "proxying"));
+    assert!(
+        listed.iter().any(|s| s["user"] == "\x1b]0;pwned\x07eve"),
+        "{listed:?}\n{}",
+        proxy.log_text()
+    );
+    let out = run_portcullis(&["sessions", "--admin", &format!("127.0.0.1:{admin}")]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}\n{}", proxy.log_text());
+    assert!(
+        !out.stdout.iter().any(|&b| b == 0x1b || b == 0x07),
+        "raw control characters reach the terminal: {table:?}"
+    );
+    assert!(table.contains(r"\x1b]0;pwned\x07eve"), "{table}");
 }
