@@ -156,6 +156,8 @@ async fn serve_connection(
 }
 
 impl Admin {
+    /// The gate: the request must name this endpoint and carry the token; then it is let in
+    /// and routed.
     async fn answer(
         &self,
         request: Request<Incoming>,
@@ -183,6 +185,16 @@ impl Admin {
         }
         // Let in: the connection no longer counts as one that may be idle.
         slot.admit();
+        // A browser sends Origin with a cross-site form: a page elsewhere must not be able to
+        // kick, reload or upgrade through an admin's browser.
+        if request.method() == Method::POST && request.headers().contains_key(hyper::header::ORIGIN)
+        {
+            return text(StatusCode::FORBIDDEN, "not from a browser\n");
+        }
+        self.route(&request, peer).await
+    }
+
+    async fn route(&self, request: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let registry = &self.services.registry;
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/metrics") => {
@@ -205,77 +217,71 @@ impl Admin {
                 "text/html; charset=utf-8",
             ),
             (&Method::POST, "/sessions/kick") => {
-                // A browser sends Origin with a cross-site form: a page elsewhere must not
-                // be able to kick anyone through an admin's browser.
-                if request.headers().contains_key(hyper::header::ORIGIN) {
-                    return text(StatusCode::FORBIDDEN, "not from a browser\n");
-                }
-                match kick_from_query(request.uri().query().unwrap_or_default()) {
-                    Ok(kick) => {
-                        // The client comes back at once: its route is to be asked anew.
-                        self.services.forget_map_answers();
-                        let kicked = registry.kick(&kick);
-                        let what = match &kick {
-                            Kick::User(u) => format!("user={u}"),
-                            Kick::Backend(b) => format!("backend={b}"),
-                        };
-                        self.services.logger.info(&format!(
-                            "Admin kick {what} from {peer}: {kicked} sessions ended"
-                        ));
-                        let json = serde_json::json!({ "kicked": kicked }).to_string();
-                        with_type(StatusCode::OK, json + "\n", "application/json")
-                    }
-                    Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
-                }
+                self.kick(request.uri().query().unwrap_or_default(), peer)
             }
-            (&Method::POST, "/reload") => {
-                if request.headers().contains_key(hyper::header::ORIGIN) {
-                    return text(StatusCode::FORBIDDEN, "not from a browser\n");
-                }
-                self.services
-                    .logger
-                    .info(&format!("Admin reload asked from {peer}"));
-                let (reply, answer) = oneshot::channel();
-                let asked = self
-                    .reloads
-                    .send(ReloadRequest { reply: Some(reply) })
-                    .await;
-                match (asked, answer.await) {
-                    (Ok(()), Ok(Ok(summary))) => {
-                        text(StatusCode::OK, &format!("reloaded: {summary}\n"))
-                    }
-                    (Ok(()), Ok(Err(why))) => text(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        &format!("not reloaded, the running configuration stays: {why}\n"),
-                    ),
-                    _ => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
-                }
-            }
-            (&Method::POST, "/upgrade") => {
-                if request.headers().contains_key(hyper::header::ORIGIN) {
-                    return text(StatusCode::FORBIDDEN, "not from a browser\n");
-                }
-                self.services
-                    .logger
-                    .info(&format!("Admin upgrade asked from {peer}"));
-                let (reply, answer) = oneshot::channel();
-                let asked = self
-                    .upgrades
-                    .send(UpgradeRequest { reply: Some(reply) })
-                    .await;
-                match (asked, answer.await) {
-                    (Ok(()), Ok(Ok(line))) => text(StatusCode::OK, &format!("{line}\n")),
-                    (Ok(()), Ok(Err(why))) => text(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &format!("not upgraded, this process goes on: {why}\n"),
-                    ),
-                    _ => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
-                }
-            }
+            (&Method::POST, "/reload") => self.reload(peer).await,
+            (&Method::POST, "/upgrade") => self.upgrade(peer).await,
             (_, "/metrics" | "/sessions" | "/" | "/sessions/kick" | "/reload" | "/upgrade") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    fn kick(&self, query: &str, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let kick = match kick_from_query(query) {
+            Ok(kick) => kick,
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+        };
+        // The client comes back at once: its route is to be asked anew.
+        self.services.forget_map_answers();
+        let kicked = self.services.registry.kick(&kick);
+        let what = match &kick {
+            Kick::User(u) => format!("user={u}"),
+            Kick::Backend(b) => format!("backend={b}"),
+        };
+        self.services.logger.info(&format!(
+            "Admin kick {what} from {peer}: {kicked} sessions ended"
+        ));
+        let json = serde_json::json!({ "kicked": kicked }).to_string();
+        with_type(StatusCode::OK, json + "\n", "application/json")
+    }
+
+    async fn reload(&self, peer: SocketAddr) -> Response<Full<Bytes>> {
+        self.services
+            .logger
+            .info(&format!("Admin reload asked from {peer}"));
+        let (reply, answer) = oneshot::channel();
+        let asked = self
+            .reloads
+            .send(ReloadRequest { reply: Some(reply) })
+            .await;
+        match (asked, answer.await) {
+            (Ok(()), Ok(Ok(summary))) => text(StatusCode::OK, &format!("reloaded: {summary}\n")),
+            (Ok(()), Ok(Err(why))) => text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("not reloaded, the running configuration stays: {why}\n"),
+            ),
+            _ => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        }
+    }
+
+    async fn upgrade(&self, peer: SocketAddr) -> Response<Full<Bytes>> {
+        self.services
+            .logger
+            .info(&format!("Admin upgrade asked from {peer}"));
+        let (reply, answer) = oneshot::channel();
+        let asked = self
+            .upgrades
+            .send(UpgradeRequest { reply: Some(reply) })
+            .await;
+        match (asked, answer.await) {
+            (Ok(()), Ok(Ok(line))) => text(StatusCode::OK, &format!("{line}\n")),
+            (Ok(()), Ok(Err(why))) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("not upgraded, this process goes on: {why}\n"),
+            ),
+            _ => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         }
     }
 
