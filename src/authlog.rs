@@ -561,8 +561,9 @@ fn push_escaped(out: &mut String, c: char) {
     };
 }
 
-/// A message kept on one line and free of invisible characters.
-fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
+/// A message kept on one line and free of invisible characters (also what `portcullis
+/// sessions` shows a terminal).
+pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
     if !s.chars().any(needs_escape) {
         return std::borrow::Cow::Borrowed(s);
     }

@@ -93,7 +93,7 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
         Command::Check(config, warnings, probe, offline) => {
-            for w in &warnings {
+            for w in warnings.iter().chain(&config.admin.warnings()) {
                 eprintln!("warning: {w}");
             }
             match server::runtime::build(&config) {

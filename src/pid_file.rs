@@ -1,5 +1,6 @@
 //! The pid file (`[process] pid_file`, Perdition's `pid_file`): written once every socket is
-//! bound (never through a link, never into anything but a regular file), removed at exit unless a
+//! bound (never through a link, never into anything but a regular file: a FIFO or a device put
+//! in its place is refused at once, never waited on), removed at exit unless a
 //! successor took it over. As Perdition does, a missing directory is made and given to the
 //! user the process becomes (so that the file can still be removed after privileges are
 //! dropped), and a file that names a process still running stops the start: two instances
@@ -28,7 +29,8 @@ pub fn write(path: &Path, user: Option<&str>, group: Option<&str>) -> Result<(),
     // the pid file over.
     let predecessor = std::os::unix::process::parent_id();
     let me = std::process::id();
-    if let Some(pid) = pid_in(path).filter(|&pid| pid != me && pid != predecessor) {
+    let found = pid_in(path).map_err(|e| format!("cannot use the pid file {shown}: {e}"))?;
+    if let Some(pid) = found.filter(|&pid| pid != me && pid != predecessor) {
         if Path::new(&format!("/proc/{pid}")).exists() {
             return Err(format!(
                 "the pid file {shown} names process {pid}, which is running: another instance? \
@@ -48,19 +50,9 @@ pub fn take_back(path: &Path) {
 /// writable by the user the process becomes) and only into a regular file.
 fn write_id(path: &Path) -> Result<(), String> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o644)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
-        .open(path)
-        .map_err(|e| e.to_string())?;
-    let metadata = file.metadata().map_err(|e| e.to_string())?;
-    if !metadata.is_file() {
-        return Err("not a regular file".into());
-    }
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    let mut file = open_regular(path, &mut options)?;
     file.set_len(0).map_err(|e| e.to_string())?;
     file.write_all(format!("{}\n", std::process::id()).as_bytes())
         .map_err(|e| e.to_string())
@@ -68,13 +60,75 @@ fn write_id(path: &Path) -> Result<(), String> {
 
 /// Remove `path` if it still names this process (a successor may have taken it over).
 pub fn remove(path: &Path) {
-    if pid_in(path) == Some(std::process::id()) {
+    if pid_in(path) == Ok(Some(std::process::id())) {
         let _ = fs::remove_file(path);
     }
 }
 
-fn pid_in(path: &Path) -> Option<u32> {
-    fs::read_to_string(path).ok()?.trim().parse().ok()
+/// The pid `path` names: `None` when there is no file or no number in it, an error when
+/// something other than a regular file is there.
+fn pid_in(path: &Path) -> Result<Option<u32>, String> {
+    use std::io::Read;
+    let mut file = match open_regular(path, fs::OpenOptions::new().read(true)) {
+        Ok(file) => file,
+        Err(_) if !exists_here(path) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut text = String::new();
+    // A pid file is a line; a huge file is not one of ours.
+    let _ = (&mut file).take(64).read_to_string(&mut text);
+    Ok(text.trim().parse().ok())
+}
+
+/// Whether anything (a link included) is at `path`.
+fn exists_here(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok()
+}
+
+/// `path` opened with `options`, only when it is a regular file. Neither a symbolic link
+/// followed (the directory may be writable by the user the process becomes) nor a wait: a
+/// FIFO opened the usual way blocks until someone opens its other end, and the start would
+/// hang there for ever with the listeners bound; with `O_NONBLOCK` the open returns (or fails
+/// at once), and what was opened is looked at before it is used.
+fn open_regular(path: &Path, options: &mut fs::OpenOptions) -> Result<fs::File, String> {
+    use nix::errno::Errno;
+    use nix::fcntl::OFlag;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = options
+        .mode(0o644)
+        .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
+        .open(path)
+        .map_err(|e| match e.raw_os_error().map(Errno::from_raw) {
+            Some(Errno::ELOOP) => "a symbolic link, which is not followed".to_string(),
+            // A FIFO nobody reads, opened to write; a socket.
+            Some(Errno::ENXIO) => format!("{}, not a regular file", kind_of(path)),
+            _ => e.to_string(),
+        })?;
+    let metadata = file.metadata().map_err(|e| e.to_string())?;
+    if !metadata.is_file() {
+        return Err(format!(
+            "{}, not a regular file",
+            kind(&metadata.file_type())
+        ));
+    }
+    Ok(file)
+}
+
+/// What is at `path`, in words, for an error.
+fn kind_of(path: &Path) -> &'static str {
+    fs::symlink_metadata(path).map_or("something", |m| kind(&m.file_type()))
+}
+
+fn kind(file_type: &fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    match file_type {
+        t if t.is_fifo() => "a FIFO",
+        t if t.is_socket() => "a socket",
+        t if t.is_dir() => "a directory",
+        t if t.is_char_device() || t.is_block_device() => "a device",
+        t if t.is_symlink() => "a symbolic link",
+        _ => "something",
+    }
 }
 
 /// Make `dir` the property of `user` (and `group`, else the user's own), when this process
@@ -100,7 +154,7 @@ mod tests {
             .join("perdition.imaps")
             .join("perdition.imaps.pid");
         write(&path, None, None).unwrap();
-        assert_eq!(pid_in(&path), Some(std::process::id()));
+        assert_eq!(pid_in(&path), Ok(Some(std::process::id())));
         remove(&path);
         assert!(!path.exists());
     }
@@ -118,7 +172,7 @@ mod tests {
             "{e}"
         );
         remove(&path);
-        assert_eq!(pid_in(&path), Some(other));
+        assert_eq!(pid_in(&path), Ok(Some(other)));
     }
 
     #[test]
@@ -128,6 +182,34 @@ mod tests {
         // Above the kernel's largest pid (4194304): no such process.
         fs::write(&path, "4194305\n").unwrap();
         write(&path, None, None).unwrap();
-        assert_eq!(pid_in(&path), Some(std::process::id()));
+        assert_eq!(pid_in(&path), Ok(Some(std::process::id())));
+    }
+
+    #[test]
+    fn a_fifo_or_a_link_in_its_place_is_refused_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.pid");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        // Nobody opens the other end: a blocking open would never return.
+        let e = write(&fifo, None, None).unwrap_err();
+        assert!(
+            e.contains("fifo.pid") && e.contains("a FIFO, not a regular file"),
+            "{e}"
+        );
+        // Not removed either: it is not ours.
+        remove(&fifo);
+        assert!(fifo.exists());
+        take_back(&fifo);
+
+        let target = dir.path().join("elsewhere");
+        fs::write(&target, "").unwrap();
+        let link = dir.path().join("link.pid");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = write(&link, None, None).unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "");
+
+        let e = write(dir.path(), None, None).unwrap_err();
+        assert!(e.contains("directory"), "{e}");
     }
 }

@@ -53,7 +53,8 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 /// The server side, for implicit TLS and STARTTLS listeners: certificate/key pairs, the first
 /// the default, one chosen per handshake by the name the client asks for and the signatures
 /// it takes ([`crate::certificates`]); `chain` holds intermediates for the first pair whose
-/// file has its certificate alone. The warnings (a certificate expiring soon) are for the log.
+/// file has its certificate alone. The warnings (a certificate expiring soon, a ticket key file
+/// others may read) are for the log.
 ///
 /// `alpn` is the listener's protocol id (RFC 7301): a client that names protocols but not this
 /// one is refused at the handshake, so that a TLS connection meant for another service cannot
@@ -66,7 +67,7 @@ pub fn server_config(
     ticket_keys: Option<&Path>,
 ) -> Result<(Arc<ServerConfig>, Vec<String>), String> {
     let provider = provider();
-    let (certificates, warnings) =
+    let (certificates, mut warnings) =
         crate::certificates::CertificateSet::load(pairs, chain, &provider)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&protocol_versions(versions))
@@ -78,10 +79,12 @@ pub fn server_config(
     let (ticketer, cache) = resumption(&certificates)?;
     config.ticketer = match ticket_keys {
         // Read anew by every reload: a rotation is a new key put first, then a reload.
-        Some(path) => Arc::new(shared_tickets::SharedTickets::load(
-            path,
-            certificates.as_bytes(),
-        )?),
+        Some(path) => {
+            let (tickets, lax) =
+                shared_tickets::SharedTickets::load(path, certificates.as_bytes())?;
+            warnings.extend(lax);
+            Arc::new(tickets)
+        }
         None => ticketer,
     };
     config.session_storage = cache;

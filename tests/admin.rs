@@ -5,8 +5,8 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::time::Duration;
 
@@ -360,4 +360,190 @@ fn the_session_page_reads_in_headless_chromium() {
         "{row}"
     );
     assert!(row.contains("<td>proxying</td>"), "{row}");
+}
+
+/// An IMAP back end that lets anyone in, whatever the name: greets offering SASL-IR and
+/// answers every command OK. Dovecot checks a name's characters (`auth_username_chars`)
+/// before any password, and refuses control characters; a proxied session's user is the name
+/// its client logged in with.
+fn lenient_backend() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let greeting = b"* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=PLAIN] lenient\r\n";
+                let _ = out.write_all(greeting);
+                let mut reader = BufReader::new(stream);
+                let mut line = Vec::new();
+                while reader.read_until(b'\n', &mut line).unwrap_or(0) > 0 {
+                    let tag = String::from_utf8_lossy(&line)
+                        .split(' ')
+                        .next()
+                        .unwrap_or("*")
+                        .to_string();
+                    let answer = format!("{tag} OK [CAPABILITY IMAP4rev1] done\r\n");
+                    let _ = out.write_all(answer.as_bytes());
+                    line.clear();
+                }
+            });
+        }
+    });
+    port
+}
+
+/// A user name that would retitle the admin's terminal (OSC 0 ... BEL) reaches `portcullis
+/// sessions` escaped as the log escapes it, never raw (issue 16).
+#[test]
+fn a_user_name_with_terminal_escapes_is_listed_escaped() {
+    let backend = lenient_backend();
+    let (port, admin) = (free_port(), free_port());
+    let proxy = Proxy::start_toml(&config(port, admin, backend, "", None), &[port, admin]);
+    let _eve = logged_in(port, "\x1b]0;pwned\x07eve", "pw");
+    let listed = wait_sessions(admin, |l| l.iter().any(|s| s["state"] == "proxying"));
+    assert!(
+        listed.iter().any(|s| s["user"] == "\x1b]0;pwned\x07eve"),
+        "{listed:?}\n{}",
+        proxy.log_text()
+    );
+    let out = run_portcullis(&["sessions", "--admin", &format!("127.0.0.1:{admin}")]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}\n{}", proxy.log_text());
+    assert!(
+        !out.stdout.iter().any(|&b| b == 0x1b || b == 0x07),
+        "raw control characters reach the terminal: {table:?}"
+    );
+    assert!(table.contains(r"\x1b]0;pwned\x07eve"), "{table}");
+}
+
+/// How many of `held` the endpoint has closed (EOF or reset) by now.
+fn closed_by_the_endpoint(held: &[TcpStream]) -> usize {
+    held.iter()
+        .filter(|s| {
+            let mut s: &TcpStream = s;
+            s.set_nonblocking(true).unwrap();
+            let mut byte = [0u8; 1];
+            let closed = match s.read(&mut byte) {
+                Ok(0) => true,
+                Ok(_) => false,
+                Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+            };
+            s.set_nonblocking(false).unwrap();
+            closed
+        })
+        .count()
+}
+
+/// Wait until at least `at_least` of `held` were closed by the endpoint; how many were.
+fn wait_closed(held: &[TcpStream], at_least: usize) -> usize {
+    let deadline = std::time::Instant::now() + READ_TIMEOUT;
+    loop {
+        let closed = closed_by_the_endpoint(held);
+        if closed >= at_least || std::time::Instant::now() > deadline {
+            return closed;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Idle connections (issue 16) from one address, then from many, do not keep an authorised
+/// request out: it is answered 200 at once. One address holds at most 4 idle connections (its
+/// oldest are closed for its newest), and a crowd of addresses only ever pushes out the oldest
+/// idle ones. The header time is long here, so that it is not what lets the request in.
+#[test]
+fn idle_connections_from_one_address_or_many_do_not_keep_an_authorised_request_out() {
+    let (port, admin) = (free_port(), free_port());
+    let extra = "token = \"s3cret\"\nheader_timeout_ms = 30000";
+    let proxy = Proxy::start_toml(&config(port, admin, 1, extra, None), &[admin]);
+    let authorised = "Authorization: Bearer s3cret\r\n";
+    let started = std::time::Instant::now();
+
+    let one: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(("127.0.0.1", admin)).unwrap())
+        .collect();
+    let (status, body) = http(admin, "GET", "/metrics", authorised);
+    assert_eq!(status, 200, "{body}\n{}", proxy.log_text());
+    // One address holds 4 waiting connections: the oldest 16 idle ones made room for the
+    // newer, and one more for the request (from the same address); the newest 3 are there.
+    assert_eq!(wait_closed(&one[..17], 17), 17, "{}", proxy.log_text());
+    assert_eq!(closed_by_the_endpoint(&one[17..]), 0);
+
+    let mut many = Vec::new();
+    for host in 2..=9 {
+        for _ in 0..4 {
+            many.push(connect_from(&format!("127.0.0.{host}"), admin).unwrap());
+        }
+    }
+    let (status, body) = http(admin, "GET", "/metrics", authorised);
+    assert_eq!(status, 200, "{body}\n{}", proxy.log_text());
+    assert!(body.contains("portcullis_build_info"), "{body}");
+    // Nothing here waited for the idle ones' header time.
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "{:?}",
+        started.elapsed()
+    );
+    // The newest idle connections are still there: only the oldest made room.
+    let newest = many.len() - 4;
+    assert_eq!(closed_by_the_endpoint(&many[newest..]), 0);
+}
+
+/// An idle connection, and one that sends half its headers, are closed once the header time
+/// (`header_timeout_ms`) is over, not before.
+#[test]
+fn an_idle_admin_connection_is_closed_after_the_header_time() {
+    let (port, admin) = (free_port(), free_port());
+    let extra = "token = \"s3cret\"\nheader_timeout_ms = 500";
+    let proxy = Proxy::start_toml(&config(port, admin, 1, extra, None), &[admin]);
+    let started = std::time::Instant::now();
+    let idle = TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    let mut half = TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    write!(half, "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{admin}\r\n").unwrap();
+    let held = [idle, half];
+    assert_eq!(wait_closed(&held, 2), 2, "{}", proxy.log_text());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500),
+        "closed after {waited:?}"
+    );
+    // A request that is on time is answered as ever.
+    let (status, _) = http(admin, "GET", "/metrics", "Authorization: Bearer s3cret\r\n");
+    assert_eq!(status, 200, "{}", proxy.log_text());
+}
+
+/// Without a token, loopback is no protection: every local account may kick, reload and
+/// upgrade. Said at start and by `check`; not said with a token.
+#[test]
+fn without_a_token_the_start_and_check_say_every_local_account_may_use_the_endpoint() {
+    let (port, admin) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("portcullis.toml");
+    let said = format!(
+        "admin endpoint on 127.0.0.1:{admin} without a token: every local account can see \
+         every session, kick users, reload and upgrade; set [admin] token"
+    );
+    let check = |extra: &str| {
+        std::fs::write(&file, config(port, admin, 1, extra, None)).unwrap();
+        let out = run_portcullis(&["check", "--offline", "--config", file.to_str().unwrap()]);
+        assert!(out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let checked = check("");
+    assert!(checked.contains(&format!("warning: {said}")), "{checked}");
+    let checked = check("token = \"s3cret\"");
+    assert!(!checked.contains("without a token"), "{checked}");
+
+    // At warning level, so that it is there when only warnings are (info lines are not).
+    let toml = config(port, admin, 1, "", None).replace(
+        "destination = \"-\"\n",
+        "destination = \"-\"\nlevel = \"warn\"\n",
+    );
+    let proxy = Proxy::start_toml(&toml, &[admin]);
+    assert!(proxy.wait_log(&said, READ_TIMEOUT), "{}", proxy.log_text());
+    assert!(
+        !proxy.log_text().contains("Admin endpoint on http://"),
+        "info lines are logged too: {}",
+        proxy.log_text()
+    );
 }

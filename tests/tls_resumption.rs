@@ -126,6 +126,8 @@ fn instances_sharing_ticket_keys_resume_each_others_clients() {
         format!("# openssl rand -hex 32\n{}\n", "5a".repeat(32)),
     )
     .unwrap();
+    // As the README says to keep it, whatever the umask.
+    chmod(&keys, 0o640);
     let instance = |shared: bool| {
         let (port, admin) = (free_port(), free_port());
         let mut toml = listeners(port, free_port(), dc.imap, admin);
@@ -147,4 +149,79 @@ fn instances_sharing_ticket_keys_resume_each_others_clients() {
         HandshakeKind::Full,
         "resumed without the shared keys"
     );
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The key file is as secret as a TLS key (issue 16): readable by others is a warning from
+/// `check`, at start and at reload; writable by others or by its group (whoever writes it can
+/// put in a key of their own) is refused by `check` and by the start.
+#[test]
+fn a_ticket_key_file_others_may_read_is_warned_of_and_one_others_may_write_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("ticket.keys");
+    std::fs::write(&keys, format!("{}\n", "5a".repeat(32))).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let toml = listeners(port, free_port(), 1, admin).replace(
+        "tls = \"implicit\"\n",
+        &format!("tls = \"implicit\"\nticket_keys = \"{}\"\n", keys.display()),
+    );
+    let file = dir.path().join("portcullis.toml");
+    std::fs::write(&file, &toml).unwrap();
+    let check = || {
+        let out = run_portcullis(&["check", "--offline", "--config", file.to_str().unwrap()]);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), said)
+    };
+    let readable = format!("tls.ticket_keys {} is readable by others", keys.display());
+
+    chmod(&keys, 0o640);
+    let (ok, said) = check();
+    assert!(ok && !said.contains("ticket_keys"), "{said}");
+
+    chmod(&keys, 0o644);
+    let (ok, said) = check();
+    assert!(ok, "{said}");
+    assert!(
+        said.contains(&format!("warning: {readable} (mode 0644)")),
+        "{said}"
+    );
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    let log = proxy.log_text();
+    assert_eq!(
+        log.matches(&readable).count(),
+        2,
+        "one per listener at start:\n{log}"
+    );
+    proxy.signal("HUP");
+    assert!(
+        proxy.wait_log("Reloaded", READ_TIMEOUT),
+        "{}",
+        proxy.log_text()
+    );
+    let log = proxy.log_text();
+    assert_eq!(
+        log.matches(&readable).count(),
+        4,
+        "and again at reload:\n{log}"
+    );
+    drop(proxy);
+
+    for (mode, by) in [(0o666, "others"), (0o646, "others"), (0o660, "its group")] {
+        chmod(&keys, mode);
+        let refused = format!("is writable by {by} (mode {mode:04o})");
+        let (ok, said) = check();
+        assert!(!ok && said.contains(&refused), "{mode:o}: {said}");
+        let mut proxy = Proxy::start_toml(&toml, &[]);
+        let status = proxy.wait_exit(READ_TIMEOUT);
+        let log = proxy.log_text();
+        assert!(
+            status.is_some_and(|s| !s.success()),
+            "{mode:o} started:\n{log}"
+        );
+        assert!(log.contains(&refused), "{mode:o}:\n{log}");
+    }
 }

@@ -169,3 +169,38 @@ fn under_systemd_an_upgrade_is_refused() {
     assert!(proxy.wait_log("Upgrade refused", READ_TIMEOUT));
     assert!(greeting(port));
 }
+
+/// A FIFO put where the pid file goes (issue 16): opened the usual way it would block until
+/// someone opened its other end, and the start would hang for ever with the listeners bound.
+/// The start is refused instead, at once, naming the file.
+#[test]
+fn a_fifo_at_the_pid_file_stops_the_start_at_once_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("portcullis.pid");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("run mkfifo");
+    assert!(made.success());
+    let port = free_port();
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[process]\npid_file = \"{}\"\n\n\
+         [[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         [listener.backend]\nhost = \"127.0.0.1\"\nport = 1\n",
+        fifo.display()
+    );
+    let mut proxy = Proxy::start_toml(&toml, &[]);
+    // Generous: this is about never, not about how fast.
+    let status = proxy.wait_exit(Duration::from_secs(20));
+    let log = proxy.log_text();
+    let status =
+        status.unwrap_or_else(|| panic!("still starting after 20 s with a FIFO pid file:\n{log}"));
+    assert!(!status.success(), "{log}");
+    assert!(
+        log.contains(&format!(
+            "pid file {}: a FIFO, not a regular file",
+            fifo.display()
+        )),
+        "{log}"
+    );
+}

@@ -26,29 +26,7 @@ impl Endpoint {
         let body = self.ask(Method::GET, "/sessions").await?;
         let sessions: Vec<serde_json::Value> =
             serde_json::from_str(&body).map_err(|e| format!("not a session list: {e}"))?;
-        let mut table = format!(
-            "{:<16} {:<11} {:<22} {:<24} {:<22} {:<9} {:>10} {:>10}\n",
-            "SESSION", "PROTOCOL", "CLIENT", "USER", "BACK END", "STATE", "FROM", "TO"
-        );
-        for s in &sessions {
-            let field = |name: &str| match &s[name] {
-                serde_json::Value::String(v) => v.clone(),
-                serde_json::Value::Null => "-".into(),
-                other => other.to_string(),
-            };
-            table += &format!(
-                "{:<16} {:<11} {:<22} {:<24} {:<22} {:<9} {:>10} {:>10}\n",
-                field("id"),
-                field("protocol"),
-                field("client"),
-                field("user"),
-                field("backend"),
-                field("state"),
-                field("bytes_from_client"),
-                field("bytes_to_client"),
-            );
-        }
-        Ok(table)
+        Ok(table(&sessions))
     }
 
     /// End the sessions `kick` names; how many there were.
@@ -117,5 +95,61 @@ impl Endpoint {
         tokio::time::timeout(ANSWER_TIME, exchange)
             .await
             .map_err(|_| format!("{}: no answer in time", self.address))?
+    }
+}
+
+/// The sessions as columns of text. Every field is escaped as the log escapes a message: a
+/// user name is the client's choice, and ESC or BEL in it would otherwise reach the admin's
+/// terminal raw (retitle the window, move the cursor, rewrite the rows above).
+fn table(sessions: &[serde_json::Value]) -> String {
+    let mut table = format!(
+        "{:<16} {:<11} {:<22} {:<24} {:<22} {:<9} {:>10} {:>10}\n",
+        "SESSION", "PROTOCOL", "CLIENT", "USER", "BACK END", "STATE", "FROM", "TO"
+    );
+    for s in sessions {
+        let field = |name: &str| {
+            let text = match &s[name] {
+                serde_json::Value::String(v) => v.clone(),
+                serde_json::Value::Null => "-".into(),
+                other => other.to_string(),
+            };
+            crate::authlog::one_line(&text).into_owned()
+        };
+        table += &format!(
+            "{:<16} {:<11} {:<22} {:<24} {:<22} {:<9} {:>10} {:>10}\n",
+            field("id"),
+            field("protocol"),
+            field("client"),
+            field("user"),
+            field("backend"),
+            field("state"),
+            field("bytes_from_client"),
+            field("bytes_to_client"),
+        );
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_in_a_user_name_are_shown_escaped_not_sent_to_the_terminal() {
+        let sessions = serde_json::json!([{
+            "id": "abc", "protocol": "imap", "client": "192.0.2.1:5000",
+            "user": "\u{1b}]0;pwned\u{7}eve\u{202e}", "backend": null, "state": "proxying",
+            "bytes_from_client": 12, "bytes_to_client": 34,
+        }]);
+        let shown = table(sessions.as_array().unwrap());
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
+        assert!(shown.contains(r"\x1b]0;pwned\x07eve\u{202e}"), "{shown}");
+        assert!(
+            shown.contains("192.0.2.1:5000") && shown.contains(" 34\n"),
+            "{shown}"
+        );
     }
 }

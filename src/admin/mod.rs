@@ -2,10 +2,12 @@
 //! and `GET /` (an HTML page of the same, rendered here and refreshing itself) for the live
 //! sessions, `POST /sessions/kick?user=U` or `?backend=HOST:PORT` to end sessions, and
 //! `POST /reload` to read the configuration again (as SIGHUP does, with the outcome). Plain
-//! HTTP/1.1 for loopback or a management network, optionally behind a bearer token.
+//! HTTP/1.1 for loopback or a management network, optionally behind a bearer token. Idle
+//! connections cannot keep an admin out: see [`slots`].
 
 pub mod client;
 mod page;
+mod slots;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -18,16 +20,13 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::server::listener::{ReloadRequest, UpgradeRequest};
 use crate::server::registry::Kick;
 use crate::server::services::Services;
+use slots::{Slot, Slots};
 
-/// Admin connections served at once; more are answered 503 and closed.
-const MAX_CONNECTIONS: usize = 16;
-/// A request's headers must be in within this.
-const HEADER_TIME: Duration = Duration::from_secs(10);
 /// A connection's whole life: one request and its answer (a client that does not read its
 /// answer cannot hold a slot longer).
 const CONNECTION_TIME: Duration = Duration::from_secs(30);
@@ -43,6 +42,9 @@ pub struct Admin {
     /// one, and the names configured. A browser led to this address under another name (DNS
     /// rebinding) carries that name, and is refused.
     hosts: Vec<String>,
+    /// How long a connection may take to send its request's headers (`[admin]
+    /// header_timeout_ms`): until then it holds a slot while proving nothing.
+    header_time: Duration,
 }
 
 /// Bind the endpoint's socket (before privileges are dropped, like the listeners).
@@ -86,6 +88,7 @@ impl Admin {
             reloads,
             upgrades,
             hosts,
+            header_time: config.header_timeout(),
         }
     }
 
@@ -96,7 +99,7 @@ impl Admin {
 }
 
 async fn serve(admin: Arc<Admin>, listener: TcpListener) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let slots = Arc::new(Slots::default());
     loop {
         let (tcp, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -105,32 +108,62 @@ async fn serve(admin: Arc<Admin>, listener: TcpListener) {
                 continue;
             }
         };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            // Busy: said so at once rather than left in the queue.
+        let Some((slot, closed)) = slots.enter(peer.ip()) else {
+            // Every slot serves a request that was let in: said so at once rather than left
+            // in the queue.
             let _ = tcp.try_write(
                 b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             );
             continue;
         };
-        let admin = admin.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.answer(request, peer).await) }
-            });
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIME)
-                .keep_alive(false)
-                .serve_connection(TokioIo::new(tcp), service);
-            let _ = tokio::time::timeout(CONNECTION_TIME, connection).await;
-            drop(permit);
-        });
+        tokio::spawn(serve_connection(admin.clone(), tcp, peer, slot, closed));
+    }
+}
+
+/// One request on `tcp`, ended early when a newcomer needs the slot while this one still
+/// waits to be let in, or when its header time is over before it was.
+async fn serve_connection(
+    admin: Arc<Admin>,
+    tcp: tokio::net::TcpStream,
+    peer: SocketAddr,
+    slot: Arc<Slot>,
+    closed: oneshot::Receiver<()>,
+) {
+    let header_time = admin.header_time;
+    let held = slot.clone();
+    let service = hyper::service::service_fn(move |request| {
+        let (admin, slot) = (admin.clone(), slot.clone());
+        async move { Ok::<_, Infallible>(admin.answer(request, peer, &slot).await) }
+    });
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_time)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(tcp), service);
+    let waited_too_long = async {
+        tokio::time::sleep(header_time).await;
+        if held.admitted() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = connection => {}
+        // A sender dropped unsent (the request was let in) closes nothing.
+        Ok(()) = closed => {}
+        _ = waited_too_long => {}
+        _ = tokio::time::sleep(CONNECTION_TIME) => {}
     }
 }
 
 impl Admin {
-    async fn answer(&self, request: Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
+    /// The gate: the request must name this endpoint and carry the token; then it is let in
+    /// and routed.
+    async fn answer(
+        &self,
+        request: Request<Incoming>,
+        peer: SocketAddr,
+        slot: &Slot,
+    ) -> Response<Full<Bytes>> {
         let host = request
             .headers()
             .get(hyper::header::HOST)
@@ -150,6 +183,18 @@ impl Admin {
             );
             return response;
         }
+        // Let in: the connection no longer counts as one that may be idle.
+        slot.admit();
+        // A browser sends Origin with a cross-site form: a page elsewhere must not be able to
+        // kick, reload or upgrade through an admin's browser.
+        if request.method() == Method::POST && request.headers().contains_key(hyper::header::ORIGIN)
+        {
+            return text(StatusCode::FORBIDDEN, "not from a browser\n");
+        }
+        self.route(&request, peer).await
+    }
+
+    async fn route(&self, request: &Request<Incoming>, peer: SocketAddr) -> Response<Full<Bytes>> {
         let registry = &self.services.registry;
         match (request.method(), request.uri().path()) {
             (&Method::GET, "/metrics") => {
@@ -172,77 +217,71 @@ impl Admin {
                 "text/html; charset=utf-8",
             ),
             (&Method::POST, "/sessions/kick") => {
-                // A browser sends Origin with a cross-site form: a page elsewhere must not
-                // be able to kick anyone through an admin's browser.
-                if request.headers().contains_key(hyper::header::ORIGIN) {
-                    return text(StatusCode::FORBIDDEN, "not from a browser\n");
-                }
-                match kick_from_query(request.uri().query().unwrap_or_default()) {
-                    Ok(kick) => {
-                        // The client comes back at once: its route is to be asked anew.
-                        self.services.forget_map_answers();
-                        let kicked = registry.kick(&kick);
-                        let what = match &kick {
-                            Kick::User(u) => format!("user={u}"),
-                            Kick::Backend(b) => format!("backend={b}"),
-                        };
-                        self.services.logger.info(&format!(
-                            "Admin kick {what} from {peer}: {kicked} sessions ended"
-                        ));
-                        let json = serde_json::json!({ "kicked": kicked }).to_string();
-                        with_type(StatusCode::OK, json + "\n", "application/json")
-                    }
-                    Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
-                }
+                self.kick(request.uri().query().unwrap_or_default(), peer)
             }
-            (&Method::POST, "/reload") => {
-                if request.headers().contains_key(hyper::header::ORIGIN) {
-                    return text(StatusCode::FORBIDDEN, "not from a browser\n");
-                }
-                self.services
-                    .logger
-                    .info(&format!("Admin reload asked from {peer}"));
-                let (reply, answer) = oneshot::channel();
-                let asked = self
-                    .reloads
-                    .send(ReloadRequest { reply: Some(reply) })
-                    .await;
-                match (asked, answer.await) {
-                    (Ok(()), Ok(Ok(summary))) => {
-                        text(StatusCode::OK, &format!("reloaded: {summary}\n"))
-                    }
-                    (Ok(()), Ok(Err(why))) => text(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        &format!("not reloaded, the running configuration stays: {why}\n"),
-                    ),
-                    _ => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
-                }
-            }
-            (&Method::POST, "/upgrade") => {
-                if request.headers().contains_key(hyper::header::ORIGIN) {
-                    return text(StatusCode::FORBIDDEN, "not from a browser\n");
-                }
-                self.services
-                    .logger
-                    .info(&format!("Admin upgrade asked from {peer}"));
-                let (reply, answer) = oneshot::channel();
-                let asked = self
-                    .upgrades
-                    .send(UpgradeRequest { reply: Some(reply) })
-                    .await;
-                match (asked, answer.await) {
-                    (Ok(()), Ok(Ok(line))) => text(StatusCode::OK, &format!("{line}\n")),
-                    (Ok(()), Ok(Err(why))) => text(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        &format!("not upgraded, this process goes on: {why}\n"),
-                    ),
-                    _ => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
-                }
-            }
+            (&Method::POST, "/reload") => self.reload(peer).await,
+            (&Method::POST, "/upgrade") => self.upgrade(peer).await,
             (_, "/metrics" | "/sessions" | "/" | "/sessions/kick" | "/reload" | "/upgrade") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+
+    fn kick(&self, query: &str, peer: SocketAddr) -> Response<Full<Bytes>> {
+        let kick = match kick_from_query(query) {
+            Ok(kick) => kick,
+            Err(e) => return text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+        };
+        // The client comes back at once: its route is to be asked anew.
+        self.services.forget_map_answers();
+        let kicked = self.services.registry.kick(&kick);
+        let what = match &kick {
+            Kick::User(u) => format!("user={u}"),
+            Kick::Backend(b) => format!("backend={b}"),
+        };
+        self.services.logger.info(&format!(
+            "Admin kick {what} from {peer}: {kicked} sessions ended"
+        ));
+        let json = serde_json::json!({ "kicked": kicked }).to_string();
+        with_type(StatusCode::OK, json + "\n", "application/json")
+    }
+
+    async fn reload(&self, peer: SocketAddr) -> Response<Full<Bytes>> {
+        self.services
+            .logger
+            .info(&format!("Admin reload asked from {peer}"));
+        let (reply, answer) = oneshot::channel();
+        let asked = self
+            .reloads
+            .send(ReloadRequest { reply: Some(reply) })
+            .await;
+        match (asked, answer.await) {
+            (Ok(()), Ok(Ok(summary))) => text(StatusCode::OK, &format!("reloaded: {summary}\n")),
+            (Ok(()), Ok(Err(why))) => text(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("not reloaded, the running configuration stays: {why}\n"),
+            ),
+            _ => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
+        }
+    }
+
+    async fn upgrade(&self, peer: SocketAddr) -> Response<Full<Bytes>> {
+        self.services
+            .logger
+            .info(&format!("Admin upgrade asked from {peer}"));
+        let (reply, answer) = oneshot::channel();
+        let asked = self
+            .upgrades
+            .send(UpgradeRequest { reply: Some(reply) })
+            .await;
+        match (asked, answer.await) {
+            (Ok(()), Ok(Ok(line))) => text(StatusCode::OK, &format!("{line}\n")),
+            (Ok(()), Ok(Err(why))) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("not upgraded, this process goes on: {why}\n"),
+            ),
+            _ => text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n"),
         }
     }
 

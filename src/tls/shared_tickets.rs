@@ -33,10 +33,10 @@ impl std::fmt::Debug for SharedTickets {
 }
 
 impl SharedTickets {
-    /// The keys in `path`, for tickets of the certificate set `binding`.
-    pub fn load(path: &Path, binding: &[u8]) -> Result<SharedTickets, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("tls.ticket_keys {}: {e}", path.display()))?;
+    /// The keys in `path`, for tickets of the certificate set `binding`, and a warning worth
+    /// a log line when the file is readable by others.
+    pub fn load(path: &Path, binding: &[u8]) -> Result<(SharedTickets, Option<String>), String> {
+        let (text, warning) = read_key_file(path)?;
         let mut keys = Vec::new();
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
@@ -63,12 +63,60 @@ impl SharedTickets {
         if keys.is_empty() {
             return Err(format!("tls.ticket_keys {}: no key in it", path.display()));
         }
-        Ok(SharedTickets {
+        let tickets = SharedTickets {
             keys,
             binding: binding.to_vec(),
             random: SystemRandom::new(),
-        })
+        };
+        Ok((tickets, warning))
     }
+}
+
+/// The key file's text, once its permissions are known to be safe, and a warning when they are
+/// lax. Whoever reads the keys opens every ticket sealed with them (the session keys are in
+/// the ticket): readable by others is worth a warning (it ran so before, and a fleet's key
+/// may still be meant for a readable place). Whoever writes them can put a key of their own
+/// first, so that every new session's keys are sealed under it: writable by anyone but its
+/// owner (group or others) is refused. Opened without blocking, and only a regular file
+/// read, so that a FIFO in its place does not hang a start or a reload.
+fn read_key_file(path: &Path) -> Result<(String, Option<String>), String> {
+    use std::io::Read;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let shown = path.display();
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(|e| format!("tls.ticket_keys {shown}: {e}"))?;
+    let metadata = file
+        .metadata()
+        .map_err(|e| format!("tls.ticket_keys {shown}: {e}"))?;
+    if !metadata.is_file() {
+        return Err(format!("tls.ticket_keys {shown}: not a regular file"));
+    }
+    let mode = metadata.permissions().mode() & 0o777;
+    if mode & 0o022 != 0 {
+        return Err(format!(
+            "tls.ticket_keys {shown} is writable by {} (mode {mode:04o}): whoever can write \
+             it can put in a key of their own and read the sessions sealed under it; \
+             chmod 640 (or 600)",
+            if mode & 0o002 != 0 {
+                "others"
+            } else {
+                "its group"
+            }
+        ));
+    }
+    let warning = (mode & 0o004 != 0).then(|| {
+        format!(
+            "tls.ticket_keys {shown} is readable by others (mode {mode:04o}): whoever reads \
+             it can open every session ticket sealed with it; chmod 640 (or 600)"
+        )
+    });
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .map_err(|e| format!("tls.ticket_keys {shown}: {e}"))?;
+    Ok((text, warning))
 }
 
 impl rustls::server::ProducesTickets for SharedTickets {
@@ -117,26 +165,33 @@ mod tests {
     use super::*;
     use rustls::server::ProducesTickets;
 
+    /// A key file of mode 0600 (the temporary file's own).
     fn keys(lines: &str) -> tempfile::NamedTempFile {
         let file = tempfile::NamedTempFile::new().unwrap();
         std::fs::write(file.path(), lines).unwrap();
         file
     }
 
+    fn load(path: &Path, binding: &[u8]) -> SharedTickets {
+        let (tickets, warning) = SharedTickets::load(path, binding).unwrap();
+        assert_eq!(warning, None);
+        tickets
+    }
+
     #[test]
     fn another_instance_opens_what_one_sealed_and_nothing_else() {
         let (a, b) = ("11".repeat(32), "22".repeat(32));
         let file = keys(&format!("# current first\n{a}\n{b}\n"));
-        let one = SharedTickets::load(file.path(), b"set").unwrap();
-        let two = SharedTickets::load(file.path(), b"set").unwrap();
+        let one = load(file.path(), b"set");
+        let two = load(file.path(), b"set");
         let ticket = one.encrypt(b"session").unwrap();
         assert_eq!(two.decrypt(&ticket).as_deref(), Some(&b"session"[..]));
         // Rotated: a new key first, the old one still opens.
         let rotated = keys(&format!("{}\n{a}\n", "33".repeat(32)));
-        let three = SharedTickets::load(rotated.path(), b"set").unwrap();
+        let three = load(rotated.path(), b"set");
         assert_eq!(three.decrypt(&ticket).as_deref(), Some(&b"session"[..]));
         // Another certificate set, a tampered ticket, garbage: nothing.
-        let other = SharedTickets::load(file.path(), b"other set").unwrap();
+        let other = load(file.path(), b"other set");
         assert_eq!(other.decrypt(&ticket), None);
         let mut tampered = ticket.clone();
         *tampered.last_mut().unwrap() ^= 1;
@@ -153,6 +208,35 @@ mod tests {
             assert!(
                 SharedTickets::load(file.path(), b"set").is_err(),
                 "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_file_others_may_read_is_a_warning_and_one_others_may_write_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let file = keys(&format!("{}\n", "11".repeat(32)));
+        let chmod = |mode| {
+            std::fs::set_permissions(file.path(), std::fs::Permissions::from_mode(mode)).unwrap()
+        };
+        for mode in [0o600, 0o640, 0o400, 0o440] {
+            chmod(mode);
+            let (_, warning) = SharedTickets::load(file.path(), b"set").unwrap();
+            assert_eq!(warning, None, "{mode:o}");
+        }
+        chmod(0o644);
+        let (_, warning) = SharedTickets::load(file.path(), b"set").unwrap();
+        let warning = warning.expect("a warning for 0644");
+        assert!(
+            warning.contains("readable by others (mode 0644)"),
+            "{warning}"
+        );
+        for (mode, by) in [(0o666, "others"), (0o646, "others"), (0o660, "its group")] {
+            chmod(mode);
+            let e = SharedTickets::load(file.path(), b"set").unwrap_err();
+            assert!(
+                e.contains(&format!("writable by {by} (mode {mode:04o})")),
+                "{e}"
             );
         }
     }
