@@ -982,17 +982,20 @@ fn stages(name: &str, value: Option<&str>) -> Result<Stages, String> {
 
 /// The user-name options: domain delimiter, strip and add domain, query keys.
 fn user_names<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<UserNames, String> {
+    let defaults = UserNames::default();
+    // A trailing number is the strip depth of a domain derived from reverse DNS (with
+    // explicit_domain it has no effect).
+    let mut domain_strip_depth = defaults.domain_strip_depth;
     let add_domain = get("add_domain").map(|value| {
-        // A trailing number is the strip depth for a domain derived from reverse DNS, which
-        // Portcullis does not do; with explicit_domain it has no effect.
-        let states: Vec<&str> = value
-            .split(',')
-            .map(str::trim)
-            .filter(|s| s.parse::<u32>().is_err())
-            .collect();
+        let mut states = Vec::new();
+        for part in value.split(',').map(str::trim) {
+            match part.parse::<u32>() {
+                Ok(depth) => domain_strip_depth = depth,
+                Err(_) => states.push(part),
+            }
+        }
         states.join(",")
     });
-    let defaults = UserNames::default();
     Ok(UserNames {
         domain_delimiter: get("domain_delimiter")
             .map(str::to_string)
@@ -1002,6 +1005,7 @@ fn user_names<'a>(get: &impl Fn(&str) -> Option<&'a str>) -> Result<UserNames, S
         explicit_domain: get("explicit_domain")
             .filter(|d| !d.is_empty())
             .map(str::to_string),
+        domain_strip_depth,
         lower_case: Stages::None,
         query_key: get("query_key")
             .map(|formats| {

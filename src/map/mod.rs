@@ -11,6 +11,7 @@ pub mod flat_file;
 pub mod gdbm;
 pub mod http;
 pub mod ldap;
+pub mod local_domain;
 pub mod popmap_re;
 pub mod reload;
 pub mod rewrite;

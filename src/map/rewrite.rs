@@ -51,7 +51,12 @@ pub struct UserNames {
     pub strip_domain: Stages,
     /// Append `<delimiter><explicit_domain>` to a name without a domain.
     pub add_domain: Stages,
+    /// Without it, `add_domain` adds the reverse DNS name of the local address the client
+    /// connected to, less its first `domain_strip_depth` labels (Perdition's hosting of
+    /// several domains by address).
     pub explicit_domain: Option<String>,
+    /// Perdition's `-A STATES,DEPTH`: default 1 (`mail.example.org` → `example.org`).
+    pub domain_strip_depth: u32,
     /// Lower-case the name (the listener's `lower_case`).
     #[serde(skip)]
     pub lower_case: Stages,
@@ -68,6 +73,7 @@ impl Default for UserNames {
             strip_domain: Stages::None,
             add_domain: Stages::None,
             explicit_domain: None,
+            domain_strip_depth: 1,
             lower_case: Stages::None,
             query_key: Vec::new(),
         }
@@ -160,13 +166,6 @@ impl UserNames {
     /// Problems `portcullis check` reports.
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        if self.add_domain != Stages::None && self.explicit_domain.is_none() {
-            problems.push(
-                "add_domain needs explicit_domain (Portcullis does not derive a domain from \
-                 reverse DNS of the local address)"
-                    .to_string(),
-            );
-        }
         if self.domain_delimiter.is_empty() {
             problems.push("domain_delimiter is empty".to_string());
         }

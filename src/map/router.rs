@@ -12,7 +12,10 @@ use std::time::Instant;
 use crate::config::BackendTls;
 use crate::protocol::Secret;
 
-use super::rewrite::UserNames;
+use std::borrow::Cow;
+
+use super::local_domain::LocalDomains;
+use super::rewrite::{Stages, UserNames};
 use super::route::{parse_route, Route};
 use super::servers::{rotate_randomly, DeadServers};
 use super::{Answer, Endpoint, Login, Map, MapError, Query, Target};
@@ -51,20 +54,24 @@ pub struct Router {
     pub master: Option<Master>,
     /// Kept across reloads.
     pub dead: std::sync::Arc<DeadServers>,
+    /// The local addresses' reverse-DNS domains, for `add_domain` without `explicit_domain`.
+    pub local_domains: std::sync::Arc<LocalDomains>,
 }
 
 impl Router {
     pub async fn route(&self, login: &Login<'_>) -> Result<Target, MapError> {
         let name = login.user;
+        let names = self.names_for(login.connection).await;
+        let names = names.as_ref();
         // A client naming its own server never skips a map that checks passwords: the
         // service would never be asked.
         if self.client_server_specification && !self.map_checks_passwords() {
-            if let Some(target) = self.client_named(name) {
+            if let Some(target) = self.client_named(names, name) {
                 return Ok(target);
             }
         }
         let found = match &self.map {
-            Some(map) => self.ask(map.as_ref(), login).await,
+            Some(map) => self.ask(map.as_ref(), names, login).await,
             None => Err(MapError::NotFound),
         };
         let mut map_user = None;
@@ -93,9 +100,9 @@ impl Router {
                     let user = match (&route.user, self.username_from_map) {
                         (Some(user), true) => {
                             map_user = Some(user.clone());
-                            self.names.login_name(user)
+                            names.login_name(user)
                         }
-                        _ => self.names.login_name(name),
+                        _ => names.login_name(name),
                     };
                     (vec![self.endpoint(&route)], user, route.password)
                 }
@@ -114,7 +121,7 @@ impl Router {
                 if self.random_first {
                     rotate_randomly(&mut servers);
                 }
-                (servers, self.names.login_name(name), None)
+                (servers, names.login_name(name), None)
             }
             Err(e) => return Err(e),
         };
@@ -128,18 +135,40 @@ impl Router {
         })
     }
 
+    /// The listener's name rules, with the domain of the local address the client reached
+    /// when `add_domain` has no `explicit_domain` (Perdition's reverse-DNS domains).
+    async fn names_for(&self, connection: &super::Connection) -> Cow<'_, UserNames> {
+        if self.names.add_domain == Stages::None || self.names.explicit_domain.is_some() {
+            return Cow::Borrowed(&self.names);
+        }
+        let depth = self.names.domain_strip_depth;
+        let domain = self
+            .local_domains
+            .domain(connection.local.ip(), depth)
+            .await;
+        Cow::Owned(UserNames {
+            explicit_domain: domain,
+            ..self.names.clone()
+        })
+    }
+
     fn map_checks_passwords(&self) -> bool {
         self.map.as_ref().is_some_and(|m| m.answers_from_password())
     }
 
     /// Each lookup key in turn, until the map knows one; the first failure ends the search.
-    async fn ask(&self, map: &dyn Map, login: &Login<'_>) -> Result<Route, MapError> {
-        for key in self.names.lookup_keys(login.user, login.connection) {
+    async fn ask(
+        &self,
+        map: &dyn Map,
+        names: &UserNames,
+        login: &Login<'_>,
+    ) -> Result<Route, MapError> {
+        for key in names.lookup_keys(login.user, login.connection) {
             let query = Query { key: &key, login };
             match map.lookup(&query).await {
                 Ok(Answer::Route(route)) => return Ok(route),
                 Ok(Answer::Text(value)) => {
-                    return parse_route(&value, &self.names.domain_delimiter)
+                    return parse_route(&value, &names.domain_delimiter)
                         .map_err(|e| MapError::Unavailable(format!("{}: {e}", map.describe())))
                 }
                 Err(MapError::NotFound) => continue,
@@ -150,13 +179,13 @@ impl Router {
     }
 
     /// `user<delimiter>host[:port]` from the client itself.
-    fn client_named(&self, name: &str) -> Option<Target> {
-        let (_, server) = self.names.split(name);
+    fn client_named(&self, names: &UserNames, name: &str) -> Option<Target> {
+        let (_, server) = names.split(name);
         if server.is_empty() {
             return None;
         }
-        let route = parse_route(name, &self.names.domain_delimiter).ok()?;
-        let user = self.names.login_name(route.user.as_deref()?);
+        let route = parse_route(name, &names.domain_delimiter).ok()?;
+        let user = names.login_name(route.user.as_deref()?);
         Some(Target {
             endpoints: vec![self.endpoint(&route)],
             user,
@@ -179,7 +208,6 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::map::rewrite::Stages;
     use crate::map::{Connection, LookupFuture};
     use crate::protocol::Protocol;
 
@@ -243,6 +271,7 @@ mod tests {
             username_from_map: false,
             master: None,
             dead: Default::default(),
+            local_domains: Default::default(),
         }
     }
 

@@ -67,6 +67,9 @@ pub async fn login(
             .metrics
             .map_lookup(map.kind.name(), result, asked.elapsed());
     }
+    for line in router.local_domains.take_failures() {
+        services.logger.warning(&line);
+    }
     let target = match routed {
         Ok(target) => target,
         Err(MapError::Denied(message)) => return (LoginOutcome::Denied { message }, None),

@@ -275,6 +275,7 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
             .as_ref()
             .is_some_and(|m| m.username_from_map || m.kind == MapKind::Http),
         dead: Default::default(),
+        local_domains: Default::default(),
     })
 }
 
