@@ -34,7 +34,11 @@ fn the_service_routes_users_and_gets_nginxs_headers() {
     let service = AuthService::start(move |h, _| match h["auth-user"].as_str() {
         "alice" => ok(p1),
         "bob" => ok(p2),
-        _ => vec![("Auth-Status".into(), "Invalid login or password".into())],
+        // With Auth-Wait the client may try again on the same connection.
+        _ => vec![
+            ("Auth-Status".into(), "Invalid login or password".into()),
+            ("Auth-Wait".into(), "1".into()),
+        ],
     });
     let port = free_port();
     let _proxy = proxy(port, &service);

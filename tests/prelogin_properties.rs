@@ -81,8 +81,11 @@ impl Outcome {
             },
             Outcome::Rejected => LoginOutcome::Rejected { text: "no".into() },
             Outcome::Refused => LoginOutcome::Refused(Refusal::ForbiddenCharacters),
+            // Both kinds of refusal: one that lets the client retry (nginx: with
+            // Auth-Wait), one that closes.
             Outcome::Denied(message) => LoginOutcome::Denied {
                 message: message.clone(),
+                retry: message.len() % 2 == 0,
             },
             Outcome::Failed => LoginOutcome::no_connection("connect refused"),
         }

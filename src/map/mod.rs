@@ -58,6 +58,10 @@ pub struct Connection {
     pub local: SocketAddr,
     /// The client leg is encrypted.
     pub tls: bool,
+    /// The client leg's TLS version and cipher suite, once known (nginx's `auth_http`
+    /// names them to its service).
+    pub tls_version: Option<rustls::ProtocolVersion>,
+    pub tls_cipher: Option<rustls::CipherSuite>,
     /// This session's id, also given to the back end when the client is forwarded.
     pub session: String,
     /// The client's own IMAP `ID` fields, passed on to a back end that takes `ID`.
@@ -80,6 +84,8 @@ impl Connection {
             peer,
             local,
             tls,
+            tls_version: None,
+            tls_cipher: None,
             session,
             client_id: Vec::new(),
             proxy_ttl: PROXY_TTL,
@@ -170,7 +176,9 @@ pub enum MapError {
     /// The map itself failed (directory down, bad answer...): the user is told to try later.
     Unavailable(String),
     /// The map refused the login, with words for the user (nginx's `Auth-Status: <text>`).
-    Denied(String),
+    /// `retry`: the client may try again on this connection (nginx keeps it only when the
+    /// service sent `Auth-Wait`, and closes it otherwise).
+    Denied { message: String, retry: bool },
 }
 
 /// What a map knows about a key.

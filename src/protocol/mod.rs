@@ -68,6 +68,26 @@ pub fn loggable_user(user: &str) -> &str {
     }
 }
 
+/// A response code at the start of `text` (IMAP `[UNAVAILABLE]`, POP3 `[SYS/TEMP]` with
+/// `open` `[`; ManageSieve `(TRYLATER)` with `(`), and the words after it. A service that
+/// words its refusal with a code means the client to act on that code: the front end then
+/// puts none of its own in front. A code is an atom-like word (a letter first, then letters,
+/// digits, `-`, `/`, `.`), optionally followed by arguments up to `close` with IMAP's `[`.
+pub fn leading_response_code(text: &str, open: char) -> Option<(&str, &str)> {
+    let close = if open == '[' { ']' } else { ')' };
+    let inside = text.strip_prefix(open)?;
+    let end = inside.find(close)?;
+    let (word, arguments) = inside[..end]
+        .split_once(' ')
+        .unwrap_or((&inside[..end], ""));
+    let atom = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '/' | '.');
+    let word_ok = word.starts_with(|c: char| c.is_ascii_alphabetic()) && word.chars().all(atom);
+    // ManageSieve's codes with arguments carry quoted strings; only IMAP's and POP3's
+    // bracketed codes are taken with arguments.
+    let arguments_ok = arguments.is_empty() || (open == '[' && !arguments.contains(open));
+    (word_ok && arguments_ok).then(|| (&text[..end + 2], text[end + 2..].trim_start()))
+}
+
 impl Credentials {
     /// The one check every login path passes, whatever the protocol: `Err` with the part of
     /// the user name fit for the log ([`loggable_user`]) when the user name or the password
@@ -159,8 +179,10 @@ pub enum LoginOutcome {
     Rejected { text: String },
     /// The proxy refused the attempt itself, without asking a back end.
     Refused(Refusal),
-    /// The routing service refused it with words for the user (nginx's `auth_http`).
-    Denied { message: String },
+    /// The routing service refused it with words for the user (nginx's `auth_http`);
+    /// `retry`: the client may try again on this connection, else it is closed after the
+    /// answer (nginx keeps it only after a refusal with `Auth-Wait`).
+    Denied { message: String, retry: bool },
     /// The login could not be carried out; the client is told to try later. `reason` is for
     /// the log only.
     Failed { failure: Failure, reason: String },
@@ -585,5 +607,33 @@ mod credential_tests {
             !text.contains("s3cret") && !text.contains("czNjcmV0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn leading_response_codes_are_recognised() {
+        let code = leading_response_code;
+        assert_eq!(
+            code("[UNAVAILABLE] Try later", '['),
+            Some(("[UNAVAILABLE]", "Try later"))
+        );
+        assert_eq!(code("[SYS/TEMP] x", '['), Some(("[SYS/TEMP]", "x")));
+        assert_eq!(
+            code("[BADCHARSET UTF-8] x", '['),
+            Some(("[BADCHARSET UTF-8]", "x"))
+        );
+        assert_eq!(code("(TRYLATER) x", '('), Some(("(TRYLATER)", "x")));
+        assert_eq!(code("(QUOTA/MAXSIZE)", '('), Some(("(QUOTA/MAXSIZE)", "")));
+        for words in [
+            "[unclosed",
+            "[] x",
+            "[1abc] x",
+            " [UNAVAILABLE] x",
+            "no code",
+        ] {
+            assert_eq!(code(words, '['), None, "{words}");
+        }
+        for words in ["(SASL \"x\") y", "[TRYLATER] x", "(a b) c"] {
+            assert_eq!(code(words, '('), None, "{words}");
+        }
     }
 }

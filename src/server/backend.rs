@@ -60,7 +60,7 @@ pub async fn login(
             Ok(target) if target.fallback_reason.is_some() => "error",
             Ok(_) => "found",
             Err(MapError::NotFound) => "not_found",
-            Err(MapError::Denied(_)) => "denied",
+            Err(MapError::Denied { .. }) => "denied",
             Err(MapError::Unavailable(_)) => "error",
         };
         services
@@ -69,7 +69,9 @@ pub async fn login(
     }
     let target = match routed {
         Ok(target) => target,
-        Err(MapError::Denied(message)) => return (LoginOutcome::Denied { message }, None),
+        Err(MapError::Denied { message, retry }) => {
+            return (LoginOutcome::Denied { message, retry }, None)
+        }
         Err(MapError::NotFound) => {
             // Perdition's line: the port is known, the server is not.
             record.server = Some(format!("(null):{}", router.defaults.port));

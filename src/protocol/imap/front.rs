@@ -5,7 +5,7 @@ use crate::protocol::conversation::{
 };
 use crate::protocol::line::{pop_line, Line};
 use crate::protocol::sasl::{Mechanism, Next, PlainError};
-use crate::protocol::{ClientEvent, Credentials, NamedClient};
+use crate::protocol::{leading_response_code, ClientEvent, Credentials, NamedClient};
 
 use super::command::{parse_command, Command, CommandError, Parsed, Token};
 
@@ -352,7 +352,12 @@ impl Dialect for Imap {
     }
 
     fn denied(&self, tag: Option<String>, message: &str) -> Vec<u8> {
-        self.answer(tag, &format!("NO [AUTHENTICATIONFAILED] {message}"))
+        // The service's own code (`[UNAVAILABLE]`: try later) is the one the client acts
+        // on; a second in front would hide it, as nginx shows the text unchanged.
+        match leading_response_code(message, '[') {
+            Some(_) => self.answer(tag, &format!("NO {message}")),
+            None => self.answer(tag, &format!("NO [AUTHENTICATIONFAILED] {message}")),
+        }
     }
 
     fn client_id(&self) -> Vec<(String, String)> {
@@ -641,6 +646,46 @@ mod tests {
         assert!(String::from_utf8(r.bytes)
             .unwrap()
             .ends_with("* BYE Too many failed logins\r\n"));
+    }
+
+    fn denied(message: &str, retry: bool) -> LoginOutcome {
+        LoginOutcome::Denied {
+            message: message.into(),
+            retry,
+        }
+    }
+
+    #[test]
+    fn a_services_own_response_code_is_not_doubled() {
+        let mut m = machine();
+        feed(&mut m, b"a LOGIN alice pw\r\n");
+        let r = m.login_finished(&denied("[UNAVAILABLE] Temporary server problem", true));
+        assert_eq!(r.bytes, b"a NO [UNAVAILABLE] Temporary server problem\r\n");
+        let mut m = machine();
+        feed(&mut m, b"b LOGIN alice pw\r\n");
+        let r = m.login_finished(&denied("Invalid login or password", true));
+        let expected = b"b NO [AUTHENTICATIONFAILED] Invalid login or password\r\n";
+        assert_eq!(r.bytes, expected);
+        // Brackets that are no code are words: the proxy's code goes first.
+        let mut m = machine();
+        feed(&mut m, b"c LOGIN alice pw\r\n");
+        let r = m.login_finished(&denied("[not a code", true));
+        assert_eq!(r.bytes, b"c NO [AUTHENTICATIONFAILED] [not a code\r\n");
+    }
+
+    #[test]
+    fn a_refusal_without_retry_closes_after_the_answer_alone() {
+        let mut m = machine();
+        feed(&mut m, b"a LOGIN alice pw\r\nb NOOP\r\n");
+        let r = m.login_finished(&denied("Invalid login or password", false));
+        assert_eq!(r.next, AfterLogin::Close);
+        let expected = b"a NO [AUTHENTICATIONFAILED] Invalid login or password\r\n";
+        assert_eq!(r.bytes, expected);
+        assert_eq!(m.next_event(), ClientEvent::NeedInput);
+        let mut m = machine();
+        feed(&mut m, b"a LOGIN alice pw\r\n");
+        let r = m.login_finished(&denied("Invalid login or password", true));
+        assert_eq!(r.next, AfterLogin::Continue);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::protocol::conversation::{
 };
 use crate::protocol::line::{pop_line, split_word, Line};
 use crate::protocol::sasl::{Mechanism, Next, PlainError};
-use crate::protocol::{ClientEvent, Credentials, NamedClient};
+use crate::protocol::{leading_response_code, ClientEvent, Credentials, NamedClient};
 
 /// Advertised before login when the configuration does not say otherwise, one CAPA line each.
 pub const DEFAULT_CAPABILITY: &[&str] = &[
@@ -306,7 +306,12 @@ impl Dialect for Pop3 {
     }
 
     fn denied(&self, _: Option<()>, message: &str) -> Vec<u8> {
-        format!("-ERR [AUTH] {message}\r\n").into_bytes()
+        // An RFC 2449/3206 code of the service's own (`[SYS/TEMP]`: try later) is the one
+        // the client acts on; `[AUTH]` in front would hide it.
+        match leading_response_code(message, '[') {
+            Some(_) => format!("-ERR {message}\r\n").into_bytes(),
+            None => format!("-ERR [AUTH] {message}\r\n").into_bytes(),
+        }
     }
 
     fn answer(&self, _: Option<()>, text: &str) -> Vec<u8> {
@@ -687,6 +692,23 @@ mod tests {
         assert_eq!(r.bytes, b"-ERR [AUTH] Authentication failed.\r\n".to_vec());
         assert_eq!(m.next_event(), ClientEvent::NeedInput);
         assert!(m.take_unprocessed().is_empty());
+    }
+
+    #[test]
+    fn a_services_own_response_code_is_not_doubled_and_no_retry_closes() {
+        let denied = |message: &str, retry| LoginOutcome::Denied {
+            message: message.into(),
+            retry,
+        };
+        let mut m = machine();
+        feed(&mut m, b"USER alice\r\nPASS pw\r\n");
+        let r = m.login_finished(&denied("[SYS/TEMP] Temporary server problem", true));
+        assert_eq!(r.bytes, b"-ERR [SYS/TEMP] Temporary server problem\r\n");
+        assert_eq!(r.next, AfterLogin::Continue);
+        feed(&mut m, b"USER alice\r\nPASS pw\r\n");
+        let r = m.login_finished(&denied("Invalid login or password", false));
+        assert_eq!(r.bytes, b"-ERR [AUTH] Invalid login or password\r\n");
+        assert_eq!(r.next, AfterLogin::Close);
     }
 
     #[test]
