@@ -708,3 +708,54 @@ fn a_malformed_reply_is_unavailable_and_logged_as_malformed() {
         );
     }
 }
+
+/// nginx passes a login name that is not UTF-8 to its service (escaped as it escapes every
+/// name, other bytes as they are); so does Portcullis behind an http map, and the service
+/// decides: with its Auth-User the user logs in as that, without one the name (nobody's) is
+/// refused. The log shows the name escaped, never its raw bytes.
+#[test]
+fn a_name_that_is_not_utf8_goes_to_the_service_as_nginx_sends_it() {
+    let dc = Dovecot::start();
+    let p = dc.pop3;
+    let service = AuthService::start(move |h, _| {
+        let mut reply = ok(p);
+        reply[1].1 = "127.0.0.1".into();
+        if h["auth-user"] == "caf\\xE9" {
+            reply.push(("Auth-User".into(), "alice".into()));
+        }
+        reply
+    });
+    let nginx = Nginx::start(&service);
+    let (proxy, port) = portcullis("pop3", &service, None);
+    let login = |port: u16, name: &[u8]| {
+        let mut c = Client::plain(port);
+        c.expect_line("+OK");
+        c.send(&[&b"USER "[..], name, b"\r\n"].concat());
+        c.expect_line("+OK");
+        c.send_line("PASS alicepw");
+        c.read_line()
+    };
+    let logs = || format!("{}\nPortcullis:\n{}", nginx.log(), proxy.log_text());
+    let theirs = login(nginx.pop3, b"caf\xe9");
+    let ours = login(port, b"caf\xe9");
+    assert!(
+        theirs.starts_with("+OK") && ours.starts_with("+OK"),
+        "{theirs} {ours}: {}",
+        logs()
+    );
+    let requests = service.requests();
+    assert_eq!(
+        requests[0]["auth-user"],
+        requests[1]["auth-user"],
+        "{}",
+        logs()
+    );
+    let ours = login(port, b"\xff\xfe");
+    assert_eq!(ours, "-ERR [AUTH] Invalid user name", "{}", logs());
+    assert_eq!(service.requests().len(), 3, "the service was asked");
+    // The Auth line quotes the name, its backslashes doubled.
+    let shown = r#"authentication_id="\\xFF\\xFE""#;
+    assert!(proxy.wait_log(shown, READ_TIMEOUT), "{}", logs());
+    let raw = std::fs::read(&proxy.log).unwrap();
+    assert!(!raw.contains(&0xff) && !raw.contains(&0xe9), "{}", logs());
+}

@@ -175,7 +175,10 @@ impl HttpMap {
         let connection = login.connection;
         let mut request = Request::get(self.uri.clone())
             .header("Auth-Method", "plain")
-            .header("Auth-User", escape(login.user.as_bytes()))
+            .header(
+                "Auth-User",
+                escape(login.user_bytes.unwrap_or(login.user.as_bytes())),
+            )
             .header("Auth-Pass", escape(login.password.expose()))
             .header("Auth-Protocol", protocol_name(connection.protocol))
             .header("Auth-Login-Attempt", login.attempt.to_string())
@@ -557,6 +560,28 @@ mod tests {
         for bad in ["unix::/auth", "unix:/s:auth", "https://a/auth", "ftp://a/"] {
             assert!(place(bad, "u").is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_goes_to_the_service_as_nginx_sends_it() {
+        let map = HttpMap::new("http://127.0.0.1:9/auth", &[], Duration::from_secs(1)).unwrap();
+        let connection = super::super::Connection::new(
+            Protocol::Pop3,
+            "192.0.2.1:1000".parse().unwrap(),
+            "192.0.2.2:110".parse().unwrap(),
+            false,
+            "s".into(),
+        );
+        let password = Secret::new(b"pw".to_vec());
+        let login = Login {
+            user: "caf\\xE9 x",
+            user_bytes: Some(b"caf\xe9 x"),
+            password: &password,
+            attempt: 1,
+            connection: &connection,
+        };
+        let request = map.request(&login).unwrap();
+        assert_eq!(request.headers()["Auth-User"].as_bytes(), b"caf\xe9%20x");
     }
 
     #[test]

@@ -41,8 +41,11 @@ pub struct Query<'a> {
 /// One login attempt: what the client said, on which connection.
 #[derive(Debug)]
 pub struct Login<'a> {
-    /// The name as the client typed it.
+    /// The name as the client typed it (a name that is not UTF-8 escaped, `\xE9`).
     pub user: &'a str,
+    /// The name's own bytes when they are not UTF-8 (only an http map's listener passes
+    /// such a name on): what the service is sent, as nginx sends it.
+    pub user_bytes: Option<&'a [u8]>,
     /// Only a map that checks passwords (nginx's `auth_http`) looks at it.
     pub password: &'a Secret<Vec<u8>>,
     /// 1 for the first login of the connection, 2 for the next...

@@ -264,6 +264,7 @@ mod tests {
         let connection = connection();
         let login = Login {
             user: name,
+            user_bytes: None,
             password: &password,
             attempt: 1,
             connection: &connection,

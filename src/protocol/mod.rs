@@ -32,8 +32,12 @@ pub use secret::Secret;
 /// a log line by accident.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
-    /// The authentication identity as the client typed it.
+    /// The authentication identity as the client typed it; a name that is not UTF-8 with its
+    /// other bytes escaped (`\xE9`), fit for the log ([`user_name`]).
     pub user: String,
+    /// The name's own bytes when they are not UTF-8: only an http map's service sees them,
+    /// as nginx passes them; no back end is ever given the escaped `user` in their stead.
+    pub user_bytes: Option<Vec<u8>>,
     /// The password. Arbitrary bytes are allowed by IMAP literals, but all back ends we speak to
     /// take UTF-8 or Latin-1 passwords, so we keep the raw bytes.
     pub secret: Secret<Vec<u8>>,
@@ -66,6 +70,31 @@ pub fn loggable_user(user: &str) -> &str {
         Some(at) => &user[..at],
         None => user,
     }
+}
+
+/// A user name as the client sent it. UTF-8 is taken as it is. Other bytes are refused
+/// (`None`) unless the listener passes such names on (`pass_non_utf8`: its map is an http map,
+/// whose service decides, as nginx lets it); then the name is shown with them escaped
+/// (`\xE9`: never raw in a log line) and the bytes are kept for the service.
+pub fn user_name(bytes: &[u8], pass_non_utf8: bool) -> Option<(String, Option<Vec<u8>>)> {
+    if let Ok(name) = std::str::from_utf8(bytes) {
+        return Some((name.to_string(), None));
+    }
+    if !pass_non_utf8 {
+        return None;
+    }
+    let shown = bytes
+        .utf8_chunks()
+        .map(|chunk| {
+            let escaped: String = chunk
+                .invalid()
+                .iter()
+                .map(|b| format!("\\x{b:02X}"))
+                .collect();
+            format!("{}{escaped}", chunk.valid())
+        })
+        .collect();
+    Some((shown, Some(bytes.to_vec())))
 }
 
 /// A response code at the start of `text` (IMAP `[UNAVAILABLE]`, POP3 `[SYS/TEMP]` with
@@ -378,6 +407,9 @@ pub struct ClientSettings {
     pub login_disabled: bool,
     /// Offer OAUTHBEARER and XOAUTH2 (passed to the back end, which must take them).
     pub oauth: bool,
+    /// Pass a user name that is not UTF-8 on to the map rather than refuse it: the
+    /// listener's map is an http map, whose service decides (see [`user_name`]).
+    pub pass_non_utf8_names: bool,
     /// Replace the back end's text in the successful login answer.
     pub ok_line: Option<String>,
     /// Host name shown in the greeting.
@@ -562,6 +594,7 @@ mod credential_tests {
     fn creds(user: &str, secret: &[u8]) -> Credentials {
         Credentials {
             user: user.into(),
+            user_bytes: None,
             secret: Secret::new(secret.to_vec()),
             bearer: None,
         }
@@ -635,5 +668,17 @@ mod credential_tests {
         for words in ["(SASL \"x\") y", "[TRYLATER] x", "(a b) c"] {
             assert_eq!(code(words, '('), None, "{words}");
         }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_shown_escaped_and_kept() {
+        assert_eq!(
+            user_name(b"caf\xc3\xa9", false),
+            Some(("caf\u{e9}".into(), None))
+        );
+        assert_eq!(user_name(b"caf\xe9", false), None);
+        let (shown, bytes) = user_name(b"\xffa\xe9b", true).unwrap();
+        assert_eq!(shown, "\\xFFa\\xE9b");
+        assert_eq!(bytes.as_deref(), Some(&b"\xffa\xe9b"[..]));
     }
 }

@@ -41,6 +41,7 @@ pub async fn login(
     let router = &listener.router;
     let login = Login {
         user: &creds.user,
+        user_bytes: creds.user_bytes.as_deref(),
         password: &creds.secret,
         attempt,
         connection,
@@ -87,6 +88,18 @@ pub async fn login(
             connection.peer
         ));
     }
+    // A name that is not UTF-8 logs in only as the name the service gave for it
+    // (Auth-User): its escaped form is nobody's name.
+    if creds.user_bytes.is_some() && target.map_user.is_none() {
+        let message = "Invalid user name".to_string();
+        return (
+            LoginOutcome::Denied {
+                message,
+                retry: true,
+            },
+            None,
+        );
+    }
     if let Some(user) = target.map_user {
         record.user = Some(user);
     }
@@ -98,6 +111,7 @@ pub async fn login(
     };
     let creds = Credentials {
         user: target.user,
+        user_bytes: None,
         secret: target.password.unwrap_or(creds.secret),
         bearer,
     };
