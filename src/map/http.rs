@@ -2,13 +2,17 @@
 //! Zimbra, a home-made one) routes Portcullis's users unchanged.
 //!
 //! The request is nginx's: `GET` with `Auth-Method: plain`, `Auth-User`, `Auth-Pass` (both
-//! escaped as nginx escapes them), `Auth-Protocol`, `Auth-Login-Attempt`, `Client-IP`,
-//! `Auth-SSL: on` on TLS connections, and the configured extra headers. The answer is read
-//! from the reply headers: `Auth-Status: OK` with `Auth-Server` and `Auth-Port` (a host name
-//! is accepted too, where nginx wants an IP), optionally `Auth-User` and `Auth-Pass` for the
-//! back-end login; `Auth-Status: WAIT` asks again after `Auth-Wait` seconds; any other status
-//! is the words the user is refused with, after `Auth-Wait` seconds when given. Connections to
-//! the service are kept alive; a service that is down or slow makes the login unavailable.
+//! escaped as nginx escapes them; a name that is not UTF-8 as its bytes), `Auth-Protocol`,
+//! `Auth-Login-Attempt`, `Client-IP`, `Auth-SSL: on` with `Auth-SSL-Protocol` and
+//! `Auth-SSL-Cipher` (OpenSSL's names) on TLS connections, and the configured extra headers,
+//! to an `http://` URL or nginx's `unix:/path:/uri`. The answer is read from the reply headers:
+//! `Auth-Status: OK` with `Auth-Server` and `Auth-Port` (a host name is accepted too, where
+//! nginx wants an IP), optionally `Auth-User` and `Auth-Pass` for the back-end login;
+//! `Auth-Status: WAIT` asks again after `Auth-Wait` seconds; any other status is the words the
+//! user is refused with, after `Auth-Wait` seconds when given (then the client may retry on the
+//! connection; without, nginx closes it and so does Portcullis). A header of those named twice
+//! makes the reply malformed. Connections to the service are kept alive; a service that is
+//! down or slow, or a malformed reply, makes the login unavailable.
 
 use std::future::Future;
 use std::path::PathBuf;
