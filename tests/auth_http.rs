@@ -34,7 +34,11 @@ fn the_service_routes_users_and_gets_nginxs_headers() {
     let service = AuthService::start(move |h, _| match h["auth-user"].as_str() {
         "alice" => ok(p1),
         "bob" => ok(p2),
-        _ => vec![("Auth-Status".into(), "Invalid login or password".into())],
+        // With Auth-Wait the client may try again on the same connection.
+        _ => vec![
+            ("Auth-Status".into(), "Invalid login or password".into()),
+            ("Auth-Wait".into(), "1".into()),
+        ],
     });
     let port = free_port();
     let _proxy = proxy(port, &service);
@@ -306,4 +310,452 @@ fn check_does_not_show_map_secrets() {
         !stdout.contains("url-secret") && !stdout.contains("header-secret"),
         "{stdout}"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Side by side with nginx's mail proxy, against the same service
+// ---------------------------------------------------------------------------------------------
+
+/// Debian's nginx and its mail module: the behaviour Portcullis's `http` map copies.
+const NGINX: &str = "/usr/sbin/nginx";
+const NGINX_MAIL: &str = "/usr/lib/nginx/modules/ngx_mail_module.so";
+
+/// nginx's mail proxy on IMAP, POP3, IMAPS and IMAPS with TLS 1.2 alone, asking `service`. Its sockets are bound here
+/// (port 0, read back) and handed to it as nginx hands them to its next binary (`NGINX`).
+struct Nginx {
+    imap: u16,
+    pop3: u16,
+    imaps: u16,
+    imaps12: u16,
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(service: &AuthService) -> Nginx {
+        assert!(
+            std::path::Path::new(NGINX).exists() && std::path::Path::new(NGINX_MAIL).exists(),
+            "nginx's mail proxy is not installed ({NGINX}, {NGINX_MAIL}): \
+             apt-get install nginx libnginx-mod-mail; these tests compare Portcullis with it"
+        );
+        let sockets: Vec<TcpListener> = (0..4)
+            .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let port = |i: usize| sockets[i].local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("nginx.conf");
+        std::fs::write(
+            &conf,
+            nginx_conf(dir.path(), service, [port(0), port(1), port(2), port(3)]),
+        )
+        .unwrap();
+        let child = spawn_with_sockets(&conf, dir.path(), &sockets);
+        let nginx = Nginx {
+            imap: port(0),
+            pop3: port(1),
+            imaps: port(2),
+            imaps12: port(3),
+            child,
+            dir,
+        };
+        // The sockets listen already: a greeting proves nginx took them.
+        let mut c = Client::plain(nginx.imap);
+        let greeting = c.try_read_line(READ_TIMEOUT).unwrap_or_default();
+        assert!(
+            greeting.starts_with("* OK"),
+            "{greeting:?}: {}",
+            nginx.log()
+        );
+        nginx
+    }
+
+    fn log(&self) -> String {
+        let read = |name| std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+        let (log, stderr) = (read("error.log"), read("stderr.log"));
+        format!("nginx's error log:\n{log}{stderr}")
+    }
+}
+
+impl Drop for Nginx {
+    /// nginx's fast shutdown (TERM) ends its worker too; a KILL would leave the worker behind.
+    fn drop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+fn nginx_conf(dir: &std::path::Path, service: &AuthService, ports: [u16; 4]) -> String {
+    let auth = match &service.socket {
+        Some(path) => format!("unix:{}:/auth", path.display()),
+        None => format!("127.0.0.1:{}/auth", service.port),
+    };
+    let (dir, c) = (dir.display(), certs());
+    let (cert, key) = (c.cert.display(), c.key.display());
+    // The worker reaches the test's private unix socket as the test's own user.
+    let user = if nix::unistd::getuid().is_root() {
+        "user root;\n"
+    } else {
+        ""
+    };
+    // A master and one worker: nginx alone (master_process off) leaves inherited sockets
+    // unwatched.
+    format!(
+        "load_module {NGINX_MAIL};\n{user}daemon off;\nworker_processes 1;\npid {dir}/nginx.pid;\n\
+         error_log {dir}/error.log info;\nevents {{ worker_connections 64; }}\n\
+         mail {{\n  server_name localhost;\n  auth_http {auth};\n\
+           auth_http_header X-Auth-Key s3cret-key;\n  proxy_pass_error_message on;\n\
+           ssl_certificate {cert};\n  ssl_certificate_key {key};\n\
+           server {{ listen 127.0.0.1:{}; protocol imap; }}\n\
+           server {{ listen 127.0.0.1:{}; protocol pop3; }}\n\
+           server {{ listen 127.0.0.1:{} ssl; protocol imap; ssl_protocols TLSv1.2 TLSv1.3; }}\n\
+           server {{ listen 127.0.0.1:{} ssl; protocol imap; ssl_protocols TLSv1.2; }}\n}}\n",
+        ports[0], ports[1], ports[2], ports[3]
+    )
+}
+
+/// nginx with `sockets` open in it (their descriptors named in `NGINX`, close-on-exec cleared
+/// in the child alone, between fork and exec).
+fn spawn_with_sockets(
+    conf: &std::path::Path,
+    dir: &std::path::Path,
+    sockets: &[TcpListener],
+) -> std::process::Child {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fds: Vec<i32> = sockets.iter().map(|s| s.as_raw_fd()).collect();
+    let inherited: String = fds.iter().map(|fd| format!("{fd};")).collect();
+    let mut command = std::process::Command::new(NGINX);
+    command
+        .args([
+            "-p",
+            &dir.display().to_string(),
+            "-c",
+            &conf.display().to_string(),
+        ])
+        .args(["-e", &dir.join("error.log").display().to_string()])
+        .env("NGINX", inherited)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
+    // SAFETY: only fcntl(2), which is async-signal-safe, runs between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            for &fd in &fds {
+                if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().expect("start nginx");
+    end_with_this_process(child.id());
+    child
+}
+
+/// Portcullis on `protocol` asking `service`, with nginx's settings; with `tls`, implicit TLS
+/// of those versions.
+fn portcullis(protocol: &str, service: &AuthService, tls: Option<&str>) -> (Proxy, u16) {
+    let port = free_port();
+    let url = match &service.socket {
+        Some(path) => format!("unix:{}:/auth", path.display()),
+        None => format!("http://127.0.0.1:{}/auth", service.port),
+    };
+    let c = certs();
+    let tls = match tls {
+        Some(versions) => format!(
+            "tls = \"implicit\"\ntls_versions = {versions}\ncert = \"{}\"\nkey = \"{}\"\n",
+            c.cert.display(),
+            c.key.display()
+        ),
+        None => String::new(),
+    };
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"{protocol}\"\n\
+         bind = [\"127.0.0.1:{port}\"]\n{tls}[listener.backend]\nhost = \"\"\n\
+         [listener.map]\nkind = \"http\"\nurl = \"{url}\"\ntimeout = 3\n\
+         headers = {{ \"X-Auth-Key\" = \"s3cret-key\" }}\n"
+    );
+    (Proxy::start_toml(&toml, &[port]), port)
+}
+
+fn refusal(text: &str, wait: Option<&str>) -> Vec<(String, String)> {
+    let mut reply = vec![("Auth-Status".to_string(), text.to_string())];
+    if let Some(wait) = wait {
+        reply.push(("Auth-Wait".into(), wait.into()));
+    }
+    reply
+}
+
+/// A login's answer and whether the connection is still open after it (a NOOP is answered),
+/// over IMAP.
+fn imap_refused(port: u16, user: &str) -> (String, bool) {
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    c.send_line(&format!("a LOGIN {user} secret"));
+    let answer = c.read_until_tagged("a").pop().unwrap();
+    (answer, still_open(&mut c, "b NOOP", "b OK"))
+}
+
+/// The same over POP3.
+fn pop3_refused(port: u16, user: &str) -> (String, bool) {
+    let mut c = Client::plain(port);
+    c.expect_line("+OK");
+    c.send_line(&format!("USER {user}"));
+    c.expect_line("+OK");
+    c.send_line("PASS secret");
+    let answer = c.read_line();
+    (answer, still_open(&mut c, "NOOP", "+OK"))
+}
+
+fn still_open(c: &mut Client, command: &str, answer: &str) -> bool {
+    if c.try_send(format!("{command}\r\n").as_bytes()).is_err() {
+        return false;
+    }
+    c.try_read_line(Duration::from_secs(3))
+        .is_some_and(|line| line.starts_with(answer))
+}
+
+/// nginx closes the connection after a refusal without `Auth-Wait` (the client must come
+/// back), and keeps it after one with it (the client may try again at once); so does
+/// Portcullis, over IMAP and POP3.
+#[test]
+fn a_refusal_closes_the_connection_unless_the_service_said_auth_wait_as_in_nginx() {
+    let service = AuthService::start(|h, _| match h["auth-user"].as_str() {
+        "waiter" => refusal("Invalid login or password", Some("1")),
+        _ => refusal("Invalid login or password", None),
+    });
+    let nginx = Nginx::start(&service);
+    let (imap, imap_port) = portcullis("imap", &service, None);
+    let (pop3, pop3_port) = portcullis("pop3", &service, None);
+    let logs = || {
+        format!(
+            "{}\nPortcullis:\n{}{}",
+            nginx.log(),
+            imap.log_text(),
+            pop3.log_text()
+        )
+    };
+    for (user, kept) in [("closer", false), ("waiter", true)] {
+        let ours = imap_refused(imap_port, user);
+        let theirs = imap_refused(nginx.imap, user);
+        assert_eq!(
+            (ours.1, theirs.1),
+            (kept, kept),
+            "IMAP {user}: {ours:?} {theirs:?}\n{}",
+            logs()
+        );
+        assert_eq!(
+            ours.0,
+            "a NO [AUTHENTICATIONFAILED] Invalid login or password"
+        );
+        let ours = pop3_refused(pop3_port, user);
+        let theirs = pop3_refused(nginx.pop3, user);
+        assert_eq!(
+            (ours.1, theirs.1),
+            (kept, kept),
+            "POP3 {user}: {ours:?} {theirs:?}\n{}",
+            logs()
+        );
+        assert_eq!(ours.0, "-ERR [AUTH] Invalid login or password");
+    }
+}
+
+/// A service that words its refusal with a response code (try later) has it shown once, in
+/// front, as nginx shows it: the client retries instead of asking for a new password.
+#[test]
+fn a_services_own_response_code_is_shown_once_as_nginx_shows_it() {
+    let service = AuthService::start(|h, _| match h["auth-protocol"].as_str() {
+        "imap" => refusal("[UNAVAILABLE] Temporary server problem", Some("1")),
+        "pop3" => refusal("[SYS/TEMP] Temporary server problem", Some("1")),
+        _ => refusal("(TRYLATER) Temporary server problem", Some("1")),
+    });
+    let nginx = Nginx::start(&service);
+    let (imap, imap_port) = portcullis("imap", &service, None);
+    let (pop3, pop3_port) = portcullis("pop3", &service, None);
+    let (sieve, sieve_port) = portcullis("managesieve", &service, None);
+    let logs = || {
+        format!(
+            "{}\nPortcullis:\n{}{}",
+            nginx.log(),
+            imap.log_text(),
+            pop3.log_text()
+        )
+    };
+    let theirs = imap_refused(nginx.imap, "alice");
+    let ours = imap_refused(imap_port, "alice");
+    assert_eq!(ours, theirs, "{}", logs());
+    assert_eq!(ours.0, "a NO [UNAVAILABLE] Temporary server problem");
+    let theirs = pop3_refused(nginx.pop3, "alice");
+    let ours = pop3_refused(pop3_port, "alice");
+    assert_eq!(ours, theirs, "{}", logs());
+    assert_eq!(ours.0, "-ERR [SYS/TEMP] Temporary server problem");
+    // nginx has no ManageSieve; RFC 5804 puts the code outside the quoted text.
+    let mut c = Client::plain(sieve_port);
+    sieve_read_response(&mut c);
+    c.send_line("AUTHENTICATE \"PLAIN\" \"AHNpZXZlAHNlY3JldA==\"");
+    let answer = c.read_line();
+    let log = sieve.log_text();
+    assert_eq!(
+        answer, "NO (TRYLATER) \"Temporary server problem\"",
+        "{log}"
+    );
+}
+
+/// nginx (since 1.21.2) tells the service the client's TLS version and cipher suite, named
+/// as OpenSSL names them; Portcullis tells the same for the same client, TLS 1.3 and 1.2.
+#[test]
+fn the_service_learns_the_clients_tls_version_and_cipher_as_nginx_tells_it() {
+    let dc = Dovecot::start();
+    let p = dc.imap;
+    let service = AuthService::start(move |_, _| {
+        let mut reply = ok(p);
+        reply[1].1 = "127.0.0.1".into(); // nginx takes an address only
+        reply
+    });
+    let nginx = Nginx::start(&service);
+    let (proxy13, port13) = portcullis("imap", &service, Some(r#"["1.2", "1.3"]"#));
+    let (proxy12, port12) = portcullis("imap", &service, Some(r#"["1.2"]"#));
+    let logs = || {
+        let ours = proxy13.log_text() + &proxy12.log_text();
+        format!("{}\nPortcullis:\n{ours}", nginx.log())
+    };
+    let told = |port: u16| {
+        let mut c = Client::tls(port);
+        c.expect_line("* OK");
+        imap_login(&mut c, "a", "alice", "alicepw");
+        let h = service.requests().pop().unwrap();
+        let get = |name: &str| h.get(name).cloned().unwrap_or_default();
+        (
+            get("auth-ssl"),
+            get("auth-ssl-protocol"),
+            get("auth-ssl-cipher"),
+        )
+    };
+    let (theirs, ours) = (told(nginx.imaps), told(port13));
+    assert_eq!(ours, theirs, "{}", logs());
+    assert_eq!((ours.0.as_str(), ours.1.as_str()), ("on", "TLSv1.3"));
+    assert!(ours.2.starts_with("TLS_AES_"), "{ours:?}");
+    let (theirs, ours) = (told(nginx.imaps12), told(port12));
+    assert_eq!(ours, theirs, "{}", logs());
+    assert_eq!(ours.1, "TLSv1.2");
+    assert!(ours.2.starts_with("ECDHE-ECDSA-"), "{ours:?}");
+}
+
+/// nginx's `auth_http unix:/path:/uri`: the same service on a unix socket, asked the same
+/// way (`Host: localhost`), its connection kept for the next login.
+#[test]
+fn a_service_on_a_unix_socket_is_asked_as_nginx_asks_it() {
+    let dc = Dovecot::start();
+    let p = dc.imap;
+    let service = AuthService::start_unix(move |_, _| {
+        let mut reply = ok(p);
+        reply[1].1 = "127.0.0.1".into();
+        reply
+    });
+    let (proxy, port) = portcullis("imap", &service, None);
+    for _ in 0..2 {
+        let mut c = Client::plain(port);
+        c.expect_line("* OK");
+        imap_login(&mut c, "a", "alice", "alicepw");
+    }
+    assert_eq!(service.connections(), 1, "kept alive: {}", proxy.log_text());
+    let nginx = Nginx::start(&service);
+    let mut c = Client::plain(nginx.imap);
+    c.expect_line("* OK");
+    imap_login(&mut c, "a", "alice", "alicepw");
+    let requests = service.requests();
+    assert_eq!(requests.len(), 3, "{}", nginx.log());
+    assert_eq!(requests[0]["host"], requests[2]["host"]);
+    assert_eq!(requests[0]["auth-user"], requests[2]["auth-user"]);
+}
+
+/// A reply that names where to go twice, or that is no HTTP at all, makes the login
+/// unavailable, and the log says what was malformed.
+#[test]
+fn a_malformed_reply_is_unavailable_and_logged_as_malformed() {
+    let service = AuthService::start(|h, _| {
+        let mut reply = ok(143);
+        match h["auth-user"].as_str() {
+            "twice" => reply.push(("Auth-Server".into(), "10.9.9.9".into())),
+            _ => reply.push(("Not a header".into(), "x".into())),
+        }
+        reply
+    });
+    let (proxy, port) = portcullis("imap", &service, None);
+    for (user, said) in [
+        (
+            "twice",
+            "auth_http reply malformed: two Auth-Server headers",
+        ),
+        (
+            "broken",
+            "auth_http reply malformed: invalid HTTP header parsed",
+        ),
+    ] {
+        let mut c = Client::plain(port);
+        c.expect_line("* OK");
+        c.send_line(&format!("a LOGIN {user} pw"));
+        let no = c.read_until_tagged("a").pop().unwrap();
+        assert!(no.starts_with("a NO [UNAVAILABLE]"), "{no}");
+        assert!(
+            proxy.wait_log(said, READ_TIMEOUT),
+            "{said}: {}",
+            proxy.log_text()
+        );
+    }
+}
+
+/// nginx passes a login name that is not UTF-8 to its service (escaped as it escapes every
+/// name, other bytes as they are); so does Portcullis behind an http map, and the service
+/// decides: with its Auth-User the user logs in as that, without one the name (nobody's) is
+/// refused. The log shows the name escaped, never its raw bytes.
+#[test]
+fn a_name_that_is_not_utf8_goes_to_the_service_as_nginx_sends_it() {
+    let dc = Dovecot::start();
+    let p = dc.pop3;
+    let service = AuthService::start(move |h, _| {
+        let mut reply = ok(p);
+        reply[1].1 = "127.0.0.1".into();
+        if h["auth-user"] == "caf\\xE9" {
+            reply.push(("Auth-User".into(), "alice".into()));
+        }
+        reply
+    });
+    let nginx = Nginx::start(&service);
+    let (proxy, port) = portcullis("pop3", &service, None);
+    let login = |port: u16, name: &[u8]| {
+        let mut c = Client::plain(port);
+        c.expect_line("+OK");
+        c.send(&[&b"USER "[..], name, b"\r\n"].concat());
+        c.expect_line("+OK");
+        c.send_line("PASS alicepw");
+        c.read_line()
+    };
+    let logs = || format!("{}\nPortcullis:\n{}", nginx.log(), proxy.log_text());
+    let theirs = login(nginx.pop3, b"caf\xe9");
+    let ours = login(port, b"caf\xe9");
+    assert!(
+        theirs.starts_with("+OK") && ours.starts_with("+OK"),
+        "{theirs} {ours}: {}",
+        logs()
+    );
+    let requests = service.requests();
+    assert_eq!(
+        requests[0]["auth-user"],
+        requests[1]["auth-user"],
+        "{}",
+        logs()
+    );
+    let ours = login(port, b"\xff\xfe");
+    assert_eq!(ours, "-ERR [AUTH] Invalid user name", "{}", logs());
+    assert_eq!(service.requests().len(), 3, "the service was asked");
+    // The Auth line quotes the name, its backslashes doubled.
+    let shown = r#"authentication_id="\\xFF\\xFE""#;
+    assert!(proxy.wait_log(shown, READ_TIMEOUT), "{}", logs());
+    let raw = std::fs::read(&proxy.log).unwrap();
+    assert!(!raw.contains(&0xff) && !raw.contains(&0xe9), "{}", logs());
 }

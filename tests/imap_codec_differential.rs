@@ -51,6 +51,7 @@ fn settings() -> Arc<ClientSettings> {
         tls_active: false,
         login_disabled: false,
         oauth: false,
+        pass_non_utf8_names: false,
         ok_line: None,
         greeting_host: "proxy.test".into(),
         product: "Portcullis".into(),

@@ -54,8 +54,10 @@ impl CachedMap {
     }
 
     async fn lookup_cached(&self, query: &Query<'_>) -> Result<Answer, MapError> {
-        // Names longer than any map looks up are not worth the memory.
-        if query.key.len() > MAX_CACHED_KEY || query.login.user.len() > MAX_CACHED_KEY {
+        // Names longer than any map looks up are not worth the memory. A name that is not
+        // UTF-8 is shown escaped, which another name may spell out: never cached.
+        let long = query.key.len() > MAX_CACHED_KEY || query.login.user.len() > MAX_CACHED_KEY;
+        if long || query.login.user_bytes.is_some() {
             return self.inner.lookup(query).await;
         }
         let key = self.key(query);
@@ -160,6 +162,7 @@ mod tests {
         let password = crate::protocol::Secret::new(b"pw".to_vec());
         let login = crate::map::Login {
             user: key,
+            user_bytes: None,
             password: &password,
             attempt: 1,
             connection: &connection,

@@ -42,8 +42,11 @@ pub struct Query<'a> {
 /// One login attempt: what the client said, on which connection.
 #[derive(Debug)]
 pub struct Login<'a> {
-    /// The name as the client typed it.
+    /// The name as the client typed it (a name that is not UTF-8 escaped, `\xE9`).
     pub user: &'a str,
+    /// The name's own bytes when they are not UTF-8 (only an http map's listener passes
+    /// such a name on): what the service is sent, as nginx sends it.
+    pub user_bytes: Option<&'a [u8]>,
     /// Only a map that checks passwords (nginx's `auth_http`) looks at it.
     pub password: &'a Secret<Vec<u8>>,
     /// 1 for the first login of the connection, 2 for the next...
@@ -59,6 +62,10 @@ pub struct Connection {
     pub local: SocketAddr,
     /// The client leg is encrypted.
     pub tls: bool,
+    /// The client leg's TLS version and cipher suite, once known (nginx's `auth_http`
+    /// names them to its service).
+    pub tls_version: Option<rustls::ProtocolVersion>,
+    pub tls_cipher: Option<rustls::CipherSuite>,
     /// This session's id, also given to the back end when the client is forwarded.
     pub session: String,
     /// The client's own IMAP `ID` fields, passed on to a back end that takes `ID`.
@@ -81,6 +88,8 @@ impl Connection {
             peer,
             local,
             tls,
+            tls_version: None,
+            tls_cipher: None,
             session,
             client_id: Vec::new(),
             proxy_ttl: PROXY_TTL,
@@ -171,7 +180,9 @@ pub enum MapError {
     /// The map itself failed (directory down, bad answer...): the user is told to try later.
     Unavailable(String),
     /// The map refused the login, with words for the user (nginx's `Auth-Status: <text>`).
-    Denied(String),
+    /// `retry`: the client may try again on this connection (nginx keeps it only when the
+    /// service sent `Auth-Wait`, and closes it otherwise).
+    Denied { message: String, retry: bool },
 }
 
 /// What a map knows about a key.

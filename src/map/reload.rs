@@ -72,6 +72,7 @@ mod tests {
         let password = Secret::new(Vec::new());
         let login = Login {
             user: key,
+            user_bytes: None,
             password: &password,
             attempt: 1,
             connection: &connection,

@@ -109,7 +109,7 @@ impl Router {
             },
             // A map's refusal is final; anything else may go to the listener's servers, but
             // never past a map that checks passwords: that would skip its checks.
-            Err(MapError::Denied(message)) => return Err(MapError::Denied(message)),
+            Err(denied @ MapError::Denied { .. }) => return Err(denied),
             Err(MapError::Unavailable(reason)) if self.map_checks_passwords() => {
                 return Err(MapError::Unavailable(reason))
             }
@@ -236,7 +236,12 @@ mod tests {
 
     impl Map for RefusesEveryone {
         fn lookup<'a>(&'a self, _: &'a Query<'a>) -> LookupFuture<'a> {
-            Box::pin(async { Err(MapError::Denied("Account disabled".into())) })
+            Box::pin(async {
+                Err(MapError::Denied {
+                    message: "Account disabled".into(),
+                    retry: true,
+                })
+            })
         }
 
         fn describe(&self) -> String {
@@ -288,6 +293,7 @@ mod tests {
         let connection = connection();
         let login = Login {
             user: name,
+            user_bytes: None,
             password: &password,
             attempt: 1,
             connection: &connection,
@@ -379,7 +385,10 @@ mod tests {
         r.client_server_specification = true;
         assert_eq!(
             route(&r, "henry@10.0.0.7:110").await,
-            Err(MapError::Denied("Account disabled".into()))
+            Err(MapError::Denied {
+                message: "Account disabled".into(),
+                retry: true,
+            })
         );
     }
 

@@ -196,7 +196,7 @@ impl Map for SqlMap {
         Box::pin(async move {
             match self.find("").await {
                 Ok(_) | Err(MapError::NotFound) => Ok(()),
-                Err(MapError::Unavailable(e) | MapError::Denied(e)) => Err(e),
+                Err(MapError::Unavailable(e) | MapError::Denied { message: e, .. }) => Err(e),
             }
         })
     }

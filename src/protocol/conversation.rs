@@ -225,6 +225,27 @@ impl<D: Dialect> Conversation<D> {
     pub fn dialect(&self) -> &D {
         &self.dialect
     }
+
+    /// Answer a failed login with `refusal`. It counts as a failure either way; without
+    /// `retry` the connection is closed after it, as nginx closes it after a service's
+    /// refusal that came without `Auth-Wait` (no farewell: nginx sends none).
+    fn refuse(&mut self, refusal: Vec<u8>, retry: bool) -> LoginReply {
+        let farewell = D::WORDS.too_many_failures;
+        let counted = self.core.counters.reply_to_rejection(&refusal, farewell);
+        let reply = if retry {
+            counted
+        } else {
+            LoginReply {
+                bytes: refusal,
+                next: AfterLogin::Close,
+            }
+        };
+        if reply.next == AfterLogin::Close {
+            self.core.phase = Phase::Done;
+            self.core.input.clear();
+        }
+        reply
+    }
 }
 
 impl<D: Dialect> ClientSide for Conversation<D> {
@@ -288,20 +309,13 @@ impl<D: Dialect> ClientSide for Conversation<D> {
                     next: AfterLogin::Relay,
                 }
             }
-            LoginOutcome::Rejected { .. }
-            | LoginOutcome::Refused(_)
-            | LoginOutcome::Denied { .. } => {
-                let refusal = match outcome {
-                    LoginOutcome::Denied { message } => self.dialect.denied(pending, message),
-                    _ => self.dialect.answer(pending, D::WORDS.rejected),
-                };
-                let farewell = D::WORDS.too_many_failures;
-                let reply = self.core.counters.reply_to_rejection(&refusal, farewell);
-                if reply.next == AfterLogin::Close {
-                    self.core.phase = Phase::Done;
-                    self.core.input.clear();
-                }
-                reply
+            LoginOutcome::Rejected { .. } | LoginOutcome::Refused(_) => {
+                let refusal = self.dialect.answer(pending, D::WORDS.rejected);
+                self.refuse(refusal, true)
+            }
+            LoginOutcome::Denied { message, retry } => {
+                let refusal = self.dialect.denied(pending, message);
+                self.refuse(refusal, *retry)
             }
             LoginOutcome::Failed { failure, .. } => LoginReply {
                 bytes: match failure {

@@ -32,8 +32,12 @@ pub use secret::Secret;
 /// a log line by accident.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
-    /// The authentication identity as the client typed it.
+    /// The authentication identity as the client typed it; a name that is not UTF-8 with its
+    /// other bytes escaped (`\xE9`), fit for the log ([`user_name`]).
     pub user: String,
+    /// The name's own bytes when they are not UTF-8: only an http map's service sees them,
+    /// as nginx passes them; no back end is ever given the escaped `user` in their stead.
+    pub user_bytes: Option<Vec<u8>>,
     /// The password. Arbitrary bytes are allowed by IMAP literals, but all back ends we speak to
     /// take UTF-8 or Latin-1 passwords, so we keep the raw bytes.
     pub secret: Secret<Vec<u8>>,
@@ -66,6 +70,51 @@ pub fn loggable_user(user: &str) -> &str {
         Some(at) => &user[..at],
         None => user,
     }
+}
+
+/// A user name as the client sent it. UTF-8 is taken as it is. Other bytes are refused
+/// (`None`) unless the listener passes such names on (`pass_non_utf8`: its map is an http map,
+/// whose service decides, as nginx lets it); then the name is shown with them escaped
+/// (`\xE9`: never raw in a log line) and the bytes are kept for the service.
+pub fn user_name(bytes: &[u8], pass_non_utf8: bool) -> Option<(String, Option<Vec<u8>>)> {
+    if let Ok(name) = std::str::from_utf8(bytes) {
+        return Some((name.to_string(), None));
+    }
+    if !pass_non_utf8 {
+        return None;
+    }
+    let shown = bytes
+        .utf8_chunks()
+        .map(|chunk| {
+            let escaped: String = chunk
+                .invalid()
+                .iter()
+                .map(|b| format!("\\x{b:02X}"))
+                .collect();
+            format!("{}{escaped}", chunk.valid())
+        })
+        .collect();
+    Some((shown, Some(bytes.to_vec())))
+}
+
+/// A response code at the start of `text` (IMAP `[UNAVAILABLE]`, POP3 `[SYS/TEMP]` with
+/// `open` `[`; ManageSieve `(TRYLATER)` with `(`), and the words after it. A service that
+/// words its refusal with a code means the client to act on that code: the front end then
+/// puts none of its own in front. A code is an atom-like word (a letter first, then letters,
+/// digits, `-`, `/`, `.`), optionally followed by arguments up to `close` with IMAP's `[`.
+pub fn leading_response_code(text: &str, open: char) -> Option<(&str, &str)> {
+    let close = if open == '[' { ']' } else { ')' };
+    let inside = text.strip_prefix(open)?;
+    let end = inside.find(close)?;
+    let (word, arguments) = inside[..end]
+        .split_once(' ')
+        .unwrap_or((&inside[..end], ""));
+    let atom = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '/' | '.');
+    let word_ok = word.starts_with(|c: char| c.is_ascii_alphabetic()) && word.chars().all(atom);
+    // ManageSieve's codes with arguments carry quoted strings; only IMAP's and POP3's
+    // bracketed codes are taken with arguments.
+    let arguments_ok = arguments.is_empty() || (open == '[' && !arguments.contains(open));
+    (word_ok && arguments_ok).then(|| (&text[..end + 2], text[end + 2..].trim_start()))
 }
 
 impl Credentials {
@@ -159,8 +208,10 @@ pub enum LoginOutcome {
     Rejected { text: String },
     /// The proxy refused the attempt itself, without asking a back end.
     Refused(Refusal),
-    /// The routing service refused it with words for the user (nginx's `auth_http`).
-    Denied { message: String },
+    /// The routing service refused it with words for the user (nginx's `auth_http`);
+    /// `retry`: the client may try again on this connection, else it is closed after the
+    /// answer (nginx keeps it only after a refusal with `Auth-Wait`).
+    Denied { message: String, retry: bool },
     /// The login could not be carried out; the client is told to try later. `reason` is for
     /// the log only.
     Failed { failure: Failure, reason: String },
@@ -366,6 +417,9 @@ pub struct ClientSettings {
     pub login_disabled: bool,
     /// Offer OAUTHBEARER and XOAUTH2 (passed to the back end, which must take them).
     pub oauth: bool,
+    /// Pass a user name that is not UTF-8 on to the map rather than refuse it: the
+    /// listener's map is an http map, whose service decides (see [`user_name`]).
+    pub pass_non_utf8_names: bool,
     /// Replace the back end's text in the successful login answer.
     pub ok_line: Option<String>,
     /// Host name shown in the greeting.
@@ -550,6 +604,7 @@ mod credential_tests {
     fn creds(user: &str, secret: &[u8]) -> Credentials {
         Credentials {
             user: user.into(),
+            user_bytes: None,
             secret: Secret::new(secret.to_vec()),
             bearer: None,
         }
@@ -595,5 +650,45 @@ mod credential_tests {
             !text.contains("s3cret") && !text.contains("czNjcmV0"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn leading_response_codes_are_recognised() {
+        let code = leading_response_code;
+        assert_eq!(
+            code("[UNAVAILABLE] Try later", '['),
+            Some(("[UNAVAILABLE]", "Try later"))
+        );
+        assert_eq!(code("[SYS/TEMP] x", '['), Some(("[SYS/TEMP]", "x")));
+        assert_eq!(
+            code("[BADCHARSET UTF-8] x", '['),
+            Some(("[BADCHARSET UTF-8]", "x"))
+        );
+        assert_eq!(code("(TRYLATER) x", '('), Some(("(TRYLATER)", "x")));
+        assert_eq!(code("(QUOTA/MAXSIZE)", '('), Some(("(QUOTA/MAXSIZE)", "")));
+        for words in [
+            "[unclosed",
+            "[] x",
+            "[1abc] x",
+            " [UNAVAILABLE] x",
+            "no code",
+        ] {
+            assert_eq!(code(words, '['), None, "{words}");
+        }
+        for words in ["(SASL \"x\") y", "[TRYLATER] x", "(a b) c"] {
+            assert_eq!(code(words, '('), None, "{words}");
+        }
+    }
+
+    #[test]
+    fn names_that_are_not_utf8_are_shown_escaped_and_kept() {
+        assert_eq!(
+            user_name(b"caf\xc3\xa9", false),
+            Some(("caf\u{e9}".into(), None))
+        );
+        assert_eq!(user_name(b"caf\xe9", false), None);
+        let (shown, bytes) = user_name(b"\xffa\xe9b", true).unwrap();
+        assert_eq!(shown, "\\xFFa\\xE9b");
+        assert_eq!(bytes.as_deref(), Some(&b"\xffa\xe9b"[..]));
     }
 }

@@ -35,6 +35,7 @@ pub fn decode_plain(b64: &[u8]) -> Result<Credentials, PlainError> {
     }
     Ok(Credentials {
         user: user.to_string(),
+        user_bytes: None,
         secret: passwd.to_vec().into(),
         bearer: None,
     })
@@ -169,6 +170,7 @@ impl Exchange {
                 match bearer_parts(mechanism, &raw) {
                     Some((user, token)) => Next::Login(Credentials {
                         user,
+                        user_bytes: None,
                         secret: token.into(),
                         bearer: Some(Bearer {
                             mechanism,
@@ -189,6 +191,7 @@ impl Exchange {
             Step::LoginPassword(user) => match STANDARD.decode(b64) {
                 Ok(password) => Next::Login(Credentials {
                     user,
+                    user_bytes: None,
                     secret: password.into(),
                     bearer: None,
                 }),
@@ -232,6 +235,7 @@ mod tests {
     fn creds(user: &str, secret: &str) -> Credentials {
         Credentials {
             user: user.into(),
+            user_bytes: None,
             secret: secret.as_bytes().to_vec().into(),
             bearer: None,
         }

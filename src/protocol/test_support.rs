@@ -8,6 +8,7 @@ pub fn settings() -> ClientSettings {
         capability: None,
         starttls_offered: true,
         tls_required: false,
+        pass_non_utf8_names: false,
         tls_active: false,
         login_disabled: false,
         oauth: false,
@@ -58,6 +59,7 @@ pub fn text(events: &[ClientEvent]) -> String {
 pub fn creds(user: &str, pass: &str) -> ClientEvent {
     ClientEvent::Login(Credentials {
         user: user.into(),
+        user_bytes: None,
         secret: pass.as_bytes().to_vec().into(),
         bearer: None,
     })

@@ -41,6 +41,7 @@ pub async fn login(
     let router = &listener.router;
     let login = Login {
         user: &creds.user,
+        user_bytes: creds.user_bytes.as_deref(),
         password: &creds.secret,
         attempt,
         connection,
@@ -60,7 +61,7 @@ pub async fn login(
             Ok(target) if target.fallback_reason.is_some() => "error",
             Ok(_) => "found",
             Err(MapError::NotFound) => "not_found",
-            Err(MapError::Denied(_)) => "denied",
+            Err(MapError::Denied { .. }) => "denied",
             Err(MapError::Unavailable(_)) => "error",
         };
         services
@@ -72,7 +73,9 @@ pub async fn login(
     }
     let target = match routed {
         Ok(target) => target,
-        Err(MapError::Denied(message)) => return (LoginOutcome::Denied { message }, None),
+        Err(MapError::Denied { message, retry }) => {
+            return (LoginOutcome::Denied { message, retry }, None)
+        }
         Err(MapError::NotFound) => {
             // Perdition's line: the port is known, the server is not.
             record.server = Some(format!("(null):{}", router.defaults.port));
@@ -88,6 +91,18 @@ pub async fn login(
             connection.peer
         ));
     }
+    // A name that is not UTF-8 logs in only as the name the service gave for it
+    // (Auth-User): its escaped form is nobody's name.
+    if creds.user_bytes.is_some() && target.map_user.is_none() {
+        let message = "Invalid user name".to_string();
+        return (
+            LoginOutcome::Denied {
+                message,
+                retry: true,
+            },
+            None,
+        );
+    }
     if let Some(user) = target.map_user {
         record.user = Some(user);
     }
@@ -99,6 +114,7 @@ pub async fn login(
     };
     let creds = Credentials {
         user: target.user,
+        user_bytes: None,
         secret: target.password.unwrap_or(creds.secret),
         bearer,
     };

@@ -411,6 +411,9 @@ fn client_settings(l: &Listener, limits: &Limits) -> ClientSettings {
         tls_active: l.tls == ListenerTls::Implicit,
         login_disabled: l.login_disabled,
         oauth: l.oauth,
+        // An http map's service decides about a name that is not UTF-8 (nginx passes it);
+        // the other maps never see one.
+        pass_non_utf8_names: l.map.as_ref().is_some_and(|m| m.kind == MapKind::Http),
         ok_line: l.ok_line.clone(),
         greeting_host: hostname(),
         product: l.greeting_name.clone(),

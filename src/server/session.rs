@@ -476,7 +476,7 @@ impl Session {
                 let mut phase = self.phase.clone();
                 let connection = Connection {
                     client_id: machine.client_id(),
-                    ..self.connection()
+                    ..self.connection(stream)
                 };
                 self.attempts += 1;
                 let attempt = self.attempts;
@@ -567,12 +567,18 @@ impl Session {
         }
     }
 
-    /// The facts of this connection a map may use.
-    fn connection(&self) -> Connection {
+    /// The facts of this connection a map may use; `stream` knows the TLS parameters.
+    fn connection(&self, stream: &ClientStream) -> Connection {
         let tls = self.security != Security::Plaintext;
         let (peer, local, session) = (self.peer, self.local, self.id.clone());
+        let negotiated = match stream {
+            MaybeTls::Tls(tls) => Some(tls.get_ref().1),
+            MaybeTls::Plain(_) => None,
+        };
         Connection {
             proxy_ttl: self.proxy_ttl,
+            tls_version: negotiated.and_then(|c| c.protocol_version()),
+            tls_cipher: negotiated.and_then(|c| c.negotiated_cipher_suite().map(|s| s.suite())),
             ..Connection::new(self.listener.protocol(), peer, local, tls, session)
         }
     }

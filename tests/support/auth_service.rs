@@ -2,8 +2,11 @@
 //! `http` map: each request's headers are recorded, and a closure decides the reply.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The request headers of one call, names lower-cased.
@@ -15,7 +18,12 @@ pub type Decide = dyn Fn(&Headers, usize) -> Vec<(String, String)> + Send + Sync
 /// A minimal HTTP/1.1 service with keep-alive, recording every request it gets.
 pub struct AuthService {
     pub port: u16,
+    /// The socket of a service on a unix socket ([`AuthService::start_unix`]).
+    pub socket: Option<PathBuf>,
     requests: Arc<Mutex<Vec<Headers>>>,
+    /// Connections accepted (keep-alive shows as fewer connections than requests).
+    connections: Arc<AtomicUsize>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl AuthService {
@@ -24,16 +32,63 @@ impl AuthService {
     ) -> AuthService {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let requests = Arc::new(Mutex::new(Vec::new()));
-        let decide: Arc<Decide> = Arc::new(decide);
-        let seen = requests.clone();
+        let service = AuthService::empty(port);
+        let accept = service.acceptor(Arc::new(decide));
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (seen, decide) = (seen.clone(), decide.clone());
-                std::thread::spawn(move || serve(stream, &seen, &*decide));
+                let reader = stream.try_clone().unwrap();
+                accept(Box::new(reader), Box::new(stream));
             }
         });
-        AuthService { port, requests }
+        service
+    }
+
+    /// The same service on a unix socket in a directory of its own (nginx's
+    /// `auth_http unix:/path:/uri`).
+    pub fn start_unix(
+        decide: impl Fn(&Headers, usize) -> Vec<(String, String)> + Send + Sync + 'static,
+    ) -> AuthService {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("auth.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let mut service = AuthService::empty(0);
+        let accept = service.acceptor(Arc::new(decide));
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let reader = stream.try_clone().unwrap();
+                accept(Box::new(reader), Box::new(stream));
+            }
+        });
+        service.socket = Some(path);
+        service._dir = Some(dir);
+        service
+    }
+
+    fn empty(port: u16) -> AuthService {
+        AuthService {
+            port,
+            socket: None,
+            requests: Default::default(),
+            connections: Default::default(),
+            _dir: None,
+        }
+    }
+
+    /// What serves each accepted connection, on a thread of its own.
+    fn acceptor(
+        &self,
+        decide: Arc<Decide>,
+    ) -> impl Fn(Box<dyn Read + Send>, Box<dyn Write + Send>) {
+        let (seen, connections) = (self.requests.clone(), self.connections.clone());
+        move |reader, writer| {
+            connections.fetch_add(1, Ordering::SeqCst);
+            let (seen, decide) = (seen.clone(), decide.clone());
+            std::thread::spawn(move || serve(reader, writer, &seen, &*decide));
+        }
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     /// A service that is not there: its port is closed.
@@ -41,10 +96,7 @@ impl AuthService {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        AuthService {
-            port,
-            requests: Default::default(),
-        }
+        AuthService::empty(port)
     }
 
     pub fn requests(&self) -> Vec<Headers> {
@@ -52,19 +104,28 @@ impl AuthService {
     }
 }
 
-fn serve(stream: TcpStream, seen: &Mutex<Vec<Headers>>, decide: &Decide) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut stream = stream;
+fn serve(
+    reader: Box<dyn Read + Send>,
+    mut stream: Box<dyn Write + Send>,
+    seen: &Mutex<Vec<Headers>>,
+    decide: &Decide,
+) {
+    let mut reader = BufReader::new(reader);
     loop {
         let mut first = String::new();
         if reader.read_line(&mut first).unwrap_or(0) == 0 {
             return;
         }
-        assert!(first.starts_with("GET /auth HTTP/1.1"), "{first:?}");
+        // Portcullis keeps the connection (HTTP/1.1); nginx asks once per connection (1.0).
+        assert!(first.starts_with("GET /auth HTTP/1."), "{first:?}");
+        let once = first.starts_with("GET /auth HTTP/1.0");
+        // Header values as bytes (a name that is not UTF-8 comes as it is, as nginx sends it),
+        // shown here as Rust would escape them.
         let mut headers = Headers::new();
         loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
+            let mut line = Vec::new();
+            reader.read_until(b'\n', &mut line).unwrap();
+            let line = shown(&line);
             let line = line.trim_end();
             if line.is_empty() {
                 break;
@@ -82,10 +143,25 @@ fn serve(stream: TcpStream, seen: &Mutex<Vec<Headers>>, decide: &Decide) {
             reply.push_str(&format!("{name}: {value}\r\n"));
         }
         reply.push_str("\r\n");
-        if stream.write_all(reply.as_bytes()).is_err() {
+        if stream.write_all(reply.as_bytes()).is_err() || once {
             return;
         }
     }
+}
+
+/// Bytes as text: UTF-8 as it is, any other byte as `\xNN`.
+pub fn shown(bytes: &[u8]) -> String {
+    bytes
+        .utf8_chunks()
+        .map(|chunk| {
+            let bad: String = chunk
+                .invalid()
+                .iter()
+                .map(|b| format!("\\x{b:02X}"))
+                .collect();
+            format!("{}{bad}", chunk.valid())
+        })
+        .collect()
 }
 
 pub fn ok(port: u16) -> Vec<(String, String)> {

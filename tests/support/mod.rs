@@ -1308,6 +1308,21 @@ impl Client {
         }
     }
 
+    /// Reads one line within `timeout`; `None` when the peer closed (or went silent) first.
+    pub fn try_read_line(&mut self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                let line = String::from_utf8_lossy(&line);
+                return Some(line.trim_end_matches(['\r', '\n']).to_string());
+            }
+            if !matches!(self.fill(deadline), Fill::Data) {
+                return None;
+            }
+        }
+    }
+
     /// Reads one line and asserts it starts with `prefix`; returns it.
     pub fn expect_line(&mut self, prefix: &str) -> String {
         let line = self.read_line();

@@ -309,6 +309,7 @@ mod tests {
     fn creds(pass: &str) -> Credentials {
         Credentials {
             user: "alice".into(),
+            user_bytes: None,
             secret: Secret::new(pass.as_bytes().to_vec()),
             bearer: None,
         }

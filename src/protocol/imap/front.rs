@@ -5,7 +5,7 @@ use crate::protocol::conversation::{
 };
 use crate::protocol::line::{pop_line, Line};
 use crate::protocol::sasl::{Mechanism, Next, PlainError};
-use crate::protocol::{ClientEvent, Credentials, NamedClient};
+use crate::protocol::{leading_response_code, user_name, ClientEvent, Credentials, NamedClient};
 
 use super::command::{parse_command, Command, CommandError, Parsed, Token};
 
@@ -215,16 +215,17 @@ fn login(core: &mut Core, tag: &str, user: &Token, pass: &Token) -> ClientEvent 
     if let Some(refusal) = login_refusal(core) {
         return refused(Some(user), tag, refusal);
     }
-    match std::str::from_utf8(user) {
-        Ok(user) => {
+    match user_name(user, core.settings.pass_non_utf8_names) {
+        Some((user, user_bytes)) => {
             let creds = Credentials {
-                user: user.to_string(),
+                user,
+                user_bytes,
                 secret: pass.to_vec().into(),
                 bearer: None,
             };
             core.begin_login(tag.to_string(), creds)
         }
-        Err(_) => reply(tag, "NO [AUTHENTICATIONFAILED] Invalid user name"),
+        None => reply(tag, "NO [AUTHENTICATIONFAILED] Invalid user name"),
     }
 }
 
@@ -353,7 +354,12 @@ impl Dialect for Imap {
     }
 
     fn denied(&self, tag: Option<String>, message: &str) -> Vec<u8> {
-        self.answer(tag, &format!("NO [AUTHENTICATIONFAILED] {message}"))
+        // The service's own code (`[UNAVAILABLE]`: try later) is the one the client acts
+        // on; a second in front would hide it, as nginx shows the text unchanged.
+        match leading_response_code(message, '[') {
+            Some(_) => self.answer(tag, &format!("NO {message}")),
+            None => self.answer(tag, &format!("NO [AUTHENTICATIONFAILED] {message}")),
+        }
     }
 
     fn client_id(&self) -> Vec<(String, String)> {
@@ -644,6 +650,73 @@ mod tests {
             .ends_with("* BYE Too many failed logins\r\n"));
     }
 
+    fn denied(message: &str, retry: bool) -> LoginOutcome {
+        LoginOutcome::Denied {
+            message: message.into(),
+            retry,
+        }
+    }
+
+    #[test]
+    fn a_services_own_response_code_is_not_doubled() {
+        let mut m = machine();
+        feed(&mut m, b"a LOGIN alice pw\r\n");
+        let r = m.login_finished(&denied("[UNAVAILABLE] Temporary server problem", true));
+        assert_eq!(r.bytes, b"a NO [UNAVAILABLE] Temporary server problem\r\n");
+        let mut m = machine();
+        feed(&mut m, b"b LOGIN alice pw\r\n");
+        let r = m.login_finished(&denied("Invalid login or password", true));
+        let expected = b"b NO [AUTHENTICATIONFAILED] Invalid login or password\r\n";
+        assert_eq!(r.bytes, expected);
+        // Brackets that are no code are words: the proxy's code goes first.
+        let mut m = machine();
+        feed(&mut m, b"c LOGIN alice pw\r\n");
+        let r = m.login_finished(&denied("[not a code", true));
+        assert_eq!(r.bytes, b"c NO [AUTHENTICATIONFAILED] [not a code\r\n");
+    }
+
+    #[test]
+    fn a_name_that_is_not_utf8_is_passed_on_only_where_asked() {
+        let passing = crate::protocol::ClientSettings {
+            pass_non_utf8_names: true,
+            ..settings()
+        };
+        let mut m = ImapClientSide::new(passing);
+        let events = feed(&mut m, b"a LOGIN {4+}\r\ncaf\xe9 pw\r\n");
+        let [ClientEvent::Login(given)] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(given.user, "caf\\xE9");
+        assert_eq!(given.user_bytes.as_deref(), Some(&b"caf\xe9"[..]));
+        // A UTF-8 name has no bytes of its own to keep.
+        let mut m = ImapClientSide::new(crate::protocol::ClientSettings {
+            pass_non_utf8_names: true,
+            ..settings()
+        });
+        assert_eq!(
+            feed(&mut m, b"a LOGIN caf\xc3\xa9 pw\r\n"),
+            vec![creds("caf\u{e9}", "pw")]
+        );
+        let mut m = machine();
+        let refused = text(&feed(&mut m, b"a LOGIN {4+}\r\ncaf\xe9 pw\r\n"));
+        assert_eq!(refused, "a NO [AUTHENTICATIONFAILED] Invalid user name\r\n");
+    }
+
+    #[test]
+    fn a_refusal_without_retry_closes_after_the_answer_alone() {
+        let mut m = machine();
+        feed(&mut m, b"a LOGIN alice pw\r\nb NOOP\r\n");
+        let r = m.login_finished(&denied("Invalid login or password", false));
+        assert_eq!(r.next, AfterLogin::Close);
+        let expected = b"a NO [AUTHENTICATIONFAILED] Invalid login or password\r\n";
+        assert_eq!(r.bytes, expected);
+        assert_eq!(m.next_event(), ClientEvent::NeedInput);
+        let mut m = machine();
+        feed(&mut m, b"a LOGIN alice pw\r\n");
+        let r = m.login_finished(&denied("Invalid login or password", true));
+        assert_eq!(r.next, AfterLogin::Continue);
+    }
+
     #[test]
     fn unavailable_back_end_is_a_tagged_no() {
         let mut m = machine();
@@ -726,6 +799,7 @@ mod tests {
                 events.last(),
                 Some(&ClientEvent::Login(Credentials {
                     user: user.clone(),
+                    user_bytes: None,
                     secret: pass.clone().into(),
                     bearer: None,
                 })),

@@ -238,6 +238,7 @@ mod tests {
         SieveServerSide::new(
             Credentials {
                 user: "alice".into(),
+                user_bytes: None,
                 secret: pass.as_bytes().to_vec().into(),
                 bearer: None,
             },

@@ -10,7 +10,7 @@ use crate::protocol::conversation::{
     self, Conversation, Dialect, LoginBlock, StartTlsBlock, Words,
 };
 use crate::protocol::sasl::{Mechanism, Next, PlainError};
-use crate::protocol::{ClientEvent, NamedClient};
+use crate::protocol::{leading_response_code, ClientEvent, NamedClient};
 
 use super::syntax::{self, parse_line, Bounds, Parsed, SyntaxError, Token};
 
@@ -315,7 +315,13 @@ impl Dialect for Sieve {
     }
 
     fn denied(&self, _: Option<()>, message: &str) -> Vec<u8> {
-        format!("NO {}\r\n", quoted(message)).into_bytes()
+        // A code of the service's own (`(TRYLATER)`) goes where RFC 5804 puts codes, outside
+        // the quoted text, so that the client acts on it.
+        match leading_response_code(message, '(') {
+            Some((code, "")) => format!("NO {code}\r\n").into_bytes(),
+            Some((code, text)) => format!("NO {code} {}\r\n", quoted(text)).into_bytes(),
+            None => format!("NO {}\r\n", quoted(message)).into_bytes(),
+        }
     }
 
     fn answer(&self, _: Option<()>, text: &str) -> Vec<u8> {
@@ -530,6 +536,29 @@ mod tests {
             text: "Logged in.".into(),
         });
         assert_eq!(reply.bytes, b"OK \"Say \\\"hi\\\"\"\r\n".to_vec());
+    }
+
+    #[test]
+    fn a_services_own_response_code_goes_where_codes_go() {
+        let denied = |message: &str, retry| LoginOutcome::Denied {
+            message: message.into(),
+            retry,
+        };
+        let login = format!("AUTHENTICATE \"PLAIN\" \"{ALICE_PW}\"\r\n");
+        let mut m = machine();
+        feed(&mut m, login.as_bytes());
+        let r = m.login_finished(&denied("(TRYLATER) Temporary server problem", true));
+        assert_eq!(r.bytes, b"NO (TRYLATER) \"Temporary server problem\"\r\n");
+        assert_eq!(r.next, AfterLogin::Continue);
+        let mut m = machine();
+        feed(&mut m, login.as_bytes());
+        let r = m.login_finished(&denied("(TRYLATER)", true));
+        assert_eq!(r.bytes, b"NO (TRYLATER)\r\n");
+        let mut m = machine();
+        feed(&mut m, login.as_bytes());
+        let r = m.login_finished(&denied("(not a code) at all", false));
+        assert_eq!(r.bytes, b"NO \"(not a code) at all\"\r\n");
+        assert_eq!(r.next, AfterLogin::Close);
     }
 
     #[test]

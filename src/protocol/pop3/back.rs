@@ -271,6 +271,7 @@ mod tests {
     fn creds(user: &str, pass: &str) -> Credentials {
         Credentials {
             user: user.into(),
+            user_bytes: None,
             secret: pass.as_bytes().to_vec().into(),
             bearer: None,
         }

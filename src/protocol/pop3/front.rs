@@ -6,7 +6,7 @@ use crate::protocol::conversation::{
 };
 use crate::protocol::line::{pop_line, split_word, Line};
 use crate::protocol::sasl::{Mechanism, Next, PlainError};
-use crate::protocol::{ClientEvent, Credentials, NamedClient};
+use crate::protocol::{leading_response_code, user_name, ClientEvent, Credentials, NamedClient};
 
 /// Advertised before login when the configuration does not say otherwise, one CAPA line each.
 pub const DEFAULT_CAPABILITY: &[&str] = &[
@@ -45,8 +45,8 @@ fn capability_name(line: &str) -> &str {
 /// POP3's words and parsing for the pre-login conversation.
 #[derive(Default)]
 pub struct Pop3 {
-    /// The name given by `USER`, waiting for `PASS`.
-    user: Option<String>,
+    /// The name given by `USER` (and its bytes when not UTF-8), waiting for `PASS`.
+    user: Option<(String, Option<Vec<u8>>)>,
 }
 
 /// The POP3 client side.
@@ -157,12 +157,12 @@ impl Pop3 {
         if args.is_empty() || args.contains(&0) {
             return reply("-ERR Syntax error in USER arguments");
         }
-        match std::str::from_utf8(args) {
-            Ok(user) => {
-                self.user = Some(user.to_string());
+        match user_name(args, core.settings.pass_non_utf8_names) {
+            Some(user) => {
+                self.user = Some(user);
                 reply("+OK")
             }
-            Err(_) => reply("-ERR [AUTH] Invalid user name"),
+            None => reply("-ERR [AUTH] Invalid user name"),
         }
     }
 
@@ -170,16 +170,17 @@ impl Pop3 {
         if let Some(refusal) = login_refusal(core) {
             return reply(refusal);
         }
-        let Some(user) = self.user.take() else {
+        let Some((user, user_bytes)) = self.user.take() else {
             return reply("-ERR No user name given, use USER first");
         };
         if args.is_empty() {
             // Keep the user: the client may still send a proper PASS.
-            self.user = Some(user);
+            self.user = Some((user, user_bytes));
             return reply("-ERR Syntax error in PASS arguments");
         }
         let creds = Credentials {
             user,
+            user_bytes,
             secret: args.to_vec().into(),
             bearer: None,
         };
@@ -307,7 +308,12 @@ impl Dialect for Pop3 {
     }
 
     fn denied(&self, _: Option<()>, message: &str) -> Vec<u8> {
-        format!("-ERR [AUTH] {message}\r\n").into_bytes()
+        // An RFC 2449/3206 code of the service's own (`[SYS/TEMP]`: try later) is the one
+        // the client acts on; `[AUTH]` in front would hide it.
+        match leading_response_code(message, '[') {
+            Some(_) => format!("-ERR {message}\r\n").into_bytes(),
+            None => format!("-ERR [AUTH] {message}\r\n").into_bytes(),
+        }
     }
 
     fn answer(&self, _: Option<()>, text: &str) -> Vec<u8> {
@@ -450,11 +456,33 @@ mod tests {
                 ClientEvent::Send(b"+OK\r\n".to_vec()),
                 ClientEvent::Login(Credentials {
                     user: "bob".into(),
+                    user_bytes: None,
                     secret: b"p\xe4ss word".to_vec().into(),
                     bearer: None,
                 })
             ]
         );
+    }
+
+    /// Behind an http map a name that is not UTF-8 goes to the service (escaped for the log,
+    /// its bytes kept); elsewhere it is refused as before.
+    #[test]
+    fn a_name_that_is_not_utf8_is_passed_on_only_where_asked() {
+        let passing = crate::protocol::ClientSettings {
+            pass_non_utf8_names: true,
+            ..settings()
+        };
+        let mut m = Pop3ClientSide::new(passing);
+        assert_eq!(text(&feed(&mut m, b"USER caf\xe9\r\n")), "+OK\r\n");
+        let events = feed(&mut m, b"PASS pw\r\n");
+        let [ClientEvent::Login(given)] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert_eq!(given.user, "caf\\xE9");
+        assert_eq!(given.user_bytes.as_deref(), Some(&b"caf\xe9"[..]));
+        let mut m = machine();
+        let refused = text(&feed(&mut m, b"USER caf\xe9\r\n"));
+        assert_eq!(refused, "-ERR [AUTH] Invalid user name\r\n");
     }
 
     #[test]
@@ -688,6 +716,23 @@ mod tests {
         assert_eq!(r.bytes, b"-ERR [AUTH] Authentication failed.\r\n".to_vec());
         assert_eq!(m.next_event(), ClientEvent::NeedInput);
         assert!(m.take_unprocessed().is_empty());
+    }
+
+    #[test]
+    fn a_services_own_response_code_is_not_doubled_and_no_retry_closes() {
+        let denied = |message: &str, retry| LoginOutcome::Denied {
+            message: message.into(),
+            retry,
+        };
+        let mut m = machine();
+        feed(&mut m, b"USER alice\r\nPASS pw\r\n");
+        let r = m.login_finished(&denied("[SYS/TEMP] Temporary server problem", true));
+        assert_eq!(r.bytes, b"-ERR [SYS/TEMP] Temporary server problem\r\n");
+        assert_eq!(r.next, AfterLogin::Continue);
+        feed(&mut m, b"USER alice\r\nPASS pw\r\n");
+        let r = m.login_finished(&denied("Invalid login or password", false));
+        assert_eq!(r.bytes, b"-ERR [AUTH] Invalid login or password\r\n");
+        assert_eq!(r.next, AfterLogin::Close);
     }
 
     #[test]
