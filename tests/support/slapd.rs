@@ -56,20 +56,19 @@ pub fn prepare(dir: &Path) -> PathBuf {
 fn start_private() -> Slapd {
     let dir = std::env::temp_dir().join(format!("portcullis-slapd-{}", unique_suffix()));
     let conf = prepare(&dir);
-    let port = free_port();
-    let url = format!("ldap://127.0.0.1:{port}");
-    let status = Command::new("/usr/sbin/slapd")
-        .args(["-f", &conf.display().to_string(), "-h", &format!("{url}/")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run slapd (install slapd)");
-    assert!(status.success(), "slapd did not start ({status})");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !port_open(port) {
-        assert!(Instant::now() < deadline, "slapd not listening on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // Three tries, each on a new port: slapd binds after the port was chosen.
+    let mut failures = Vec::new();
+    let url = loop {
+        let port = free_port();
+        match start_slapd(&conf, port) {
+            Ok(url) => break url,
+            Err(e) if failures.len() < 2 => failures.push(e),
+            Err(e) => {
+                failures.push(e);
+                panic!("slapd did not start:\n{}", failures.join("\n-----\n"));
+            }
+        }
+    };
     let slapd = Slapd { url };
     slapd.add(include_str!("ldap/base.ldif"));
     // A process-private server ends with the test process: slapd daemonized, so it is
@@ -77,6 +76,33 @@ fn start_private() -> Slapd {
     let pidfile = dir.join("slapd.pid");
     std::thread::spawn(move || watch_parent(pidfile));
     slapd
+}
+
+/// Starts slapd with `conf` on 127.0.0.1:`port` (it daemonizes once listening); its URL, or
+/// slapd's own words.
+fn start_slapd(conf: &Path, port: u16) -> Result<String, String> {
+    let url = format!("ldap://127.0.0.1:{port}");
+    let out = Command::new("/usr/sbin/slapd")
+        .args(["-f", &conf.display().to_string(), "-h", &format!("{url}/")])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run slapd (install slapd)");
+    if !out.status.success() {
+        return Err(format!(
+            "slapd on {port} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !port_open(port) {
+        if Instant::now() >= deadline {
+            return Err(format!("slapd not listening on {port}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(url)
 }
 
 /// Stop the private slapd once this test process is gone.
