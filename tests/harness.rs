@@ -259,3 +259,15 @@ fn a_proxy_on_port_zero_says_its_port() {
     let mut c = Client::plain(ports[0]);
     c.expect_line("* OK");
 }
+
+/// `port_listening` reads the kernel's tables: true for a listener, false for a free port,
+/// without connecting.
+#[test]
+fn port_listening_sees_listeners_only() {
+    let port = free_port();
+    assert!(!port_listening(port));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    assert!(port_listening(port));
+    drop(listener);
+    assert!(!port_listening(port));
+}

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use super::{free_port, port_open};
+use super::{free_port, port_listening};
 
 /// A running HAProxy, stopped when dropped.
 pub struct HaProxy {
@@ -54,7 +54,8 @@ impl HaProxy {
             .expect("run haproxy (install haproxy)");
         let said = || std::fs::read_to_string(&output).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while !port_open(port) {
+        // Not by connecting: a probe connection would take the first server's turn.
+        while !port_listening(port) {
             if let Ok(Some(status)) = child.try_wait() {
                 return Err(format!(
                     "haproxy exited ({status}) on port {port}:\n{}",

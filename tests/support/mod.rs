@@ -123,6 +123,25 @@ pub fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
 }
 
+/// True if a socket listens on TCP `port` (any address) right now, going by the kernel's
+/// tables (`/proc/net/tcp`, `/proc/net/tcp6`) rather than by connecting: for a server that
+/// must not see a probe connection (a balancer's round robin would count it).
+pub fn port_listening(port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        read_lossy(Path::new(table)).lines().skip(1).any(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1).unwrap_or_default();
+            let state = fields.nth(1).unwrap_or_default();
+            state == LISTEN
+                && local
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        })
+    })
+}
+
 /// Polls until 127.0.0.1:`port` accepts TCP connections; false after `timeout`.
 pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
     let deadline = Instant::now() + timeout;
