@@ -1266,6 +1266,18 @@ impl Client {
         Ok(())
     }
 
+    /// The certificate the server presented (its leaf, DER), on a TLS connection.
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        match &self.conn {
+            Conn::Tls(t) => t
+                .conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| leaf.as_ref().to_vec()),
+            _ => None,
+        }
+    }
+
     /// True if the connection is (now) TLS.
     pub fn is_tls(&self) -> bool {
         matches!(self.conn, Conn::Tls(_))
