@@ -238,8 +238,7 @@ fn journald_diagnostics_without_a_journal_refuse_to_start() {
     let failure = std::panic::catch_unwind(|| {
         Proxy::start_toml_wrapped(&toml, &[port], &wrapper, &[]);
     })
-    .err()
-    .expect("the proxy started without a journal");
+    .expect_err("the proxy started without a journal");
     let message = failure
         .downcast_ref::<String>()
         .cloned()
