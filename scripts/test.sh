@@ -36,8 +36,15 @@ start_shared_slapd() {
     mkdir -p "$dir/db"
     gzip -dc /usr/share/doc/perdition-ldap/perdition.schema.gz >"$dir/perdition.schema" || return 0
     sed -e "s|@DIR@|$dir|g" tests/support/ldap/slapd.conf.in >"$dir/slapd.conf"
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    /usr/sbin/slapd -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$port/" || return 0
+    # A port outside the kernel's ephemeral range (scripts/free_port.py); slapd binds it a
+    # moment later, so a port taken meanwhile means another try on another.
+    local try
+    for try in 1 2 3; do
+        port=$(python3 scripts/free_port.py) || return 0
+        /usr/sbin/slapd -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$port/" && break
+        say "slapd did not start on $port (try $try)"
+        [ "$try" -eq 3 ] && return 0
+    done
     for _ in $(seq 100); do
         ldapadd -x -H "ldap://127.0.0.1:$port" -D cn=admin,dc=nodomain -w adminpw \
             -f tests/support/ldap/base.ldif >/dev/null 2>&1 && break
@@ -69,13 +76,21 @@ start_shared_redis() {
     command -v redis-server >/dev/null 2>&1 || return 0
     local dir port
     dir=$(mktemp -d /tmp/portcullis-redis.XXXXXX)
-    port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-        --daemonize yes --pidfile "$dir/redis.pid" >/dev/null || return 0
-    for _ in $(seq 100); do
-        python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" 2>/dev/null && break
-        sleep 0.1
+    local try up=
+    for try in 1 2 3; do
+        port=$(python3 scripts/free_port.py) || return 0
+        redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+            --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null ||
+            continue
+        for _ in $(seq 100); do
+            python3 -c "import socket; socket.create_connection(('127.0.0.1', $port), 1)" \
+                2>/dev/null && { up=1; break; }
+            sleep 0.1
+        done
+        [ -n "$up" ] && break
+        say "redis-server did not start on $port (try $try): $(tail -3 "$dir/redis.log" 2>/dev/null)"
     done
+    [ -n "$up" ] || return 0
     export PORTCULLIS_TEST_REDIS="redis://127.0.0.1:$port"
     STOP_REDIS="kill \$(cat $dir/redis.pid)"
     say "redis-server for the tests at $PORTCULLIS_TEST_REDIS"

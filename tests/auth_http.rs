@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use support::auth_service::*;
@@ -219,9 +218,8 @@ fn check_refuses_a_master_user_behind_a_map_that_does_not_check_passwords() {
 #[test]
 fn a_failing_service_is_not_bypassed_through_the_listeners_own_server() {
     let dc = Dovecot::start();
-    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_port = dead.local_addr().unwrap().port();
-    drop(dead);
+    // Reserved for this process and never bound: nothing listens there.
+    let dead_port = free_port();
     let port = free_port();
     let toml = format!(
         "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\

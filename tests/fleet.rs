@@ -40,9 +40,10 @@ fn behind_haproxy_a_ban_earned_through_one_instance_holds_on_the_other() {
     let dc = Dovecot::start();
     let (store, prefix) = (redis_url(), key_prefix());
     let guard = "penalty_initial_ms = 20\npenalty_max_ms = 40\nban_after = 3\nban_ms = 60000";
-    let (p1, p2) = (free_port(), free_port());
-    let one = Proxy::start_toml(&instance(p1, &dc, store, &prefix, guard), &[p1]);
-    let two = Proxy::start_toml(&instance(p2, &dc, store, &prefix, guard), &[p2]);
+    // Each instance on port 0: the kernel's choice, bound at once, read from its log.
+    let (one, p1) = Proxy::start_toml_anywhere(&instance(0, &dc, store, &prefix, guard), 1);
+    let (two, p2) = Proxy::start_toml_anywhere(&instance(0, &dc, store, &prefix, guard), 1);
+    let (p1, p2) = (p1[0], p2[0]);
     let haproxy = HaProxy::start(&[p1, p2]);
 
     // A good user, twice through the balancer (one login on each instance): both logs and

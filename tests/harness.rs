@@ -181,3 +181,93 @@ fn proxy_start_greet_and_terminate() {
         p.log_text()
     );
 }
+
+/// A proxy that cannot start says why in the test's failure, also when its log goes to a file
+/// of its own (`-F FILE`) rather than to its output.
+#[test]
+fn a_proxy_that_cannot_bind_shows_its_log_files_words() {
+    let port = free_port();
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("mail.log");
+    let args: Vec<String> = [
+        "perdition",
+        "-f",
+        "",
+        "-P",
+        "IMAP4",
+        "--no_daemon",
+        "-b",
+        "127.0.0.1",
+        "-l",
+        &port.to_string(),
+        "-s",
+        "127.0.0.1",
+        "-p",
+        "1",
+        "-F",
+        &log.display().to_string(),
+    ]
+    .map(str::to_string)
+    .to_vec();
+    let failure = std::panic::catch_unwind(|| Proxy::start_args(&args, &[port]))
+        .err()
+        .expect("the proxy started on a port already taken");
+    let message = failure
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && message.contains("Address already in use"),
+        "{message}"
+    );
+}
+
+/// The ports handed out lie outside the kernel's ephemeral range, and each is reserved for this
+/// process: another process cannot take its lock.
+#[test]
+fn free_ports_are_outside_the_ephemeral_range_and_reserved() {
+    let (low, high) = support::ports::ephemeral_range();
+    let ports: Vec<u16> = (0..20).map(|_| free_port()).collect();
+    let mut unique = ports.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), ports.len(), "{ports:?}");
+    for port in ports {
+        assert!(!(low..=high).contains(&port), "{port} in {low}-{high}");
+        let lock = std::env::temp_dir()
+            .join("portcullis-test-ports")
+            .join(port.to_string());
+        let other = std::process::Command::new("flock")
+            .args(["-n", "-E", "75"])
+            .arg(&lock)
+            .arg("true")
+            .status()
+            .expect("run flock (util-linux)");
+        assert_eq!(other.code(), Some(75), "{} not held", lock.display());
+    }
+}
+
+/// A proxy listening on port 0 tells the test which port it got.
+#[test]
+fn a_proxy_on_port_zero_says_its_port() {
+    let toml = "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"imap\"\n\
+                bind = [\"127.0.0.1:0\"]\n[listener.backend]\nhost = \"127.0.0.1:1\"\n";
+    let (_proxy, ports) = Proxy::start_toml_anywhere(toml, 1);
+    assert_eq!(ports.len(), 1);
+    let mut c = Client::plain(ports[0]);
+    c.expect_line("* OK");
+}
+
+/// `port_listening` reads the kernel's tables: true for a listener, false for a free port,
+/// without connecting.
+#[test]
+fn port_listening_sees_listeners_only() {
+    let port = free_port();
+    assert!(!port_listening(port));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    assert!(port_listening(port));
+    drop(listener);
+    assert!(!port_listening(port));
+}

@@ -1,13 +1,16 @@
 //! The LDAP map against Debian's slapd, with Perdition's schema and tree: users land on the
 //! server their entry names, the entry's user name is used when asked, hostile names are only
 //! ever text in the filter, and a directory that is down makes logins unavailable, never
-//! wrong.
+//! wrong. Over TLS (a slapd of the test's own with the test certificate): users route through
+//! `ldaps://` and through `ldap://` with StartTLS, and a directory certificate the configured CA
+//! did not sign makes logins unavailable.
 
 mod support;
 
+use std::path::Path;
 use std::time::Duration;
 
-use support::slapd::slapd;
+use support::slapd::{slapd, slapd_with_tls};
 use support::*;
 
 /// An IMAP proxy on `port` whose map is the directory at `base`; `backend` holds the
@@ -269,4 +272,88 @@ fn a_stalled_directory_answers_every_waiting_login_in_time() {
         "{:?}",
         start.elapsed()
     );
+}
+
+/// An IMAP proxy on `port` whose map is the directory at `server` (an `ldap://` or `ldaps://`
+/// URL) under `base`, trusting only `ca` for its certificate; `starttls` as given.
+fn tls_ldap_listener(port: u16, server: &str, base: &str, starttls: bool, ca: &Path) -> String {
+    format!(
+        "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         [listener.backend]\n{NO_FALLBACK}\n\
+         [listener.map]\nkind = \"ldap\"\n\
+         url = \"{server}/{base}?username,mailhost,port?one?(uid=%s)\"\ntimeout = 3\n\
+         starttls = {starttls}\nca_file = \"{}\"\n",
+        ca.display()
+    )
+}
+
+/// A user routes through the directory over `ldaps://` and over `ldap://` with StartTLS, the
+/// directory's certificate checked against the configured CA.
+#[test]
+fn users_route_through_ldaps_and_through_starttls() {
+    let directory = slapd_with_tls();
+    let dc = Dovecot::start();
+    let base = directory.slapd.new_ou("tls");
+    directory
+        .slapd
+        .add_user(&base, "alice", "127.0.0.1", Some(dc.imap), None);
+    for (server, starttls) in [
+        (directory.ldaps_url.as_str(), false),
+        (directory.slapd.url.as_str(), true),
+    ] {
+        let port = free_port();
+        let toml = tls_ldap_listener(port, server, &base, starttls, &certs().ca);
+        let proxy = Proxy::start_toml(&toml, &[port]);
+        let answer = login(port, "alice", "alicepw");
+        assert!(
+            answer.starts_with("a OK"),
+            "{server} starttls={starttls}: {answer}\n{}",
+            proxy.log_text()
+        );
+        let to_dovecot = format!("server=\"127.0.0.1:{}\"", dc.imap);
+        assert!(
+            proxy.wait_log(&to_dovecot, READ_TIMEOUT),
+            "{}",
+            proxy.log_text()
+        );
+    }
+    assert!(dc.saw_login("alice"));
+}
+
+/// A directory whose certificate the configured CA did not sign: over `ldaps://` and over
+/// StartTLS the login is unavailable (try later), never "wrong password", and nobody is routed.
+#[test]
+fn a_directory_certificate_from_another_ca_makes_logins_unavailable() {
+    let directory = slapd_with_tls();
+    let dc = Dovecot::start();
+    let base = directory.slapd.new_ou("wrongca");
+    directory
+        .slapd
+        .add_user(&base, "alice", "127.0.0.1", Some(dc.imap), None);
+    for (server, starttls) in [
+        (directory.ldaps_url.as_str(), false),
+        (directory.slapd.url.as_str(), true),
+    ] {
+        let port = free_port();
+        let toml = tls_ldap_listener(port, server, &base, starttls, &certs().other_ca);
+        let proxy = Proxy::start_toml(&toml, &[port]);
+        let answer = login(port, "alice", "alicepw");
+        assert!(
+            answer.starts_with("a NO [UNAVAILABLE]"),
+            "{server} starttls={starttls}: {answer}\n{}",
+            proxy.log_text()
+        );
+        assert!(
+            proxy.wait_log(
+                "status=\"failed: Could not connect to server\"",
+                READ_TIMEOUT
+            ) && proxy.wait_log(
+                &format!("map: cannot connect to {server}: I/O error: invalid peer certificate"),
+                READ_TIMEOUT
+            ),
+            "{}",
+            proxy.log_text()
+        );
+    }
+    assert!(!logged_in_at(&dc, "alice"), "{}", dc.log_text());
 }

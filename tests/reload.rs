@@ -327,3 +327,132 @@ fn greeting_client(port: u16) -> Client {
     c.expect_line("* OK");
     c
 }
+
+/// A certificate from the test CA (`certs()`) for `localhost` with subject `cn`, in `dir`:
+/// (cert, key).
+fn issue_localhost(dir: &std::path::Path, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let ca = certs();
+    let (cert, key, csr, ext) = (
+        dir.join("issued.pem"),
+        dir.join("issued.key"),
+        dir.join("issued.csr"),
+        dir.join("issued.ext"),
+    );
+    std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    let openssl = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let subject = format!("/CN={cn}");
+    openssl(&[
+        "req",
+        "-new",
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+        "-keyout",
+        key.to_str().unwrap(),
+        "-out",
+        csr.to_str().unwrap(),
+        "-subj",
+        &subject,
+    ]);
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        csr.to_str().unwrap(),
+        "-CA",
+        ca.ca.to_str().unwrap(),
+        "-CAkey",
+        ca.dir.join("ca.key").to_str().unwrap(),
+        "-set_serial",
+        "4242",
+        "-days",
+        "30",
+        "-extfile",
+        ext.to_str().unwrap(),
+        "-out",
+        cert.to_str().unwrap(),
+    ]);
+    (cert, key)
+}
+
+/// The DER of the first certificate in a PEM file.
+fn der(pem: &std::path::Path) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_file_iter(pem)
+        .unwrap()
+        .next()
+        .expect("a certificate")
+        .unwrap()
+        .as_ref()
+        .to_vec()
+}
+
+/// The certificate a new client is served on `port` (trusting the test CA, asking for
+/// localhost), after the greeting came through it.
+fn served(port: u16) -> Vec<u8> {
+    let mut c = Client::tls(port);
+    c.expect_line("* OK");
+    c.peer_certificate().expect("a TLS connection")
+}
+
+/// A certificate renewed in place (the same file names, new contents, as certbot or an
+/// operator's copy does) is what new clients get once the proxy was told SIGHUP; until then
+/// the old one is served.
+#[test]
+fn a_certificate_replaced_in_its_files_is_served_after_sighup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::copy(&certs().cert, &cert).unwrap();
+    std::fs::copy(&certs().key, &key).unwrap();
+    let renewed_dir = tempfile::tempdir().unwrap();
+    let (new_cert, new_key) = issue_localhost(renewed_dir.path(), "localhost renewed");
+    let (old_der, new_der) = (der(&certs().cert), der(&new_cert));
+    assert_ne!(old_der, new_der);
+
+    let port = free_port();
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n{NO_GUARD}\n\n[[listener]]\nprotocol = \"imap\"\n\
+         bind = [\"127.0.0.1:{port}\"]\ntls = \"implicit\"\ncert = \"{}\"\nkey = \"{}\"\n\
+         [listener.backend]\nhost = \"127.0.0.1\"\nport = {}\n",
+        cert.display(),
+        key.display(),
+        free_port()
+    );
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    assert!(served(port) == old_der, "not the first certificate");
+
+    // Replaced in place; until the reload, still the old one.
+    for (from, to) in [(&new_key, &key), (&new_cert, &cert)] {
+        let tmp = to.with_extension("new");
+        std::fs::copy(from, &tmp).unwrap();
+        std::fs::rename(&tmp, to).unwrap();
+    }
+    assert!(
+        served(port) == old_der,
+        "the new certificate before any reload"
+    );
+    proxy.signal("HUP");
+    assert!(
+        proxy.wait_log("Reloaded:", READ_TIMEOUT),
+        "{}",
+        proxy.log_text()
+    );
+    let now = served(port);
+    assert!(
+        now == new_der,
+        "after SIGHUP the old certificate is still served:\n{}",
+        proxy.log_text()
+    );
+}

@@ -58,6 +58,35 @@ fn postgresql_rows_route_users() {
     assert_routes(port, &dc1, &dc2);
 }
 
+/// Perdition's own PostgreSQL table (`perditiondb_postgresql_makedb`) keeps every column as
+/// `char(n)`: PostgreSQL answers with the value padded with blanks to its width. Perdition
+/// trims them; so must the map, or alice's server is "127.0.0.1" and 246 blanks.
+#[test]
+fn postgresql_on_perditions_blank_padded_char_columns() {
+    let (dc1, dc2) = (Dovecot::start(), Dovecot::start());
+    let setup = format!(
+        "CREATE TABLE tblPerdition (\"user\" char(128) NOT NULL PRIMARY KEY, \
+         servername char(255) NOT NULL, port char(8) DEFAULT NULL);\n\
+         INSERT INTO tblPerdition VALUES ('alice', '127.0.0.1', '{}');\n\
+         INSERT INTO tblPerdition VALUES ('bob', '127.0.0.1:{}', NULL);\n",
+        dc1.imap, dc2.imap
+    );
+    let url = postgres_database(&setup);
+    let port = free_port();
+    let proxy = Proxy::start_toml(&sql_listener(port, &url, "host = \"\""), &[port]);
+    let answer = login(port, "alice", "alicepw");
+    assert!(answer.starts_with("a OK"), "{answer}\n{}", proxy.log_text());
+    assert!(
+        login(port, "bob", "bobpw").starts_with("a OK"),
+        "{}",
+        proxy.log_text()
+    );
+    assert!(dc1.saw_login("alice") && !logged_in_at(&dc2, "alice"));
+    assert!(dc2.saw_login("bob") && !logged_in_at(&dc1, "bob"));
+    // Nobody's row: no server, and the listener has no fallback.
+    assert!(login(port, "carol", "carolpw").starts_with("a NO"));
+}
+
 #[test]
 fn mariadb_through_perditions_mysql_option_string() {
     let (dc1, dc2) = (Dovecot::start(), Dovecot::start());

@@ -57,9 +57,19 @@ pub fn install(output: DiagnosticsOutput, filter: EnvFilter) -> Result<(), Strin
             .try_init()
             .map_err(|e| e.to_string()),
         DiagnosticsOutput::Journald => {
+            // The syslog severities these lines have with a syslog destination: the crate's
+            // default puts `info` at notice (5) and `debug` at info (6).
+            use tracing_journald::{Priority, PriorityMappings};
+            let priorities = PriorityMappings {
+                info: Priority::Informational,
+                debug: Priority::Debug,
+                trace: Priority::Debug,
+                ..PriorityMappings::new()
+            };
             let journald = tracing_journald::layer()
                 .map_err(|e| format!("journald is not reachable: {e}"))?
-                .with_syslog_identifier("portcullis".into());
+                .with_syslog_identifier("portcullis".into())
+                .with_priority_mappings(priorities);
             tracing_subscriber::registry()
                 .with(filter)
                 .with(journald)

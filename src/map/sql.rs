@@ -95,7 +95,9 @@ pub fn table_query(url: &str, table: &Table) -> Result<String, String> {
     let (t, u, s, p) = (t?, u?, s?, p?);
     Ok(match dialect(url)? {
         // Unquoted names fold to lower case, as Perdition's tables were created; `user` is a
-        // reserved word and must be quoted.
+        // reserved word and must be quoted. Perdition's own table keeps `char(n)` columns,
+        // which sqlx's Any driver cannot read: cast to text, which also drops the blanks that
+        // pad a `char(n)` value to its width (Perdition trims them too).
         Dialect::Postgres => {
             let q = |n: &str| {
                 if n.eq_ignore_ascii_case("user") {
@@ -105,7 +107,8 @@ pub fn table_query(url: &str, table: &Table) -> Result<String, String> {
                 }
             };
             format!(
-                "SELECT {} AS servername, {} AS port FROM {} WHERE {} = $1",
+                "SELECT CAST({} AS text) AS servername, CAST({} AS text) AS port FROM {} \
+                 WHERE {} = $1",
                 q(s),
                 q(p),
                 q(t),
@@ -156,7 +159,7 @@ impl SqlMap {
         )
         .await
         .map_err(|_| MapError::Unavailable(format!("{}: no answer in time", self.name)))?
-        .map_err(|e| MapError::Unavailable(format!("{}: {e}", self.name)))?;
+        .map_err(|e| MapError::Unavailable(format!("{}: {e}{}", self.name, hint(&e))))?;
         let row = rows.first().ok_or(MapError::NotFound)?;
         let server = text(row, "servername")
             .map_err(|e| MapError::Unavailable(format!("{}: {e}", self.name)))?
@@ -169,6 +172,15 @@ impl SqlMap {
             Some(port) => format!("{}:{}", server.trim(), port.trim()),
             None => server.trim().to_string(),
         }))
+    }
+}
+
+/// What to do about an error the query's own text can fix.
+fn hint(error: &sqlx::Error) -> &'static str {
+    if error.to_string().contains("Bpchar") {
+        " (a char(n) column: cast it in the query, e.g. servername::text)"
+    } else {
+        ""
     }
 }
 
@@ -263,7 +275,8 @@ mod tests {
         let t = Table::default();
         assert_eq!(
             table_query("postgres://h/db", &t).unwrap(),
-            "SELECT servername AS servername, port AS port FROM tblPerdition WHERE \"user\" = $1"
+            "SELECT CAST(servername AS text) AS servername, CAST(port AS text) AS port \
+             FROM tblPerdition WHERE \"user\" = $1"
         );
         assert_eq!(
             table_query("mysql://h/db", &t).unwrap(),

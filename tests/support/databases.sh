@@ -20,14 +20,21 @@ as_user() {
     fi
 }
 
+# A port outside the kernel's ephemeral range that nothing holds now (scripts/free_port.py);
+# the server binds it a moment later, so each start is tried again on a new port.
 free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+    python3 "$(dirname "${BASH_SOURCE[0]}")/../../scripts/free_port.py"
 }
 
+# wait_port PORT [PID]: until PORT accepts connections; fails at once when PID is gone.
 wait_port() {
     for _ in $(seq 300); do
         if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then
             return 0
+        fi
+        if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then
+            echo "the server for port $1 exited" >&2
+            return 1
         fi
         sleep 0.1
     done
@@ -38,28 +45,41 @@ wait_port() {
 start_postgres() {
     local bin port
     bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
-    port=$(free_port)
     mkdir -p "$dir/pg"
     [ "$(id -u)" -eq 0 ] && chown postgres: "$dir/pg"
     as_user postgres "$bin/initdb" -D "$dir/pg/data" -A trust -U postgres >"$dir/pg/initdb.log" 2>&1
-    as_user postgres "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -w \
-        -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null
-    wait_port "$port"
+    local try
+    for try in 1 2 3; do
+        port=$(free_port)
+        as_user postgres "$bin/pg_ctl" -D "$dir/pg/data" -l "$dir/pg/server.log" -w \
+            -o "-p $port -k $dir/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null &&
+            wait_port "$port" && break
+        echo "postgres did not start on $port (try $try): $(tail -3 "$dir/pg/server.log")" >&2
+        [ "$try" -eq 3 ] && return 1
+    done
     echo "PORTCULLIS_TEST_POSTGRES=postgres://postgres@127.0.0.1:$port"
 }
 
 start_mariadb() {
     local port
-    port=$(free_port)
     mkdir -p "$dir/mariadb"
     [ "$(id -u)" -eq 0 ] && chown mysql: "$dir/mariadb"
     as_user mysql mariadb-install-db --no-defaults --datadir="$dir/mariadb/data" \
         --auth-root-authentication-method=normal >"$dir/mariadb/install.log" 2>&1
-    as_user mysql mariadbd --no-defaults --datadir="$dir/mariadb/data" --port="$port" \
-        --bind-address=127.0.0.1 --socket="$dir/mariadb/sock" \
-        --pid-file="$dir/mariadb/pid" --skip-log-bin --innodb-flush-log-at-trx-commit=0 \
-        >"$dir/mariadb/server.log" 2>&1 &
-    wait_port "$port"
+    local try pid
+    for try in 1 2 3; do
+        port=$(free_port)
+        as_user mysql mariadbd --no-defaults --datadir="$dir/mariadb/data" --port="$port" \
+            --bind-address=127.0.0.1 --socket="$dir/mariadb/sock" \
+            --pid-file="$dir/mariadb/pid" --skip-log-bin --innodb-flush-log-at-trx-commit=0 \
+            >"$dir/mariadb/server.log" 2>&1 &
+        pid=$!
+        wait_port "$port" "$pid" && break
+        echo "mariadbd did not start on $port (try $try): $(tail -3 "$dir/mariadb/server.log")" >&2
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        [ "$try" -eq 3 ] && return 1
+    done
     # 127.0.0.1 counts as localhost, where an anonymous user would win over '%'.
     mariadb --no-defaults -S "$dir/mariadb/sock" -u root -e \
         "DELETE FROM mysql.user WHERE User='';

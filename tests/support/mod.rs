@@ -11,13 +11,13 @@
 pub mod auth_service;
 pub mod databases;
 pub mod haproxy;
+pub mod ports;
 pub mod redis;
 pub mod slapd;
 
-use std::collections::HashSet;
 use std::fs;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
@@ -115,25 +115,31 @@ fn read_lossy(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-/// Returns a loopback TCP port that is currently free. A port is never handed out twice by one
-/// test process (another process may still race for it; [`Dovecot::start`] retries on that).
-pub fn free_port() -> u16 {
-    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let used = HANDED_OUT.get_or_init(|| Mutex::new(HashSet::new()));
-    loop {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = listener.local_addr().expect("local_addr").port();
-        drop(listener);
-        if used.lock().unwrap_or_else(|e| e.into_inner()).insert(port) {
-            return port;
-        }
-    }
-}
+pub use ports::free_port;
 
 /// True if something accepts TCP connections on 127.0.0.1:`port` right now.
 pub fn port_open(port: u16) -> bool {
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+/// True if a socket listens on TCP `port` (any address) right now, going by the kernel's
+/// tables (`/proc/net/tcp`, `/proc/net/tcp6`) rather than by connecting: for a server that
+/// must not see a probe connection (a balancer's round robin would count it).
+pub fn port_listening(port: u16) -> bool {
+    const LISTEN: &str = "0A";
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|table| {
+        read_lossy(Path::new(table)).lines().skip(1).any(|line| {
+            let mut fields = line.split_whitespace();
+            let local = fields.nth(1).unwrap_or_default();
+            let state = fields.nth(1).unwrap_or_default();
+            state == LISTEN
+                && local
+                    .rsplit_once(':')
+                    .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())
+                    == Some(port)
+        })
+    })
 }
 
 /// Polls until 127.0.0.1:`port` accepts TCP connections; false after `timeout`.
@@ -804,7 +810,37 @@ pub struct Proxy {
     pub config: Option<PathBuf>,
     child: Child,
     exited: Option<ExitStatus>,
+    /// Log files the proxy was told to write to (`-F /path`, `destination = "/path"`, ...):
+    /// where its own words about a failed start go, shown beside its output when it fails.
+    named_logs: Vec<PathBuf>,
     _tmp: tempfile::TempDir,
+}
+
+/// The log files a proxy started with `args` writes to besides its standard output: the value
+/// of Perdition's `-F`/`--log_facility` when it is a path, and a `destination`/`log_facility`
+/// path in the configuration file it reads (`--config`, `-f`, `--config_file`).
+fn named_logs(args: &[String]) -> Vec<PathBuf> {
+    let is_path = |v: &str| v.starts_with('/');
+    let mut logs = Vec::new();
+    for pair in args.windows(2) {
+        let (flag, value) = (pair[0].as_str(), pair[1].as_str());
+        match flag {
+            "-F" | "--log_facility" if is_path(value) => logs.push(PathBuf::from(value)),
+            "--config" | "-c" | "-f" | "--config_file" if !value.is_empty() => {
+                for line in read_lossy(Path::new(value)).lines() {
+                    let line = line.trim();
+                    let (key, rest) = line.split_once(['=', ' ', '\t']).unwrap_or((line, ""));
+                    let rest = rest.trim_start_matches(['=', ' ', '\t']).trim();
+                    let rest = rest.trim_matches('"');
+                    if matches!(key.trim(), "destination" | "log_facility" | "F") && is_path(rest) {
+                        logs.push(PathBuf::from(rest));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    logs
 }
 
 fn listening_logged(log: &str, port: u16) -> bool {
@@ -821,6 +857,15 @@ fn listening_logged(log: &str, port: u16) -> bool {
         })
 }
 
+/// The ports of the `Listening on ADDR protocol=...` lines in a proxy's log.
+fn listening_ports_in(log: &str) -> Vec<u16> {
+    log.lines()
+        .filter_map(|l| l.split_once("Listening on ")?.1.split_whitespace().next())
+        .filter_map(|addr| addr.parse::<SocketAddr>().ok())
+        .map(|addr| addr.port())
+        .collect()
+}
+
 impl Proxy {
     /// Writes `toml` to a temp file and starts `portcullis run --config FILE`.
     /// Waits until every `wait_ports` entry is listening (a "listening on ...:PORT" log line,
@@ -835,6 +880,34 @@ impl Proxy {
             config.display().to_string(),
         ];
         Self::spawn(tmp, Some(config), &args, wait_ports)
+    }
+
+    /// Starts `portcullis run` with `toml`, whose listeners bind port 0 (the kernel picks, and
+    /// nothing can take the port between the choice and the bind); waits for `listeners`
+    /// `Listening on` lines and returns the proxy with their ports, in the order logged.
+    pub fn start_toml_anywhere(toml: &str, listeners: usize) -> (Proxy, Vec<u16>) {
+        let mut proxy = Self::start_toml(toml, &[]);
+        let deadline = Instant::now() + PROXY_START_TIMEOUT;
+        loop {
+            let ports = proxy.listening_ports();
+            if ports.len() >= listeners {
+                return (proxy, ports);
+            }
+            if let Ok(Some(status)) = proxy.child.try_wait() {
+                proxy.exited = Some(status);
+                panic!(
+                    "portcullis exited early ({status}); {}",
+                    proxy.everything_logged()
+                );
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "portcullis: {listeners} listeners not up after {PROXY_START_TIMEOUT:?}; {}",
+                    proxy.everything_logged()
+                );
+            }
+            sleep(Duration::from_millis(25));
+        }
     }
 
     /// Starts `portcullis ARGS` (ARGS passed verbatim, e.g. `["perdition", "-f", FILE, ...]`)
@@ -943,6 +1016,7 @@ impl Proxy {
             config,
             child,
             exited: None,
+            named_logs: named_logs(args),
             _tmp: tmp,
         };
         let start = Instant::now();
@@ -952,15 +1026,15 @@ impl Proxy {
             if let Ok(Some(status)) = proxy.child.try_wait() {
                 proxy.exited = Some(status);
                 panic!(
-                    "portcullis {args:?} exited early ({status}); log:\n{}",
-                    proxy.log_text()
+                    "portcullis {args:?} exited early ({status}); {}",
+                    proxy.everything_logged()
                 );
             }
             if Instant::now() >= deadline {
                 panic!(
                     "portcullis {args:?}: ports {pending:?} not listening after \
-                     {PROXY_START_TIMEOUT:?}; log:\n{}",
-                    proxy.log_text()
+                     {PROXY_START_TIMEOUT:?}; {}",
+                    proxy.everything_logged()
                 );
             }
             let text = read_lossy(&proxy.log);
@@ -979,6 +1053,22 @@ impl Proxy {
     /// writes its log from a thread of its own, a moment after the client got its answer.
     pub fn log_text(&self) -> String {
         settled(&self.log)
+    }
+
+    /// The child's output and every log file it was told to write to, each under its name:
+    /// what a failure about this proxy shows.
+    pub fn everything_logged(&self) -> String {
+        let mut text = format!("output ({}):\n{}", self.log.display(), self.log_text());
+        for path in &self.named_logs {
+            text += &format!("\nlog file {}:\n{}", path.display(), settled(path));
+        }
+        text
+    }
+
+    /// The ports the proxy said it listens on (its `Listening on ADDR protocol=...` lines), in
+    /// the order it said so: how a test learns the port of a listener bound to port 0.
+    pub fn listening_ports(&self) -> Vec<u16> {
+        listening_ports_in(&read_lossy(&self.log))
     }
 
     /// Polls the log until it contains `needle`; returns false after `timeout`.
@@ -1174,6 +1264,18 @@ impl Client {
         let tls = tls_handshake(sock, sni, ca)?;
         self.conn = Conn::Tls(Box::new(tls));
         Ok(())
+    }
+
+    /// The certificate the server presented (its leaf, DER), on a TLS connection.
+    pub fn peer_certificate(&self) -> Option<Vec<u8>> {
+        match &self.conn {
+            Conn::Tls(t) => t
+                .conn
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .map(|leaf| leaf.as_ref().to_vec()),
+            _ => None,
+        }
     }
 
     /// True if the connection is (now) TLS.

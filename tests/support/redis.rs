@@ -16,9 +16,9 @@ pub fn redis_url() -> &'static str {
     URL.get_or_init(|| match std::env::var("PORTCULLIS_TEST_REDIS") {
         Ok(url) if !url.is_empty() => url,
         _ => {
-            let port = free_port();
             // Kept for the whole test process, and stopped when it ends.
-            let server = Redis::start(port);
+            let server = Redis::start_anywhere();
+            let port = server.port;
             super::end_with_this_process(server.child.id());
             std::mem::forget(server);
             format!("redis://127.0.0.1:{port}")
@@ -38,24 +38,55 @@ pub struct Redis {
 }
 
 impl Redis {
+    /// A server on a port of [`free_port`]'s (three tries, each on a new port); panics with
+    /// its own words when it does not come up.
+    pub fn start_anywhere() -> Redis {
+        let mut failures = Vec::new();
+        for _ in 0..3 {
+            match Self::try_start(free_port()) {
+                Ok(r) => return r,
+                Err(e) => failures.push(e),
+            }
+        }
+        panic!(
+            "redis-server did not start:\n{}",
+            failures.join("\n-----\n")
+        );
+    }
+
+    /// A server on `port`; panics with its own words when it does not come up.
     pub fn start(port: u16) -> Redis {
+        Self::try_start(port).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_start(port: u16) -> Result<Redis, String> {
         let dir = std::env::temp_dir();
-        let child = Command::new("redis-server")
+        let output = tempfile::NamedTempFile::new().expect("redis output file");
+        let out = output.reopen().expect("reopen");
+        let mut child = Command::new("redis-server")
             .args(redis_args(port, &dir))
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
             .spawn()
             .expect("run redis-server (install redis-server)");
+        let said = || std::fs::read_to_string(output.path()).unwrap_or_default();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !port_open(port) {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server not listening on {port}"
-            );
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!(
+                    "redis-server exited ({status}) on port {port}:\n{}",
+                    said()
+                ));
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("redis-server not listening on {port}:\n{}", said()));
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Redis { child, port }
+        Ok(Redis { child, port })
     }
 }
 

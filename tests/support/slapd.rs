@@ -45,38 +45,111 @@ fn perdition_schema() -> String {
 
 /// Write the configuration and database of a directory in `dir`; returns the config file.
 pub fn prepare(dir: &Path) -> PathBuf {
+    prepare_with(dir, "")
+}
+
+/// As [`prepare`], with `global` (directives that must come before the database's) added.
+fn prepare_with(dir: &Path, global: &str) -> PathBuf {
     fs::create_dir_all(dir.join("db")).expect("slapd db dir");
     fs::write(dir.join("perdition.schema"), perdition_schema()).expect("schema");
-    let conf = include_str!("ldap/slapd.conf.in").replace("@DIR@", &dir.display().to_string());
+    let conf = include_str!("ldap/slapd.conf.in")
+        .replace("@DIR@", &dir.display().to_string())
+        .replace("\npidfile ", &format!("\n{global}pidfile "));
     let path = dir.join("slapd.conf");
     fs::write(&path, conf).expect("slapd.conf");
     path
 }
 
 fn start_private() -> Slapd {
+    start_private_with("", |_| None).0
+}
+
+/// A directory of this process's own that also speaks TLS, with the test certificate
+/// (`certs()`: `localhost`, 127.0.0.1, signed by `certs().ca`): StartTLS on its `ldap://` URL,
+/// and an `ldaps://` URL beside it.
+pub struct TlsSlapd {
+    /// `ldap://127.0.0.1:PORT` (StartTLS offered)
+    pub slapd: Slapd,
+    /// `ldaps://127.0.0.1:PORT`
+    pub ldaps_url: String,
+}
+
+/// The process's directory with TLS (started on first use; the shared one has none).
+pub fn slapd_with_tls() -> &'static TlsSlapd {
+    static TLS: OnceLock<TlsSlapd> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let c = super::certs();
+        let global = format!(
+            "TLSCACertificateFile {}\nTLSCertificateFile {}\nTLSCertificateKeyFile {}\n",
+            c.ca.display(),
+            c.cert.display(),
+            c.key.display()
+        );
+        let (slapd, ldaps) = start_private_with(&global, |_| Some(free_port()));
+        TlsSlapd {
+            slapd,
+            ldaps_url: format!("ldaps://127.0.0.1:{}", ldaps.expect("an ldaps port")),
+        }
+    })
+}
+
+/// A private directory with `global` in its configuration, listening on a free port for
+/// `ldap://` and, when `ldaps` names one, on that port for `ldaps://`.
+fn start_private_with(global: &str, ldaps: impl Fn(u16) -> Option<u16>) -> (Slapd, Option<u16>) {
     let dir = std::env::temp_dir().join(format!("portcullis-slapd-{}", unique_suffix()));
-    let conf = prepare(&dir);
-    let port = free_port();
-    let url = format!("ldap://127.0.0.1:{port}");
-    let status = Command::new("/usr/sbin/slapd")
-        .args(["-f", &conf.display().to_string(), "-h", &format!("{url}/")])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect("run slapd (install slapd)");
-    assert!(status.success(), "slapd did not start ({status})");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !port_open(port) {
-        assert!(Instant::now() < deadline, "slapd not listening on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let conf = prepare_with(&dir, global);
+    // Three tries, each on new ports: slapd binds after the ports were chosen.
+    let mut failures = Vec::new();
+    let (url, ldaps) = loop {
+        let port = free_port();
+        let ldaps = ldaps(port);
+        match start_slapd(&conf, port, ldaps) {
+            Ok(url) => break (url, ldaps),
+            Err(e) if failures.len() < 2 => failures.push(e),
+            Err(e) => {
+                failures.push(e);
+                panic!("slapd did not start:\n{}", failures.join("\n-----\n"));
+            }
+        }
+    };
     let slapd = Slapd { url };
     slapd.add(include_str!("ldap/base.ldif"));
     // A process-private server ends with the test process: slapd daemonized, so it is
     // stopped from its pid file when the process exits.
     let pidfile = dir.join("slapd.pid");
     std::thread::spawn(move || watch_parent(pidfile));
-    slapd
+    (slapd, ldaps)
+}
+
+/// Starts slapd with `conf` on 127.0.0.1:`port`, and for ldaps:// on `ldaps` (it daemonizes
+/// once listening); its ldap:// URL, or slapd's own words.
+fn start_slapd(conf: &Path, port: u16, ldaps: Option<u16>) -> Result<String, String> {
+    let url = format!("ldap://127.0.0.1:{port}");
+    let mut urls = format!("{url}/");
+    if let Some(ldaps) = ldaps {
+        urls += &format!(" ldaps://127.0.0.1:{ldaps}/");
+    }
+    let out = Command::new("/usr/sbin/slapd")
+        .args(["-f", &conf.display().to_string(), "-h", &urls])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run slapd (install slapd)");
+    if !out.status.success() {
+        return Err(format!(
+            "slapd on {port} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(port_open(port) && ldaps.map_or(true, port_open)) {
+        if Instant::now() >= deadline {
+            return Err(format!("slapd not listening on {port} {ldaps:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(url)
 }
 
 /// Stop the private slapd once this test process is gone.
