@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use support::auth_service::*;

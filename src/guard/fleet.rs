@@ -260,6 +260,22 @@ impl Fleet {
         })
     }
 
+    /// A wrong password for `user` that counts for no address (a known-good user's own
+    /// failure at an address it logged in from): only the user's fleet-wide count rises.
+    pub async fn user_failure(&self, rules: &Rules, user: &str, _fingerprint: Option<&str>) {
+        let key = self.key("user", &self.user_id(user));
+        let forget = millis(rules.forget_after);
+        let _: Option<(u64, u8)> = self
+            .ask(|mut con| async move {
+                redis::pipe()
+                    .incr(&key, 1)
+                    .pexpire(&key, forget as i64)
+                    .query_async(&mut con)
+                    .await
+            })
+            .await;
+    }
+
     /// A good login for `user` from `source`.
     pub async fn success(&self, rules: &Rules, source: IpAddr, user: &str) {
         let (src, user) = (source.to_string(), self.user_id(user));

@@ -152,7 +152,7 @@ impl Guard {
     pub fn succeed(self, previous: &Guard, same_store: bool) -> Guard {
         let now = Instant::now();
         for (key, record) in previous.sources.iter() {
-            self.sources.insert(*key, record);
+            self.sources.insert(*key, record.taken_over());
         }
         {
             let mut bans = locked(&self.bans);
@@ -394,6 +394,15 @@ impl Guard {
         let mut verdict = verdict?;
         if verdict.repeated {
             return Some(verdict);
+        }
+        if key.user.is_some() && user_known {
+            // The pair's own count stays here; the fleet still learns of the user's failure,
+            // so that its per-user wait holds across the fleet.
+            if let Some(fleet) = &self.fleet {
+                let name = user_key(user);
+                let print = fingerprint.fleet.as_deref();
+                let _ = fleet.user_failure(&self.rules, &name, print).await;
+            }
         }
         if key.user.is_none() {
             let shared = self

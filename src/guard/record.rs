@@ -100,7 +100,7 @@ impl Record {
         }
         self.forget_if_quiet(rules, now);
         let (failures, in_flight) = (self.failures.max(elsewhere), self.in_flight);
-        if rules.ban_after > 0 && failures + in_flight >= rules.ban_after {
+        if rules.ban_after > 0 && failures.saturating_add(in_flight) >= rules.ban_after {
             // Without failures yet, a crowd (an office at nine, or guesses sent all at once
             // before the first answer) waits its turn rather than being refused.
             return if failures == 0 {
@@ -113,9 +113,18 @@ impl Record {
         let wait = if failures == 0 {
             Duration::ZERO
         } else {
-            penalty(rules, failures + in_flight)
+            penalty(rules, failures.saturating_add(in_flight))
         };
         Admission::Try { wait, failures }
+    }
+
+    /// The record as a new configuration takes it over: the logins under way end in the
+    /// old one, so they are not counted here.
+    pub fn taken_over(&self) -> Record {
+        Record {
+            in_flight: 0,
+            ..self.clone()
+        }
     }
 
     /// A login admitted by [`Record::begin`] has been answered.
