@@ -21,6 +21,9 @@ pub struct Bans {
     /// Banned network (a source's /64 or /32, or a widened /48 or /24) → until when.
     until: HashMap<IpNet, Instant>,
     capacity: usize,
+    /// The table was found full of bans nothing could merge: no new attempt to make room
+    /// before the first of them ends (each attempt scans the whole table).
+    full_until: Option<Instant>,
 }
 
 impl Bans {
@@ -28,6 +31,7 @@ impl Bans {
         Bans {
             until: HashMap::new(),
             capacity: capacity.max(1),
+            full_until: None,
         }
     }
 
@@ -84,6 +88,9 @@ impl Bans {
         if self.until.len() < self.capacity {
             return true;
         }
+        if self.full_until.is_some_and(|until| now < until) {
+            return false;
+        }
         self.until.retain(|_, until| *until > now);
         if self.until.len() < self.capacity {
             return true;
@@ -108,6 +115,7 @@ impl Bans {
             *entry = (*entry).max(until);
             return self.until.len() < self.capacity;
         }
+        self.full_until = self.until.values().min().copied();
         false
     }
 }
@@ -194,5 +202,34 @@ mod tests {
             later,
         );
         assert_eq!(bans.count(), 2, "the expired ban made room");
+    }
+
+    #[test]
+    fn a_table_full_of_unmergeable_bans_keeps_them_all_and_stops_scanning() {
+        let t0 = Instant::now();
+        let mut bans = Bans::new(3);
+        for n in 1..=3u8 {
+            assert!(bans.ban(
+                IpAddr::from([192, 0, n, 1]),
+                t0 + Duration::from_secs(60),
+                t0
+            ));
+        }
+        assert!(!bans.ban(
+            "203.0.113.9".parse().unwrap(),
+            t0 + Duration::from_secs(60),
+            t0
+        ));
+        assert_eq!(bans.full_until, Some(t0 + Duration::from_secs(60)));
+        for n in 1..=3u8 {
+            assert!(bans.left(IpAddr::from([192, 0, n, 1]), t0).is_some());
+        }
+        // Once they end, there is room again.
+        let later = t0 + Duration::from_secs(61);
+        assert!(bans.ban(
+            "203.0.113.9".parse().unwrap(),
+            later + Duration::from_secs(60),
+            later
+        ));
     }
 }

@@ -318,7 +318,12 @@ impl Guard {
     /// long, and a token that counts it as under way until dropped. A known-good user is
     /// judged on its own record at the address, not on the address's. Exempt addresses
     /// always may, at once.
-    pub async fn begin(&self, ip: IpAddr, standing: &Standing) -> (Admission, Option<InFlight>) {
+    pub async fn begin(
+        &self,
+        ip: IpAddr,
+        standing: &Standing,
+        fingerprint: &Fingerprint,
+    ) -> (Admission, Option<InFlight>) {
         let go = Admission::Try {
             wait: Duration::ZERO,
             failures: 0,
@@ -338,13 +343,13 @@ impl Guard {
             }
         }
         let now = Instant::now();
-        let mut admission = go;
+        let (mut admission, mut counted) = (go, false);
         self.sources.entry(key).and_compute_with(|entry| {
             let mut record = entry.map(|e| e.into_value()).unwrap_or_default();
-            admission = record.begin(&self.rules, now, elsewhere);
+            (admission, counted) = record.begin(&self.rules, now, elsewhere, fingerprint.here);
             Op::Put(record)
         });
-        let token = matches!(admission, Admission::Try { .. }).then(|| InFlight {
+        let token = counted.then(|| InFlight {
             sources: self.sources.clone(),
             key,
         });
@@ -579,7 +584,8 @@ mod tests {
 
     async fn begin(g: &Guard, ip: IpAddr, user: &str) -> Admission {
         let standing = g.standing(ip, user).await;
-        g.begin(ip, &standing).await.0
+        let fingerprint = g.fingerprint(user, b"a password not tried before");
+        g.begin(ip, &standing, &fingerprint).await.0
     }
 
     #[tokio::test]

@@ -94,12 +94,33 @@ impl Record {
     /// it with [`Record::end`]). A source without failures is never held back, however many
     /// of its logins run at once (an office behind one address at nine in the morning).
     /// `elsewhere`: the source's failures as a fleet of proxies knows them (0 alone).
-    pub fn begin(&mut self, rules: &Rules, now: Instant, elsewhere: u32) -> Admission {
+    /// `fingerprint`: the attempt's user+password; one that failed lately (a phone retrying an
+    /// old password, or someone repeating it to crowd the others out) waits its penalty but
+    /// is not counted as under way, so that repeats cannot hold anyone else back.
+    pub fn begin(
+        &mut self,
+        rules: &Rules,
+        now: Instant,
+        elsewhere: u32,
+        fingerprint: u64,
+    ) -> (Admission, bool) {
         if let Some(left) = self.banned(now) {
-            return Admission::Banned(left);
+            return (Admission::Banned(left), false);
         }
         self.forget_if_quiet(rules, now);
-        let (failures, in_flight) = (self.failures.max(elsewhere), self.in_flight);
+        let failures = self.failures.max(elsewhere);
+        if self.recent.contains(&fingerprint) {
+            let wait = penalty(rules, failures);
+            return (Admission::Try { wait, failures }, false);
+        }
+        let admission = self.admit(rules, failures);
+        let counted = matches!(admission, Admission::Try { .. });
+        (admission, counted)
+    }
+
+    /// A new attempt, counted as under way unless it would pass `ban_after`.
+    fn admit(&mut self, rules: &Rules, failures: u32) -> Admission {
+        let in_flight = self.in_flight;
         if rules.ban_after > 0 && failures.saturating_add(in_flight) >= rules.ban_after {
             // Without failures yet, a crowd (an office at nine, or guesses sent all at once
             // before the first answer) waits its turn rather than being refused.
@@ -109,7 +130,7 @@ impl Record {
                 Admission::TooManyAtOnce
             };
         }
-        self.in_flight += 1;
+        self.in_flight = self.in_flight.saturating_add(1);
         let wait = if failures == 0 {
             Duration::ZERO
         } else {
@@ -255,11 +276,16 @@ mod tests {
 
     /// One attempt after another: begin, fail, end.
     fn fail(r: &mut Record, at: Instant, fingerprint: u64, user: u64) -> (Admission, Verdict) {
-        let admission = r.begin(&rules(), at, 0);
+        let (admission, counted) = r.begin(&rules(), at, 0, fingerprint);
         let verdict = r.failure(&rules(), at, fingerprint, user);
-        r.end();
+        if counted {
+            r.end();
+        }
         (admission, verdict)
     }
+
+    /// An attempt with a password not tried before.
+    const NEW: u64 = u64::MAX;
 
     fn wait(a: Admission) -> u64 {
         match a {
@@ -282,19 +308,21 @@ mod tests {
         let (mut r, t0) = (Record::default(), Instant::now());
         // No failures yet: up to ban_after at once, none held back; more wait their turn.
         for _ in 0..6 {
-            assert_eq!(wait(r.begin(&rules(), t0, 0)), 0);
+            assert_eq!(wait(r.begin(&rules(), t0, 0, NEW).0), 0);
         }
-        assert_eq!(r.begin(&rules(), t0, 0), Admission::Later(secs(2)));
+        assert_eq!(r.begin(&rules(), t0, 0, NEW).0, Admission::Later(secs(2)));
         r.end();
-        assert_eq!(wait(r.begin(&rules(), t0, 0)), 0);
+        assert_eq!(wait(r.begin(&rules(), t0, 0, NEW).0), 0);
         for _ in 0..6 {
             r.end();
         }
         fail(&mut r, t0, 1, 1);
-        let waits: Vec<u64> = (0..5).map(|_| wait(r.begin(&rules(), t0, 0))).collect();
+        let waits: Vec<u64> = (0..5)
+            .map(|_| wait(r.begin(&rules(), t0, 0, NEW).0))
+            .collect();
         assert_eq!(waits, [2, 4, 8, 15, 15]);
         // One failure and five under way reach ban_after (6): no sixth at once.
-        assert_eq!(r.begin(&rules(), t0, 0), Admission::TooManyAtOnce);
+        assert_eq!(r.begin(&rules(), t0, 0, NEW).0, Admission::TooManyAtOnce);
     }
 
     #[test]
@@ -333,11 +361,11 @@ mod tests {
         let (_, v) = fail(&mut r, t0 + secs(5), 5, 1);
         assert_eq!((v.failures, v.banned_for), (6, Some(secs(600))));
         assert_eq!(
-            r.begin(&rules(), t0 + secs(6), 0),
+            r.begin(&rules(), t0 + secs(6), 0, NEW).0,
             Admission::Banned(secs(599))
         );
         assert!(!r.is_clear(t0 + secs(6)));
-        assert_eq!(wait(r.begin(&rules(), t0 + secs(605), 0)), 0);
+        assert_eq!(wait(r.begin(&rules(), t0 + secs(605), 0, NEW).0), 0);
         r.end();
         assert!(r.is_clear(t0 + secs(605)));
         let never = Rules {
@@ -348,5 +376,19 @@ mod tests {
         for i in 0..100 {
             assert_eq!(r.failure(&never, t0 + secs(i), i, 1).banned_for, None);
         }
+    }
+
+    #[test]
+    fn repeats_of_a_failed_password_wait_but_do_not_crowd_others_out() {
+        let (mut r, t0) = (Record::default(), Instant::now());
+        fail(&mut r, t0, 42, 1);
+        // Nine repeats of the failed password under way at once: none counts as under way.
+        for _ in 0..9 {
+            let (admission, counted) = r.begin(&rules(), t0, 0, 42);
+            assert_eq!(wait(admission), 2);
+            assert!(!counted);
+        }
+        // The real user's new attempt is not refused as one too many.
+        assert_eq!(wait(r.begin(&rules(), t0, 0, NEW).0), 2);
     }
 }

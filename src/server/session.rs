@@ -419,7 +419,12 @@ impl Session {
         // be, so that no answer comes sooner for being right; `_in_flight` counts this
         // attempt as under way until the end of this function.
         let standing = self.standing(&creds.user).await;
-        let (admission, _in_flight) = self.admission(standing.as_ref()).await;
+        let fingerprint = self
+            .guard()
+            .map(|g| g.fingerprint(&creds.user, creds.secret.expose()));
+        let (admission, _in_flight) = self
+            .admission(standing.as_ref(), fingerprint.as_ref())
+            .await;
         let too_many_at_once = match admission {
             Admission::Banned(left) => {
                 let reason = format!("banned for {} s more", left.as_secs().max(1));
@@ -446,9 +451,6 @@ impl Session {
             }
         };
         let mut record = self.auth_record(Some(creds.user.clone()));
-        let fingerprint = self
-            .guard()
-            .map(|g| g.fingerprint(&creds.user, creds.secret.expose()));
         let client_user = creds.user.clone();
         if let Some(standing) = &standing {
             self.wait_for_user(&client_user, standing).await;

@@ -118,11 +118,14 @@ impl Session {
     pub(super) async fn admission(
         &mut self,
         standing: Option<&Standing>,
+        fingerprint: Option<&Fingerprint>,
     ) -> (Admission, Option<InFlight>) {
         const TURNS: usize = 8;
         for _ in 0..TURNS {
-            let answer = match (self.guard(), standing) {
-                (Some(guard), Some(standing)) => guard.begin(self.peer.ip(), standing).await,
+            let answer = match (self.guard(), standing, fingerprint) {
+                (Some(guard), Some(standing), Some(fingerprint)) => {
+                    guard.begin(self.peer.ip(), standing, fingerprint).await
+                }
                 _ => {
                     return (
                         Admission::Try {
