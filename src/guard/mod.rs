@@ -33,9 +33,6 @@ use bans::Bans;
 use known_good::KnownGood;
 use user::UserFailures;
 
-/// Longest user name kept as a key; longer ones share the key of their first bytes.
-const MAX_USER_KEY: usize = 256;
-
 /// Whose record a login is judged on: the source's (an IPv4 address, an IPv6 /64), or a
 /// known-good user's at that source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -236,7 +233,7 @@ impl Guard {
     /// a banned address where users logged in lately is greeted all the same, and its
     /// known-good users log in (the others are refused at their login).
     pub fn turned_away_here(&self, ip: IpAddr) -> Option<Duration> {
-        if self.exempt(ip) || self.known_good.has_users(source(ip)) {
+        if self.exempt(ip) || self.known_good.has_users(source(ip), Instant::now()) {
             return None;
         }
         locked(&self.bans).left(source(ip), Instant::now())
@@ -245,7 +242,7 @@ impl Guard {
     /// As [`Guard::turned_away_here`], through another proxy of the fleet (asked after the
     /// cheap local checks, so that a flood does not become a flood of questions).
     pub async fn turned_away_elsewhere(&self, ip: IpAddr) -> Option<Duration> {
-        if self.exempt(ip) || self.known_good.has_users(source(ip)) {
+        if self.exempt(ip) || self.known_good.has_users(source(ip), Instant::now()) {
             return None;
         }
         let key = source(ip);
@@ -285,7 +282,7 @@ impl Guard {
         let (now, key, hash) = (Instant::now(), user_key(user), self.user_hash(user));
         let src = source(ip);
         let mut failures = locked(&self.users).failures(hash, &self.rules, now);
-        let mut known = self.known_good.is_known(hash, src);
+        let mut known = self.known_good.is_known(hash, src, now);
         if let Some(fleet) = &self.fleet {
             if let Some((elsewhere, known_elsewhere)) =
                 fleet.user_standing(&self.rules, src, &key).await
@@ -494,7 +491,7 @@ impl Guard {
         if let Some(fleet) = &self.fleet {
             fleet.success(&self.rules, source(ip), &key).await;
         }
-        self.known_good.remember(hash, source(ip));
+        self.known_good.remember(hash, source(ip), now);
         let forgive = |key: Key| {
             self.sources
                 .entry(key)
@@ -556,13 +553,11 @@ impl Drop for InFlight {
     }
 }
 
-/// User names compare without case (Dovecot's default) and are cut to a bounded key.
+/// User names compare without ASCII case, as Dovecot's `%Lu` lower-cases them, and whole:
+/// Unicode's rules would make names a back end keeps apart one (the Kelvin sign and `k`), and
+/// a cut one names that share their start. The tables keep keyed hashes of it, not the name.
 fn user_key(user: &str) -> String {
-    let mut end = user.len().min(MAX_USER_KEY);
-    while !user.is_char_boundary(end) {
-        end -= 1;
-    }
-    user[..end].to_lowercase()
+    user.to_ascii_lowercase()
 }
 
 #[cfg(test)]
@@ -866,6 +861,27 @@ mod tests {
         }
         let fresh: IpAddr = "198.18.0.1".parse().unwrap();
         assert!(g.user_wait(fresh, &g.standing(fresh, "victim").await) > Duration::ZERO);
+    }
+
+    #[tokio::test]
+    async fn names_that_only_unicode_case_folding_would_join_stay_apart() {
+        let g = guard(&[]);
+        let nat: IpAddr = "192.0.2.77".parse().unwrap();
+        // The attacker's own account, "\u{212A}ate" (Kelvin sign), logs in: "kate" is not
+        // made known good there, nor are failures for "kate" forgiven.
+        fail(&g, nat, "kate", &g.fingerprint("kate", b"1"), true).await;
+        fail(&g, nat, "kate", &g.fingerprint("kate", b"2"), true).await;
+        g.success(nat, "\u{212A}ate").await;
+        assert!(!g.standing(nat, "kate").await.known_good);
+        let v = fail(&g, nat, "kate", &g.fingerprint("kate", b"3"), true).await;
+        assert!(
+            v.unwrap().banned_for.is_some(),
+            "the failures were forgiven"
+        );
+        // Long names are compared whole.
+        let (a, b) = ("x".repeat(300) + "a", "x".repeat(300) + "b");
+        g.success(nat, &a).await;
+        assert!(!g.standing(nat, &b).await.known_good);
     }
 }
 
