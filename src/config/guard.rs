@@ -40,9 +40,13 @@ pub struct GuardConfig {
     pub user_failures_before_wait: u32,
     /// An address that logged in as a user is exempt from that user's wait for this long.
     pub known_good_ms: u64,
-    /// Connections one address (IPv6: one /64) may have open at once, logged in or not;
-    /// 0: no limit. Generous, for an office behind one NAT address.
+    /// Connections one address (IPv6: one /64) may have open at once before they log in,
+    /// and one user at one address after; 0: no limit. Generous, for an office behind one
+    /// NAT address.
     pub max_connections_per_address: u32,
+    /// Logged-in connections one address (IPv6: one /64) may hold at once, all its users
+    /// together; 0: no limit. A connection beyond it keeps counting among those waiting.
+    pub max_logged_in_per_address: u32,
     /// New connections per second for the whole process, with bursts of twice as many;
     /// beyond it, clients are turned away right after accept. 0: no limit (the default: what
     /// a proxy can take depends on its machine; `connection_limit` and the per-address limit
@@ -81,6 +85,7 @@ impl Default for GuardConfig {
             user_failures_before_wait: 5,
             known_good_ms: 30 * 24 * 3600 * 1000,
             max_connections_per_address: 100,
+            max_logged_in_per_address: 1000,
             new_connections_per_second: 0,
             store: None,
             store_prefix: "portcullis:guard:".into(),

@@ -1,36 +1,56 @@
-//! Connections open at once per source address before login, and per user at a source after:
-//! one address (or IPv6 /64) cannot take every slot of the process, however fast it connects,
-//! and the users logged in behind one address do not use up its room for new connections.
+//! Connections open at once per source address before login, and per user at a source and
+//! per source in all after: one address (or IPv6 /64) cannot take every slot of the process,
+//! however fast it connects, and the users logged in behind one address do not use up its
+//! room for new connections.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use super::Key;
+/// What a connection is counted as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Count {
+    /// Not logged in yet, from this source.
+    Waiting(IpAddr),
+    /// Logged in, from this source, whoever the user.
+    LoggedIn(IpAddr),
+    /// Logged in as this user (a keyed hash) from this source.
+    User(IpAddr, u64),
+}
+
+type Table = Arc<Mutex<HashMap<Count, u32>>>;
 
 #[derive(Default, Clone)]
 pub struct OpenConnections {
-    /// Source → connections open now; an entry goes when its count reaches zero.
-    open: Arc<Mutex<HashMap<Key, u32>>>,
+    /// What is counted → connections open now; an entry goes when its count reaches zero.
+    open: Table,
 }
 
-/// One open connection; dropping it frees the slot.
+/// One open connection, counted once or twice; dropping it frees its places.
 pub struct Slot {
-    open: Arc<Mutex<HashMap<Key, u32>>>,
-    source: Key,
+    open: Table,
+    counts: [Option<Count>; 2],
 }
 
 impl OpenConnections {
-    /// A slot for one more connection from `source`, or how many it already has.
-    pub fn admit(&self, source: Key, limit: u32) -> Result<Slot, u32> {
+    /// A slot counted under each of `counts` (with its limit, 0: none), all or nothing; `Err`
+    /// with how many the first full one already has.
+    pub fn admit(&self, counts: &[(Count, u32)]) -> Result<Slot, u32> {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(source).or_insert(0);
-        if *count >= limit {
-            return Err(*count);
+        for (count, limit) in counts {
+            let now = open.get(count).copied().unwrap_or(0);
+            if *limit > 0 && now >= *limit {
+                return Err(now);
+            }
         }
-        *count += 1;
+        let mut kept = [None, None];
+        for (place, (count, _)) in kept.iter_mut().zip(counts) {
+            *open.entry(*count).or_insert(0) += 1;
+            *place = Some(*count);
+        }
         Ok(Slot {
             open: self.open.clone(),
-            source,
+            counts: kept,
         })
     }
 }
@@ -38,10 +58,12 @@ impl OpenConnections {
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.source) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.source);
+        for count in self.counts.iter().flatten() {
+            if let Some(n) = open.get_mut(count) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    open.remove(count);
+                }
             }
         }
     }
@@ -54,19 +76,31 @@ mod tests {
     #[test]
     fn slots_are_counted_per_source_and_freed_on_drop() {
         let open = OpenConnections::default();
-        let key = |s: &str| Key {
-            source: s.parse().unwrap(),
-            user: None,
-        };
-        let (a, b) = (key("192.0.2.1"), key("192.0.2.2"));
-        let first = open.admit(a, 2).unwrap();
-        let _second = open.admit(a, 2).unwrap();
-        assert_eq!(open.admit(a, 2).err(), Some(2));
-        assert!(open.admit(b, 2).is_ok());
+        let a = Count::Waiting("192.0.2.1".parse().unwrap());
+        let b = Count::Waiting("192.0.2.2".parse().unwrap());
+        let first = open.admit(&[(a, 2)]).unwrap();
+        let _second = open.admit(&[(a, 2)]).unwrap();
+        assert_eq!(open.admit(&[(a, 2)]).err(), Some(2));
+        assert!(open.admit(&[(b, 2)]).is_ok());
         drop(first);
-        let _third = open.admit(a, 2).unwrap();
+        let _third = open.admit(&[(a, 2)]).unwrap();
         drop(_third);
         drop(_second);
         assert!(open.open.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_slot_counted_twice_takes_both_places_or_none() {
+        let open = OpenConnections::default();
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let (all, user) = (Count::LoggedIn(ip), Count::User(ip, 7));
+        let _one = open.admit(&[(user, 1), (all, 3)]).unwrap();
+        assert_eq!(open.admit(&[(user, 1), (all, 3)]).err(), Some(1));
+        let _other = open.admit(&[(Count::User(ip, 8), 1), (all, 3)]).unwrap();
+        assert_eq!(
+            open.open.lock().unwrap()[&all],
+            2,
+            "the refused one took nothing"
+        );
     }
 }

@@ -25,6 +25,8 @@ use crate::authlog::per_source::source;
 use crate::config::GuardConfig;
 
 pub use connections::Slot;
+
+use connections::Count;
 pub use fleet::Fleet;
 pub use record::{Admission, Record, Rules, Verdict};
 pub use user::{user_wait, UserRecord};
@@ -69,6 +71,8 @@ pub struct Guard {
     /// how many one may have; 0: no limit.
     connections: connections::OpenConnections,
     max_connections: u32,
+    /// Logged-in connections one source may hold in all; 0: no limit.
+    max_logged_in: u32,
     /// New connections per second for the whole process; `None`: no limit.
     new_connections: Option<governor::DefaultDirectRateLimiter>,
     /// Keyed per process, so that the remembered password fingerprints mean nothing outside.
@@ -114,6 +118,7 @@ impl Guard {
                 },
             ),
             max_connections: config.max_connections_per_address,
+            max_logged_in: config.max_logged_in_per_address,
             fingerprint_key: Default::default(),
             fleet: None,
         })
@@ -207,23 +212,25 @@ impl Guard {
         if self.max_connections == 0 || self.exempt(ip) {
             return Ok(None);
         }
-        let key = Key {
-            source: source(ip),
-            user: None,
-        };
-        self.connections.admit(key, self.max_connections).map(Some)
+        let count = Count::Waiting(source(ip));
+        self.connections
+            .admit(&[(count, self.max_connections)])
+            .map(Some)
     }
 
     /// A client of `ip` logged in as `user`: its connection now counts for that user at the
-    /// address, not for the address (hundreds of phones idling behind one carrier address).
-    /// The address's slot is kept when the user already has all it may have there.
+    /// address (up to `max_connections_per_address`) and among the address's logged-in ones
+    /// (up to `max_logged_in_per_address`), no longer among those waiting to log in: hundreds
+    /// of phones idling behind one carrier address leave room for new connections. The
+    /// waiting slot is kept when either count is full.
     pub fn logged_in(&self, slot: Option<Slot>, ip: IpAddr, user: &str) -> Option<Slot> {
         let slot = slot?;
-        let key = Key {
-            source: source(ip),
-            user: Some(self.user_hash(user)),
-        };
-        match self.connections.admit(key, self.max_connections) {
+        let src = source(ip);
+        let counts = [
+            (Count::User(src, self.user_hash(user)), self.max_connections),
+            (Count::LoggedIn(src), self.max_logged_in),
+        ];
+        match self.connections.admit(&counts) {
             Ok(own) => Some(own),
             Err(_) => Some(slot),
         }
@@ -861,6 +868,30 @@ mod tests {
         }
         let fresh: IpAddr = "198.18.0.1".parse().unwrap();
         assert!(g.user_wait(fresh, &g.standing(fresh, "victim").await) > Duration::ZERO);
+    }
+
+    #[test]
+    fn logged_in_connections_leave_room_for_new_ones_up_to_the_addresss_own_cap() {
+        let config = GuardConfig {
+            max_connections_per_address: 2,
+            max_logged_in_per_address: 3,
+            ..GuardConfig::default()
+        };
+        let g = Guard::new(&config).unwrap();
+        let nat: IpAddr = "192.0.2.9".parse().unwrap();
+        let mut sessions = Vec::new();
+        for user in ["a", "b", "c"] {
+            let waiting = g.admit(nat).unwrap();
+            sessions.push(g.logged_in(waiting, nat, user));
+        }
+        // Three logged in, none waiting: two more may connect.
+        let (one, two) = (g.admit(nat).unwrap(), g.admit(nat).unwrap());
+        assert_eq!(g.admit(nat).err(), Some(2), "the waiting cap holds");
+        // A fourth login finds the address's logged-in count full: it keeps its waiting slot.
+        let kept = g.logged_in(one, nat, "d");
+        assert_eq!(g.admit(nat).err(), Some(2));
+        drop((kept, two, sessions));
+        assert!(g.admit(nat).is_ok(), "every place was given back");
     }
 
     #[tokio::test]
