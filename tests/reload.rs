@@ -243,6 +243,41 @@ fn bans_survive_a_reload_even_one_that_changes_the_guard() {
     );
 }
 
+/// A session opened before a reload that changes `[guard]` is judged by the new guard from
+/// then on: its failures add to what the new guard took over, and earn the ban there.
+#[test]
+fn a_session_opened_before_a_guard_change_fails_into_the_new_guard() {
+    let dc = Dovecot::start();
+    let (p1, admin) = (free_port(), free_port());
+    let guard = |ban_ms: u32| {
+        format!("[guard]\npenalty_initial_ms = 10\npenalty_max_ms = 10\nban_after = 2\nban_ms = {ban_ms}")
+    };
+    let proxy = Proxy::start_toml(
+        &config(admin, &guard(60_000), &imap(p1, dc.imap, "Before")),
+        &[p1, admin],
+    );
+    let file = proxy.config.clone().unwrap();
+    let mut c = Client::from_stream(connect_from("127.0.0.8", p1).unwrap());
+    c.expect_line("* OK");
+    c.send_line("a LOGIN alice wronga");
+    c.read_until_tagged("a");
+    std::fs::write(
+        &file,
+        config(admin, &guard(30_000), &imap(p1, dc.imap, "After")),
+    )
+    .unwrap();
+    assert!(reload(admin).0, "{}", proxy.log_text());
+    c.send_line("b LOGIN alice wrongb");
+    c.read_until_tagged("b");
+    let mut again = Client::from_stream(connect_from("127.0.0.8", p1).unwrap());
+    let line = again.read_line();
+    assert!(
+        line.starts_with("* BYE [UNAVAILABLE] Too many failed logins"),
+        "the old session's failure went to a discarded guard: {line}\n{}",
+        proxy.log_text()
+    );
+}
+
 #[test]
 fn the_connection_limit_follows_a_reload() {
     let dc = Dovecot::start();

@@ -411,7 +411,7 @@ impl Server {
         } = next;
         let services = self.services.borrow().clone();
         let guard = if config.guard == self.config.guard {
-            services.guard.clone()
+            services.guard()
         } else {
             let (old, new) = (&self.config.guard, &config.guard);
             let same_store = (&old.store, &old.store_prefix, &old.store_secret)
@@ -419,7 +419,7 @@ impl Server {
                 && (old.store_timeout_ms, old.store_retry_ms)
                     == (new.store_timeout_ms, new.store_retry_ms);
             let fresh = Guard::from_config(new, &services.logger)?;
-            match (fresh, &services.guard) {
+            match (fresh, &services.guard()) {
                 (Some(fresh), Some(previous)) => {
                     Some(Arc::new(fresh.succeed(previous, same_store)))
                 }
@@ -454,7 +454,7 @@ impl Server {
                 .warning("[admin] changes take effect at the next start");
         }
         if config.guard != self.config.guard {
-            self.services.send_replace(services.with_guard(guard));
+            services.set_guard(guard);
         }
         let (mut kept, mut removed) = (0, 0);
         self.sockets.retain(|addr, running| match wanted.get(addr) {

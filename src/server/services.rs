@@ -16,8 +16,10 @@ pub struct Services {
     /// The one writer of every log line of the process.
     pub logger: Arc<Logger>,
     /// Failures delay and ban by address across every listener; `None` when turned off.
-    /// Kept by a reload unless `[guard]` changed.
-    pub guard: Option<Arc<Guard>>,
+    /// Kept by a reload unless `[guard]` changed, and then replaced for every session, those
+    /// opened before included: their next attempt is judged by the guard that took over the
+    /// old one's records, never by a discarded one.
+    guard: Arc<std::sync::RwLock<Option<Arc<Guard>>>>,
     /// Back-end connections of this process, so that one arriving at our own listener (a
     /// proxy loop) is recognised.
     pub own_connections: Arc<OwnConnections>,
@@ -34,7 +36,7 @@ impl Services {
     pub fn new(logger: Arc<Logger>, guard: Option<Guard>) -> Arc<Services> {
         Arc::new(Services {
             logger,
-            guard: guard.map(Arc::new),
+            guard: Arc::new(std::sync::RwLock::new(guard.map(Arc::new))),
             own_connections: Arc::default(),
             metrics: Arc::new(Metrics::new()),
             registry: Arc::default(),
@@ -42,17 +44,14 @@ impl Services {
         })
     }
 
-    /// The same services with another guard (a reload that changed `[guard]`); everything
-    /// else, the live-session table and the metrics included, is shared.
-    pub fn with_guard(&self, guard: Option<Arc<Guard>>) -> Arc<Services> {
-        Arc::new(Services {
-            logger: self.logger.clone(),
-            guard,
-            own_connections: self.own_connections.clone(),
-            metrics: self.metrics.clone(),
-            registry: self.registry.clone(),
-            maps: self.maps.clone(),
-        })
+    /// The guard now.
+    pub fn guard(&self) -> Option<Arc<Guard>> {
+        self.guard.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Another guard for every session (a reload that changed `[guard]`).
+    pub fn set_guard(&self, guard: Option<Arc<Guard>>) {
+        *self.guard.write().unwrap_or_else(|e| e.into_inner()) = guard;
     }
 
     /// The running configuration's maps are these.

@@ -1,6 +1,7 @@
 //! The session's side of the brute-force guard: turning a client away before the greeting,
 //! the admission and wait before a login is tried, and the verdict after it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -33,11 +34,8 @@ impl Session {
 
     /// The guard, for a client's session; a balancer's health check is not a client, and
     /// what it does must not count against the balancer.
-    pub(super) fn guard(&self) -> Option<&Guard> {
-        self.services
-            .guard
-            .as_deref()
-            .filter(|_| !self.health_check)
+    pub(super) fn guard(&self) -> Option<Arc<Guard>> {
+        self.services.guard().filter(|_| !self.health_check)
     }
 
     /// How much longer the client's address is banned, as this process knows (an address
@@ -65,7 +63,7 @@ impl Session {
         standing: &Standing,
         fingerprint: &Fingerprint,
     ) -> Option<Verdict> {
-        let guard = self.services.guard.clone().filter(|_| !self.health_check)?;
+        let guard = self.guard()?;
         let ip = self.peer.ip();
         match outcome {
             LoginOutcome::Accepted { .. } => {
