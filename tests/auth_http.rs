@@ -758,3 +758,35 @@ fn a_name_that_is_not_utf8_goes_to_the_service_as_nginx_sends_it() {
     let raw = std::fs::read(&proxy.log).unwrap();
     assert!(!raw.contains(&0xff) && !raw.contains(&0xe9), "{}", logs());
 }
+
+/// A service that says "try later" in its own words ([UNAVAILABLE]) is down, not refusing:
+/// as a back end that is down, it counts for neither the address nor the user, so the
+/// client is neither slowed nor banned for retrying.
+#[test]
+fn a_service_saying_try_later_is_nobodys_failure_for_the_guard() {
+    let service =
+        AuthService::start(|_, _| refusal("[UNAVAILABLE] Temporary server problem", None));
+    let port = free_port();
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[guard]\npenalty_initial_ms = 2000\nban_after = 2\n\n\
+         [[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         [listener.backend]\nhost = \"\"\n\
+         [listener.map]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/auth\"\n",
+        service.port
+    );
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    for attempt in 0..4 {
+        let mut c = Client::from_stream(connect_from("127.0.0.61", port).unwrap());
+        let greeting = c.read_line();
+        assert!(
+            greeting.starts_with("* OK"),
+            "attempt {attempt}: {greeting}\n{}",
+            proxy.log_text()
+        );
+        c.send_line("a LOGIN alice alicepw");
+        let answer = c.read_until_tagged("a").pop().unwrap();
+        assert_eq!(answer, "a NO [UNAVAILABLE] Temporary server problem");
+    }
+    let log = proxy.log_text();
+    assert!(!log.contains("Guard:"), "the guard counted it:\n{log}");
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::guard::{Admission, Fingerprint, Guard, InFlight, Standing, Verdict};
-use crate::protocol::{LoginOutcome, Refusal};
+use crate::protocol::{leading_response_code, LoginOutcome, Refusal};
 
 use super::Session;
 use crate::server::{reached, Phase};
@@ -72,6 +72,8 @@ impl Session {
                 self.slot = guard.logged_in(self.slot.take(), ip, user);
                 None
             }
+            // A routing service that says "try later" in its own words is down, not refusing.
+            LoginOutcome::Denied { message, .. } if says_try_later(message) => None,
             LoginOutcome::Rejected { .. } | LoginOutcome::Denied { .. } => {
                 guard.failure(ip, user, standing, fingerprint, true).await
             }
@@ -149,5 +151,36 @@ impl Session {
                 .guard_ban(self.peer, self.local, verdict.failures, ban);
             self.services.metrics.guard("ban");
         }
+    }
+}
+
+/// Whether a refusal text starts with a temporary-failure code (IMAP `[UNAVAILABLE]`, POP3
+/// `[SYS/TEMP]`, ManageSieve `(TRYLATER)`): nobody's failure, as from a back end.
+fn says_try_later(message: &str) -> bool {
+    ['[', '('].into_iter().any(|open| {
+        leading_response_code(message, open).is_some_and(|(code, _)| {
+            let word = code[1..code.len() - 1]
+                .split(' ')
+                .next()
+                .unwrap_or_default();
+            ["UNAVAILABLE", "SYS/TEMP", "TRYLATER"]
+                .iter()
+                .any(|temporary| word.eq_ignore_ascii_case(temporary))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::says_try_later;
+
+    #[test]
+    fn temporary_codes_are_recognised_in_every_protocols_brackets() {
+        assert!(says_try_later("[UNAVAILABLE] Temporary server problem"));
+        assert!(says_try_later("[SYS/TEMP] down"));
+        assert!(says_try_later("(TRYLATER) later"));
+        assert!(!says_try_later("[AUTHENTICATIONFAILED] Invalid login"));
+        assert!(!says_try_later("Invalid login or password"));
+        assert!(!says_try_later("UNAVAILABLE without brackets"));
     }
 }
