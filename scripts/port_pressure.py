@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Load the kernel's ephemeral ports the way a busy machine does, to reproduce port races.
 
-  python3 scripts/port_pressure.py [SECONDS] [OPEN] [ADDRESS]
+  python3 scripts/port_pressure.py [SECONDS] [OPEN] [ADDRESS] [RATE]
 
 Opens outgoing connections to a listener of its own on ADDRESS (default: this machine's first
 non-loopback address, else 127.0.0.1) as fast as it can for SECONDS (default 600), keeping up
@@ -10,7 +10,10 @@ port of /proc/sys/net/ipv4/ip_local_port_range while open, and in TIME_WAIT for 
 (Linux reuses a TIME_WAIT port at once for a connection to a 127.x address, tcp_tw_reuse=2, and
 takes even ports for connect() while binds to port 0 get odd ones: to a 127.x address the load
 hardly reaches the ports a test picks. To the machine's own address, still over the loopback
-device, the range fills up and connect() moves into the odd ports too.) A test
+device, the range fills up and connect() moves into the odd ports too.) RATE (connections a
+second, default unlimited) keeps the range from filling up altogether: OPEN + 60 * RATE ports
+are taken at any time, and once that passes the range's size every outgoing connection on the
+machine fails, the tests' too. A test
 that picks a port by binding port 0 and letting go of it (a port of that same range) and has a
 server bind it a moment later loses the port now and then under this load; see
 tests/support/ports.rs for how the suite avoids that.
@@ -34,7 +37,8 @@ def own_address():
         return "127.0.0.1"
 
 
-target = sys.argv[3] if len(sys.argv) > 3 else own_address()
+target = sys.argv[3] if len(sys.argv) > 3 and sys.argv[3] else own_address()
+rate = float(sys.argv[4]) if len(sys.argv) > 4 else 0
 listener = socket.socket()
 listener.bind((target, 0))
 listener.listen(4096)
@@ -63,6 +67,8 @@ while time.monotonic() < end:
         continue
     opened.append(s)
     count += 1
+    if rate:
+        time.sleep(1 / rate)
     while len(opened) > keep:
         opened.popleft().close()
 print(f"port_pressure: {count} connections in {seconds:.0f} s", file=sys.stderr)

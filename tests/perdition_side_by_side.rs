@@ -152,8 +152,14 @@ fn log_lines_of_both(
     args.extend(extra.iter().map(|s| s.to_string()));
     let _ours = Proxy::start_args(&args, &[]);
 
-    for port in [real_port, our_port] {
-        assert!(wait_for_port(port, Duration::from_secs(10)), "port {port}");
+    for (port, log) in [(real_port, &real_log), (our_port, &our_log)] {
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "nothing listening on {port}; {}:\n{}\nportcullis: {}",
+            log.display(),
+            fs::read_to_string(log).unwrap_or_default(),
+            _ours.everything_logged()
+        );
     }
     // The readiness probe above is itself a client that left without logging in; wait for
     // both programs to have logged it so that the sessions below line up.
@@ -181,8 +187,8 @@ fn quiet_keeps_the_same_lines_as_debians_perdition() {
 }
 
 /// `program ARGS` in inetd mode, given one connection accepted here as its standard input
-/// and output, as inetd does; the client's end, and the child.
-fn inetd(program: &Path, args: &[String]) -> (Client, Child) {
+/// and output, as inetd does, its standard error to `stderr`; the client's end, and the child.
+fn inetd(program: &Path, args: &[String], stderr: &Path) -> (Client, Child) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     let (accepted, _) = listener.accept().unwrap();
@@ -192,7 +198,7 @@ fn inetd(program: &Path, args: &[String]) -> (Client, Child) {
         .args(args)
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
-        .stderr(Stdio::null())
+        .stderr(fs::File::create(stderr).unwrap())
         .spawn()
         .unwrap();
     (Client::from_stream(client), child)
@@ -222,26 +228,43 @@ fn inetd_mode_serves_one_session_and_logs_it_as_debians_perdition() {
         // The listening options are inetd's business: both ignore them.
         args.extend(flags(&dovecot, 1, &log));
         args.push("-i".into());
-        let (mut c, mut child) = inetd(&program, &args);
-        c.expect_line("* OK");
-        c.send_line("a LOGIN alice wrong");
-        c.expect_line("a NO");
-        c.send_line("b LOGIN alice alicepw");
-        let ok = c.read_until_tagged("b");
-        assert!(ok.last().unwrap().starts_with("b OK"), "{name}: {ok:?}");
-        c.send_line("c LOGOUT");
-        c.read_until_tagged("c");
-        assert!(c.is_closed(), "{name} did not close");
-        // One connection, one process: it is over.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let status = loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                break status;
-            }
-            assert!(Instant::now() < deadline, "{name} still running");
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        assert!(status.success(), "{name} exited with {status}");
+        let stderr = dir.path().join(format!("{name}.stderr"));
+        let (mut c, mut child) = inetd(&program, &args, &stderr);
+        // Whatever goes wrong below, the failure shows what the program said.
+        let session = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.expect_line("* OK");
+            c.send_line("a LOGIN alice wrong");
+            c.expect_line("a NO");
+            c.send_line("b LOGIN alice alicepw");
+            let ok = c.read_until_tagged("b");
+            assert!(ok.last().unwrap().starts_with("b OK"), "{name}: {ok:?}");
+            c.send_line("c LOGOUT");
+            c.read_until_tagged("c");
+            assert!(c.is_closed(), "{name} did not close");
+            // One connection, one process: it is over.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let status = loop {
+                if let Some(status) = child.try_wait().unwrap() {
+                    break status;
+                }
+                assert!(Instant::now() < deadline, "{name} still running");
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            assert!(status.success(), "{name} exited with {status}");
+        }));
+        if let Err(failure) = session {
+            let why = failure
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| failure.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let _ = child.kill();
+            panic!(
+                "{why}\n{name}'s standard error:\n{}\n{name}'s log:\n{}",
+                fs::read_to_string(&stderr).unwrap_or_default(),
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
         logs.push(normalised(&log, 4));
     }
     // Connect (with inetd_pid=), Auth failed, Auth ok, Closing.

@@ -676,30 +676,26 @@ impl AcceptLoop {
 mod tests {
     use super::*;
 
-    /// The kernel picks the port for `[::]` (v6 only) without looking at IPv4, so another
-    /// program may already hold it there (an outgoing connection's 127.0.0.1:PORT, a listener):
-    /// that `AddrInUse` says nothing about this code, and the pair is tried again on a new port.
-    /// Any other error fails, and so does a pair that never binds.
+    /// The kernel picks a port free on IPv4 for `0.0.0.0:0` (IPv4 is where a busy machine's
+    /// ports are taken: its outgoing connections), and `[::]:PORT`, v6 only, must bind beside it.
+    /// Another program may still hold that port on IPv6: that `AddrInUse` says nothing about
+    /// this code, and the pair is tried again on a new port. Any other error fails, and so does
+    /// a pair that never binds (as it would if `[::]` also claimed IPv4).
     #[tokio::test]
     async fn ipv4_and_ipv6_wildcards_share_a_port() {
         let mut taken = Vec::new();
         for _ in 0..20 {
-            let v6 = match listen("[::]:0".parse().unwrap()) {
-                Ok(l) => l,
+            let v4 = listen(SocketAddr::from(([0, 0, 0, 0], 0))).expect("listen on 0.0.0.0:0");
+            let port = v4.local_addr().unwrap().port();
+            match listen(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, port))) {
+                Ok(_) => return,
                 // A machine without IPv6 cannot have the conflict this test is about.
                 Err(e) if e.kind() == std::io::ErrorKind::AddrNotAvailable => return,
                 Err(e) if e.raw_os_error() == Some(nix::libc::EAFNOSUPPORT) => return,
-                Err(e) => panic!("listen on [::]:0: {e}"),
-            };
-            let port = v6.local_addr().unwrap().port();
-            match listen(SocketAddr::from(([0, 0, 0, 0], port))) {
-                Ok(_) => return,
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => taken.push(port),
-                Err(e) => panic!("0.0.0.0:{port} beside [::]:{port}: {e}"),
+                Err(e) => panic!("[::]:{port} beside 0.0.0.0:{port}: {e}"),
             }
         }
-        panic!(
-            "0.0.0.0:PORT never bound beside [::]:PORT; ports held on IPv4 by others: {taken:?}"
-        );
+        panic!("[::]:PORT never bound beside 0.0.0.0:PORT; ports tried: {taken:?}");
     }
 }
