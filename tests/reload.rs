@@ -36,6 +36,13 @@ fn config(admin: u16, head: &str, listeners: &str) -> String {
 
 const NO_GUARD: &str = "[guard]\nenabled = false";
 
+/// A guard that bans after two failures, with penalties too short to wait for.
+fn quick_guard(ban_ms: u32) -> String {
+    format!(
+        "[guard]\npenalty_initial_ms = 10\npenalty_max_ms = 10\nban_after = 2\nban_ms = {ban_ms}"
+    )
+}
+
 /// `portcullis reload` against the admin endpoint: exit status, stdout, stderr.
 fn reload(admin: u16) -> (bool, String, String) {
     let out = run_portcullis(&["reload", "--admin", &format!("127.0.0.1:{admin}")]);
@@ -202,11 +209,8 @@ fn a_configuration_that_does_not_build_changes_nothing_and_says_why() {
 fn bans_survive_a_reload_even_one_that_changes_the_guard() {
     let dc = Dovecot::start();
     let (p1, admin) = (free_port(), free_port());
-    let guard = |ban_ms: u32| {
-        format!("[guard]\npenalty_initial_ms = 10\npenalty_max_ms = 10\nban_after = 2\nban_ms = {ban_ms}")
-    };
     let proxy = Proxy::start_toml(
-        &config(admin, &guard(60_000), &imap(p1, dc.imap, "Before")),
+        &config(admin, &quick_guard(60_000), &imap(p1, dc.imap, "Before")),
         &[p1, admin],
     );
     let file = proxy.config.clone().unwrap();
@@ -225,7 +229,7 @@ fn bans_survive_a_reload_even_one_that_changes_the_guard() {
     // Another greeting, the same guard: still banned.
     std::fs::write(
         &file,
-        config(admin, &guard(60_000), &imap(p1, dc.imap, "After")),
+        config(admin, &quick_guard(60_000), &imap(p1, dc.imap, "After")),
     )
     .unwrap();
     assert!(reload(admin).0);
@@ -233,7 +237,7 @@ fn bans_survive_a_reload_even_one_that_changes_the_guard() {
     // The guard's own settings changed: its new self takes over what it knew.
     std::fs::write(
         &file,
-        config(admin, &guard(30_000), &imap(p1, dc.imap, "After")),
+        config(admin, &quick_guard(30_000), &imap(p1, dc.imap, "After")),
     )
     .unwrap();
     assert!(reload(admin).0);
@@ -249,11 +253,8 @@ fn bans_survive_a_reload_even_one_that_changes_the_guard() {
 fn a_session_opened_before_a_guard_change_fails_into_the_new_guard() {
     let dc = Dovecot::start();
     let (p1, admin) = (free_port(), free_port());
-    let guard = |ban_ms: u32| {
-        format!("[guard]\npenalty_initial_ms = 10\npenalty_max_ms = 10\nban_after = 2\nban_ms = {ban_ms}")
-    };
     let proxy = Proxy::start_toml(
-        &config(admin, &guard(60_000), &imap(p1, dc.imap, "Before")),
+        &config(admin, &quick_guard(60_000), &imap(p1, dc.imap, "Before")),
         &[p1, admin],
     );
     let file = proxy.config.clone().unwrap();
@@ -263,7 +264,7 @@ fn a_session_opened_before_a_guard_change_fails_into_the_new_guard() {
     c.read_until_tagged("a");
     std::fs::write(
         &file,
-        config(admin, &guard(30_000), &imap(p1, dc.imap, "After")),
+        config(admin, &quick_guard(30_000), &imap(p1, dc.imap, "After")),
     )
     .unwrap();
     assert!(reload(admin).0, "{}", proxy.log_text());
