@@ -8,7 +8,7 @@ use tokio::time::timeout;
 
 use crate::authlog::AuthRecord;
 use crate::config::BackendTls;
-use crate::map::{Connection, Endpoint, Login, MapError};
+use crate::map::{Connection, Endpoint, Login, MapError, Target};
 use crate::metrics::{Metrics, ProtocolLabels};
 use crate::protocol::{Credentials, LoginOutcome, Refusal, ServerEvent, ServerSettings};
 use crate::tls;
@@ -38,7 +38,6 @@ pub async fn login(
     creds: Credentials,
     record: &mut AuthRecord,
 ) -> (LoginOutcome, Option<LoggedIn>) {
-    let router = &listener.router;
     let login = Login {
         user: &creds.user,
         user_bytes: creds.user_bytes.as_deref(),
@@ -46,10 +45,38 @@ pub async fn login(
         attempt,
         connection,
     };
-    // Routing has its own bound: a map that queues or stalls answers unavailable in time.
+    let target = match route(listener, services, &login).await {
+        Ok(target) => target,
+        Err(MapError::Denied { message, retry }) => {
+            return (LoginOutcome::Denied { message, retry }, None)
+        }
+        Err(MapError::NotFound) => {
+            // Perdition's line: the port is known, the server is not.
+            record.server = Some(format!("(null):{}", listener.router.defaults.port));
+            return (LoginOutcome::Refused(Refusal::NoServer), None);
+        }
+        Err(MapError::Unavailable(reason)) => {
+            return (LoginOutcome::no_connection(format!("map: {reason}")), None)
+        }
+    };
+    let (creds, endpoints) = match credentials_for(creds, target, record) {
+        Ok(prepared) => prepared,
+        Err(refused) => return (refused, None),
+    };
+    try_endpoints(listener, services, connection, &endpoints, creds, record).await
+}
+
+/// Ask the listener's router, within `backend_login_timeout` (a map that queues or stalls
+/// answers unavailable in time); the lookup is counted and what the router noticed logged.
+async fn route(
+    listener: &ListenerState,
+    services: &Services,
+    login: &Login<'_>,
+) -> Result<Target, MapError> {
+    let router = &listener.router;
     let wait = listener.limits.backend_login_timeout();
     let asked = std::time::Instant::now();
-    let routed = tokio::time::timeout(wait, router.route(&login))
+    let routed = tokio::time::timeout(wait, router.route(login))
         .await
         .unwrap_or_else(|_| {
             let reason = format!("no answer from the map in {} s", wait.as_secs());
@@ -71,37 +98,33 @@ pub async fn login(
     for line in router.local_domains.take_failures() {
         services.logger.warning(&line);
     }
-    let target = match routed {
-        Ok(target) => target,
-        Err(MapError::Denied { message, retry }) => {
-            return (LoginOutcome::Denied { message, retry }, None)
-        }
-        Err(MapError::NotFound) => {
-            // Perdition's line: the port is known, the server is not.
-            record.server = Some(format!("(null):{}", router.defaults.port));
-            return (LoginOutcome::Refused(Refusal::NoServer), None);
-        }
-        Err(MapError::Unavailable(reason)) => {
-            return (LoginOutcome::no_connection(format!("map: {reason}")), None)
-        }
-    };
-    if let Some(reason) = &target.fallback_reason {
+    if let Ok(Target {
+        fallback_reason: Some(reason),
+        ..
+    }) = &routed
+    {
         services.logger.warning(&format!(
             "map failed for {}: {reason}; using the listener's servers",
-            connection.peer
+            login.connection.peer
         ));
     }
+    routed
+}
+
+/// The credentials to log in to the back end with, from the client's and the map's answer,
+/// and the servers to try; `Err` with the outcome when they cannot be sent.
+fn credentials_for(
+    creds: Credentials,
+    target: Target,
+    record: &mut AuthRecord,
+) -> Result<(Credentials, Vec<Endpoint>), LoginOutcome> {
     // A name that is not UTF-8 logs in only as the name the service gave for it
     // (Auth-User): its escaped form is nobody's name.
     if creds.user_bytes.is_some() && target.map_user.is_none() {
-        let message = "Invalid user name".to_string();
-        return (
-            LoginOutcome::Denied {
-                message,
-                retry: true,
-            },
-            None,
-        );
+        return Err(LoginOutcome::Denied {
+            message: "Invalid user name".to_string(),
+            retry: true,
+        });
     }
     if let Some(user) = target.map_user {
         record.user = Some(user);
@@ -121,20 +144,34 @@ pub async fn login(
     // What a map answered goes into a login command: held to the client's own rule.
     if creds.check_characters().is_err() {
         let reason = "the map's user name or password holds a NUL, CR or LF";
-        return (LoginOutcome::no_connection(reason), None);
+        return Err(LoginOutcome::no_connection(reason));
     }
+    Ok((creds, target.endpoints))
+}
+
+/// Connect to each server in turn until one answers, then log in there. Failover happens
+/// here only: once credentials are sent, the attempt is what it is.
+async fn try_endpoints(
+    listener: &ListenerState,
+    services: &Services,
+    connection: &Connection,
+    endpoints: &[Endpoint],
+    creds: Credentials,
+    record: &mut AuthRecord,
+) -> (LoginOutcome, Option<LoggedIn>) {
+    let router = &listener.router;
+    let metrics = &services.metrics;
+    let labels = ProtocolLabels {
+        protocol: listener.protocol().name(),
+    };
     let mut outcome = LoginOutcome::no_connection("no server to connect to");
-    // Failover happens here only: once credentials are sent, the attempt is what it is.
-    for endpoint in &target.endpoints {
+    for endpoint in endpoints {
         record.server = Some(endpoint.log_name());
         record.server_secure = security(endpoint.tls);
-        let protocol = listener.protocol().name();
         let started = std::time::Instant::now();
         match connect(listener, services, endpoint).await {
             Ok((tcp, _ours)) => {
                 router.dead.connected(endpoint);
-                let metrics = &services.metrics;
-                let labels = ProtocolLabels { protocol };
                 let connected = std::time::Instant::now();
                 metrics
                     .backend_connect
@@ -149,11 +186,7 @@ pub async fn login(
                 return done;
             }
             Err(failed) => {
-                services
-                    .metrics
-                    .backend_connect_errors
-                    .get_or_create(&ProtocolLabels { protocol })
-                    .inc();
+                metrics.backend_connect_errors.get_or_create(&labels).inc();
                 router
                     .dead
                     .connect_failed(endpoint, std::time::Instant::now());

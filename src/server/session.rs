@@ -17,16 +17,13 @@ use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 
 use crate::authlog::{AuthRecord, Logger};
-use crate::guard::{Admission, Slot};
+use crate::guard::Slot;
 use crate::map::Connection;
 use crate::protocol::named_client::PROXY_TTL;
-use crate::protocol::{
-    loggable_user, AfterLogin, ClientEvent, ClientSide, Credentials, LoginOutcome, Refusal, Secret,
-    Security,
-};
+use crate::protocol::{loggable_user, ClientEvent, ClientSide, LoginOutcome, Refusal, Security};
 use crate::tls;
 
-use super::backend::{self, LoggedIn};
+use super::backend::LoggedIn;
 use super::proxy_header;
 use super::registry::Registered;
 use super::relay::relay;
@@ -36,6 +33,7 @@ use super::stream::{write, ClientStream, MaybeTls};
 use super::{reached, Phase};
 
 mod guarding;
+mod login;
 mod named;
 
 /// Bytes read from a client at a time before login.
@@ -395,160 +393,6 @@ impl Session {
             // The deadline check in `converse` says goodbye.
             Err(_) => Next::Continue,
         }
-    }
-
-    /// Credentials are in: check them, log in at the back end, answer the client.
-    async fn login(
-        &mut self,
-        stream: &mut ClientStream,
-        machine: &mut dyn ClientSide,
-        creds: Credentials,
-    ) -> Next {
-        // Asked again now that a login has come: one of our own back-end connections that
-        // arrived through a NAT redirect may have been accepted before its connect returned
-        // and its exact address was registered; by now it has been (it sent this login).
-        if self.is_own_connection() {
-            return Next::End;
-        }
-        if self.health_check {
-            return self.refuse_health_check_login(stream, machine).await;
-        }
-        let looping = self.adopt_named_client(machine.named_client());
-        // Connections opened before the ban earned elsewhere end at their next attempt.
-        // The guard's say before the attempt: the wait is the same whatever the answer will
-        // be, so that no answer comes sooner for being right; `_in_flight` counts this
-        // attempt as under way until the end of this function.
-        let standing = self.standing(&creds.user).await;
-        let fingerprint = self
-            .guard()
-            .map(|g| g.fingerprint(&creds.user, creds.secret.expose()));
-        let (admission, _in_flight) = self
-            .admission(standing.as_ref(), fingerprint.as_ref())
-            .await;
-        let too_many_at_once = match admission {
-            Admission::Banned(left) => {
-                let reason = format!("banned for {} s more", left.as_secs().max(1));
-                self.logger().guard_refusal(self.peer, self.local, &reason);
-                self.services.metrics.guard("banned");
-                say_goodbye(stream, self.listener.protocol().banned_message()).await;
-                return Next::End;
-            }
-            // `admission` gave up waiting for a turn.
-            Admission::TooManyAtOnce | Admission::Later(_) => {
-                let reason = "as many logins under way as failures left before a ban";
-                self.logger().guard_refusal(self.peer, self.local, reason);
-                self.services.metrics.guard("too_many_at_once");
-                true
-            }
-            Admission::Try { wait, failures } => {
-                if !wait.is_zero() {
-                    self.logger()
-                        .guard_delay(self.peer, self.local, failures, wait);
-                    self.services.metrics.guard("delay");
-                    self.pause(wait).await;
-                }
-                false
-            }
-        };
-        let mut record = self.auth_record(Some(creds.user.clone()));
-        let client_user = creds.user.clone();
-        if let Some(standing) = &standing {
-            self.wait_for_user(&client_user, standing).await;
-        }
-        // The back-end steps run on their own timeouts: the time they take is not the
-        // client's, and the client is answered however they end.
-        let started = Instant::now();
-        let (outcome, backend) = match creds.check_characters() {
-            Err(clean_part) => {
-                record.user = Some(clean_part.to_string());
-                (LoginOutcome::Refused(Refusal::ForbiddenCharacters), None)
-            }
-            Ok(()) if looping => (
-                LoginOutcome::unavailable("proxies appear to be looping (TTL reached zero)"),
-                None,
-            ),
-            Ok(()) if too_many_at_once => (LoginOutcome::too_many_at_once(), None),
-            Ok(()) => {
-                if self.logger().may_log_passwords() {
-                    let password = String::from_utf8_lossy(creds.secret.expose()).into_owned();
-                    record.password = Some(Secret::new(password));
-                }
-                // A login still waiting for its back end when the grace period is over is
-                // answered (unavailable) and logged, then the conversation says goodbye.
-                let mut phase = self.phase.clone();
-                let connection = Connection {
-                    client_id: machine.client_id(),
-                    ..self.connection(stream)
-                };
-                self.attempts += 1;
-                let attempt = self.attempts;
-                tokio::select! {
-                    done = backend::login(&self.listener, &self.services, &connection, attempt, creds, &mut record) => done,
-                    _ = reached(&mut phase, Phase::Closing) => {
-                        (LoginOutcome::unavailable("server shutting down"), None)
-                    }
-                }
-            }
-        };
-        self.deadline = (self.deadline + started.elapsed()).min(self.ceiling);
-        self.logger().auth(&record, &outcome);
-        let protocol = self.listener.protocol().name();
-        self.services.metrics.login(protocol, &outcome);
-        self.log_forwarding(&record, &outcome);
-        record.password = None;
-        if let LoginOutcome::Failed { reason, .. } = &outcome {
-            let server = record.server.as_deref().unwrap_or("(none)");
-            let message = format!("back end {server} for {}: {reason}", self.peer);
-            self.logger().warning(&message);
-        }
-        let verdict = match (&fingerprint, &standing) {
-            (Some(f), Some(standing)) => self.judge(&outcome, &client_user, standing, f).await,
-            _ => None,
-        };
-        if let Some(verdict) = &verdict {
-            self.note_verdict(verdict);
-        }
-        let reply = machine.login_finished(&outcome);
-        if self.send(stream, &reply.bytes).await.is_err() {
-            return Next::End;
-        }
-        // Banned now: the client is let go with the reason, unless the answer already did.
-        let banned = verdict.is_some_and(|v| v.banned_for.is_some());
-        if banned && reply.next != AfterLogin::Close {
-            say_goodbye(stream, self.listener.protocol().banned_message()).await;
-            return Next::End;
-        }
-        match (reply.next, backend) {
-            (AfterLogin::Relay, Some(backend)) => Next::Relay(Box::new(backend), record),
-            (AfterLogin::Continue, _) => Next::Continue,
-            (AfterLogin::Close, _) | (AfterLogin::Relay, None) => {
-                say_goodbye(stream, &[]).await;
-                Next::End
-            }
-        }
-    }
-
-    /// A balancer's health check (PROXY v2 LOCAL, v1 UNKNOWN) has no client address to guard
-    /// or ban, so it may not try a password at all: answered unavailable and closed, logged
-    /// as a warning naming the balancer (no Auth line, which fail2ban would count against it).
-    async fn refuse_health_check_login(
-        &mut self,
-        stream: &mut ClientStream,
-        machine: &mut dyn ClientSide,
-    ) -> Next {
-        let line = format!(
-            "Login refused on a health-check connection from {} (PROXY header without a \
-             client): health checks may only greet and log out",
-            self.peer
-        );
-        self.logger().warning(&line);
-        self.services
-            .metrics
-            .refused(&self.listener.label, "health_check_login");
-        let outcome = LoginOutcome::unavailable("login on a health-check connection");
-        let reply = machine.login_finished(&outcome);
-        say_goodbye(stream, &reply.bytes).await;
-        Next::End
     }
 
     /// Repeat the session's Auth line every `auth_relog` for as long as it relays (Perdition's
