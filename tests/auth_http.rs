@@ -790,3 +790,47 @@ fn a_service_saying_try_later_is_nobodys_failure_for_the_guard() {
     let log = proxy.log_text();
     assert!(!log.contains("Guard:"), "the guard counted it:\n{log}");
 }
+
+/// Logins the service refused with a long `Auth-Wait` sit out their wait without holding a
+/// place among the requests in flight (32): a crowd of them cannot keep another user's login
+/// from being asked.
+#[test]
+fn logins_waiting_out_an_auth_wait_do_not_hold_up_other_users() {
+    let dc = Dovecot::start();
+    let backend = dc.imap;
+    let service = AuthService::start(move |h, _| match h["auth-user"].as_str() {
+        "alice" => ok(backend),
+        _ => refusal("Invalid login or password", Some("30")),
+    });
+    let port = free_port();
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[limits]\nbackend_login_timeout = 10\n\n\
+         [[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:{port}\"]\n[listener.backend]\nhost = \"\"\n\
+         [listener.map]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/auth\"\n",
+        service.port
+    );
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    let crowd: Vec<Client> = (0..40)
+        .map(|n| {
+            let mut c = Client::plain(port);
+            c.expect_line("* OK");
+            c.send_line(&format!("a LOGIN guesser{n} wrong"));
+            c
+        })
+        .collect();
+    let deadline = Instant::now() + READ_TIMEOUT;
+    while service.requests().len() < 40 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(service.requests().len(), 40, "{}", proxy.log_text());
+    let mut c = Client::plain(port);
+    c.expect_line("* OK");
+    c.send_line("b LOGIN alice alicepw");
+    let answer = c.read_until_tagged("b").pop().unwrap();
+    assert!(
+        answer.starts_with("b OK"),
+        "{answer}; log:\n{}",
+        proxy.log_text()
+    );
+    drop(crowd);
+}

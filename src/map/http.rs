@@ -216,20 +216,11 @@ impl HttpMap {
     }
 
     async fn ask(&self, login: &Login<'_>) -> Result<Answer, MapError> {
-        let _permit = self
-            .in_flight
-            .acquire()
-            .await
-            .map_err(|_| MapError::Unavailable("closing".into()))?;
         for _ in 0..=MAX_WAITS {
-            let reply = self.send(login).await?;
-            let read = read_reply(reply.headers()).map_err(|e| match e {
-                MapError::Unavailable(why) => {
-                    MapError::Unavailable(format!("{}: {why}", self.shown))
-                }
-                other => other,
-            });
-            match read? {
+            let read = self.ask_once(login).await?;
+            // The waits that follow hold no place among the requests in flight: logins that
+            // must wait out a penalty cannot keep everyone else's from being asked.
+            match read {
                 Reply::Wait(seconds) => tokio::time::sleep(seconds).await,
                 Reply::Denied { message, wait } => {
                     tokio::time::sleep(wait).await;
@@ -245,6 +236,20 @@ impl HttpMap {
             "{}: still WAIT after {MAX_WAITS} tries",
             self.shown
         )))
+    }
+
+    /// One request and its reply, holding one of the places in flight while it lasts.
+    async fn ask_once(&self, login: &Login<'_>) -> Result<Reply, MapError> {
+        let _permit = self
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| MapError::Unavailable("closing".into()))?;
+        let reply = self.send(login).await?;
+        read_reply(reply.headers()).map_err(|e| match e {
+            MapError::Unavailable(why) => MapError::Unavailable(format!("{}: {why}", self.shown)),
+            other => other,
+        })
     }
 }
 
