@@ -183,8 +183,11 @@ impl Admin {
             );
             return response;
         }
-        // Let in: the connection no longer counts as one that may be idle.
-        slot.admit();
+        // Let in: the connection no longer counts as one that may be idle. One that lost its
+        // slot to a newcomer meanwhile is not served: its connection is closing.
+        if !slot.admit() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, "too many connections\n");
+        }
         // A browser sends Origin with a cross-site form: a page elsewhere must not be able to
         // kick, reload or upgrade through an admin's browser.
         if request.method() == Method::POST && request.headers().contains_key(hyper::header::ORIGIN)
