@@ -4,7 +4,7 @@
 The same choice as the Rust harness's free_port() (tests/support/ports.rs): a port outside
 the kernel's ephemeral range (so that no outgoing connection of any program can take it), that
 binds now on 127.0.0.1, 0.0.0.0 and [::], and whose lock file under
-$TMPDIR/portcullis-test-ports/ no test process holds. This script cannot hold the lock for the
+$TMPDIR/portcullis-test-ports-UID/ no test process holds. This script cannot hold the lock for the
 server it prints the port for, so its callers retry on a new port when the server does not come
 up (scripts/test.sh, tests/support/databases.sh).
 """
@@ -37,7 +37,7 @@ def test_range():
 
 
 def unlocked(port):
-    path = os.path.join(tempfile.gettempdir(), "portcullis-test-ports", str(port))
+    path = os.path.join(tempfile.gettempdir(), f"portcullis-test-ports-{os.geteuid()}", str(port))
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError:

@@ -169,13 +169,18 @@ fn ask_admin(endpoint: &portcullis::admin::client::Endpoint, ask: AdminAsk) -> E
                 .map(|n| format!("{n} sessions ended\n")),
         }
     });
+    // Whatever the endpoint (or whoever answers on its port) says reaches the terminal one
+    // line at a time, free of control characters.
+    let shown = portcullis::authlog::one_line;
     match answer {
         Ok(text) => {
-            print!("{text}");
+            for line in text.lines() {
+                println!("{}", shown(line));
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("portcullis: {e}");
+            eprintln!("portcullis: {}", shown(&e));
             ExitCode::FAILURE
         }
     }

@@ -111,6 +111,11 @@ fn open_regular(path: &Path, options: &mut fs::OpenOptions) -> Result<fs::File, 
             kind(&metadata.file_type())
         ));
     }
+    // A second name for the file (a hard link made by whoever can write the directory) could
+    // be any file of the same file system, truncated by the write.
+    if std::os::unix::fs::MetadataExt::nlink(&metadata) > 1 {
+        return Err("a file with another name (a hard link), which is not written".into());
+    }
     Ok(file)
 }
 
@@ -211,5 +216,14 @@ mod tests {
 
         let e = write(dir.path(), None, None).unwrap_err();
         assert!(e.contains("directory"), "{e}");
+
+        // A hard link to another file is not truncated through the pid file's name.
+        let precious = dir.path().join("precious");
+        fs::write(&precious, "keep me").unwrap();
+        let hard = dir.path().join("hard.pid");
+        fs::hard_link(&precious, &hard).unwrap();
+        let e = write(&hard, None, None).unwrap_err();
+        assert!(e.contains("hard link"), "{e}");
+        assert_eq!(fs::read_to_string(&precious).unwrap(), "keep me");
     }
 }

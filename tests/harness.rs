@@ -236,8 +236,9 @@ fn free_ports_are_outside_the_ephemeral_range_and_reserved() {
     assert_eq!(unique.len(), ports.len(), "{ports:?}");
     for port in ports {
         assert!(!(low..=high).contains(&port), "{port} in {low}-{high}");
+        let me = nix::unistd::geteuid().as_raw();
         let lock = std::env::temp_dir()
-            .join("portcullis-test-ports")
+            .join(format!("portcullis-test-ports-{me}"))
             .join(port.to_string());
         let other = std::process::Command::new("flock")
             .args(["-n", "-E", "75"])

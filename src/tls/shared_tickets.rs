@@ -77,13 +77,23 @@ impl SharedTickets {
 /// the ticket): readable by others is worth a warning (it ran so before, and a fleet's key
 /// may still be meant for a readable place). Whoever writes them can put a key of their own
 /// first, so that every new session's keys are sealed under it: writable by anyone but its
-/// owner (group or others) is refused. Opened without blocking, and only a regular file
-/// read, so that a FIFO in its place does not hang a start or a reload.
+/// owner (group or others) is refused, and so is an owner other than root or this process.
+/// Opened without blocking, and only a regular file read, so that a FIFO in its place does
+/// not hang a start or a reload; at most [`MAX_KEY_FILE`] bytes.
+/// Only root, or the account the proxy runs as, may own the key file: any other owner can
+/// change its mode and write it.
+fn trusted_owner(owner: u32, me: u32) -> bool {
+    owner == 0 || owner == me
+}
+
+/// A key file is a few lines; anything much larger is something else.
+const MAX_KEY_FILE: u64 = 64 * 1024;
+
 fn read_key_file(path: &Path) -> Result<(String, Option<String>), String> {
     use std::io::Read;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let shown = path.display();
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(path)
@@ -93,6 +103,14 @@ fn read_key_file(path: &Path) -> Result<(String, Option<String>), String> {
         .map_err(|e| format!("tls.ticket_keys {shown}: {e}"))?;
     if !metadata.is_file() {
         return Err(format!("tls.ticket_keys {shown}: not a regular file"));
+    }
+    let owner = std::os::unix::fs::MetadataExt::uid(&metadata);
+    let me = nix::unistd::geteuid().as_raw();
+    if !trusted_owner(owner, me) {
+        return Err(format!(
+            "tls.ticket_keys {shown} belongs to uid {owner}, neither root nor this process \
+             (uid {me}): its owner could put in a key of their own; chown root"
+        ));
     }
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o022 != 0 {
@@ -114,8 +132,14 @@ fn read_key_file(path: &Path) -> Result<(String, Option<String>), String> {
         )
     });
     let mut text = String::new();
-    file.read_to_string(&mut text)
+    file.take(MAX_KEY_FILE + 1)
+        .read_to_string(&mut text)
         .map_err(|e| format!("tls.ticket_keys {shown}: {e}"))?;
+    if text.len() as u64 > MAX_KEY_FILE {
+        return Err(format!(
+            "tls.ticket_keys {shown}: more than {MAX_KEY_FILE} bytes, not a key file"
+        ));
+    }
     Ok((text, warning))
 }
 
@@ -163,6 +187,25 @@ impl rustls::server::ProducesTickets for SharedTickets {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_root_or_the_proxys_own_account_may_own_the_key_file() {
+        assert!(trusted_owner(0, 1000));
+        assert!(trusted_owner(1000, 1000));
+        assert!(!trusted_owner(1001, 1000));
+        assert!(!trusted_owner(1001, 0));
+    }
+
+    #[test]
+    fn a_file_far_larger_than_keys_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        std::fs::write(&path, "x".repeat(70_000)).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let e = read_key_file(&path).unwrap_err();
+        assert!(e.contains("not a key file"), "{e}");
+    }
     use rustls::server::ProducesTickets;
 
     /// A key file of mode 0600 (the temporary file's own).

@@ -10,7 +10,8 @@
 //!   its start; above its end when it starts too low), where the kernel never allocates.
 //! * **Another test process** (cargo-nextest runs every test as a process of its own, and
 //!   other suites may run on the machine at the same time). [`free_port`] **reserves** each
-//!   port it hands out: an exclusive `flock` on `$TMPDIR/portcullis-test-ports/PORT`, held
+//!   port it hands out: an exclusive `flock` on `$TMPDIR/portcullis-test-ports-UID/PORT` (a
+//!   directory private to the user, so that no other account can plant links there), held
 //!   until the test process ends (the kernel drops it then, however the process ends, so a
 //!   killed test leaves nothing stale behind). A port whose lock another process holds is
 //!   skipped; so is one this process handed out already (a second lock on the same file
@@ -31,7 +32,6 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener};
 use std::ops::RangeInclusive;
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::{Mutex, OnceLock};
 
@@ -107,16 +107,22 @@ pub fn ephemeral_range() -> (u16, u16) {
         .unwrap_or((32768, 60999))
 }
 
-/// The directory of the per-port lock files, shared by every test process on the machine
-/// (and by every user: sticky and writable by all, like /tmp).
+/// The directory of the per-port lock files, shared by every test process of this user: its
+/// own (mode 0700, checked to be a directory it owns, not a link), so that another account
+/// cannot plant links in it or lock every port.
 fn lock_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join("portcullis-test-ports");
-        if let Err(e) = fs::create_dir_all(&dir) {
-            panic!("create {}: {e}", dir.display());
-        }
-        let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777));
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let me = nix::unistd::geteuid().as_raw();
+        let dir = std::env::temp_dir().join(format!("portcullis-test-ports-{me}"));
+        let _ = fs::DirBuilder::new().mode(0o700).create(&dir);
+        let meta = fs::symlink_metadata(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        assert!(
+            meta.is_dir() && meta.uid() == me && meta.mode() & 0o022 == 0,
+            "{} is not a private directory of this user: remove it",
+            dir.display()
+        );
         dir
     })
     .clone()
@@ -124,21 +130,16 @@ fn lock_dir() -> PathBuf {
 
 /// An exclusive lock on `port`'s file, or None if another holder has it.
 fn reserve(dir: &std::path::Path, port: u16) -> Option<Flock<File>> {
+    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join(port.to_string());
-    let file = match OpenOptions::new()
+    let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
         .open(&path)
-    {
-        Ok(f) => {
-            let _ = f.set_permissions(fs::Permissions::from_mode(0o666));
-            f
-        }
-        // Made by another user: a read-only descriptor locks as well.
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => File::open(&path).ok()?,
-        Err(e) => panic!("open {}: {e}", path.display()),
-    };
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
     Flock::lock(file, FlockArg::LockExclusiveNonblock).ok()
 }
 
