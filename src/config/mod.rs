@@ -440,7 +440,62 @@ pub enum MapKind {
     Gdbm,
 }
 
+impl MapConfig {
+    /// How long a lookup may take before the login is unavailable (default 10 s).
+    pub fn lookup_timeout(&self) -> Duration {
+        Duration::from_secs(self.timeout.unwrap_or(10))
+    }
+
+    /// How long an answer is kept: a minute for a directory or a database by default,
+    /// nothing for the files (in memory anyway) and for a service that checks passwords.
+    pub fn cache_for(&self) -> Duration {
+        let default = if self.kind.asks_a_server_that_routes() {
+            60
+        } else {
+            0
+        };
+        Duration::from_secs(self.cache_seconds.unwrap_or(default))
+    }
+
+    /// How long a "no such user" is kept (10 s for a directory or a database by default).
+    pub fn negative_cache_for(&self) -> Duration {
+        let default = if self.kind.asks_a_server_that_routes() {
+            10
+        } else {
+            0
+        };
+        Duration::from_secs(self.negative_cache_seconds.unwrap_or(default))
+    }
+
+    /// Answers kept at most, of each kind.
+    pub fn cache_entries(&self) -> u64 {
+        self.cache_size.unwrap_or(10_000)
+    }
+
+    /// Between the user and the master user (Dovecot's default `*`).
+    pub fn master_separator(&self) -> &str {
+        self.master_separator.as_deref().unwrap_or("*")
+    }
+
+    /// Whether the back end is logged in to with the user name the map answers with: when
+    /// asked (`username_from_map`), and always for an `http` map (nginx's Auth-User).
+    pub fn logs_in_as_the_maps_user(&self) -> bool {
+        self.username_from_map || self.kind == MapKind::Http
+    }
+}
+
 impl MapKind {
+    /// Whether the map is a file read into memory (and read anew by a reload), rather than a
+    /// server asked at each lookup (whose connections a reload may keep).
+    pub fn reads_a_file(self) -> bool {
+        matches!(self, MapKind::PopmapRe | MapKind::Popmap | MapKind::Gdbm)
+    }
+
+    /// A directory or a database: asked per lookup, worth caching by default.
+    fn asks_a_server_that_routes(self) -> bool {
+        matches!(self, MapKind::Ldap | MapKind::Sql)
+    }
+
     /// The kind as the configuration spells it (and the metrics label it).
     pub fn name(self) -> &'static str {
         match self {
@@ -708,13 +763,10 @@ impl Config {
                 }
             }
             if let Some(map) = &l.map {
-                let needs = match map.kind {
-                    MapKind::PopmapRe | MapKind::Popmap | MapKind::Gdbm => {
-                        map.path.is_none().then_some("path")
-                    }
-                    MapKind::Ldap | MapKind::Sql | MapKind::Http => {
-                        map.url.is_none().then_some("url")
-                    }
+                let needs = if map.kind.reads_a_file() {
+                    map.path.is_none().then_some("path")
+                } else {
+                    map.url.is_none().then_some("url")
                 };
                 if let Some(missing) = needs {
                     problems.push(format!("{name}: map.{missing} is required for this kind"));
@@ -836,5 +888,42 @@ mod tests {
         .unwrap();
         let problems = c.validate().unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    #[test]
+    fn a_maps_defaults_are_its_configurations_own() {
+        let map = |kind: &str, url: &str| {
+            let c = Config::from_toml(&format!(
+                "[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:1143\"]\n\
+                 [listener.backend]\nhost = \"\"\n[listener.map]\nkind = \"{kind}\"\n{url}\n"
+            ))
+            .unwrap();
+            c.listeners[0].map.clone().unwrap()
+        };
+        let ldap = map("ldap", "url = \"ldap://h/dc=x\"");
+        assert_eq!(ldap.lookup_timeout(), Duration::from_secs(10));
+        assert_eq!(
+            (
+                ldap.cache_for(),
+                ldap.negative_cache_for(),
+                ldap.cache_entries()
+            ),
+            (Duration::from_secs(60), Duration::from_secs(10), 10_000)
+        );
+        assert!(!ldap.kind.reads_a_file() && !ldap.logs_in_as_the_maps_user());
+        let http = map("http", "url = \"http://h/auth\"\nmaster_separator = \"%\"");
+        assert_eq!(
+            http.cache_for(),
+            Duration::ZERO,
+            "answers depend on the password"
+        );
+        assert!(http.logs_in_as_the_maps_user());
+        assert_eq!(http.master_separator(), "%");
+        let file = map("popmap", "path = \"/etc/perdition/popmap\"");
+        assert!(file.kind.reads_a_file());
+        assert_eq!(
+            (file.cache_for(), file.master_separator()),
+            (Duration::ZERO, "*")
+        );
     }
 }

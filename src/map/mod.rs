@@ -7,6 +7,7 @@
 //! completes the answer into a [`Target`] with the listener's defaults.
 
 pub mod cache;
+pub mod factory;
 pub mod flat_file;
 pub mod gdbm;
 pub mod http;

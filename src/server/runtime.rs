@@ -9,20 +9,12 @@ use std::sync::{Arc, RwLock};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::authlog::hostname;
-use std::time::Duration;
 
-use crate::config::{BackendTls, Config, Limits, Listener, ListenerTls, MapConfig, MapKind};
-use crate::map::cache::{CacheSettings, CachedMap};
-use crate::map::flat_file::FlatFile;
-use crate::map::gdbm::GdbmMap;
-use crate::map::http::HttpMap;
-use crate::map::ldap::{LdapMap, LdapSettings};
-use crate::map::popmap_re::PopmapRe;
-use crate::map::reload::Reloadable;
+use crate::config::{BackendTls, Config, Limits, Listener, ListenerTls, MapKind};
+use crate::map::factory;
 use crate::map::route::split_host_port;
 use crate::map::router::{Defaults, Master, Router};
-use crate::map::sql::{table_query, SqlMap, Table};
-use crate::map::{Endpoint, Map};
+use crate::map::Endpoint;
 use crate::protocol::Secret;
 use crate::protocol::{ClientSettings, Protocol, Security};
 use crate::tls::{self, BackendVerification};
@@ -119,10 +111,8 @@ impl ListenerState {
                 self.set_learned_capability(learned);
             }
         }
-        let read_from_file =
-            |m: &MapConfig| matches!(m.kind, MapKind::PopmapRe | MapKind::Popmap | MapKind::Gdbm);
         if let (Some(map), Some(settings)) = (&old.router.map, &self.config.map) {
-            if old.config.map.as_ref() == Some(settings) && !read_from_file(settings) {
+            if old.config.map.as_ref() == Some(settings) && !settings.kind.reads_a_file() {
                 self.router.map = Some(map.clone());
             }
         }
@@ -247,7 +237,7 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
     }
     let map = match &l.map {
         None => None,
-        Some(m) => Some(std::sync::Arc::from(map(m, warnings)?)),
+        Some(m) => Some(std::sync::Arc::from(factory::build(m, warnings)?)),
     };
     let mut names = l.users.clone();
     names.lower_case = l.lower_case;
@@ -266,90 +256,13 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
             Some(Master {
                 name,
                 password: Secret::new(password.expose().as_bytes().to_vec()),
-                separator: m.master_separator.clone().unwrap_or_else(|| "*".into()),
+                separator: m.master_separator().to_string(),
             })
         }),
         // nginx's Auth-User always names the back-end user.
-        username_from_map: l
-            .map
-            .as_ref()
-            .is_some_and(|m| m.username_from_map || m.kind == MapKind::Http),
+        username_from_map: l.map.as_ref().is_some_and(|m| m.logs_in_as_the_maps_user()),
         dead: Default::default(),
         local_domains: Default::default(),
-    })
-}
-
-/// Read (or, for a directory, prepare) the map a listener names, with its cache.
-fn map(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, String> {
-    let remote = matches!(m.kind, MapKind::Ldap | MapKind::Sql);
-    let settings = CacheSettings {
-        positive: Duration::from_secs(m.cache_seconds.unwrap_or(if remote { 60 } else { 0 })),
-        negative: Duration::from_secs(m.negative_cache_seconds.unwrap_or(if remote {
-            10
-        } else {
-            0
-        })),
-        size: m.cache_size.unwrap_or(10_000),
-    };
-    let map = uncached_map(m, warnings)?;
-    Ok(
-        if settings.positive.is_zero() && settings.negative.is_zero() {
-            map
-        } else {
-            Box::new(CachedMap::new(map, settings))
-        },
-    )
-}
-
-fn uncached_map(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, String> {
-    let path = || m.path.as_deref().ok_or("the map needs a path");
-    Ok(match m.kind {
-        MapKind::PopmapRe => {
-            let (map, notes) = Reloadable::load(path()?, PopmapRe::load)?;
-            warnings.extend(notes);
-            Box::new(map)
-        }
-        MapKind::Popmap => {
-            let (map, notes) = Reloadable::load(path()?, FlatFile::load)?;
-            warnings.extend(notes);
-            Box::new(map)
-        }
-        MapKind::Ldap => {
-            let settings = LdapSettings {
-                bind_dn: m.bind_dn.clone(),
-                bind_password: m.bind_password.clone(),
-                ca_file: m.ca_file.clone(),
-                starttls: m.starttls,
-                timeout: Duration::from_secs(m.timeout.unwrap_or(10)),
-            };
-            Box::new(LdapMap::new(
-                m.url.as_deref().unwrap_or_default(),
-                settings,
-            )?)
-        }
-        MapKind::Sql => {
-            let url = m.url.as_deref().unwrap_or_default();
-            let query = match &m.query {
-                Some(query) => query.clone(),
-                None => table_query(url, &Table::default())?,
-            };
-            let timeout = Duration::from_secs(m.timeout.unwrap_or(10));
-            Box::new(SqlMap::new(url, query, timeout)?)
-        }
-        MapKind::Gdbm => Box::new(GdbmMap::new(path()?)),
-        MapKind::Http => {
-            let headers: Vec<(String, String)> = m
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            let timeout = Duration::from_secs(m.timeout.unwrap_or(10));
-            Box::new(HttpMap::new(
-                m.url.as_deref().unwrap_or_default(),
-                &headers,
-                timeout,
-            )?)
-        }
     })
 }
 
