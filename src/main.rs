@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use portcullis::authlog::Logger;
 use portcullis::config::{debian_defaults, perdition, Config};
+use portcullis::log::Logger;
 use portcullis::server;
 use portcullis::server::services::Services;
 
@@ -96,7 +96,7 @@ fn main() -> ExitCode {
             for w in warnings.iter().chain(&config.admin.warnings()) {
                 eprintln!("warning: {w}");
             }
-            match server::runtime::build(&config) {
+            match server::builder::build(&config) {
                 Ok(built) => {
                     for w in &built.warnings {
                         eprintln!("warning: {w}");
@@ -171,7 +171,7 @@ fn ask_admin(endpoint: &portcullis::admin::client::Endpoint, ask: AdminAsk) -> E
     });
     // Whatever the endpoint (or whoever answers on its port) says reaches the terminal one
     // line at a time, free of control characters.
-    let shown = portcullis::authlog::one_line;
+    let shown = portcullis::log::one_line;
     match answer {
         Ok(text) => {
             for line in text.lines() {
@@ -349,7 +349,7 @@ fn run(
     serving: Serving,
 ) -> ExitCode {
     // Before any thread exists: taking them clears the environment variables that name them.
-    let mut inherited = match portcullis::service::inherited_sockets() {
+    let mut inherited = match portcullis::service_manager::inherited_sockets() {
         Ok(sockets) => sockets,
         Err(e) => {
             eprintln!("portcullis: {e}");
@@ -357,7 +357,7 @@ fn run(
         }
     };
     // Certificates, keys and maps are read here, once.
-    let built = match server::runtime::build(&config) {
+    let built = match server::builder::build(&config) {
         Ok(built) => built,
         Err(problems) => {
             for p in problems {
@@ -374,8 +374,8 @@ fn run(
         }
     };
     // Diagnostics to JSON or journald: the subscriber before the first of them.
-    let installed = portcullis::authlog::diagnostics::filter(&config.log.level, config.log.debug)
-        .and_then(|f| portcullis::authlog::diagnostics::install(config.log.diagnostics, f));
+    let installed = portcullis::log::diagnostics::filter(&config.log.level, config.log.debug)
+        .and_then(|f| portcullis::log::diagnostics::install(config.log.diagnostics, f));
     if let Err(e) = installed {
         // Not through the logger: its diagnostics were to go where this failed.
         eprintln!("portcullis: log.diagnostics: {e}");
@@ -481,7 +481,10 @@ fn run(
             }
         }
         if let Some(user) = &config.process.user {
-            match portcullis::service::drop_privileges(user, config.process.group.as_deref()) {
+            match portcullis::service_manager::drop_privileges(
+                user,
+                config.process.group.as_deref(),
+            ) {
                 Ok(()) => logger.info(&format!("Running as user {user}")),
                 Err(e) => {
                     logger.error(&format!("cannot drop privileges: {e}"));
@@ -497,7 +500,7 @@ fn run(
         }));
         // A successor started as this user could not bind nor read what a start needs; one
         // started by hand under systemd would be killed with this process's cgroup.
-        let upgrade_refused = if portcullis::service::under_systemd() {
+        let upgrade_refused = if portcullis::service_manager::under_systemd() {
             Some("started by systemd: use portcullis.socket and systemctl restart".to_string())
         } else {
             config
@@ -507,10 +510,10 @@ fn run(
                 .map(|user| format!("privileges were dropped to {user}: restart instead"))
         };
         tokio::spawn(report_status(services.registry.clone()));
-        portcullis::service::ready(&services.registry.status());
+        portcullis::service_manager::ready(&services.registry.status());
         let stopping = async {
             shutdown_signal().await;
-            portcullis::service::stopping();
+            portcullis::service_manager::stopping();
         };
         let control = server::listener::Control {
             reloads: reload_rx,
@@ -538,12 +541,13 @@ fn run(
 /// Perdition's inetd mode: one session on standard input, as the configured user, then exit.
 async fn serve_inetd(
     config: &Config,
-    listeners: Vec<Arc<server::runtime::ListenerState>>,
+    listeners: Vec<Arc<server::builder::ListenerState>>,
     services: Arc<Services>,
 ) -> ExitCode {
     let logger = services.logger.clone();
     if let Some(user) = &config.process.user {
-        if let Err(e) = portcullis::service::drop_privileges(user, config.process.group.as_deref())
+        if let Err(e) =
+            portcullis::service_manager::drop_privileges(user, config.process.group.as_deref())
         {
             logger.error(&format!("cannot drop privileges: {e}"));
             return ExitCode::FAILURE;
@@ -566,7 +570,7 @@ async fn serve_inetd(
 
 /// `check --probe`: every listener's map server and back ends, one report each; failure when
 /// one of them is broken.
-fn probe_backends(listeners: &[Arc<server::runtime::ListenerState>]) -> ExitCode {
+fn probe_backends(listeners: &[Arc<server::builder::ListenerState>]) -> ExitCode {
     let mut broken = probe_maps(listeners);
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -607,7 +611,7 @@ fn probe_backends(listeners: &[Arc<server::runtime::ListenerState>]) -> ExitCode
 }
 
 /// Reach every listener's map server once (LDAP, SQL), so that `check` says which is down.
-fn probe_maps(listeners: &[Arc<server::runtime::ListenerState>]) -> Vec<String> {
+fn probe_maps(listeners: &[Arc<server::builder::ListenerState>]) -> Vec<String> {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -653,7 +657,7 @@ async fn report_status(registry: Arc<portcullis::server::registry::Registry>) {
     let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         every.tick().await;
-        portcullis::service::status(&registry.status());
+        portcullis::service_manager::status(&registry.status());
     }
 }
 

@@ -142,7 +142,7 @@ fn give_to(dir: &Path, user: &str, group: Option<&str>) -> Result<(), String> {
     if !nix::unistd::getuid().is_root() {
         return Ok(());
     }
-    let (uid, gid) = crate::service::account(user, group)?;
+    let (uid, gid) = crate::service_manager::account(user, group)?;
     std::os::unix::fs::chown(dir, Some(uid.as_raw()), Some(gid.as_raw()))
         .map_err(|e| format!("cannot give {} to {user}: {e}", dir.display()))
 }

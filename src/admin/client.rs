@@ -113,7 +113,7 @@ fn table(sessions: &[serde_json::Value]) -> String {
                 serde_json::Value::Null => "-".into(),
                 other => other.to_string(),
             };
-            crate::authlog::one_line(&text).into_owned()
+            crate::log::one_line(&text).into_owned()
         };
         table += &format!(
             "{:<16} {:<11} {:<22} {:<24} {:<22} {:<9} {:>10} {:>10}\n",

@@ -64,7 +64,7 @@ pub struct LogConfig {
     pub queue_lines: usize,
     /// Where diagnostic lines go (the Connect/Auth/Closing lines stay here, byte for byte):
     /// log (with them), json (stderr), journald.
-    pub diagnostics: crate::authlog::diagnostics::DiagnosticsOutput,
+    pub diagnostics: crate::log::diagnostics::DiagnosticsOutput,
     /// The diagnostic lines wanted: a level (error, warn, info, debug) or `RUST_LOG` directives
     /// (`RUST_LOG` itself, when set, wins).
     pub level: String,
@@ -735,7 +735,7 @@ impl Config {
                     }
                 }
             }
-            // The files themselves are read once, by `server::runtime::build`.
+            // The files themselves are read once, by `server::builder::build`.
             if l.cert.is_some() != l.key.is_some() {
                 problems.push(format!("{name}: cert and key go together"));
             } else if l.tls != ListenerTls::None && l.cert.is_none() && l.certificates.is_empty() {
@@ -828,7 +828,7 @@ impl Config {
                 if let (true, Err(e)) = (!tls_name.is_empty(), crate::tls::server_name(&tls_name)) {
                     problems.push(format!("{name}: {e}"));
                 }
-                // The CA file itself is read once, by `server::runtime::build`.
+                // The CA file itself is read once, by `server::builder::build`.
             }
             if l.protocol == Protocol::Managesieve && l.backend.tls == BackendTls::Implicit {
                 problems.push(format!(

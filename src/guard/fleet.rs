@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
-use crate::authlog::Logger;
+use crate::log::Logger;
 
 use super::record::Rules;
 

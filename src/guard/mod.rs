@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use moka::ops::compute::Op;
 
-use crate::authlog::per_source::source;
 use crate::config::GuardConfig;
+use crate::log::per_source::source;
 
 pub use connections::Slot;
 
@@ -128,7 +128,7 @@ impl Guard {
     /// `Ok(None)` when it is turned off.
     pub fn from_config(
         config: &GuardConfig,
-        logger: &std::sync::Arc<crate::authlog::Logger>,
+        logger: &std::sync::Arc<crate::log::Logger>,
     ) -> Result<Option<Guard>, String> {
         let Some(guard) = Guard::new(config) else {
             return Ok(None);

@@ -6,16 +6,16 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
-use crate::authlog::AuthRecord;
 use crate::config::BackendTls;
+use crate::log::AuthRecord;
 use crate::map::{Connection, Endpoint, Login, MapError, Target};
 use crate::metrics::{Metrics, ProtocolLabels};
 use crate::protocol::{Credentials, LoginOutcome, Refusal, ServerEvent, ServerSettings};
 use crate::tls;
 
+use super::builder::{security, ListenerState};
 use super::forward;
 use super::loop_guard::Registration;
-use super::runtime::{security, ListenerState};
 use super::services::Services;
 use super::stream::{write, BackendStream, MaybeTls};
 

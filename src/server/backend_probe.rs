@@ -15,8 +15,8 @@ use crate::map::Endpoint;
 use crate::protocol::Protocol;
 use crate::tls;
 
+use super::builder::ListenerState;
 use super::forward;
-use super::runtime::ListenerState;
 use super::stream::{BackendStream, MaybeTls};
 
 /// A greeting or capability answer longer than this is not one.

@@ -11,8 +11,8 @@ use tokio::time::timeout;
 
 use crate::protocol::Learned;
 
+use super::builder::ListenerState;
 use super::forward;
-use super::runtime::ListenerState;
 use super::services::Services;
 
 /// A ManageSieve greeting is a few hundred bytes; anything near this is not one.

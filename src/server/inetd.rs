@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::runtime::ListenerState;
+use super::builder::ListenerState;
 use super::services::Services;
 use super::session::Session;
 use super::Phase;

@@ -18,7 +18,7 @@ use crate::guard::Guard;
 
 use crate::metrics::ListenerLabels;
 
-use super::runtime::{self, ListenerState};
+use super::builder::{self, ListenerState};
 use super::services::Services;
 use super::session::{self, Session};
 use super::{capability_probe, reached, Phase};
@@ -150,7 +150,7 @@ pub async fn run(
                 while let Ok(more) = reloads.try_recv() {
                     waiting.push(more);
                 }
-                crate::service::reloading();
+                crate::service_manager::reloading();
                 // Reading files, compiling maps and resolving names block: off the runtime's
                 // threads, and never in the way of a shutdown.
                 let prepared = {
@@ -248,13 +248,13 @@ fn answer(request: ReloadRequest, outcome: Result<String, String>) {
 /// A configuration read again and built, not yet in force.
 struct Prepared {
     config: Config,
-    built: runtime::Built,
+    built: builder::Built,
     warnings: Vec<String>,
 }
 
 fn prepare(source: &ConfigSource, previous: &[Arc<ListenerState>]) -> Result<Prepared, String> {
     let (config, mut warnings) = source()?;
-    let built = runtime::build_next(&config, previous).map_err(|p| p.join("; "))?;
+    let built = builder::build_next(&config, previous).map_err(|p| p.join("; "))?;
     warnings.extend(built.warnings.iter().cloned());
     Ok(Prepared {
         config,
@@ -388,7 +388,7 @@ impl Server {
     fn reloaded(&self, outcome: &Result<String, String>) {
         let services = self.services.borrow().clone();
         let logger = services.logger.clone();
-        crate::service::ready(&services.registry.status());
+        crate::service_manager::ready(&services.registry.status());
         match outcome {
             Ok(summary) => logger.info(&format!("Reloaded: {summary}")),
             Err(why) => logger.error(&format!(

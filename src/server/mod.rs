@@ -1,10 +1,11 @@
 //! The async shell around the protocol machines: listeners and the accept loop
 //! (`listener.rs`), one [`session::Session`] per client, the back-end login (`backend.rs`),
-//! the relay, and the pieces built once from the configuration (`runtime.rs`) or shared by
+//! the relay, and the pieces built once from the configuration (`builder.rs`) or shared by
 //! the whole process (`services.rs`).
 
 mod backend;
 pub mod backend_probe;
+pub mod builder;
 pub mod capability_probe;
 pub mod forward;
 pub mod inetd;
@@ -13,7 +14,6 @@ pub mod loop_guard;
 pub mod proxy_header;
 pub mod registry;
 pub mod relay;
-pub mod runtime;
 pub mod services;
 pub mod session;
 pub mod stream;

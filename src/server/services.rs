@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
-use crate::authlog::Logger;
 use crate::guard::Guard;
+use crate::log::Logger;
 use crate::map::Map;
 use crate::metrics::Metrics;
 
@@ -55,7 +55,7 @@ impl Services {
     }
 
     /// The running configuration's maps are these.
-    pub fn set_maps(&self, listeners: &[Arc<super::runtime::ListenerState>]) {
+    pub fn set_maps(&self, listeners: &[Arc<super::builder::ListenerState>]) {
         let maps = listeners
             .iter()
             .filter_map(|l| l.router.map.clone())

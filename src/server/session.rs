@@ -16,18 +16,18 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{timeout, timeout_at, Instant};
 
-use crate::authlog::{AuthRecord, Logger};
 use crate::guard::Slot;
+use crate::log::{AuthRecord, Logger};
 use crate::map::Connection;
 use crate::protocol::named_client::PROXY_TTL;
 use crate::protocol::{loggable_user, ClientEvent, ClientSide, LoginOutcome, Refusal, Security};
 use crate::tls;
 
 use super::backend::LoggedIn;
+use super::builder::ListenerState;
 use super::proxy_header;
 use super::registry::Registered;
 use super::relay::relay;
-use super::runtime::ListenerState;
 use super::services::Services;
 use super::stream::{write, ClientStream, MaybeTls};
 use super::{reached, Phase};

@@ -4,8 +4,8 @@
 
 use tokio::time::Instant;
 
-use crate::authlog::AuthRecord;
 use crate::guard::{Admission, Fingerprint, InFlight, Standing, Verdict};
+use crate::log::AuthRecord;
 use crate::map::Connection;
 use crate::protocol::{AfterLogin, ClientSide, Credentials, LoginOutcome, Refusal, Secret};
 

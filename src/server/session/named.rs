@@ -3,8 +3,8 @@
 
 use std::net::SocketAddr;
 
-use crate::authlog::AuthRecord;
 use crate::config::ForwardClient;
+use crate::log::AuthRecord;
 use crate::protocol::{LoginOutcome, NamedClient};
 
 use super::Session;

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::authlog::hostname;
+use crate::log::hostname;
 
 use crate::config::{BackendTls, Config, Limits, Listener, ListenerTls, MapKind};
 use crate::map::factory;

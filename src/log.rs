@@ -81,7 +81,7 @@ impl LineFormat {
 }
 
 /// The process' log. Lines are formatted here and written by one writer thread, so a slow
-/// destination never holds up a session (see `authlog/writer.rs`).
+/// destination never holds up a session (see `log/writer.rs`).
 pub struct Logger {
     format: LineFormat,
     writer: LogWriter,
