@@ -15,6 +15,7 @@ pub mod line;
 pub mod managesieve;
 pub mod named_client;
 pub mod pop3;
+pub mod quoted;
 pub mod sasl;
 pub mod secret;
 pub mod server_login;

@@ -256,26 +256,8 @@ fn tokenise_text(text: &[u8], stack: &mut Vec<Vec<Token>>) -> Result<(), ()> {
                 i += 1;
             }
             b'"' => {
-                let mut value = Vec::new();
-                i += 1;
-                loop {
-                    match text.get(i) {
-                        None => return Err(()),
-                        Some(b'"') => break,
-                        Some(b'\\') => {
-                            match text.get(i + 1) {
-                                Some(&c @ (b'"' | b'\\')) => value.push(c),
-                                _ => return Err(()),
-                            }
-                            i += 2;
-                        }
-                        Some(&c) => {
-                            value.push(c);
-                            i += 1;
-                        }
-                    }
-                }
-                i += 1;
+                let (value, next) = crate::protocol::quoted::read(text, i, &[])?;
+                i = next;
                 stack.last_mut().ok_or(())?.push(Token::String(value));
             }
             _ => {

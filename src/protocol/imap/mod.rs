@@ -21,15 +21,8 @@ pub fn string_argument(value: &[u8], literal_plus: bool) -> StringArgument {
         .iter()
         .all(|&b| b.is_ascii() && b != b'\r' && b != b'\n' && b != 0);
     if quotable {
-        let mut out = Vec::with_capacity(value.len() + 2);
-        out.push(b'"');
-        for &b in value {
-            if b == b'"' || b == b'\\' {
-                out.push(b'\\');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
+        let mut out = Vec::new();
+        crate::protocol::quoted::write(&mut out, value);
         StringArgument::Quoted(out)
     } else {
         let plus = if literal_plus { "+" } else { "" };

@@ -182,26 +182,8 @@ fn scan(text: &[u8], stack: &mut Vec<Vec<Token>>) -> Result<Option<u64>, ()> {
                 i += 1;
             }
             b'"' => {
-                let mut value = Vec::new();
-                i += 1;
-                loop {
-                    match text.get(i) {
-                        None | Some(0 | b'\r' | b'\n') => return Err(()),
-                        Some(b'"') => break,
-                        Some(b'\\') => {
-                            match text.get(i + 1) {
-                                Some(&e @ (b'"' | b'\\')) => value.push(e),
-                                _ => return Err(()),
-                            }
-                            i += 2;
-                        }
-                        Some(&b) => {
-                            value.push(b);
-                            i += 1;
-                        }
-                    }
-                }
-                i += 1;
+                let (value, next) = crate::protocol::quoted::read(text, i, b"\0\r\n")?;
+                i = next;
                 stack.last_mut().ok_or(())?.push(Token::String(value));
             }
             b'{' => {
@@ -244,14 +226,7 @@ pub fn string(value: &[u8]) -> Vec<u8> {
         value.len() <= MAX_QUOTED && !value.iter().any(|&b| matches!(b, 0 | b'\r' | b'\n'));
     let mut out = Vec::with_capacity(value.len() + 8);
     if quotable {
-        out.push(b'"');
-        for &b in value {
-            if b == b'"' || b == b'\\' {
-                out.push(b'\\');
-            }
-            out.push(b);
-        }
-        out.push(b'"');
+        crate::protocol::quoted::write(&mut out, value);
     } else {
         out.extend_from_slice(format!("{{{}}}\r\n", value.len()).as_bytes());
         out.extend_from_slice(value);
