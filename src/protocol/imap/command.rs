@@ -256,7 +256,7 @@ fn tokenise_text(text: &[u8], stack: &mut Vec<Vec<Token>>) -> Result<(), ()> {
                 i += 1;
             }
             b'"' => {
-                let (value, next) = crate::protocol::quoted::read(text, i, &[])?;
+                let (value, next) = crate::protocol::quoted::read(text, i, &[]).ok_or(())?;
                 i = next;
                 stack.last_mut().ok_or(())?.push(Token::String(value));
             }

@@ -182,7 +182,7 @@ fn scan(text: &[u8], stack: &mut Vec<Vec<Token>>) -> Result<Option<u64>, ()> {
                 i += 1;
             }
             b'"' => {
-                let (value, next) = crate::protocol::quoted::read(text, i, b"\0\r\n")?;
+                let (value, next) = crate::protocol::quoted::read(text, i, b"\0\r\n").ok_or(())?;
                 i = next;
                 stack.last_mut().ok_or(())?.push(Token::String(value));
             }
