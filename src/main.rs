@@ -150,11 +150,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn ask_admin(endpoint: &portcullis::admin::client::Endpoint, ask: AdminAsk) -> ExitCode {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+/// A runtime on this thread, for the commands that ask something once and end (`check`'s
+/// probes, the admin client).
+fn one_thread() -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    else {
+        .ok()
+}
+
+fn ask_admin(endpoint: &portcullis::admin::client::Endpoint, ask: AdminAsk) -> ExitCode {
+    let Some(runtime) = one_thread() else {
         eprintln!("portcullis: cannot start a runtime");
         return ExitCode::FAILURE;
     };
@@ -572,10 +578,7 @@ async fn serve_inetd(
 /// one of them is broken.
 fn probe_backends(listeners: &[Arc<server::builder::ListenerState>]) -> ExitCode {
     let mut broken = probe_maps(listeners);
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
+    let Some(runtime) = one_thread() else {
         eprintln!("portcullis: cannot start a runtime");
         return ExitCode::FAILURE;
     };
@@ -612,10 +615,7 @@ fn probe_backends(listeners: &[Arc<server::builder::ListenerState>]) -> ExitCode
 
 /// Reach every listener's map server once (LDAP, SQL), so that `check` says which is down.
 fn probe_maps(listeners: &[Arc<server::builder::ListenerState>]) -> Vec<String> {
-    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    else {
+    let Some(runtime) = one_thread() else {
         return vec!["cannot start a runtime to reach the maps".into()];
     };
     runtime.block_on(async {

@@ -347,13 +347,7 @@ impl Server {
         services
             .logger
             .info(&format!("Listening on {addr} protocol={protocol}"));
-        let accepted = services
-            .metrics
-            .accepted
-            .get_or_create_owned(&ListenerLabels {
-                listener: state.label.clone(),
-                protocol: state.protocol().name(),
-            });
+        let accepted = accepted_counter(&services, &state);
         let (state_tx, state_rx) = watch::channel(state);
         let accept = AcceptLoop {
             accepted,
@@ -503,6 +497,7 @@ impl Server {
     }
 }
 
+/// The listener's count of accepted connections, as the metrics name it.
 fn accepted_counter(
     services: &Services,
     state: &ListenerState,
