@@ -272,8 +272,9 @@ impl Session {
     async fn read_proxy_header(&mut self, tcp: &mut TcpStream) -> bool {
         let from = self.peer.ip().to_canonical();
         let trusted = self.listener.proxy_trusted.as_deref().unwrap_or_default();
-        let refused = if !trusted.iter().any(|network| network.contains(&from)) {
-            "not in proxy_trusted".to_string()
+        // What went wrong, and its label in the metrics.
+        let (refused, reason) = if !trusted.iter().any(|network| network.contains(&from)) {
+            ("not in proxy_trusted".to_string(), "proxy_untrusted")
         } else {
             let mut phase = self.phase.clone();
             let read = tokio::select! {
@@ -288,17 +289,15 @@ impl Session {
                     self.registered.update_client(self.peer, &self.id);
                     return true;
                 }
-                Ok(Err(e)) => e,
-                Err(_) => "no header within the login timeout".to_string(),
+                Ok(Err(e)) => (e, "proxy_invalid"),
+                Err(_) => (
+                    "no header within the login timeout".to_string(),
+                    "proxy_invalid",
+                ),
             }
         };
         let line = format!("PROXY header refused from {}: {refused}", self.peer);
         self.logger().warning(&line);
-        let reason = if refused == "not in proxy_trusted" {
-            "proxy_untrusted"
-        } else {
-            "proxy_invalid"
-        };
         self.services.metrics.refused(&self.listener.label, reason);
         false
     }
