@@ -649,65 +649,8 @@ impl Config {
         problems.extend(self.guard.problems());
         problems.extend(self.admin.problems());
         problems.extend(self.process.problems());
-        // A bare word is a level; anything else must be RUST_LOG directives (`target=level`):
-        // `warning`, read as a target, would silence everything.
-        let level = self.log.level.to_ascii_lowercase();
-        let known = matches!(
-            level.as_str(),
-            "error" | "warn" | "info" | "debug" | "trace" | "off"
-        );
-        if !(known || level.contains('='))
-            || tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err()
-        {
-            problems.push(format!(
-                "log.level {:?}: not a level (error, warn, info, debug) nor RUST_LOG directives",
-                self.log.level
-            ));
-        }
-        if self.limits.max_line_length < 64 {
-            problems.push("limits.max_line_length must be at least 64".into());
-        }
-        if self.limits.max_failed_logins == 0 || self.limits.max_commands == 0 {
-            problems
-                .push("limits.max_failed_logins and limits.max_commands must be at least 1".into());
-        }
-        let l = &self.limits;
-        for (name, value) in [
-            ("login_timeout", l.login_timeout),
-            (
-                "backend_connect_timeout",
-                l.backend_connect_timeout.unwrap_or(1),
-            ),
-            (
-                "backend_login_timeout",
-                l.backend_login_timeout.unwrap_or(1),
-            ),
-            ("backend_timeout", l.backend_timeout.unwrap_or(1)),
-        ] {
-            if value == 0 {
-                problems.push(format!("limits.{name} must be at least 1"));
-            }
-        }
-        for (name, value) in [
-            ("login_timeout", l.login_timeout),
-            ("idle_timeout", l.idle_timeout),
-            (
-                "backend_connect_timeout",
-                l.backend_connect_timeout.unwrap_or(0),
-            ),
-            (
-                "backend_login_timeout",
-                l.backend_login_timeout.unwrap_or(0),
-            ),
-            ("backend_timeout", l.backend_timeout.unwrap_or(0)),
-            ("shutdown_grace", l.shutdown_grace),
-        ] {
-            if value > MAX_SECONDS {
-                problems.push(format!(
-                    "limits.{name} must be at most {MAX_SECONDS} seconds"
-                ));
-            }
-        }
+        problems.extend(log_level_problems(&self.log.level));
+        problems.extend(limits_problems(&self.limits));
         // Every address once: two listeners cannot share a socket (a reload would otherwise
         // silently give one of them the port).
         let mut taken: Vec<(SocketAddr, String)> = Vec::new();
@@ -715,126 +658,7 @@ impl Config {
             taken.push((admin, "[admin] listen".into()));
         }
         for (i, l) in self.listeners.iter().enumerate() {
-            let name = format!(
-                "listener {} ({:?} on {})",
-                i + 1,
-                l.protocol,
-                l.bind.join(", ")
-            );
-            if l.bind.is_empty() {
-                problems.push(format!("{name}: bind is empty"));
-            }
-            match l.addresses() {
-                Err(e) => problems.push(format!("{name}: {e}")),
-                Ok(addresses) => {
-                    for address in addresses {
-                        if let Some((_, other)) = taken.iter().find(|(a, _)| overlap(*a, address)) {
-                            problems.push(format!("{name}: {address} is also {other}'s"));
-                        }
-                        taken.push((address, format!("listener {}", i + 1)));
-                    }
-                }
-            }
-            // The files themselves are read once, by `server::builder::build`.
-            if l.cert.is_some() != l.key.is_some() {
-                problems.push(format!("{name}: cert and key go together"));
-            } else if l.tls != ListenerTls::None && l.cert.is_none() && l.certificates.is_empty() {
-                problems.push(format!(
-                    "{name}: tls needs a cert and key (or certificates)"
-                ));
-            }
-            if l.chain.is_some() && l.cert.is_none() {
-                problems.push(format!("{name}: chain needs cert"));
-            }
-            if l.protocol == Protocol::Managesieve && l.tls == ListenerTls::Implicit {
-                problems.push(format!(
-                    "{name}: ManageSieve has no implicit-TLS mode; use starttls"
-                ));
-            }
-            if let Err(e) = crate::map::route::split_host_port(&l.backend.host) {
-                problems.push(format!("{name}: backend.host: {e}"));
-            }
-            if l.backend.host.is_empty() && l.backend.failover.is_empty() && l.map.is_none() {
-                problems.push(format!("{name}: backend.host is empty"));
-            }
-            for server in &l.backend.failover {
-                if let Err(e) = crate::map::route::split_host_port(server) {
-                    problems.push(format!("{name}: backend.failover: {e}"));
-                }
-            }
-            if let Some(map) = &l.map {
-                let needs = if map.kind.reads_a_file() {
-                    map.path.is_none().then_some("path")
-                } else {
-                    map.url.is_none().then_some("url")
-                };
-                if let Some(missing) = needs {
-                    problems.push(format!("{name}: map.{missing} is required for this kind"));
-                }
-                if map.master_user.is_some() && map.kind != MapKind::Http {
-                    problems.push(format!(
-                        "{name}: map.master_user needs a map that checks the client's password \
-                         (kind = \"http\"); with this map any password would log in"
-                    ));
-                }
-                // The master user logs in as the name the service approved; a rewrite at
-                // the login stage would log in as someone else.
-                let login_rewrites = [
-                    ("strip_domain", l.users.strip_domain.login()),
-                    ("add_domain", l.users.add_domain.login()),
-                    ("lower_case", l.lower_case.login()),
-                ];
-                for (key, rewrites) in login_rewrites {
-                    if map.master_user.is_some() && rewrites {
-                        problems.push(format!(
-                            "{name}: map.master_user with {key} at the login stage would log \
-                             in as another name than the one the service approved: use \
-                             \"lookup\" or \"none\", or have the service answer Auth-User"
-                        ));
-                    }
-                }
-                if map.kind == MapKind::Http && l.client_server_specification {
-                    problems.push(format!(
-                        "{name}: client_server_specification with an http map would let a \
-                         client name its own server and skip the service's password check"
-                    ));
-                }
-                if map.master_user.is_some() != map.master_password.is_some() {
-                    problems.push(format!(
-                        "{name}: map.master_user and map.master_password go together"
-                    ));
-                }
-            }
-            if l.proxy_protocol && l.proxy_trusted.is_empty() {
-                problems.push(format!(
-                    "{name}: proxy_protocol needs proxy_trusted, the balancers that may send it"
-                ));
-            }
-            for (key, networks) in [
-                ("proxy_trusted", &l.proxy_trusted),
-                ("login_trusted", &l.login_trusted),
-            ] {
-                for network in networks {
-                    if parse_network(network).is_none() {
-                        problems.push(format!("{name}: {key}: {network:?} is not a network"));
-                    }
-                }
-            }
-            for problem in l.users.problems() {
-                problems.push(format!("{name}: users: {problem}"));
-            }
-            if l.backend.tls != BackendTls::None {
-                let tls_name = l.backend.tls_name();
-                if let (true, Err(e)) = (!tls_name.is_empty(), crate::tls::server_name(&tls_name)) {
-                    problems.push(format!("{name}: {e}"));
-                }
-                // The CA file itself is read once, by `server::builder::build`.
-            }
-            if l.protocol == Protocol::Managesieve && l.backend.tls == BackendTls::Implicit {
-                problems.push(format!(
-                    "{name}: ManageSieve back ends have no implicit TLS; use starttls"
-                ));
-            }
+            problems.extend(listener_problems(i, l, &mut taken));
         }
         if problems.is_empty() {
             Ok(())
@@ -842,6 +666,221 @@ impl Config {
             Err(problems)
         }
     }
+}
+
+/// A bare word is a level; anything else must be RUST_LOG directives (`target=level`):
+/// `warning`, read as a target, would silence everything.
+fn log_level_problems(level: &str) -> Option<String> {
+    let lower = level.to_ascii_lowercase();
+    let known = matches!(
+        lower.as_str(),
+        "error" | "warn" | "info" | "debug" | "trace" | "off"
+    );
+    let usable =
+        (known || lower.contains('=')) && tracing_subscriber::EnvFilter::try_new(level).is_ok();
+    (!usable).then(|| {
+        format!(
+            "log.level {level:?}: not a level (error, warn, info, debug) nor RUST_LOG directives"
+        )
+    })
+}
+
+fn limits_problems(l: &Limits) -> Vec<String> {
+    let mut problems = Vec::new();
+    if l.max_line_length < 64 {
+        problems.push("limits.max_line_length must be at least 64".into());
+    }
+    if l.max_failed_logins == 0 || l.max_commands == 0 {
+        problems.push("limits.max_failed_logins and limits.max_commands must be at least 1".into());
+    }
+    for (name, value) in [
+        ("login_timeout", l.login_timeout),
+        (
+            "backend_connect_timeout",
+            l.backend_connect_timeout.unwrap_or(1),
+        ),
+        (
+            "backend_login_timeout",
+            l.backend_login_timeout.unwrap_or(1),
+        ),
+        ("backend_timeout", l.backend_timeout.unwrap_or(1)),
+    ] {
+        if value == 0 {
+            problems.push(format!("limits.{name} must be at least 1"));
+        }
+    }
+    for (name, value) in [
+        ("login_timeout", l.login_timeout),
+        ("idle_timeout", l.idle_timeout),
+        (
+            "backend_connect_timeout",
+            l.backend_connect_timeout.unwrap_or(0),
+        ),
+        (
+            "backend_login_timeout",
+            l.backend_login_timeout.unwrap_or(0),
+        ),
+        ("backend_timeout", l.backend_timeout.unwrap_or(0)),
+        ("shutdown_grace", l.shutdown_grace),
+    ] {
+        if value > MAX_SECONDS {
+            problems.push(format!(
+                "limits.{name} must be at most {MAX_SECONDS} seconds"
+            ));
+        }
+    }
+    problems
+}
+
+/// The `i`-th listener's problems; its addresses join `taken`, where another's are.
+fn listener_problems(i: usize, l: &Listener, taken: &mut Vec<(SocketAddr, String)>) -> Vec<String> {
+    let name = format!(
+        "listener {} ({:?} on {})",
+        i + 1,
+        l.protocol,
+        l.bind.join(", ")
+    );
+    let mut problems = Vec::new();
+    if l.bind.is_empty() {
+        problems.push("bind is empty".to_string());
+    }
+    match l.addresses() {
+        Err(e) => problems.push(e.to_string()),
+        Ok(addresses) => {
+            for address in addresses {
+                if let Some((_, other)) = taken.iter().find(|(a, _)| overlap(*a, address)) {
+                    problems.push(format!("{address} is also {other}'s"));
+                }
+                taken.push((address, format!("listener {}", i + 1)));
+            }
+        }
+    }
+    problems.extend(tls_problems(l));
+    problems.extend(backend_problems(l));
+    if let Some(map) = &l.map {
+        problems.extend(map_problems(l, map));
+    }
+    problems.extend(trust_problems(l));
+    problems.extend(
+        l.users
+            .problems()
+            .into_iter()
+            .map(|p| format!("users: {p}")),
+    );
+    problems
+        .into_iter()
+        .map(|problem| format!("{name}: {problem}"))
+        .collect()
+}
+
+/// The client leg's TLS. The files themselves are read once, by `server::builder::build`.
+fn tls_problems(l: &Listener) -> Vec<String> {
+    let mut problems = Vec::new();
+    if l.cert.is_some() != l.key.is_some() {
+        problems.push("cert and key go together".to_string());
+    } else if l.tls != ListenerTls::None && l.cert.is_none() && l.certificates.is_empty() {
+        problems.push("tls needs a cert and key (or certificates)".to_string());
+    }
+    if l.chain.is_some() && l.cert.is_none() {
+        problems.push("chain needs cert".to_string());
+    }
+    if l.protocol == Protocol::Managesieve && l.tls == ListenerTls::Implicit {
+        problems.push("ManageSieve has no implicit-TLS mode; use starttls".to_string());
+    }
+    problems
+}
+
+/// The listener's own back-end servers and how they are reached.
+fn backend_problems(l: &Listener) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = crate::map::route::split_host_port(&l.backend.host) {
+        problems.push(format!("backend.host: {e}"));
+    }
+    if l.backend.host.is_empty() && l.backend.failover.is_empty() && l.map.is_none() {
+        problems.push("backend.host is empty".to_string());
+    }
+    for server in &l.backend.failover {
+        if let Err(e) = crate::map::route::split_host_port(server) {
+            problems.push(format!("backend.failover: {e}"));
+        }
+    }
+    if l.backend.tls != BackendTls::None {
+        let tls_name = l.backend.tls_name();
+        if let (true, Err(e)) = (!tls_name.is_empty(), crate::tls::server_name(&tls_name)) {
+            problems.push(e.to_string());
+        }
+        // The CA file itself is read once, by `server::builder::build`.
+    }
+    if l.protocol == Protocol::Managesieve && l.backend.tls == BackendTls::Implicit {
+        problems.push("ManageSieve back ends have no implicit TLS; use starttls".to_string());
+    }
+    problems
+}
+
+/// The listener's map, and what may stand beside it.
+fn map_problems(l: &Listener, map: &MapConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    let needs = if map.kind.reads_a_file() {
+        map.path.is_none().then_some("path")
+    } else {
+        map.url.is_none().then_some("url")
+    };
+    if let Some(missing) = needs {
+        problems.push(format!("map.{missing} is required for this kind"));
+    }
+    if map.master_user.is_some() && map.kind != MapKind::Http {
+        problems.push(
+            "map.master_user needs a map that checks the client's password (kind = \"http\"); \
+             with this map any password would log in"
+                .to_string(),
+        );
+    }
+    // The master user logs in as the name the service approved; a rewrite at the login
+    // stage would log in as someone else.
+    let login_rewrites = [
+        ("strip_domain", l.users.strip_domain.login()),
+        ("add_domain", l.users.add_domain.login()),
+        ("lower_case", l.lower_case.login()),
+    ];
+    for (key, rewrites) in login_rewrites {
+        if map.master_user.is_some() && rewrites {
+            problems.push(format!(
+                "map.master_user with {key} at the login stage would log in as another name \
+                 than the one the service approved: use \"lookup\" or \"none\""
+            ));
+        }
+    }
+    if map.kind == MapKind::Http && l.client_server_specification {
+        problems.push(
+            "client_server_specification with an http map would let a client name its own \
+             server and skip the service's password check"
+                .to_string(),
+        );
+    }
+    if map.master_user.is_some() != map.master_password.is_some() {
+        problems.push("map.master_user and map.master_password go together".to_string());
+    }
+    problems
+}
+
+/// The balancers that may send a PROXY header, the hosts that may name their clients.
+fn trust_problems(l: &Listener) -> Vec<String> {
+    let mut problems = Vec::new();
+    if l.proxy_protocol && l.proxy_trusted.is_empty() {
+        problems
+            .push("proxy_protocol needs proxy_trusted, the balancers that may send it".to_string());
+    }
+    for (key, networks) in [
+        ("proxy_trusted", &l.proxy_trusted),
+        ("login_trusted", &l.login_trusted),
+    ] {
+        for network in networks {
+            if parse_network(network).is_none() {
+                problems.push(format!("{key}: {network:?} is not a network"));
+            }
+        }
+    }
+    problems
 }
 
 #[cfg(test)]
