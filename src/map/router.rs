@@ -74,65 +74,72 @@ impl Router {
             Some(map) => self.ask(map.as_ref(), names, login).await,
             None => Err(MapError::NotFound),
         };
-        let mut map_user = None;
-        let mut fallback_reason = None;
-        let (mut endpoints, user, password) = match found {
-            Ok(route) => match &self.master {
-                // Only a map that checked the password gets here with a master set. The
-                // master user logs in as exactly the name the service approved: its
-                // Auth-User, else the name it was asked about. No rewrite: stripping the
-                // domain of `victim@attacker.example`, approved with the attacker's own
-                // password, would open `victim`'s mailbox.
-                Some(master) => {
-                    let user = route.user.clone().unwrap_or_else(|| name.to_string());
-                    if route.user.is_some() {
-                        map_user = Some(user.clone());
-                    }
-                    (
-                        vec![self.endpoint(&route)],
-                        format!("{user}{}{}", master.separator, master.name),
-                        Some(master.password.clone()),
-                    )
-                }
-                None => {
-                    // Perdition's -U: the map's name, rewritten for the login like the
-                    // client's.
-                    let user = match (&route.user, self.username_from_map) {
-                        (Some(user), true) => {
-                            map_user = Some(user.clone());
-                            names.login_name(user)
-                        }
-                        _ => names.login_name(name),
-                    };
-                    (vec![self.endpoint(&route)], user, route.password)
-                }
-            },
+        let mut target = match found {
+            Ok(route) => self.target_of(&route, names, name),
             // A map's refusal is final; anything else may go to the listener's servers, but
             // never past a map that checks passwords: that would skip its checks.
             Err(denied @ MapError::Denied { .. }) => return Err(denied),
             Err(MapError::Unavailable(reason)) if self.map_checks_passwords() => {
                 return Err(MapError::Unavailable(reason))
             }
-            Err(e) if !self.servers.is_empty() => {
-                if let MapError::Unavailable(reason) = e {
-                    fallback_reason = Some(reason);
-                }
-                let mut servers = self.servers.clone();
-                if self.random_first {
-                    rotate_randomly(&mut servers);
-                }
-                (servers, names.login_name(name), None)
-            }
+            Err(e) if !self.servers.is_empty() => self.fallback(e, names, name),
             Err(e) => return Err(e),
         };
-        self.dead.order(&mut endpoints, Instant::now());
-        Ok(Target {
-            endpoints,
+        self.dead.order(&mut target.endpoints, Instant::now());
+        Ok(target)
+    }
+
+    /// Where the map's answer for `name` leads, and as whom.
+    fn target_of(&self, route: &Route, names: &UserNames, name: &str) -> Target {
+        let (user, password, map_user) = match &self.master {
+            // Only a map that checked the password gets here with a master set. The master
+            // user logs in as exactly the name the service approved: its Auth-User, else the
+            // name it was asked about. No rewrite: stripping the domain of
+            // `victim@attacker.example`, approved with the attacker's own password, would
+            // open `victim`'s mailbox.
+            Some(master) => {
+                let user = route.user.clone().unwrap_or_else(|| name.to_string());
+                (
+                    format!("{user}{}{}", master.separator, master.name),
+                    Some(master.password.clone()),
+                    route.user.clone(),
+                )
+            }
+            // Perdition's -U: the map's name, rewritten for the login like the client's.
+            None => match (&route.user, self.username_from_map) {
+                (Some(user), true) => (
+                    names.login_name(user),
+                    route.password.clone(),
+                    Some(user.clone()),
+                ),
+                _ => (names.login_name(name), route.password.clone(), None),
+            },
+        };
+        Target {
+            endpoints: vec![self.endpoint(route)],
             user,
             password,
             map_user,
-            fallback_reason,
-        })
+            fallback_reason: None,
+        }
+    }
+
+    /// The listener's own servers, for a user the map does not know or a map that failed.
+    fn fallback(&self, why: MapError, names: &UserNames, name: &str) -> Target {
+        let mut servers = self.servers.clone();
+        if self.random_first {
+            rotate_randomly(&mut servers);
+        }
+        Target {
+            endpoints: servers,
+            user: names.login_name(name),
+            password: None,
+            map_user: None,
+            fallback_reason: match why {
+                MapError::Unavailable(reason) => Some(reason),
+                _ => None,
+            },
+        }
     }
 
     /// The listener's name rules, with the domain of the local address the client reached
