@@ -9,6 +9,7 @@ pub mod admin;
 pub mod certificates;
 pub mod config;
 pub mod guard;
+pub mod host_port;
 pub mod log;
 pub mod map;
 pub mod metrics;

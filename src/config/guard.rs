@@ -2,11 +2,8 @@
 //! make them short; the defaults follow Dovecot's auth penalty (a delay doubling to 15 s) and
 //! fail2ban's stock jail (a 10-minute ban).
 
-use std::time::Duration;
-
 use serde::{Deserialize, Serialize};
 
-use crate::guard::Rules;
 use crate::protocol::Secret;
 
 /// No guard time is longer than a year; beyond that a typo is more likely than a wish.
@@ -102,18 +99,6 @@ impl GuardConfig {
         GuardConfig {
             enabled: false,
             ..GuardConfig::default()
-        }
-    }
-
-    pub fn rules(&self) -> Rules {
-        Rules {
-            penalty_initial: Duration::from_millis(self.penalty_initial_ms),
-            penalty_max: Duration::from_millis(self.penalty_max_ms),
-            forget_after: Duration::from_millis(self.forget_after_ms),
-            ban_after: self.ban_after,
-            ban_time: Duration::from_millis(self.ban_ms),
-            user_failures_before_wait: self.user_failures_before_wait,
-            known_good_for: Duration::from_millis(self.known_good_ms),
         }
     }
 

@@ -8,6 +8,7 @@ mod guard;
 pub mod perdition;
 mod process;
 mod tls_settings;
+pub mod users;
 
 pub use admin::AdminConfig;
 pub use guard::GuardConfig;
@@ -20,10 +21,9 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::map::rewrite::UserNames;
-use crate::map::LowerCase;
 use crate::protocol::Secret;
 use crate::protocol::{PreLoginLimits, Protocol};
+use users::{LowerCase, UserNames};
 
 /// The longest time any setting may name: ten years is as good as forever, and larger values
 /// would overflow the clock.
@@ -583,7 +583,7 @@ impl Backend {
     pub fn tls_name(&self) -> String {
         match &self.server_name {
             Some(name) => name.clone(),
-            None => crate::map::route::split_host_port(&self.host)
+            None => crate::host_port::split_host_port(&self.host)
                 .map(|(host, _)| host)
                 .unwrap_or_default(),
         }
@@ -793,14 +793,14 @@ fn tls_problems(l: &Listener) -> Vec<String> {
 /// The listener's own back-end servers and how they are reached.
 fn backend_problems(l: &Listener) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(e) = crate::map::route::split_host_port(&l.backend.host) {
+    if let Err(e) = crate::host_port::split_host_port(&l.backend.host) {
         problems.push(format!("backend.host: {e}"));
     }
     if l.backend.host.is_empty() && l.backend.failover.is_empty() && l.map.is_none() {
         problems.push("backend.host is empty".to_string());
     }
     for server in &l.backend.failover {
-        if let Err(e) = crate::map::route::split_host_port(server) {
+        if let Err(e) = crate::host_port::split_host_port(server) {
             problems.push(format!("backend.failover: {e}"));
         }
     }

@@ -15,11 +15,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::users::{Stages, UserNames};
 use super::{
     Backend, BackendTls, CertificateFlaw, Config, Limits, Listener, ListenerTls, LogConfig,
     LogPasswd, MapConfig, MapKind, TlsVersion,
 };
-use crate::map::rewrite::{Stages, UserNames};
 use crate::protocol::Protocol;
 
 /// What `portcullis perdition --help` prints.

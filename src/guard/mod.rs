@@ -91,7 +91,7 @@ impl Guard {
         if !config.enabled {
             return None;
         }
-        let rules = config.rules();
+        let rules = Rules::of(config);
         let remember = rules.forget_after.max(rules.ban_time);
         let capacity = usize::try_from(config.max_sources).unwrap_or(usize::MAX);
         Some(Guard {

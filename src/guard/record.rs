@@ -26,6 +26,22 @@ pub struct Rules {
     pub known_good_for: Duration,
 }
 
+impl Rules {
+    /// The numbers a configuration's `[guard]` gives, in milliseconds there.
+    pub fn of(config: &crate::config::GuardConfig) -> Rules {
+        let ms = Duration::from_millis;
+        Rules {
+            penalty_initial: ms(config.penalty_initial_ms),
+            penalty_max: ms(config.penalty_max_ms),
+            forget_after: ms(config.forget_after_ms),
+            ban_after: config.ban_after,
+            ban_time: ms(config.ban_ms),
+            user_failures_before_wait: config.user_failures_before_wait,
+            known_good_for: ms(config.known_good_ms),
+        }
+    }
+}
+
 /// What one more failure means for its source.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Verdict {

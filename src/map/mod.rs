@@ -221,5 +221,4 @@ pub trait Map: Send + Sync {
     }
 }
 
-/// When the user name is lower-cased, after Perdition's `lower_case` states.
-pub type LowerCase = rewrite::Stages;
+pub use crate::config::users::LowerCase;

@@ -1,6 +1,7 @@
 //! What a Perdition-style map answers for a user: `[user<delimiter>]host[:port]`, the syntax of
 //! Perdition's popmap, popmap.re, LDAP, SQL and `outgoing_server` values alike.
 
+pub use crate::host_port::split_host_port;
 use crate::protocol::Secret;
 
 /// One answer of a map, before the listener's defaults (port, TLS) complete it.
@@ -38,51 +39,6 @@ pub fn parse_route(value: &str, delimiter: &str) -> Result<Route, String> {
         host,
         port,
         password: None,
-    })
-}
-
-/// `host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address.
-pub fn split_host_port(server: &str) -> Result<(String, Option<u16>), String> {
-    let server = server.trim();
-    let port = |p: &str| {
-        p.parse::<u16>()
-            .ok()
-            .or_else(|| port_name(p))
-            .filter(|&p| p != 0)
-            .ok_or_else(|| format!("bad port {p:?} in {server:?}"))
-    };
-    if let Some(rest) = server.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("unclosed [ in {server:?}"))?;
-        return match after {
-            "" => Ok((host.to_string(), None)),
-            _ => match after.strip_prefix(':') {
-                Some(p) => Ok((host.to_string(), Some(port(p)?))),
-                None => Err(format!("bad server {server:?}")),
-            },
-        };
-    }
-    match server.matches(':').count() {
-        0 => Ok((server.to_string(), None)),
-        1 => {
-            let (host, p) = server.split_once(':').unwrap_or((server, ""));
-            Ok((host.to_string(), Some(port(p)?)))
-        }
-        _ => Ok((server.to_string(), None)),
-    }
-}
-
-/// The service names Perdition's maps use for ports (it asks `/etc/services`; these are the
-/// ones a mail map can mean).
-fn port_name(name: &str) -> Option<u16> {
-    Some(match name {
-        "imap" | "imap2" => 143,
-        "imaps" => 993,
-        "pop3" => 110,
-        "pop3s" => 995,
-        "sieve" | "managesieve" => 4190,
-        _ => return None,
     })
 }
 
