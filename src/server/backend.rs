@@ -197,6 +197,23 @@ async fn try_endpoints(
     (outcome, None)
 }
 
+/// A socket of `target`'s family, bound to its wildcard address, ready to connect.
+fn socket_for(target: std::net::SocketAddr, keepalive: bool) -> std::io::Result<TcpSocket> {
+    let (socket, unspecified): (_, std::net::IpAddr) = match target {
+        std::net::SocketAddr::V4(_) => {
+            (TcpSocket::new_v4()?, std::net::Ipv4Addr::UNSPECIFIED.into())
+        }
+        std::net::SocketAddr::V6(_) => {
+            (TcpSocket::new_v6()?, std::net::Ipv6Addr::UNSPECIFIED.into())
+        }
+    };
+    socket.bind(std::net::SocketAddr::new(unspecified, 0))?;
+    if keepalive {
+        socket.set_keepalive(true)?;
+    }
+    Ok(socket)
+}
+
 /// Open the TCP connection, within `backend_connect_timeout`. The socket's own address is
 /// registered before it connects, so that a connection to one of our own listeners is known
 /// as ours however soon it is accepted.
@@ -210,24 +227,9 @@ async fn connect<'s>(
     let attempt = async {
         let mut last = std::io::Error::other("the name has no address");
         for target in tokio::net::lookup_host(address).await? {
-            let unspecified = match target {
-                std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
-                std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
-            };
             // A family this host cannot use (IPv6 disabled, and "localhost" resolving to ::1
             // first) fails here: the next address is tried, as after a refused connect.
-            let prepared = (|| {
-                let socket = match target {
-                    std::net::SocketAddr::V4(_) => TcpSocket::new_v4()?,
-                    std::net::SocketAddr::V6(_) => TcpSocket::new_v6()?,
-                };
-                socket.bind(std::net::SocketAddr::new(unspecified, 0))?;
-                if listener.config.tcp_keepalive {
-                    socket.set_keepalive(true)?;
-                }
-                Ok::<_, std::io::Error>(socket)
-            })();
-            let socket = match prepared {
+            let socket = match socket_for(target, listener.config.tcp_keepalive) {
                 Ok(socket) => socket,
                 Err(e) => {
                     last = e;
