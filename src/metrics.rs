@@ -135,7 +135,18 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             }),
         );
-        let m = &metrics;
+        metrics.register_clients(&mut registry);
+        metrics.register_backends(&mut registry);
+        metrics.register_services(&mut registry);
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The client side: connections, sessions, logins.
+    fn register_clients(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "connections_accepted",
             "Connections accepted, by listener",
@@ -156,6 +167,11 @@ impl Metrics {
             "Login attempts, by protocol and result",
             m.logins.clone(),
         );
+    }
+
+    /// The back ends: connections and logins.
+    fn register_backends(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "backend_connect_errors",
             "Back-end connections that could not be made",
@@ -171,6 +187,11 @@ impl Metrics {
             "Time from connected to the back end's answer to the login",
             m.backend_login.clone(),
         );
+    }
+
+    /// The maps, TLS, the relay and the guard.
+    fn register_services(&self, registry: &mut Registry) {
+        let m = self;
         registry.register(
             "map_lookups",
             "User lookups in a map, by map kind and result",
@@ -196,10 +217,6 @@ impl Metrics {
             "What the brute-force guard decided, by decision",
             m.guard.clone(),
         );
-        Metrics {
-            registry,
-            ..metrics
-        }
     }
 
     /// The text a Prometheus server scrapes.
