@@ -146,76 +146,73 @@ impl Metrics {
 
     /// The client side: connections, sessions, logins.
     fn register_clients(&self, registry: &mut Registry) {
-        let m = self;
         registry.register(
             "connections_accepted",
             "Connections accepted, by listener",
-            m.accepted.clone(),
+            self.accepted.clone(),
         );
         registry.register(
             "connections_refused",
             "Connections turned away before the greeting, by listener and reason",
-            m.refused.clone(),
+            self.refused.clone(),
         );
         registry.register(
             "sessions_current",
             "Sessions open now, by protocol and state (preauth, proxying)",
-            m.sessions.clone(),
+            self.sessions.clone(),
         );
         registry.register(
             "logins",
             "Login attempts, by protocol and result",
-            m.logins.clone(),
+            self.logins.clone(),
         );
     }
 
     /// The back ends: connections and logins.
     fn register_backends(&self, registry: &mut Registry) {
-        let m = self;
         registry.register(
             "backend_connect_errors",
             "Back-end connections that could not be made",
-            m.backend_connect_errors.clone(),
+            self.backend_connect_errors.clone(),
         );
         registry.register(
             "backend_connect_duration_seconds",
             "Time to connect to a back end (TCP, and TLS when it is used)",
-            m.backend_connect.clone(),
+            self.backend_connect.clone(),
         );
         registry.register(
             "backend_login_duration_seconds",
             "Time from connected to the back end's answer to the login",
-            m.backend_login.clone(),
+            self.backend_login.clone(),
         );
     }
 
     /// The maps, TLS, the relay and the guard.
     fn register_services(&self, registry: &mut Registry) {
-        let m = self;
         registry.register(
             "map_lookups",
             "User lookups in a map, by map kind and result",
-            m.map_lookups.clone(),
+            self.map_lookups.clone(),
         );
         registry.register(
             "map_lookup_duration_seconds",
             "Time a map lookup took",
-            m.map_lookup.clone(),
+            self.map_lookup.clone(),
         );
         registry.register(
             "tls_handshakes",
             "TLS handshakes, by side (client, backend) and result",
-            m.tls_handshakes.clone(),
+            self.tls_handshakes.clone(),
         );
         registry.register(
             "relayed_bytes",
             "Bytes relayed after login, by protocol and direction",
-            m.bytes.clone(),
+            self.bytes.clone(),
         );
         registry.register(
             "guard_decisions",
             "What the brute-force guard decided, by decision",
-            m.guard.clone(),
+            self.guard.clone(),
         );
     }
 
