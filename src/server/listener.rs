@@ -139,83 +139,31 @@ pub async fn run(
         end_with_serving,
     } = control;
     let source: Arc<ConfigSource> = Arc::new(source);
+    let upgrader = Upgrader {
+        args,
+        other_sockets: &other_sockets,
+        program,
+        upgrade_refused,
+        pid_file,
+    };
     let mut server = Server::start(bound, services, config);
     tokio::pin!(shutdown_signal);
-    'serving: loop {
+    loop {
         tokio::select! {
             _ = &mut shutdown_signal => break,
             Some(first) = reloads.recv() => {
-                // Requests that queued up meanwhile get the same answer: one reload for all.
                 let mut waiting = vec![first];
+                // Requests that queued up meanwhile get the same answer: one reload for all.
                 while let Ok(more) = reloads.try_recv() {
                     waiting.push(more);
                 }
-                crate::service_manager::reloading();
-                // Reading files, compiling maps and resolving names block: off the runtime's
-                // threads, and never in the way of a shutdown.
-                let prepared = {
-                    let (source, previous) = (source.clone(), server.listeners.clone());
-                    tokio::task::spawn_blocking(move || prepare(&source, &previous))
-                };
-                let outcome = tokio::select! {
-                    _ = &mut shutdown_signal => {
-                        for request in waiting {
-                            answer(request, Err("shutting down".into()));
-                        }
-                        break 'serving;
-                    }
-                    joined = prepared => match joined {
-                        Ok(Ok(next)) => server.apply(next),
-                        Ok(Err(why)) => Err(why),
-                        Err(_) => Err("the reload failed unexpectedly".into()),
-                    },
-                };
-                server.reloaded(&outcome);
-                for request in waiting {
-                    answer(request, outcome.clone());
+                if !reload(&mut server, &source, waiting, &mut shutdown_signal).await {
+                    break;
                 }
             }
             Some(request) = upgrades.recv() => {
-                let logger = server.services.borrow().logger.clone();
-                let possible = match (&upgrade_refused, &program) {
-                    (Some(why), _) => Err(why.clone()),
-                    (None, Err(why)) => Err(why.clone()),
-                    (None, Ok(program)) => Ok(program),
-                };
-                let program = match possible {
-                    Ok(program) => program,
-                    Err(why) => {
-                        logger.error(&format!("Upgrade refused: {why}"));
-                        if let Some(reply) = request.reply {
-                            let _ = reply.send(Err(why));
-                        }
-                        continue;
-                    }
-                };
-                let mut sockets = server.sockets_to_hand_over();
-                sockets.extend(other_sockets.iter().filter_map(|(a, s)| Some((*a, s.try_clone().ok()?))));
-                match super::upgrade::hand_over(program, &args, &sockets).await {
-                    Ok(successor) => {
-                        let line = format!(
-                            "Upgrade: the new process (pid {}) serves; this one drains",
-                            successor.pid
-                        );
-                        logger.info(&line);
-                        if let Some(reply) = request.reply {
-                            let _ = reply.send(Ok(line));
-                        }
-                        break;
-                    }
-                    Err(why) => {
-                        logger.error(&format!("Upgrade failed, this process goes on: {why}"));
-                        // The successor may have written its id there before it failed.
-                        if let Some(path) = &pid_file {
-                            crate::pid_file::take_back(std::path::Path::new(path));
-                        }
-                        if let Some(reply) = request.reply {
-                            let _ = reply.send(Err(why));
-                        }
-                    }
+                if upgrader.upgrade(&mut server, request).await {
+                    break;
                 }
             }
         }
@@ -239,8 +187,91 @@ pub async fn run(
     shut_down(&services.borrow(), phase_tx, done_rx, grace).await;
 }
 
-fn answer(request: ReloadRequest, outcome: Result<String, String>) {
-    if let Some(reply) = request.reply {
+/// Read the configuration again and switch to it, answering every request in `waiting`;
+/// false when the shutdown came first.
+async fn reload(
+    server: &mut Server,
+    source: &Arc<ConfigSource>,
+    waiting: Vec<ReloadRequest>,
+    shutdown_signal: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
+) -> bool {
+    crate::service_manager::reloading();
+    // Reading files, compiling maps and resolving names block: off the runtime's threads,
+    // and never in the way of a shutdown.
+    let prepared = {
+        let (source, previous) = (source.clone(), server.listeners.clone());
+        tokio::task::spawn_blocking(move || prepare(&source, &previous))
+    };
+    let outcome = tokio::select! {
+        _ = shutdown_signal => {
+            for request in waiting {
+                answer(request.reply, Err("shutting down".into()));
+            }
+            return false;
+        }
+        joined = prepared => match joined {
+            Ok(Ok(next)) => server.apply(next),
+            Ok(Err(why)) => Err(why),
+            Err(_) => Err("the reload failed unexpectedly".into()),
+        },
+    };
+    server.reloaded(&outcome);
+    for request in waiting {
+        answer(request.reply, outcome.clone());
+    }
+    true
+}
+
+/// What starting a successor takes: this process's command line, its sockets, its binary.
+struct Upgrader<'a> {
+    args: Vec<String>,
+    other_sockets: &'a [(SocketAddr, std::net::TcpListener)],
+    program: Result<std::path::PathBuf, String>,
+    upgrade_refused: Option<String>,
+    pid_file: Option<String>,
+}
+
+impl Upgrader<'_> {
+    /// Hand the sockets to a successor; true when it serves and this process is to drain.
+    async fn upgrade(&self, server: &mut Server, request: UpgradeRequest) -> bool {
+        let logger = server.services.borrow().logger.clone();
+        let program = match (&self.upgrade_refused, &self.program) {
+            (Some(why), _) | (None, Err(why)) => {
+                logger.error(&format!("Upgrade refused: {why}"));
+                answer(request.reply, Err(why.clone()));
+                return false;
+            }
+            (None, Ok(program)) => program,
+        };
+        let mut sockets = server.sockets_to_hand_over();
+        let others = self.other_sockets.iter();
+        sockets.extend(others.filter_map(|(a, s)| Some((*a, s.try_clone().ok()?))));
+        match super::upgrade::hand_over(program, &self.args, &sockets).await {
+            Ok(successor) => {
+                let line = format!(
+                    "Upgrade: the new process (pid {}) serves; this one drains",
+                    successor.pid
+                );
+                logger.info(&line);
+                answer(request.reply, Ok(line));
+                true
+            }
+            Err(why) => {
+                logger.error(&format!("Upgrade failed, this process goes on: {why}"));
+                // The successor may have written its id there before it failed.
+                if let Some(path) = &self.pid_file {
+                    crate::pid_file::take_back(std::path::Path::new(path));
+                }
+                answer(request.reply, Err(why));
+                false
+            }
+        }
+    }
+}
+
+/// Tell whoever asked for a reload or an upgrade how it went.
+fn answer(reply: Option<oneshot::Sender<Result<String, String>>>, outcome: Result<String, String>) {
+    if let Some(reply) = reply {
         let _ = reply.send(outcome);
     }
 }
