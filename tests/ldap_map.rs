@@ -10,7 +10,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::slapd::{slapd, slapd_with_tls};
+use support::slapd::{slapd, slapd_with_tls, TlsSlapd};
 use support::*;
 
 /// An IMAP proxy on `port` whose map is the directory at `base`; `backend` holds the
@@ -287,16 +287,22 @@ fn tls_ldap_listener(port: u16, server: &str, base: &str, starttls: bool, ca: &P
     )
 }
 
+/// A directory with TLS whose OU `ou` routes alice to a Dovecot of her own.
+fn alice_in_a_directory_with_tls(ou: &str) -> (&'static TlsSlapd, Dovecot, String) {
+    let directory = slapd_with_tls();
+    let dc = Dovecot::start();
+    let base = directory.slapd.new_ou(ou);
+    directory
+        .slapd
+        .add_user(&base, "alice", "127.0.0.1", Some(dc.imap), None);
+    (directory, dc, base)
+}
+
 /// A user routes through the directory over `ldaps://` and over `ldap://` with StartTLS, the
 /// directory's certificate checked against the configured CA.
 #[test]
 fn users_route_through_ldaps_and_through_starttls() {
-    let directory = slapd_with_tls();
-    let dc = Dovecot::start();
-    let base = directory.slapd.new_ou("tls");
-    directory
-        .slapd
-        .add_user(&base, "alice", "127.0.0.1", Some(dc.imap), None);
+    let (directory, dc, base) = alice_in_a_directory_with_tls("tls");
     for (server, starttls) in [
         (directory.ldaps_url.as_str(), false),
         (directory.slapd.url.as_str(), true),
@@ -324,12 +330,7 @@ fn users_route_through_ldaps_and_through_starttls() {
 /// StartTLS the login is unavailable (try later), never "wrong password", and nobody is routed.
 #[test]
 fn a_directory_certificate_from_another_ca_makes_logins_unavailable() {
-    let directory = slapd_with_tls();
-    let dc = Dovecot::start();
-    let base = directory.slapd.new_ou("wrongca");
-    directory
-        .slapd
-        .add_user(&base, "alice", "127.0.0.1", Some(dc.imap), None);
+    let (directory, dc, base) = alice_in_a_directory_with_tls("wrongca");
     for (server, starttls) in [
         (directory.ldaps_url.as_str(), false),
         (directory.slapd.url.as_str(), true),

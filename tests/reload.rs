@@ -43,6 +43,18 @@ fn quick_guard(ban_ms: u32) -> String {
     )
 }
 
+/// Dovecot, and a proxy in front of it with a quick guard and an admin endpoint; the IMAP and
+/// admin ports.
+fn with_a_quick_guard() -> (Dovecot, Proxy, u16, u16) {
+    let dc = Dovecot::start();
+    let (p1, admin) = (free_port(), free_port());
+    let proxy = Proxy::start_toml(
+        &config(admin, &quick_guard(60_000), &imap(p1, dc.imap, "Before")),
+        &[p1, admin],
+    );
+    (dc, proxy, p1, admin)
+}
+
 /// `portcullis reload` against the admin endpoint: exit status, stdout, stderr.
 fn reload(admin: u16) -> (bool, String, String) {
     let out = run_portcullis(&["reload", "--admin", &format!("127.0.0.1:{admin}")]);
@@ -207,12 +219,7 @@ fn a_configuration_that_does_not_build_changes_nothing_and_says_why() {
 
 #[test]
 fn bans_survive_a_reload_even_one_that_changes_the_guard() {
-    let dc = Dovecot::start();
-    let (p1, admin) = (free_port(), free_port());
-    let proxy = Proxy::start_toml(
-        &config(admin, &quick_guard(60_000), &imap(p1, dc.imap, "Before")),
-        &[p1, admin],
-    );
+    let (dc, proxy, p1, admin) = with_a_quick_guard();
     let file = proxy.config.clone().unwrap();
     let mut c = Client::from_stream(connect_from("127.0.0.7", p1).unwrap());
     c.expect_line("* OK");
@@ -251,12 +258,7 @@ fn bans_survive_a_reload_even_one_that_changes_the_guard() {
 /// then on: its failures add to what the new guard took over, and earn the ban there.
 #[test]
 fn a_session_opened_before_a_guard_change_fails_into_the_new_guard() {
-    let dc = Dovecot::start();
-    let (p1, admin) = (free_port(), free_port());
-    let proxy = Proxy::start_toml(
-        &config(admin, &quick_guard(60_000), &imap(p1, dc.imap, "Before")),
-        &[p1, admin],
-    );
+    let (dc, proxy, p1, admin) = with_a_quick_guard();
     let file = proxy.config.clone().unwrap();
     let mut c = Client::from_stream(connect_from("127.0.0.8", p1).unwrap());
     c.expect_line("* OK");
