@@ -366,65 +366,6 @@ fn greeting_client(port: u16) -> Client {
     c
 }
 
-/// A certificate from the test CA (`certs()`) for `localhost` with subject `cn`, in `dir`:
-/// (cert, key).
-fn issue_localhost(dir: &std::path::Path, cn: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    let ca = certs();
-    let (cert, key, csr, ext) = (
-        dir.join("issued.pem"),
-        dir.join("issued.key"),
-        dir.join("issued.csr"),
-        dir.join("issued.ext"),
-    );
-    std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    let openssl = |args: &[&str]| {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .expect("run openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let subject = format!("/CN={cn}");
-    openssl(&[
-        "req",
-        "-new",
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-        "-keyout",
-        key.to_str().unwrap(),
-        "-out",
-        csr.to_str().unwrap(),
-        "-subj",
-        &subject,
-    ]);
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        csr.to_str().unwrap(),
-        "-CA",
-        ca.ca.to_str().unwrap(),
-        "-CAkey",
-        ca.dir.join("ca.key").to_str().unwrap(),
-        "-set_serial",
-        "4242",
-        "-days",
-        "30",
-        "-extfile",
-        ext.to_str().unwrap(),
-        "-out",
-        cert.to_str().unwrap(),
-    ]);
-    (cert, key)
-}
-
 /// The DER of the first certificate in a PEM file.
 fn der(pem: &std::path::Path) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
@@ -455,7 +396,7 @@ fn a_certificate_replaced_in_its_files_is_served_after_sighup() {
     std::fs::copy(&certs().cert, &cert).unwrap();
     std::fs::copy(&certs().key, &key).unwrap();
     let renewed_dir = tempfile::tempdir().unwrap();
-    let (new_cert, new_key) = issue_localhost(renewed_dir.path(), "localhost renewed");
+    let (new_cert, new_key) = issued_by_the_test_ca(renewed_dir.path(), "localhost renewed");
     let (old_der, new_der) = (der(&certs().cert), der(&new_cert));
     assert_ne!(old_der, new_der);
 

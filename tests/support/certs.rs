@@ -140,3 +140,57 @@ fn generate_certs(dir: &Path) {
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).expect("chmod dir");
 }
+
+/// A certificate from the test CA (`certs()`) for `localhost` with subject `cn`, in `dir`:
+/// (cert, key).
+pub fn issued_by_the_test_ca(dir: &Path, cn: &str) -> (PathBuf, PathBuf) {
+    let ca = certs();
+    let (cert, key, csr, ext) = (
+        dir.join("issued.pem"),
+        dir.join("issued.key"),
+        dir.join("issued.csr"),
+        dir.join("issued.ext"),
+    );
+    std::fs::write(&ext, "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+    let subject = format!("/CN={cn}");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key.to_str().unwrap(),
+            "-out",
+            csr.to_str().unwrap(),
+            "-subj",
+            &subject,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            csr.to_str().unwrap(),
+            "-CA",
+            ca.ca.to_str().unwrap(),
+            "-CAkey",
+            ca.dir.join("ca.key").to_str().unwrap(),
+            "-set_serial",
+            "4242",
+            "-days",
+            "30",
+            "-extfile",
+            ext.to_str().unwrap(),
+            "-out",
+            cert.to_str().unwrap(),
+        ],
+    );
+    (cert, key)
+}
