@@ -236,11 +236,7 @@ fn roots(files: &[PathBuf], dirs: &[PathBuf]) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// The name to check in a back end's certificate: a DNS name or an IP address.
-pub fn server_name(name: &str) -> Result<ServerName<'static>, String> {
-    let name = name.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(name.to_string()).map_err(|_| format!("invalid TLS server name {name:?}"))
-}
+pub use crate::value::server_name::server_name;
 
 /// Verifier for `verify = false`: signatures are still checked, the certificate is not.
 #[derive(Debug)]

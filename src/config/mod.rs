@@ -12,7 +12,7 @@ pub mod users;
 
 pub use admin::AdminConfig;
 pub use guard::GuardConfig;
-pub use process::ProcessConfig;
+pub use process::{DiagnosticsOutput, ProcessConfig};
 pub use tls_settings::{CertificateFlaw, TlsVersion};
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -21,8 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::protocol::Secret;
-use crate::protocol::{PreLoginLimits, Protocol};
+use crate::value::{PreLoginLimits, Protocol, Secret};
 use users::{LowerCase, UserNames};
 
 /// The longest time any setting may name: ten years is as good as forever, and larger values
@@ -64,7 +63,7 @@ pub struct LogConfig {
     pub queue_lines: usize,
     /// Where diagnostic lines go (the Connect/Auth/Closing lines stay here, byte for byte):
     /// log (with them), json (stderr), journald.
-    pub diagnostics: crate::log::diagnostics::DiagnosticsOutput,
+    pub diagnostics: process::DiagnosticsOutput,
     /// The diagnostic lines wanted: a level (error, warn, info, debug) or `RUST_LOG` directives
     /// (`RUST_LOG` itself, when set, wins).
     pub level: String,
@@ -583,7 +582,7 @@ impl Backend {
     pub fn tls_name(&self) -> String {
         match &self.server_name {
             Some(name) => name.clone(),
-            None => crate::host_port::split_host_port(&self.host)
+            None => crate::value::host_port::split_host_port(&self.host)
                 .map(|(host, _)| host)
                 .unwrap_or_default(),
         }
@@ -793,20 +792,23 @@ fn tls_problems(l: &Listener) -> Vec<String> {
 /// The listener's own back-end servers and how they are reached.
 fn backend_problems(l: &Listener) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(e) = crate::host_port::split_host_port(&l.backend.host) {
+    if let Err(e) = crate::value::host_port::split_host_port(&l.backend.host) {
         problems.push(format!("backend.host: {e}"));
     }
     if l.backend.host.is_empty() && l.backend.failover.is_empty() && l.map.is_none() {
         problems.push("backend.host is empty".to_string());
     }
     for server in &l.backend.failover {
-        if let Err(e) = crate::host_port::split_host_port(server) {
+        if let Err(e) = crate::value::host_port::split_host_port(server) {
             problems.push(format!("backend.failover: {e}"));
         }
     }
     if l.backend.tls != BackendTls::None {
         let tls_name = l.backend.tls_name();
-        if let (true, Err(e)) = (!tls_name.is_empty(), crate::tls::server_name(&tls_name)) {
+        if let (true, Err(e)) = (
+            !tls_name.is_empty(),
+            crate::value::server_name::server_name(&tls_name),
+        ) {
             problems.push(e.to_string());
         }
         // The CA file itself is read once, by `server::builder::build`.

@@ -3,6 +3,19 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Where diagnostic lines go.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DiagnosticsOutput {
+    /// With the other lines, in their format.
+    #[default]
+    Log,
+    /// One JSON object per line on stderr (for a log shipper).
+    Json,
+    /// The systemd journal, with its fields (priority, target).
+    Journald,
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessConfig {

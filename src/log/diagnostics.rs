@@ -4,25 +4,12 @@
 //! with a level filter (`[log] level`, or `RUST_LOG` in its syntax): to the log's own
 //! destination in its line format (the default), or as JSON lines on stderr, or to journald.
 
-use serde::{Deserialize, Serialize};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use super::Severity;
-
-/// Where diagnostic lines go.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum DiagnosticsOutput {
-    /// With the other lines, in their format.
-    #[default]
-    Log,
-    /// One JSON object per line on stderr (for a log shipper).
-    Json,
-    /// The systemd journal, with its fields (priority, target).
-    Journald,
-}
+pub use crate::config::DiagnosticsOutput;
 
 /// The filter in force: `RUST_LOG` when set, else `[log] level` (`debug` when `[log] debug`).
 pub fn filter(level: &str, debug: bool) -> Result<EnvFilter, String> {

@@ -1,8 +1,8 @@
 //! What a Perdition-style map answers for a user: `[user<delimiter>]host[:port]`, the syntax of
 //! Perdition's popmap, popmap.re, LDAP, SQL and `outgoing_server` values alike.
 
-pub use crate::host_port::split_host_port;
 use crate::protocol::Secret;
+pub use crate::value::host_port::split_host_port;
 
 /// One answer of a map, before the listener's defaults (port, TLS) complete it.
 #[derive(Debug, Clone, PartialEq, Eq)]

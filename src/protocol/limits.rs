@@ -2,6 +2,7 @@
 //! that each protocol enforces the same rules in the same way.
 
 use super::{AfterLogin, LoginReply};
+pub use crate::value::PreLoginLimits;
 
 /// Deepest parenthesis nesting accepted in a command or a server response. Pre-login commands
 /// need one level (IMAP `ID`); the cap keeps recursive token trees from exhausting the stack.
@@ -10,30 +11,6 @@ pub const MAX_NESTING: usize = 16;
 /// Most literals accepted in one command, so that a whole command is bounded, not just each of
 /// its lines and literals.
 pub const MAX_LITERALS_PER_COMMAND: usize = 8;
-
-/// The configured bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PreLoginLimits {
-    /// Longest command line accepted, in bytes, not counting literals.
-    pub max_line_length: usize,
-    /// Largest literal (IMAP `{n}`, ManageSieve `{n+}`) accepted before login.
-    pub max_literal_size: usize,
-    /// Commands accepted before login; the next one closes the connection.
-    pub max_commands: u32,
-    /// Failed logins before the connection is closed.
-    pub max_failed_logins: u32,
-}
-
-impl Default for PreLoginLimits {
-    fn default() -> Self {
-        PreLoginLimits {
-            max_line_length: 8192,
-            max_literal_size: 8192,
-            max_commands: 50,
-            max_failed_logins: 3,
-        }
-    }
-}
 
 /// Counts commands and failures against [`PreLoginLimits`].
 #[derive(Debug, Clone)]

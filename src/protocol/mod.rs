@@ -17,17 +17,16 @@ pub mod named_client;
 pub mod pop3;
 pub mod quoted;
 pub mod sasl;
-pub mod secret;
 pub mod server_login;
 #[cfg(test)]
 mod test_support;
 
 use std::fmt;
 
+pub use crate::value::{Protocol, Secret};
 pub use limits::PreLoginLimits;
 pub use managesieve::learn::Learned;
 pub use named_client::NamedClient;
-pub use secret::Secret;
 
 /// A login the client asked for. The secret is kept out of `Debug` so that it cannot leak into
 /// a log line by accident.
@@ -392,15 +391,6 @@ pub trait ServerSide: Send {
     fn eof(&mut self) -> LoginOutcome {
         LoginOutcome::unavailable("connection closed by server")
     }
-}
-
-/// The protocols Portcullis speaks. This is the one place that lists them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Imap,
-    Pop3,
-    Managesieve,
 }
 
 /// Settings a client-side machine needs; they come from the listener configuration.
