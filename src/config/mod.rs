@@ -573,11 +573,6 @@ fn yes() -> bool {
 }
 
 impl Backend {
-    pub fn port_for(&self, protocol: Protocol) -> u16 {
-        self.port
-            .unwrap_or_else(|| protocol.default_port(self.tls == BackendTls::Implicit))
-    }
-
     /// The name the back end's certificate must carry: `server_name`, else `host`'s name.
     pub fn tls_name(&self) -> String {
         match &self.server_name {
@@ -783,9 +778,6 @@ fn tls_problems(l: &Listener) -> Vec<String> {
     if l.chain.is_some() && l.cert.is_none() {
         problems.push("chain needs cert".to_string());
     }
-    if l.protocol == Protocol::Managesieve && l.tls == ListenerTls::Implicit {
-        problems.push("ManageSieve has no implicit-TLS mode; use starttls".to_string());
-    }
     problems
 }
 
@@ -812,9 +804,6 @@ fn backend_problems(l: &Listener) -> Vec<String> {
             problems.push(e.to_string());
         }
         // The CA file itself is read once, by `server::builder::build`.
-    }
-    if l.protocol == Protocol::Managesieve && l.backend.tls == BackendTls::Implicit {
-        problems.push("ManageSieve back ends have no implicit TLS; use starttls".to_string());
     }
     problems
 }
@@ -902,7 +891,7 @@ mod tests {
         .unwrap();
         assert_eq!(c.limits, Limits::default());
         assert_eq!(c.listeners[0].tls, ListenerTls::None);
-        assert_eq!(c.listeners[0].backend.port_for(Protocol::Imap), 143);
+        assert_eq!(c.listeners[0].backend.port, None);
         assert!(c.listeners[0].backend.verify);
         assert_eq!(c.validate(), Ok(()));
         // What `check` prints reads back to the same configuration.

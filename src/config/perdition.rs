@@ -1263,7 +1263,7 @@ ssl_dh_params_file /path/to/dhparm.pem
         let c = build(&s, "perdition").unwrap().config;
         assert_eq!(c.listeners[0].tls, ListenerTls::Implicit);
         assert_eq!(c.listeners[0].backend.tls, BackendTls::Implicit);
-        assert_eq!(c.listeners[0].backend.port_for(Protocol::Pop3), 995);
+        assert_eq!(c.listeners[0].backend.port, Some(995));
         assert_eq!(c.log.ident, "perdition.pop3s");
     }
 

@@ -32,7 +32,7 @@ use rustls::{CipherSuite, ProtocolVersion};
 
 use super::route::Route;
 use super::{Answer, Login, LookupFuture, Map, MapError, Query};
-use crate::protocol::{Protocol, Secret};
+use crate::protocol::Secret;
 
 /// Requests to the service in flight at once.
 const MAX_CONCURRENT: usize = 32;
@@ -184,7 +184,10 @@ impl HttpMap {
                 escape(login.user_bytes.unwrap_or(login.user.as_bytes())),
             )
             .header("Auth-Pass", escape(login.password.expose()))
-            .header("Auth-Protocol", protocol_name(connection.protocol))
+            .header(
+                "Auth-Protocol",
+                connection.protocol.descriptor().auth_http_name,
+            )
             .header("Auth-Login-Attempt", login.attempt.to_string())
             .header("Client-IP", connection.peer.ip().to_canonical().to_string());
         if connection.tls {
@@ -413,14 +416,6 @@ fn openssl_cipher(suite: CipherSuite) -> Option<&'static str> {
     })
 }
 
-fn protocol_name(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Imap => "imap",
-        Protocol::Pop3 => "pop3",
-        Protocol::Managesieve => "managesieve",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -575,7 +570,7 @@ mod tests {
     fn a_name_that_is_not_utf8_goes_to_the_service_as_nginx_sends_it() {
         let map = HttpMap::new("http://127.0.0.1:9/auth", &[], Duration::from_secs(1)).unwrap();
         let connection = super::super::Connection::new(
-            Protocol::Pop3,
+            crate::value::Protocol::Pop3,
             "192.0.2.1:1000".parse().unwrap(),
             "192.0.2.2:110".parse().unwrap(),
             false,

@@ -170,6 +170,12 @@ pub struct Words {
     pub timeout: &'static [u8],
     /// Sent before closing when the server shuts down.
     pub shutdown: &'static [u8],
+    /// Sent before closing a connection the connection limit turns away.
+    pub overloaded: &'static [u8],
+    /// Sent before closing a connection from an address that has all the connections it may.
+    pub too_many_from_address: &'static [u8],
+    /// Sent before closing a connection from an address the guard has banned.
+    pub banned: &'static [u8],
 }
 
 /// A protocol's words and parsing, for the pre-login conversation.

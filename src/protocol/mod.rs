@@ -5,10 +5,12 @@
 //! and hand back events; they never touch a socket, a clock or a log, so every corner case is a
 //! plain unit test. The async session in `server::session` is the only thing that drives them.
 //!
-//! Adding a protocol means one file per side implementing [`ClientSide`] and [`ServerSide`] plus
-//! one arm in [`Protocol`].
+//! A protocol is one folder (`imap/`, `pop3/`, `managesieve/`): its two machines and the
+//! [`descriptor::Descriptor`] that says everything else about it. Adding one means that
+//! folder, its variant in [`crate::value::Protocol`] and its arm in [`Protocol::descriptor`].
 
 pub mod conversation;
+pub mod descriptor;
 pub mod imap;
 pub mod limits;
 pub mod line;
@@ -474,118 +476,6 @@ impl ClientAddress {
 pub fn has_capability(list: &str, name: &str) -> bool {
     list.split_ascii_whitespace()
         .any(|c| c.eq_ignore_ascii_case(name))
-}
-
-impl Protocol {
-    pub fn client_side(self, settings: std::sync::Arc<ClientSettings>) -> Box<dyn ClientSide> {
-        match self {
-            Protocol::Imap => Box::new(imap::front::ImapClientSide::new(settings)),
-            Protocol::Pop3 => Box::new(pop3::front::Pop3ClientSide::new(settings)),
-            Protocol::Managesieve => Box::new(managesieve::front::SieveClientSide::new(settings)),
-        }
-    }
-
-    pub fn server_side(self, creds: Credentials, settings: ServerSettings) -> Box<dyn ServerSide> {
-        match self {
-            Protocol::Imap => Box::new(imap::back::ImapServerSide::new(creds, settings)),
-            Protocol::Pop3 => Box::new(pop3::back::Pop3ServerSide::new(creds, settings)),
-            Protocol::Managesieve => {
-                Box::new(managesieve::back::SieveServerSide::new(creds, settings))
-            }
-        }
-    }
-
-    /// Whether the capabilities offered to clients are best learned from the back end's
-    /// greeting when the admin configured none (ManageSieve: the SIEVE extensions a webmail
-    /// filter editor offers must be the ones the real server has).
-    pub fn learns_capability(self) -> bool {
-        matches!(self, Protocol::Managesieve)
-    }
-
-    /// Read the capabilities out of a back end's greeting (see [`Protocol::learns_capability`]).
-    pub fn capability_from_greeting(self, greeting: &[u8]) -> Learned {
-        match self {
-            Protocol::Managesieve => managesieve::learn::capability_from_greeting(greeting),
-            Protocol::Imap | Protocol::Pop3 => Learned::Done(None),
-        }
-    }
-
-    /// What to tell a client turned away by the connection limit.
-    pub fn overloaded_message(self) -> &'static [u8] {
-        match self {
-            Protocol::Imap => b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
-            Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
-            Protocol::Managesieve => {
-                b"BYE (TRYLATER) \"Too many connections, try again later.\"\r\n"
-            }
-        }
-    }
-
-    /// What to tell a client whose address has all the connections it may have.
-    pub fn too_many_from_address_message(self) -> &'static [u8] {
-        match self {
-            Protocol::Imap => {
-                b"* BYE [UNAVAILABLE] Too many connections from your address, try again later\r\n"
-            }
-            Protocol::Pop3 => {
-                b"-ERR [SYS/TEMP] Too many connections from your address, try again later\r\n"
-            }
-            Protocol::Managesieve => {
-                b"BYE (TRYLATER) \"Too many connections from your address, try again later.\"\r\n"
-            }
-        }
-    }
-
-    /// What to tell a client whose address the guard has banned.
-    pub fn banned_message(self) -> &'static [u8] {
-        match self {
-            Protocol::Imap => b"* BYE [UNAVAILABLE] Too many failed logins, try again later\r\n",
-            Protocol::Pop3 => b"-ERR [SYS/TEMP] Too many failed logins, try again later\r\n",
-            Protocol::Managesieve => {
-                b"BYE (TRYLATER) \"Too many failed logins, try again later.\"\r\n"
-            }
-        }
-    }
-
-    /// The protocol's name in lower case, as the configuration and the metrics spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Imap => "imap",
-            Protocol::Pop3 => "pop3",
-            Protocol::Managesieve => "managesieve",
-        }
-    }
-
-    /// The protocol's ALPN id (RFC 7301, IANA's registry), offered on TLS listeners.
-    pub fn alpn_id(self) -> &'static [u8] {
-        match self {
-            Protocol::Imap => b"imap",
-            Protocol::Pop3 => b"pop3",
-            Protocol::Managesieve => b"managesieve",
-        }
-    }
-
-    /// The name Perdition uses in its log lines (`protocol=IMAP4S`).
-    pub fn log_name(self, implicit_tls: bool) -> &'static str {
-        match (self, implicit_tls) {
-            (Protocol::Imap, false) => "IMAP4",
-            (Protocol::Imap, true) => "IMAP4S",
-            (Protocol::Pop3, false) => "POP3",
-            (Protocol::Pop3, true) => "POP3S",
-            (Protocol::Managesieve, _) => "MANAGESIEVE",
-        }
-    }
-
-    /// The well-known port, used when a configuration leaves it out.
-    pub fn default_port(self, implicit_tls: bool) -> u16 {
-        match (self, implicit_tls) {
-            (Protocol::Imap, false) => 143,
-            (Protocol::Imap, true) => 993,
-            (Protocol::Pop3, false) => 110,
-            (Protocol::Pop3, true) => 995,
-            (Protocol::Managesieve, _) => 4190,
-        }
-    }
 }
 
 #[cfg(test)]

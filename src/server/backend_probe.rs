@@ -12,7 +12,7 @@ use tokio::time::timeout;
 
 use crate::config::BackendTls;
 use crate::map::Endpoint;
-use crate::protocol::Protocol;
+use crate::protocol::descriptor::{Complete, ProbeDialect};
 use crate::tls;
 
 use super::builder::ListenerState;
@@ -73,6 +73,45 @@ async fn talk(
     endpoint: &Endpoint,
     report: &mut Report,
 ) -> Result<(), String> {
+    let mut stream = connect(listener, endpoint, report).await?;
+    let dialect = listener.protocol().descriptor().probe;
+    let greeting = read_answer(&mut stream, dialect.greeting_complete).await?;
+    report
+        .lines
+        .push(format!("greeting: {}", first_line(&greeting)));
+    let mut capabilities = capabilities(&mut stream, dialect, &greeting).await?;
+    if endpoint.tls == BackendTls::Starttls {
+        if !has_word(&capabilities, dialect.starttls.capability) {
+            report.lines.push(format!("capabilities: {capabilities}"));
+            return Err("STARTTLS is configured but the back end does not offer it".into());
+        }
+        stream = starttls(listener, endpoint, stream, report).await?;
+        let after = if dialect.greets_after_starttls {
+            read_answer(&mut stream, dialect.greeting_complete).await?
+        } else {
+            String::new()
+        };
+        capabilities = self::capabilities(&mut stream, dialect, &after).await?;
+    }
+    report.lines.push(format!("capabilities: {capabilities}"));
+    let _ = stream.write_all(dialect.logout).await;
+    if let Some(word) = dialect
+        .login_disabled
+        .filter(|w| has_word(&capabilities, w))
+    {
+        return Err(format!(
+            "{word}: the back end refuses logins on this connection"
+        ));
+    }
+    Ok(())
+}
+
+/// TCP, the PROXY header the back end wants, and TLS when it is implicit.
+async fn connect(
+    listener: &ListenerState,
+    endpoint: &Endpoint,
+    report: &mut Report,
+) -> Result<BackendStream, String> {
     let started = Instant::now();
     let connect = TcpStream::connect((endpoint.connect_host(), endpoint.port));
     let mut tcp = timeout(listener.limits.backend_connect_timeout(), connect)
@@ -88,107 +127,48 @@ async fn talk(
             .await
             .map_err(|e| format!("PROXY header: {e}"))?;
     }
-    let mut stream = match endpoint.tls {
-        BackendTls::Implicit => handshake(listener, endpoint, tcp, report).await?,
-        _ => MaybeTls::Plain(tcp),
-    };
-    let protocol = listener.protocol();
-    let greeting = read_answer(&mut stream, protocol, Step::Greeting).await?;
-    report
-        .lines
-        .push(format!("greeting: {}", first_line(&greeting)));
-    let mut capabilities = capabilities(&mut stream, protocol, &greeting).await?;
-    if endpoint.tls == BackendTls::Starttls {
-        if !has_word(&capabilities, starttls_word(protocol)) {
-            report.lines.push(format!("capabilities: {capabilities}"));
-            return Err("STARTTLS is configured but the back end does not offer it".into());
-        }
-        let (command, ok) = match protocol {
-            Protocol::Imap => ("p STARTTLS\r\n", "p OK"),
-            Protocol::Pop3 => ("STLS\r\n", "+OK"),
-            Protocol::Managesieve => ("STARTTLS\r\n", "OK"),
-        };
-        stream
-            .write_all(command.as_bytes())
-            .await
-            .map_err(|e| e.to_string())?;
-        let answer = read_answer(&mut stream, protocol, Step::StartTls).await?;
-        if !answer.lines().any(|l| l.starts_with(ok)) {
-            return Err(format!("STARTTLS refused: {}", first_line(&answer)));
-        }
-        let MaybeTls::Plain(tcp) = stream else {
-            return Err("STARTTLS on TLS".into());
-        };
-        stream = handshake(listener, endpoint, tcp, report).await?;
-        let after = match protocol {
-            // ManageSieve says its capabilities again after the handshake, unasked.
-            Protocol::Managesieve => read_answer(&mut stream, protocol, Step::Greeting).await?,
-            _ => String::new(),
-        };
-        capabilities = self::capabilities(&mut stream, protocol, &after).await?;
+    match endpoint.tls {
+        BackendTls::Implicit => handshake(listener, endpoint, tcp, report).await,
+        _ => Ok(MaybeTls::Plain(tcp)),
     }
-    report.lines.push(format!("capabilities: {capabilities}"));
-    let logout: &[u8] = match protocol {
-        Protocol::Imap => b"z LOGOUT\r\n",
-        Protocol::Pop3 => b"QUIT\r\n",
-        Protocol::Managesieve => b"LOGOUT\r\n",
-    };
-    let _ = stream.write_all(logout).await;
-    if protocol == Protocol::Imap && has_word(&capabilities, "LOGINDISABLED") {
-        return Err("LOGINDISABLED: the back end refuses logins on this connection".into());
-    }
-    Ok(())
 }
 
-/// The capability list: asked for (IMAP `CAPABILITY`, POP3 `CAPA`), or ManageSieve's greeting.
+/// Ask for TLS on a plain connection and shake hands.
+async fn starttls(
+    listener: &ListenerState,
+    endpoint: &Endpoint,
+    mut stream: BackendStream,
+    report: &mut Report,
+) -> Result<BackendStream, String> {
+    let dialect = &listener.protocol().descriptor().probe.starttls;
+    stream
+        .write_all(dialect.command)
+        .await
+        .map_err(|e| e.to_string())?;
+    let answer = read_answer(&mut stream, |lines| !lines.is_empty()).await?;
+    if !answer.lines().any(|l| l.starts_with(dialect.accepted)) {
+        return Err(format!("STARTTLS refused: {}", first_line(&answer)));
+    }
+    let MaybeTls::Plain(tcp) = stream else {
+        return Err("STARTTLS on TLS".into());
+    };
+    handshake(listener, endpoint, tcp, report).await
+}
+
+/// The capability list: asked for (IMAP `CAPABILITY`, POP3 `CAPA`), or read from the greeting.
 async fn capabilities(
     stream: &mut BackendStream,
-    protocol: Protocol,
+    dialect: &ProbeDialect,
     greeting: &str,
 ) -> Result<String, String> {
-    let answer = match protocol {
-        Protocol::Managesieve => greeting.to_string(),
-        Protocol::Imap => {
-            stream
-                .write_all(b"c CAPABILITY\r\n")
-                .await
-                .map_err(|e| e.to_string())?;
-            read_answer(stream, protocol, Step::Tagged).await?
-        }
-        Protocol::Pop3 => {
-            stream
-                .write_all(b"CAPA\r\n")
-                .await
-                .map_err(|e| e.to_string())?;
-            read_answer(stream, protocol, Step::Listing).await?
+    let answer = match dialect.capability_command {
+        None => greeting.to_string(),
+        Some((command, complete)) => {
+            stream.write_all(command).await.map_err(|e| e.to_string())?;
+            read_answer(stream, complete).await?
         }
     };
-    let words: Vec<String> = match protocol {
-        Protocol::Imap => answer
-            .lines()
-            .filter_map(|l| l.strip_prefix("* CAPABILITY "))
-            .flat_map(|l| l.split_whitespace().map(str::to_string))
-            .collect(),
-        Protocol::Pop3 => answer
-            .lines()
-            .skip(1)
-            .take_while(|l| *l != ".")
-            .map(str::to_string)
-            .collect(),
-        Protocol::Managesieve => answer
-            .lines()
-            .take_while(|l| !l.starts_with("OK"))
-            .map(|l| l.replace('"', ""))
-            .collect(),
-    };
-    Ok(words.join(" "))
-}
-
-fn starttls_word(protocol: Protocol) -> &'static str {
-    match protocol {
-        Protocol::Pop3 => "STLS",
-        _ => "STARTTLS",
-    }
+    Ok((dialect.capability_words)(&answer).join(" "))
 }
 
 fn has_word(list: &str, word: &str) -> bool {
@@ -200,43 +180,14 @@ fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or_default()
 }
 
-/// What ends an answer.
-#[derive(Clone, Copy)]
-enum Step {
-    /// IMAP/POP3: one line; ManageSieve: up to its `OK` line.
-    Greeting,
-    /// The answer to STARTTLS: one line.
-    StartTls,
-    /// IMAP: up to the tagged line.
-    Tagged,
-    /// POP3: up to the `.` line (or a one-line `-ERR`).
-    Listing,
-}
-
-async fn read_answer(
-    stream: &mut BackendStream,
-    protocol: Protocol,
-    step: Step,
-) -> Result<String, String> {
+/// Read until `complete` says the answer is whole (and it ends a line).
+async fn read_answer(stream: &mut BackendStream, complete: Complete) -> Result<String, String> {
     let mut answer = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         let text = String::from_utf8_lossy(&answer);
         let lines: Vec<&str> = text.split_terminator("\r\n").collect();
-        let complete = text.ends_with("\r\n")
-            && match (step, protocol) {
-                (Step::Greeting, Protocol::Managesieve) => lines
-                    .iter()
-                    .any(|l| l.starts_with("OK") || l.starts_with("NO") || l.starts_with("BYE")),
-                (Step::Greeting | Step::StartTls, _) => !lines.is_empty(),
-                (Step::Tagged, _) => lines
-                    .iter()
-                    .any(|l| l.starts_with("c ") || l.starts_with("* BYE")),
-                (Step::Listing, _) => {
-                    lines.first().is_some_and(|l| l.starts_with("-ERR")) || lines.contains(&".")
-                }
-            };
-        if complete {
+        if text.ends_with("\r\n") && complete(&lines) {
             return Ok(text.into_owned());
         }
         let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;

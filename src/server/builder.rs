@@ -10,7 +10,7 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::log::hostname;
 
-use crate::config::{BackendTls, Config, Limits, Listener, ListenerTls, MapKind};
+use crate::config::{Backend, BackendTls, Config, Limits, Listener, ListenerTls, MapKind};
 use crate::map::factory;
 use crate::map::route::split_host_port;
 use crate::map::router::{Defaults, Master, Router};
@@ -128,8 +128,9 @@ impl ListenerState {
         let acceptor = acceptor(l, warnings);
         let connector = connector(l).map_err(|e| format!("backend CA: {e}"));
         let router = router(l, warnings);
-        match (addresses, acceptor, connector, router) {
-            (Ok(addresses), Ok(acceptor), Ok(connector), Ok(router)) => Ok(ListenerState {
+        let fits = fits_the_protocol(l);
+        match (addresses, acceptor, connector, router, fits) {
+            (Ok(addresses), Ok(acceptor), Ok(connector), Ok(router), Ok(())) => Ok(ListenerState {
                 addresses,
                 acceptor,
                 connector,
@@ -150,11 +151,12 @@ impl ListenerState {
                 config: l.clone(),
                 limits: limits.clone(),
             }),
-            (addresses, acceptor, connector, router) => Err([
+            (addresses, acceptor, connector, router, fits) => Err([
                 addresses.err(),
                 acceptor.err(),
                 connector.err(),
                 router.err(),
+                fits.err(),
             ]
             .into_iter()
             .flatten()
@@ -211,10 +213,35 @@ impl ListenerState {
     }
 }
 
+/// What the listener's protocol cannot do: implicit TLS where it has none (ManageSieve).
+fn fits_the_protocol(l: &Listener) -> Result<(), String> {
+    let protocol = l.protocol.descriptor();
+    if protocol.ports.implicit_tls.is_some() {
+        return Ok(());
+    }
+    let title = protocol.title;
+    if l.tls == ListenerTls::Implicit {
+        return Err(format!("{title} has no implicit-TLS mode; use starttls"));
+    }
+    if l.backend.tls == BackendTls::Implicit {
+        return Err(format!(
+            "{title} back ends have no implicit TLS; use starttls"
+        ));
+    }
+    Ok(())
+}
+
+/// The port of the listener's own back-end servers: `backend.port`, else the protocol's.
+fn backend_port(backend: &Backend, protocol: Protocol) -> u16 {
+    backend
+        .port
+        .unwrap_or_else(|| protocol.default_port(backend.tls == BackendTls::Implicit))
+}
+
 /// The listener's routing: its map (read now), its own servers, the user-name rules.
 fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
     let backend = &l.backend;
-    let port = backend.port_for(l.protocol);
+    let port = backend_port(backend, l.protocol);
     let mut servers = Vec::new();
     if !backend.host.is_empty() {
         // `host` may carry its own port; `port` is then the one of the others.
@@ -340,5 +367,60 @@ pub fn security(tls: BackendTls) -> Security {
         BackendTls::None => Security::Plaintext,
         BackendTls::Starttls => Security::Starttls,
         BackendTls::Implicit => Security::Ssl,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listener(text: &str) -> Listener {
+        Config::from_toml(text).unwrap().listeners.remove(0)
+    }
+
+    #[test]
+    fn a_back_end_without_a_port_gets_the_protocols_own() {
+        let l = listener(
+            r#"
+            [[listener]]
+            protocol = "pop3"
+            bind = ["127.0.0.1:1110"]
+            backend = { host = "mail", tls = "implicit" }
+            "#,
+        );
+        assert_eq!(backend_port(&l.backend, l.protocol), 995);
+        let l = listener(
+            r#"
+            [[listener]]
+            protocol = "imap"
+            bind = ["127.0.0.1:1143"]
+            backend = { host = "mail" }
+            "#,
+        );
+        assert_eq!(backend_port(&l.backend, l.protocol), 143);
+    }
+
+    #[test]
+    fn managesieve_has_no_implicit_tls_on_either_leg() {
+        let l = listener(
+            r#"
+            [[listener]]
+            protocol = "managesieve"
+            bind = ["127.0.0.1:4190"]
+            backend = { host = "mail", tls = "implicit" }
+            "#,
+        );
+        assert_eq!(
+            fits_the_protocol(&l),
+            Err("ManageSieve back ends have no implicit TLS; use starttls".into())
+        );
+        let mut l = l;
+        l.backend.tls = BackendTls::Starttls;
+        assert_eq!(fits_the_protocol(&l), Ok(()));
+        l.tls = ListenerTls::Implicit;
+        assert_eq!(
+            fits_the_protocol(&l),
+            Err("ManageSieve has no implicit-TLS mode; use starttls".into())
+        );
     }
 }

@@ -287,6 +287,10 @@ impl Dialect for Imap {
         busy: "NO [UNAVAILABLE] Too many logins at once from your address, try again later",
         timeout: b"* BYE Autologout; too long without logging in\r\n",
         shutdown: b"* BYE [UNAVAILABLE] Server shutting down\r\n",
+        overloaded: b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",
+        too_many_from_address:
+            b"* BYE [UNAVAILABLE] Too many connections from your address, try again later\r\n",
+        banned: b"* BYE [UNAVAILABLE] Too many failed logins, try again later\r\n",
     };
 
     fn greeting(&mut self, core: &Core) -> Vec<u8> {

@@ -2,7 +2,10 @@
 
 pub mod back;
 pub mod command;
+mod descriptor;
 pub mod front;
+
+pub use descriptor::DESCRIPTOR;
 
 /// Whether `tag` is a valid IMAP tag: one or more ASTRING-CHARs other than `+`.
 pub fn is_valid_tag(tag: &[u8]) -> bool {
@@ -86,6 +89,7 @@ pub fn capability_code(code: Option<&str>) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+
     use super::*;
 
     #[test]

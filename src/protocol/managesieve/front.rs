@@ -251,6 +251,10 @@ impl Dialect for Sieve {
         busy: "NO (TRYLATER) \"Too many logins at once from your address, try again later.\"",
         timeout: b"BYE \"Autologout; too long without logging in.\"\r\n",
         shutdown: b"BYE (TRYLATER) \"Server shutting down.\"\r\n",
+        overloaded: b"BYE (TRYLATER) \"Too many connections, try again later.\"\r\n",
+        too_many_from_address:
+            b"BYE (TRYLATER) \"Too many connections from your address, try again later.\"\r\n",
+        banned: b"BYE (TRYLATER) \"Too many failed logins, try again later.\"\r\n",
     };
 
     fn greeting(&mut self, core: &Core) -> Vec<u8> {

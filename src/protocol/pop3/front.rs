@@ -251,6 +251,10 @@ impl Dialect for Pop3 {
         busy: "-ERR [SYS/TEMP] Too many logins at once from your address, try again later",
         timeout: b"-ERR Autologout; too long without logging in\r\n",
         shutdown: b"-ERR [SYS/TEMP] Server shutting down\r\n",
+        overloaded: b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",
+        too_many_from_address:
+            b"-ERR [SYS/TEMP] Too many connections from your address, try again later\r\n",
+        banned: b"-ERR [SYS/TEMP] Too many failed logins, try again later\r\n",
     };
 
     /// `[XCLIENT]` tells a trusted peer it may name its client, as Dovecot's greeting does.
