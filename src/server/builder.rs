@@ -374,47 +374,29 @@ pub fn security(tls: BackendTls) -> Security {
 mod tests {
     use super::*;
 
-    fn listener(text: &str) -> Listener {
-        Config::from_toml(text).unwrap().listeners.remove(0)
+    /// A listener of `protocol` with `backend` (an inline table's inside).
+    fn listener(protocol: &str, backend: &str) -> Listener {
+        let text = format!(
+            "[[listener]]\nprotocol = {protocol:?}\nbind = [\"127.0.0.1:1\"]\nbackend = {{ {backend} }}\n"
+        );
+        Config::from_toml(&text).unwrap().listeners.remove(0)
     }
 
     #[test]
     fn a_back_end_without_a_port_gets_the_protocols_own() {
-        let l = listener(
-            r#"
-            [[listener]]
-            protocol = "pop3"
-            bind = ["127.0.0.1:1110"]
-            backend = { host = "mail", tls = "implicit" }
-            "#,
-        );
+        let l = listener("pop3", r#"host = "mail", tls = "implicit""#);
         assert_eq!(backend_port(&l.backend, l.protocol), 995);
-        let l = listener(
-            r#"
-            [[listener]]
-            protocol = "imap"
-            bind = ["127.0.0.1:1143"]
-            backend = { host = "mail" }
-            "#,
-        );
+        let l = listener("imap", r#"host = "mail""#);
         assert_eq!(backend_port(&l.backend, l.protocol), 143);
     }
 
     #[test]
     fn managesieve_has_no_implicit_tls_on_either_leg() {
-        let l = listener(
-            r#"
-            [[listener]]
-            protocol = "managesieve"
-            bind = ["127.0.0.1:4190"]
-            backend = { host = "mail", tls = "implicit" }
-            "#,
-        );
+        let mut l = listener("managesieve", r#"host = "mail", tls = "implicit""#);
         assert_eq!(
             fits_the_protocol(&l),
             Err("ManageSieve back ends have no implicit TLS; use starttls".into())
         );
-        let mut l = l;
         l.backend.tls = BackendTls::Starttls;
         assert_eq!(fits_the_protocol(&l), Ok(()));
         l.tls = ListenerTls::Implicit;
