@@ -99,12 +99,7 @@ pub fn parse_line(buf: &[u8], bounds: Bounds) -> Parsed {
         let rest = buf.get(pos..).unwrap_or_default();
         let (content, consumed) = match take_line(rest, bounds.max_line) {
             Line::Partial => return Parsed::Incomplete,
-            Line::TooLong => {
-                return Parsed::Error {
-                    error: SyntaxError::LineTooLong,
-                    consumed: buf.len(),
-                }
-            }
+            Line::TooLong => return fatal(SyntaxError::LineTooLong, buf),
             Line::Complete { content, consumed } => (content, consumed),
         };
         let line_end = pos + consumed;
@@ -112,7 +107,7 @@ pub fn parse_line(buf: &[u8], bounds: Bounds) -> Parsed {
             error: SyntaxError::Malformed,
             consumed: line_end,
         };
-        match scan(content, &mut stack) {
+        let size = match scan(content, &mut stack) {
             Err(()) => return malformed,
             Ok(None) => {
                 return match (stack.pop(), stack.is_empty()) {
@@ -123,33 +118,45 @@ pub fn parse_line(buf: &[u8], bounds: Bounds) -> Parsed {
                     _ => malformed,
                 };
             }
-            Ok(Some(size)) => {
-                literals += 1;
-                if literals > MAX_LITERALS {
-                    return Parsed::Error {
-                        error: SyntaxError::LineTooLong,
-                        consumed: buf.len(),
-                    };
-                }
-                let size = match usize::try_from(size) {
-                    Ok(size) if size <= bounds.max_literal => size,
-                    _ => {
-                        return Parsed::Error {
-                            error: SyntaxError::LiteralTooBig,
-                            consumed: buf.len(),
-                        }
-                    }
-                };
-                let Some(bytes) = buf.get(line_end..line_end + size) else {
-                    return Parsed::Incomplete;
-                };
-                let Some(top) = stack.last_mut() else {
-                    return malformed;
-                };
-                top.push(Token::String(bytes.to_vec()));
-                pos = line_end + size;
-            }
-        }
+            Ok(Some(size)) => size,
+        };
+        literals += 1;
+        let bytes = match literal(buf, line_end, size, literals, bounds) {
+            Ok(bytes) => bytes,
+            Err(parsed) => return parsed,
+        };
+        let Some(top) = stack.last_mut() else {
+            return malformed;
+        };
+        top.push(Token::String(bytes.to_vec()));
+        pos = line_end + bytes.len();
+    }
+}
+
+/// The bytes of the `count`th literal of a line, `size` of them from `buf[start]`; `Err` holds
+/// what to hand back instead (too many literals, too big a one, or one not all here yet).
+fn literal(
+    buf: &[u8],
+    start: usize,
+    size: u64,
+    count: usize,
+    bounds: Bounds,
+) -> Result<&[u8], Parsed> {
+    if count > MAX_LITERALS {
+        return Err(fatal(SyntaxError::LineTooLong, buf));
+    }
+    let size = match usize::try_from(size) {
+        Ok(size) if size <= bounds.max_literal => size,
+        _ => return Err(fatal(SyntaxError::LiteralTooBig, buf)),
+    };
+    buf.get(start..start + size).ok_or(Parsed::Incomplete)
+}
+
+/// An error after which where the next line starts cannot be known: all of `buf` is spent.
+fn fatal(error: SyntaxError, buf: &[u8]) -> Parsed {
+    Parsed::Error {
+        error,
+        consumed: buf.len(),
     }
 }
 
