@@ -21,6 +21,7 @@ pub mod secret;
 pub mod server_login;
 #[cfg(test)]
 mod test_support;
+pub mod token;
 
 use std::fmt;
 

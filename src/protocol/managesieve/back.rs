@@ -4,9 +4,10 @@
 
 use crate::protocol::sasl::initial_response;
 use crate::protocol::server_login::{xclient, Exchange, ServerDialect, MAX_SERVER_LINE};
+use crate::protocol::token::Token;
 use crate::protocol::{has_capability, Credentials, LoginOutcome, ServerEvent, ServerSettings};
 
-use super::syntax::{self, parse_line, response_text, Bounds, Parsed, SyntaxError, Token};
+use super::syntax::{self, parse_line, response_text, Bounds, Parsed, SyntaxError};
 
 /// Longest line and literal accepted from a back end.
 const BOUNDS: Bounds = Bounds {
