@@ -22,6 +22,7 @@ pub mod sasl;
 pub mod server_login;
 #[cfg(test)]
 mod test_support;
+pub mod token;
 
 use std::fmt;
 

@@ -4,7 +4,7 @@
 //! implementation below drives it.
 
 use super::line::{pop_line, Line};
-use super::{LoginOutcome, ServerEvent, ServerSide};
+use super::{LoginOutcome, ServerEvent, ServerSettings, ServerSide};
 
 /// Longest line accepted from a back end; capability lists are long, but not this long.
 pub const MAX_SERVER_LINE: usize = 64 * 1024;
@@ -37,6 +37,17 @@ impl Exchange {
         self.finish(LoginOutcome::no_tls(reason))
     }
 
+    /// The back end let the client in; `capabilities` are the ones it announced with the answer,
+    /// if it did.
+    pub fn accepted(&mut self, capabilities: Option<String>, text: String) -> ServerEvent {
+        self.finish(LoginOutcome::Accepted { capabilities, text })
+    }
+
+    /// The back end must be reached with STARTTLS and does not list it.
+    pub fn starttls_not_offered(&mut self) -> ServerEvent {
+        self.no_tls("server does not offer STARTTLS")
+    }
+
     /// A line the exchange did not expect at this point.
     pub fn unexpected(&mut self, what: &str, line: &[u8]) -> ServerEvent {
         let reason = format!("unexpected {what}: {}", String::from_utf8_lossy(line));
@@ -57,6 +68,21 @@ impl Exchange {
             Err(_) => Err(ServerEvent::NeedInput),
         }
     }
+}
+
+/// The `XCLIENT` command that names the client to the back end (POP3, ManageSieve), when there
+/// is a client to name and the back end `offered` to listen. The client is named once: it is
+/// taken from `settings` either way.
+pub fn xclient(settings: &mut ServerSettings, offered: bool) -> Option<Vec<u8>> {
+    let client = settings.client.take()?;
+    offered.then(|| client.xclient().into_bytes())
+}
+
+/// The answer to a `+` continuation during a SASL exchange (IMAP, POP3): the part of the login
+/// still `owed`, or `*` to cancel a challenge that the initial response should have made
+/// needless.
+pub fn continuation(owed: Option<Vec<u8>>) -> ServerEvent {
+    ServerEvent::Send(owed.unwrap_or_else(|| b"*\r\n".to_vec()))
 }
 
 /// A protocol's states and words for logging in to a back end.

@@ -1,13 +1,14 @@
 //! The IMAP server side: reads the back end's greeting, optionally upgrades with STARTTLS, learns
 //! its capabilities and logs in with the client's credentials.
 
+use crate::protocol::quoted;
 use crate::protocol::sasl::initial_response;
-use crate::protocol::server_login::{Exchange, LineDialect};
+use crate::protocol::server_login::{continuation, Exchange, LineDialect};
 use crate::protocol::{
     has_capability, Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings,
 };
 
-use super::{capability_code, parse_response, string_argument, StringArgument};
+use super::{capability_code, parse_response, string_argument, ResponseLine, StringArgument};
 
 /// Tags of the proxy's own commands; they never reach the client.
 const TAG_STARTTLS: &str = "pc0";
@@ -70,7 +71,7 @@ impl ImapServerSide {
         let list: Vec<String> = fields
             .map(|(k, v)| (k.to_string(), v))
             .chain(client_id)
-            .flat_map(|(k, v)| [quoted(&k), quoted(&v)])
+            .flat_map(|(k, v)| [id_value(&k), id_value(&v)])
             .collect();
         self.state = State::ForwardId;
         let command = format!("{TAG_ID} ID ({})\r\n", list.join(" "));
@@ -82,23 +83,8 @@ impl ImapServerSide {
         let caps = self.capabilities.clone().unwrap_or_default();
         let (mechanism, response) = initial_response(&self.creds);
         if has_capability(&caps, &format!("AUTH={mechanism}")) {
-            let response = response.into_bytes();
-            if has_capability(&caps, "SASL-IR") {
-                self.state = State::Login {
-                    pending: Secret::default(),
-                };
-                let mut cmd = format!("{TAG_LOGIN} AUTHENTICATE {mechanism} ").into_bytes();
-                cmd.extend_from_slice(&response);
-                cmd.extend_from_slice(b"\r\n");
-                return ServerEvent::Send(cmd);
-            }
-            let mut rest = response;
-            rest.extend_from_slice(b"\r\n");
-            self.state = State::Login {
-                pending: Secret::new(vec![rest]),
-            };
-            let command = format!("{TAG_LOGIN} AUTHENTICATE {mechanism}\r\n");
-            return ServerEvent::Send(command.into_bytes());
+            let initial_response = has_capability(&caps, "SASL-IR");
+            return self.authenticate(mechanism, response.into_bytes(), initial_response);
         }
         if self.creds.bearer.is_some() {
             return self
@@ -108,36 +94,9 @@ impl ImapServerSide {
         if has_capability(&caps, "LOGINDISABLED") {
             return self.ex.unavailable("server advertises LOGINDISABLED");
         }
-        // LOGIN user pass, with every synchronising literal waiting for its `+`.
-        let literal_plus = has_capability(&caps, "LITERAL+");
-        let mut chunks: Vec<Vec<u8>> = vec![format!("{TAG_LOGIN} LOGIN ").into_bytes()];
         let user = self.creds.user.as_bytes().to_vec();
         let secret = self.creds.secret.expose().clone();
-        for (i, value) in [user, secret].into_iter().enumerate() {
-            let current = chunks.last_mut().expect("never empty");
-            if i == 1 {
-                current.push(b' ');
-            }
-            match string_argument(&value, literal_plus) {
-                StringArgument::Quoted(q) => current.extend_from_slice(&q),
-                StringArgument::Literal {
-                    header,
-                    synchronising,
-                } => {
-                    current.extend_from_slice(&header);
-                    current.extend_from_slice(b"\r\n");
-                    if synchronising {
-                        chunks.push(value);
-                    } else {
-                        current.extend_from_slice(&value);
-                    }
-                }
-            }
-        }
-        chunks
-            .last_mut()
-            .expect("never empty")
-            .extend_from_slice(b"\r\n");
+        let mut chunks = login_chunks([user, secret], has_capability(&caps, "LITERAL+"));
         let first = chunks.remove(0);
         self.state = State::Login {
             pending: Secret::new(chunks),
@@ -145,11 +104,32 @@ impl ImapServerSide {
         ServerEvent::Send(first)
     }
 
+    /// `AUTHENTICATE`, with the response in the command when the server takes `SASL-IR`, else
+    /// after its `+`.
+    fn authenticate(&mut self, mechanism: &str, response: Vec<u8>, sasl_ir: bool) -> ServerEvent {
+        if sasl_ir {
+            self.state = State::Login {
+                pending: Secret::default(),
+            };
+            let mut cmd = format!("{TAG_LOGIN} AUTHENTICATE {mechanism} ").into_bytes();
+            cmd.extend_from_slice(&response);
+            cmd.extend_from_slice(b"\r\n");
+            return ServerEvent::Send(cmd);
+        }
+        let mut rest = response;
+        rest.extend_from_slice(b"\r\n");
+        self.state = State::Login {
+            pending: Secret::new(vec![rest]),
+        };
+        let command = format!("{TAG_LOGIN} AUTHENTICATE {mechanism}\r\n");
+        ServerEvent::Send(command.into_bytes())
+    }
+
     fn after_capabilities(&mut self) -> ServerEvent {
         if self.settings.starttls {
             if let Some(caps) = &self.capabilities {
                 if !has_capability(caps, "STARTTLS") {
-                    return self.ex.no_tls("server does not offer STARTTLS");
+                    return self.ex.starttls_not_offered();
                 }
             }
             self.state = State::StartTls;
@@ -164,110 +144,147 @@ impl ImapServerSide {
         }
     }
 
-    /// Handle one line; `None` means "keep reading".
+    /// Handle one line; `None` means "keep reading". Untagged `CAPABILITY` and `BYE` count in
+    /// every state; anything else is read by the state's own step.
     fn respond(&mut self, line: &[u8]) -> Option<ServerEvent> {
         let Some(r) = parse_response(line) else {
             return Some(self.ex.unavailable("server sent a line that is not UTF-8"));
         };
         let keyword = r.keyword.to_ascii_uppercase();
         if r.tag == "*" && keyword == "CAPABILITY" {
-            let caps = line
-                .get(13..)
-                .map(|c| String::from_utf8_lossy(c).into_owned());
-            match self.state {
-                State::Login { .. } | State::PostCapability { .. } => {
-                    self.post_login_capabilities = caps
-                }
-                _ => self.capabilities = caps,
-            }
+            self.capabilities_listed(line);
             return None;
         }
         if r.tag == "*" && keyword == "BYE" {
             return Some(self.ex.unavailable(format!("server said BYE: {}", r.text)));
         }
         match &mut self.state {
-            State::Greeting => {
-                if r.tag != "*" || keyword != "OK" {
-                    return Some(self.ex.unavailable(format!(
-                        "unexpected greeting: {}",
-                        String::from_utf8_lossy(line)
-                    )));
-                }
-                self.capabilities = capability_code(r.code).map(str::to_string);
-                self.state = State::Greeting;
-                let event = self.after_capabilities();
-                Some(event)
-            }
-            State::StartTls => {
-                if r.tag != TAG_STARTTLS {
-                    return None;
-                }
-                if keyword == "OK" {
-                    Some(ServerEvent::StartTls)
-                } else {
-                    Some(self.ex.no_tls(format!("STARTTLS refused: {}", r.text)))
-                }
-            }
-            State::Capability => {
-                if r.tag != TAG_CAPABILITY {
-                    return None;
-                }
-                if keyword != "OK" || self.capabilities.is_none() {
-                    return Some(self.ex.unavailable("CAPABILITY failed"));
-                }
-                Some(self.before_login())
-            }
+            State::Greeting => Some(self.greeting(&r, &keyword, line)),
+            State::StartTls => self.starttls_answer(&r, &keyword),
+            State::Capability => self.capability_answer(&r, &keyword),
             // Whatever the answer (a server that ignores it says OK too), the login follows.
             State::ForwardId => (r.tag == TAG_ID).then(|| self.login()),
-            State::Login { pending } => {
-                if r.tag == "+" {
-                    let pending = pending.expose_mut();
-                    if pending.is_empty() {
-                        // A challenge we did not expect: cancel the exchange.
-                        return Some(ServerEvent::Send(b"*\r\n".to_vec()));
-                    }
-                    return Some(ServerEvent::Send(pending.remove(0)));
-                }
-                if r.tag != TAG_LOGIN {
-                    return None;
-                }
-                match keyword.as_str() {
-                    "OK" => {
-                        let text = r.text.to_string();
-                        let caps = capability_code(r.code)
-                            .map(str::to_string)
-                            .or_else(|| self.post_login_capabilities.take());
-                        match caps {
-                            Some(capabilities) => Some(self.ex.finish(LoginOutcome::Accepted {
-                                capabilities: Some(capabilities),
-                                text,
-                            })),
-                            None => {
-                                self.state = State::PostCapability { text };
-                                Some(ServerEvent::Send(
-                                    format!("{TAG_POST_CAPABILITY} CAPABILITY\r\n").into_bytes(),
-                                ))
-                            }
-                        }
-                    }
-                    _ => Some(
-                        self.ex
-                            .finish(LoginOutcome::refused_by_server(r.code, r.text.to_string())),
-                    ),
-                }
+            State::Login { pending } if r.tag == "+" => {
+                let pending = pending.expose_mut();
+                Some(continuation(
+                    (!pending.is_empty()).then(|| pending.remove(0)),
+                ))
             }
+            State::Login { .. } => self.login_answer(&r, &keyword),
             State::PostCapability { text } => {
                 if r.tag != TAG_POST_CAPABILITY {
                     return None;
                 }
                 let text = std::mem::take(text);
-                Some(self.ex.finish(LoginOutcome::Accepted {
-                    capabilities: self.post_login_capabilities.take(),
-                    text,
-                }))
+                let capabilities = self.post_login_capabilities.take();
+                Some(self.ex.accepted(capabilities, text))
             }
         }
     }
+
+    /// An untagged `CAPABILITY`: before the login it lists what the login may use, during or
+    /// after it what the client will be offered.
+    fn capabilities_listed(&mut self, line: &[u8]) {
+        let caps = line
+            .get(13..)
+            .map(|c| String::from_utf8_lossy(c).into_owned());
+        match self.state {
+            State::Login { .. } | State::PostCapability { .. } => {
+                self.post_login_capabilities = caps
+            }
+            _ => self.capabilities = caps,
+        }
+    }
+
+    /// The greeting must be an untagged `OK`, perhaps with the capabilities in its code.
+    fn greeting(&mut self, r: &ResponseLine<'_>, keyword: &str, line: &[u8]) -> ServerEvent {
+        if r.tag != "*" || keyword != "OK" {
+            return self.ex.unavailable(format!(
+                "unexpected greeting: {}",
+                String::from_utf8_lossy(line)
+            ));
+        }
+        self.capabilities = capability_code(r.code).map(str::to_string);
+        self.after_capabilities()
+    }
+
+    fn starttls_answer(&mut self, r: &ResponseLine<'_>, keyword: &str) -> Option<ServerEvent> {
+        if r.tag != TAG_STARTTLS {
+            return None;
+        }
+        if keyword == "OK" {
+            Some(ServerEvent::StartTls)
+        } else {
+            Some(self.ex.no_tls(format!("STARTTLS refused: {}", r.text)))
+        }
+    }
+
+    fn capability_answer(&mut self, r: &ResponseLine<'_>, keyword: &str) -> Option<ServerEvent> {
+        if r.tag != TAG_CAPABILITY {
+            return None;
+        }
+        if keyword != "OK" || self.capabilities.is_none() {
+            return Some(self.ex.unavailable("CAPABILITY failed"));
+        }
+        Some(self.before_login())
+    }
+
+    /// The tagged answer to the login. Accepted without capabilities, they are asked for, so
+    /// that the client is offered what the server offers after the login.
+    fn login_answer(&mut self, r: &ResponseLine<'_>, keyword: &str) -> Option<ServerEvent> {
+        if r.tag != TAG_LOGIN {
+            return None;
+        }
+        if keyword != "OK" {
+            let outcome = LoginOutcome::refused_by_server(r.code, r.text.to_string());
+            return Some(self.ex.finish(outcome));
+        }
+        let text = r.text.to_string();
+        let caps = capability_code(r.code)
+            .map(str::to_string)
+            .or_else(|| self.post_login_capabilities.take());
+        match caps {
+            Some(capabilities) => Some(self.ex.accepted(Some(capabilities), text)),
+            None => {
+                self.state = State::PostCapability { text };
+                Some(ServerEvent::Send(
+                    format!("{TAG_POST_CAPABILITY} CAPABILITY\r\n").into_bytes(),
+                ))
+            }
+        }
+    }
+}
+
+/// `LOGIN user pass` in the pieces it goes in: every synchronising literal waits for its `+`,
+/// so each starts a new piece. The last piece ends the command.
+fn login_chunks(values: [Vec<u8>; 2], literal_plus: bool) -> Vec<Vec<u8>> {
+    let mut chunks: Vec<Vec<u8>> = vec![format!("{TAG_LOGIN} LOGIN ").into_bytes()];
+    for (i, value) in values.into_iter().enumerate() {
+        let current = chunks.last_mut().expect("never empty");
+        if i == 1 {
+            current.push(b' ');
+        }
+        match string_argument(&value, literal_plus) {
+            StringArgument::Quoted(q) => current.extend_from_slice(&q),
+            StringArgument::Literal {
+                header,
+                synchronising,
+            } => {
+                current.extend_from_slice(&header);
+                current.extend_from_slice(b"\r\n");
+                if synchronising {
+                    chunks.push(value);
+                } else {
+                    current.extend_from_slice(&value);
+                }
+            }
+        }
+    }
+    chunks
+        .last_mut()
+        .expect("never empty")
+        .extend_from_slice(b"\r\n");
+    chunks
 }
 
 impl LineDialect for ImapServerSide {
@@ -288,16 +305,12 @@ impl LineDialect for ImapServerSide {
 }
 
 /// An `ID` value as a quoted string (addresses, ports, ids: no control characters).
-fn quoted(value: &str) -> String {
-    let escaped: String = value
-        .chars()
-        .filter(|c| !c.is_control())
-        .flat_map(|c| match c {
-            '"' | '\\' => vec!['\\', c],
-            c => vec![c],
-        })
-        .collect();
-    format!("\"{escaped}\"")
+fn id_value(value: &str) -> String {
+    let printable: String = value.chars().filter(|c| !c.is_control()).collect();
+    let mut out = Vec::with_capacity(printable.len() + 2);
+    quoted::write(&mut out, printable.as_bytes());
+    // Only ASCII `"` and `\` were added to UTF-8 text.
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

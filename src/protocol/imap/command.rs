@@ -2,48 +2,16 @@
 //!
 //! Framing and tokenising are two passes: framing finds the lines and the literals that follow
 //! `{n}` / `{n+}` markers, enforcing the length bounds; tokenising turns the pieces into atoms,
-//! strings and lists. Only the handful of commands allowed before login are interpreted later, so
-//! the grammar here is deliberately lenient about spacing.
+//! strings and lists (with the lexer ManageSieve uses too, [`crate::protocol::token`]). Only the
+//! handful of commands allowed before login are interpreted later, so the grammar here is
+//! deliberately lenient about spacing.
 
-use crate::protocol::limits::{MAX_LITERALS_PER_COMMAND, MAX_NESTING};
+use crate::protocol::limits::MAX_LITERALS_PER_COMMAND;
 use crate::protocol::line::{take_line, Line};
+use crate::protocol::token::{Malformed, Token, Tokens};
 use crate::protocol::PreLoginLimits;
 
 use super::is_valid_tag;
-
-/// One argument of a command.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Token {
-    /// A bare word (`NIL`, `PLAIN`, an unquoted user name...).
-    Atom(Vec<u8>),
-    /// A quoted string or a literal, unescaped.
-    String(Vec<u8>),
-    /// A parenthesised list.
-    List(Vec<Token>),
-}
-
-impl Token {
-    /// The value of an `astring` argument (atom or string).
-    pub fn astring(&self) -> Option<&[u8]> {
-        match self {
-            Token::Atom(a) => Some(a),
-            Token::String(s) => Some(s),
-            Token::List(_) => None,
-        }
-    }
-}
-
-/// Tokens may hold a password (a LOGIN argument, a SASL PLAIN blob): `Debug` shows their shape
-/// and lengths only.
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Token::Atom(v) => write!(f, "Atom(<{} bytes>)", v.len()),
-            Token::String(v) => write!(f, "String(<{} bytes>)", v.len()),
-            Token::List(items) => f.debug_list().entries(items).finish(),
-        }
-    }
-}
 
 /// A whole command.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,9 +163,8 @@ fn finish(pieces: Vec<Piece<'_>>, consumed: usize) -> Parsed {
         consumed,
         tag: tag_of(&pieces),
     };
-    let tokens = match tokenise(&pieces) {
-        Ok(t) => t,
-        Err(()) => return error(CommandError::Syntax),
+    let Ok(tokens) = tokenise(&pieces) else {
+        return error(CommandError::Syntax);
     };
     let mut it = tokens.into_iter();
     let tag = match it.next() {
@@ -220,65 +187,27 @@ fn finish(pieces: Vec<Piece<'_>>, consumed: usize) -> Parsed {
     }
 }
 
-fn tokenise(pieces: &[Piece<'_>]) -> Result<Vec<Token>, ()> {
-    // `stack[0]` is the command itself; each open parenthesis pushes a list.
-    let mut stack: Vec<Vec<Token>> = vec![Vec::new()];
+/// The command's tokens. A literal is a string; a `{` anywhere else is an error, as no
+/// pre-login command has a use for one.
+fn tokenise(pieces: &[Piece<'_>]) -> Result<Vec<Token>, Malformed> {
+    let mut tokens = Tokens::default();
     for piece in pieces {
         match piece {
-            Piece::Literal(bytes) => stack
-                .last_mut()
-                .ok_or(())?
-                .push(Token::String(bytes.to_vec())),
-            Piece::Text(text) => tokenise_text(text, &mut stack)?,
-        }
-    }
-    match stack.len() {
-        1 => stack.pop().ok_or(()),
-        _ => Err(()),
-    }
-}
-
-fn tokenise_text(text: &[u8], stack: &mut Vec<Vec<Token>>) -> Result<(), ()> {
-    let mut i = 0;
-    while i < text.len() {
-        match text[i] {
-            b' ' => i += 1,
-            b'(' => {
-                if stack.len() > MAX_NESTING {
-                    return Err(());
+            Piece::Literal(bytes) => tokens.push(Token::String(bytes.to_vec()))?,
+            Piece::Text(text) => {
+                if tokens.scan(text, &[])?.is_some() {
+                    return Err(Malformed);
                 }
-                stack.push(Vec::new());
-                i += 1;
-            }
-            b')' => {
-                let list = stack.pop().ok_or(())?;
-                stack.last_mut().ok_or(())?.push(Token::List(list));
-                i += 1;
-            }
-            b'"' => {
-                let (value, next) = crate::protocol::quoted::read(text, i, &[]).ok_or(())?;
-                i = next;
-                stack.last_mut().ok_or(())?.push(Token::String(value));
-            }
-            _ => {
-                let start = i;
-                while i < text.len() && !matches!(text[i], b' ' | b'(' | b')' | b'"') {
-                    i += 1;
-                }
-                let atom = &text[start..i];
-                if atom.iter().any(|b| b.is_ascii_control() || *b == b'{') {
-                    return Err(());
-                }
-                stack.last_mut().ok_or(())?.push(Token::Atom(atom.to_vec()));
             }
         }
     }
-    Ok(())
+    tokens.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::token::shorthand::{a, s};
 
     fn limits() -> PreLoginLimits {
         PreLoginLimits {
@@ -293,14 +222,6 @@ mod tests {
             Parsed::Command { command, consumed } => (command, consumed),
             other => panic!("expected a command, got {other:?}"),
         }
-    }
-
-    fn s(v: &str) -> Token {
-        Token::String(v.as_bytes().to_vec())
-    }
-
-    fn a(v: &str) -> Token {
-        Token::Atom(v.as_bytes().to_vec())
     }
 
     #[test]

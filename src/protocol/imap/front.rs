@@ -5,9 +5,10 @@ use crate::protocol::conversation::{
 };
 use crate::protocol::line::{pop_line, Line};
 use crate::protocol::sasl::{Mechanism, Next, PlainError};
+use crate::protocol::token::Token;
 use crate::protocol::{leading_response_code, user_name, ClientEvent, Credentials, NamedClient};
 
-use super::command::{parse_command, Command, CommandError, Parsed, Token};
+use super::command::{parse_command, Command, CommandError, Parsed};
 
 /// Advertised before login when the configuration does not say otherwise.
 pub const DEFAULT_CAPABILITY: &str = "IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE LITERAL+";
@@ -209,7 +210,7 @@ impl Imap {
 }
 
 fn login(core: &mut Core, tag: &str, user: &Token, pass: &Token) -> ClientEvent {
-    let (Some(user), Some(pass)) = (user.astring(), pass.astring()) else {
+    let (Some(user), Some(pass)) = (user.text(), pass.text()) else {
         return reply(tag, "BAD Syntax error in LOGIN arguments");
     };
     if let Some(refusal) = login_refusal(core) {
@@ -235,14 +236,14 @@ fn authenticate(
     mechanism: &Token,
     initial: Option<&Token>,
 ) -> ClientEvent {
-    let Some(mechanism) = mechanism.astring().and_then(Mechanism::named) else {
+    let Some(mechanism) = mechanism.text().and_then(Mechanism::named) else {
         return reply(tag, "NO Unsupported authentication mechanism");
     };
     if let Some(refusal) = login_refusal(core) {
         return refused(None, tag, refusal);
     }
     let first = core.begin_sasl(mechanism);
-    match initial.map(Token::astring) {
+    match initial.map(Token::text) {
         Some(Some(initial)) => sasl_response(core, tag.to_string(), initial),
         None => core.await_sasl(tag.to_string(), format!("+ {first}\r\n").into_bytes()),
         Some(None) => reply(tag, "BAD Syntax error in AUTHENTICATE arguments"),

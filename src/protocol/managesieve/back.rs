@@ -3,10 +3,11 @@
 //! `AUTHENTICATE "PLAIN"` and an initial response.
 
 use crate::protocol::sasl::initial_response;
-use crate::protocol::server_login::{Exchange, ServerDialect, MAX_SERVER_LINE};
+use crate::protocol::server_login::{xclient, Exchange, ServerDialect, MAX_SERVER_LINE};
+use crate::protocol::token::Token;
 use crate::protocol::{has_capability, Credentials, LoginOutcome, ServerEvent, ServerSettings};
 
-use super::syntax::{self, parse_line, response_text, Bounds, Parsed, SyntaxError, Token};
+use super::syntax::{self, parse_line, response_text, Bounds, Parsed, SyntaxError};
 
 /// Longest line and literal accepted from a back end.
 const BOUNDS: Bounds = Bounds {
@@ -85,17 +86,17 @@ impl SieveServerSide {
     fn capabilities_done(&mut self) -> ServerEvent {
         if self.settings.starttls && !self.tls_done {
             if !self.starttls_offered {
-                return self.ex.no_tls("server does not offer STARTTLS");
+                return self.ex.starttls_not_offered();
             }
             self.state = State::StartTls;
             return ServerEvent::Send(b"STARTTLS\r\n".to_vec());
         }
-        match self.settings.client.take() {
-            Some(client) if self.xclient_offered => {
+        match xclient(&mut self.settings, self.xclient_offered) {
+            Some(command) => {
                 self.state = State::Xclient;
-                ServerEvent::Send(client.xclient().into_bytes())
+                ServerEvent::Send(command)
             }
-            _ => self.login(),
+            None => self.login(),
         }
     }
 
@@ -119,35 +120,44 @@ impl SieveServerSide {
         ServerEvent::Send(command)
     }
 
-    /// Handle one line; `None` means "keep reading".
+    /// Handle one line; `None` means "keep reading". A line starting with a string is data (a
+    /// capability, a SASL challenge); one starting with an atom is an answer.
     fn line(&mut self, tokens: Vec<Token>) -> Option<ServerEvent> {
-        let keyword = match tokens.first() {
-            None => return None,
-            Some(Token::String(_)) => {
-                return match self.state {
-                    State::Capabilities => {
-                        self.capability(&tokens);
-                        None
-                    }
-                    State::Login => {
-                        // A SASL challenge, although the initial response said everything.
-                        self.state = State::Cancelled;
-                        Some(ServerEvent::Send(b"\"*\"\r\n".to_vec()))
-                    }
-                    _ => None,
-                };
+        match tokens.first() {
+            None => None,
+            Some(Token::String(_)) => self.data_line(&tokens),
+            Some(Token::Atom(keyword)) => {
+                let keyword = String::from_utf8_lossy(keyword).to_ascii_uppercase();
+                self.answer(&keyword, &tokens)
             }
-            Some(Token::Atom(keyword)) => String::from_utf8_lossy(keyword).to_ascii_uppercase(),
-            Some(Token::List(_)) => {
-                return Some(
-                    self.ex
-                        .unavailable("server sent a line starting with a list"),
-                )
+            Some(Token::List(_)) => Some(
+                self.ex
+                    .unavailable("server sent a line starting with a list"),
+            ),
+        }
+    }
+
+    /// A line of strings: a capability in the block, a challenge during the login.
+    fn data_line(&mut self, tokens: &[Token]) -> Option<ServerEvent> {
+        match self.state {
+            State::Capabilities => {
+                self.capability(tokens);
+                None
             }
-        };
-        let text = response_text(&tokens);
+            State::Login => {
+                // A SASL challenge, although the initial response said everything.
+                self.state = State::Cancelled;
+                Some(ServerEvent::Send(b"\"*\"\r\n".to_vec()))
+            }
+            _ => None,
+        }
+    }
+
+    /// An answer (`OK`, `NO`, `BYE`...) in the current state.
+    fn answer(&mut self, keyword: &str, tokens: &[Token]) -> Option<ServerEvent> {
+        let text = response_text(tokens);
         let said = |what: &str| format!("{what}: {}", text.as_deref().unwrap_or(""));
-        match (self.state, keyword.as_str()) {
+        match (self.state, keyword) {
             (_, "BYE") => Some(self.ex.unavailable(said("server said BYE"))),
             (State::Capabilities, "OK") => Some(self.capabilities_done()),
             (State::Capabilities, "NO") => Some(self.ex.unavailable(said("server said NO"))),
@@ -158,23 +168,11 @@ impl SieveServerSide {
             (State::StartTls, _) => Some(self.ex.no_tls(said("STARTTLS refused"))),
             // A refusal only means the address did not reach the server's log.
             (State::Xclient, "OK" | "NO") => Some(self.login()),
-            (State::Login, "OK") => Some(self.ex.finish(LoginOutcome::Accepted {
-                capabilities: None,
-                text: text.unwrap_or_else(|| "Logged in.".into()),
-            })),
-            (State::Login, "NO") => {
-                // `NO (TRYLATER) "..."`: a temporary failure, not a wrong password.
-                let trylater = tokens.iter().any(|t| match t {
-                    Token::List(codes) => codes.iter().any(|c| {
-                        c.text()
-                            .is_some_and(|c| c.eq_ignore_ascii_case(b"TRYLATER"))
-                    }),
-                    _ => false,
-                });
-                let text = text.unwrap_or_else(|| "Authentication failed.".into());
-                let code = trylater.then_some("UNAVAILABLE");
-                Some(self.ex.finish(LoginOutcome::refused_by_server(code, text)))
+            (State::Login, "OK") => {
+                let text = text.unwrap_or_else(|| "Logged in.".into());
+                Some(self.ex.accepted(None, text))
             }
+            (State::Login, "NO") => Some(self.ex.finish(refused(tokens, text))),
             (State::Cancelled, _) => Some(
                 self.ex
                     .unavailable(said("server sent an unexpected SASL challenge")),
@@ -186,6 +184,20 @@ impl SieveServerSide {
             ),
         }
     }
+}
+
+/// A `NO` to the login. `NO (TRYLATER) "..."` is a temporary failure, not a wrong password.
+fn refused(tokens: &[Token], text: Option<String>) -> LoginOutcome {
+    let trylater = tokens.iter().any(|t| match t {
+        Token::List(codes) => codes.iter().any(|c| {
+            c.text()
+                .is_some_and(|c| c.eq_ignore_ascii_case(b"TRYLATER"))
+        }),
+        _ => false,
+    });
+    let text = text.unwrap_or_else(|| "Authentication failed.".into());
+    let code = trylater.then_some("UNAVAILABLE");
+    LoginOutcome::refused_by_server(code, text)
 }
 
 impl ServerDialect for SieveServerSide {

@@ -10,9 +10,10 @@ use crate::protocol::conversation::{
     self, Conversation, Dialect, LoginBlock, StartTlsBlock, Words,
 };
 use crate::protocol::sasl::{Mechanism, Next, PlainError};
+use crate::protocol::token::Token;
 use crate::protocol::{leading_response_code, ClientEvent, NamedClient};
 
-use super::syntax::{self, parse_line, Bounds, Parsed, SyntaxError, Token};
+use super::syntax::{self, parse_line, Bounds, Parsed, SyntaxError};
 
 /// The Sieve extensions advertised when the configuration does not say otherwise.
 pub const DEFAULT_SIEVE_EXTENSIONS: &str = "fileinto reject envelope encoded-character vacation \

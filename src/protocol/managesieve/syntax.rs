@@ -11,10 +11,11 @@
 //!
 //! Framing reuses [`take_line`]: every line segment (the text before a literal marker, or the
 //! text after a literal) is bounded on its own, every literal is bounded, and a command may hold
-//! at most [`MAX_LITERALS`] literals, so that a whole command is bounded too.
+//! at most [`MAX_LITERALS`] literals, so that a whole command is bounded too. The segments are
+//! read into tokens by the lexer IMAP uses too ([`crate::protocol::token`]).
 
-use crate::protocol::limits::MAX_NESTING;
 use crate::protocol::line::{take_line, Line};
+use crate::protocol::token::{Malformed, Token, Tokens};
 
 /// Literals allowed in one command or response line. No pre-login command needs more than two.
 pub const MAX_LITERALS: usize = crate::protocol::limits::MAX_LITERALS_PER_COMMAND;
@@ -22,39 +23,6 @@ pub const MAX_LITERALS: usize = crate::protocol::limits::MAX_LITERALS_PER_COMMAN
 /// Quoted strings longer than this are written as literals (RFC 5804 limits quoted strings to
 /// 1024 octets).
 const MAX_QUOTED: usize = 1024;
-
-/// One item of a line.
-#[derive(Clone, PartialEq, Eq)]
-pub enum Token {
-    /// A bare word (`AUTHENTICATE`, `OK`, `PLAIN`, a response code name...).
-    Atom(Vec<u8>),
-    /// A quoted string or a literal, unescaped.
-    String(Vec<u8>),
-    /// A parenthesised list (response codes such as `(TAG "x")` or `(SASL "...")`).
-    List(Vec<Token>),
-}
-
-impl Token {
-    /// The value of a string or atom; lists have none.
-    pub fn text(&self) -> Option<&[u8]> {
-        match self {
-            Token::Atom(v) | Token::String(v) => Some(v),
-            Token::List(_) => None,
-        }
-    }
-}
-
-/// Tokens may hold a password (a LOGIN argument, a SASL PLAIN blob): `Debug` shows their shape
-/// and lengths only.
-impl std::fmt::Debug for Token {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Token::Atom(v) => write!(f, "Atom(<{} bytes>)", v.len()),
-            Token::String(v) => write!(f, "String(<{} bytes>)", v.len()),
-            Token::List(items) => f.debug_list().entries(items).finish(),
-        }
-    }
-}
 
 /// Bounds applied while framing a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -92,19 +60,14 @@ pub enum Parsed {
 
 /// Read the first line of `buf`, with its literals.
 pub fn parse_line(buf: &[u8], bounds: Bounds) -> Parsed {
-    let mut stack: Vec<Vec<Token>> = vec![Vec::new()];
+    let mut tokens = Tokens::default();
     let mut pos = 0;
     let mut literals = 0;
     loop {
         let rest = buf.get(pos..).unwrap_or_default();
         let (content, consumed) = match take_line(rest, bounds.max_line) {
             Line::Partial => return Parsed::Incomplete,
-            Line::TooLong => {
-                return Parsed::Error {
-                    error: SyntaxError::LineTooLong,
-                    consumed: buf.len(),
-                }
-            }
+            Line::TooLong => return fatal(SyntaxError::LineTooLong, buf),
             Line::Complete { content, consumed } => (content, consumed),
         };
         let line_end = pos + consumed;
@@ -112,111 +75,77 @@ pub fn parse_line(buf: &[u8], bounds: Bounds) -> Parsed {
             error: SyntaxError::Malformed,
             consumed: line_end,
         };
-        match scan(content, &mut stack) {
-            Err(()) => return malformed,
+        let size = match tokens.scan(content, b"\0\r\n") {
+            Err(Malformed) => return malformed,
             Ok(None) => {
-                return match (stack.pop(), stack.is_empty()) {
-                    (Some(tokens), true) => Parsed::Line {
+                return match tokens.finish() {
+                    Ok(tokens) => Parsed::Line {
                         tokens,
                         consumed: line_end,
                     },
-                    _ => malformed,
+                    Err(Malformed) => malformed,
                 };
             }
-            Ok(Some(size)) => {
-                literals += 1;
-                if literals > MAX_LITERALS {
-                    return Parsed::Error {
-                        error: SyntaxError::LineTooLong,
-                        consumed: buf.len(),
-                    };
-                }
-                let size = match usize::try_from(size) {
-                    Ok(size) if size <= bounds.max_literal => size,
-                    _ => {
-                        return Parsed::Error {
-                            error: SyntaxError::LiteralTooBig,
-                            consumed: buf.len(),
-                        }
-                    }
-                };
-                let Some(bytes) = buf.get(line_end..line_end + size) else {
-                    return Parsed::Incomplete;
-                };
-                let Some(top) = stack.last_mut() else {
-                    return malformed;
-                };
-                top.push(Token::String(bytes.to_vec()));
-                pos = line_end + size;
-            }
+            Ok(Some(open)) => match literal_size(content, open) {
+                Ok(size) => size,
+                Err(Malformed) => return malformed,
+            },
+        };
+        literals += 1;
+        let bytes = match literal(buf, line_end, size, literals, bounds) {
+            Ok(bytes) => bytes,
+            Err(parsed) => return parsed,
+        };
+        if tokens.push(Token::String(bytes.to_vec())).is_err() {
+            return malformed;
         }
+        pos = line_end + bytes.len();
     }
 }
 
-/// Characters allowed in an atom: printable, not space, and none of `"(){`. Bytes above 0x7f are
-/// let through so that a UTF-8 word does not turn a command into a syntax error.
-fn is_atom_char(b: u8) -> bool {
-    (b > b' ' && b != 0x7f) && !matches!(b, b'"' | b'(' | b')' | b'{')
+/// The bytes of the `count`th literal of a line, `size` of them from `buf[start]`; `Err` holds
+/// what to hand back instead (too many literals, too big a one, or one not all here yet).
+fn literal(
+    buf: &[u8],
+    start: usize,
+    size: u64,
+    count: usize,
+    bounds: Bounds,
+) -> Result<&[u8], Parsed> {
+    if count > MAX_LITERALS {
+        return Err(fatal(SyntaxError::LineTooLong, buf));
+    }
+    let size = match usize::try_from(size) {
+        Ok(size) if size <= bounds.max_literal => size,
+        _ => return Err(fatal(SyntaxError::LiteralTooBig, buf)),
+    };
+    buf.get(start..start + size).ok_or(Parsed::Incomplete)
 }
 
-/// Tokenise one line segment onto `stack`. Returns the size announced by a literal marker that
-/// ends the segment, if there is one.
-fn scan(text: &[u8], stack: &mut Vec<Vec<Token>>) -> Result<Option<u64>, ()> {
-    let mut i = 0;
-    while let Some(&c) = text.get(i) {
-        match c {
-            b' ' => i += 1,
-            b'(' => {
-                if stack.len() > MAX_NESTING {
-                    return Err(());
-                }
-                stack.push(Vec::new());
-                i += 1;
-            }
-            b')' => {
-                if stack.len() < 2 {
-                    return Err(());
-                }
-                let list = stack.pop().ok_or(())?;
-                stack.last_mut().ok_or(())?.push(Token::List(list));
-                i += 1;
-            }
-            b'"' => {
-                let (value, next) = crate::protocol::quoted::read(text, i, b"\0\r\n").ok_or(())?;
-                i = next;
-                stack.last_mut().ok_or(())?.push(Token::String(value));
-            }
-            b'{' => {
-                // A literal marker must end the segment: `{n}` or `{n+}`.
-                let inner = text
-                    .get(i + 1..)
-                    .and_then(|t| t.strip_suffix(b"}"))
-                    .ok_or(())?;
-                let digits = inner.strip_suffix(b"+").unwrap_or(inner);
-                if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-                    return Err(());
-                }
-                let size = if digits.len() > 18 {
-                    u64::MAX
-                } else {
-                    digits
-                        .iter()
-                        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))
-                };
-                return Ok(Some(size));
-            }
-            c if is_atom_char(c) => {
-                let start = i;
-                while text.get(i).is_some_and(|&b| is_atom_char(b)) {
-                    i += 1;
-                }
-                let atom = text.get(start..i).ok_or(())?;
-                stack.last_mut().ok_or(())?.push(Token::Atom(atom.to_vec()));
-            }
-            _ => return Err(()),
-        }
+/// An error after which where the next line starts cannot be known: all of `buf` is spent.
+fn fatal(error: SyntaxError, buf: &[u8]) -> Parsed {
+    Parsed::Error {
+        error,
+        consumed: buf.len(),
     }
-    Ok(None)
+}
+
+/// The size a literal marker announces: `{n}` or `{n+}` at `text[open]`, ending the segment.
+fn literal_size(text: &[u8], open: usize) -> Result<u64, Malformed> {
+    let inner = text
+        .get(open + 1..)
+        .and_then(|t| t.strip_suffix(b"}"))
+        .ok_or(Malformed)?;
+    let digits = inner.strip_suffix(b"+").unwrap_or(inner);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return Err(Malformed);
+    }
+    if digits.len() > 18 {
+        return Ok(u64::MAX);
+    }
+    Ok(digits
+        .iter()
+        .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
 /// Write `value` as a ManageSieve string: quoted when it can be, otherwise a server-to-client
@@ -246,6 +175,7 @@ pub fn response_text(tokens: &[Token]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::token::shorthand::{a, s};
 
     const BOUNDS: Bounds = Bounds {
         max_line: 40,
@@ -257,14 +187,6 @@ mod tests {
             Parsed::Line { tokens, consumed } => (tokens, consumed),
             other => panic!("expected a line, got {other:?}"),
         }
-    }
-
-    fn a(v: &str) -> Token {
-        Token::Atom(v.as_bytes().to_vec())
-    }
-
-    fn s(v: &str) -> Token {
-        Token::String(v.as_bytes().to_vec())
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use crate::protocol::line::split_word;
 use crate::protocol::sasl::initial_response;
-use crate::protocol::server_login::{Exchange, LineDialect};
+use crate::protocol::server_login::{continuation, xclient, Exchange, LineDialect};
 use crate::protocol::{Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings};
 
 /// A CAPA answer longer than this is not from a POP3 server worth talking to.
@@ -99,12 +99,12 @@ impl Pop3ServerSide {
     /// Capabilities are known: name the client first when asked to and the server listens,
     /// then log in.
     fn before_login(&mut self) -> ServerEvent {
-        match self.settings.client.take() {
-            Some(client) if self.xclient_offered => {
+        match xclient(&mut self.settings, self.xclient_offered) {
+            Some(command) => {
                 self.state = State::Xclient;
-                ServerEvent::Send(client.xclient().into_bytes())
+                ServerEvent::Send(command)
             }
-            _ => self.login(),
+            None => self.login(),
         }
     }
 
@@ -159,87 +159,101 @@ impl Pop3ServerSide {
     /// Handle one line; `None` means "keep reading".
     fn respond(&mut self, line: &[u8]) -> Option<ServerEvent> {
         let event = match &mut self.state {
-            State::Greeting => match status(line) {
-                Status::Ok(text) if self.settings.starttls => {
-                    self.xclient_offered = offers_xclient(&text);
-                    self.state = State::Stls;
-                    ServerEvent::Send(b"STLS\r\n".to_vec())
-                }
-                Status::Ok(text) => {
-                    self.xclient_offered = offers_xclient(&text);
-                    self.capa()
-                }
-                _ => self.ex.unexpected("greeting", line),
-            },
-            State::Stls => match status(line) {
-                Status::Ok(_) => ServerEvent::StartTls,
-                Status::Err(text) => self
-                    .ex
-                    .finish(LoginOutcome::no_tls(format!("STLS refused: {text}"))),
-                _ => self.ex.unexpected("answer to STLS", line),
-            },
-            State::Capa => match status(line) {
-                Status::Ok(_) => {
-                    self.state = State::CapaList;
-                    return None;
-                }
-                // No CAPA (RFC 1939 servers): USER and PASS are all there is.
-                Status::Err(_) => self.before_login(),
-                _ => self.ex.unexpected("answer to CAPA", line),
-            },
-            State::CapaList => {
-                if line == b"." {
-                    self.before_login()
-                } else {
-                    if self.capabilities.len() >= MAX_CAPABILITY_LINES {
-                        return Some(self.ex.unavailable("endless CAPA answer"));
-                    }
-                    let line = line.strip_prefix(b".").unwrap_or(line);
-                    self.capabilities
-                        .push(String::from_utf8_lossy(line).into_owned());
-                    return None;
-                }
-            }
-            // A refusal only means the address did not reach the server's log; the login
-            // itself still stands.
-            State::Xclient => match status(line) {
-                Status::Ok(_) | Status::Err(_) => self.login(),
-                _ => self.ex.unexpected("answer to XCLIENT", line),
-            },
+            State::Greeting => self.greeting(line),
+            State::Stls => self.stls_answer(line),
+            State::Capa => return self.capa_answer(line),
+            State::CapaList => return self.capability_line(line),
+            State::Xclient => self.xclient_answer(line),
             State::Auth { pending } => match status(line) {
-                Status::Continuation => match pending.take() {
-                    Some(response) => ServerEvent::Send(response.into_inner()),
-                    // A challenge we did not expect: cancel the exchange.
-                    None => ServerEvent::Send(b"*\r\n".to_vec()),
-                },
-                Status::Ok(text) => self.ex.finish(LoginOutcome::Accepted {
-                    capabilities: None,
-                    text,
-                }),
-                Status::Err(text) => self.ex.finish(refused(text)),
-                Status::Other => self.ex.unexpected("answer to AUTH", line),
+                Status::Continuation => continuation(pending.take().map(Secret::into_inner)),
+                status => self.login_answer(status, "answer to AUTH", line),
             },
-            State::User => match status(line) {
-                Status::Ok(_) => {
-                    self.state = State::Pass;
-                    let mut command = b"PASS ".to_vec();
-                    command.extend_from_slice(self.creds.secret.expose());
-                    command.extend_from_slice(b"\r\n");
-                    ServerEvent::Send(command)
-                }
-                Status::Err(text) => self.ex.finish(refused(text)),
-                _ => self.ex.unexpected("answer to USER", line),
-            },
-            State::Pass => match status(line) {
-                Status::Ok(text) => self.ex.finish(LoginOutcome::Accepted {
-                    capabilities: None,
-                    text,
-                }),
-                Status::Err(text) => self.ex.finish(refused(text)),
-                _ => self.ex.unexpected("answer to PASS", line),
-            },
+            State::User => self.user_answer(line),
+            State::Pass => self.login_answer(status(line), "answer to PASS", line),
         };
         Some(event)
+    }
+
+    /// The greeting: `+OK`, perhaps offering `XCLIENT`; then STLS or CAPA.
+    fn greeting(&mut self, line: &[u8]) -> ServerEvent {
+        match status(line) {
+            Status::Ok(text) if self.settings.starttls => {
+                self.xclient_offered = offers_xclient(&text);
+                self.state = State::Stls;
+                ServerEvent::Send(b"STLS\r\n".to_vec())
+            }
+            Status::Ok(text) => {
+                self.xclient_offered = offers_xclient(&text);
+                self.capa()
+            }
+            _ => self.ex.unexpected("greeting", line),
+        }
+    }
+
+    fn stls_answer(&mut self, line: &[u8]) -> ServerEvent {
+        match status(line) {
+            Status::Ok(_) => ServerEvent::StartTls,
+            Status::Err(text) => self.ex.no_tls(format!("STLS refused: {text}")),
+            _ => self.ex.unexpected("answer to STLS", line),
+        }
+    }
+
+    fn capa_answer(&mut self, line: &[u8]) -> Option<ServerEvent> {
+        match status(line) {
+            Status::Ok(_) => {
+                self.state = State::CapaList;
+                None
+            }
+            // No CAPA (RFC 1939 servers): USER and PASS are all there is.
+            Status::Err(_) => Some(self.before_login()),
+            _ => Some(self.ex.unexpected("answer to CAPA", line)),
+        }
+    }
+
+    /// One line of the capability list, or the `.` that ends it.
+    fn capability_line(&mut self, line: &[u8]) -> Option<ServerEvent> {
+        if line == b"." {
+            return Some(self.before_login());
+        }
+        if self.capabilities.len() >= MAX_CAPABILITY_LINES {
+            return Some(self.ex.unavailable("endless CAPA answer"));
+        }
+        let line = line.strip_prefix(b".").unwrap_or(line);
+        self.capabilities
+            .push(String::from_utf8_lossy(line).into_owned());
+        None
+    }
+
+    /// A refusal only means the address did not reach the server's log; the login itself
+    /// still stands.
+    fn xclient_answer(&mut self, line: &[u8]) -> ServerEvent {
+        match status(line) {
+            Status::Ok(_) | Status::Err(_) => self.login(),
+            _ => self.ex.unexpected("answer to XCLIENT", line),
+        }
+    }
+
+    fn user_answer(&mut self, line: &[u8]) -> ServerEvent {
+        match status(line) {
+            Status::Ok(_) => {
+                self.state = State::Pass;
+                let mut command = b"PASS ".to_vec();
+                command.extend_from_slice(self.creds.secret.expose());
+                command.extend_from_slice(b"\r\n");
+                ServerEvent::Send(command)
+            }
+            Status::Err(text) => self.ex.finish(refused(text)),
+            _ => self.ex.unexpected("answer to USER", line),
+        }
+    }
+
+    /// The answer that ends the login (to `AUTH` or `PASS`); `what` names it for the log.
+    fn login_answer(&mut self, status: Status, what: &str, line: &[u8]) -> ServerEvent {
+        match status {
+            Status::Ok(text) => self.ex.accepted(None, text),
+            Status::Err(text) => self.ex.finish(refused(text)),
+            _ => self.ex.unexpected(what, line),
+        }
     }
 }
 
