@@ -353,7 +353,8 @@ async fn start_tls(
         .connector
         .as_ref()
         .ok_or_else(|| LoginOutcome::unavailable("back-end TLS is not configured"))?;
-    let name = tls::server_name(endpoint.tls_name()).map_err(LoginOutcome::unavailable)?;
+    let name = tls::server_name(endpoint.tls_name())
+        .map_err(|e| LoginOutcome::unavailable(e.to_string()))?;
     let handshake = connector.connect(name, tcp).await;
     metrics.handshake("backend", handshake.is_ok());
     match handshake {

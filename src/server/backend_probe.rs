@@ -267,7 +267,7 @@ async fn handshake(
         .connector
         .as_ref()
         .ok_or("back-end TLS is not configured")?;
-    let name = tls::server_name(endpoint.tls_name())?;
+    let name = tls::server_name(endpoint.tls_name()).map_err(|e| e.to_string())?;
     let stream = connector
         .connect(name, tcp)
         .await
