@@ -9,7 +9,7 @@
 //! common name), so the configuration lists only files.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ impl CertificateSet {
         pairs: &[(&Path, &Path)],
         chain: Option<&Path>,
         provider: &rustls::crypto::CryptoProvider,
-    ) -> Result<(CertificateSet, Vec<String>), String> {
+    ) -> Result<(CertificateSet, Vec<String>), CertificateLoadError> {
         let mut loaded = Vec::new();
         let mut warnings = Vec::new();
         for (i, (cert, key)) in pairs.iter().enumerate() {
@@ -55,7 +55,7 @@ impl CertificateSet {
             loaded.push(pair);
             warnings.extend(warning);
         }
-        let first = loaded.first().ok_or("no certificate configured")?;
+        let first = loaded.first().ok_or(CertificateLoadError::NoneConfigured)?;
         // Compared as sets: the same names in another order, an RSA pair beside an ECDSA
         // one, are the same default.
         let name_set = |names: &[String]| {
@@ -141,51 +141,96 @@ impl ResolvesServerCert for CertificateSet {
     }
 }
 
+/// Why a listener's certificates could not be loaded; each names the file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateLoadError {
+    #[error("no certificate configured")]
+    NoneConfigured,
+    #[error("cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: bad PEM certificate: {source}", path.display())]
+    BadPem {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: no certificate found", path.display())]
+    NoCertificate { path: PathBuf },
+    /// There is no passphrase to ask for at start (Perdition's ssl_passphrase_*): the key is
+    /// stored decrypted, readable by root and the service only.
+    #[error(
+        "{}: the private key is encrypted; decrypt it once (openssl pkey -in KEY -out \
+         PLAIN) and keep the result readable by root only",
+        path.display()
+    )]
+    EncryptedKey { path: PathBuf },
+    #[error("{}: cannot load private key: {source}", path.display())]
+    BadKey {
+        path: PathBuf,
+        #[source]
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{}: certificate and key do not match: {source}", path.display())]
+    KeyMismatch {
+        path: PathBuf,
+        #[source]
+        source: rustls::Error,
+    },
+    #[error("{}: unreadable certificate: {source}", path.display())]
+    Unparsable {
+        path: PathBuf,
+        #[source]
+        source: x509_parser::nom::Err<x509_parser::error::X509Error>,
+    },
+}
+
+/// Every certificate of the PEM file `path`; a file without one is an error.
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertificateLoadError> {
+    let pem = std::fs::read(path).map_err(|source| CertificateLoadError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|source| CertificateLoadError::BadPem {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if certs.is_empty() {
+        return Err(CertificateLoadError::NoCertificate {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
 fn load_pair(
     cert: &Path,
     key: &Path,
     intermediates: Option<&Path>,
     provider: &rustls::crypto::CryptoProvider,
-) -> Result<(Pair, Option<String>), String> {
-    let read = |path: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
-        let pem =
-            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("{}: bad PEM certificate: {e}", path.display()))
-    };
-    let mut chain = read(cert)?;
-    let leaf = chain
-        .first()
-        .ok_or_else(|| format!("{}: no certificate found", cert.display()))?
-        .clone();
+) -> Result<(Pair, Option<String>), CertificateLoadError> {
+    let mut chain = read_certs(cert)?;
+    let leaf = chain[0].clone();
     if let Some(path) = intermediates {
-        let more = read(path)?;
-        if more.is_empty() {
-            return Err(format!("{}: no certificate found", path.display()));
-        }
-        chain.extend(more);
+        chain.extend(read_certs(path)?);
     }
-    let private = PrivateKeyDer::from_pem_file(key).map_err(|e| {
-        let encrypted = std::fs::read(key)
-            .map(|pem| pem.windows(9).any(|w| w == b"ENCRYPTED"))
-            .unwrap_or(false);
-        if encrypted {
-            // There is no passphrase to ask for at start (Perdition's ssl_passphrase_*):
-            // the key is stored decrypted, readable by root and the service only.
-            format!(
-                "{}: the private key is encrypted; decrypt it once (openssl pkey -in KEY -out \
-                 PLAIN) and keep the result readable by root only",
-                key.display()
-            )
-        } else {
-            format!("{}: cannot load private key: {e}", key.display())
+    let private = private_key(key)?;
+    let certified = CertifiedKey::from_der(chain, private, provider).map_err(|source| {
+        CertificateLoadError::KeyMismatch {
+            path: cert.to_path_buf(),
+            source,
         }
     })?;
-    let certified = CertifiedKey::from_der(chain, private, provider)
-        .map_err(|e| format!("{}: certificate and key do not match: {e}", cert.display()))?;
-    let (names, left) = names_and_time_left(leaf.as_ref())
-        .map_err(|e| format!("{}: unreadable certificate: {e}", cert.display()))?;
+    let (names, left) =
+        names_and_time_left(leaf.as_ref()).map_err(|source| CertificateLoadError::Unparsable {
+            path: cert.to_path_buf(),
+            source,
+        })?;
     let warning = (left < EXPIRY_WARNING).then(|| {
         format!(
             "certificate {} ({}) expires in {} days",
@@ -203,11 +248,28 @@ fn load_pair(
     ))
 }
 
+/// The private key of the PEM file `key`; an encrypted one is named as such.
+fn private_key(key: &Path) -> Result<PrivateKeyDer<'static>, CertificateLoadError> {
+    PrivateKeyDer::from_pem_file(key).map_err(|source| {
+        let encrypted = std::fs::read(key)
+            .map(|pem| pem.windows(9).any(|w| w == b"ENCRYPTED"))
+            .unwrap_or(false);
+        let path = key.to_path_buf();
+        if encrypted {
+            CertificateLoadError::EncryptedKey { path }
+        } else {
+            CertificateLoadError::BadKey { path, source }
+        }
+    })
+}
+
 /// The DNS names a certificate is for (lower case; the common name when it lists none), and
 /// how long it has left.
-fn names_and_time_left(der: &[u8]) -> Result<(Vec<String>, Duration), String> {
+fn names_and_time_left(
+    der: &[u8],
+) -> Result<(Vec<String>, Duration), x509_parser::nom::Err<x509_parser::error::X509Error>> {
     use x509_parser::extensions::GeneralName;
-    let (_, certificate) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(der)?;
     let mut names: Vec<String> = alternative_names(&certificate)
         .iter()
         .filter_map(|n| match n {

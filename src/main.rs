@@ -627,7 +627,7 @@ fn probe_maps(listeners: &[Arc<server::builder::ListenerState>]) -> Vec<String> 
             let reached = tokio::time::timeout(Duration::from_secs(15), map.probe()).await;
             let problem = match reached {
                 Ok(Ok(())) => continue,
-                Ok(Err(e)) => e,
+                Ok(Err(e)) => e.to_string(),
                 Err(_) => "no answer in 15 s".to_string(),
             };
             problems.push(format!("listener {}: {}: {problem}", i + 1, map.describe()));

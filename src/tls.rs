@@ -9,10 +9,13 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::certificates::{read_certs, CertificateLoadError};
 use crate::config::{CertificateFlaw, TlsVersion};
 
 mod shared_tickets;
 mod tolerant;
+
+pub use shared_tickets::TicketKeyError;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
@@ -39,15 +42,31 @@ pub fn install_default_provider() {
     let _ = crypto::default_provider().install_default();
 }
 
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: bad PEM certificate: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no certificate found", path.display()));
-    }
-    Ok(certs)
+/// Why a TLS configuration could not be built (start, reload, `check`).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    /// A certificate, key or CA file.
+    #[error(transparent)]
+    Certificates(#[from] CertificateLoadError),
+    #[error(transparent)]
+    TicketKeys(#[from] TicketKeyError),
+    #[error("cannot read {}: {source}", path.display())]
+    UnreadableDirectory {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// The CA files and directories, by name.
+    #[error("{0}: no usable CA certificate")]
+    NoUsableCa(String),
+    /// The configured versions, as rustls refuses them.
+    #[error(transparent)]
+    Versions(rustls::Error),
+    #[error("TLS session tickets: {0}")]
+    Tickets(#[source] rustls::Error),
+    /// The verifier that forgives certificate flaws.
+    #[error(transparent)]
+    Verifier(#[from] rustls::client::VerifierBuilderError),
 }
 
 /// The server side, for implicit TLS and STARTTLS listeners: certificate/key pairs, the first
@@ -65,13 +84,13 @@ pub fn server_config(
     alpn: &[u8],
     versions: &[TlsVersion],
     ticket_keys: Option<&Path>,
-) -> Result<(Arc<ServerConfig>, Vec<String>), String> {
+) -> Result<(Arc<ServerConfig>, Vec<String>), TlsSetupError> {
     let provider = provider();
     let (certificates, mut warnings) =
         crate::certificates::CertificateSet::load(pairs, chain, &provider)?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&protocol_versions(versions))
-        .map_err(|e| e.to_string())?
+        .map_err(TlsSetupError::Versions)?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(certificates));
     config.alpn_protocols = vec![alpn.to_vec()];
@@ -106,13 +125,13 @@ const RESUMPTION_CACHE: usize = 20_000;
 /// that resume by session id. One set per certificate set, made once per process: the
 /// listeners that serve the same certificates take each other's tickets, a reload keeps them
 /// valid, and a session proven with one certificate never resumes where another is served.
-fn resumption(certificates: &str) -> Result<Resumption, String> {
+fn resumption(certificates: &str) -> Result<Resumption, TlsSetupError> {
     static MADE: std::sync::Mutex<Vec<(String, Resumption)>> = std::sync::Mutex::new(Vec::new());
     let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
     if let Some((_, resumption)) = made.iter().find(|(key, _)| key == certificates) {
         return Ok(resumption.clone());
     }
-    let ticketer = crypto::Ticketer::new().map_err(|e| format!("TLS session tickets: {e}"))?;
+    let ticketer = crypto::Ticketer::new().map_err(TlsSetupError::Tickets)?;
     let cache: Arc<dyn rustls::server::StoresServerSessions> =
         rustls::server::ServerSessionMemoryCache::new(RESUMPTION_CACHE);
     made.push((certificates.to_string(), (ticketer.clone(), cache.clone())));
@@ -161,7 +180,9 @@ pub enum BackendVerification {
 }
 
 /// The client side, used to reach a back end over TLS.
-pub fn client_config(verification: &BackendVerification) -> Result<Arc<ClientConfig>, String> {
+pub fn client_config(
+    verification: &BackendVerification,
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
     client_config_for(verification, &[])
 }
 
@@ -169,11 +190,11 @@ pub fn client_config(verification: &BackendVerification) -> Result<Arc<ClientCon
 pub fn client_config_for(
     verification: &BackendVerification,
     versions: &[TlsVersion],
-) -> Result<Arc<ClientConfig>, String> {
+) -> Result<Arc<ClientConfig>, TlsSetupError> {
     let provider = provider();
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&protocol_versions(versions))
-        .map_err(|e| e.to_string())?;
+        .map_err(TlsSetupError::Versions)?;
     let config = match verification {
         BackendVerification::CaFile(path) => builder
             .with_root_certificates(roots(std::slice::from_ref(path), &[])?)
@@ -203,7 +224,7 @@ pub fn client_config_for(
 }
 
 /// The trusted CAs: every certificate of `files`, and of every file in `dirs`.
-fn roots(files: &[PathBuf], dirs: &[PathBuf]) -> Result<RootCertStore, String> {
+fn roots(files: &[PathBuf], dirs: &[PathBuf]) -> Result<RootCertStore, TlsSetupError> {
     let mut roots = RootCertStore::empty();
     for path in files {
         for cert in read_certs(path)? {
@@ -212,8 +233,10 @@ fn roots(files: &[PathBuf], dirs: &[PathBuf]) -> Result<RootCertStore, String> {
         }
     }
     for dir in dirs {
-        let entries =
-            fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+        let entries = fs::read_dir(dir).map_err(|source| TlsSetupError::UnreadableDirectory {
+            path: dir.clone(),
+            source,
+        })?;
         for entry in entries.flatten() {
             // A hashed directory also holds CRLs (`*.r0`) and whatever else was put there:
             // files that are not PEM certificates are passed over, as OpenSSL does.
@@ -231,12 +254,12 @@ fn roots(files: &[PathBuf], dirs: &[PathBuf]) -> Result<RootCertStore, String> {
             .chain(dirs)
             .map(|p| p.display().to_string())
             .collect();
-        return Err(format!("{}: no usable CA certificate", named.join(", ")));
+        return Err(TlsSetupError::NoUsableCa(named.join(", ")));
     }
     Ok(roots)
 }
 
-pub use crate::value::server_name::server_name;
+pub use crate::value::server_name::{server_name, InvalidServerName};
 
 /// Verifier for `verify = false`: signatures are still checked, the certificate is not.
 #[derive(Debug)]

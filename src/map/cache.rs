@@ -110,7 +110,7 @@ impl Map for CachedMap {
     }
 
     /// A reloaded map starts with an empty cache.
-    fn reload(&self) -> Result<Vec<String>, String> {
+    fn reload(&self) -> Result<Vec<String>, super::MapSetupError> {
         let warnings = self.inner.reload()?;
         self.forget_answers();
         Ok(warnings)

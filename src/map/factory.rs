@@ -11,12 +11,12 @@ use super::http::HttpMap;
 use super::ldap::{LdapMap, LdapSettings};
 use super::popmap_re::PopmapRe;
 use super::reload::Reloadable;
-use super::sql::{table_query, SqlMap, Table};
-use super::Map;
+use super::sql::{table_query, SqlMap, SqlSetupError, Table};
+use super::{Map, MapSetupError};
 
 /// Read (or, for a server, prepare) the map `m` describes, with its cache; what reading it
 /// noticed goes to `warnings`.
-pub fn build(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, String> {
+pub fn build(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, MapSetupError> {
     let settings = CacheSettings {
         positive: m.cache_for(),
         negative: m.negative_cache_for(),
@@ -32,8 +32,8 @@ pub fn build(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, 
     )
 }
 
-fn uncached(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, String> {
-    let path = || m.path.as_deref().ok_or("the map needs a path");
+fn uncached(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, MapSetupError> {
+    let path = || m.path.as_deref().ok_or(MapSetupError::NoPath);
     let url = || m.url.as_deref().unwrap_or_default();
     Ok(match m.kind {
         MapKind::PopmapRe => {
@@ -60,7 +60,7 @@ fn uncached(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, S
         MapKind::Sql => {
             let query = match &m.query {
                 Some(query) => query.clone(),
-                None => table_query(url(), &Table::default())?,
+                None => table_query(url(), &Table::default()).map_err(SqlSetupError::Table)?,
             };
             Box::new(SqlMap::new(url(), query, m.lookup_timeout())?)
         }

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::{Answer, LookupFuture, Map, MapError, Query};
+use super::{Answer, LookupFuture, Map, MapError, MapSetupError, Query};
 
 pub struct FlatFile {
     path: PathBuf,
@@ -17,9 +17,11 @@ pub struct FlatFile {
 
 impl FlatFile {
     /// Read the file; the warnings are for the log.
-    pub fn load(path: &Path) -> Result<(FlatFile, Vec<String>), String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<(FlatFile, Vec<String>), MapSetupError> {
+        let text = std::fs::read_to_string(path).map_err(|source| MapSetupError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let (entries, warnings) = parse(&text);
         let warnings = warnings
             .into_iter()

@@ -66,7 +66,7 @@ impl Map for GdbmMap {
         Box::pin(async move {
             match GdbmMap::find(&path, "") {
                 Ok(_) | Err(MapError::NotFound) => Ok(()),
-                Err(MapError::Unavailable(e) | MapError::Denied { message: e, .. }) => Err(e),
+                Err(e) => Err(e),
             }
         })
     }

@@ -95,6 +95,32 @@ impl tower_service::Service<Uri> for UnixConnector {
     }
 }
 
+/// Why an http map could not be made; the URL is named without its password.
+#[derive(Debug, thiserror::Error)]
+pub enum HttpSetupError {
+    /// `why`: what the URL must be.
+    #[error("auth_http URL {url:?}: {why}")]
+    Url { url: String, why: &'static str },
+    #[error("auth_http URL {url:?}: {source}")]
+    BadUri {
+        url: String,
+        #[source]
+        source: hyper::http::uri::InvalidUri,
+    },
+    #[error("auth_http header {name:?}: {source}")]
+    HeaderName {
+        name: String,
+        #[source]
+        source: hyper::header::InvalidHeaderName,
+    },
+    #[error("auth_http header {name}: {source}")]
+    HeaderValue {
+        name: String,
+        #[source]
+        source: hyper::header::InvalidHeaderValue,
+    },
+}
+
 /// Where the service is: a TCP URL, or nginx's `unix:/path[:/uri]`.
 enum Place {
     Tcp(Uri),
@@ -103,8 +129,15 @@ enum Place {
 
 /// nginx's forms: `http://host[:port]/uri`, or `unix:/path:/uri` (the first `:` after the
 /// path ends it; no URI means `/`). A unix socket's requests say `Host: localhost`, as nginx's.
-fn place(url: &str, shown: &str) -> Result<Place, String> {
-    let bad = |why: &str| format!("auth_http URL {shown:?}: {why}");
+fn place(url: &str, shown: &str) -> Result<Place, HttpSetupError> {
+    let bad = |why| HttpSetupError::Url {
+        url: shown.to_string(),
+        why,
+    };
+    let bad_uri = |source| HttpSetupError::BadUri {
+        url: shown.to_string(),
+        source,
+    };
     if let Some(rest) = url.strip_prefix("unix:") {
         let (path, uri) = rest.split_once(':').unwrap_or((rest, "/"));
         if path.is_empty() || path.len() > MAX_SOCKET_PATH {
@@ -113,15 +146,13 @@ fn place(url: &str, shown: &str) -> Result<Place, String> {
         if !uri.starts_with('/') {
             return Err(bad("the URI after the socket path starts with /"));
         }
-        let uri = format!("http://localhost{uri}")
-            .parse()
-            .map_err(|e| bad(&format!("{e}")))?;
+        let uri = format!("http://localhost{uri}").parse().map_err(bad_uri)?;
         return Ok(Place::Unix {
             path: path.into(),
             uri,
         });
     }
-    let uri: Uri = url.parse().map_err(|e| bad(&format!("{e}")))?;
+    let uri: Uri = url.parse().map_err(bad_uri)?;
     if uri.scheme_str() != Some("http") || uri.host().is_none() {
         return Err(bad("an http:// URL with a host, or unix:/path:/uri"));
     }
@@ -133,20 +164,27 @@ impl HttpMap {
         url: &str,
         headers: &[(String, String)],
         timeout: Duration,
-    ) -> Result<HttpMap, String> {
+    ) -> Result<HttpMap, HttpSetupError> {
         // The URL may carry a password: errors name it masked.
         let shown = super::masked_url(url);
         let place = place(url, &shown)?;
         let headers = headers
             .iter()
             .map(|(name, value)| {
-                let name = HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|e| format!("auth_http header {name:?}: {e}"))?;
-                let value = HeaderValue::from_str(value)
-                    .map_err(|e| format!("auth_http header {name}: {e}"))?;
+                let name = HeaderName::from_bytes(name.as_bytes()).map_err(|source| {
+                    HttpSetupError::HeaderName {
+                        name: name.clone(),
+                        source,
+                    }
+                })?;
+                let value =
+                    HeaderValue::from_str(value).map_err(|source| HttpSetupError::HeaderValue {
+                        name: name.to_string(),
+                        source,
+                    })?;
                 Ok((name, value))
             })
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, HttpSetupError>>()?;
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_idle_timeout(Duration::from_secs(60))

@@ -22,7 +22,7 @@ use url::Url;
 use super::route::Route;
 use super::{Answer, LookupFuture, Map, MapError, ProbeFuture, Query};
 use crate::protocol::Secret;
-use crate::tls::{self, BackendVerification};
+use crate::tls::{self, BackendVerification, TlsSetupError};
 
 /// Perdition's default (`perditiondb_ldap.h`).
 pub const PERDITION_DEFAULT_URL: &str =
@@ -33,6 +33,54 @@ const MAX_CONCURRENT: usize = 32;
 
 /// The longest key sent to the directory; longer names are not looked up.
 const MAX_KEY: usize = 1024;
+
+/// Why an LDAP map could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum LdapSetupError {
+    /// `url` without its password.
+    #[error("LDAP URL {url:?}: {problem}")]
+    Url {
+        url: String,
+        #[source]
+        problem: UrlProblem,
+    },
+    /// The TLS client for `ldaps://` or StartTLS.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+}
+
+/// What is wrong with an LDAP URL.
+#[derive(Debug, thiserror::Error)]
+pub enum UrlProblem {
+    #[error(transparent)]
+    Unparsable(url::ParseError),
+    #[error("the scheme must be ldap or ldaps")]
+    Scheme,
+    #[error(transparent)]
+    Parameters(Box<LdapError>),
+    #[error("the filter has no %s for the user")]
+    NoKeyInFilter,
+    #[error("name the attributes user,server[,port] (e.g. username,mailhost,port)")]
+    NoServerAttribute,
+}
+
+/// Why the directory could not be reached: every lookup meanwhile is unavailable.
+#[derive(Debug, thiserror::Error)]
+pub enum LdapConnectError {
+    #[error("cannot connect to {server}: {source}")]
+    Connect {
+        server: String,
+        #[source]
+        source: LdapError,
+    },
+    #[error("bind as {dn} on {server}: {source}")]
+    Bind {
+        dn: String,
+        server: String,
+        #[source]
+        source: LdapError,
+    },
+}
 
 /// How to reach and read the directory.
 pub struct LdapSettings {
@@ -74,61 +122,30 @@ const SIZE_LIMIT_EXCEEDED: u32 = 4;
 impl LdapMap {
     /// Read the URL (Perdition's `-m` string may start with its protocol version, `2:` or
     /// `3:`; Portcullis always speaks LDAPv3).
-    pub fn new(url: &str, settings: LdapSettings) -> Result<LdapMap, String> {
+    pub fn new(url: &str, settings: LdapSettings) -> Result<LdapMap, LdapSetupError> {
         let url = url
             .strip_prefix("3:")
             .or_else(|| url.strip_prefix("2:"))
             .unwrap_or(url);
         let shown = super::masked_url(url);
-        let parsed = Url::parse(url).map_err(|e| format!("LDAP URL {shown:?}: {e}"))?;
+        let bad = |problem| LdapSetupError::Url {
+            url: shown.clone(),
+            problem,
+        };
+        let parsed = Url::parse(url).map_err(|e| bad(UrlProblem::Unparsable(e)))?;
         if !matches!(parsed.scheme(), "ldap" | "ldaps") {
-            return Err(format!(
-                "LDAP URL {shown:?}: the scheme must be ldap or ldaps"
-            ));
+            return Err(bad(UrlProblem::Scheme));
         }
         let params =
-            ldap3::get_url_params(&parsed).map_err(|e| format!("LDAP URL {shown:?}: {e}"))?;
+            ldap3::get_url_params(&parsed).map_err(|e| bad(UrlProblem::Parameters(Box::new(e))))?;
         if !params.filter.contains("%s") {
-            return Err(format!(
-                "LDAP URL {shown:?}: the filter has no %s for the user"
-            ));
+            return Err(bad(UrlProblem::NoKeyInFilter));
         }
         let mut attrs = params.attrs.iter().map(|a| a.to_string());
         let mut attribute = || attrs.next().filter(|a| !a.is_empty() && a != "*");
         let attributes = [attribute(), attribute(), attribute()];
         if attributes[1].is_none() {
-            return Err(format!(
-                "LDAP URL {shown:?}: name the attributes user,server[,port] (e.g. username,mailhost,port)"
-            ));
-        }
-        let mut bind = None;
-        for ext in &params.extensions {
-            if let ldap3::LdapUrlExt::Bindname(dn) = ext {
-                let password = params.extensions.iter().find_map(|e| match e {
-                    ldap3::LdapUrlExt::XBindpw(pw) => Some(pw.to_string()),
-                    _ => None,
-                });
-                bind = Some((dn.to_string(), Secret::new(password.unwrap_or_default())));
-            }
-        }
-        if let Some(dn) = settings.bind_dn {
-            let password = settings.bind_password.unwrap_or_default();
-            bind = Some((dn, password));
-        }
-        let starttls = settings.starttls
-            || params
-                .extensions
-                .iter()
-                .any(|e| matches!(e, ldap3::LdapUrlExt::StartTLS));
-        let mut conn = LdapConnSettings::new()
-            .set_conn_timeout(settings.timeout)
-            .set_starttls(starttls && parsed.scheme() == "ldap");
-        if parsed.scheme() == "ldaps" || starttls {
-            let ca = settings
-                .ca_file
-                .unwrap_or_else(|| tls::SYSTEM_CA_BUNDLE.into());
-            let config = tls::client_config(&BackendVerification::CaFile(ca))?;
-            conn = conn.set_config(config);
+            return Err(bad(UrlProblem::NoServerAttribute));
         }
         let host = parsed.host_str().unwrap_or("localhost");
         let server = match parsed.port() {
@@ -141,8 +158,12 @@ impl LdapMap {
             attributes,
             scope: params.scope,
             filter: params.filter.to_string(),
-            bind,
-            settings: conn,
+            bind: bind(
+                &params,
+                settings.bind_dn.clone(),
+                settings.bind_password.clone(),
+            ),
+            settings: connection_settings(&parsed, &params, &settings)?,
             timeout: settings.timeout,
             connection: Mutex::new(None),
             in_flight: Semaphore::new(MAX_CONCURRENT),
@@ -151,14 +172,17 @@ impl LdapMap {
     }
 
     /// The shared connection, opened (and bound) if there is none.
-    async fn connection(&self) -> Result<Ldap, String> {
+    async fn connection(&self) -> Result<Ldap, LdapConnectError> {
         let mut slot = self.connection.lock().await;
         if let Some(ldap) = slot.as_ref() {
             return Ok(ldap.clone());
         }
         let (conn, mut ldap) = LdapConnAsync::with_settings(self.settings.clone(), &self.server)
             .await
-            .map_err(|e| format!("cannot connect to {}: {e}", self.server))?;
+            .map_err(|source| LdapConnectError::Connect {
+                server: self.server.clone(),
+                source,
+            })?;
         // The connection is driven by its own task; it ends when every handle is dropped.
         tokio::spawn(async move {
             let _ = conn.drive().await;
@@ -168,7 +192,11 @@ impl LdapMap {
                 .simple_bind(dn, password.expose())
                 .await
                 .and_then(|r| r.success())
-                .map_err(|e| format!("bind as {dn} on {}: {e}", self.server))?;
+                .map_err(|source| LdapConnectError::Bind {
+                    dn: dn.clone(),
+                    server: self.server.clone(),
+                    source,
+                })?;
         }
         *slot = Some(ldap.clone());
         Ok(ldap)
@@ -210,6 +238,7 @@ impl LdapMap {
         let mut ldap = match self.connection().await {
             Ok(ldap) => ldap,
             Err(e) => {
+                let e = e.to_string();
                 if let Ok(mut failed) = self.failed.lock() {
                     *failed = Some((std::time::Instant::now(), e.clone()));
                 }
@@ -233,10 +262,7 @@ impl LdapMap {
         let entries = match found {
             Ok((entries, _)) => entries,
             Err(LdapError::LdapResult { result }) if result.rc == SIZE_LIMIT_EXCEEDED => {
-                return Err(MapError::Unavailable(format!(
-                    "several entries match {filter:?} in {}; expected one",
-                    self.base
-                )))
+                return Err(self.ambiguous("several", &filter))
             }
             Err(e) => {
                 // The next lookup opens a fresh connection.
@@ -246,21 +272,28 @@ impl LdapMap {
         };
         match entries.len() {
             0 => Err(MapError::NotFound),
-            1 => {
-                let entry = entries.into_iter().next().expect("one");
-                // ldap3 panics on an entry that is not well formed (a DN that is not UTF-8):
-                // a hostile directory must not end the session without an answer.
-                match std::panic::catch_unwind(AssertUnwindSafe(|| SearchEntry::construct(entry))) {
-                    Ok(entry) => self.answer(entry),
-                    Err(_) => Err(MapError::Unavailable(format!(
-                        "{}: a malformed entry",
-                        self.server
-                    ))),
-                }
-            }
-            n => Err(MapError::Unavailable(format!(
-                "{n} entries match {filter:?} in {}; expected one",
-                self.base
+            1 => self.answer_of(entries.into_iter().next().expect("one")),
+            n => Err(self.ambiguous(&n.to_string(), &filter)),
+        }
+    }
+
+    /// More than one entry matches the key: which is meant is anyone's guess.
+    fn ambiguous(&self, how_many: &str, filter: &str) -> MapError {
+        MapError::Unavailable(format!(
+            "{how_many} entries match {filter:?} in {}; expected one",
+            self.base
+        ))
+    }
+
+    /// [`LdapMap::answer`] for the one entry found, as the directory sent it.
+    fn answer_of(&self, entry: ldap3::ResultEntry) -> Result<Answer, MapError> {
+        // ldap3 panics on an entry that is not well formed (a DN that is not UTF-8): a
+        // hostile directory must not end the session without an answer.
+        match std::panic::catch_unwind(AssertUnwindSafe(|| SearchEntry::construct(entry))) {
+            Ok(entry) => self.answer(entry),
+            Err(_) => Err(MapError::Unavailable(format!(
+                "{}: a malformed entry",
+                self.server
             ))),
         }
     }
@@ -297,6 +330,54 @@ impl LdapMap {
     }
 }
 
+/// Whom to bind as: the settings' DN, else the URL's `bindname` (with its `x-bindpw`), else
+/// nobody (anonymous).
+fn bind(
+    params: &ldap3::LdapUrlParams<'_>,
+    dn: Option<String>,
+    password: Option<Secret<String>>,
+) -> Option<(String, Secret<String>)> {
+    if let Some(dn) = dn {
+        return Some((dn, password.unwrap_or_default()));
+    }
+    let mut bind = None;
+    for ext in &params.extensions {
+        if let ldap3::LdapUrlExt::Bindname(dn) = ext {
+            let password = params.extensions.iter().find_map(|e| match e {
+                ldap3::LdapUrlExt::XBindpw(pw) => Some(pw.to_string()),
+                _ => None,
+            });
+            bind = Some((dn.to_string(), Secret::new(password.unwrap_or_default())));
+        }
+    }
+    bind
+}
+
+/// Timeouts and TLS (`ldaps://`, or StartTLS asked by the settings or the URL).
+fn connection_settings(
+    parsed: &Url,
+    params: &ldap3::LdapUrlParams<'_>,
+    settings: &LdapSettings,
+) -> Result<LdapConnSettings, TlsSetupError> {
+    let starttls = settings.starttls
+        || params
+            .extensions
+            .iter()
+            .any(|e| matches!(e, ldap3::LdapUrlExt::StartTLS));
+    let mut conn = LdapConnSettings::new()
+        .set_conn_timeout(settings.timeout)
+        .set_starttls(starttls && parsed.scheme() == "ldap");
+    if parsed.scheme() == "ldaps" || starttls {
+        let ca = settings
+            .ca_file
+            .clone()
+            .unwrap_or_else(|| tls::SYSTEM_CA_BUNDLE.into());
+        let config = tls::client_config(&BackendVerification::CaFile(ca))?;
+        conn = conn.set_config(config);
+    }
+    Ok(conn)
+}
+
 impl Map for LdapMap {
     fn lookup<'a>(&'a self, query: &'a Query<'a>) -> LookupFuture<'a> {
         Box::pin(self.search(query.key))
@@ -307,7 +388,12 @@ impl Map for LdapMap {
     }
 
     fn probe(&self) -> ProbeFuture<'_> {
-        Box::pin(async move { self.connection().await.map(drop) })
+        Box::pin(async move {
+            self.connection()
+                .await
+                .map(drop)
+                .map_err(|e| MapError::Unavailable(e.to_string()))
+        })
     }
 }
 

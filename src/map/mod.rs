@@ -19,6 +19,7 @@ pub mod rewrite;
 pub mod route;
 pub mod router;
 pub mod servers;
+pub mod setup_error;
 pub mod sql;
 
 use std::future::Future;
@@ -30,6 +31,7 @@ use crate::protocol::named_client::PROXY_TTL;
 use crate::protocol::{Protocol, Secret};
 
 pub use route::Route;
+pub use setup_error::MapSetupError;
 
 /// What a map is asked with.
 #[derive(Debug)]
@@ -173,16 +175,20 @@ pub fn masked_url(url: &str) -> String {
     out
 }
 
-/// Why a lookup produced no route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a lookup produced no route. A map that is slow or down is `Unavailable`, never
+/// `NotFound` nor `Denied`: the user is told to try later, not that the login is wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum MapError {
     /// The map has no entry for this key.
+    #[error("not found")]
     NotFound,
     /// The map itself failed (directory down, bad answer...): the user is told to try later.
+    #[error("{0}")]
     Unavailable(String),
     /// The map refused the login, with words for the user (nginx's `Auth-Status: <text>`).
     /// `retry`: the client may try again on this connection (nginx keeps it only when the
     /// service sent `Auth-Wait`, and closes it otherwise).
+    #[error("{message}")]
     Denied { message: String, retry: bool },
 }
 
@@ -197,7 +203,8 @@ pub enum Answer {
 
 pub type LookupFuture<'a> = Pin<Box<dyn Future<Output = Result<Answer, MapError>> + Send + 'a>>;
 
-pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+/// What reaching a map's server found: `Err` is what a lookup would have met.
+pub type ProbeFuture<'a> = Pin<Box<dyn Future<Output = Result<(), MapError>> + Send + 'a>>;
 
 /// A key → server lookup.
 pub trait Map: Send + Sync {
@@ -210,7 +217,7 @@ pub trait Map: Send + Sync {
     }
     /// Read the map's file again (SIGHUP); the warnings are for the log. An `Err` leaves the
     /// map as it was. Maps without a file have nothing to do.
-    fn reload(&self) -> Result<Vec<String>, String> {
+    fn reload(&self) -> Result<Vec<String>, MapSetupError> {
         Ok(Vec::new())
     }
     /// Drop any answers kept (a user moved: the admin's kick wants the next login asked anew).

@@ -18,10 +18,24 @@ use std::path::{Path, PathBuf};
 
 use regex::bytes::{Regex, RegexBuilder};
 
-use super::{Answer, LookupFuture, Map, MapError, Query};
+use super::{Answer, LookupFuture, Map, MapError, MapSetupError, Query};
 
 /// The longest file line or expression accepted; a map is written by an admin, not a client.
 const MAX_LINE: usize = 4096;
+
+/// A line of the file that cannot be a rule (the file is refused, naming the line).
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("line {line}: longer than {max} bytes", max = MAX_LINE)]
+    TooLong { line: usize },
+    #[error("line {line}: bad regular expression {pattern:?}: {source}")]
+    BadRegex {
+        line: usize,
+        pattern: String,
+        #[source]
+        source: regex::Error,
+    },
+}
 
 struct Rule {
     regex: Regex,
@@ -35,10 +49,15 @@ pub struct PopmapRe {
 
 impl PopmapRe {
     /// Read and compile the file; `Err` names the file and line. The warnings are for the log.
-    pub fn load(path: &Path) -> Result<(PopmapRe, Vec<String>), String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let (rules, warnings) = parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    pub fn load(path: &Path) -> Result<(PopmapRe, Vec<String>), MapSetupError> {
+        let text = std::fs::read_to_string(path).map_err(|source| MapSetupError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (rules, warnings) = parse(&text).map_err(|error| MapSetupError::BadRule {
+            path: path.to_path_buf(),
+            error,
+        })?;
         let warnings = warnings
             .into_iter()
             .map(|w| format!("{}: {w}", path.display()))
@@ -93,12 +112,12 @@ fn substitute(template: &str, captures: &regex::bytes::Captures<'_>) -> String {
     out
 }
 
-fn parse(text: &str) -> Result<(Vec<Rule>, Vec<String>), String> {
+fn parse(text: &str) -> Result<(Vec<Rule>, Vec<String>), RuleError> {
     let mut rules = Vec::new();
     let mut warnings = Vec::new();
     for (number, line) in logical_lines(text) {
         if line.len() > MAX_LINE {
-            return Err(format!("line {number}: longer than {MAX_LINE} bytes"));
+            return Err(RuleError::TooLong { line: number });
         }
         let Some((pattern, mut values)) = split_rule(&line) else {
             continue;
@@ -121,7 +140,11 @@ fn parse(text: &str) -> Result<(Vec<Rule>, Vec<String>), String> {
             .unicode(false)
             .size_limit(1 << 20)
             .build()
-            .map_err(|e| format!("line {number}: bad regular expression {pattern:?}: {e}"))?;
+            .map_err(|source| RuleError::BadRegex {
+                line: number,
+                pattern: pattern.clone(),
+                source,
+            })?;
         if !pattern.starts_with('^') {
             warnings.push(format!(
                 "line {number}: {pattern:?} is not anchored with ^: Perdition would put the \
@@ -263,7 +286,10 @@ mod tests {
 
     #[test]
     fn bad_files_are_refused_with_the_line() {
-        let e = parse("ok: fine\n^(unclosed: x\n").err().unwrap();
+        let e = parse("ok: fine\n^(unclosed: x\n")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.starts_with("line 2: bad regular expression"), "{e}");
         let (rules, warnings) = parse("lonely\n^a|ab$: x\n^b: two words\nflim: x\n").unwrap();
         assert_eq!(rules.len(), 3);

@@ -5,10 +5,10 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use super::{LookupFuture, Map, Query};
+use super::{LookupFuture, Map, MapSetupError, Query};
 
 /// Reads the file into a map, with warnings for the log.
-pub type Loader<M> = fn(&Path) -> Result<(M, Vec<String>), String>;
+pub type Loader<M> = fn(&Path) -> Result<(M, Vec<String>), MapSetupError>;
 
 pub struct Reloadable<M> {
     path: PathBuf,
@@ -18,7 +18,10 @@ pub struct Reloadable<M> {
 
 impl<M: Map + 'static> Reloadable<M> {
     /// Read the file a first time; the warnings are for the log.
-    pub fn load(path: &Path, load: Loader<M>) -> Result<(Reloadable<M>, Vec<String>), String> {
+    pub fn load(
+        path: &Path,
+        load: Loader<M>,
+    ) -> Result<(Reloadable<M>, Vec<String>), MapSetupError> {
         let (map, warnings) = load(path)?;
         let reloadable = Reloadable {
             path: path.to_path_buf(),
@@ -46,7 +49,7 @@ impl<M: Map + 'static> Map for Reloadable<M> {
         self.current().describe()
     }
 
-    fn reload(&self) -> Result<Vec<String>, String> {
+    fn reload(&self) -> Result<Vec<String>, MapSetupError> {
         let (map, warnings) = (self.load)(&self.path)?;
         match self.current.write() {
             Ok(mut current) => *current = Arc::new(map),

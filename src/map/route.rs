@@ -15,10 +15,22 @@ pub struct Route {
     pub password: Option<Secret<Vec<u8>>>,
 }
 
+/// Why a map's answer is no route.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The server part, as [`split_host_port`] says.
+    #[error("{0}")]
+    Server(String),
+    #[error("no server in {0:?}")]
+    NoServer(String),
+    #[error("bad server name in {0:?}")]
+    BadServerName(String),
+}
+
 /// Read `[user<delimiter>]host[:port]`. The user part ends at the last delimiter (a user name
 /// may hold the delimiter itself, a host cannot); an IPv6 host is written in brackets, or bare
 /// when no port follows.
-pub fn parse_route(value: &str, delimiter: &str) -> Result<Route, String> {
+pub fn parse_route(value: &str, delimiter: &str) -> Result<Route, RouteError> {
     let value = value.trim();
     let (user, server) = match value.rfind(delimiter).filter(|_| !delimiter.is_empty()) {
         Some(at) => (
@@ -27,12 +39,12 @@ pub fn parse_route(value: &str, delimiter: &str) -> Result<Route, String> {
         ),
         None => (None, value),
     };
-    let (host, port) = split_host_port(server)?;
+    let (host, port) = split_host_port(server).map_err(RouteError::Server)?;
     if host.is_empty() {
-        return Err(format!("no server in {value:?}"));
+        return Err(RouteError::NoServer(value.to_string()));
     }
     if host.contains(|c: char| c.is_whitespace() || c.is_control()) {
-        return Err(format!("bad server name in {value:?}"));
+        return Err(RouteError::BadServerName(value.to_string()));
     }
     Ok(Route {
         user: user.filter(|u| !u.is_empty()),

@@ -53,6 +53,24 @@ pub struct SqlMap {
     timeout: Duration,
 }
 
+/// Why an SQL map could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum SqlSetupError {
+    /// The URL names no database this map speaks.
+    #[error("database URL scheme {scheme:?}: use postgres://, mysql:// or sqlite://")]
+    UnknownScheme { scheme: String },
+    /// `url` without its password.
+    #[error("database {url}: {source}")]
+    BadUrl {
+        url: String,
+        #[source]
+        source: sqlx::Error,
+    },
+    /// Perdition's table query could not be written.
+    #[error("{0}")]
+    Table(String),
+}
+
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Dialect {
@@ -61,16 +79,24 @@ enum Dialect {
     Sqlite,
 }
 
-fn dialect(url: &str) -> Result<Dialect, String> {
-    let scheme = url.split(':').next().unwrap_or_default();
-    match scheme {
-        "postgres" | "postgresql" => Ok(Dialect::Postgres),
-        "mysql" | "mariadb" => Ok(Dialect::Mysql),
-        "sqlite" => Ok(Dialect::Sqlite),
-        other => Err(format!(
-            "database URL scheme {other:?}: use postgres://, mysql:// or sqlite://"
-        )),
+impl Dialect {
+    fn of(url: &str) -> Result<Dialect, SqlSetupError> {
+        let scheme = url.split(':').next().unwrap_or_default();
+        match scheme {
+            "postgres" | "postgresql" => Ok(Dialect::Postgres),
+            "mysql" | "mariadb" => Ok(Dialect::Mysql),
+            "sqlite" => Ok(Dialect::Sqlite),
+            other => Err(SqlSetupError::UnknownScheme {
+                scheme: other.to_string(),
+            }),
+        }
     }
+}
+
+/// [`Dialect::of`] for [`table_query`], whose errors are text until it moves to the
+/// configuration.
+fn dialect(url: &str) -> Result<Dialect, String> {
+    Dialect::of(url).map_err(|e| e.to_string())
 }
 
 /// An identifier from the configuration, checked so that it can be written into SQL text.
@@ -126,11 +152,13 @@ pub fn table_query(url: &str, table: &Table) -> Result<String, String> {
 
 impl SqlMap {
     /// Check `url` and `query`'s database; connections are opened on first use.
-    pub fn new(url: &str, query: String, timeout: Duration) -> Result<SqlMap, String> {
-        dialect(url)?;
+    pub fn new(url: &str, query: String, timeout: Duration) -> Result<SqlMap, SqlSetupError> {
+        Dialect::of(url)?;
         sqlx::any::install_default_drivers();
-        let options = AnyConnectOptions::from_str(url)
-            .map_err(|e| format!("database {}: {e}", super::masked_url(url)))?;
+        let options = AnyConnectOptions::from_str(url).map_err(|source| SqlSetupError::BadUrl {
+            url: super::masked_url(url),
+            source,
+        })?;
         Ok(SqlMap {
             options,
             pool: OnceLock::new(),
@@ -184,14 +212,26 @@ fn hint(error: &sqlx::Error) -> &'static str {
     }
 }
 
+/// A column the query's rows lack, or hold in a type that is neither text nor a number.
+#[derive(Debug, thiserror::Error)]
+#[error("column {column}: {source}")]
+struct UnreadableColumn {
+    column: String,
+    #[source]
+    source: sqlx::Error,
+}
+
 /// A column as text, whether the database keeps it as text or as a number; `None` for NULL.
-fn text(row: &AnyRow, column: &str) -> Result<Option<String>, String> {
+fn text(row: &AnyRow, column: &str) -> Result<Option<String>, UnreadableColumn> {
     if let Ok(value) = row.try_get::<Option<String>, _>(column) {
         return Ok(value);
     }
     row.try_get::<Option<i64>, _>(column)
         .map(|v| v.map(|n| n.to_string()))
-        .map_err(|e| format!("column {column}: {e}"))
+        .map_err(|source| UnreadableColumn {
+            column: column.to_string(),
+            source,
+        })
 }
 
 impl Map for SqlMap {
@@ -208,7 +248,7 @@ impl Map for SqlMap {
         Box::pin(async move {
             match self.find("").await {
                 Ok(_) | Err(MapError::NotFound) => Ok(()),
-                Err(MapError::Unavailable(e) | MapError::Denied { message: e, .. }) => Err(e),
+                Err(e) => Err(e),
             }
         })
     }

@@ -264,7 +264,9 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
     }
     let map = match &l.map {
         None => None,
-        Some(m) => Some(std::sync::Arc::from(factory::build(m, warnings)?)),
+        Some(m) => Some(std::sync::Arc::from(
+            factory::build(m, warnings).map_err(|e| e.to_string())?,
+        )),
     };
     let mut names = l.users.clone();
     names.lower_case = l.lower_case;
@@ -315,7 +317,8 @@ fn acceptor(l: &Listener, warnings: &mut Vec<String>) -> Result<Option<TlsAccept
         l.protocol.alpn_id(),
         &l.tls_versions,
         l.ticket_keys.as_deref(),
-    )?;
+    )
+    .map_err(|e| e.to_string())?;
     warnings.extend(expiring);
     Ok(Some(TlsAcceptor::from(config)))
 }
@@ -339,7 +342,8 @@ fn connector(l: &Listener) -> Result<Option<TlsConnector>, String> {
     } else {
         BackendVerification::None
     };
-    let config = tls::client_config_for(&verification, &b.tls_versions)?;
+    let config =
+        tls::client_config_for(&verification, &b.tls_versions).map_err(|e| e.to_string())?;
     Ok(Some(TlsConnector::from(config)))
 }
 

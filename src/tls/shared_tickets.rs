@@ -8,7 +8,7 @@
 //! Key file: one key per line, 64 hexadecimal digits (32 bytes); `#` comments and blank lines
 //! are skipped. Generate one with `openssl rand -hex 32`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305, NONCE_LEN};
 use ring::rand::{SecureRandom, SystemRandom};
@@ -17,6 +17,52 @@ use ring::rand::{SecureRandom, SystemRandom};
 const LIFETIME_SECONDS: u32 = 12 * 3600;
 /// Bytes naming the key that sealed a ticket, so that opening tries the right one.
 const KEY_ID_LEN: usize = 4;
+
+/// Why the ticket key file (`tls.ticket_keys`) was refused; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum TicketKeyError {
+    #[error("tls.ticket_keys {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("tls.ticket_keys {}: not a regular file", path.display())]
+    NotAFile { path: PathBuf },
+    #[error(
+        "tls.ticket_keys {} belongs to uid {owner}, neither root nor this process \
+         (uid {me}): its owner could put in a key of their own; chown root",
+        path.display()
+    )]
+    UntrustedOwner { path: PathBuf, owner: u32, me: u32 },
+    /// `by`: "others" or "its group".
+    #[error(
+        "tls.ticket_keys {} is writable by {by} (mode {mode:04o}): whoever can write \
+         it can put in a key of their own and read the sessions sealed under it; \
+         chmod 640 (or 600)",
+        path.display()
+    )]
+    Writable {
+        path: PathBuf,
+        by: &'static str,
+        mode: u32,
+    },
+    #[error(
+        "tls.ticket_keys {}: more than {max} bytes, not a key file",
+        path.display(),
+        max = MAX_KEY_FILE
+    )]
+    TooLarge { path: PathBuf },
+    #[error(
+        "tls.ticket_keys {} line {line}: not 64 hexadecimal digits",
+        path.display()
+    )]
+    NotAKey { path: PathBuf, line: usize },
+    #[error("tls.ticket_keys {}: unusable key", path.display())]
+    UnusableKey { path: PathBuf },
+    #[error("tls.ticket_keys {}: no key in it", path.display())]
+    NoKey { path: PathBuf },
+}
 
 pub struct SharedTickets {
     /// (id, key); the first seals.
@@ -35,7 +81,10 @@ impl std::fmt::Debug for SharedTickets {
 impl SharedTickets {
     /// The keys in `path`, for tickets of the certificate set `binding`, and a warning worth
     /// a log line when the file is readable by others.
-    pub fn load(path: &Path, binding: &[u8]) -> Result<(SharedTickets, Option<String>), String> {
+    pub fn load(
+        path: &Path,
+        binding: &[u8],
+    ) -> Result<(SharedTickets, Option<String>), TicketKeyError> {
         let (text, warning) = read_key_file(path)?;
         let mut keys = Vec::new();
         for (n, line) in text.lines().enumerate() {
@@ -46,22 +95,24 @@ impl SharedTickets {
             let bytes = hex::decode(line)
                 .ok()
                 .filter(|b| b.len() == 32)
-                .ok_or_else(|| {
-                    format!(
-                        "tls.ticket_keys {} line {}: not 64 hexadecimal digits",
-                        path.display(),
-                        n + 1
-                    )
+                .ok_or_else(|| TicketKeyError::NotAKey {
+                    path: path.to_path_buf(),
+                    line: n + 1,
                 })?;
             let id = ring::digest::digest(&ring::digest::SHA256, &bytes);
             let mut key_id = [0u8; KEY_ID_LEN];
             key_id.copy_from_slice(&id.as_ref()[..KEY_ID_LEN]);
-            let key = UnboundKey::new(&CHACHA20_POLY1305, &bytes)
-                .map_err(|_| format!("tls.ticket_keys {}: unusable key", path.display()))?;
+            let key = UnboundKey::new(&CHACHA20_POLY1305, &bytes).map_err(|_| {
+                TicketKeyError::UnusableKey {
+                    path: path.to_path_buf(),
+                }
+            })?;
             keys.push((key_id, LessSafeKey::new(key)));
         }
         if keys.is_empty() {
-            return Err(format!("tls.ticket_keys {}: no key in it", path.display()));
+            return Err(TicketKeyError::NoKey {
+                path: path.to_path_buf(),
+            });
         }
         let tickets = SharedTickets {
             keys,
@@ -89,41 +140,45 @@ fn trusted_owner(owner: u32, me: u32) -> bool {
 /// A key file is a few lines; anything much larger is something else.
 const MAX_KEY_FILE: u64 = 64 * 1024;
 
-fn read_key_file(path: &Path) -> Result<(String, Option<String>), String> {
+fn read_key_file(path: &Path) -> Result<(String, Option<String>), TicketKeyError> {
     use std::io::Read;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let shown = path.display();
+    let unreadable = |source| TicketKeyError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    };
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(path)
-        .map_err(|e| format!("tls.ticket_keys {shown}: {e}"))?;
-    let metadata = file
-        .metadata()
-        .map_err(|e| format!("tls.ticket_keys {shown}: {e}"))?;
+        .map_err(unreadable)?;
+    let metadata = file.metadata().map_err(unreadable)?;
     if !metadata.is_file() {
-        return Err(format!("tls.ticket_keys {shown}: not a regular file"));
+        return Err(TicketKeyError::NotAFile {
+            path: path.to_path_buf(),
+        });
     }
     let owner = std::os::unix::fs::MetadataExt::uid(&metadata);
     let me = nix::unistd::geteuid().as_raw();
     if !trusted_owner(owner, me) {
-        return Err(format!(
-            "tls.ticket_keys {shown} belongs to uid {owner}, neither root nor this process \
-             (uid {me}): its owner could put in a key of their own; chown root"
-        ));
+        return Err(TicketKeyError::UntrustedOwner {
+            path: path.to_path_buf(),
+            owner,
+            me,
+        });
     }
     let mode = metadata.permissions().mode() & 0o777;
     if mode & 0o022 != 0 {
-        return Err(format!(
-            "tls.ticket_keys {shown} is writable by {} (mode {mode:04o}): whoever can write \
-             it can put in a key of their own and read the sessions sealed under it; \
-             chmod 640 (or 600)",
-            if mode & 0o002 != 0 {
+        return Err(TicketKeyError::Writable {
+            path: path.to_path_buf(),
+            by: if mode & 0o002 != 0 {
                 "others"
             } else {
                 "its group"
-            }
-        ));
+            },
+            mode,
+        });
     }
     let warning = (mode & 0o004 != 0).then(|| {
         format!(
@@ -134,11 +189,11 @@ fn read_key_file(path: &Path) -> Result<(String, Option<String>), String> {
     let mut text = String::new();
     file.take(MAX_KEY_FILE + 1)
         .read_to_string(&mut text)
-        .map_err(|e| format!("tls.ticket_keys {shown}: {e}"))?;
+        .map_err(unreadable)?;
     if text.len() as u64 > MAX_KEY_FILE {
-        return Err(format!(
-            "tls.ticket_keys {shown}: more than {MAX_KEY_FILE} bytes, not a key file"
-        ));
+        return Err(TicketKeyError::TooLarge {
+            path: path.to_path_buf(),
+        });
     }
     Ok((text, warning))
 }
@@ -203,7 +258,7 @@ mod tests {
         let path = dir.path().join("keys");
         std::fs::write(&path, "x".repeat(70_000)).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let e = read_key_file(&path).unwrap_err();
+        let e = read_key_file(&path).unwrap_err().to_string();
         assert!(e.contains("not a key file"), "{e}");
     }
     use rustls::server::ProducesTickets;
@@ -276,7 +331,9 @@ mod tests {
         );
         for (mode, by) in [(0o666, "others"), (0o646, "others"), (0o660, "its group")] {
             chmod(mode);
-            let e = SharedTickets::load(file.path(), b"set").unwrap_err();
+            let e = SharedTickets::load(file.path(), b"set")
+                .unwrap_err()
+                .to_string();
             assert!(
                 e.contains(&format!("writable by {by} (mode {mode:04o})")),
                 "{e}"

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
+use rustls::client::{VerifierBuilderError, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, DigitallySignedStruct, Error, RootCertStore, SignatureScheme};
@@ -30,7 +30,7 @@ impl Tolerant {
         roots: RootCertStore,
         tolerate: &[CertificateFlaw],
         provider: Arc<CryptoProvider>,
-    ) -> Result<Tolerant, String> {
+    ) -> Result<Tolerant, VerifierBuilderError> {
         let strict = verifier(roots.clone(), &provider)?;
         Ok(Tolerant {
             roots,
@@ -72,10 +72,8 @@ impl Tolerant {
 fn verifier(
     roots: RootCertStore,
     provider: &Arc<CryptoProvider>,
-) -> Result<Arc<WebPkiServerVerifier>, String> {
-    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-        .build()
-        .map_err(|e| e.to_string())
+) -> Result<Arc<WebPkiServerVerifier>, VerifierBuilderError> {
+    WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()
 }
 
 /// A certificate's validity window, in seconds since the epoch.
@@ -127,28 +125,8 @@ impl ServerCertVerifier for Tolerant {
                 Err(other) => return Err(other),
             };
             let refuse = || Err(Error::InvalidCertificate(flaw.clone()));
-            let kind = match &flaw {
-                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
-                    CertificateFlaw::Expired
-                }
-                CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
-                    CertificateFlaw::NotYetValid
-                }
-                CertificateError::NotValidForName
-                | CertificateError::NotValidForNameContext { .. } => CertificateFlaw::Name,
-                // webpki calls a self-signed certificate made as a CA (openssl req -x509 makes
-                // them so) a CA used as a server certificate, before it finds no issuer.
-                CertificateError::UnknownIssuer | CertificateError::Other(_)
-                    if self_signed(end_entity) =>
-                {
-                    CertificateFlaw::SelfSigned
-                }
-                CertificateError::UnknownIssuer
-                    if intermediates.last().is_some_and(|c| self_signed(c)) =>
-                {
-                    CertificateFlaw::SelfSignedCa
-                }
-                _ => return refuse(),
+            let Some(kind) = flaw_of(&flaw, end_entity, intermediates) else {
+                return refuse();
             };
             if !self.tolerates(kind) || forgiven.contains(&kind) {
                 return refuse();
@@ -198,11 +176,39 @@ impl ServerCertVerifier for Tolerant {
     }
 }
 
+/// Which of the flaws an admin may forgive `error` is, if any.
+fn flaw_of(
+    error: &CertificateError,
+    end_entity: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+) -> Option<CertificateFlaw> {
+    Some(match error {
+        CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+            CertificateFlaw::Expired
+        }
+        CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+            CertificateFlaw::NotYetValid
+        }
+        CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            CertificateFlaw::Name
+        }
+        // webpki calls a self-signed certificate made as a CA (openssl req -x509 makes them
+        // so) a CA used as a server certificate, before it finds no issuer.
+        CertificateError::UnknownIssuer | CertificateError::Other(_) if self_signed(end_entity) => {
+            CertificateFlaw::SelfSigned
+        }
+        CertificateError::UnknownIssuer if intermediates.last().is_some_and(|c| self_signed(c)) => {
+            CertificateFlaw::SelfSignedCa
+        }
+        _ => return None,
+    })
+}
+
 fn verifier_or_error(
     roots: RootCertStore,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Arc<WebPkiServerVerifier>, Error> {
-    verifier(roots, provider).map_err(Error::General)
+    verifier(roots, provider).map_err(|e| Error::General(e.to_string()))
 }
 
 #[cfg(test)]
