@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::value::Secret;
+use crate::value::{Network, Secret};
 
 /// No guard time is longer than a year; beyond that a typo is more likely than a wish.
 const MAX_MS: u64 = 366 * 24 * 3600 * 1000;
@@ -29,7 +29,7 @@ pub struct GuardConfig {
     pub ban_ms: u64,
     /// Networks never delayed nor banned (addresses or CIDRs). None by default, loopback
     /// included.
-    pub trusted: Vec<String>,
+    pub trusted: Vec<Network>,
     /// Addresses remembered at most (the least used are forgotten first); as many users.
     pub max_sources: u64,
     /// Failed logins for one user, from any address, before that user's logins wait before
@@ -148,7 +148,7 @@ impl GuardConfig {
             }
         }
         for network in &self.trusted {
-            if super::parse_network(network).is_none() {
+            if network.net().is_none() {
                 problems.push(format!("guard.trusted: {network:?} is not a network"));
             }
         }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::value::{PreLoginLimits, Protocol, Secret};
+use crate::value::{Network, PreLoginLimits, Protocol, Secret};
 use users::{LowerCase, UserNames};
 
 /// The longest time any setting may name: ten years is as good as forever, and larger values
@@ -277,12 +277,12 @@ pub struct Listener {
     /// The balancers allowed to send it (`10.0.0.0/24`, `2001:db8::1`); connections from
     /// anywhere else are closed before the greeting.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub proxy_trusted: Vec<String>,
+    pub proxy_trusted: Vec<Network>,
     /// Peers that may name the client they speak for (a webmail host, another proxy), as in
     /// Dovecot's `login_trusted_networks`: IMAP `ID` with `x-originating-ip`, POP3 and
     /// ManageSieve `XCLIENT`. From anyone else those words are ignored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub login_trusted: Vec<String>,
+    pub login_trusted: Vec<Network>,
     /// Offer OAUTHBEARER and XOAUTH2 to clients; the token goes to the back end unchanged,
     /// which must take it (Dovecot's oauth2 passdb).
     #[serde(default, skip_serializing_if = "is_default")]
@@ -320,15 +320,7 @@ pub struct Listener {
     pub tcp_keepalive: bool,
 }
 
-/// `10.0.0.0/8`, `2001:db8::/32`, or one address.
-pub fn parse_network(text: &str) -> Option<ipnet::IpNet> {
-    let text = text.trim();
-    text.parse::<ipnet::IpNet>().ok().or_else(|| {
-        text.parse::<std::net::IpAddr>()
-            .ok()
-            .map(ipnet::IpNet::from)
-    })
-}
+pub use crate::value::network::parse_network;
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
@@ -866,7 +858,7 @@ fn trust_problems(l: &Listener) -> Vec<String> {
         ("login_trusted", &l.login_trusted),
     ] {
         for network in networks {
-            if parse_network(network).is_none() {
+            if network.net().is_none() {
                 problems.push(format!("{key}: {network:?} is not a network"));
             }
         }

@@ -23,6 +23,7 @@ use moka::ops::compute::Op;
 
 use crate::config::GuardConfig;
 use crate::log::per_source::source;
+use crate::value::Network;
 
 pub use connections::Slot;
 
@@ -96,11 +97,8 @@ impl Guard {
         let capacity = usize::try_from(config.max_sources).unwrap_or(usize::MAX);
         Some(Guard {
             rules,
-            trusted: config
-                .trusted
-                .iter()
-                .filter_map(|n| crate::config::parse_network(n))
-                .collect(),
+            // Validated: every text is a network.
+            trusted: config.trusted.iter().filter_map(Network::net).collect(),
             sources: moka::sync::Cache::builder()
                 .max_capacity(config.max_sources)
                 .time_to_idle(remember)
@@ -643,7 +641,7 @@ mod tests {
     fn guard(trusted: &[&str]) -> Guard {
         let config = GuardConfig {
             ban_after: 3,
-            trusted: trusted.iter().map(|s| s.to_string()).collect(),
+            trusted: trusted.iter().map(|s| Network::from(*s)).collect(),
             ..GuardConfig::default()
         };
         Guard::new(&config).unwrap()

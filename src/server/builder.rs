@@ -18,6 +18,7 @@ use crate::map::Endpoint;
 use crate::protocol::Secret;
 use crate::protocol::{ClientSettings, Protocol, Security};
 use crate::tls::{self, BackendVerification};
+use crate::value::Network;
 
 /// What every session of one listener shares.
 pub struct ListenerState {
@@ -135,17 +136,8 @@ impl ListenerState {
                 acceptor,
                 connector,
                 router,
-                proxy_trusted: l.proxy_protocol.then(|| {
-                    l.proxy_trusted
-                        .iter()
-                        .filter_map(|n| crate::config::parse_network(n))
-                        .collect()
-                }),
-                login_trusted: l
-                    .login_trusted
-                    .iter()
-                    .filter_map(|n| crate::config::parse_network(n))
-                    .collect(),
+                proxy_trusted: l.proxy_protocol.then(|| networks(&l.proxy_trusted)),
+                login_trusted: networks(&l.login_trusted),
                 client_settings: RwLock::new(Arc::new(client_settings(l, limits))),
                 label: l.bind.join(","),
                 config: l.clone(),
@@ -211,6 +203,12 @@ impl ListenerState {
             *settings = Arc::new(updated);
         }
     }
+}
+
+/// The networks of a validated listener (a text that is no network is a problem `validate`
+/// has named: the listener is not built).
+fn networks(list: &[Network]) -> Vec<ipnet::IpNet> {
+    list.iter().filter_map(Network::net).collect()
 }
 
 /// What the listener's protocol cannot do: implicit TLS where it has none (ManageSieve).

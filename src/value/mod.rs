@@ -1,13 +1,15 @@
 //! Plain value types every layer shares: the protocol a listener speaks, a secret, a server's
-//! `host:port`, a TLS server name, the pre-login bounds. This module imports nothing of the
+//! `host:port`, a network, a TLS server name, the pre-login bounds. This module imports nothing of the
 //! crate, so the configuration (the bottom layer) and every layer above it may use it.
 
 pub mod host_port;
 pub mod limits;
+pub mod network;
 pub mod protocol;
 pub mod secret;
 pub mod server_name;
 
 pub use limits::PreLoginLimits;
+pub use network::Network;
 pub use protocol::Protocol;
 pub use secret::Secret;
