@@ -78,6 +78,7 @@ pub struct Check {
 /// Perdition's flags, as given: Perdition's option reader makes sense of them.
 #[derive(Debug, Args)]
 pub struct PerditionFlags {
+    /// Perdition 2.2's flags, read as Perdition reads them
     #[arg(
         trailing_var_arg = true,
         allow_hyphen_values = true,

@@ -198,6 +198,16 @@ fn drop_privileges(config: &Config) -> Result<Option<&str>, StartError> {
     Ok(Some(user))
 }
 
+/// `[process] pid_file`, when one is configured, for the user the process becomes.
+fn write_pid_file(config: &Config) -> Result<(), StartError> {
+    let process = &config.process;
+    if let Some(path) = &process.pid_file {
+        let (owner, group) = (process.user.as_deref(), process.group.as_deref());
+        crate::pid_file::write(path.as_ref(), owner, group)?;
+    }
+    Ok(())
+}
+
 /// Perdition's inetd mode: one session on standard input, as the configured user, then exit.
 async fn serve_inetd(
     config: &Config,
@@ -269,14 +279,7 @@ async fn serve(
     let requests = (reload_tx.clone(), upgrade_tx.clone());
     let admin = start_admin(&config, admin_inherited, &services, requests)?;
     // Every socket is bound: the pid file, then the user the rest runs as.
-    let pid_file = config.process.pid_file.clone();
-    if let Some(path) = &pid_file {
-        let (owner, group) = (
-            config.process.user.as_deref(),
-            config.process.group.as_deref(),
-        );
-        crate::pid_file::write(path.as_ref(), owner, group)?;
-    }
+    write_pid_file(&config)?;
     if let Some(user) = drop_privileges(&config)? {
         logger.info(&format!("Running as user {user}"));
     }
@@ -295,7 +298,7 @@ async fn serve(
             args: std::env::args().skip(1).collect(),
             other_sockets: admin.sockets,
             program,
-            pid_file,
+            pid_file: config.process.pid_file.clone(),
         },
         end_with_serving: admin.tasks,
     };
