@@ -166,8 +166,9 @@ fn open(config: &Config) -> Result<Opened, EarlyError> {
         .map_err(|p| EarlyError::Config(p.iter().map(ToString::to_string).collect()))?;
     let logger = Logger::open(&config.log).map_err(|e| EarlyError::Log(e.into()))?;
     // Diagnostics to JSON or journald: the subscriber before the first of them.
-    crate::log::diagnostics::filter(&config.log.level, config.log.debug)
-        .and_then(|f| crate::log::diagnostics::install(config.log.diagnostics, f))
+    let filter = crate::log::diagnostics::filter(&config.log.level, config.log.debug)
+        .map_err(|e| EarlyError::Diagnostics(e.into()))?;
+    crate::log::diagnostics::install(config.log.diagnostics, filter)
         .map_err(|e| EarlyError::Diagnostics(e.into()))?;
     Ok(Opened {
         inherited,
