@@ -7,18 +7,69 @@
 //! would otherwise take each other's file.
 
 use std::fs;
-use std::path::Path;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::service_manager::AccountError;
+
+/// Why the pid file could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum PidFileError {
+    #[error("cannot make the pid file's directory {}: {source}", dir.display())]
+    Directory {
+        dir: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error("cannot give {} to {user}: {source}", dir.display())]
+    Chown {
+        dir: PathBuf,
+        user: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot use the pid file {}: {source}", path.display())]
+    Unusable {
+        path: PathBuf,
+        #[source]
+        source: NotAPidFile,
+    },
+    #[error(
+        "the pid file {} names process {pid}, which is running: another instance? \
+         (remove the file if not, or give this one another pid file)",
+        path.display()
+    )]
+    Running { path: PathBuf, pid: u32 },
+    #[error("cannot write the pid file {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: NotAPidFile,
+    },
+}
+
+/// What is at the pid file's path, when it is not a file to read or write the id in.
+#[derive(Debug, thiserror::Error)]
+pub enum NotAPidFile {
+    #[error("a symbolic link, which is not followed")]
+    Link,
+    #[error("{0}, not a regular file")]
+    NotRegular(&'static str),
+    #[error("a file with another name (a hard link), which is not written")]
+    HardLink,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
 
 /// Write this process's id to `path`; `user`/`group` are who the process will run as.
-pub fn write(path: &Path, user: Option<&str>, group: Option<&str>) -> Result<(), String> {
-    let shown = path.display();
+pub fn write(path: &Path, user: Option<&str>, group: Option<&str>) -> Result<(), PidFileError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
-            fs::create_dir_all(dir).map_err(|e| {
-                format!(
-                    "cannot make the pid file's directory {}: {e}",
-                    dir.display()
-                )
+            fs::create_dir_all(dir).map_err(|source| PidFileError::Directory {
+                dir: dir.to_path_buf(),
+                source,
             })?;
             if let Some(user) = user {
                 give_to(dir, user, group)?;
@@ -29,16 +80,22 @@ pub fn write(path: &Path, user: Option<&str>, group: Option<&str>) -> Result<(),
     // the pid file over.
     let predecessor = std::os::unix::process::parent_id();
     let me = std::process::id();
-    let found = pid_in(path).map_err(|e| format!("cannot use the pid file {shown}: {e}"))?;
+    let found = pid_in(path).map_err(|source| PidFileError::Unusable {
+        path: path.to_path_buf(),
+        source,
+    })?;
     if let Some(pid) = found.filter(|&pid| pid != me && pid != predecessor) {
         if Path::new(&format!("/proc/{pid}")).exists() {
-            return Err(format!(
-                "the pid file {shown} names process {pid}, which is running: another instance? \
-                 (remove the file if not, or give this one another pid file)"
-            ));
+            return Err(PidFileError::Running {
+                path: path.to_path_buf(),
+                pid,
+            });
         }
     }
-    write_id(path).map_err(|e| format!("cannot write the pid file {shown}: {e}"))
+    write_id(path).map_err(|source| PidFileError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Put this process's id back in `path` (a successor that had written its own failed).
@@ -48,26 +105,26 @@ pub fn take_back(path: &Path) {
 
 /// This process's id into `path`, never through a symbolic link (the directory may be
 /// writable by the user the process becomes) and only into a regular file.
-fn write_id(path: &Path) -> Result<(), String> {
+fn write_id(path: &Path) -> Result<(), NotAPidFile> {
     use std::io::Write;
     let mut options = fs::OpenOptions::new();
     options.write(true).create(true).truncate(false);
     let mut file = open_regular(path, &mut options)?;
-    file.set_len(0).map_err(|e| e.to_string())?;
-    file.write_all(format!("{}\n", std::process::id()).as_bytes())
-        .map_err(|e| e.to_string())
+    file.set_len(0)?;
+    file.write_all(format!("{}\n", std::process::id()).as_bytes())?;
+    Ok(())
 }
 
 /// Remove `path` if it still names this process (a successor may have taken it over).
 pub fn remove(path: &Path) {
-    if pid_in(path) == Ok(Some(std::process::id())) {
+    if matches!(pid_in(path), Ok(Some(pid)) if pid == std::process::id()) {
         let _ = fs::remove_file(path);
     }
 }
 
 /// The pid `path` names: `None` when there is no file or no number in it, an error when
 /// something other than a regular file is there.
-fn pid_in(path: &Path) -> Result<Option<u32>, String> {
+fn pid_in(path: &Path) -> Result<Option<u32>, NotAPidFile> {
     use std::io::Read;
     let mut file = match open_regular(path, fs::OpenOptions::new().read(true)) {
         Ok(file) => file,
@@ -90,7 +147,7 @@ fn exists_here(path: &Path) -> bool {
 /// FIFO opened the usual way blocks until someone opens its other end, and the start would
 /// hang there for ever with the listeners bound; with `O_NONBLOCK` the open returns (or fails
 /// at once), and what was opened is looked at before it is used.
-fn open_regular(path: &Path, options: &mut fs::OpenOptions) -> Result<fs::File, String> {
+fn open_regular(path: &Path, options: &mut fs::OpenOptions) -> Result<fs::File, NotAPidFile> {
     use nix::errno::Errno;
     use nix::fcntl::OFlag;
     use std::os::unix::fs::OpenOptionsExt;
@@ -99,22 +156,19 @@ fn open_regular(path: &Path, options: &mut fs::OpenOptions) -> Result<fs::File, 
         .custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits())
         .open(path)
         .map_err(|e| match e.raw_os_error().map(Errno::from_raw) {
-            Some(Errno::ELOOP) => "a symbolic link, which is not followed".to_string(),
+            Some(Errno::ELOOP) => NotAPidFile::Link,
             // A FIFO nobody reads, opened to write; a socket.
-            Some(Errno::ENXIO) => format!("{}, not a regular file", kind_of(path)),
-            _ => e.to_string(),
+            Some(Errno::ENXIO) => NotAPidFile::NotRegular(kind_of(path)),
+            _ => NotAPidFile::Io(e),
         })?;
-    let metadata = file.metadata().map_err(|e| e.to_string())?;
+    let metadata = file.metadata()?;
     if !metadata.is_file() {
-        return Err(format!(
-            "{}, not a regular file",
-            kind(&metadata.file_type())
-        ));
+        return Err(NotAPidFile::NotRegular(kind(&metadata.file_type())));
     }
     // A second name for the file (a hard link made by whoever can write the directory) could
     // be any file of the same file system, truncated by the write.
     if std::os::unix::fs::MetadataExt::nlink(&metadata) > 1 {
-        return Err("a file with another name (a hard link), which is not written".into());
+        return Err(NotAPidFile::HardLink);
     }
     Ok(file)
 }
@@ -138,13 +192,18 @@ fn kind(file_type: &fs::FileType) -> &'static str {
 
 /// Make `dir` the property of `user` (and `group`, else the user's own), when this process
 /// may (root); anyone else keeps what it made.
-fn give_to(dir: &Path, user: &str, group: Option<&str>) -> Result<(), String> {
+fn give_to(dir: &Path, user: &str, group: Option<&str>) -> Result<(), PidFileError> {
     if !nix::unistd::getuid().is_root() {
         return Ok(());
     }
     let (uid, gid) = crate::service_manager::account(user, group)?;
-    std::os::unix::fs::chown(dir, Some(uid.as_raw()), Some(gid.as_raw()))
-        .map_err(|e| format!("cannot give {} to {user}: {e}", dir.display()))
+    std::os::unix::fs::chown(dir, Some(uid.as_raw()), Some(gid.as_raw())).map_err(|source| {
+        PidFileError::Chown {
+            dir: dir.to_path_buf(),
+            user: user.to_string(),
+            source,
+        }
+    })
 }
 
 #[cfg(test)]
@@ -159,7 +218,7 @@ mod tests {
             .join("perdition.imaps")
             .join("perdition.imaps.pid");
         write(&path, None, None).unwrap();
-        assert_eq!(pid_in(&path), Ok(Some(std::process::id())));
+        assert_eq!(pid_in(&path).ok(), Some(Some(std::process::id())));
         remove(&path);
         assert!(!path.exists());
     }
@@ -171,13 +230,13 @@ mod tests {
         // init runs as long as the machine (or container) does; not this process's parent.
         let other = 1;
         fs::write(&path, format!("{other}\n")).unwrap();
-        let e = write(&path, None, None).unwrap_err();
+        let e = write(&path, None, None).unwrap_err().to_string();
         assert!(
             e.contains(&other.to_string()) && e.contains("running"),
             "{e}"
         );
         remove(&path);
-        assert_eq!(pid_in(&path), Ok(Some(other)));
+        assert_eq!(pid_in(&path).ok(), Some(Some(other)));
     }
 
     #[test]
@@ -187,7 +246,7 @@ mod tests {
         // Above the kernel's largest pid (4194304): no such process.
         fs::write(&path, "4194305\n").unwrap();
         write(&path, None, None).unwrap();
-        assert_eq!(pid_in(&path), Ok(Some(std::process::id())));
+        assert_eq!(pid_in(&path).ok(), Some(Some(std::process::id())));
     }
 
     #[test]
@@ -196,7 +255,7 @@ mod tests {
         let fifo = dir.path().join("fifo.pid");
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
         // Nobody opens the other end: a blocking open would never return.
-        let e = write(&fifo, None, None).unwrap_err();
+        let e = write(&fifo, None, None).unwrap_err().to_string();
         assert!(
             e.contains("fifo.pid") && e.contains("a FIFO, not a regular file"),
             "{e}"
@@ -210,11 +269,11 @@ mod tests {
         fs::write(&target, "").unwrap();
         let link = dir.path().join("link.pid");
         std::os::unix::fs::symlink(&target, &link).unwrap();
-        let e = write(&link, None, None).unwrap_err();
+        let e = write(&link, None, None).unwrap_err().to_string();
         assert!(e.contains("symbolic link"), "{e}");
         assert_eq!(fs::read_to_string(&target).unwrap(), "");
 
-        let e = write(dir.path(), None, None).unwrap_err();
+        let e = write(dir.path(), None, None).unwrap_err().to_string();
         assert!(e.contains("directory"), "{e}");
 
         // A hard link to another file is not truncated through the pid file's name.
@@ -222,7 +281,7 @@ mod tests {
         fs::write(&precious, "keep me").unwrap();
         let hard = dir.path().join("hard.pid");
         fs::hard_link(&precious, &hard).unwrap();
-        let e = write(&hard, None, None).unwrap_err();
+        let e = write(&hard, None, None).unwrap_err().to_string();
         assert!(e.contains("hard link"), "{e}");
         assert_eq!(fs::read_to_string(&precious).unwrap(), "keep me");
     }

@@ -4,8 +4,9 @@
 //! has). Without systemd the notifications are no-ops.
 
 use std::net::SocketAddr;
-
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use sd_notify::NotifyState;
 
@@ -22,7 +23,7 @@ fn notify(states: &[NotifyState]) {
 /// Whether this process was started by systemd (its notifications and cgroup are systemd's),
 /// and not by a predecessor handing over.
 pub fn under_systemd() -> bool {
-    let successor = std::env::var_os(crate::server::upgrade::SUCCESSOR).is_some();
+    let successor = std::env::var_os(crate::server::control::SUCCESSOR).is_some();
     std::env::var_os("INVOCATION_ID").is_some()
         || (std::env::var_os("NOTIFY_SOCKET").is_some() && !successor)
 }
@@ -30,7 +31,7 @@ pub fn under_systemd() -> bool {
 /// Tell systemd the service is up (after every listener is bound).
 pub fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
-    if std::env::var_os(crate::server::upgrade::SUCCESSOR).is_some() {
+    if std::env::var_os(crate::server::control::SUCCESSOR).is_some() {
         SILENT.store(true, Ordering::Relaxed);
     }
 }
@@ -54,20 +55,52 @@ pub fn status(text: &str) {
     notify(&[NotifyState::Status(text)]);
 }
 
+/// The status line `systemctl status` shows, kept current.
+pub async fn report_status(registry: Arc<crate::server::registry::Registry>) {
+    let period = Duration::from_secs(10);
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    loop {
+        every.tick().await;
+        status(&registry.status());
+    }
+}
+
+/// A listening socket passed in that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum InheritedSocketsError {
+    #[error("inherited socket {0:?} is not a descriptor")]
+    NotADescriptor(String),
+    #[error("socket {index} passed in: {source}")]
+    Unusable {
+        index: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("socket {0} passed in is not a TCP listener")]
+    NotTcp(usize),
+    #[error("socket {address} passed in: {source}")]
+    Blocking {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Listening sockets passed in by systemd (`LISTEN_FDS`, a `.socket` unit) or by a predecessor
 /// handing over (a binary upgrade), by address. Read
 /// once, at start, before any thread exists (it clears the variables so that children do not
 /// see them).
-pub fn inherited_sockets() -> Result<Vec<(SocketAddr, std::net::TcpListener)>, String> {
+pub fn inherited_sockets() -> Result<Vec<(SocketAddr, std::net::TcpListener)>, InheritedSocketsError>
+{
     let mut sockets = Vec::new();
-    // From a predecessor handing over (`server/upgrade.rs`): descriptor numbers that need not
+    // From a predecessor handing over (`server/control.rs`): descriptor numbers that need not
     // follow each other, each taken through the systemd protocol's reader one at a time.
-    if let Ok(numbers) = std::env::var(crate::server::upgrade::INHERITED_FDS) {
-        std::env::remove_var(crate::server::upgrade::INHERITED_FDS);
+    if let Ok(numbers) = std::env::var(crate::server::control::INHERITED_FDS) {
+        std::env::remove_var(crate::server::control::INHERITED_FDS);
         for number in numbers.split(',').filter(|n| !n.is_empty()) {
             let fd: u32 = number
                 .parse()
-                .map_err(|_| format!("inherited socket {number:?} is not a descriptor"))?;
+                .map_err(|_| InheritedSocketsError::NotADescriptor(number.to_string()))?;
             std::env::set_var("LISTEN_FDS", "1");
             std::env::set_var("LISTEN_FDS_FIRST_FD", fd.to_string());
             std::env::remove_var("LISTEN_PID");
@@ -86,45 +119,102 @@ pub fn inherited_sockets() -> Result<Vec<(SocketAddr, std::net::TcpListener)>, S
 
 fn taken(
     fds: &mut listenfd::ListenFd,
-    i: usize,
-) -> Result<(SocketAddr, std::net::TcpListener), String> {
+    index: usize,
+) -> Result<(SocketAddr, std::net::TcpListener), InheritedSocketsError> {
+    let unusable = |source| InheritedSocketsError::Unusable { index, source };
     let socket = fds
-        .take_tcp_listener(i)
-        .map_err(|e| format!("socket {i} passed in: {e}"))?
-        .ok_or_else(|| format!("socket {i} passed in is not a TCP listener"))?;
-    let address = socket
-        .local_addr()
-        .map_err(|e| format!("socket {i} passed in: {e}"))?;
+        .take_tcp_listener(index)
+        .map_err(unusable)?
+        .ok_or(InheritedSocketsError::NotTcp(index))?;
+    let address = socket.local_addr().map_err(unusable)?;
     socket
         .set_nonblocking(true)
-        .map_err(|e| format!("socket {address} passed in: {e}"))?;
+        .map_err(|source| InheritedSocketsError::Blocking { address, source })?;
     Ok((address, socket))
+}
+
+/// Why the process could not become the configured user.
+#[derive(Debug, thiserror::Error)]
+pub enum PrivilegeError {
+    #[error(transparent)]
+    Account(#[from] AccountError),
+    #[error("cannot become user {user}: only root can (running as uid {uid})")]
+    NotRoot { user: String, uid: nix::unistd::Uid },
+    #[error("user {0:?}")]
+    BadName(String),
+    #[error("supplementary groups of {user}: {source}")]
+    Groups {
+        user: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("group {gid}: {source}")]
+    Group {
+        gid: nix::unistd::Gid,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("user {user}: {source}")]
+    User {
+        user: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("still able to become root after dropping privileges")]
+    StillRoot,
 }
 
 /// Become `user` (and `group`, else the user's own) once the sockets are bound: the rest of
 /// the process's life runs without root. Only root can; anyone else is told so, unless they
 /// already are that user.
-pub fn drop_privileges(user: &str, group: Option<&str>) -> Result<(), String> {
+pub fn drop_privileges(user: &str, group: Option<&str>) -> Result<(), PrivilegeError> {
     use nix::unistd::{getuid, initgroups, setgid, setuid, Uid};
     let (uid, gid) = account(user, group)?;
     if getuid() == uid && nix::unistd::getgid() == gid {
         return Ok(());
     }
     if !getuid().is_root() {
-        return Err(format!(
-            "cannot become user {user}: only root can (running as uid {})",
-            getuid()
-        ));
+        return Err(PrivilegeError::NotRoot {
+            user: user.to_string(),
+            uid: getuid(),
+        });
     }
-    let name = std::ffi::CString::new(user).map_err(|_| format!("user {user:?}"))?;
-    initgroups(&name, gid).map_err(|e| format!("supplementary groups of {user}: {e}"))?;
-    setgid(gid).map_err(|e| format!("group {gid}: {e}"))?;
-    setuid(uid).map_err(|e| format!("user {user}: {e}"))?;
+    let name = std::ffi::CString::new(user).map_err(|_| PrivilegeError::BadName(user.into()))?;
+    initgroups(&name, gid).map_err(|source| PrivilegeError::Groups {
+        user: user.into(),
+        source,
+    })?;
+    setgid(gid).map_err(|source| PrivilegeError::Group { gid, source })?;
+    setuid(uid).map_err(|source| PrivilegeError::User {
+        user: user.into(),
+        source,
+    })?;
     // A process that could become root again has not dropped anything.
     if setuid(Uid::from_raw(0)).is_ok() {
-        return Err("still able to become root after dropping privileges".into());
+        return Err(PrivilegeError::StillRoot);
     }
     Ok(())
+}
+
+/// A user or group that cannot be looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("user {user}: {source}")]
+    UserLookup {
+        user: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("no user {0}")]
+    NoUser(String),
+    #[error("group {group}: {source}")]
+    GroupLookup {
+        group: String,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("no group {0}")]
+    NoGroup(String),
 }
 
 /// The ids of `user` and of `group` (else the user's own group): whom the process becomes
@@ -132,16 +222,22 @@ pub fn drop_privileges(user: &str, group: Option<&str>) -> Result<(), String> {
 pub fn account(
     user: &str,
     group: Option<&str>,
-) -> Result<(nix::unistd::Uid, nix::unistd::Gid), String> {
+) -> Result<(nix::unistd::Uid, nix::unistd::Gid), AccountError> {
     use nix::unistd::{Group, User};
     let account = User::from_name(user)
-        .map_err(|e| format!("user {user}: {e}"))?
-        .ok_or_else(|| format!("no user {user}"))?;
+        .map_err(|source| AccountError::UserLookup {
+            user: user.into(),
+            source,
+        })?
+        .ok_or_else(|| AccountError::NoUser(user.into()))?;
     let gid = match group {
         Some(name) => {
             Group::from_name(name)
-                .map_err(|e| format!("group {name}: {e}"))?
-                .ok_or_else(|| format!("no group {name}"))?
+                .map_err(|source| AccountError::GroupLookup {
+                    group: name.into(),
+                    source,
+                })?
+                .ok_or_else(|| AccountError::NoGroup(name.into()))?
                 .gid
         }
         None => account.gid,

@@ -11,14 +11,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::config::Config;
+use crate::config::{Config, GuardConfig};
 use crate::guard::Guard;
 
 use crate::metrics::ListenerLabels;
 
-use super::builder::{self, ListenerState};
+use super::builder::ListenerState;
+use super::control::{shared, Control, Prepared, ReloadError};
 use super::services::Services;
 use super::session::{self, Session};
 use super::{capability_probe, reached, Phase};
@@ -35,20 +36,43 @@ const CLOSING_TIME: Duration = Duration::from_secs(2);
 /// A listener's state with one of its bound sockets.
 pub type Bound = Vec<(Arc<ListenerState>, TcpListener)>;
 
+/// Which listener each address serves.
+type Serves = HashMap<SocketAddr, Arc<ListenerState>>;
+
+// Where the admin endpoint finds them.
+pub use super::control::{ReloadRequest, UpgradeRequest};
+
+/// A listening socket that could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("socket {address} from the service manager: {source}")]
+    Inherited {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Bind every listener's sockets, or take the one the service manager passed in for that
 /// address (socket activation); errors name the address. Passed-in sockets no listener wants
 /// are closed, with a warning.
 pub fn bind(
     listeners: &[Arc<ListenerState>],
     mut inherited: Vec<(SocketAddr, std::net::TcpListener)>,
-) -> Result<(Bound, Vec<String>), String> {
+) -> Result<(Bound, Vec<String>), BindError> {
     let mut bound = Vec::new();
     for state in listeners {
-        for &addr in &state.addresses {
-            let listener = match inherited.iter().position(|(a, _)| *a == addr) {
+        for &address in &state.addresses {
+            let listener = match inherited.iter().position(|(a, _)| *a == address) {
                 Some(i) => TcpListener::from_std(inherited.swap_remove(i).1)
-                    .map_err(|e| format!("socket {addr} from the service manager: {e}"))?,
-                None => listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?,
+                    .map_err(|source| BindError::Inherited { address, source })?,
+                None => listen(address).map_err(|source| BindError::Listen { address, source })?,
             };
             bound.push((state.clone(), listener));
         }
@@ -76,50 +100,13 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// A request to read the configuration again (SIGHUP, `POST /reload`); the answer, when one
-/// is wanted, says what changed or why nothing did.
-pub struct ReloadRequest {
-    pub reply: Option<oneshot::Sender<Result<String, String>>>,
-}
-
-/// Where a reload's configuration comes from: the file (or Perdition's flags and file) read
-/// again, with the warnings worth a log line.
-pub type ConfigSource = Box<dyn Fn() -> Result<(Config, Vec<String>), String> + Send + Sync>;
-
-/// A request to hand the sockets to a new binary and drain (SIGUSR2, `POST /upgrade`).
-pub struct UpgradeRequest {
-    pub reply: Option<oneshot::Sender<Result<String, String>>>,
-}
-
-/// What the server is told while it runs, besides the shutdown signal.
-pub struct Control {
-    pub reloads: mpsc::Receiver<ReloadRequest>,
-    pub upgrades: mpsc::Receiver<UpgradeRequest>,
-    /// Where a reload's configuration comes from.
-    pub source: ConfigSource,
-    /// The command line a successor is started with (this process's own).
-    pub args: Vec<String>,
-    /// Sockets a successor takes over besides the listeners' (the admin endpoint's).
-    pub other_sockets: Vec<(SocketAddr, std::net::TcpListener)>,
-    /// The binary a successor is started from, found at start.
-    pub program: Result<std::path::PathBuf, String>,
-    /// Why an upgrade cannot be done here, when it cannot (under systemd, after a privilege
-    /// drop).
-    pub upgrade_refused: Option<String>,
-    /// Rewritten with this process's id when a successor that wrote its own fails.
-    pub pid_file: Option<String>,
-    /// Tasks that end with serving (the admin endpoint): a draining process must not answer
-    /// for its successor.
-    pub end_with_serving: Vec<tokio::task::AbortHandle>,
-}
-
 /// "No limit": more connections than any process can hold open (its file descriptors run out
 /// long before), and few enough that a reload can take them back from the semaphore.
 const UNLIMITED: usize = 1 << 20;
 
-/// Serve until `shutdown_signal` completes, then stop accepting, tell pre-login clients, give
-/// live sessions `grace` to end, and end the rest so that they log their Closing lines. Until
-/// then, every request on `reloads` reads the configuration again from `source`.
+/// Serve until `shutdown_signal` completes (or a successor serves), then stop accepting, tell
+/// pre-login clients, give live sessions `grace` to end, and end the rest so that they log
+/// their Closing lines. Until then, `control` answers reload and upgrade requests.
 pub async fn run(
     bound: Vec<(Arc<ListenerState>, TcpListener)>,
     services: Arc<Services>,
@@ -127,51 +114,8 @@ pub async fn run(
     shutdown_signal: impl std::future::Future<Output = ()>,
     control: Control,
 ) {
-    let Control {
-        mut reloads,
-        mut upgrades,
-        source,
-        args,
-        other_sockets,
-        program,
-        upgrade_refused,
-        pid_file,
-        end_with_serving,
-    } = control;
-    let source: Arc<ConfigSource> = Arc::new(source);
-    let upgrader = Upgrader {
-        args,
-        other_sockets: &other_sockets,
-        program,
-        upgrade_refused,
-        pid_file,
-    };
     let mut server = Server::start(bound, services, config);
-    tokio::pin!(shutdown_signal);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown_signal => break,
-            Some(first) = reloads.recv() => {
-                let mut waiting = vec![first];
-                // Requests that queued up meanwhile get the same answer: one reload for all.
-                while let Ok(more) = reloads.try_recv() {
-                    waiting.push(more);
-                }
-                if !reload(&mut server, &source, waiting, &mut shutdown_signal).await {
-                    break;
-                }
-            }
-            Some(request) = upgrades.recv() => {
-                if upgrader.upgrade(&mut server, request).await {
-                    break;
-                }
-            }
-        }
-    }
-    for task in end_with_serving {
-        task.abort();
-    }
-    drop(other_sockets);
+    control.serve(&mut server, shutdown_signal).await;
     // The copies kept for a successor close with the accept loops' sockets: nothing may
     // hold a listening socket open (queueing clients nobody accepts) while this one drains.
     server.sockets.clear();
@@ -187,124 +131,17 @@ pub async fn run(
     shut_down(&services.borrow(), phase_tx, done_rx, grace).await;
 }
 
-/// Read the configuration again and switch to it, answering every request in `waiting`;
-/// false when the shutdown came first.
-async fn reload(
-    server: &mut Server,
-    source: &Arc<ConfigSource>,
-    waiting: Vec<ReloadRequest>,
-    shutdown_signal: &mut std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
-) -> bool {
-    crate::service_manager::reloading();
-    // Reading files, compiling maps and resolving names block: off the runtime's threads,
-    // and never in the way of a shutdown.
-    let prepared = {
-        let (source, previous) = (source.clone(), server.listeners.clone());
-        tokio::task::spawn_blocking(move || prepare(&source, &previous))
-    };
-    let outcome = tokio::select! {
-        _ = shutdown_signal => {
-            for request in waiting {
-                answer(request.reply, Err("shutting down".into()));
-            }
-            return false;
-        }
-        joined = prepared => match joined {
-            Ok(Ok(next)) => server.apply(next),
-            Ok(Err(why)) => Err(why),
-            Err(_) => Err("the reload failed unexpectedly".into()),
-        },
-    };
-    server.reloaded(&outcome);
-    for request in waiting {
-        answer(request.reply, outcome.clone());
-    }
-    true
-}
-
-/// What starting a successor takes: this process's command line, its sockets, its binary.
-struct Upgrader<'a> {
-    args: Vec<String>,
-    other_sockets: &'a [(SocketAddr, std::net::TcpListener)],
-    program: Result<std::path::PathBuf, String>,
-    upgrade_refused: Option<String>,
-    pid_file: Option<String>,
-}
-
-impl Upgrader<'_> {
-    /// Hand the sockets to a successor; true when it serves and this process is to drain.
-    async fn upgrade(&self, server: &mut Server, request: UpgradeRequest) -> bool {
-        let logger = server.services.borrow().logger.clone();
-        let program = match (&self.upgrade_refused, &self.program) {
-            (Some(why), _) | (None, Err(why)) => {
-                logger.error(&format!("Upgrade refused: {why}"));
-                answer(request.reply, Err(why.clone()));
-                return false;
-            }
-            (None, Ok(program)) => program,
-        };
-        let mut sockets = server.sockets_to_hand_over();
-        let others = self.other_sockets.iter();
-        sockets.extend(others.filter_map(|(a, s)| Some((*a, s.try_clone().ok()?))));
-        match super::upgrade::hand_over(program, &self.args, &sockets).await {
-            Ok(successor) => {
-                let line = format!(
-                    "Upgrade: the new process (pid {}) serves; this one drains",
-                    successor.pid
-                );
-                logger.info(&line);
-                answer(request.reply, Ok(line));
-                true
-            }
-            Err(why) => {
-                logger.error(&format!("Upgrade failed, this process goes on: {why}"));
-                // The successor may have written its id there before it failed.
-                if let Some(path) = &self.pid_file {
-                    crate::pid_file::take_back(std::path::Path::new(path));
-                }
-                answer(request.reply, Err(why));
-                false
-            }
-        }
-    }
-}
-
-/// Tell whoever asked for a reload or an upgrade how it went.
-fn answer(reply: Option<oneshot::Sender<Result<String, String>>>, outcome: Result<String, String>) {
-    if let Some(reply) = reply {
-        let _ = reply.send(outcome);
-    }
-}
-
-/// A configuration read again and built, not yet in force.
-struct Prepared {
-    config: Config,
-    built: builder::Built,
-    warnings: Vec<String>,
-}
-
-fn prepare(source: &ConfigSource, previous: &[Arc<ListenerState>]) -> Result<Prepared, String> {
-    let (config, mut warnings) = source()?;
-    let built = builder::build_next(&config, previous).map_err(|p| p.join("; "))?;
-    warnings.extend(built.warnings.iter().cloned());
-    Ok(Prepared {
-        config,
-        built,
-        warnings,
-    })
-}
-
 /// The listening sockets and what every accept loop shares; a reload changes it in place.
-struct Server {
+pub(super) struct Server {
     /// One accept loop per address, each with the listener state new sessions get.
     sockets: HashMap<SocketAddr, Running>,
     /// The running configuration, and the listeners built from it.
     config: Config,
-    listeners: Vec<Arc<ListenerState>>,
+    pub(super) listeners: Vec<Arc<ListenerState>>,
     /// `connection_limit`, shared by every listener of the process, and its size now.
     limit: Arc<Semaphore>,
     limit_now: usize,
-    services: watch::Sender<Arc<Services>>,
+    pub(super) services: watch::Sender<Arc<Services>>,
     phase_tx: watch::Sender<Phase>,
     phase_rx: watch::Receiver<Phase>,
     /// Every session holds a clone; when all are dropped, `recv` returns None (mini-redis).
@@ -402,7 +239,7 @@ impl Server {
     }
 
     /// Copies of every listening socket, for a successor.
-    fn sockets_to_hand_over(&self) -> Vec<(SocketAddr, std::net::TcpListener)> {
+    pub(super) fn sockets_to_hand_over(&self) -> Vec<(SocketAddr, std::net::TcpListener)> {
         self.sockets
             .iter()
             .filter_map(|(addr, running)| Some((*addr, running.socket.try_clone().ok()?)))
@@ -410,7 +247,7 @@ impl Server {
     }
 
     /// Log how a reload went and tell systemd it is over.
-    fn reloaded(&self, outcome: &Result<String, String>) {
+    pub(super) fn reloaded(&self, outcome: &Result<String, ReloadError>) {
         let services = self.services.borrow().clone();
         let logger = services.logger.clone();
         crate::service_manager::ready(&services.registry.status());
@@ -428,72 +265,25 @@ impl Server {
     /// it: listeners on unchanged addresses keep their sockets (no connection refused
     /// meanwhile) and give new sessions the new settings, new ones are bound, removed ones stop
     /// accepting; live sessions keep what they started with.
-    fn apply(&mut self, next: Prepared) -> Result<String, String> {
+    pub(super) fn apply(&mut self, next: Prepared) -> Result<String, ReloadError> {
         let Prepared {
             config,
             built,
             warnings,
         } = next;
         let services = self.services.borrow().clone();
-        let guard = if config.guard == self.config.guard {
-            services.guard()
-        } else {
-            let (old, new) = (&self.config.guard, &config.guard);
-            let same_store = (&old.store, &old.store_prefix, &old.store_secret)
-                == (&new.store, &new.store_prefix, &new.store_secret)
-                && (old.store_timeout_ms, old.store_retry_ms)
-                    == (new.store_timeout_ms, new.store_retry_ms);
-            let fresh = Guard::from_config(new, &services.logger)?;
-            match (fresh, &services.guard()) {
-                (Some(fresh), Some(previous)) => {
-                    Some(Arc::new(fresh.succeed(previous, same_store)))
-                }
-                (fresh, _) => fresh.map(Arc::new),
-            }
-        };
+        let guard = self.next_guard(&config.guard, &services)?;
         // Bind the new addresses before anything changes: one that cannot be had fails the
         // whole reload (the sockets bound so far close as they drop).
-        let mut wanted: HashMap<SocketAddr, Arc<ListenerState>> = HashMap::new();
-        let mut fresh = Vec::new();
-        for state in &built.listeners {
-            for &addr in &state.addresses {
-                if wanted.insert(addr, state.clone()).is_none() && !self.sockets.contains_key(&addr)
-                {
-                    let socket =
-                        listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                    fresh.push((state.clone(), socket));
-                }
-            }
-        }
+        let (wanted, fresh) = self.bind_new(&built.listeners)?;
         for w in &warnings {
             services.logger.warning(w);
         }
-        if config.log != self.config.log {
-            services
-                .logger
-                .warning("[log] changes take effect at the next start; log files were reopened");
-        }
-        if config.admin != self.config.admin {
-            services
-                .logger
-                .warning("[admin] changes take effect at the next start");
-        }
+        self.warn_about_restart_only(&config, &services);
         if config.guard != self.config.guard {
             services.set_guard(guard);
         }
-        let (mut kept, mut removed) = (0, 0);
-        self.sockets.retain(|addr, running| match wanted.get(addr) {
-            Some(state) => {
-                running.state.send_replace(state.clone());
-                kept += 1;
-                true
-            }
-            None => {
-                running.task.abort();
-                removed += 1;
-                false
-            }
-        });
+        let (kept, removed) = self.keep_or_stop(&wanted);
         let added = fresh.len();
         for (state, socket) in fresh {
             self.spawn(state, socket);
@@ -507,6 +297,84 @@ impl Server {
             "{} listeners; addresses kept {kept}, added {added}, removed {removed}",
             self.listeners.len()
         ))
+    }
+
+    /// The guard a reload to `new` gives sessions: the running one when its configuration is
+    /// unchanged, else a new one that takes over what the running one learnt (its store too,
+    /// when that is the same).
+    fn next_guard(
+        &self,
+        new: &GuardConfig,
+        services: &Services,
+    ) -> Result<Option<Arc<Guard>>, ReloadError> {
+        let old = &self.config.guard;
+        if new == old {
+            return Ok(services.guard());
+        }
+        let same_store = (&old.store, &old.store_prefix, &old.store_secret)
+            == (&new.store, &new.store_prefix, &new.store_secret)
+            && (old.store_timeout_ms, old.store_retry_ms)
+                == (new.store_timeout_ms, new.store_retry_ms);
+        let fresh =
+            Guard::from_config(new, &services.logger).map_err(|e| ReloadError::Guard(shared(e)))?;
+        Ok(match (fresh, &services.guard()) {
+            (Some(fresh), Some(previous)) => Some(Arc::new(fresh.succeed(previous, same_store))),
+            (fresh, _) => fresh.map(Arc::new),
+        })
+    }
+
+    /// Which listener each address of `listeners` is to serve, and sockets bound for the
+    /// addresses not listened on yet.
+    fn bind_new(&self, listeners: &[Arc<ListenerState>]) -> Result<(Serves, Bound), ReloadError> {
+        let mut wanted = Serves::new();
+        let mut fresh = Vec::new();
+        for state in listeners {
+            for &address in &state.addresses {
+                if wanted.insert(address, state.clone()).is_none()
+                    && !self.sockets.contains_key(&address)
+                {
+                    let socket = listen(address).map_err(|e| ReloadError::Listen {
+                        address,
+                        source: Arc::new(e),
+                    })?;
+                    fresh.push((state.clone(), socket));
+                }
+            }
+        }
+        Ok((wanted, fresh))
+    }
+
+    /// Sections a reload reads but does not apply.
+    fn warn_about_restart_only(&self, config: &Config, services: &Services) {
+        if config.log != self.config.log {
+            services
+                .logger
+                .warning("[log] changes take effect at the next start; log files were reopened");
+        }
+        if config.admin != self.config.admin {
+            services
+                .logger
+                .warning("[admin] changes take effect at the next start");
+        }
+    }
+
+    /// Accept loops on `wanted` addresses go on with their new listener state, the others
+    /// stop; how many of each.
+    fn keep_or_stop(&mut self, wanted: &Serves) -> (usize, usize) {
+        let (mut kept, mut removed) = (0, 0);
+        self.sockets.retain(|addr, running| match wanted.get(addr) {
+            Some(state) => {
+                running.state.send_replace(state.clone());
+                kept += 1;
+                true
+            }
+            None => {
+                running.task.abort();
+                removed += 1;
+                false
+            }
+        });
+        (kept, removed)
     }
 
     /// The connection limit follows the configuration: raised at once, lowered as sessions
@@ -613,18 +481,7 @@ impl AcceptLoop {
             match accepted {
                 Ok((tcp, peer)) => {
                     backoff = Duration::from_millis(10);
-                    let services = self.services.borrow().clone();
-                    if self.state.has_changed().unwrap_or(false) {
-                        // A reload: the counter follows the listener's new labels.
-                        let state = self.state.borrow_and_update().clone();
-                        self.accepted = accepted_counter(&services, &state);
-                    }
-                    self.accepted.inc();
-                    let state = self.state.borrow().clone();
-                    match self.limit.clone().try_acquire_owned() {
-                        Ok(permit) => self.start_session(state, services, tcp, peer, permit),
-                        Err(_) => self.refuse(&state, &services, tcp, peer),
-                    }
+                    self.take(tcp, peer);
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: wait instead of spinning.
@@ -634,6 +491,22 @@ impl AcceptLoop {
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
+        }
+    }
+
+    /// An accepted connection: counted, then served, or refused over the connection limit.
+    fn take(&mut self, tcp: TcpStream, peer: SocketAddr) {
+        let services = self.services.borrow().clone();
+        if self.state.has_changed().unwrap_or(false) {
+            // A reload: the counter follows the listener's new labels.
+            let state = self.state.borrow_and_update().clone();
+            self.accepted = accepted_counter(&services, &state);
+        }
+        self.accepted.inc();
+        let state = self.state.borrow().clone();
+        match self.limit.clone().try_acquire_owned() {
+            Ok(permit) => self.start_session(state, services, tcp, peer, permit),
+            Err(_) => self.refuse(&state, &services, tcp, peer),
         }
     }
 

@@ -7,6 +7,7 @@ mod backend;
 pub mod backend_probe;
 pub mod builder;
 pub mod capability_probe;
+pub mod control;
 pub mod forward;
 pub mod inetd;
 pub mod listener;
@@ -17,7 +18,6 @@ pub mod relay;
 pub mod services;
 pub mod session;
 pub mod stream;
-pub mod upgrade;
 
 use tokio::sync::watch;
 
