@@ -2,6 +2,7 @@
 //! in front when its settings keep answers. A new map kind is one file beside this one, its
 //! kind in the configuration, and one arm here.
 
+use crate::config::perdition::{table_query, Table};
 use crate::config::{MapConfig, MapKind};
 
 use super::cache::{CacheSettings, CachedMap};
@@ -11,7 +12,7 @@ use super::http::HttpMap;
 use super::ldap::{LdapMap, LdapSettings};
 use super::popmap_re::PopmapRe;
 use super::reload::Reloadable;
-use super::sql::{table_query, SqlMap, Table};
+use super::sql::SqlMap;
 use super::Map;
 
 /// Read (or, for a server, prepare) the map `m` describes, with its cache; what reading it
