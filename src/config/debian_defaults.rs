@@ -10,9 +10,11 @@
 //! configuration.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::iter::Peekable;
+use std::path::{Path, PathBuf};
+use std::str::Chars;
 
-use super::perdition::{self, Compat};
+use super::perdition::{self, Compat, PerditionError};
 
 /// Where Debian keeps the file.
 pub const DEFAULT_FILE: &str = "/etc/default/perdition";
@@ -27,11 +29,94 @@ const INSTANCES: [(&str, &str); 5] = [
     ("MANAGESIEVE", "perdition.managesieve"),
 ];
 
+/// Why the defaults file cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum DebianDefaultsError {
+    #[error("cannot read {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Shell {
+        path: PathBuf,
+        #[source]
+        source: ShellError,
+    },
+    /// An instance's flags or configuration file.
+    #[error("{}: {name} ({program} {flags}): {source}", path.display())]
+    Instance {
+        path: PathBuf,
+        name: &'static str,
+        program: &'static str,
+        flags: String,
+        #[source]
+        source: Box<PerditionError>,
+    },
+    #[error("{}: {name}: its flags ask for help", path.display())]
+    AsksForHelp { path: PathBuf, name: &'static str },
+    #[error(
+        "{}: {name}: inetd_mode makes no sense for a daemon the init script starts",
+        path.display()
+    )]
+    Inetd { path: PathBuf, name: &'static str },
+    #[error("{} enables no protocol (POP3, POP3S, IMAP4, IMAP4S, MANAGESIEVE)", path.display())]
+    NoProtocol { path: PathBuf },
+    /// Two instances differ in what one process has once.
+    #[error(
+        "{first} and {other} differ in {what}, which one process has once: give them the same \
+         (in FLAGS, or in both configuration files)"
+    )]
+    Differ {
+        first: &'static str,
+        other: &'static str,
+        what: &'static str,
+    },
+    #[error("the instances name different pid files; one process has one")]
+    PidFiles,
+}
+
+/// For callers that still pass errors on as text (the command line, a reload's source).
+impl From<DebianDefaultsError> for String {
+    fn from(e: DebianDefaultsError) -> String {
+        e.to_string()
+    }
+}
+
+/// A line of the file that a shell would read otherwise than as a variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ShellError {
+    #[error("line {0}: only NAME=value lines are understood, not a command")]
+    NotAnAssignment(usize),
+    #[error("line {line}: {name}=... is followed by a command; quote a value with blanks")]
+    CommandAfter { line: usize, name: String },
+    #[error("line {0}: command substitution is not understood")]
+    CommandSubstitution(usize),
+    #[error("line {0}: only ${{NAME}} is understood in braces")]
+    Braces(usize),
+    #[error("line {0}: a quote is not closed")]
+    UnclosedQuote(usize),
+}
+
+/// An instance the file enables: its variable's name, its program, and what its flags make.
+struct Instance {
+    name: &'static str,
+    program: &'static str,
+    compat: Compat,
+}
+
 /// Every instance `path` enables, as one configuration.
-pub fn read(path: &Path) -> Result<Compat, String> {
+pub fn read(path: &Path) -> Result<Compat, DebianDefaultsError> {
     let shown = path.display();
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
-    let variables = shell_variables(&text).map_err(|e| format!("{shown}: {e}"))?;
+    let text = std::fs::read_to_string(path).map_err(|source| DebianDefaultsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let variables = shell_variables(&text).map_err(|source| DebianDefaultsError::Shell {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let value = |name: &str| variables.get(name).map(String::as_str).unwrap_or("");
     let mut notes = Vec::new();
     if value("RUN_PERDITION") != "yes" {
@@ -43,290 +128,345 @@ pub fn read(path: &Path) -> Result<Compat, String> {
     let mut instances = Vec::new();
     for (name, program) in INSTANCES {
         // The init script's `${POP3:=yes}`, then `[ "$POP3" = "yes" ]`.
-        let enabled = match value(name) {
-            "" => "yes",
-            other => other,
-        };
-        if enabled != "yes" {
+        if !matches!(value(name), "" | "yes") {
             continue;
         }
         // `$FLAGS $POP3_FLAGS` unquoted: split at blanks, quotes inside taken literally.
-        let flags_of = format!("{name}_FLAGS");
-        let flags: Vec<String> = format!("{} {}", value("FLAGS"), value(&flags_of))
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
-        let compat = perdition::from_args(program, &flags)
-            .map_err(|e| format!("{shown}: {name} ({program} {}): {e}", flags.join(" ")))?
-            .ok_or_else(|| format!("{shown}: {name}: its flags ask for help"))?;
-        if compat.inetd {
-            return Err(format!(
-                "{shown}: {name}: inetd_mode makes no sense for a daemon the init script starts"
-            ));
-        }
-        instances.push((name, program, compat));
+        let flags = format!("{} {}", value("FLAGS"), value(&format!("{name}_FLAGS")));
+        instances.push(instance(path, name, program, &flags)?);
     }
-    if instances.is_empty() {
-        return Err(format!(
-            "{shown} enables no protocol (POP3, POP3S, IMAP4, IMAP4S, MANAGESIEVE)"
-        ));
-    }
-    let mut merged = merge(instances)?;
+    let mut instances = instances.into_iter();
+    let Some(first) = instances.next() else {
+        return Err(DebianDefaultsError::NoProtocol {
+            path: path.to_path_buf(),
+        });
+    };
+    let mut merged = merge(first, instances.collect())?;
     notes.append(&mut merged.warnings);
     merged.warnings = notes;
     Ok(merged)
 }
 
+/// The instance the init script starts as `program` with `flags`.
+fn instance(
+    path: &Path,
+    name: &'static str,
+    program: &'static str,
+    flags: &str,
+) -> Result<Instance, DebianDefaultsError> {
+    let flags: Vec<String> = flags.split_whitespace().map(str::to_string).collect();
+    let compat = perdition::from_args(program, &flags)
+        .map_err(|source| DebianDefaultsError::Instance {
+            path: path.to_path_buf(),
+            name,
+            program,
+            flags: flags.join(" "),
+            source: Box::new(source),
+        })?
+        .ok_or_else(|| DebianDefaultsError::AsksForHelp {
+            path: path.to_path_buf(),
+            name,
+        })?;
+    if compat.inetd {
+        return Err(DebianDefaultsError::Inetd {
+            path: path.to_path_buf(),
+            name,
+        });
+    }
+    Ok(Instance {
+        name,
+        program,
+        compat,
+    })
+}
+
 /// One process for several instances: their listeners side by side. What is one per process
 /// (the log, the timeouts, the user) must be the same in all; the connection limits add up.
-fn merge(instances: Vec<(&str, &str, Compat)>) -> Result<Compat, String> {
-    let names: Vec<&str> = instances.iter().map(|(name, _, _)| *name).collect();
-    let single = instances.len() == 1;
-    let mut iter = instances.into_iter();
-    let (first_name, first_program, first) = iter.next().ok_or("no instance")?;
-    let mut config = first.config;
-    let mut warnings: Vec<(String, Vec<&str>)> = Vec::new();
-    let mut note = |warning: String, name| match warnings.iter_mut().find(|(w, _)| *w == warning) {
-        Some((_, names)) => names.push(name),
-        None => warnings.push((warning, vec![name])),
-    };
-    for w in first.warnings {
-        note(w, first_name);
-    }
-    // The pid file the instance chose itself, if it did: its default names the instance.
-    let own_pid_file = |program: &str, pid_file: &Option<String>| -> Option<Option<String>> {
-        let default = perdition::system_path(&format!("/var/run/{program}/{program}.pid"));
-        (pid_file.as_deref() != default.to_str()).then(|| pid_file.clone())
-    };
+fn merge(first: Instance, others: Vec<Instance>) -> Result<Compat, DebianDefaultsError> {
+    let single = others.is_empty();
+    let mut warnings = Warnings::default();
+    warnings.note(first.compat.warnings, first.name);
+    let mut config = first.compat.config;
     let mut chosen_pid_files = Vec::new();
-    chosen_pid_files.extend(own_pid_file(first_program, &config.process.pid_file));
-    for (name, program, compat) in iter {
-        let other = compat.config;
-        let differs = |what: &str| {
-            format!(
-                "{first_name} and {name} differ in {what}, which one process has once: give \
-                 them the same (in FLAGS, or in both configuration files)"
-            )
-        };
-        let log_without_ident = |log: &super::LogConfig| super::LogConfig {
-            ident: String::new(),
-            ..log.clone()
-        };
-        if log_without_ident(&other.log) != log_without_ident(&config.log) {
-            return Err(differs(
-                "their logging (log_facility, debug, quiet, log_passwd, connect_relog)",
-            ));
-        }
-        let (a, b) = (&config.limits, &other.limits);
-        if (a.login_timeout, a.idle_timeout) != (b.login_timeout, b.idle_timeout) {
-            return Err(differs("their timeouts (timeout, authenticate_timeout)"));
-        }
-        let (a, b) = (&config.process, &other.process);
-        if (&a.user, &a.group) != (&b.user, &b.group) {
-            return Err(differs("the user or group they run as"));
-        }
-        chosen_pid_files.extend(own_pid_file(program, &b.pid_file));
+    chosen_pid_files.extend(own_pid_file(first.program, &config.process.pid_file));
+    for other in others {
+        let (name, compat) = (other.name, other.compat);
+        same_per_process(&config, first.name, &compat.config, name)?;
+        chosen_pid_files.extend(own_pid_file(other.program, &compat.config.process.pid_file));
         // Each instance had its own limit; 0 (none) anywhere means none for all.
         let (limit, more) = (
             config.limits.connection_limit,
-            other.limits.connection_limit,
+            compat.config.limits.connection_limit,
         );
         config.limits.connection_limit = if limit == 0 || more == 0 {
             0
         } else {
             limit + more
         };
-        config.listeners.extend(other.listeners);
-        for w in compat.warnings {
-            note(w, name);
-        }
+        config.listeners.extend(compat.config.listeners);
+        warnings.note(compat.warnings, name);
     }
     if !single {
         // One process, one name in the log (fail2ban's filter takes any perdition.*), and
         // the pid file a process started as plain `perdition` writes, unless they chose one.
         config.log.ident = "perdition".into();
-        chosen_pid_files.dedup();
-        config.process.pid_file = match chosen_pid_files.as_slice() {
-            [] => Some(
-                perdition::system_path("/var/run/perdition/perdition.pid")
-                    .display()
-                    .to_string(),
-            ),
-            [one] => one.clone(),
-            _ => return Err("the instances name different pid files; one process has one".into()),
-        };
+        config.process.pid_file = shared_pid_file(chosen_pid_files)?;
     }
-    let warnings = warnings
-        .into_iter()
-        .map(|(w, by)| match by.len() == names.len() {
-            true => w,
-            false => format!("{}: {w}", by.join(", ")),
-        })
-        .collect();
     Ok(Compat {
         config,
-        warnings,
+        warnings: warnings.lines(),
         inetd: false,
     })
+}
+
+/// What one process has once, the same in `other` (of the instance `name`) as in `config`
+/// (of `first`).
+fn same_per_process(
+    config: &super::Config,
+    first: &'static str,
+    other: &super::Config,
+    name: &'static str,
+) -> Result<(), DebianDefaultsError> {
+    let differs = |what| DebianDefaultsError::Differ {
+        first,
+        other: name,
+        what,
+    };
+    let log_without_ident = |log: &super::LogConfig| super::LogConfig {
+        ident: String::new(),
+        ..log.clone()
+    };
+    if log_without_ident(&other.log) != log_without_ident(&config.log) {
+        return Err(differs(
+            "their logging (log_facility, debug, quiet, log_passwd, connect_relog)",
+        ));
+    }
+    let (a, b) = (&config.limits, &other.limits);
+    if (a.login_timeout, a.idle_timeout) != (b.login_timeout, b.idle_timeout) {
+        return Err(differs("their timeouts (timeout, authenticate_timeout)"));
+    }
+    let (a, b) = (&config.process, &other.process);
+    if (&a.user, &a.group) != (&b.user, &b.group) {
+        return Err(differs("the user or group they run as"));
+    }
+    Ok(())
+}
+
+/// The pid file the instance chose itself, if it did: its default names the instance.
+fn own_pid_file(program: &str, pid_file: &Option<String>) -> Option<Option<String>> {
+    let default = perdition::system_path(&format!("/var/run/{program}/{program}.pid"));
+    (pid_file.as_deref() != default.to_str()).then(|| pid_file.clone())
+}
+
+/// The one pid file of the process: plain `perdition`'s, unless the instances chose one.
+fn shared_pid_file(mut chosen: Vec<Option<String>>) -> Result<Option<String>, DebianDefaultsError> {
+    chosen.dedup();
+    match chosen.as_slice() {
+        [] => Ok(Some(
+            perdition::system_path("/var/run/perdition/perdition.pid")
+                .display()
+                .to_string(),
+        )),
+        [one] => Ok(one.clone()),
+        _ => Err(DebianDefaultsError::PidFiles),
+    }
+}
+
+/// The instances' warnings, each once, with the instances that gave it.
+#[derive(Default)]
+struct Warnings {
+    lines: Vec<(String, Vec<&'static str>)>,
+    /// The instances noted.
+    instances: usize,
+}
+
+impl Warnings {
+    fn note(&mut self, warnings: Vec<String>, name: &'static str) {
+        self.instances += 1;
+        for warning in warnings {
+            match self.lines.iter_mut().find(|(w, _)| *w == warning) {
+                Some((_, names)) => names.push(name),
+                None => self.lines.push((warning, vec![name])),
+            }
+        }
+    }
+
+    /// A warning all instances gave as it is; the others after the names of theirs.
+    fn lines(self) -> Vec<String> {
+        self.lines
+            .into_iter()
+            .map(|(w, by)| match by.len() == self.instances {
+                true => w,
+                false => format!("{}: {w}", by.join(", ")),
+            })
+            .collect()
+    }
 }
 
 /// The variables a shell sourcing `text` would set, for the shell that Debian's file is
 /// written in: `NAME=value` lines (`export` allowed), values unquoted, `'...'` or `"..."`,
 /// `$NAME` and `${NAME}` of earlier lines expanded, `#` comments. Anything that would run a
 /// command is refused by line, rather than guessed at.
-fn shell_variables(text: &str) -> Result<HashMap<String, String>, String> {
+fn shell_variables(text: &str) -> Result<HashMap<String, String>, ShellError> {
     let mut variables: HashMap<String, String> = HashMap::new();
-    let mut chars = text.chars().peekable();
-    let mut line = 1;
-    loop {
-        // The start of a line: blanks, then a comment, an assignment or nothing.
-        while chars
-            .peek()
-            .is_some_and(|c| *c == ' ' || *c == '\t' || *c == ';')
-        {
-            chars.next();
-        }
-        let Some(&c) = chars.peek() else { break };
-        if c == '\n' {
-            chars.next();
-            line += 1;
-            continue;
-        }
-        if c == '#' {
-            while chars.peek().is_some_and(|c| *c != '\n') {
-                chars.next();
-            }
-            continue;
-        }
-        let mut word = String::new();
-        while let Some(&c) = chars.peek() {
-            if c.is_ascii_alphanumeric() || c == '_' {
-                word.push(c);
-                chars.next();
-            } else {
-                break;
-            }
-        }
-        if word == "export" && chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
-            continue;
-        }
-        let assignment = !word.is_empty()
-            && !word.starts_with(|c: char| c.is_ascii_digit())
-            && chars.peek() == Some(&'=');
-        if !assignment {
-            return Err(format!(
-                "line {line}: only NAME=value lines are understood, not a command"
-            ));
-        }
-        chars.next();
-        let value = shell_value(&mut chars, &mut line, &variables)?;
-        // After the value: blanks, then a comment or the end of the line.
-        while chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
-            chars.next();
-        }
-        match chars.peek() {
-            None | Some('\n') | Some('#') | Some(';') => {}
-            Some(_) => {
-                return Err(format!(
-                    "line {line}: {word}=... is followed by a command; quote a value with blanks"
-                ))
-            }
-        }
-        variables.insert(word, value);
+    let mut shell = Shell {
+        chars: text.chars().peekable(),
+        line: 1,
+    };
+    while let Some(name) = shell.next_assignment()? {
+        let value = shell.value(&variables)?;
+        shell.end_of_assignment(&name)?;
+        variables.insert(name, value);
     }
     Ok(variables)
 }
 
-/// One shell word: the value of an assignment.
-fn shell_value(
-    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
-    line: &mut usize,
-    variables: &HashMap<String, String>,
-) -> Result<String, String> {
-    let mut value = String::new();
-    let mut quote = None;
-    while let Some(&c) = chars.peek() {
-        match (quote, c) {
-            (None, ' ' | '\t' | '\n' | ';') => break,
-            (None, '#') if value.is_empty() => break,
-            (None, '\'') | (None, '"') => {
-                quote = Some(c);
-                chars.next();
-            }
-            (Some(q), c) if c == q => {
-                quote = None;
-                chars.next();
-            }
-            (Some('\''), c) => {
-                if c == '\n' {
-                    *line += 1;
-                }
-                value.push(c);
-                chars.next();
-            }
-            (_, '\\') => {
-                chars.next();
-                match chars.next() {
-                    // A continued line.
-                    Some('\n') => *line += 1,
-                    // In double quotes, `\` escapes only these; before others it stays.
-                    Some(next) if quote.is_none() || "$`\"\\".contains(next) => value.push(next),
-                    Some(next) => {
-                        value.push('\\');
-                        value.push(next);
-                    }
-                    None => {}
-                }
-            }
-            (_, '`') => {
-                return Err(format!(
-                    "line {line}: command substitution is not understood"
-                ))
-            }
-            (_, '$') => {
-                chars.next();
-                let braced = chars.peek() == Some(&'{');
-                if braced {
-                    chars.next();
-                }
-                if chars.peek() == Some(&'(') {
-                    return Err(format!(
-                        "line {line}: command substitution is not understood"
-                    ));
-                }
-                let mut name = String::new();
-                while let Some(&c) = chars.peek() {
-                    if c.is_ascii_alphanumeric() || c == '_' {
-                        name.push(c);
-                        chars.next();
-                    } else {
-                        break;
-                    }
-                }
-                if braced && chars.next() != Some('}') {
-                    return Err(format!(
-                        "line {line}: only ${{NAME}} is understood in braces"
-                    ));
-                }
-                if name.is_empty() {
-                    value.push('$');
-                } else {
-                    value.push_str(variables.get(&name).map_or("", String::as_str));
-                }
-            }
-            (_, c) => {
-                if c == '\n' {
-                    *line += 1;
-                }
-                value.push(c);
-                chars.next();
-            }
+/// The shell's reading of the text, where it is.
+struct Shell<'a> {
+    chars: Peekable<Chars<'a>>,
+    line: usize,
+}
+
+impl Shell<'_> {
+    /// Take characters while `take` says so.
+    fn skip_while(&mut self, take: impl Fn(char) -> bool) {
+        while self.chars.peek().is_some_and(|c| take(*c)) {
+            self.chars.next();
         }
     }
-    if quote.is_some() {
-        return Err(format!("line {line}: a quote is not closed"));
+
+    /// A name: letters, digits and `_`.
+    fn name(&mut self) -> String {
+        let mut name = String::new();
+        while let Some(&c) = self.chars.peek() {
+            if !(c.is_ascii_alphanumeric() || c == '_') {
+                break;
+            }
+            name.push(c);
+            self.chars.next();
+        }
+        name
     }
-    Ok(value)
+
+    /// Past blank lines and comments, the name of the next `NAME=` (its `=` taken); none at
+    /// the end.
+    fn next_assignment(&mut self) -> Result<Option<String>, ShellError> {
+        loop {
+            // The start of a line: blanks, then a comment, an assignment or nothing.
+            self.skip_while(|c| c == ' ' || c == '\t' || c == ';');
+            let Some(&c) = self.chars.peek() else {
+                return Ok(None);
+            };
+            if c == '\n' {
+                self.chars.next();
+                self.line += 1;
+                continue;
+            }
+            if c == '#' {
+                self.skip_while(|c| c != '\n');
+                continue;
+            }
+            let word = self.name();
+            if word == "export" && self.chars.peek().is_some_and(|c| *c == ' ' || *c == '\t') {
+                continue;
+            }
+            let assignment = !word.is_empty()
+                && !word.starts_with(|c: char| c.is_ascii_digit())
+                && self.chars.peek() == Some(&'=');
+            if !assignment {
+                return Err(ShellError::NotAnAssignment(self.line));
+            }
+            self.chars.next();
+            return Ok(Some(word));
+        }
+    }
+
+    /// After the value: blanks, then a comment or the end of the line.
+    fn end_of_assignment(&mut self, name: &str) -> Result<(), ShellError> {
+        self.skip_while(|c| c == ' ' || c == '\t');
+        match self.chars.peek() {
+            None | Some('\n') | Some('#') | Some(';') => Ok(()),
+            Some(_) => Err(ShellError::CommandAfter {
+                line: self.line,
+                name: name.to_string(),
+            }),
+        }
+    }
+
+    /// One shell word: the value of an assignment.
+    fn value(&mut self, variables: &HashMap<String, String>) -> Result<String, ShellError> {
+        let mut value = String::new();
+        let mut quote = None;
+        while let Some(&c) = self.chars.peek() {
+            match (quote, c) {
+                (None, ' ' | '\t' | '\n' | ';') => break,
+                (None, '#') if value.is_empty() => break,
+                (None, '\'') | (None, '"') => {
+                    quote = Some(c);
+                    self.chars.next();
+                }
+                (Some(q), c) if c == q => {
+                    quote = None;
+                    self.chars.next();
+                }
+                (Some('\''), c) => self.literal(c, &mut value),
+                (_, '\\') => self.escaped(quote.is_some(), &mut value),
+                (_, '`') => return Err(ShellError::CommandSubstitution(self.line)),
+                (_, '$') => value.push_str(&self.expansion(variables)?),
+                (_, c) => self.literal(c, &mut value),
+            }
+        }
+        if quote.is_some() {
+            return Err(ShellError::UnclosedQuote(self.line));
+        }
+        Ok(value)
+    }
+
+    /// `c`, taken as it is.
+    fn literal(&mut self, c: char, value: &mut String) {
+        if c == '\n' {
+            self.line += 1;
+        }
+        value.push(c);
+        self.chars.next();
+    }
+
+    /// After `\`, outside single quotes.
+    fn escaped(&mut self, in_double_quotes: bool, value: &mut String) {
+        self.chars.next();
+        match self.chars.next() {
+            // A continued line.
+            Some('\n') => self.line += 1,
+            // In double quotes, `\` escapes only these; before others it stays.
+            Some(next) if !in_double_quotes || "$`\"\\".contains(next) => value.push(next),
+            Some(next) => {
+                value.push('\\');
+                value.push(next);
+            }
+            None => {}
+        }
+    }
+
+    /// `$NAME` or `${NAME}`: the value of an earlier line's variable (empty when unset); a
+    /// `$` before anything else is itself.
+    fn expansion(&mut self, variables: &HashMap<String, String>) -> Result<String, ShellError> {
+        self.chars.next();
+        let braced = self.chars.peek() == Some(&'{');
+        if braced {
+            self.chars.next();
+        }
+        if self.chars.peek() == Some(&'(') {
+            return Err(ShellError::CommandSubstitution(self.line));
+        }
+        let name = self.name();
+        if braced && self.chars.next() != Some('}') {
+            return Err(ShellError::Braces(self.line));
+        }
+        Ok(match name.is_empty() {
+            true => "$".to_string(),
+            false => variables.get(&name).cloned().unwrap_or_default(),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -379,7 +519,7 @@ MANAGESIEVE=no
             ("A=1 /bin/true\n", 1),
             ("\n\nA=\"open\n", 4),
         ] {
-            let e = shell_variables(text).unwrap_err();
+            let e = shell_variables(text).unwrap_err().to_string();
             assert!(e.contains(&format!("line {line}")), "{text:?}: {e}");
         }
     }

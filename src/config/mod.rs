@@ -1,9 +1,11 @@
 //! Configuration: the native TOML format (this file's types *are* the schema) and the
-//! Perdition-compatible reader in `perdition.rs`. Both produce a [`Config`] that
+//! Perdition-compatible reader in `perdition/`. Both produce a [`Config`] that
 //! [`Config::validate`] checks before anything listens.
 
 mod admin;
+pub mod database;
 pub mod debian_defaults;
+mod error;
 mod guard;
 pub mod perdition;
 mod process;
@@ -11,6 +13,7 @@ mod tls_settings;
 pub mod users;
 
 pub use admin::AdminConfig;
+pub use error::{BindError, Problems, TomlError};
 pub use guard::GuardConfig;
 pub use process::{DiagnosticsOutput, ProcessConfig};
 pub use tls_settings::{CertificateFlaw, TlsVersion};
@@ -578,15 +581,18 @@ impl Backend {
 
 impl Listener {
     /// The addresses to bind, resolved.
-    pub fn addresses(&self) -> Result<Vec<SocketAddr>, String> {
+    pub fn addresses(&self) -> Result<Vec<SocketAddr>, BindError> {
         let mut out = Vec::new();
         for spec in &self.bind {
             let found: Vec<SocketAddr> = spec
                 .to_socket_addrs()
-                .map_err(|e| format!("bind address {spec:?}: {e}"))?
+                .map_err(|source| BindError::Resolve {
+                    spec: spec.clone(),
+                    source,
+                })?
                 .collect();
             if found.is_empty() {
-                return Err(format!("bind address {spec:?} resolves to nothing"));
+                return Err(BindError::Nothing(spec.clone()));
             }
             out.extend(found);
         }
@@ -606,17 +612,21 @@ impl Config {
     /// Parse the native TOML format.
     /// A mistake is named by its line and column, without the line itself: the line may hold a
     /// password, and the message goes to the log and to `POST /reload`'s answer.
-    pub fn from_toml(text: &str) -> Result<Config, String> {
+    pub fn from_toml(text: &str) -> Result<Config, TomlError> {
         toml::from_str(text).map_err(|e: toml::de::Error| {
-            let message = e.message().trim_end();
+            let message = e.message().trim_end().to_string();
             match e.span() {
                 Some(span) => {
                     let before = &text[..span.start.min(text.len())];
                     let line = before.matches('\n').count() + 1;
                     let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
-                    format!("line {line}, column {column}: {message}")
+                    TomlError::At {
+                        line,
+                        column,
+                        message,
+                    }
                 }
-                None => message.to_string(),
+                None => TomlError::Unplaced(message),
             }
         })
     }
@@ -627,7 +637,7 @@ impl Config {
     }
 
     /// Every problem found, so that an admin can fix them all in one go.
-    pub fn validate(&self) -> Result<(), Vec<String>> {
+    pub fn validate(&self) -> Result<(), Problems> {
         let mut problems = Vec::new();
         if self.listeners.is_empty() {
             problems.push("no [[listener]] configured".to_string());
@@ -649,7 +659,7 @@ impl Config {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(problems)
+            Err(Problems(problems))
         }
     }
 }
@@ -892,7 +902,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_errors() {
-        let e = Config::from_toml("[limits]\nconection_limit = 3\n").unwrap_err();
+        let e = Config::from_toml("[limits]\nconection_limit = 3\n")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("conection_limit"), "{e}");
     }
 
@@ -908,7 +920,7 @@ mod tests {
             "#,
         )
         .unwrap();
-        let problems = c.validate().unwrap_err();
+        let Problems(problems) = c.validate().unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
     }
 

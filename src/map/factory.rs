@@ -2,6 +2,7 @@
 //! in front when its settings keep answers. A new map kind is one file beside this one, its
 //! kind in the configuration, and one arm here.
 
+use crate::config::perdition::{table_query, Table};
 use crate::config::{MapConfig, MapKind};
 
 use super::cache::{CacheSettings, CachedMap};
@@ -11,7 +12,7 @@ use super::http::HttpMap;
 use super::ldap::{LdapMap, LdapSettings};
 use super::popmap_re::PopmapRe;
 use super::reload::Reloadable;
-use super::sql::{table_query, SqlMap, SqlSetupError, Table};
+use super::sql::{SqlMap, SqlSetupError};
 use super::{Map, MapSetupError};
 
 /// Read (or, for a server, prepare) the map `m` describes, with its cache; what reading it
@@ -60,7 +61,7 @@ fn uncached(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, M
         MapKind::Sql => {
             let query = match &m.query {
                 Some(query) => query.clone(),
-                None => table_query(url(), &Table::default()).map_err(SqlSetupError::Table)?,
+                None => table_query(url(), &Table::default()).map_err(SqlSetupError::from)?,
             };
             Box::new(SqlMap::new(url(), query, m.lookup_timeout())?)
         }

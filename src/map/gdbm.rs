@@ -8,9 +8,6 @@ use std::path::{Path, PathBuf};
 
 use super::{Answer, LookupFuture, Map, MapError, ProbeFuture, Query};
 
-/// Perdition's default database.
-pub const PERDITION_DEFAULT_PATH: &str = "/etc/perdition/popmap.gdbm.db";
-
 /// The longest key looked up.
 const MAX_KEY: usize = 1024;
 

@@ -24,10 +24,6 @@ use super::{Answer, LookupFuture, Map, MapError, ProbeFuture, Query};
 use crate::protocol::Secret;
 use crate::tls::{self, BackendVerification, TlsSetupError};
 
-/// Perdition's default (`perditiondb_ldap.h`).
-pub const PERDITION_DEFAULT_URL: &str =
-    "ldap://localhost/ou=mailbox,dc=nodomain?username,mailhost,port?one?(uid=%s)";
-
 /// Lookups in flight at once; the others wait (within their session's own timeouts).
 const MAX_CONCURRENT: usize = 32;
 
@@ -413,7 +409,7 @@ mod tests {
 
     #[test]
     fn perditions_default_url() {
-        let m = LdapMap::new(PERDITION_DEFAULT_URL, settings()).unwrap();
+        let m = LdapMap::new(crate::config::perdition::DEFAULT_LDAP_URL, settings()).unwrap();
         assert_eq!(m.server, "ldap://localhost");
         assert_eq!(m.base, "ou=mailbox,dc=nodomain");
         assert_eq!(

@@ -60,7 +60,7 @@ pub fn build(config: &Config) -> Result<Built, Vec<String>> {
 /// one's memory of dead servers, and its map (cache, connections) when the map's settings
 /// are the same; a map read from a file is read anew all the same.
 pub fn build_next(config: &Config, previous: &[Arc<ListenerState>]) -> Result<Built, Vec<String>> {
-    let mut problems = config.validate().err().unwrap_or_default();
+    let mut problems = config.validate().err().map(|p| p.0).unwrap_or_default();
     let mut built = Vec::new();
     let mut warnings = Vec::new();
     for (i, l) in config.listeners.iter().enumerate() {
@@ -125,7 +125,7 @@ impl ListenerState {
         limits: &Limits,
         warnings: &mut Vec<String>,
     ) -> Result<ListenerState, Vec<String>> {
-        let addresses = l.addresses();
+        let addresses = l.addresses().map_err(|e| e.to_string());
         let acceptor = acceptor(l, warnings);
         let connector = connector(l).map_err(|e| format!("backend CA: {e}"));
         let router = router(l, warnings);
