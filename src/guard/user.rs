@@ -21,9 +21,8 @@ pub struct UserRecord {
 
 impl UserRecord {
     fn quiet(&self, rules: &Rules, now: Instant) -> bool {
-        self.last_failure.map_or(true, |last| {
-            now.saturating_duration_since(last) >= rules.forget_after
-        })
+        self.last_failure
+            .is_none_or(|last| now.saturating_duration_since(last) >= rules.forget_after)
     }
 
     /// The user's recent failures.

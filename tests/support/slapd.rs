@@ -143,7 +143,7 @@ fn start_slapd(conf: &Path, port: u16, ldaps: Option<u16>) -> Result<String, Str
         ));
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !(port_open(port) && ldaps.map_or(true, port_open)) {
+    while !(port_open(port) && ldaps.is_none_or(port_open)) {
         if Instant::now() >= deadline {
             return Err(format!("slapd not listening on {port} {ldaps:?}"));
         }
