@@ -186,7 +186,7 @@ fn ask_admin(endpoint: &portcullis::admin::client::Endpoint, ask: AdminAsk) -> E
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("portcullis: {}", shown(&e));
+            eprintln!("portcullis: {}", shown(&e.to_string()));
             ExitCode::FAILURE
         }
     }

@@ -27,7 +27,7 @@ pub fn parse_route(value: &str, delimiter: &str) -> Result<Route, String> {
         ),
         None => (None, value),
     };
-    let (host, port) = split_host_port(server)?;
+    let (host, port) = split_host_port(server).map_err(|e| e.to_string())?;
     if host.is_empty() {
         return Err(format!("no server in {value:?}"));
     }

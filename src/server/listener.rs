@@ -443,7 +443,7 @@ impl Server {
                 == (&new.store, &new.store_prefix, &new.store_secret)
                 && (old.store_timeout_ms, old.store_retry_ms)
                     == (new.store_timeout_ms, new.store_retry_ms);
-            let fresh = Guard::from_config(new, &services.logger)?;
+            let fresh = Guard::from_config(new, &services.logger).map_err(|e| e.to_string())?;
             match (fresh, &services.guard()) {
                 (Some(fresh), Some(previous)) => {
                     Some(Arc::new(fresh.succeed(previous, same_store)))
