@@ -3,6 +3,8 @@
 //! carry a user or a client address as a label: a label per client would make every
 //! attacker a new time series.
 
+mod labels;
+
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,10 +17,9 @@ use prometheus_client::registry::Registry;
 
 use crate::protocol::{LoginOutcome, Refusal};
 
-mod labels;
 pub use labels::{
-    Direction, GuardDecision, HandshakeResult, HandshakeSide, LoginResult, LookupResult,
-    RefusedReason, SessionState, TurnedAway,
+    GuardDecision, HandshakeResult, HandshakeSide, LoginResult, LookupResult, RefusedReason,
+    RelayDirection, SessionState, TurnedAway,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,7 +71,7 @@ pub struct HandshakeLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BytesLabels {
     pub protocol: &'static str,
-    pub direction: Direction,
+    pub direction: RelayDirection,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -265,8 +266,8 @@ impl Metrics {
 
     pub fn relayed(&self, protocol: &'static str, from_client: u64, to_client: u64) {
         let directions = [
-            (Direction::FromClient, from_client),
-            (Direction::ToClient, to_client),
+            (RelayDirection::FromClient, from_client),
+            (RelayDirection::ToClient, to_client),
         ];
         for (direction, n) in directions {
             self.bytes
@@ -338,5 +339,24 @@ mod tests {
             text.contains("portcullis_sessions_current{protocol=\"imap\",state=\"proxying\"} 1")
         );
         assert!(text.contains("portcullis_build_info{version=\""));
+    }
+
+    #[test]
+    fn enum_labels_scrape_as_their_words() {
+        let m = Metrics::new();
+        m.handshake(HandshakeSide::Backend, false);
+        m.relayed("pop3", 3, 4);
+        m.guard(GuardDecision::TooManyAtOnce);
+        m.map_lookup("popmap", LookupResult::NotFound, Duration::ZERO);
+        let text = m.encode();
+        for line in [
+            "portcullis_tls_handshakes_total{side=\"backend\",result=\"failed\"} 1",
+            "portcullis_relayed_bytes_total{protocol=\"pop3\",direction=\"from_client\"} 3",
+            "portcullis_relayed_bytes_total{protocol=\"pop3\",direction=\"to_client\"} 4",
+            "portcullis_guard_decisions_total{decision=\"too_many_at_once\"} 1",
+            "portcullis_map_lookups_total{map=\"popmap\",result=\"not_found\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

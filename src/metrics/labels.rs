@@ -146,7 +146,7 @@ label_values! {
 
 label_values! {
     /// Which way relayed bytes went (`relayed_bytes`).
-    pub enum Direction {
+    pub enum RelayDirection {
         FromClient => "from_client",
         ToClient => "to_client",
     }
