@@ -20,7 +20,7 @@ use crate::protocol::{Failure, LoginOutcome, Refusal, Secret, Security};
 
 use per_source::PerSourceLimit;
 use queue::Class;
-use writer::{LogWriter, Sink, SYSLOG_SOCKET};
+use writer::{LogWriter, OpenFileError, Sink, SYSLOG_SOCKET};
 
 /// Syslog severities we use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,8 +137,18 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// Why the log cannot be opened where the configuration says.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    File(#[from] OpenFileError),
+    /// Neither `-`, `+`, a path nor a syslog facility.
+    #[error("unknown log destination or syslog facility {0:?}")]
+    UnknownDestination(String),
+}
+
 impl Logger {
-    pub fn open(config: &LogConfig) -> Result<Logger, String> {
+    pub fn open(config: &LogConfig) -> Result<Logger, OpenError> {
         let mut syslog_facility = None;
         let sink = match config.destination.as_str() {
             "-" => Sink::Stdout,
@@ -148,9 +158,8 @@ impl Logger {
                 file: writer::open_append(path)?,
             },
             facility => {
-                let facility = facility_code(facility).ok_or_else(|| {
-                    format!("unknown log destination or syslog facility {facility:?}")
-                })?;
+                let facility = facility_code(facility)
+                    .ok_or_else(|| OpenError::UnknownDestination(facility.to_string()))?;
                 // Without a syslog daemon (a container, a rescue shell) the lines go to stderr,
                 // which systemd would put in the journal anyway; losing them would be worse.
                 match writer::connect_syslog(SYSLOG_SOCKET) {
@@ -285,8 +294,9 @@ impl Logger {
         self.diagnostic(Severity::Warning, message);
     }
 
-    pub fn error(&self, message: &str) {
-        self.diagnostic(Severity::Err, message);
+    /// Anything that displays: an error is logged as it reads.
+    pub fn error<M: std::fmt::Display + ?Sized>(&self, message: &M) {
+        self.diagnostic(Severity::Err, &message.to_string());
     }
 
     pub fn debug(&self, message: &str) {

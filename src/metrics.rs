@@ -3,6 +3,8 @@
 //! carry a user or a client address as a label: a label per client would make every
 //! attacker a new time series.
 
+mod labels;
+
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,6 +17,11 @@ use prometheus_client::registry::Registry;
 
 use crate::protocol::{LoginOutcome, Refusal};
 
+pub use labels::{
+    GuardDecision, HandshakeResult, HandshakeSide, LoginResult, LookupResult, RefusedReason,
+    RelayDirection, SessionState, TurnedAway,
+};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
     pub listener: String,
@@ -24,19 +31,19 @@ pub struct ListenerLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RefusalLabels {
     pub listener: String,
-    pub reason: &'static str,
+    pub reason: RefusedReason,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StateLabels {
     pub protocol: &'static str,
-    pub state: &'static str,
+    pub state: SessionState,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
     pub protocol: &'static str,
-    pub result: &'static str,
+    pub result: LoginResult,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -47,7 +54,7 @@ pub struct ProtocolLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MapLabels {
     pub map: &'static str,
-    pub result: &'static str,
+    pub result: LookupResult,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -57,19 +64,19 @@ pub struct MapKindLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HandshakeLabels {
-    pub side: &'static str,
-    pub result: &'static str,
+    pub side: HandshakeSide,
+    pub result: HandshakeResult,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BytesLabels {
     pub protocol: &'static str,
-    pub direction: &'static str,
+    pub direction: RelayDirection,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
-    pub decision: &'static str,
+    pub decision: GuardDecision,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -224,7 +231,7 @@ impl Metrics {
         text
     }
 
-    pub fn refused(&self, listener: &str, reason: &'static str) {
+    pub fn refused(&self, listener: &str, reason: RefusedReason) {
         self.refused
             .get_or_create(&RefusalLabels {
                 listener: listener.to_string(),
@@ -242,19 +249,27 @@ impl Metrics {
             .inc();
     }
 
-    pub fn handshake(&self, side: &'static str, ok: bool) {
-        let result = if ok { "ok" } else { "failed" };
+    pub fn handshake(&self, side: HandshakeSide, ok: bool) {
+        let result = if ok {
+            HandshakeResult::Ok
+        } else {
+            HandshakeResult::Failed
+        };
         self.tls_handshakes
             .get_or_create(&HandshakeLabels { side, result })
             .inc();
     }
 
-    pub fn guard(&self, decision: &'static str) {
+    pub fn guard(&self, decision: GuardDecision) {
         self.guard.get_or_create(&DecisionLabels { decision }).inc();
     }
 
     pub fn relayed(&self, protocol: &'static str, from_client: u64, to_client: u64) {
-        for (direction, n) in [("from_client", from_client), ("to_client", to_client)] {
+        let directions = [
+            (RelayDirection::FromClient, from_client),
+            (RelayDirection::ToClient, to_client),
+        ];
+        for (direction, n) in directions {
             self.bytes
                 .get_or_create(&BytesLabels {
                     protocol,
@@ -264,7 +279,7 @@ impl Metrics {
         }
     }
 
-    pub fn map_lookup(&self, map: &'static str, result: &'static str, took: Duration) {
+    pub fn map_lookup(&self, map: &'static str, result: LookupResult, took: Duration) {
         self.map_lookups
             .get_or_create(&MapLabels { map, result })
             .inc();
@@ -274,31 +289,31 @@ impl Metrics {
     }
 
     /// The gauge of sessions in `state`.
-    pub fn sessions_in(&self, protocol: &'static str, state: &'static str) -> Gauge {
+    pub fn sessions_in(&self, protocol: &'static str, state: SessionState) -> Gauge {
         self.sessions
             .get_or_create_owned(&StateLabels { protocol, state })
     }
 }
 
 /// The result label of a login, after Dovecot's `login_aborted` reasons where one fits.
-pub fn login_result(outcome: &LoginOutcome) -> &'static str {
+pub fn login_result(outcome: &LoginOutcome) -> LoginResult {
     use crate::protocol::Failure;
     match outcome {
-        LoginOutcome::Accepted { .. } => "ok",
-        LoginOutcome::Rejected { .. } => "auth_failed",
-        LoginOutcome::Denied { .. } => "denied",
-        LoginOutcome::Refused(Refusal::NoServer) => "no_server",
-        LoginOutcome::Refused(Refusal::LoginDisabled) => "login_disabled",
-        LoginOutcome::Refused(Refusal::ForbiddenCharacters) => "protocol_failure",
+        LoginOutcome::Accepted { .. } => LoginResult::Ok,
+        LoginOutcome::Rejected { .. } => LoginResult::AuthFailed,
+        LoginOutcome::Denied { .. } => LoginResult::Denied,
+        LoginOutcome::Refused(Refusal::NoServer) => LoginResult::NoServer,
+        LoginOutcome::Refused(Refusal::LoginDisabled) => LoginResult::LoginDisabled,
+        LoginOutcome::Refused(Refusal::ForbiddenCharacters) => LoginResult::ProtocolFailure,
         LoginOutcome::Failed {
             failure: Failure::NoConnection,
             ..
-        } => "connect_failed",
+        } => LoginResult::ConnectFailed,
         LoginOutcome::Failed {
             failure: Failure::TooManyAtOnce,
             ..
-        } => "too_many_at_once",
-        LoginOutcome::Failed { .. } => "remote_failure",
+        } => LoginResult::TooManyAtOnce,
+        LoginOutcome::Failed { .. } => LoginResult::RemoteFailure,
     }
 }
 
@@ -310,8 +325,8 @@ mod tests {
     fn counted_logins_show_in_the_text_without_users_or_addresses() {
         let m = Metrics::new();
         m.login("imap", &LoginOutcome::Rejected { text: "no".into() });
-        m.refused("0.0.0.0:993", "banned");
-        m.sessions_in("imap", "proxying").inc();
+        m.refused("0.0.0.0:993", RefusedReason::Banned);
+        m.sessions_in("imap", SessionState::Proxying).inc();
         let text = m.encode();
         assert!(
             text.contains("portcullis_logins_total{protocol=\"imap\",result=\"auth_failed\"} 1"),
@@ -324,5 +339,24 @@ mod tests {
             text.contains("portcullis_sessions_current{protocol=\"imap\",state=\"proxying\"} 1")
         );
         assert!(text.contains("portcullis_build_info{version=\""));
+    }
+
+    #[test]
+    fn enum_labels_scrape_as_their_words() {
+        let m = Metrics::new();
+        m.handshake(HandshakeSide::Backend, false);
+        m.relayed("pop3", 3, 4);
+        m.guard(GuardDecision::TooManyAtOnce);
+        m.map_lookup("popmap", LookupResult::NotFound, Duration::ZERO);
+        let text = m.encode();
+        for line in [
+            "portcullis_tls_handshakes_total{side=\"backend\",result=\"failed\"} 1",
+            "portcullis_relayed_bytes_total{protocol=\"pop3\",direction=\"from_client\"} 3",
+            "portcullis_relayed_bytes_total{protocol=\"pop3\",direction=\"to_client\"} 4",
+            "portcullis_guard_decisions_total{decision=\"too_many_at_once\"} 1",
+            "portcullis_map_lookups_total{map=\"popmap\",result=\"not_found\"} 1",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

@@ -740,7 +740,7 @@ fn frame(wire: &[u8], cuts: &[usize]) -> Result<Option<Vec<u8>>, String> {
     let mut current: &[u8] = &[];
     let mut buf = Vec::new();
     loop {
-        let n = proxy_header::next_read(&buf)?;
+        let n = proxy_header::next_read(&buf).map_err(|e| e.to_string())?;
         assert!(
             buf.len() + n <= MAX_V2.max(107),
             "asked to read up to {} bytes",

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper::{Method, Request};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -13,6 +13,33 @@ use crate::server::registry::Kick;
 
 /// How long the endpoint may take to answer (an upgrade waits up to 30 s for its successor).
 const ANSWER_TIME: Duration = Duration::from_secs(45);
+
+/// Why the endpoint gave no usable answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AskError {
+    #[error(transparent)]
+    Request(#[from] hyper::http::Error),
+    #[error("{address}: {source}")]
+    Unreachable {
+        address: SocketAddr,
+        #[source]
+        source: hyper_util::client::legacy::Error,
+    },
+    #[error(transparent)]
+    Body(#[from] hyper::Error),
+    /// The endpoint said no; its words, trimmed.
+    #[error("{status}: {body}")]
+    Refused { status: StatusCode, body: String },
+    #[error("{0}: no answer in time")]
+    NoAnswer(SocketAddr),
+    #[error("not a session list: {0}")]
+    NotASessionList(#[source] serde_json::Error),
+    #[error("unexpected answer: {0}")]
+    NotJson(#[source] serde_json::Error),
+    /// JSON without the count of the sessions kicked; the whole answer.
+    #[error("unexpected answer: {0}")]
+    NoCount(String),
+}
 
 /// Where the endpoint is and how to be let in.
 pub struct Endpoint {
@@ -22,15 +49,15 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// The live sessions, as a table for a terminal.
-    pub async fn sessions(&self) -> Result<String, String> {
+    pub async fn sessions(&self) -> Result<String, AskError> {
         let body = self.ask(Method::GET, "/sessions").await?;
         let sessions: Vec<serde_json::Value> =
-            serde_json::from_str(&body).map_err(|e| format!("not a session list: {e}"))?;
+            serde_json::from_str(&body).map_err(AskError::NotASessionList)?;
         Ok(table(&sessions))
     }
 
     /// End the sessions `kick` names; how many there were.
-    pub async fn kick(&self, kick: &Kick) -> Result<u64, String> {
+    pub async fn kick(&self, kick: &Kick) -> Result<u64, AskError> {
         let query: String = url::form_urlencoded::Serializer::new(String::new())
             .append_pair(
                 match kick {
@@ -45,24 +72,23 @@ impl Endpoint {
         let body = self
             .ask(Method::POST, &format!("/sessions/kick?{query}"))
             .await?;
-        let answer: serde_json::Value =
-            serde_json::from_str(&body).map_err(|e| format!("unexpected answer: {e}"))?;
+        let answer: serde_json::Value = serde_json::from_str(&body).map_err(AskError::NotJson)?;
         answer["kicked"]
             .as_u64()
-            .ok_or_else(|| format!("unexpected answer: {body}"))
+            .ok_or_else(|| AskError::NoCount(body))
     }
 
     /// Have the server hand its sockets to the binary on disk and drain.
-    pub async fn upgrade(&self) -> Result<String, String> {
+    pub async fn upgrade(&self) -> Result<String, AskError> {
         self.ask(Method::POST, "/upgrade").await
     }
 
     /// Have the server read its configuration again; what changed, or why nothing did.
-    pub async fn reload(&self) -> Result<String, String> {
+    pub async fn reload(&self) -> Result<String, AskError> {
         self.ask(Method::POST, "/reload").await
     }
 
-    async fn ask(&self, method: Method, path: &str) -> Result<String, String> {
+    async fn ask(&self, method: Method, path: &str) -> Result<String, AskError> {
         let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
         let mut request = Request::builder()
             .method(method)
@@ -70,31 +96,24 @@ impl Endpoint {
         if let Some(token) = &self.token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
-        let request = request
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
+        let request = request.body(Full::new(Bytes::new()))?;
+        let address = self.address;
+        let unreachable = |source| AskError::Unreachable { address, source };
         let exchange = async {
-            let response = client
-                .request(request)
-                .await
-                .map_err(|e| format!("{}: {e}", self.address))?;
+            let response = client.request(request).await.map_err(unreachable)?;
             let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| e.to_string())?
-                .to_bytes();
+            let body = response.into_body().collect().await?.to_bytes();
             let body = String::from_utf8_lossy(&body).into_owned();
             if status.is_success() {
                 Ok(body)
             } else {
-                Err(format!("{status}: {}", body.trim()))
+                let body = body.trim().to_string();
+                Err(AskError::Refused { status, body })
             }
         };
         tokio::time::timeout(ANSWER_TIME, exchange)
             .await
-            .map_err(|_| format!("{}: no answer in time", self.address))?
+            .map_err(|_| AskError::NoAnswer(address))?
     }
 }
 

@@ -47,25 +47,35 @@ pub struct Admin {
     header_time: Duration,
 }
 
-/// Bind the endpoint's socket (before privileges are dropped, like the listeners).
-/// Bind the endpoint's socket, or take the one passed in for its address (a predecessor's, or
-/// systemd's); a copy of it comes back too, for a successor to take over.
+/// Why the endpoint has no socket.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("cannot listen on {address} (admin): {source}")]
+    Listen {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The socket is bound but cannot be set up for the runtime, or copied.
+    #[error("admin socket: {0}")]
+    Socket(#[source] std::io::Error),
+}
+
+/// Bind the endpoint's socket (before privileges are dropped, like the listeners), or take the
+/// one passed in for its address (a predecessor's, or systemd's); a copy of it comes back too,
+/// for a successor to take over.
 pub fn bind(
     address: SocketAddr,
     inherited: Option<std::net::TcpListener>,
-) -> Result<(TcpListener, std::net::TcpListener), String> {
+) -> Result<(TcpListener, std::net::TcpListener), BindError> {
     let socket = match inherited {
         Some(socket) => socket,
         None => std::net::TcpListener::bind(address)
-            .map_err(|e| format!("cannot listen on {address} (admin): {e}"))?,
+            .map_err(|source| BindError::Listen { address, source })?,
     };
-    socket
-        .set_nonblocking(true)
-        .map_err(|e| format!("admin socket: {e}"))?;
-    let copy = socket
-        .try_clone()
-        .map_err(|e| format!("admin socket: {e}"))?;
-    let socket = TcpListener::from_std(socket).map_err(|e| format!("admin socket: {e}"))?;
+    socket.set_nonblocking(true).map_err(BindError::Socket)?;
+    let copy = socket.try_clone().map_err(BindError::Socket)?;
+    let socket = TcpListener::from_std(socket).map_err(BindError::Socket)?;
     Ok((socket, copy))
 }
 
@@ -307,20 +317,30 @@ impl Admin {
     }
 }
 
+/// What is wrong with a kick's query; the answer's body says it.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+enum KickQueryError {
+    /// No user or back end, an empty one, or another parameter.
+    #[error("give user=U or backend=HOST:PORT")]
+    NoneNamed,
+    #[error("give one of user=U or backend=HOST:PORT")]
+    SeveralNamed,
+}
+
 /// `user=U` or `backend=HOST:PORT`, exactly one.
-fn kick_from_query(query: &str) -> Result<Kick, &'static str> {
+fn kick_from_query(query: &str) -> Result<Kick, KickQueryError> {
     let mut kick = None;
     for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
         let this = match name.as_ref() {
             "user" if !value.is_empty() => Kick::User(value.into_owned()),
             "backend" if !value.is_empty() => Kick::Backend(value.into_owned()),
-            _ => return Err("give user=U or backend=HOST:PORT"),
+            _ => return Err(KickQueryError::NoneNamed),
         };
         if kick.replace(this).is_some() {
-            return Err("give one of user=U or backend=HOST:PORT");
+            return Err(KickQueryError::SeveralNamed);
         }
     }
-    kick.ok_or("give user=U or backend=HOST:PORT")
+    kick.ok_or(KickQueryError::NoneNamed)
 }
 
 /// Compare without returning early, so that the time taken does not tell how much matched.

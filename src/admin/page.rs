@@ -3,6 +3,7 @@
 
 use std::fmt::Write;
 
+use crate::metrics::SessionState;
 use crate::server::registry::SessionView;
 
 /// How often the page reloads itself, in seconds.
@@ -13,7 +14,10 @@ pub fn render(sessions: &[SessionView], version: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let proxying = sessions.iter().filter(|s| s.state == "proxying").count();
+    let proxying = sessions
+        .iter()
+        .filter(|s| s.state == SessionState::Proxying)
+        .count();
     let mut html = String::with_capacity(2048 + sessions.len() * 256);
     let _ = write!(
         html,
@@ -88,7 +92,7 @@ mod tests {
             started: 0,
             bytes_from_client: 10,
             bytes_to_client: 20,
-            state: "proxying",
+            state: SessionState::Proxying,
         };
         let html = render(&[s], "1.0");
         assert!(!html.contains("<script>"));

@@ -127,6 +127,11 @@ pub struct Fleet {
     success_script: redis::Script,
 }
 
+/// The store's URL cannot be used (its scheme, its form).
+#[derive(Debug, thiserror::Error)]
+#[error("guard.store: {0}")]
+pub struct StoreUrlError(#[source] redis::RedisError);
+
 impl Fleet {
     /// A store at `url` (`redis://[:password@]host:port[/db]`, `rediss://`, `unix://`); nothing
     /// is connected yet. `Err` names what is wrong with the URL.
@@ -137,8 +142,8 @@ impl Fleet {
         timeout: Duration,
         rest: Duration,
         logger: Arc<Logger>,
-    ) -> Result<Fleet, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("guard.store: {e}"))?;
+    ) -> Result<Fleet, StoreUrlError> {
+        let client = redis::Client::open(url).map_err(StoreUrlError)?;
         let name = client.get_connection_info().addr().to_string();
         Ok(Fleet {
             client,

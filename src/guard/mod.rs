@@ -28,7 +28,7 @@ use crate::value::Network;
 pub use connections::Slot;
 
 use connections::Count;
-pub use fleet::Fleet;
+pub use fleet::{Fleet, StoreUrlError};
 pub use record::{Admission, Record, Rules, Verdict};
 pub use user::{user_wait, UserRecord};
 
@@ -127,7 +127,7 @@ impl Guard {
     pub fn from_config(
         config: &GuardConfig,
         logger: &std::sync::Arc<crate::log::Logger>,
-    ) -> Result<Option<Guard>, String> {
+    ) -> Result<Option<Guard>, StoreUrlError> {
         let Some(guard) = Guard::new(config) else {
             return Ok(None);
         };

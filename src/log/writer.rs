@@ -36,12 +36,24 @@ pub enum Sink {
     },
 }
 
-pub fn open_append(path: &str) -> Result<File, String> {
+/// The log file could not be opened (at start, or to reopen it after rotation).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open log file {path}: {source}")]
+pub struct OpenFileError {
+    path: String,
+    #[source]
+    source: std::io::Error,
+}
+
+pub fn open_append(path: &str) -> Result<File, OpenFileError> {
     OpenOptions::new()
         .create(true)
         .append(true)
         .open(path)
-        .map_err(|e| format!("cannot open log file {path}: {e}"))
+        .map_err(|source| OpenFileError {
+            path: path.to_string(),
+            source,
+        })
 }
 
 pub fn connect_syslog(path: &str) -> std::io::Result<UnixDatagram> {
@@ -87,7 +99,7 @@ impl Sink {
         }
     }
 
-    fn reopen(&mut self) -> Option<Result<(), String>> {
+    fn reopen(&mut self) -> Option<Result<(), OpenFileError>> {
         match self {
             Sink::File { path, file } => Some(open_append(path).map(|new| *file = new)),
             _ => None,

@@ -309,7 +309,8 @@ impl LdapMap {
             return Err(MapError::NotFound);
         };
         let bad = |e: String| MapError::Unavailable(format!("entry {}: {e}", entry.dn));
-        let (host, mut port) = super::route::split_host_port(&server).map_err(bad)?;
+        let (host, mut port) =
+            super::route::split_host_port(&server).map_err(|e| bad(e.to_string()))?;
         if let Some(p) = value(2) {
             port = Some(
                 p.trim()

@@ -19,8 +19,8 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {
     /// The server part, as [`split_host_port`] says.
-    #[error("{0}")]
-    Server(String),
+    #[error(transparent)]
+    Server(#[from] crate::value::host_port::HostPortError),
     #[error("no server in {0:?}")]
     NoServer(String),
     #[error("bad server name in {0:?}")]

@@ -9,7 +9,7 @@ use tokio::time::timeout;
 use crate::config::BackendTls;
 use crate::log::AuthRecord;
 use crate::map::{Connection, Endpoint, Login, MapError, Target};
-use crate::metrics::{Metrics, ProtocolLabels};
+use crate::metrics::{HandshakeSide, LookupResult, Metrics, ProtocolLabels};
 use crate::protocol::{Credentials, LoginOutcome, Refusal, ServerEvent, ServerSettings};
 use crate::tls;
 
@@ -85,11 +85,11 @@ async fn route(
     if let Some(map) = &listener.config.map {
         let result = match &routed {
             // The map failed and the listener's own servers stood in.
-            Ok(target) if target.fallback_reason.is_some() => "error",
-            Ok(_) => "found",
-            Err(MapError::NotFound) => "not_found",
-            Err(MapError::Denied { .. }) => "denied",
-            Err(MapError::Unavailable(_)) => "error",
+            Ok(target) if target.fallback_reason.is_some() => LookupResult::Error,
+            Ok(_) => LookupResult::Found,
+            Err(MapError::NotFound) => LookupResult::NotFound,
+            Err(MapError::Denied { .. }) => LookupResult::Denied,
+            Err(MapError::Unavailable(_)) => LookupResult::Error,
         };
         services
             .metrics
@@ -356,7 +356,7 @@ async fn start_tls(
     let name = tls::server_name(endpoint.tls_name())
         .map_err(|e| LoginOutcome::unavailable(e.to_string()))?;
     let handshake = connector.connect(name, tcp).await;
-    metrics.handshake("backend", handshake.is_ok());
+    metrics.handshake(HandshakeSide::Backend, handshake.is_ok());
     match handshake {
         Ok(tls) => Ok(MaybeTls::Tls(Box::new(tls))),
         Err(e) => Err(LoginOutcome::unavailable(format!(

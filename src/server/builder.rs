@@ -243,7 +243,7 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
     let mut servers = Vec::new();
     if !backend.host.is_empty() {
         // `host` may carry its own port; `port` is then the one of the others.
-        let (host, own_port) = split_host_port(&backend.host)?;
+        let (host, own_port) = split_host_port(&backend.host).map_err(|e| e.to_string())?;
         servers.push(Endpoint {
             host,
             port: own_port.unwrap_or(port),
@@ -252,7 +252,7 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
         });
     }
     for server in &backend.failover {
-        let (host, server_port) = split_host_port(server)?;
+        let (host, server_port) = split_host_port(server).map_err(|e| e.to_string())?;
         servers.push(Endpoint {
             host,
             port: server_port.unwrap_or(port),

@@ -71,30 +71,43 @@ pub async fn learn_capability(state: Arc<ListenerState>, services: Arc<Services>
     }
 }
 
-async fn probe(state: &ListenerState) -> Result<String, String> {
-    let server = state.router.servers.first().ok_or("no server")?;
-    let mut tcp = TcpStream::connect((server.connect_host(), server.port))
-        .await
-        .map_err(|e| e.to_string())?;
+/// Why a back end's capabilities could not be learned this time.
+#[derive(Debug, thiserror::Error)]
+enum ProbeError {
+    #[error("no server")]
+    NoServer,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("connection closed during the greeting")]
+    Closed,
+    #[error("greeting too long")]
+    TooLong,
+    #[error("no capabilities in the greeting")]
+    NoCapabilities,
+}
+
+async fn probe(state: &ListenerState) -> Result<String, ProbeError> {
+    let server = state.router.servers.first().ok_or(ProbeError::NoServer)?;
+    let mut tcp = TcpStream::connect((server.connect_host(), server.port)).await?;
     // A back end that wants a PROXY header from us wants it from the probe too.
     if let Some(header) = forward::own_header(state.config.backend.forward_client) {
-        tcp.write_all(&header).await.map_err(|e| e.to_string())?;
+        tcp.write_all(&header).await?;
     }
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
-        let n = tcp.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        let n = tcp.read(&mut chunk).await?;
         if n == 0 {
-            return Err("connection closed during the greeting".into());
+            return Err(ProbeError::Closed);
         }
         buf.extend_from_slice(&chunk[..n]);
         if buf.len() > MAX_GREETING {
-            return Err("greeting too long".into());
+            return Err(ProbeError::TooLong);
         }
         match state.protocol().capability_from_greeting(&buf) {
             Learned::Incomplete => continue,
             Learned::Done(Some(capability)) => return Ok(capability),
-            Learned::Done(None) => return Err("no capabilities in the greeting".into()),
+            Learned::Done(None) => return Err(ProbeError::NoCapabilities),
         }
     }
 }

@@ -17,16 +17,26 @@ use super::Phase;
 /// How long the session gets to say goodbye and log once the process is told to stop.
 const CLOSING_TIME: Duration = Duration::from_secs(2);
 
+/// Why standard input cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum InetdError {
+    #[error("inetd mode: standard input: {0}")]
+    Stdin(#[source] std::io::Error),
+    /// A pipe or a terminal: inetd passes a socket.
+    #[error("inetd mode: standard input is not a network connection (inetd passes one)")]
+    NotNetwork,
+    #[error("inetd mode: standard input has no peer: {0}")]
+    NoPeer(#[source] std::io::Error),
+}
+
 /// Serve the client on standard input until the session ends or `stop` completes.
 pub async fn serve_stdin(
     listener: Arc<ListenerState>,
     services: Arc<Services>,
     stop: impl std::future::Future<Output = ()>,
-) -> Result<(), String> {
+) -> Result<(), InetdError> {
     let tcp = stdin_connection()?;
-    let peer = tcp
-        .peer_addr()
-        .map_err(|e| format!("inetd mode: standard input has no peer: {e}"))?;
+    let peer = tcp.peer_addr().map_err(InetdError::NoPeer)?;
     let local = tcp.local_addr().unwrap_or(peer);
     // Perdition names inetd in the Connect line, which tells these sessions apart in the log.
     let inetd = std::os::unix::process::parent_id();
@@ -48,17 +58,14 @@ pub async fn serve_stdin(
 }
 
 /// Standard input as a TCP connection (a duplicate: standard input stays open).
-fn stdin_connection() -> Result<TcpStream, String> {
+fn stdin_connection() -> Result<TcpStream, InetdError> {
     let fd = std::io::stdin()
         .as_fd()
         .try_clone_to_owned()
-        .map_err(|e| format!("inetd mode: standard input: {e}"))?;
+        .map_err(InetdError::Stdin)?;
     let tcp = std::net::TcpStream::from(fd);
     // A pipe or a terminal makes a "TCP stream" that has no peer: refused here, plainly.
-    tcp.peer_addr().map_err(|_| {
-        "inetd mode: standard input is not a network connection (inetd passes one)".to_string()
-    })?;
-    tcp.set_nonblocking(true)
-        .map_err(|e| format!("inetd mode: standard input: {e}"))?;
-    TcpStream::from_std(tcp).map_err(|e| format!("inetd mode: standard input: {e}"))
+    tcp.peer_addr().map_err(|_| InetdError::NotNetwork)?;
+    tcp.set_nonblocking(true).map_err(InetdError::Stdin)?;
+    TcpStream::from_std(tcp).map_err(InetdError::Stdin)
 }

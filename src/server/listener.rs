@@ -16,7 +16,7 @@ use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use crate::config::{Config, GuardConfig};
 use crate::guard::Guard;
 
-use crate::metrics::ListenerLabels;
+use crate::metrics::{ListenerLabels, RefusedReason};
 
 use super::builder::ListenerState;
 use super::control::{shared, Control, Prepared, ReloadError};
@@ -537,7 +537,7 @@ impl AcceptLoop {
         tcp: TcpStream,
         peer: SocketAddr,
     ) {
-        services.metrics.refused(&state.label, "limit");
+        services.metrics.refused(&state.label, RefusedReason::Limit);
         // Behind a balancer the client's address is in a header not read yet, and TLS would
         // start on the header's bytes: a plain listener still answers, a TLS one just closes.
         let behind_balancer = state.proxy_trusted.is_some();

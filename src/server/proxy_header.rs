@@ -12,6 +12,8 @@ use std::net::SocketAddr;
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
+use crate::metrics::RefusedReason;
+
 /// A v1 header is at most 107 bytes (spec 2.1).
 const MAX_V1: usize = 107;
 /// A v2 header's length as accepted here; the spec allows 64 KiB, a balancer sends far less.
@@ -41,8 +43,63 @@ pub struct Proxied {
     pub ssl: bool,
 }
 
+/// What is wrong with a header, as the warning about it says.
+#[derive(Debug, thiserror::Error)]
+pub enum HeaderError {
+    #[error("not a PROXY protocol header")]
+    NotProxyProtocol,
+    #[error("PROXY v2 header of {0} bytes (at most {MAX_V2})")]
+    V2TooLong(usize),
+    #[error("empty PROXY v1 header")]
+    V1Empty,
+    #[error("PROXY v1 header longer than 107 bytes")]
+    V1TooLong,
+    #[error("PROXY v1 header holds a byte that is not printable ASCII")]
+    V1NotPrintable,
+    #[error("PROXY v1 header is not ASCII")]
+    V1NotAscii,
+    #[error("PROXY v1 header is not text")]
+    V1NotText,
+    #[error("PROXY v1: {0}")]
+    V1(#[source] ppp::v1::ParseError),
+    #[error("PROXY v2: {0}")]
+    V2(#[source] ppp::v2::ParseError),
+    #[error("PROXY v2 TLV: {0}")]
+    V2Tlv(#[source] ppp::v2::ParseError),
+    #[error("PROXY v2 CRC32C TLV is not 4 bytes")]
+    CrcTlvLength,
+    #[error("PROXY v2 CRC32C")]
+    CrcUnreadable,
+    #[error("PROXY v2 CRC32C mismatch")]
+    CrcMismatch,
+    #[error("PROXY header: {0}")]
+    Read(#[source] std::io::Error),
+}
+
+/// Why a session closed its connection instead of taking the client's address from a header.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    /// The peer may not speak for a client.
+    #[error("not in proxy_trusted")]
+    Untrusted,
+    #[error("no header within the login timeout")]
+    Timeout,
+    #[error(transparent)]
+    Invalid(#[from] HeaderError),
+}
+
+impl Refused {
+    /// The reason among the refused connections in the metrics.
+    pub fn reason(&self) -> RefusedReason {
+        match self {
+            Refused::Untrusted => RefusedReason::ProxyUntrusted,
+            Refused::Timeout | Refused::Invalid(_) => RefusedReason::ProxyInvalid,
+        }
+    }
+}
+
 /// How many bytes to read next, given those read so far; `Ok(0)` when the header is whole.
-pub fn next_read(buf: &[u8]) -> Result<usize, String> {
+pub fn next_read(buf: &[u8]) -> Result<usize, HeaderError> {
     if buf.len() < V1_PREFIX.len() {
         return Ok(V1_PREFIX.len() - buf.len());
     }
@@ -50,16 +107,14 @@ pub fn next_read(buf: &[u8]) -> Result<usize, String> {
         return next_read_v1(buf);
     }
     if !V2_SIGNATURE.starts_with(&buf[..buf.len().min(12)]) {
-        return Err("not a PROXY protocol header".into());
+        return Err(HeaderError::NotProxyProtocol);
     }
     if buf.len() < 16 {
         return Ok(16 - buf.len());
     }
     let length = 16 + u16::from_be_bytes([buf[14], buf[15]]) as usize;
     if length > MAX_V2 {
-        return Err(format!(
-            "PROXY v2 header of {length} bytes (at most {MAX_V2})"
-        ));
+        return Err(HeaderError::V2TooLong(length));
     }
     Ok(length - buf.len())
 }
@@ -67,24 +122,24 @@ pub fn next_read(buf: &[u8]) -> Result<usize, String> {
 /// A v1 line is read byte by byte up to its CRLF, never past it, and holds printable ASCII
 /// only: anything else ends it at once (which also keeps `ppp`'s text parser on ASCII, where
 /// it cannot slice inside a character).
-fn next_read_v1(buf: &[u8]) -> Result<usize, String> {
-    let (&last, before) = buf.split_last().ok_or("empty PROXY v1 header")?;
+fn next_read_v1(buf: &[u8]) -> Result<usize, HeaderError> {
+    let (&last, before) = buf.split_last().ok_or(HeaderError::V1Empty)?;
     match last {
         b'\n' if before.last() == Some(&b'\r') => Ok(0),
         // The CRLF must still fit.
         b'\r' if buf.len() < MAX_V1 => Ok(1),
         0x20..=0x7e if buf.len() + 2 <= MAX_V1 => Ok(1),
-        0x20..=0x7e | b'\r' => Err("PROXY v1 header longer than 107 bytes".into()),
-        _ => Err("PROXY v1 header holds a byte that is not printable ASCII".into()),
+        0x20..=0x7e | b'\r' => Err(HeaderError::V1TooLong),
+        _ => Err(HeaderError::V1NotPrintable),
     }
 }
 
 /// Read a whole header (as [`next_read`] framed it).
-pub fn parse(header: &[u8]) -> Result<Proxied, String> {
+pub fn parse(header: &[u8]) -> Result<Proxied, HeaderError> {
     if header.starts_with(V1_PREFIX) {
         return parse_v1(header);
     }
-    let parsed = ppp::v2::Header::try_from(header).map_err(|e| format!("PROXY v2: {e}"))?;
+    let parsed = ppp::v2::Header::try_from(header).map_err(HeaderError::V2)?;
     let mut proxied = Proxied::default();
     // Addresses count for TCP over IPv4 or IPv6 only (family/protocol byte 0x11 or 0x21);
     // UDP, UNIX sockets and UNSPEC keep the connection's own, as HAProxy's receiver does.
@@ -109,7 +164,7 @@ pub fn parse(header: &[u8]) -> Result<Proxied, String> {
         };
     }
     for tlv in parsed.tlvs() {
-        let tlv = tlv.map_err(|e| format!("PROXY v2 TLV: {e}"))?;
+        let tlv = tlv.map_err(HeaderError::V2Tlv)?;
         match tlv.kind {
             TLV_AUTHORITY => proxied.authority = Some(String::from_utf8_lossy(&tlv.value).into()),
             TLV_UNIQUE_ID => proxied.unique_id = Some(tlv.value.to_vec()),
@@ -121,13 +176,13 @@ pub fn parse(header: &[u8]) -> Result<Proxied, String> {
     Ok(proxied)
 }
 
-fn parse_v1(header: &[u8]) -> Result<Proxied, String> {
+fn parse_v1(header: &[u8]) -> Result<Proxied, HeaderError> {
     // `ppp` slices the text by byte offsets: on anything but ASCII that can panic.
     if !header.is_ascii() {
-        return Err("PROXY v1 header is not ASCII".into());
+        return Err(HeaderError::V1NotAscii);
     }
-    let text = std::str::from_utf8(header).map_err(|_| "PROXY v1 header is not text")?;
-    let parsed = ppp::v1::Header::try_from(text).map_err(|e| format!("PROXY v1: {e}"))?;
+    let text = std::str::from_utf8(header).map_err(|_| HeaderError::V1NotText)?;
+    let parsed = ppp::v1::Header::try_from(text).map_err(HeaderError::V1)?;
     let (source, destination) = match parsed.addresses {
         ppp::v1::Addresses::Tcp4(a) => (
             Some(SocketAddr::from((a.source_address, a.source_port))),
@@ -173,22 +228,22 @@ fn crc_offset(header: &[u8]) -> Option<usize> {
 }
 
 /// The CRC32C TLV holds the checksum of the whole header with its own value zeroed.
-fn check_crc(header: &[u8]) -> Result<(), String> {
-    let at = crc_offset(header).ok_or("PROXY v2 CRC32C TLV is not 4 bytes")?;
+fn check_crc(header: &[u8]) -> Result<(), HeaderError> {
+    let at = crc_offset(header).ok_or(HeaderError::CrcTlvLength)?;
     let expected: [u8; 4] = header[at..at + 4]
         .try_into()
-        .map_err(|_| "PROXY v2 CRC32C")?;
+        .map_err(|_| HeaderError::CrcUnreadable)?;
     let mut zeroed = header.to_vec();
     zeroed[at..at + 4].fill(0);
     if crc32c::crc32c(&zeroed).to_be_bytes() == expected {
         Ok(())
     } else {
-        Err("PROXY v2 CRC32C mismatch".into())
+        Err(HeaderError::CrcMismatch)
     }
 }
 
 /// Read the header from `tcp`, taking no byte beyond it.
-pub async fn read(tcp: &mut TcpStream) -> Result<Proxied, String> {
+pub async fn read(tcp: &mut TcpStream) -> Result<Proxied, HeaderError> {
     let mut buf = Vec::with_capacity(64);
     loop {
         let n = next_read(&buf)?;
@@ -199,7 +254,7 @@ pub async fn read(tcp: &mut TcpStream) -> Result<Proxied, String> {
         buf.resize(start + n, 0);
         tcp.read_exact(&mut buf[start..])
             .await
-            .map_err(|e| format!("PROXY header: {e}"))?;
+            .map_err(HeaderError::Read)?;
     }
 }
 
@@ -211,7 +266,7 @@ mod tests {
     fn frame(bytes: &[u8]) -> Result<Vec<u8>, String> {
         let mut buf = Vec::new();
         loop {
-            let n = next_read(&buf)?;
+            let n = next_read(&buf).map_err(|e| e.to_string())?;
             if n == 0 {
                 return Ok(buf);
             }
@@ -277,7 +332,7 @@ mod tests {
         assert!(p.ssl);
         // One bit off: refused.
         header[20] ^= 1;
-        assert!(parse(&header).unwrap_err().contains("CRC32C"));
+        assert!(parse(&header).unwrap_err().to_string().contains("CRC32C"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use tokio::sync::Notify;
 
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, SessionState};
 
 use super::relay::Counts;
 
@@ -57,7 +57,7 @@ pub struct SessionView {
     pub bytes_from_client: u64,
     pub bytes_to_client: u64,
     /// `preauth` or `proxying`.
-    pub state: &'static str,
+    pub state: SessionState,
 }
 
 /// Which sessions a kick ends.
@@ -109,7 +109,7 @@ impl Registry {
         });
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         lock(&self.sessions).insert(key, live.clone());
-        let gauge = metrics.sessions_in(protocol, "preauth");
+        let gauge = metrics.sessions_in(protocol, SessionState::Preauth);
         gauge.inc();
         Registered {
             registry: self.clone(),
@@ -192,7 +192,9 @@ impl Registered {
             facts.proxying = true;
         }
         self.gauge.dec();
-        self.gauge = self.metrics.sessions_in(self.live.protocol, "proxying");
+        self.gauge = self
+            .metrics
+            .sessions_in(self.live.protocol, SessionState::Proxying);
         self.gauge.inc();
     }
 }
@@ -223,9 +225,9 @@ impl LiveSession {
             bytes_from_client: self.counts.from_client.load(Ordering::Relaxed),
             bytes_to_client: self.counts.to_client.load(Ordering::Relaxed),
             state: if facts.proxying {
-                "proxying"
+                SessionState::Proxying
             } else {
-                "preauth"
+                SessionState::Preauth
             },
         }
     }
@@ -252,7 +254,7 @@ mod tests {
         let list = registry.list();
         assert_eq!(list.len(), 3);
         assert_eq!(list[0].user.as_deref(), Some("Alice"));
-        assert_eq!(list[2].state, "preauth");
+        assert_eq!(list[2].state.as_str(), "preauth");
         assert_eq!(registry.kick(&Kick::User("alice".into())), 1);
         assert_eq!(registry.kick(&Kick::Backend("10.0.0.2:143".into())), 1);
         assert_eq!(registry.kick(&Kick::User("carol".into())), 0);

@@ -130,32 +130,13 @@ impl Direction {
         loop {
             match self.phase {
                 DirectionPhase::Done => return Poll::Ready(()),
-                DirectionPhase::ShuttingDown => {
-                    self.backlog = Vec::new();
-                    // Whatever the shutdown's outcome, this direction is over.
-                    let _ = ready!(Pin::new(&mut *to).poll_shutdown(cx));
-                    self.phase = DirectionPhase::Done;
-                    return Poll::Ready(());
-                }
+                DirectionPhase::ShuttingDown => return self.poll_shut_down(cx, to),
                 DirectionPhase::Copying => {}
             }
-            if self.written < self.backlog.len() {
-                match ready!(self.write(cx, to, None, counter, activity)) {
-                    Ok(()) => continue,
-                    Err(_) => {
-                        self.phase = DirectionPhase::ShuttingDown;
-                        continue;
-                    }
-                }
-            }
-            if self.unflushed {
-                match ready!(Pin::new(&mut *to).poll_flush(cx)) {
-                    Ok(()) => self.unflushed = false,
-                    Err(_) => {
-                        self.phase = DirectionPhase::ShuttingDown;
-                        continue;
-                    }
-                }
+            // What the writer has not taken yet goes first: nothing more is read meanwhile.
+            if ready!(self.poll_drain(cx, to, counter, activity)).is_err() {
+                self.phase = DirectionPhase::ShuttingDown;
+                continue;
             }
             if reads == READS_PER_POLL {
                 // A direction that always has bytes ready must not keep the thread.
@@ -163,26 +144,76 @@ impl Direction {
                 return Poll::Pending;
             }
             reads += 1;
-            let mut stack = [MaybeUninit::<u8>::uninit(); READ_SIZE];
-            let mut read = ReadBuf::uninit(&mut stack);
-            let Poll::Ready(result) = Pin::new(&mut *from).poll_read(cx, &mut read) else {
-                // Quiet: the heap copy a slow writer needed goes back now, not at every
-                // drain of a large transfer.
-                self.backlog = Vec::new();
-                return Poll::Pending;
-            };
-            match result {
-                Ok(()) if !read.filled().is_empty() => {
-                    if self.write(cx, to, Some(read.filled()), counter, activity)
-                        == Poll::Ready(Err(()))
-                    {
-                        self.phase = DirectionPhase::ShuttingDown;
-                    }
-                }
-                // The end of the stream, or a broken one: the same to the other side.
-                Ok(()) | Err(_) => self.phase = DirectionPhase::ShuttingDown,
-            }
+            ready!(self.poll_read_once(cx, from, to, counter, activity));
         }
+    }
+
+    /// The reader ended (or the writer failed): shut the writer down, then this direction is
+    /// done, whatever the shutdown's outcome.
+    fn poll_shut_down<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        to: &mut W,
+    ) -> Poll<()> {
+        self.backlog = Vec::new();
+        let _ = ready!(Pin::new(&mut *to).poll_shutdown(cx));
+        self.phase = DirectionPhase::Done;
+        Poll::Ready(())
+    }
+
+    /// Write the backlog, then flush what the writer may hold. `Ready(Err)` when the writer
+    /// failed.
+    fn poll_drain<W: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        to: &mut W,
+        counter: &AtomicU64,
+        activity: &mut bool,
+    ) -> Poll<Result<(), ()>> {
+        if self.written < self.backlog.len() {
+            ready!(self.write(cx, to, None, counter, activity))?;
+        }
+        if self.unflushed {
+            ready!(Pin::new(&mut *to).poll_flush(cx)).map_err(drop)?;
+            self.unflushed = false;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// One read into a buffer on the stack, written on at once; `Pending` when the reader has
+    /// nothing. The end of the stream or a failure moves the direction to shutting down.
+    fn poll_read_once<R, W>(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &mut R,
+        to: &mut W,
+        counter: &AtomicU64,
+        activity: &mut bool,
+    ) -> Poll<()>
+    where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin,
+    {
+        let mut stack = [MaybeUninit::<u8>::uninit(); READ_SIZE];
+        let mut read = ReadBuf::uninit(&mut stack);
+        let Poll::Ready(result) = Pin::new(&mut *from).poll_read(cx, &mut read) else {
+            // Quiet: the heap copy a slow writer needed goes back now, not at every
+            // drain of a large transfer.
+            self.backlog = Vec::new();
+            return Poll::Pending;
+        };
+        match result {
+            Ok(()) if !read.filled().is_empty() => {
+                if self.write(cx, to, Some(read.filled()), counter, activity)
+                    == Poll::Ready(Err(()))
+                {
+                    self.phase = DirectionPhase::ShuttingDown;
+                }
+            }
+            // The end of the stream, or a broken one: the same to the other side.
+            Ok(()) | Err(_) => self.phase = DirectionPhase::ShuttingDown,
+        }
+        Poll::Ready(())
     }
 
     /// Write `fresh` (just read) or else the backlog, as far as the writer takes it now; what

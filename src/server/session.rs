@@ -19,6 +19,7 @@ use tokio::time::{timeout, timeout_at, Instant};
 use crate::guard::Slot;
 use crate::log::{AuthRecord, Logger};
 use crate::map::Connection;
+use crate::metrics::{HandshakeSide, TurnedAway};
 use crate::protocol::named_client::PROXY_TTL;
 use crate::protocol::{loggable_user, ClientEvent, ClientSide, LoginOutcome, Refusal, Security};
 use crate::tls;
@@ -228,7 +229,7 @@ impl Session {
         let protocol = self.listener.protocol();
         if let Some(left) = self.banned_here() {
             let reason = format!("banned for {} s more", left.as_secs().max(1));
-            self.turn_away(&tcp, "banned", &reason, protocol.banned_message());
+            self.turn_away(&tcp, TurnedAway::Banned, &reason, protocol.banned_message());
             return None;
         }
         if self
@@ -236,7 +237,12 @@ impl Session {
             .is_some_and(|g| !g.new_connection_allowed(self.peer.ip()))
         {
             let reason = "new connections over the process-wide rate";
-            self.turn_away(&tcp, "rate", reason, protocol.overloaded_message());
+            self.turn_away(
+                &tcp,
+                TurnedAway::Rate,
+                reason,
+                protocol.overloaded_message(),
+            );
             return None;
         }
         // Held for the session's life.
@@ -244,7 +250,7 @@ impl Session {
             Some(Err(open)) => {
                 let reason = format!("{open} connections open from this address");
                 let message = protocol.too_many_from_address_message();
-                self.turn_away(&tcp, "per_address", &reason, message);
+                self.turn_away(&tcp, TurnedAway::PerAddress, &reason, message);
                 return None;
             }
             Some(Ok(slot)) => slot,
@@ -253,7 +259,7 @@ impl Session {
         // The fleet's word last: the cheap checks above spare the store a flood's questions.
         if let Some(left) = self.banned_elsewhere().await {
             let reason = format!("banned for {} s more", left.as_secs().max(1));
-            self.turn_away(&tcp, "banned", &reason, protocol.banned_message());
+            self.turn_away(&tcp, TurnedAway::Banned, &reason, protocol.banned_message());
             return None;
         }
         if !self.health_check {
@@ -272,9 +278,9 @@ impl Session {
     async fn read_proxy_header(&mut self, tcp: &mut TcpStream) -> bool {
         let from = self.peer.ip().to_canonical();
         let trusted = self.listener.proxy_trusted.as_deref().unwrap_or_default();
-        // What went wrong, and its label in the metrics.
-        let (refused, reason) = if !trusted.iter().any(|network| network.contains(&from)) {
-            ("not in proxy_trusted".to_string(), "proxy_untrusted")
+        // What went wrong; its variant gives the label in the metrics.
+        let refused = if !trusted.iter().any(|network| network.contains(&from)) {
+            proxy_header::Refused::Untrusted
         } else {
             let mut phase = self.phase.clone();
             let read = tokio::select! {
@@ -289,16 +295,15 @@ impl Session {
                     self.registered.update_client(self.peer, &self.id);
                     return true;
                 }
-                Ok(Err(e)) => (e, "proxy_invalid"),
-                Err(_) => (
-                    "no header within the login timeout".to_string(),
-                    "proxy_invalid",
-                ),
+                Ok(Err(e)) => proxy_header::Refused::Invalid(e),
+                Err(_) => proxy_header::Refused::Timeout,
             }
         };
         let line = format!("PROXY header refused from {}: {refused}", self.peer);
         self.logger().warning(&line);
-        self.services.metrics.refused(&self.listener.label, reason);
+        self.services
+            .metrics
+            .refused(&self.listener.label, refused.reason());
         false
     }
 
@@ -486,14 +491,14 @@ impl Session {
         let metrics = &self.services.metrics;
         let reason = match handshake {
             Ok(Ok(tls)) => {
-                metrics.handshake("client", true);
+                metrics.handshake(HandshakeSide::Client, true);
                 self.registered.set_tls(true);
                 return Some(MaybeTls::Tls(Box::new(tls)));
             }
             Ok(Err(e)) => tls::describe(&e),
             Err(_) => "no handshake within the login timeout".into(),
         };
-        metrics.handshake("client", false);
+        metrics.handshake(HandshakeSide::Client, false);
         if !self.health_check {
             self.logger().tls_failure(self.peer, self.local, &reason);
         }

@@ -3,25 +3,41 @@
 //! reader for the native configuration, the maps and the builder (imports nothing of the
 //! crate: every layer may use it).
 
+/// What is wrong with a server as written (each names the whole, trimmed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HostPortError {
+    /// Not a number from 1 to 65535, nor a mail service's name.
+    #[error("bad port {port:?} in {server:?}")]
+    BadPort { port: String, server: String },
+    #[error("unclosed [ in {0:?}")]
+    UnclosedBracket(String),
+    /// Something other than `:port` after `[v6]`.
+    #[error("bad server {0:?}")]
+    BadServer(String),
+}
+
 /// `host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address.
-pub fn split_host_port(server: &str) -> Result<(String, Option<u16>), String> {
+pub fn split_host_port(server: &str) -> Result<(String, Option<u16>), HostPortError> {
     let server = server.trim();
     let port = |p: &str| {
         p.parse::<u16>()
             .ok()
             .or_else(|| port_name(p))
             .filter(|&p| p != 0)
-            .ok_or_else(|| format!("bad port {p:?} in {server:?}"))
+            .ok_or_else(|| HostPortError::BadPort {
+                port: p.to_string(),
+                server: server.to_string(),
+            })
     };
     if let Some(rest) = server.strip_prefix('[') {
         let (host, after) = rest
             .split_once(']')
-            .ok_or_else(|| format!("unclosed [ in {server:?}"))?;
+            .ok_or_else(|| HostPortError::UnclosedBracket(server.to_string()))?;
         return match after {
             "" => Ok((host.to_string(), None)),
             _ => match after.strip_prefix(':') {
                 Some(p) => Ok((host.to_string(), Some(port(p)?))),
-                None => Err(format!("bad server {server:?}")),
+                None => Err(HostPortError::BadServer(server.to_string())),
             },
         };
     }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 use crate::guard::{Admission, Fingerprint, Guard, InFlight, Standing, Verdict};
+use crate::metrics::{GuardDecision, TurnedAway};
 use crate::protocol::{leading_response_code, LoginOutcome, Refusal};
 
 use super::Session;
@@ -20,13 +21,15 @@ impl Session {
     pub(super) fn turn_away(
         &self,
         tcp: &TcpStream,
-        label: &'static str,
+        label: TurnedAway,
         reason: &str,
         message: &[u8],
     ) {
         self.logger().guard_refusal(self.peer, self.local, reason);
-        self.services.metrics.refused(&self.listener.label, label);
-        self.services.metrics.guard(label);
+        self.services
+            .metrics
+            .refused(&self.listener.label, label.reason());
+        self.services.metrics.guard(label.decision());
         if !self.listener.implicit_tls() {
             let _ = tcp.try_write(message);
         }
@@ -97,7 +100,7 @@ impl Session {
         }
         self.logger()
             .guard_user_wait(self.peer, self.local, user, wait);
-        self.services.metrics.guard("user_wait");
+        self.services.metrics.guard(GuardDecision::UserWait);
         self.pause(wait).await;
     }
 
@@ -149,7 +152,7 @@ impl Session {
         if let Some(ban) = verdict.banned_for {
             self.logger()
                 .guard_ban(self.peer, self.local, verdict.failures, ban);
-            self.services.metrics.guard("ban");
+            self.services.metrics.guard(GuardDecision::Ban);
         }
     }
 }

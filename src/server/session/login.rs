@@ -7,6 +7,7 @@ use tokio::time::Instant;
 use crate::guard::{Admission, Fingerprint, InFlight, Standing, Verdict};
 use crate::log::AuthRecord;
 use crate::map::Connection;
+use crate::metrics::{GuardDecision, RefusedReason};
 use crate::protocol::{AfterLogin, ClientSide, Credentials, LoginOutcome, Refusal, Secret};
 
 use super::super::backend::{self, LoggedIn};
@@ -86,7 +87,7 @@ impl Session {
             Admission::Banned(left) => {
                 let reason = format!("banned for {} s more", left.as_secs().max(1));
                 self.logger().guard_refusal(self.peer, self.local, &reason);
-                self.services.metrics.guard("banned");
+                self.services.metrics.guard(GuardDecision::Banned);
                 say_goodbye(stream, self.listener.protocol().banned_message()).await;
                 return None;
             }
@@ -94,14 +95,14 @@ impl Session {
             Admission::TooManyAtOnce | Admission::Later(_) => {
                 let reason = "as many logins under way as failures left before a ban";
                 self.logger().guard_refusal(self.peer, self.local, reason);
-                self.services.metrics.guard("too_many_at_once");
+                self.services.metrics.guard(GuardDecision::TooManyAtOnce);
                 true
             }
             Admission::Try { wait, failures } => {
                 if !wait.is_zero() {
                     self.logger()
                         .guard_delay(self.peer, self.local, failures, wait);
-                    self.services.metrics.guard("delay");
+                    self.services.metrics.guard(GuardDecision::Delay);
                     self.pause(wait).await;
                 }
                 false
@@ -248,7 +249,7 @@ impl Session {
         self.logger().warning(&line);
         self.services
             .metrics
-            .refused(&self.listener.label, "health_check_login");
+            .refused(&self.listener.label, RefusedReason::HealthCheckLogin);
         let outcome = LoginOutcome::unavailable("login on a health-check connection");
         let reply = machine.login_finished(&outcome);
         say_goodbye(stream, &reply.bytes).await;
