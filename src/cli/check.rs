@@ -33,7 +33,7 @@ pub fn check(check: Check) -> ExitCode {
     let built = match builder::build(&config) {
         Ok(built) => built,
         Err(problems) => {
-            for p in problems {
+            for p in problems.0 {
                 eprintln!("error: {p}");
             }
             return ExitCode::FAILURE;

@@ -162,8 +162,7 @@ fn open(config: &Config) -> Result<Opened, EarlyError> {
     // Before any thread exists: taking them clears the environment variables that name them.
     let inherited = service_manager::inherited_sockets()?;
     // Certificates, keys and maps are read here, once.
-    let built = builder::build(config)
-        .map_err(|p| EarlyError::Config(p.iter().map(ToString::to_string).collect()))?;
+    let built = builder::build(config).map_err(|p| EarlyError::Config(p.0))?;
     let logger = Logger::open(&config.log).map_err(|e| EarlyError::Log(e.into()))?;
     // Diagnostics to JSON or journald: the subscriber before the first of them.
     let filter = crate::log::diagnostics::filter(&config.log.level, config.log.debug)

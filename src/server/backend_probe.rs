@@ -51,6 +51,37 @@ impl Report {
     }
 }
 
+/// What makes logins through a back end fail, as `check --probe` says it.
+#[derive(Debug, thiserror::Error)]
+enum Broken {
+    #[error("connect timed out")]
+    ConnectTimedOut,
+    #[error("unreachable: {0}")]
+    Unreachable(#[source] std::io::Error),
+    #[error("PROXY header: {0}")]
+    ProxyHeader(#[source] std::io::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the back end closed the connection{}", .after.as_ref().map(|a| format!(" after: {a}")).unwrap_or_default())]
+    Closed { after: Option<String> },
+    #[error("an answer too long to be one")]
+    TooLong,
+    #[error("STARTTLS is configured but the back end does not offer it")]
+    StartTlsNotOffered,
+    #[error("STARTTLS refused: {0}")]
+    StartTlsRefused(String),
+    #[error("STARTTLS on TLS")]
+    StartTlsOnTls,
+    #[error("back-end TLS is not configured")]
+    NoTlsConfigured,
+    #[error(transparent)]
+    ServerName(#[from] tls::InvalidServerName),
+    #[error("TLS: {0}")]
+    Tls(String),
+    #[error("{0}: the back end refuses logins on this connection")]
+    LoginDisabled(&'static str),
+}
+
 /// Probe one back end of `listener`.
 pub async fn probe(listener: &ListenerState, endpoint: &Endpoint) -> Report {
     let mut report = Report {
@@ -60,7 +91,7 @@ pub async fn probe(listener: &ListenerState, endpoint: &Endpoint) -> Report {
     let wait = listener.limits.backend_connect_timeout() + listener.limits.backend_login_timeout();
     match timeout(wait, talk(listener, endpoint, &mut report)).await {
         Ok(Ok(())) => {}
-        Ok(Err(why)) => report.broken = Some(why),
+        Ok(Err(why)) => report.broken = Some(why.to_string()),
         Err(_) => {
             report.broken = Some(format!("no complete answer within {} s", wait.as_secs()));
         }
@@ -72,7 +103,7 @@ async fn talk(
     listener: &ListenerState,
     endpoint: &Endpoint,
     report: &mut Report,
-) -> Result<(), String> {
+) -> Result<(), Broken> {
     let mut stream = connect(listener, endpoint, report).await?;
     let dialect = listener.protocol().descriptor().probe;
     let greeting = read_answer(&mut stream, dialect.greeting_complete).await?;
@@ -83,7 +114,7 @@ async fn talk(
     if endpoint.tls == BackendTls::Starttls {
         if !has_word(&capabilities, dialect.starttls.capability) {
             report.lines.push(format!("capabilities: {capabilities}"));
-            return Err("STARTTLS is configured but the back end does not offer it".into());
+            return Err(Broken::StartTlsNotOffered);
         }
         stream = starttls(listener, endpoint, stream, report).await?;
         let after = if dialect.greets_after_starttls {
@@ -99,9 +130,7 @@ async fn talk(
         .login_disabled
         .filter(|w| has_word(&capabilities, w))
     {
-        return Err(format!(
-            "{word}: the back end refuses logins on this connection"
-        ));
+        return Err(Broken::LoginDisabled(word));
     }
     Ok(())
 }
@@ -111,21 +140,19 @@ async fn connect(
     listener: &ListenerState,
     endpoint: &Endpoint,
     report: &mut Report,
-) -> Result<BackendStream, String> {
+) -> Result<BackendStream, Broken> {
     let started = Instant::now();
     let connect = TcpStream::connect((endpoint.connect_host(), endpoint.port));
     let mut tcp = timeout(listener.limits.backend_connect_timeout(), connect)
         .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("unreachable: {e}"))?;
+        .map_err(|_| Broken::ConnectTimedOut)?
+        .map_err(Broken::Unreachable)?;
     report.lines.push(format!(
         "reachable: connected in {:.1} ms",
         started.elapsed().as_secs_f64() * 1000.0
     ));
     if let Some(header) = forward::own_header(listener.config.backend.forward_client) {
-        tcp.write_all(&header)
-            .await
-            .map_err(|e| format!("PROXY header: {e}"))?;
+        tcp.write_all(&header).await.map_err(Broken::ProxyHeader)?;
     }
     match endpoint.tls {
         BackendTls::Implicit => handshake(listener, endpoint, tcp, report).await,
@@ -139,18 +166,15 @@ async fn starttls(
     endpoint: &Endpoint,
     mut stream: BackendStream,
     report: &mut Report,
-) -> Result<BackendStream, String> {
+) -> Result<BackendStream, Broken> {
     let dialect = &listener.protocol().descriptor().probe.starttls;
-    stream
-        .write_all(dialect.command)
-        .await
-        .map_err(|e| e.to_string())?;
+    stream.write_all(dialect.command).await?;
     let answer = read_answer(&mut stream, |lines| !lines.is_empty()).await?;
     if !answer.lines().any(|l| l.starts_with(dialect.accepted)) {
-        return Err(format!("STARTTLS refused: {}", first_line(&answer)));
+        return Err(Broken::StartTlsRefused(first_line(&answer).to_string()));
     }
     let MaybeTls::Plain(tcp) = stream else {
-        return Err("STARTTLS on TLS".into());
+        return Err(Broken::StartTlsOnTls);
     };
     handshake(listener, endpoint, tcp, report).await
 }
@@ -160,11 +184,11 @@ async fn capabilities(
     stream: &mut BackendStream,
     dialect: &ProbeDialect,
     greeting: &str,
-) -> Result<String, String> {
+) -> Result<String, Broken> {
     let answer = match dialect.capability_command {
         None => greeting.to_string(),
         Some((command, complete)) => {
-            stream.write_all(command).await.map_err(|e| e.to_string())?;
+            stream.write_all(command).await?;
             read_answer(stream, complete).await?
         }
     };
@@ -181,7 +205,7 @@ fn first_line(text: &str) -> &str {
 }
 
 /// Read until `complete` says the answer is whole (and it ends a line).
-async fn read_answer(stream: &mut BackendStream, complete: Complete) -> Result<String, String> {
+async fn read_answer(stream: &mut BackendStream, complete: Complete) -> Result<String, Broken> {
     let mut answer = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -190,20 +214,16 @@ async fn read_answer(stream: &mut BackendStream, complete: Complete) -> Result<S
         if text.ends_with("\r\n") && complete(&lines) {
             return Ok(text.into_owned());
         }
-        let n = stream.read(&mut chunk).await.map_err(|e| e.to_string())?;
+        let n = stream.read(&mut chunk).await?;
         if n == 0 {
-            return Err(format!(
-                "the back end closed the connection{}",
-                if answer.is_empty() {
-                    String::new()
-                } else {
-                    format!(" after: {}", first_line(&String::from_utf8_lossy(&answer)))
-                }
-            ));
+            let after = String::from_utf8_lossy(&answer);
+            return Err(Broken::Closed {
+                after: (!answer.is_empty()).then(|| first_line(&after).to_string()),
+            });
         }
         answer.extend_from_slice(&chunk[..n]);
         if answer.len() > MAX_ANSWER {
-            return Err("an answer too long to be one".into());
+            return Err(Broken::TooLong);
         }
     }
 }
@@ -213,16 +233,13 @@ async fn handshake(
     endpoint: &Endpoint,
     tcp: TcpStream,
     report: &mut Report,
-) -> Result<BackendStream, String> {
-    let connector = listener
-        .connector
-        .as_ref()
-        .ok_or("back-end TLS is not configured")?;
-    let name = tls::server_name(endpoint.tls_name()).map_err(|e| e.to_string())?;
+) -> Result<BackendStream, Broken> {
+    let connector = listener.connector.as_ref().ok_or(Broken::NoTlsConfigured)?;
+    let name = tls::server_name(endpoint.tls_name())?;
     let stream = connector
         .connect(name, tcp)
         .await
-        .map_err(|e| format!("TLS: {}", tls::describe(&e)))?;
+        .map_err(|e| Broken::Tls(tls::describe(&e)))?;
     let (_, session) = stream.get_ref();
     let version = session
         .protocol_version()
@@ -248,8 +265,10 @@ async fn handshake(
 }
 
 /// The subject, the names and the expiry of a DER certificate, and the time left.
-pub fn describe_certificate(der: &[u8]) -> Result<(String, Duration), String> {
-    let (_, certificate) = x509_parser::parse_x509_certificate(der).map_err(|e| e.to_string())?;
+pub fn describe_certificate(
+    der: &[u8],
+) -> Result<(String, Duration), x509_parser::nom::Err<x509_parser::error::X509Error>> {
+    let (_, certificate) = x509_parser::parse_x509_certificate(der)?;
     let names: Vec<String> = crate::certificates::alternative_names(&certificate)
         .iter()
         .map(|n| n.to_string())

@@ -10,14 +10,18 @@ use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::log::hostname;
 
-use crate::config::{Backend, BackendTls, Config, Limits, Listener, ListenerTls, MapKind};
+use crate::config::{
+    Backend, BackendTls, BindError, Config, Limits, Listener, ListenerTls, MapKind, Problems,
+};
 use crate::map::factory;
 use crate::map::route::split_host_port;
 use crate::map::router::{Defaults, Master, Router};
 use crate::map::Endpoint;
+use crate::map::MapSetupError;
 use crate::protocol::Secret;
 use crate::protocol::{ClientSettings, Protocol, Security};
-use crate::tls::{self, BackendVerification};
+use crate::tls::{self, BackendVerification, TlsSetupError};
+use crate::value::host_port::HostPortError;
 use crate::value::Network;
 
 /// What every session of one listener shares.
@@ -51,15 +55,38 @@ pub struct Built {
     pub warnings: Vec<String>,
 }
 
+/// What keeps one listener from being built; `check` prints it after the listener's name.
+#[derive(Debug, thiserror::Error)]
+pub enum ListenerProblem {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("tls needs a cert and key (or certificates)")]
+    NoCertificate,
+    /// The client leg's certificates.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// The back-end leg's trust (its CA files).
+    #[error("backend CA: {0}")]
+    BackendCa(#[source] TlsSetupError),
+    #[error(transparent)]
+    Server(#[from] HostPortError),
+    #[error(transparent)]
+    Map(#[from] MapSetupError),
+    #[error("{title} has no implicit-TLS mode; use starttls")]
+    NoImplicitTls { title: &'static str },
+    #[error("{title} back ends have no implicit TLS; use starttls")]
+    NoImplicitTlsBackEnd { title: &'static str },
+}
+
 /// Check the configuration and build every listener's state; all problems at once.
-pub fn build(config: &Config) -> Result<Built, Vec<String>> {
+pub fn build(config: &Config) -> Result<Built, Problems> {
     build_next(config, &[])
 }
 
 /// [`build`] for a reload: a listener on the same addresses as one of `previous` keeps that
 /// one's memory of dead servers, and its map (cache, connections) when the map's settings
 /// are the same; a map read from a file is read anew all the same.
-pub fn build_next(config: &Config, previous: &[Arc<ListenerState>]) -> Result<Built, Vec<String>> {
+pub fn build_next(config: &Config, previous: &[Arc<ListenerState>]) -> Result<Built, Problems> {
     let mut problems = config.validate().err().map(|p| p.0).unwrap_or_default();
     let mut built = Vec::new();
     let mut warnings = Vec::new();
@@ -91,7 +118,7 @@ pub fn build_next(config: &Config, previous: &[Arc<ListenerState>]) -> Result<Bu
             warnings,
         })
     } else {
-        Err(problems)
+        Err(Problems(problems))
     }
 }
 
@@ -124,10 +151,10 @@ impl ListenerState {
         l: &Listener,
         limits: &Limits,
         warnings: &mut Vec<String>,
-    ) -> Result<ListenerState, Vec<String>> {
-        let addresses = l.addresses().map_err(|e| e.to_string());
+    ) -> Result<ListenerState, Vec<ListenerProblem>> {
+        let addresses = l.addresses().map_err(ListenerProblem::from);
         let acceptor = acceptor(l, warnings);
-        let connector = connector(l).map_err(|e| format!("backend CA: {e}"));
+        let connector = connector(l).map_err(ListenerProblem::BackendCa);
         let router = router(l, warnings);
         let fits = fits_the_protocol(l);
         match (addresses, acceptor, connector, router, fits) {
@@ -212,19 +239,17 @@ fn networks(list: &[Network]) -> Vec<ipnet::IpNet> {
 }
 
 /// What the listener's protocol cannot do: implicit TLS where it has none (ManageSieve).
-fn fits_the_protocol(l: &Listener) -> Result<(), String> {
+fn fits_the_protocol(l: &Listener) -> Result<(), ListenerProblem> {
     let protocol = l.protocol.descriptor();
     if protocol.ports.implicit_tls.is_some() {
         return Ok(());
     }
     let title = protocol.title;
     if l.tls == ListenerTls::Implicit {
-        return Err(format!("{title} has no implicit-TLS mode; use starttls"));
+        return Err(ListenerProblem::NoImplicitTls { title });
     }
     if l.backend.tls == BackendTls::Implicit {
-        return Err(format!(
-            "{title} back ends have no implicit TLS; use starttls"
-        ));
+        return Err(ListenerProblem::NoImplicitTlsBackEnd { title });
     }
     Ok(())
 }
@@ -237,13 +262,13 @@ fn backend_port(backend: &Backend, protocol: Protocol) -> u16 {
 }
 
 /// The listener's routing: its map (read now), its own servers, the user-name rules.
-fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
+fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, ListenerProblem> {
     let backend = &l.backend;
     let port = backend_port(backend, l.protocol);
     let mut servers = Vec::new();
     if !backend.host.is_empty() {
         // `host` may carry its own port; `port` is then the one of the others.
-        let (host, own_port) = split_host_port(&backend.host).map_err(|e| e.to_string())?;
+        let (host, own_port) = split_host_port(&backend.host)?;
         servers.push(Endpoint {
             host,
             port: own_port.unwrap_or(port),
@@ -252,7 +277,7 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
         });
     }
     for server in &backend.failover {
-        let (host, server_port) = split_host_port(server).map_err(|e| e.to_string())?;
+        let (host, server_port) = split_host_port(server)?;
         servers.push(Endpoint {
             host,
             port: server_port.unwrap_or(port),
@@ -262,9 +287,7 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
     }
     let map = match &l.map {
         None => None,
-        Some(m) => Some(std::sync::Arc::from(
-            factory::build(m, warnings).map_err(|e| e.to_string())?,
-        )),
+        Some(m) => Some(std::sync::Arc::from(factory::build(m, warnings)?)),
     };
     let mut names = l.users.clone();
     names.lower_case = l.lower_case;
@@ -293,7 +316,10 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, String> {
     })
 }
 
-fn acceptor(l: &Listener, warnings: &mut Vec<String>) -> Result<Option<TlsAcceptor>, String> {
+fn acceptor(
+    l: &Listener,
+    warnings: &mut Vec<String>,
+) -> Result<Option<TlsAcceptor>, ListenerProblem> {
     if l.tls == ListenerTls::None {
         return Ok(None);
     }
@@ -307,7 +333,7 @@ fn acceptor(l: &Listener, warnings: &mut Vec<String>) -> Result<Option<TlsAccept
             .map(|p| (p.cert.as_path(), p.key.as_path())),
     );
     if pairs.is_empty() {
-        return Err("tls needs a cert and key (or certificates)".into());
+        return Err(ListenerProblem::NoCertificate);
     }
     let (config, expiring) = tls::server_config(
         &pairs,
@@ -315,13 +341,12 @@ fn acceptor(l: &Listener, warnings: &mut Vec<String>) -> Result<Option<TlsAccept
         l.protocol.alpn_id(),
         &l.tls_versions,
         l.ticket_keys.as_deref(),
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     warnings.extend(expiring);
     Ok(Some(TlsAcceptor::from(config)))
 }
 
-fn connector(l: &Listener) -> Result<Option<TlsConnector>, String> {
+fn connector(l: &Listener) -> Result<Option<TlsConnector>, TlsSetupError> {
     if l.backend.tls == BackendTls::None {
         return Ok(None);
     }
@@ -340,8 +365,7 @@ fn connector(l: &Listener) -> Result<Option<TlsConnector>, String> {
     } else {
         BackendVerification::None
     };
-    let config =
-        tls::client_config_for(&verification, &b.tls_versions).map_err(|e| e.to_string())?;
+    let config = tls::client_config_for(&verification, &b.tls_versions)?;
     Ok(Some(TlsConnector::from(config)))
 }
 
@@ -396,15 +420,15 @@ mod tests {
     fn managesieve_has_no_implicit_tls_on_either_leg() {
         let mut l = listener("managesieve", r#"host = "mail", tls = "implicit""#);
         assert_eq!(
-            fits_the_protocol(&l),
-            Err("ManageSieve back ends have no implicit TLS; use starttls".into())
+            fits_the_protocol(&l).map_err(|e| e.to_string()),
+            Err("ManageSieve back ends have no implicit TLS; use starttls".to_string())
         );
         l.backend.tls = BackendTls::Starttls;
-        assert_eq!(fits_the_protocol(&l), Ok(()));
+        assert_eq!(fits_the_protocol(&l).map_err(|e| e.to_string()), Ok(()));
         l.tls = ListenerTls::Implicit;
         assert_eq!(
-            fits_the_protocol(&l),
-            Err("ManageSieve has no implicit-TLS mode; use starttls".into())
+            fits_the_protocol(&l).map_err(|e| e.to_string()),
+            Err("ManageSieve has no implicit-TLS mode; use starttls".to_string())
         );
     }
 }

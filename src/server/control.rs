@@ -265,8 +265,7 @@ fn prepare(
     previous: &[Arc<ListenerState>],
 ) -> Result<Prepared, ReloadError> {
     let (config, mut warnings) = source().map_err(|e| ReloadError::Source(shared(e)))?;
-    let built = builder::build_next(&config, previous)
-        .map_err(|p| ReloadError::Build(p.iter().map(ToString::to_string).collect()))?;
+    let built = builder::build_next(&config, previous).map_err(|p| ReloadError::Build(p.0))?;
     warnings.extend(built.warnings.iter().cloned());
     Ok(Prepared {
         config,
