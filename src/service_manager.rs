@@ -5,10 +5,16 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use sd_notify::NotifyState;
+
+/// Names the inherited sockets' descriptor numbers for a successor (a binary upgrade,
+/// `server/control.rs`).
+pub const INHERITED_FDS: &str = "PORTCULLIS_INHERITED_FDS";
+/// Tells a successor that its `NOTIFY_SOCKET` is its predecessor's, to be forgotten once it
+/// said READY (the path is gone then, and someone else could take it).
+pub const SUCCESSOR: &str = "PORTCULLIS_SUCCESSOR";
 
 /// A successor's notifications went to its predecessor, which only waits for READY: after
 /// it, nothing more is sent (the predecessor's socket is gone, and its path could be anyone's).
@@ -23,7 +29,7 @@ fn notify(states: &[NotifyState]) {
 /// Whether this process was started by systemd (its notifications and cgroup are systemd's),
 /// and not by a predecessor handing over.
 pub fn under_systemd() -> bool {
-    let successor = std::env::var_os(crate::server::control::SUCCESSOR).is_some();
+    let successor = std::env::var_os(SUCCESSOR).is_some();
     std::env::var_os("INVOCATION_ID").is_some()
         || (std::env::var_os("NOTIFY_SOCKET").is_some() && !successor)
 }
@@ -31,7 +37,7 @@ pub fn under_systemd() -> bool {
 /// Tell systemd the service is up (after every listener is bound).
 pub fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
-    if std::env::var_os(crate::server::control::SUCCESSOR).is_some() {
+    if std::env::var_os(SUCCESSOR).is_some() {
         SILENT.store(true, Ordering::Relaxed);
     }
 }
@@ -55,13 +61,13 @@ pub fn status(text: &str) {
     notify(&[NotifyState::Status(text)]);
 }
 
-/// The status line `systemctl status` shows, kept current.
-pub async fn report_status(registry: Arc<crate::server::registry::Registry>) {
+/// The status line `systemctl status` shows, kept current from `now` (the live sessions).
+pub async fn report_status(now: impl Fn() -> String) {
     let period = Duration::from_secs(10);
     let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
     loop {
         every.tick().await;
-        status(&registry.status());
+        status(&now());
     }
 }
 
@@ -95,8 +101,8 @@ pub fn inherited_sockets() -> Result<Vec<(SocketAddr, std::net::TcpListener)>, I
     let mut sockets = Vec::new();
     // From a predecessor handing over (`server/control.rs`): descriptor numbers that need not
     // follow each other, each taken through the systemd protocol's reader one at a time.
-    if let Ok(numbers) = std::env::var(crate::server::control::INHERITED_FDS) {
-        std::env::remove_var(crate::server::control::INHERITED_FDS);
+    if let Ok(numbers) = std::env::var(INHERITED_FDS) {
+        std::env::remove_var(INHERITED_FDS);
         for number in numbers.split(',').filter(|n| !n.is_empty()) {
             let fd: u32 = number
                 .parse()

@@ -22,7 +22,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::server::listener::{ReloadRequest, UpgradeRequest};
+use crate::server::control::{ReloadRequest, UpgradeRequest};
 use crate::server::registry::Kick;
 use crate::server::services::Services;
 use slots::{Slot, Slots};

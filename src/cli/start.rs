@@ -284,7 +284,8 @@ async fn serve(
         logger.info(&format!("Running as user {user}"));
     }
     signals.forward(reload_tx, upgrade_tx);
-    tokio::spawn(service_manager::report_status(services.registry.clone()));
+    let registry = services.registry.clone();
+    tokio::spawn(service_manager::report_status(move || registry.status()));
     service_manager::ready(&services.registry.status());
     let stopping = async {
         control::shutdown_signal().await;

@@ -7,11 +7,13 @@
 //!
 //! A protocol is one folder (`imap/`, `pop3/`, `managesieve/`): its two machines and the
 //! [`descriptor::Descriptor`] that says everything else about it. Adding one means that
-//! folder, its variant in [`crate::value::Protocol`] and its arm in [`Protocol::descriptor`].
+//! folder, its variant in [`crate::value::Protocol`] and its arm in [`Protocol::descriptor`]
+//! (`known.rs`).
 
 pub mod conversation;
 pub mod descriptor;
 pub mod imap;
+mod known;
 pub mod limits;
 pub mod line;
 pub mod managesieve;

@@ -13,7 +13,6 @@
 //!   socket of its own, the systemd protocol); then it stops accepting and drains like at
 //!   SIGTERM. A successor that fails to start changes nothing.
 
-use std::error::Error;
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
@@ -30,26 +29,18 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
 
-use super::builder::{self, ListenerState};
+use super::builder::ListenerState;
 use super::listener::Server;
+use super::reload::prepare;
+pub use super::reload::{shared, ConfigSource, ReloadError, Shared};
+use super::services::Services;
 
-/// Names the inherited sockets' descriptor numbers for the successor.
-pub const INHERITED_FDS: &str = "PORTCULLIS_INHERITED_FDS";
-/// Tells a successor that its `NOTIFY_SOCKET` is its predecessor's, to be forgotten once it
-/// said READY (the path is gone then, and someone else could take it).
-pub const SUCCESSOR: &str = "PORTCULLIS_SUCCESSOR";
+pub use crate::service_manager::{INHERITED_FDS, SUCCESSOR};
 /// How long a successor may take to be ready.
 const READY_TIME: Duration = Duration::from_secs(30);
 /// How long a successor that said it is ready must stay up before this process lets go: one
 /// that dies at once would leave nobody accepting.
 const SETTLE_TIME: Duration = Duration::from_secs(1);
-
-/// An error of someone else's, kept to be told to every request that waited for it.
-pub type Shared = Arc<dyn Error + Send + Sync>;
-
-pub(super) fn shared(e: impl Into<Box<dyn Error + Send + Sync>>) -> Shared {
-    Arc::from(e.into())
-}
 
 /// A request to read the configuration again (SIGHUP, `POST /reload`); the answer, when one
 /// is wanted, says what changed or why nothing did.
@@ -60,34 +51,6 @@ pub struct ReloadRequest {
 /// A request to hand the sockets to a new binary and drain (SIGUSR2, `POST /upgrade`).
 pub struct UpgradeRequest {
     pub reply: Option<oneshot::Sender<Result<String, UpgradeError>>>,
-}
-
-/// Where a reload's configuration comes from: the file (or Perdition's flags and file) read
-/// again, with the warnings worth a log line.
-pub type ConfigSource =
-    Box<dyn Fn() -> Result<(Config, Vec<String>), Box<dyn Error + Send + Sync>> + Send + Sync>;
-
-/// Why a reload changed nothing. Cloned: every request that waited gets it.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ReloadError {
-    /// The configuration could not be read again.
-    #[error(transparent)]
-    Source(Shared),
-    /// It was read, and is not one that builds.
-    #[error("{}", .0.join("; "))]
-    Build(Vec<String>),
-    #[error(transparent)]
-    Guard(Shared),
-    #[error("cannot listen on {address}: {source}")]
-    Listen {
-        address: SocketAddr,
-        #[source]
-        source: Arc<std::io::Error>,
-    },
-    #[error("the reload failed unexpectedly")]
-    Failed,
-    #[error("shutting down")]
-    ShuttingDown,
 }
 
 /// Why no successor serves (and this process goes on).
@@ -218,6 +181,21 @@ impl Control {
     }
 }
 
+/// Serve until `shutdown_signal` completes (or a successor serves), then stop accepting, tell
+/// pre-login clients, give live sessions `grace` to end, and end the rest so that they log
+/// their Closing lines. Until then, `control` answers reload and upgrade requests.
+pub async fn run(
+    bound: Vec<(Arc<ListenerState>, tokio::net::TcpListener)>,
+    services: Arc<Services>,
+    config: Config,
+    shutdown_signal: impl std::future::Future<Output = ()>,
+    control: Control,
+) {
+    let mut server = Server::start(bound, services, config);
+    control.serve(&mut server, shutdown_signal).await;
+    server.drain().await;
+}
+
 /// Read the configuration again and switch to it, answering every request in `waiting`;
 /// false when the shutdown came first.
 async fn reload(
@@ -251,27 +229,6 @@ async fn reload(
         answer(request.reply, outcome.clone());
     }
     true
-}
-
-/// A configuration read again and built, not yet in force.
-pub(super) struct Prepared {
-    pub config: Config,
-    pub built: builder::Built,
-    pub warnings: Vec<String>,
-}
-
-fn prepare(
-    source: &ConfigSource,
-    previous: &[Arc<ListenerState>],
-) -> Result<Prepared, ReloadError> {
-    let (config, mut warnings) = source().map_err(|e| ReloadError::Source(shared(e)))?;
-    let built = builder::build_next(&config, previous).map_err(|p| ReloadError::Build(p.0))?;
-    warnings.extend(built.warnings.iter().cloned());
-    Ok(Prepared {
-        config,
-        built,
-        warnings,
-    })
 }
 
 /// Tell whoever asked for a reload or an upgrade how it went.

@@ -19,7 +19,7 @@ use crate::guard::Guard;
 use crate::metrics::{ListenerLabels, RefusedReason};
 
 use super::builder::ListenerState;
-use super::control::{shared, Control, Prepared, ReloadError};
+use super::reload::{shared, Prepared, ReloadError};
 use super::services::Services;
 use super::session::{self, Session};
 use super::{capability_probe, reached, Phase};
@@ -40,7 +40,6 @@ pub type Bound = Vec<(Arc<ListenerState>, TcpListener)>;
 type Serves = HashMap<SocketAddr, Arc<ListenerState>>;
 
 // Where the admin endpoint finds them.
-pub use super::control::{ReloadRequest, UpgradeRequest};
 
 /// A listening socket that could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -104,33 +103,6 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// long before), and few enough that a reload can take them back from the semaphore.
 const UNLIMITED: usize = 1 << 20;
 
-/// Serve until `shutdown_signal` completes (or a successor serves), then stop accepting, tell
-/// pre-login clients, give live sessions `grace` to end, and end the rest so that they log
-/// their Closing lines. Until then, `control` answers reload and upgrade requests.
-pub async fn run(
-    bound: Vec<(Arc<ListenerState>, TcpListener)>,
-    services: Arc<Services>,
-    config: Config,
-    shutdown_signal: impl std::future::Future<Output = ()>,
-    control: Control,
-) {
-    let mut server = Server::start(bound, services, config);
-    control.serve(&mut server, shutdown_signal).await;
-    // The copies kept for a successor close with the accept loops' sockets: nothing may
-    // hold a listening socket open (queueing clients nobody accepts) while this one drains.
-    server.sockets.clear();
-    let grace = Duration::from_secs(server.config.limits.shutdown_grace);
-    let Server {
-        services,
-        phase_tx,
-        done_tx,
-        done_rx,
-        ..
-    } = server;
-    drop(done_tx);
-    shut_down(&services.borrow(), phase_tx, done_rx, grace).await;
-}
-
 /// The listening sockets and what every accept loop shares; a reload changes it in place.
 pub(super) struct Server {
     /// One accept loop per address, each with the listener state new sessions get.
@@ -159,7 +131,25 @@ struct Running {
 }
 
 impl Server {
-    fn start(
+    /// Stop accepting, tell pre-login clients, give live sessions `grace` to end, and end the
+    /// rest so that they log their Closing lines.
+    pub(super) async fn drain(mut self) {
+        // The copies kept for a successor close with the accept loops' sockets: nothing may
+        // hold a listening socket open (queueing clients nobody accepts) while this one drains.
+        self.sockets.clear();
+        let grace = Duration::from_secs(self.config.limits.shutdown_grace);
+        let Server {
+            services,
+            phase_tx,
+            done_tx,
+            done_rx,
+            ..
+        } = self;
+        drop(done_tx);
+        shut_down(&services.borrow(), phase_tx, done_rx, grace).await;
+    }
+
+    pub(super) fn start(
         bound: Vec<(Arc<ListenerState>, TcpListener)>,
         services: Arc<Services>,
         config: Config,

@@ -15,13 +15,15 @@ pub mod loop_guard;
 pub mod proxy_header;
 pub mod registry;
 pub mod relay;
+pub mod reload;
 pub mod services;
 pub mod session;
 pub mod stream;
 
 use tokio::sync::watch;
 
-pub use listener::{bind, run};
+pub use control::run;
+pub use listener::bind;
 
 /// Where the process is in its life; every session watches it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

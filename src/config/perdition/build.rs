@@ -16,12 +16,11 @@ use super::tls::{ca_path, ssl_mode, tls_versions, tolerated_flaws};
 use super::tls::{LISTEN_VERSIONS, OUTGOING_VERSIONS};
 use super::user_names::{stages, user_names};
 use super::values::{host_port, number, port, seconds, split_host_port};
-use super::{protocol_of_name, protocol_words, system_path, Compat};
-use crate::protocol::Protocol;
+use super::{protocol_of_name, protocol_words, system_path, Compat, Family};
 
 /// The client leg, as the protocol, `ssl_mode`, the ports and the bind addresses make it.
 struct FrontEnd {
-    protocol: Protocol,
+    family: &'static Family,
     /// The syslog ident and the pid file's name.
     instance: String,
     tls: ListenerTls,
@@ -58,7 +57,7 @@ pub fn build(
     let given = Given(settings);
     let mut warnings = given.without_effect()?;
     let front = front_end(&given, invoked_as)?;
-    let (servers, routing) = routing(&given, front.protocol, front.default_port)?;
+    let (servers, routing) = routing(&given, front.family, front.default_port)?;
     let (debug, log_passwd) = passwords_logged(&given)?;
     if !front.inetd && !given.is_set(PerditionOption::NoDaemon)? {
         warnings.push("Portcullis does not detach from the terminal; run it under systemd".into());
@@ -113,7 +112,6 @@ fn front_end(given: &Given, invoked_as: &str) -> Result<FrontEnd, PerditionError
             .or(protocol_of_name(invoked_as))
             .unwrap_or("POP3"),
     )?;
-    let protocol = words.protocol;
     // A program started as perdition.<name> logs and writes its pid file under that name, as
     // Perdition does; `portcullis perdition` (and plain `perdition`) under the name Debian's
     // init script gives the protocol's instance.
@@ -122,19 +120,19 @@ fn front_end(given: &Given, invoked_as: &str) -> Result<FrontEnd, PerditionError
         name => name.to_string(),
     };
     let (tls, backend_tls) = ssl_mode(words.implicit, given.get(PerditionOption::SslMode))?;
-    if tls == ListenerTls::Implicit && protocol == Protocol::Managesieve {
+    if tls == ListenerTls::Implicit && !words.family.implicit_tls_possible {
         return Err(PerditionError::ImplicitTlsForManagesieve);
     }
     // Perdition's default ports follow the protocol, not ssl_mode: `-P IMAP4 --ssl_mode
     // ssl_listen` listens on 143 (its "mixed mode").
-    let default_port = protocol.default_port(words.implicit);
+    let default_port = words.port;
     let listen_port = match given.get(PerditionOption::ListenPort) {
         Some(p) => port("listen_port", p)?,
         None => default_port,
     };
     let inetd = given.is_set(PerditionOption::InetdMode)?;
     Ok(FrontEnd {
-        protocol,
+        family: words.family,
         instance,
         tls,
         backend_tls,
@@ -160,7 +158,7 @@ fn bind_addresses(list: Option<&str>, listen_port: u16) -> Result<Vec<String>, P
 
 fn routing(
     given: &Given,
-    protocol: Protocol,
+    family: &'static Family,
     default_port: u16,
 ) -> Result<(Servers, Routing), PerditionError> {
     let map = map(
@@ -185,7 +183,7 @@ fn routing(
     let routing = Routing {
         map,
         users: user_names(given)?,
-        capability: capability(given, protocol),
+        capability: capability(given, family),
         lower_case: stages(
             PerditionOption::LowerCase,
             given.get(PerditionOption::LowerCase),
@@ -211,21 +209,16 @@ fn outgoing_servers(list: Option<&str>) -> Result<Vec<String>, PerditionError> {
         .collect()
 }
 
-fn capability(given: &Given, protocol: Protocol) -> Option<String> {
-    let get = |option| given.get(option);
-    match protocol {
-        Protocol::Imap => get(PerditionOption::ImapCapability)
-            .or(get(PerditionOption::Capability))
-            .map(str::to_string),
-        // Perdition separates POP3 capabilities with dots ("TOP.UIDL.USER"); the native format
-        // puts each on its own line or separates them with two spaces.
-        Protocol::Pop3 => get(PerditionOption::PopCapability)
-            .or(get(PerditionOption::Capability))
-            .map(|c| c.split('.').collect::<Vec<_>>().join("  ")),
-        Protocol::Managesieve => get(PerditionOption::ManagesieveCapability)
-            .or(get(PerditionOption::Capability))
-            .map(str::to_string),
-    }
+fn capability(given: &Given, family: &Family) -> Option<String> {
+    let given = given
+        .get(family.capability_option)
+        .or(given.get(PerditionOption::Capability))?;
+    Some(if family.dotted_capabilities {
+        // The native format puts each on its own line or separates them with two spaces.
+        given.split('.').collect::<Vec<_>>().join("  ")
+    } else {
+        given.to_string()
+    })
 }
 
 /// `debug`, and the passwords `log_passwd` logs.
@@ -330,7 +323,7 @@ fn listener(
     let tcp_keepalive = given.is_set(PerditionOption::TcpKeepalive)?;
     backend.verify = !given.is_set(PerditionOption::SslNoCertVerify)?;
     Ok(Listener {
-        protocol: front.protocol,
+        protocol: front.family.protocol,
         bind: front.bind,
         tls: front.tls,
         cert: file(PerditionOption::SslCertFile, "perdition.crt.pem"),
@@ -386,6 +379,7 @@ mod tests {
     use super::super::file::parse_file;
     use super::super::testing::{args, config_of};
     use super::*;
+    use crate::value::Protocol;
 
     const SEED: &str = r#"outgoing_server 192.0.2.10
 outgoing_port 143

@@ -31,7 +31,7 @@ pub use map::{DEFAULT_GDBM_PATH, DEFAULT_LDAP_URL, DEFAULT_POPMAP_RE_PATH};
 pub use sql::{table_query, MapLibraryOptError, Table, TableQueryError};
 
 use super::Config;
-use crate::protocol::Protocol;
+use crate::value::Protocol;
 use build::build;
 use command_line::parse_args;
 use file::parse_file;
@@ -184,38 +184,104 @@ fn search_config_file(
     Ok(candidates.into_iter().find(|c| c.is_file()))
 }
 
-/// What a `-P` value means, and the names Perdition derives from it.
-struct ProtocolWords {
-    protocol: Protocol,
+/// What a `-P` value means, and the names and defaults Perdition derives from it: Perdition's
+/// own table of its protocols (it has no SMTP), not the proxy's protocol descriptors.
+pub(super) struct ProtocolWords {
+    /// The `-P` values that name it, upper case.
+    names: &'static [&'static str],
     /// POP3S and IMAP4S: TLS on both legs without `ssl_mode`, and their own ports.
-    implicit: bool,
+    pub(super) implicit: bool,
+    /// Perdition's default port for it (`listen_port`, `outgoing_port`).
+    pub(super) port: u16,
     /// The syslog ident, and the name of the pid file, of an instance started by
     /// Debian's init script for this protocol.
-    instance: &'static str,
+    pub(super) instance: &'static str,
     /// Its word in `perdition.<protocol>.conf`.
     file_word: &'static str,
+    pub(super) family: &'static Family,
 }
 
-fn protocol_words(value: &str) -> Result<ProtocolWords, PerditionError> {
-    let (protocol, implicit, instance, file_word) = match value.to_ascii_uppercase().as_str() {
-        "POP3" => (Protocol::Pop3, false, "perdition.pop3", "pop3"),
-        "POP3S" => (Protocol::Pop3, true, "perdition.pop3s", "pop3s"),
-        "IMAP4" | "IMAP" => (Protocol::Imap, false, "perdition.imap4", "imap4"),
-        "IMAP4S" | "IMAPS" => (Protocol::Imap, true, "perdition.imaps", "imap4s"),
-        "MANAGESIEVE" => (
-            Protocol::Managesieve,
-            false,
-            "perdition.managesieve",
-            "managesieve",
-        ),
-        other => return Err(PerditionError::UnknownProtocol(other.to_string())),
-    };
-    Ok(ProtocolWords {
-        protocol,
+/// What the plain and the TLS form of a protocol share in Perdition's options.
+pub(super) struct Family {
+    pub(super) protocol: Protocol,
+    /// `ssl_listen` is possible (not for ManageSieve).
+    pub(super) implicit_tls_possible: bool,
+    /// Its own capability option (`imap_capability`…), before the general `capability`.
+    pub(super) capability_option: PerditionOption,
+    /// Perdition separates POP3 capabilities with dots ("TOP.UIDL.USER").
+    pub(super) dotted_capabilities: bool,
+}
+
+static IMAP: Family = Family {
+    protocol: Protocol::Imap,
+    implicit_tls_possible: true,
+    capability_option: PerditionOption::ImapCapability,
+    dotted_capabilities: false,
+};
+
+static POP3: Family = Family {
+    protocol: Protocol::Pop3,
+    implicit_tls_possible: true,
+    capability_option: PerditionOption::PopCapability,
+    dotted_capabilities: true,
+};
+
+static MANAGESIEVE: Family = Family {
+    protocol: Protocol::Managesieve,
+    implicit_tls_possible: false,
+    capability_option: PerditionOption::ManagesieveCapability,
+    dotted_capabilities: false,
+};
+
+const fn words(
+    names: &'static [&'static str],
+    (implicit, port): (bool, u16),
+    instance: &'static str,
+    file_word: &'static str,
+    family: &'static Family,
+) -> ProtocolWords {
+    ProtocolWords {
+        names,
         implicit,
+        port,
         instance,
         file_word,
-    })
+        family,
+    }
+}
+
+static PROTOCOL_WORDS: [ProtocolWords; 5] = [
+    words(&["POP3"], (false, 110), "perdition.pop3", "pop3", &POP3),
+    words(&["POP3S"], (true, 995), "perdition.pop3s", "pop3s", &POP3),
+    words(
+        &["IMAP4", "IMAP"],
+        (false, 143),
+        "perdition.imap4",
+        "imap4",
+        &IMAP,
+    ),
+    words(
+        &["IMAP4S", "IMAPS"],
+        (true, 993),
+        "perdition.imaps",
+        "imap4s",
+        &IMAP,
+    ),
+    words(
+        &["MANAGESIEVE"],
+        (false, 4190),
+        "perdition.managesieve",
+        "managesieve",
+        &MANAGESIEVE,
+    ),
+];
+
+fn protocol_words(value: &str) -> Result<&'static ProtocolWords, PerditionError> {
+    let value = value.to_ascii_uppercase();
+    PROTOCOL_WORDS
+        .iter()
+        .find(|w| w.names.contains(&value.as_str()))
+        .ok_or(PerditionError::UnknownProtocol(value))
 }
 
 #[cfg(test)]
