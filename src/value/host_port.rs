@@ -16,39 +16,74 @@ pub enum HostPortError {
     BadServer(String),
 }
 
-/// `host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address.
+/// A server's parts as written, before its port is read: the one reader of the `host:port`
+/// forms, for the native configuration and the maps ([`split_host_port`]) and for Perdition's
+/// options (which read the port their own way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Parts<'a> {
+    pub host: &'a str,
+    /// The port's text, when one is written.
+    pub port: Option<&'a str>,
+    /// What follows `[v6]` when it is not `:port` (empty when nothing does).
+    pub after_bracket: &'a str,
+}
+
+/// A `[` with no `]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnclosedBracket;
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address (more than one colon, no
+/// brackets: no port), trimmed.
+pub fn parts(server: &str) -> Result<Parts<'_>, UnclosedBracket> {
+    let server = server.trim();
+    if let Some(rest) = server.strip_prefix('[') {
+        let (host, after) = rest.split_once(']').ok_or(UnclosedBracket)?;
+        return Ok(match after.strip_prefix(':') {
+            Some(port) => Parts {
+                host,
+                port: Some(port),
+                after_bracket: "",
+            },
+            None => Parts {
+                host,
+                port: None,
+                after_bracket: after,
+            },
+        });
+    }
+    let (host, port) = match server.split_once(':') {
+        Some((host, port)) if !port.contains(':') => (host, Some(port)),
+        _ => (server, None),
+    };
+    Ok(Parts {
+        host,
+        port,
+        after_bracket: "",
+    })
+}
+
+/// `host`, `host:port`, `[v6]`, `[v6]:port`, or a bare IPv6 address; a port by number (1 to
+/// 65535) or by a mail service's name.
 pub fn split_host_port(server: &str) -> Result<(String, Option<u16>), HostPortError> {
     let server = server.trim();
-    let port = |p: &str| {
-        p.parse::<u16>()
-            .ok()
-            .or_else(|| port_name(p))
-            .filter(|&p| p != 0)
-            .ok_or_else(|| HostPortError::BadPort {
-                port: p.to_string(),
-                server: server.to_string(),
-            })
+    let parts = parts(server).map_err(|_| HostPortError::UnclosedBracket(server.to_string()))?;
+    if !parts.after_bracket.is_empty() {
+        return Err(HostPortError::BadServer(server.to_string()));
+    }
+    let port = match parts.port {
+        None => None,
+        Some(p) => Some(
+            p.parse::<u16>()
+                .ok()
+                .or_else(|| port_name(p))
+                .filter(|&p| p != 0)
+                .ok_or_else(|| HostPortError::BadPort {
+                    port: p.to_string(),
+                    server: server.to_string(),
+                })?,
+        ),
     };
-    if let Some(rest) = server.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| HostPortError::UnclosedBracket(server.to_string()))?;
-        return match after {
-            "" => Ok((host.to_string(), None)),
-            _ => match after.strip_prefix(':') {
-                Some(p) => Ok((host.to_string(), Some(port(p)?))),
-                None => Err(HostPortError::BadServer(server.to_string())),
-            },
-        };
-    }
-    match server.matches(':').count() {
-        0 => Ok((server.to_string(), None)),
-        1 => {
-            let (host, p) = server.split_once(':').unwrap_or((server, ""));
-            Ok((host.to_string(), Some(port(p)?)))
-        }
-        _ => Ok((server.to_string(), None)),
-    }
+    Ok((parts.host.to_string(), port))
 }
 
 /// The service names Perdition's maps use for ports (it asks `/etc/services`; these are the
@@ -62,4 +97,48 @@ fn port_name(name: &str) -> Option<u16> {
         "sieve" | "managesieve" => 4190,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_form_splits_the_same_way_for_every_reader() {
+        let p = |s| parts(s).unwrap();
+        assert_eq!((p("mail").host, p("mail").port), ("mail", None));
+        assert_eq!(
+            (p(" mail:1143 ").host, p("mail:1143").port),
+            ("mail", Some("1143"))
+        );
+        assert_eq!(
+            (p("[::1]:143").host, p("[::1]:143").port),
+            ("::1", Some("143"))
+        );
+        assert_eq!((p("[::1]").host, p("[::1]").port), ("::1", None));
+        assert_eq!(
+            (p("2001:db8::1").host, p("2001:db8::1").port),
+            ("2001:db8::1", None)
+        );
+        assert_eq!(p("[::1]x").after_bracket, "x");
+        assert_eq!(parts("[::1"), Err(UnclosedBracket));
+    }
+
+    #[test]
+    fn the_native_reader_takes_mail_service_names_and_refuses_port_zero() {
+        assert_eq!(split_host_port("m:imaps"), Ok(("m".into(), Some(993))));
+        assert_eq!(split_host_port("m:sieve"), Ok(("m".into(), Some(4190))));
+        assert_eq!(
+            split_host_port("m:0").unwrap_err().to_string(),
+            "bad port \"0\" in \"m:0\""
+        );
+        assert_eq!(
+            split_host_port("[::1]x").unwrap_err().to_string(),
+            "bad server \"[::1]x\""
+        );
+        assert_eq!(
+            split_host_port("[::1").unwrap_err().to_string(),
+            "unclosed [ in \"[::1\""
+        );
+    }
 }

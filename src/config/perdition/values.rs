@@ -1,6 +1,7 @@
 //! Perdition's values: numbers, seconds, ports (by number or service name) and servers.
 
 use super::error::PerditionError;
+use crate::value::host_port::parts;
 
 pub fn number<T: std::str::FromStr>(
     option: &'static str,
@@ -50,30 +51,17 @@ pub fn host_port(host: &str, port: u16) -> String {
 }
 
 /// `host`, `host:port`, `[v6]` or `[v6]:port`, as Perdition reads its servers and bind
-/// addresses. Not [`crate::host_port::split_host_port`], which the native configuration and
-/// the maps use: Perdition takes any port in `/etc/services` and port 0, and passes over
-/// what follows `[v6]` when it is not `:port`.
+/// addresses: the forms as [`crate::value::host_port::parts`] reads them for every reader, the
+/// port as Perdition does (any port in `/etc/services`, and port 0), and what follows `[v6]`
+/// when it is not `:port` passed over.
 pub fn split_host_port(s: &str) -> Result<(String, Option<u16>), PerditionError> {
     let s = s.trim();
-    if let Some(rest) = s.strip_prefix('[') {
-        let (host, after) = rest
-            .split_once(']')
-            .ok_or_else(|| PerditionError::BadServer(s.to_string()))?;
-        let port = match after.strip_prefix(':') {
-            Some(p) => Some(port("server port", p)?),
-            None => None,
-        };
-        return Ok((host.to_string(), port));
-    }
-    match s.matches(':').count() {
-        0 => Ok((s.to_string(), None)),
-        1 => {
-            let (h, p) = s.split_once(':').unwrap_or((s, ""));
-            Ok((h.to_string(), Some(port("server port", p)?)))
-        }
-        // A bare IPv6 address.
-        _ => Ok((s.to_string(), None)),
-    }
+    let parts = parts(s).map_err(|_| PerditionError::BadServer(s.to_string()))?;
+    let port = match parts.port {
+        Some(p) => Some(port("server port", p)?),
+        None => None,
+    };
+    Ok((parts.host.to_string(), port))
 }
 
 #[cfg(test)]
