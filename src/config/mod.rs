@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::value::{Network, PreLoginLimits, Protocol, Secret};
+use crate::value::{HostPort, Network, PreLoginLimits, Protocol, Secret};
 use users::{LowerCase, UserNames};
 
 /// The longest time any setting may name: ten years is as good as forever, and larger values
@@ -517,10 +517,10 @@ pub struct Backend {
     /// IP address or host name, optionally with its own port (`host:port`, `[v6]:port`); may
     /// be empty when a map names every server.
     #[serde(default)]
-    pub host: String,
+    pub host: HostPort,
     /// More servers, `host[:port]`, tried in order when connecting to the one before fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub failover: Vec<String>,
+    pub failover: Vec<HostPort>,
     /// How the back end learns the client's address: `none`, `id` (IMAP `ID` with Dovecot's
     /// `x-originating-ip`...), `proxy-v1` or `proxy-v2` (a PROXY header first).
     #[serde(default, skip_serializing_if = "is_default")]
@@ -572,8 +572,10 @@ impl Backend {
     pub fn tls_name(&self) -> String {
         match &self.server_name {
             Some(name) => name.clone(),
-            None => crate::value::host_port::split_host_port(&self.host)
-                .map(|(host, _)| host)
+            None => self
+                .host
+                .get()
+                .map(|(host, _)| host.to_string())
                 .unwrap_or_default(),
         }
     }
@@ -786,14 +788,14 @@ fn tls_problems(l: &Listener) -> Vec<String> {
 /// The listener's own back-end servers and how they are reached.
 fn backend_problems(l: &Listener) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Err(e) = crate::value::host_port::split_host_port(&l.backend.host) {
+    if let Err(e) = l.backend.host.get() {
         problems.push(format!("backend.host: {e}"));
     }
     if l.backend.host.is_empty() && l.backend.failover.is_empty() && l.map.is_none() {
         problems.push("backend.host is empty".to_string());
     }
     for server in &l.backend.failover {
-        if let Err(e) = crate::value::host_port::split_host_port(server) {
+        if let Err(e) = server.get() {
             problems.push(format!("backend.failover: {e}"));
         }
     }

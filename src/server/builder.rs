@@ -14,7 +14,6 @@ use crate::config::{
     Backend, BackendTls, BindError, Config, Limits, Listener, ListenerTls, MapKind, Problems,
 };
 use crate::map::factory;
-use crate::map::route::split_host_port;
 use crate::map::router::{Defaults, Master, Router};
 use crate::map::Endpoint;
 use crate::map::MapSetupError;
@@ -268,18 +267,18 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, ListenerPr
     let mut servers = Vec::new();
     if !backend.host.is_empty() {
         // `host` may carry its own port; `port` is then the one of the others.
-        let (host, own_port) = split_host_port(&backend.host)?;
+        let (host, own_port) = backend.host.get().map_err(|e| e.clone())?;
         servers.push(Endpoint {
-            host,
+            host: host.to_string(),
             port: own_port.unwrap_or(port),
             tls: backend.tls,
             tls_name: backend.server_name.clone(),
         });
     }
     for server in &backend.failover {
-        let (host, server_port) = split_host_port(server)?;
+        let (host, server_port) = server.get().map_err(|e| e.clone())?;
         servers.push(Endpoint {
-            host,
+            host: host.to_string(),
             port: server_port.unwrap_or(port),
             tls: backend.tls,
             tls_name: None,

@@ -3,6 +3,69 @@
 //! reader for the native configuration, the maps and the builder (imports nothing of the
 //! crate: every layer may use it).
 
+use std::fmt;
+
+/// A server (`host[:port]`) as a configuration writes it, read once when the configuration
+/// is. A text that is not one is kept as written, with why, for validation to name with every
+/// other problem at once; the empty text is no server.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(from = "String", into = "String")]
+pub struct HostPort {
+    text: String,
+    read: Result<(String, Option<u16>), HostPortError>,
+}
+
+impl HostPort {
+    /// The host and its own port, if it names one; the error when the text is no server.
+    pub fn get(&self) -> Result<(&str, Option<u16>), &HostPortError> {
+        match &self.read {
+            Ok((host, port)) => Ok((host, *port)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// As it was written.
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.text.is_empty()
+    }
+}
+
+impl Default for HostPort {
+    fn default() -> HostPort {
+        HostPort::from(String::new())
+    }
+}
+
+impl From<String> for HostPort {
+    fn from(text: String) -> HostPort {
+        let read = split_host_port(&text);
+        HostPort { text, read }
+    }
+}
+
+impl From<&str> for HostPort {
+    fn from(text: &str) -> HostPort {
+        HostPort::from(text.to_string())
+    }
+}
+
+impl From<HostPort> for String {
+    fn from(server: HostPort) -> String {
+        server.text
+    }
+}
+
+/// As written: `"mail:143"`.
+impl fmt::Debug for HostPort {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.text)
+    }
+}
+
 /// What is wrong with a server as written (each names the whole, trimmed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HostPortError {

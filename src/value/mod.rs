@@ -9,6 +9,7 @@ pub mod protocol;
 pub mod secret;
 pub mod server_name;
 
+pub use host_port::HostPort;
 pub use limits::PreLoginLimits;
 pub use network::Network;
 pub use protocol::Protocol;

@@ -17,6 +17,7 @@ use super::tls::{LISTEN_VERSIONS, OUTGOING_VERSIONS};
 use super::user_names::{stages, user_names};
 use super::values::{host_port, number, port, seconds, split_host_port};
 use super::{protocol_of_name, protocol_words, system_path, Compat, Family};
+use crate::value::HostPort;
 
 /// The client leg, as the protocol, `ssl_mode`, the ports and the bind addresses make it.
 struct FrontEnd {
@@ -68,8 +69,8 @@ pub fn build(
     let listen_versions = tls_versions(&given, LISTEN_VERSIONS, &mut warnings)?;
     let outgoing_versions = tls_versions(&given, OUTGOING_VERSIONS, &mut warnings)?;
     let backend = Backend {
-        host: servers.host,
-        failover: servers.failover,
+        host: servers.host.into(),
+        failover: servers.failover.into_iter().map(HostPort::from).collect(),
         forward_client: Default::default(),
         // Perdition picks one of its servers at random for each connection.
         random_first: true,
@@ -404,7 +405,7 @@ ssl_dh_params_file /path/to/dhparm.pem
         assert_eq!(l.protocol, Protocol::Imap);
         assert_eq!(l.tls, ListenerTls::Implicit);
         assert_eq!(l.bind, vec!["0.0.0.0:993".to_string()]);
-        assert_eq!(l.backend.host, "192.0.2.10");
+        assert_eq!(l.backend.host.text(), "192.0.2.10");
         assert_eq!(l.backend.port, Some(143));
         assert_eq!(l.lower_case, Stages::All);
         assert_eq!(
@@ -587,7 +588,7 @@ ssl_dh_params_file /path/to/dhparm.pem
         let l = &c.config.listeners[0];
         assert_eq!(l.bind, ["0.0.0.0:993"]);
         assert_eq!(
-            (l.backend.host.as_str(), l.backend.port),
+            (l.backend.host.text(), l.backend.port),
             ("m:995", Some(110))
         );
         let e = build(
