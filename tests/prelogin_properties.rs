@@ -35,7 +35,12 @@ fn config() -> ProptestConfig {
 /// No single answer is larger than this.
 const MAX_REPLY: usize = 4096;
 
-const PROTOCOLS: [Protocol; 3] = [Protocol::Imap, Protocol::Pop3, Protocol::Managesieve];
+const PROTOCOLS: [Protocol; 4] = [
+    Protocol::Imap,
+    Protocol::Pop3,
+    Protocol::Managesieve,
+    Protocol::Submission,
+];
 
 // ---------------------------------------------------------------------------------------------
 // Driving a client-side machine as the session does.
@@ -109,6 +114,8 @@ struct Run {
 fn buffer_bound(protocol: Protocol, limits: &PreLoginLimits) -> usize {
     match protocol {
         Protocol::Pop3 => limits.max_line_length + 1,
+        // SMTP's own bound: an AUTH line of 12,288 bytes with its CRLF (RFC 4954).
+        Protocol::Submission => 12_288,
         Protocol::Imap | Protocol::Managesieve => {
             (MAX_LITERALS_PER_COMMAND + 1) * (limits.max_line_length + 2)
                 + MAX_LITERALS_PER_COMMAND * limits.max_literal_size
@@ -340,6 +347,11 @@ fn input_strategy() -> impl Strategy<Value = Vec<u8>> {
 
 /// A command verb any of the protocols knows, or one none does.
 const VERBS: &[&str] = &[
+    "EHLO",
+    "HELO",
+    "MAIL",
+    "RCPT",
+    "DATA",
     "LOGIN",
     "login",
     "AUTHENTICATE",
@@ -420,6 +432,7 @@ fn conversation_strategy(protocol: Protocol) -> impl Strategy<Value = Vec<u8>> {
             Protocol::Imap => imap_command().boxed(),
             Protocol::Pop3 => pop3_command().boxed(),
             Protocol::Managesieve => managesieve_command().boxed(),
+            Protocol::Submission => submission_command().boxed(),
         }
         .prop_map(|(command, _)| command.into_bytes())
         .boxed(),
@@ -488,6 +501,18 @@ proptest! {
         outcomes in prop::collection::vec(outcome_strategy(), 1..6),
     ) {
         never_panics_and_stays_bounded(Protocol::Pop3, settings, &input, &cuts, &outcomes)?;
+    }
+
+    #[test]
+    fn submission_front_never_panics_and_stays_bounded(
+        settings in settings_strategy(),
+        input in conversation_strategy(Protocol::Submission),
+        cuts in cuts_strategy(),
+        outcomes in prop::collection::vec(outcome_strategy(), 1..6),
+    ) {
+        never_panics_and_stays_bounded(
+            Protocol::Submission, settings, &input, &cuts, &outcomes,
+        )?;
     }
 
     #[test]
@@ -612,6 +637,23 @@ fn pop3_command() -> impl Strategy<Value = (String, Option<String>)> {
     ]
 }
 
+fn submission_command() -> impl Strategy<Value = (String, Option<String>)> {
+    prop_oneof![
+        Just(("EHLO client.example\r\n".to_string(), None)),
+        Just(("NOOP\r\n".to_string(), None)),
+        Just(("MAIL FROM:<a@example.org>\r\n".to_string(), None)),
+        (user_strategy(), password_strategy(), any::<bool>()).prop_map(|(u, p, ir)| {
+            let b64 = plain_b64(&u, &p);
+            let command = if ir {
+                format!("EHLO c\r\nAUTH PLAIN {b64}\r\n")
+            } else {
+                format!("HELO c\r\nAUTH PLAIN\r\n{b64}\r\n")
+            };
+            (command, Some(u))
+        }),
+    ]
+}
+
 fn managesieve_command() -> impl Strategy<Value = (String, Option<String>)> {
     prop_oneof![
         Just(("CAPABILITY\r\n".to_string(), None)),
@@ -716,6 +758,15 @@ proptest! {
         outcomes in no_accept(),
     ) {
         split_invariance(Protocol::Pop3, &commands, &cuts, &outcomes)?;
+    }
+
+    #[test]
+    fn submission_front_is_split_invariant(
+        commands in prop::collection::vec(submission_command(), 1..8),
+        cuts in cuts_strategy(),
+        outcomes in no_accept(),
+    ) {
+        split_invariance(Protocol::Submission, &commands, &cuts, &outcomes)?;
     }
 
     #[test]

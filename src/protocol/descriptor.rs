@@ -29,12 +29,20 @@ pub struct Descriptor {
     pub client_side: fn(Arc<ClientSettings>) -> Box<dyn ClientSide>,
     /// The machine that logs in to the back end.
     pub server_side: fn(Credentials, ServerSettings) -> Box<dyn ServerSide>,
-    /// Reads the capabilities to offer clients out of a back end's greeting, for a protocol
-    /// whose clients need the back end's own (ManageSieve's SIEVE extensions); `None`: the
-    /// protocol's defaults serve.
-    pub capability_from_greeting: Option<fn(&[u8]) -> Learned>,
+    /// How the capabilities to offer clients are learned from a back end, for a protocol whose
+    /// clients need the back end's own (ManageSieve's SIEVE extensions, SMTP's SIZE and the
+    /// like); `None`: the protocol's defaults serve.
+    pub learns: Option<Learning>,
     /// How `check --probe` talks to a back end without logging in.
     pub probe: &'static ProbeDialect,
+}
+
+/// How a back end's capabilities are learned, on a connection of their own at start-up.
+pub struct Learning {
+    /// What to ask once the greeting is whole (SMTP's EHLO); `None`: the greeting says it.
+    pub ask: Option<&'static [u8]>,
+    /// The capabilities out of everything the back end sent so far (greeting included).
+    pub read: fn(&[u8]) -> Learned,
 }
 
 /// Perdition's names for the protocol in its log lines.

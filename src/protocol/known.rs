@@ -14,6 +14,7 @@ impl Protocol {
             Protocol::Imap => &super::imap::DESCRIPTOR,
             Protocol::Pop3 => &super::pop3::DESCRIPTOR,
             Protocol::Managesieve => &super::managesieve::DESCRIPTOR,
+            Protocol::Submission => &super::submission::DESCRIPTOR,
         }
     }
 
@@ -28,13 +29,13 @@ impl Protocol {
     /// Whether the capabilities offered to clients are best learned from the back end's
     /// greeting when the admin configured none.
     pub fn learns_capability(self) -> bool {
-        self.descriptor().capability_from_greeting.is_some()
+        self.descriptor().learns.is_some()
     }
 
-    /// Read the capabilities out of a back end's greeting (see [`Protocol::learns_capability`]).
+    /// Read the capabilities out of what a back end sent (see [`Protocol::learns_capability`]).
     pub fn capability_from_greeting(self, greeting: &[u8]) -> Learned {
-        match self.descriptor().capability_from_greeting {
-            Some(learn) => learn(greeting),
+        match &self.descriptor().learns {
+            Some(learning) => (learning.read)(greeting),
             None => Learned::Done(None),
         }
     }

@@ -22,6 +22,7 @@ pub mod pop3;
 pub mod quoted;
 pub mod sasl;
 pub mod server_login;
+pub mod submission;
 #[cfg(test)]
 mod test_support;
 pub mod token;

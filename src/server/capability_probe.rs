@@ -1,6 +1,6 @@
 //! Learning a back end's capabilities when the admin did not configure them, for the protocols
 //! that want it (`Protocol::learns_capability`): one plaintext connection that reads the greeting
-//! and leaves. It carries no credentials.
+//! (and, for SMTP, the answer to EHLO) and leaves. It carries no credentials.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,13 +9,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 
+use crate::protocol::descriptor::Descriptor;
 use crate::protocol::Learned;
 
 use super::builder::ListenerState;
 use super::forward;
 use super::services::Services;
 
-/// A ManageSieve greeting is a few hundred bytes; anything near this is not one.
+/// A ManageSieve greeting (or an SMTP greeting and EHLO answer) is a few hundred bytes;
+/// anything near this is not one.
 const MAX_GREETING: usize = 256 * 1024;
 
 /// How long to wait before asking a back end that was down again.
@@ -24,7 +26,9 @@ const RETRY: Duration = Duration::from_secs(30);
 /// Whether this listener's capabilities are to be learned from its back end (not configured,
 /// and not learned already: a reload carries them over).
 pub fn wanted(state: &ListenerState) -> bool {
+    // The probe speaks plaintext: a back end reached by implicit TLS keeps the defaults.
     state.protocol().learns_capability()
+        && state.config.backend.tls != crate::config::BackendTls::Implicit
         && state.config.capability.is_none()
         && state.client_settings().capability.is_none()
 }
@@ -93,6 +97,8 @@ async fn probe(state: &ListenerState) -> Result<String, ProbeError> {
     if let Some(header) = forward::own_header(state.config.backend.forward_client) {
         tcp.write_all(&header).await?;
     }
+    let descriptor = state.protocol().descriptor();
+    let mut ask = descriptor.learns.as_ref().and_then(|l| l.ask);
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -104,10 +110,26 @@ async fn probe(state: &ListenerState) -> Result<String, ProbeError> {
         if buf.len() > MAX_GREETING {
             return Err(ProbeError::TooLong);
         }
+        // A protocol that is asked (SMTP's EHLO) is asked once its greeting is whole.
+        if let Some(question) = ask.filter(|_| greeting_is_whole(descriptor, &buf)) {
+            tcp.write_all(question).await?;
+            ask = None;
+            continue;
+        }
+        if ask.is_some() {
+            continue;
+        }
         match state.protocol().capability_from_greeting(&buf) {
             Learned::Incomplete => continue,
             Learned::Done(Some(capability)) => return Ok(capability),
             Learned::Done(None) => return Err(ProbeError::NoCapabilities),
         }
     }
+}
+
+/// Whether `buf` holds the back end's whole greeting, as `check --probe` reads one.
+fn greeting_is_whole(descriptor: &Descriptor, buf: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(buf);
+    let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+    text.ends_with("\r\n") && (descriptor.probe.greeting_complete)(&lines)
 }

@@ -8,4 +8,6 @@ pub enum Protocol {
     Imap,
     Pop3,
     Managesieve,
+    /// SMTP message submission (RFC 6409).
+    Submission,
 }

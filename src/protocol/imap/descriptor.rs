@@ -24,7 +24,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     words: &<Imap as Dialect>::WORDS,
     client_side,
     server_side,
-    capability_from_greeting: None,
+    learns: None,
     probe: &PROBE,
 };
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use super::back::SieveServerSide;
 use super::front::{Sieve, SieveClientSide};
 use crate::protocol::conversation::Dialect;
-use crate::protocol::descriptor::{Descriptor, LogNames, Ports, ProbeDialect, StartTlsDialect};
+use crate::protocol::descriptor::{
+    Descriptor, Learning, LogNames, Ports, ProbeDialect, StartTlsDialect,
+};
 use crate::protocol::{ClientSettings, ClientSide, Credentials, ServerSettings, ServerSide};
 
 pub static DESCRIPTOR: Descriptor = Descriptor {
@@ -26,7 +28,10 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     client_side,
     server_side,
     // The SIEVE extensions a webmail's filter editor offers must be the real server's.
-    capability_from_greeting: Some(super::learn::capability_from_greeting),
+    learns: Some(Learning {
+        ask: None,
+        read: super::learn::capability_from_greeting,
+    }),
     probe: &PROBE,
 };
 
