@@ -4,7 +4,7 @@
 //! implementation below drives it.
 
 use super::line::{pop_line, Line};
-use super::{LoginOutcome, ServerEvent, ServerSettings, ServerSide};
+use super::{LoginOutcome, Secret, ServerEvent, ServerSettings, ServerSide};
 
 /// Longest line accepted from a back end; capability lists are long, but not this long.
 pub const MAX_SERVER_LINE: usize = 64 * 1024;
@@ -76,6 +76,22 @@ impl Exchange {
 pub fn xclient(settings: &mut ServerSettings, offered: bool) -> Option<Vec<u8>> {
     let client = settings.client.take()?;
     offered.then(|| client.xclient().into_bytes())
+}
+
+/// `AUTH mechanism response` when it fits in `max` bytes with its CRLF (POP3 and SMTP bound
+/// their command lines), else `AUTH mechanism` with the response (and its CRLF) owed to the
+/// server's continuation.
+pub fn auth_command(
+    mechanism: &str,
+    response: &str,
+    max: usize,
+) -> (Vec<u8>, Option<Secret<Vec<u8>>>) {
+    let whole = format!("AUTH {mechanism} {response}\r\n");
+    if whole.len() <= max {
+        return (whole.into_bytes(), None);
+    }
+    let owed = Secret::new(format!("{response}\r\n").into_bytes());
+    (format!("AUTH {mechanism}\r\n").into_bytes(), Some(owed))
 }
 
 /// The answer to a `+` continuation during a SASL exchange (IMAP, POP3): the part of the login

@@ -4,7 +4,7 @@
 
 use crate::protocol::line::split_word;
 use crate::protocol::sasl::initial_response;
-use crate::protocol::server_login::{continuation, xclient, Exchange, LineDialect};
+use crate::protocol::server_login::{auth_command, continuation, xclient, Exchange, LineDialect};
 use crate::protocol::{Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings};
 
 /// A CAPA answer longer than this is not from a POP3 server worth talking to.
@@ -134,15 +134,9 @@ impl Pop3ServerSide {
         }
         let (mechanism, response) = initial_response(&self.creds);
         if self.offers_sasl(mechanism) {
-            let command = format!("AUTH {mechanism} {response}\r\n");
-            if command.len() <= MAX_COMMAND {
-                self.state = State::Auth { pending: None };
-                return ServerEvent::Send(command.into_bytes());
-            }
-            self.state = State::Auth {
-                pending: Some(Secret::new(format!("{response}\r\n").into_bytes())),
-            };
-            return ServerEvent::Send(format!("AUTH {mechanism}\r\n").into_bytes());
+            let (command, pending) = auth_command(mechanism, &response, MAX_COMMAND);
+            self.state = State::Auth { pending };
+            return ServerEvent::Send(command);
         }
         if self.creds.bearer.is_some() {
             return self

@@ -4,7 +4,7 @@
 //! the client's credentials. A `4xx` is "try later", never a wrong password.
 
 use crate::protocol::sasl::initial_response;
-use crate::protocol::server_login::{continuation, Exchange, ServerDialect};
+use crate::protocol::server_login::{auth_command, continuation, Exchange, ServerDialect};
 use crate::protocol::{
     ClientAddress, Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings,
 };
@@ -105,15 +105,9 @@ impl SubmissionServerSide {
 
     fn login(&mut self) -> ServerEvent {
         let (mechanism, response) = initial_response(&self.creds);
-        let command = format!("AUTH {mechanism} {response}\r\n");
-        if command.len() <= MAX_AUTH_LINE {
-            self.state = State::Auth { owed: None };
-            return ServerEvent::Send(command.into_bytes());
-        }
-        self.state = State::Auth {
-            owed: Some(Secret::new(format!("{response}\r\n").into_bytes())),
-        };
-        ServerEvent::Send(format!("AUTH {mechanism}\r\n").into_bytes())
+        let (command, owed) = auth_command(mechanism, &response, MAX_AUTH_LINE);
+        self.state = State::Auth { owed };
+        ServerEvent::Send(command)
     }
 
     fn auth_answer(&mut self, reply: Reply, owed: Option<Secret<Vec<u8>>>) -> ServerEvent {

@@ -54,11 +54,9 @@ fn whole_reply(lines: &[&str]) -> bool {
 static PROBE: ProbeDialect = ProbeDialect {
     greeting_complete: whole_reply,
     capability_command: Some((b"EHLO portcullis\r\n", whole_reply)),
-    capability_words: |answer| {
-        match take_reply(answer.as_bytes()) {
-            Ok(Some((reply, _))) => reply.keywords().to_vec(),
-            _ => Vec::new(),
-        }
+    capability_words: |answer| match take_reply(answer.as_bytes()) {
+        Ok(Some((reply, _))) => reply.keywords().to_vec(),
+        _ => Vec::new(),
     },
     starttls: StartTlsDialect {
         capability: "STARTTLS",
