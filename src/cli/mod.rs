@@ -20,10 +20,8 @@ pub fn main() -> ExitCode {
     let mut argv = std::env::args();
     let program = argv.next().unwrap_or_default();
     let args: Vec<String> = argv.collect();
-    // Started as perdition.imaps (a link, as Debian's init script starts it): Perdition mode,
-    // its defaults from that name, every argument Perdition's.
-    let wanted = match crate::config::perdition::invocation_name(&program) {
-        Some(name) => invocation::perdition(&name, &args),
+    let wanted = match perditions(&program, &args) {
+        Some((name, flags)) => invocation::perdition(&name, flags),
         None => match args::Cli::try_parse_from(std::iter::once(program).chain(args)) {
             Ok(cli) => invocation::native(cli.command),
             // Help and version on standard output (exit 0), usage errors on standard error
@@ -40,6 +38,20 @@ pub fn main() -> ExitCode {
             eprintln!("portcullis: {e}");
             e.exit_code()
         }
+    }
+}
+
+/// The command lines Perdition's reader takes whole, with the name its defaults come from:
+/// a program started as perdition.imaps (a link, as Debian's init script starts it), and
+/// `portcullis perdition FLAGS`. Clap never sees them, so that Perdition's syntax is taken
+/// exactly (clap would take a leading `--` as its own).
+fn perditions<'a>(program: &str, args: &'a [String]) -> Option<(String, &'a [String])> {
+    if let Some(name) = crate::config::perdition::invocation_name(program) {
+        return Some((name, args));
+    }
+    match args.split_first() {
+        Some((first, flags)) if first == "perdition" => Some(("perdition".into(), flags)),
+        _ => None,
     }
 }
 
@@ -66,4 +78,25 @@ fn one_thread() -> Option<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn strings(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn perditions_command_lines_never_reach_clap() {
+        let args = strings(&["perdition", "--", "-P", "IMAP4"]);
+        let (name, flags) = perditions("/usr/sbin/portcullis", &args).unwrap();
+        assert_eq!((name.as_str(), flags), ("perdition", &args[1..]));
+        let args = strings(&["--", "-s", "x"]);
+        let (name, flags) = perditions("/usr/sbin/perdition.imaps", &args).unwrap();
+        assert_eq!((name.as_str(), flags), ("perdition.imaps", &args[..]));
+        assert!(perditions("portcullis", &strings(&["run", "-c", "x"])).is_none());
+        assert!(perditions("portcullis", &[]).is_none());
+    }
 }

@@ -147,6 +147,28 @@ pub fn read(path: &Path) -> Result<Compat, DebianDefaultsError> {
     Ok(merged)
 }
 
+/// `flags` as an error may show them: the map library's options (`-m`, which hold the
+/// database's password) masked.
+fn shown_flags(flags: &[String]) -> String {
+    let mut shown = Vec::with_capacity(flags.len());
+    let mut mask_next = false;
+    for flag in flags {
+        if std::mem::take(&mut mask_next) {
+            shown.push("***".to_string());
+        } else if flag == "-m" || flag == "--map_library_opt" {
+            mask_next = true;
+            shown.push(flag.clone());
+        } else if flag.starts_with("--map_library_opt=") {
+            shown.push("--map_library_opt=***".into());
+        } else if flag.starts_with("-m") {
+            shown.push("-m***".into());
+        } else {
+            shown.push(flag.clone());
+        }
+    }
+    shown.join(" ")
+}
+
 /// The instance the init script starts as `program` with `flags`.
 fn instance(
     path: &Path,
@@ -160,7 +182,7 @@ fn instance(
             path: path.to_path_buf(),
             name,
             program,
-            flags: flags.join(" "),
+            flags: shown_flags(&flags),
             source: Box::new(source),
         })?
         .ok_or_else(|| DebianDefaultsError::AsksForHelp {
@@ -472,6 +494,18 @@ impl Shell<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_instances_flags_are_shown_without_the_database_password() {
+        let flags: Vec<String> = ["-M", "/x.so", "-m", "h:3306:db:t:u:secret", "-P", "IMAP4"]
+            .map(String::from)
+            .into();
+        assert_eq!(shown_flags(&flags), "-M /x.so -m *** -P IMAP4");
+        let flags: Vec<String> = ["--map_library_opt=h:1:d:t:u:secret", "-mh:1:d:t:u:secret"]
+            .map(String::from)
+            .into();
+        assert_eq!(shown_flags(&flags), "--map_library_opt=*** -m***");
+    }
 
     #[test]
     fn debians_shipped_file_reads_as_its_init_script_reads_it() {

@@ -155,29 +155,31 @@ impl ListenerState {
         let acceptor = acceptor(l, warnings);
         let connector = connector(l).map_err(ListenerProblem::BackendCa);
         let router = router(l, warnings);
-        let fits = fits_the_protocol(l);
-        match (addresses, acceptor, connector, router, fits) {
-            (Ok(addresses), Ok(acceptor), Ok(connector), Ok(router), Ok(())) => Ok(ListenerState {
-                addresses,
-                acceptor,
-                connector,
-                router,
-                proxy_trusted: l.proxy_protocol.then(|| networks(&l.proxy_trusted)),
-                login_trusted: networks(&l.login_trusted),
-                client_settings: RwLock::new(Arc::new(client_settings(l, limits))),
-                label: l.bind.join(","),
-                config: l.clone(),
-                limits: limits.clone(),
-            }),
-            (addresses, acceptor, connector, router, fits) => Err([
+        let misfits = misfits(l);
+        match (addresses, acceptor, connector, router) {
+            (Ok(addresses), Ok(acceptor), Ok(connector), Ok(router)) if misfits.is_empty() => {
+                Ok(ListenerState {
+                    addresses,
+                    acceptor,
+                    connector,
+                    router,
+                    proxy_trusted: l.proxy_protocol.then(|| networks(&l.proxy_trusted)),
+                    login_trusted: networks(&l.login_trusted),
+                    client_settings: RwLock::new(Arc::new(client_settings(l, limits))),
+                    label: l.bind.join(","),
+                    config: l.clone(),
+                    limits: limits.clone(),
+                })
+            }
+            (addresses, acceptor, connector, router) => Err([
                 addresses.err(),
                 acceptor.err(),
                 connector.err(),
                 router.err(),
-                fits.err(),
             ]
             .into_iter()
             .flatten()
+            .chain(misfits)
             .collect()),
         }
     }
@@ -237,20 +239,22 @@ fn networks(list: &[Network]) -> Vec<ipnet::IpNet> {
     list.iter().filter_map(Network::net).collect()
 }
 
-/// What the listener's protocol cannot do: implicit TLS where it has none (ManageSieve).
-fn fits_the_protocol(l: &Listener) -> Result<(), ListenerProblem> {
+/// What the listener's protocol cannot do: implicit TLS where it has none (ManageSieve), on
+/// either leg; both at once when both are asked for.
+fn misfits(l: &Listener) -> Vec<ListenerProblem> {
     let protocol = l.protocol.descriptor();
+    let mut problems = Vec::new();
     if protocol.ports.implicit_tls.is_some() {
-        return Ok(());
+        return problems;
     }
     let title = protocol.title;
     if l.tls == ListenerTls::Implicit {
-        return Err(ListenerProblem::NoImplicitTls { title });
+        problems.push(ListenerProblem::NoImplicitTls { title });
     }
     if l.backend.tls == BackendTls::Implicit {
-        return Err(ListenerProblem::NoImplicitTlsBackEnd { title });
+        problems.push(ListenerProblem::NoImplicitTlsBackEnd { title });
     }
-    Ok(())
+    problems
 }
 
 /// The port of the listener's own back-end servers: `backend.port`, else the protocol's.
@@ -417,17 +421,25 @@ mod tests {
 
     #[test]
     fn managesieve_has_no_implicit_tls_on_either_leg() {
+        let said =
+            |l: &Listener| -> Vec<String> { misfits(l).iter().map(|p| p.to_string()).collect() };
         let mut l = listener("managesieve", r#"host = "mail", tls = "implicit""#);
         assert_eq!(
-            fits_the_protocol(&l).map_err(|e| e.to_string()),
-            Err("ManageSieve back ends have no implicit TLS; use starttls".to_string())
+            said(&l),
+            ["ManageSieve back ends have no implicit TLS; use starttls"]
         );
-        l.backend.tls = BackendTls::Starttls;
-        assert_eq!(fits_the_protocol(&l).map_err(|e| e.to_string()), Ok(()));
         l.tls = ListenerTls::Implicit;
         assert_eq!(
-            fits_the_protocol(&l).map_err(|e| e.to_string()),
-            Err("ManageSieve has no implicit-TLS mode; use starttls".to_string())
+            said(&l),
+            [
+                "ManageSieve has no implicit-TLS mode; use starttls",
+                "ManageSieve back ends have no implicit TLS; use starttls"
+            ]
         );
+        l.backend.tls = BackendTls::Starttls;
+        l.tls = ListenerTls::Starttls;
+        assert!(said(&l).is_empty());
+        let l = listener("submission", r#"host = "mail", tls = "implicit""#);
+        assert!(said(&l).is_empty());
     }
 }

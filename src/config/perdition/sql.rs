@@ -42,8 +42,9 @@ impl From<TableQueryError> for String {
 /// What is wrong with the `-m` string of an SQL map library.
 #[derive(Debug, thiserror::Error)]
 pub enum MapLibraryOptError {
-    #[error("map_library_opt {0:?}: more than 9 fields")]
-    TooManyFields(String),
+    /// Not quoted: the string holds the database's password.
+    #[error("map_library_opt: {0} fields, more than 9")]
+    TooManyFields(usize),
     #[error("map_library_opt host {host:?}: {source}")]
     Host {
         host: String,
@@ -118,7 +119,7 @@ pub fn perdition_options(
 ) -> Result<(String, Table), MapLibraryOptError> {
     let fields: Vec<&str> = option.split(':').collect();
     if fields.len() > 9 {
-        return Err(MapLibraryOptError::TooManyFields(option.to_string()));
+        return Err(MapLibraryOptError::TooManyFields(fields.len()));
     }
     let field = |i: usize, default: &'static str| {
         fields
