@@ -348,16 +348,21 @@ fn write_config(dir: &Path, dovecot: &Dovecot, ports: Ports) -> Result<(), Strin
     for sub in ["conf", "queue", "data"] {
         fs::create_dir_all(dir.join(sub)).map_err(|e| format!("mkdir {sub}: {e}"))?;
     }
-    fs::write(
-        conf.join("main.cf"),
-        render_template(MAIN_CF_TEMPLATE, &vars),
-    )
-    .map_err(|e| e.to_string())?;
-    fs::write(
-        conf.join("master.cf"),
-        render_template(MASTER_CF_TEMPLATE, &vars),
-    )
-    .map_err(|e| e.to_string())?;
+    for (name, template) in [
+        ("main.cf", MAIN_CF_TEMPLATE),
+        ("master.cf", MASTER_CF_TEMPLATE),
+    ] {
+        let path = conf.join(name);
+        fs::write(&path, render_template(template, &vars)).map_err(|e| e.to_string())?;
+        // Postfix waits (300 ms at a time, up to seconds) while a configuration file is younger
+        // than a second or two, in case an editor is still writing it: make it a minute old.
+        let a_minute_ago = SystemTime::now() - Duration::from_secs(60);
+        fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|f| f.set_modified(a_minute_ago))
+            .map_err(|e| format!("{}: set mtime: {e}", path.display()))?;
+    }
     // Postfix wants its data directory its own (the queue's subdirectories `postfix check`
     // makes itself).
     let postfix_uid: u32 = cmd_stdout("id", &["-u", "postfix"])
