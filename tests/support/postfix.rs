@@ -278,25 +278,33 @@ impl Postfix {
         true
     }
 
-    /// Stops Postfix (TERM to the master, which stops its children; KILL after 5 s).
+    /// Stops Postfix: TERM to the master, which passes it to its children (its process group)
+    /// and exits without waiting for them; then waits until the group is gone, so that no
+    /// child still writes into the instance directory. KILL to the group after 5 s.
     /// Idempotent.
     pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            loop {
-                match child.try_wait() {
-                    Ok(Some(_)) | Err(_) => break,
-                    Ok(None) if Instant::now() >= deadline => {
-                        let _ = child.kill();
-                        let _ = child.wait();
-                        break;
-                    }
-                    Ok(None) => sleep(Duration::from_millis(20)),
-                }
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // The master is a session and process group leader (setsid): its pid is the group's.
+        let group = child.id();
+        let _ = Command::new("kill")
+            .args(["-TERM", &group.to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let exited = matches!(child.try_wait(), Ok(Some(_)) | Err(_));
+            if exited && !process_group_alive(group) {
+                return;
             }
+            if Instant::now() >= deadline {
+                let _ = Command::new("kill")
+                    .args(["-KILL", "--", &format!("-{group}")])
+                    .status();
+                let _ = child.wait();
+                return;
+            }
+            sleep(Duration::from_millis(20));
         }
     }
 }
@@ -312,6 +320,22 @@ impl Drop for Postfix {
             }
         }
     }
+}
+
+/// True if a live process (not a zombie) is in process group `group`, going by /proc.
+fn process_group_alive(group: u32) -> bool {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return false;
+    };
+    entries.filter_map(Result::ok).any(|entry| {
+        let stat = read_lossy(&entry.path().join("stat"));
+        // "PID (COMM) STATE PPID PGRP ...": COMM may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        fields.len() > 2 && fields[0] != "Z" && fields[2] == group.to_string()
+    })
 }
 
 /// Writes conf/main.cf and conf/master.cf, and makes the queue and data directories.
