@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
 # The single test command for Portcullis (see README):
-#   1. on Debian, installs what the integration tests need (Dovecot, OpenSSL, Perdition, ...)
+#   1. on Debian, installs what the integration tests need (Dovecot, Postfix, OpenSSL, Perdition, ...)
 #   2. cargo fmt --check
 #   3. cargo clippy --all-targets -- -D warnings
 #   4. cargo test --all-targets   (or cargo nextest run --all-targets when installed)
-# The tests start their own private Dovecot instances on free loopback ports; the system
-# Dovecot/Perdition services are never used (and without systemd they are not even started).
+# The tests start their own private Dovecot and Postfix instances on loopback ports; the system
+# Dovecot/Postfix/Perdition services are never used (and without systemd they are not even started).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=scripts/lib.sh
 . scripts/lib.sh
 
-PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved openssl fail2ban perdition perdition-ldap
-      slapd ldap-utils postgresql mariadb-server mariadb-client sqlite3 haproxy python3 sieve-connect
-      procps redis-server chromium man-db adduser)
+PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-lmtpd dovecot-submissiond postfix
+      swaks msmtp curl openssl fail2ban perdition perdition-ldap slapd ldap-utils postgresql
+      mariadb-server mariadb-client sqlite3 haproxy python3 sieve-connect procps redis-server
+      chromium man-db adduser)
 
 say() { printf '== %s\n' "$*" >&2; }
 
@@ -102,6 +103,14 @@ stop_shared_services() {
     [ -n "${STOP_DATABASES:-}" ] && eval "$STOP_DATABASES" || true
 }
 
+# Postfix installs with "No configuration": the tests run private instances of their own
+# (tests/support/postfix.rs), and nothing system-wide is set up or started.
+preseed_postfix() {
+    [ "$(id -u)" -eq 0 ] && command -v debconf-set-selections >/dev/null 2>&1 || return 0
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+}
+
+preseed_postfix
 install_packages "${PKGS[@]}"
 raise_limits
 start_shared_slapd

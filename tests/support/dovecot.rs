@@ -5,6 +5,10 @@ use super::*;
 /// The Dovecot configuration template (shared with scripts/demo.sh).
 pub const DOVECOT_CONF_TEMPLATE: &str = include_str!("dovecot.conf.in");
 
+/// What [`Dovecot::start_for_mail`] appends to the template: LMTP and SASL for the test Postfix,
+/// and Dovecot's own submission service.
+const DOVECOT_MAIL_CONF_TEMPLATE: &str = include_str!("dovecot.mail.conf.in");
+
 /// Test users (name, password) known to every [`Dovecot`].
 /// Dovecot's master user (`USER*proxymaster` with this password logs in as USER).
 pub const MASTER: (&str, &str) = ("proxymaster", "masterpw");
@@ -115,6 +119,9 @@ pub struct Dovecot {
     pub sieve: u16,
     /// ManageSieve that takes a PROXY header first (`haproxy = yes`).
     pub sieve_haproxy: u16,
+    /// Dovecot's SMTP submission service (STARTTLS offered, AUTH PLAIN LOGIN, XCLIENT from
+    /// loopback), relaying to a test Postfix: only with [`Dovecot::start_for_mail`].
+    pub submission: Option<u16>,
     /// Instance directory: dovecot.conf, passwd, home/USER, run/ (base_dir), dovecot.log.
     pub dir: PathBuf,
     /// The rendered configuration file.
@@ -207,21 +214,35 @@ impl Dovecot {
     /// Like [`Dovecot::start`], offering only these SASL mechanisms (`auth_mechanisms`), e.g.
     /// `"login"` for a server that does not advertise AUTH=PLAIN.
     pub fn start_with_mechanisms(mechanisms: &str) -> Dovecot {
-        Self::start_with(mechanisms, None)
+        Self::start_with(mechanisms, None, None)
+    }
+
+    /// Like [`Dovecot::start`], also taking mail for a test Postfix (`support::postfix`): LMTP
+    /// delivery on [`Dovecot::lmtp_socket`] (recipient `USER@example.org` to USER's INBOX), SASL
+    /// on [`Dovecot::auth_socket`] (`smtpd_sasl_type = dovecot`), and Dovecot's own submission
+    /// service on [`Dovecot::submission`], relaying to 127.0.0.1:`relay_port` (a port reserved
+    /// for that Postfix's plain smtpd, which may start after this). Everything the other
+    /// constructors offer stays as it is.
+    pub fn start_for_mail(relay_port: u16) -> Dovecot {
+        Self::start_with("plain login", None, Some(relay_port))
     }
 
     /// Like [`Dovecot::start`], also taking OAUTHBEARER and XOAUTH2 tokens, which it checks at
     /// `introspection_url` (RFC 7662, POST `token=...`, an answer `{"active": true,
     /// "username": USER}`).
     pub fn start_with_oauth2(introspection_url: &str) -> Dovecot {
-        Self::start_with("plain login oauthbearer xoauth2", Some(introspection_url))
+        Self::start_with(
+            "plain login oauthbearer xoauth2",
+            Some(introspection_url),
+            None,
+        )
     }
 
-    fn start_with(mechanisms: &str, oauth2: Option<&str>) -> Dovecot {
+    fn start_with(mechanisms: &str, oauth2: Option<&str>, relay_port: Option<u16>) -> Dovecot {
         require_dovecot();
         let mut errors = Vec::new();
         for _ in 0..3 {
-            match Self::try_start(mechanisms, oauth2) {
+            match Self::try_start(mechanisms, oauth2, relay_port) {
                 Ok(d) => return d,
                 Err(e) => errors.push(e),
             }
@@ -229,7 +250,11 @@ impl Dovecot {
         panic!("could not start dovecot:\n{}", errors.join("\n-----\n"));
     }
 
-    fn try_start(mechanisms: &str, oauth2: Option<&str>) -> Result<Dovecot, String> {
+    fn try_start(
+        mechanisms: &str,
+        oauth2: Option<&str>,
+        relay_port: Option<u16>,
+    ) -> Result<Dovecot, String> {
         let certs = certs();
         let tmp = tempfile::Builder::new()
             .prefix("portcullis-dovecot-")
@@ -285,6 +310,7 @@ impl Dovecot {
             free_port(),
         );
         let (imap_haproxy, sieve_haproxy) = (free_port(), free_port());
+        let submission = relay_port.map(|_| free_port());
         let instance = format!("portcullis-test-{}", unique_suffix());
         let extra_passdb = match oauth2 {
             None => String::new(),
@@ -327,6 +353,19 @@ impl Dovecot {
             &format!("auth_mechanisms = {mechanisms}"),
         );
         assert!(conf_text.contains(&format!("auth_mechanisms = {mechanisms}")));
+        let conf_text = match (relay_port, submission) {
+            (Some(relay), Some(submission)) => {
+                conf_text
+                    + &render_template(
+                        DOVECOT_MAIL_CONF_TEMPLATE,
+                        &[
+                            ("SUBMISSION_PORT", submission.to_string()),
+                            ("RELAY_PORT", relay.to_string()),
+                        ],
+                    )
+            }
+            _ => conf_text,
+        };
         let conf = dir.join("dovecot.conf");
         fs::write(&conf, conf_text).map_err(|e| e.to_string())?;
         let log = dir.join("dovecot.log");
@@ -349,6 +388,7 @@ impl Dovecot {
             pop3,
             pop3s,
             sieve,
+            submission,
             dir,
             conf,
             log,
@@ -357,6 +397,7 @@ impl Dovecot {
         };
         let deadline = Instant::now() + DOVECOT_START_TIMEOUT;
         let mut pending = vec![imap, imaps, pop3, pop3s, sieve];
+        pending.extend(submission);
         while !pending.is_empty() {
             if let Some(status) = d.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 d.child = None;
@@ -381,7 +422,7 @@ impl Dovecot {
         }
         // Dovecot answers "* OK Waiting for authentication process to respond.." until auth
         // is up; wait for the real greeting on each plain port.
-        for port in [imap, pop3, sieve] {
+        for port in [imap, pop3, sieve].into_iter().chain(submission) {
             if let Err(e) = wait_greeting(port, deadline) {
                 return Err(format!(
                     "dovecot port {port}: no greeting: {e}\nlog:\n{}",
@@ -420,6 +461,41 @@ impl Dovecot {
         self.dir.join("home").join(user)
     }
 
+    /// The directory holding every user's home (`home/USER`).
+    pub fn homes(&self) -> PathBuf {
+        self.dir.join("home")
+    }
+
+    /// The uid and gid owning the mail homes (never root: Dovecot refuses to run mail
+    /// processes as root).
+    pub fn mail_owner(&self) -> (u32, u32) {
+        let ident = identity();
+        (ident.mail_uid, ident.mail_gid)
+    }
+
+    /// The socket where Postfix asks this Dovecot for SASL (only with
+    /// [`Dovecot::start_for_mail`]).
+    pub fn auth_socket(&self) -> PathBuf {
+        self.dir.join("run").join("postfix-auth")
+    }
+
+    /// The LMTP socket where Postfix delivers (only with [`Dovecot::start_for_mail`]).
+    pub fn lmtp_socket(&self) -> PathBuf {
+        self.dir.join("run").join("postfix-lmtp")
+    }
+
+    /// The message in `user`'s Maildir (new or cur) whose text contains `marker` (a unique
+    /// Message-ID, say), as stored: Dovecot's Maildir keeps LF line ends, IMAP serves CRLF.
+    pub fn find_mail(&self, user: &str, marker: &str) -> Option<Vec<u8>> {
+        let maildir = self.home(user).join("Maildir");
+        ["new", "cur"].iter().find_map(|sub| {
+            fs::read_dir(maildir.join(sub))
+                .ok()?
+                .filter_map(|entry| fs::read(entry.ok()?.path()).ok())
+                .find(|bytes| contains_bytes(bytes, marker.as_bytes()))
+        })
+    }
+
     /// Stops Dovecot (TERM to the master, then KILL after 5 s). Idempotent.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -440,6 +516,11 @@ impl Dovecot {
             }
         }
     }
+}
+
+/// True if `needle` occurs in `haystack`.
+pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn wait_greeting(port: u16, deadline: Instant) -> Result<(), String> {

@@ -10,6 +10,10 @@
 //! * `proxy.rs` ([`Proxy`]): the `portcullis` binary under test, its output captured in a log;
 //! * `client.rs` ([`Client`]): a line-oriented protocol client over plain TCP or TLS;
 //! * `speak.rs`: the small conversations every test repeats (an IMAP login, a POP3 RETR...);
+//! * `postfix.rs` ([`MailServers`], [`Postfix`]): a private Postfix delivering by LMTP to a
+//!   private Dovecot that also runs its own submission service (SMTP submission back ends);
+//! * `smtp.rs`: SMTP replies, test messages, and the client programs (swaks, msmtp, Python's
+//!   smtplib, curl) that submit them;
 //! * `ports.rs`, `auth_service.rs`, `databases.rs`, `haproxy.rs`, `redis.rs`, `slapd.rs`: free
 //!   ports, an auth_http service, and the other real servers a test may need.
 #![allow(dead_code)]
@@ -35,6 +39,12 @@ pub use client::*;
 mod speak;
 #[allow(unused_imports)] // each test binary uses some of them
 pub use speak::*;
+mod postfix;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use postfix::*;
+mod smtp;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use smtp::*;
 
 use std::fs;
 use std::io::{self, Read, Write};

@@ -44,6 +44,38 @@ pub fn imap_fetch_raw(client: &mut Client, tag: &str, seq: u32) -> Vec<u8> {
     }
 }
 
+/// Logs in to the plain IMAP port `port` (Dovecot's, or a proxy's) as `user`, finds the INBOX
+/// message with the Message-ID `message_id` and returns it exactly as FETCH BODY.PEEK[] gives
+/// it (CRLF line ends); panics if there is not exactly one.
+pub fn imap_fetch_by_message_id(
+    port: u16,
+    user: &str,
+    password: &str,
+    message_id: &str,
+) -> Vec<u8> {
+    let mut client = Client::plain(port);
+    client.expect_line("* OK");
+    imap_login(&mut client, "l", user, password);
+    client.send_line("s EXAMINE INBOX");
+    let examined = client.read_until_tagged("s");
+    assert!(examined.last().unwrap().starts_with("s OK"), "{examined:?}");
+    client.send_line(&format!("f SEARCH HEADER Message-ID \"{message_id}\""));
+    let found = client.read_until_tagged("f");
+    let seqs: Vec<u32> = found
+        .iter()
+        .filter_map(|l| l.strip_prefix("* SEARCH"))
+        .flat_map(|l| l.split_whitespace().filter_map(|n| n.parse().ok()))
+        .collect();
+    assert_eq!(
+        seqs.len(),
+        1,
+        "IMAP SEARCH for Message-ID {message_id} in {user}'s INBOX: {found:?}"
+    );
+    let message = imap_fetch_raw(&mut client, "g", seqs[0]);
+    client.send_line("z LOGOUT");
+    message
+}
+
 /// POP3 `RETR n`: asserts "+OK", reads the multi-line body, undoes dot-stuffing and returns
 /// the message bytes with CRLF line ends.
 pub fn pop3_retr(client: &mut Client, n: u32) -> Vec<u8> {
