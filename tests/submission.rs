@@ -4,10 +4,6 @@
 //! A message sent through the proxy is read back through the proxy's IMAP, byte for byte; the
 //! client's address is found in Postfix's log (XCLIENT); a wrong password leaves an Auth line
 //! that fail2ban's stock Perdition filter counts.
-//!
-//! DRAFT: kept as tests/submission.rs.draft (not compiled) until `protocol = "submission"` lands;
-//! rename it to tests/submission.rs then. It compiles against tests/support as it is
-//! (`MailServers`, `SmtpProgram`, `Submit`, `smtp_*`).
 
 mod support;
 
