@@ -3,8 +3,9 @@
 
 use crate::protocol::line::{take_line, Line};
 
-/// Longest reply line accepted from a server (EHLO lists are short; this is generous).
-const MAX_LINE: usize = 64 * 1024;
+/// Longest reply line accepted from a server: RFC 5321 allows 512 bytes; this is generous,
+/// and with [`MAX_LINES`] bounds what a reply may make the proxy hold (1 MiB).
+const MAX_LINE: usize = 4096;
 /// Most lines in one reply.
 const MAX_LINES: usize = 256;
 
