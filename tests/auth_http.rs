@@ -846,18 +846,14 @@ fn logins_waiting_out_an_auth_wait_do_not_hold_up_other_users() {
 /// An AUTH PLAIN in plaintext after EHLO: the answer, and whether the connection is still open
 /// after it (a NOOP is answered).
 fn smtp_auth_plain(port: u16, user: &str, password: &str) -> (String, bool) {
-    let mut c = Client::plain(port);
-    assert_eq!(smtp_reply(&mut c).code, 220);
-    smtp_expect(&mut c, &format!("EHLO {CLIENT_HELO}"), 250);
+    let (mut c, _) = smtp_open(port);
     let answer = smtp_command(&mut c, &auth_plain_line(user, password)).text();
     (answer, still_open(&mut c, "NOOP", "250"))
 }
 
 /// RCPT's answer after AUTH PLAIN as alice and MAIL.
 fn recipient_after_auth(port: u16) -> SmtpReply {
-    let mut c = Client::plain(port);
-    assert_eq!(smtp_reply(&mut c).code, 220);
-    smtp_expect(&mut c, &format!("EHLO {CLIENT_HELO}"), 250);
+    let (mut c, _) = smtp_open(port);
     smtp_expect(&mut c, &auth_plain_line("alice", "alicepw"), 235);
     smtp_expect(&mut c, "MAIL FROM:<alice@example.org>", 250);
     smtp_command(&mut c, "RCPT TO:<bob@example.org>")

@@ -14,10 +14,12 @@
 //!   private Dovecot that also runs its own submission service (SMTP submission back ends);
 //! * `smtp.rs`: SMTP replies, test messages, and the client programs (swaks, msmtp, Python's
 //!   smtplib, curl) that submit them;
+//! * `admin.rs`: requests to the admin endpoint and the metrics' samples;
 //! * `ports.rs`, `auth_service.rs`, `databases.rs`, `haproxy.rs`, `redis.rs`, `slapd.rs`: free
 //!   ports, an auth_http service, and the other real servers a test may need.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod auth_service;
 mod certs;
 pub mod databases;
