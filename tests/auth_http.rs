@@ -1,7 +1,8 @@
 //! nginx's `auth_http` protocol as a map, against a small real HTTP service started by each
 //! test: the requests carry nginx's headers, the replies route users (host names too), rewrite
 //! the back-end user and password, refuse with words the client sees, ask to wait, and a
-//! service that is down makes logins unavailable.
+//! service that is down makes logins unavailable. Beside nginx's own mail proxy (IMAP, POP3 and
+//! SMTP) on the same service, the requests and the clients' answers are compared.
 
 mod support;
 
@@ -895,6 +896,7 @@ fn smtp_auth_asks_the_service_as_nginxs_smtp_proxy_asks_it() {
             mail.logs()
         )
     };
+    let _logs_on_panic = LogsOnPanic(&logs);
 
     let theirs = smtp_auth_plain(nginx.smtp, "alice", "alicepw");
     let ours = smtp_auth_plain(port, "alice", "alicepw");

@@ -3,7 +3,8 @@
 //! own submission service, with the real clients swaks, msmtp, Python's smtplib and curl.
 //! A message sent through the proxy is read back through the proxy's IMAP, byte for byte; the
 //! client's address is found in Postfix's log (XCLIENT); a wrong password leaves an Auth line
-//! that fail2ban's stock Perdition filter counts.
+//! that fail2ban's stock Perdition filter counts, and a guesser's address is banned; logins show
+//! in the metrics.
 
 mod support;
 
@@ -668,6 +669,7 @@ fn wrong_passwords_through_to_postfix_get_the_client_banned() {
             front.mail.logs()
         )
     };
+    let _logs_on_panic = LogsOnPanic(&logs);
     let from = |source: &str, port: u16| Client::from_stream(connect_from(source, port).unwrap());
     let mut c = from("127.0.0.31", front.plain);
     assert_eq!(smtp_reply(&mut c).code, 220, "{}", logs());
@@ -729,6 +731,7 @@ fn submission_logins_show_in_the_metrics() {
             front.mail.logs()
         )
     };
+    let _logs_on_panic = LogsOnPanic(&logs);
     assert!(wait_for_port(admin, PROXY_START_TIMEOUT), "{}", logs());
     let ok = "portcullis_logins_total{protocol=\"submission\",result=\"ok\"}";
     let failed = "portcullis_logins_total{protocol=\"submission\",result=\"auth_failed\"}";

@@ -183,6 +183,7 @@ fn a_back_end_that_never_greets_is_given_up_on_at_the_login_timeout() {
     let silent = FakeBackend::start(Behaviour::NeverGreets);
     let (proxy, ports) = proxy(&[&silent], "");
     let logs = || format!("{}\n{}", proxy.everything_logged(), silent.log());
+    let _logs_on_panic = LogsOnPanic(&logs);
     let tried = auth_from("127.0.0.1", ports[0], "alicepw", &logs);
     assert_eq!(tried.answer, TRY_LATER, "{}", logs());
     let timeout = Duration::from_secs(LOGIN_TIMEOUT_SECS);
@@ -221,6 +222,7 @@ fn garbage_to_ehlo_and_a_hang_up_on_auth_are_try_later() {
             hangs_up.log()
         )
     };
+    let _logs_on_panic = LogsOnPanic(&logs);
     let tried = auth_from("127.0.0.2", ports[0], "alicepw", &logs);
     assert_eq!(tried.answer, TRY_LATER, "garbage to EHLO\n{}", logs());
     assert_eq!(
@@ -281,6 +283,7 @@ fn a_back_ends_454_is_try_later_and_no_failure_for_the_guard() {
             wrong.log()
         )
     };
+    let _logs_on_panic = LogsOnPanic(&logs);
     for attempt in 0..4 {
         let tried = auth_from("127.0.0.4", ports[0], &format!("guess{attempt}"), &logs);
         assert_eq!(tried.answer, TRY_LATER, "attempt {attempt}\n{}", logs());

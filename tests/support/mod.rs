@@ -79,6 +79,19 @@ pub const DOVECOT_MISSING: &str = "dovecot not installed: run scripts/test.sh";
 // Small utilities
 // ---------------------------------------------------------------------------------------------
 
+/// Prints what its closure returns (every log a test has) when the test panics while it lives:
+/// the assertions inside helpers (a greeting, a read that timed out) then show the logs too.
+/// Declare it after what the closure reads, so that it is dropped first.
+pub struct LogsOnPanic<F: Fn() -> String>(pub F);
+
+impl<F: Fn() -> String> Drop for LogsOnPanic<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("logs at the failure:\n{}", (self.0)());
+        }
+    }
+}
+
 /// Stop process `pid` (a server a test started for itself) once this test process is gone,
 /// however it ends.
 pub fn end_with_this_process(pid: u32) {
