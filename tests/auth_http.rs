@@ -1,7 +1,8 @@
 //! nginx's `auth_http` protocol as a map, against a small real HTTP service started by each
 //! test: the requests carry nginx's headers, the replies route users (host names too), rewrite
 //! the back-end user and password, refuse with words the client sees, ask to wait, and a
-//! service that is down makes logins unavailable.
+//! service that is down makes logins unavailable. Beside nginx's own mail proxy (IMAP, POP3 and
+//! SMTP) on the same service, the requests and the clients' answers are compared.
 
 mod support;
 
@@ -319,13 +320,15 @@ fn check_does_not_show_map_secrets() {
 const NGINX: &str = "/usr/sbin/nginx";
 const NGINX_MAIL: &str = "/usr/lib/nginx/modules/ngx_mail_module.so";
 
-/// nginx's mail proxy on IMAP, POP3, IMAPS and IMAPS with TLS 1.2 alone, asking `service`. Its sockets are bound here
-/// (port 0, read back) and handed to it as nginx hands them to its next binary (`NGINX`).
+/// nginx's mail proxy on IMAP, POP3, IMAPS, IMAPS with TLS 1.2 alone and SMTP (AUTH PLAIN and
+/// LOGIN, no TLS), asking `service`. Its sockets are bound here (port 0, read back) and handed to
+/// it as nginx hands them to its next binary (`NGINX`).
 struct Nginx {
     imap: u16,
     pop3: u16,
     imaps: u16,
     imaps12: u16,
+    smtp: u16,
     child: std::process::Child,
     dir: tempfile::TempDir,
 }
@@ -337,7 +340,7 @@ impl Nginx {
             "nginx's mail proxy is not installed ({NGINX}, {NGINX_MAIL}): \
              apt-get install nginx libnginx-mod-mail; these tests compare Portcullis with it"
         );
-        let sockets: Vec<TcpListener> = (0..4)
+        let sockets: Vec<TcpListener> = (0..5)
             .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
             .collect();
         let port = |i: usize| sockets[i].local_addr().unwrap().port();
@@ -345,7 +348,7 @@ impl Nginx {
         let conf = dir.path().join("nginx.conf");
         std::fs::write(
             &conf,
-            nginx_conf(dir.path(), service, [port(0), port(1), port(2), port(3)]),
+            nginx_conf(dir.path(), service, [0, 1, 2, 3, 4].map(port)),
         )
         .unwrap();
         let child = spawn_with_sockets(&conf, dir.path(), &sockets);
@@ -354,6 +357,7 @@ impl Nginx {
             pop3: port(1),
             imaps: port(2),
             imaps12: port(3),
+            smtp: port(4),
             child,
             dir,
         };
@@ -386,7 +390,7 @@ impl Drop for Nginx {
     }
 }
 
-fn nginx_conf(dir: &std::path::Path, service: &AuthService, ports: [u16; 4]) -> String {
+fn nginx_conf(dir: &std::path::Path, service: &AuthService, ports: [u16; 5]) -> String {
     let auth = match &service.socket {
         Some(path) => format!("unix:{}:/auth", path.display()),
         None => format!("127.0.0.1:{}/auth", service.port),
@@ -410,8 +414,9 @@ fn nginx_conf(dir: &std::path::Path, service: &AuthService, ports: [u16; 4]) -> 
            server {{ listen 127.0.0.1:{}; protocol imap; }}\n\
            server {{ listen 127.0.0.1:{}; protocol pop3; }}\n\
            server {{ listen 127.0.0.1:{} ssl; protocol imap; ssl_protocols TLSv1.2 TLSv1.3; }}\n\
-           server {{ listen 127.0.0.1:{} ssl; protocol imap; ssl_protocols TLSv1.2; }}\n}}\n",
-        ports[0], ports[1], ports[2], ports[3]
+           server {{ listen 127.0.0.1:{} ssl; protocol imap; ssl_protocols TLSv1.2; }}\n\
+           server {{ listen 127.0.0.1:{}; protocol smtp; smtp_auth plain login; }}\n}}\n",
+        ports[0], ports[1], ports[2], ports[3], ports[4]
     )
 }
 
@@ -833,4 +838,113 @@ fn logins_waiting_out_an_auth_wait_do_not_hold_up_other_users() {
         proxy.log_text()
     );
     drop(crowd);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SMTP submission beside nginx's SMTP proxy, against the same service
+// ---------------------------------------------------------------------------------------------
+
+/// An AUTH PLAIN in plaintext after EHLO: the answer, and whether the connection is still open
+/// after it (a NOOP is answered).
+fn smtp_auth_plain(port: u16, user: &str, password: &str) -> (String, bool) {
+    let (mut c, _) = smtp_open(port);
+    let answer = smtp_command(&mut c, &auth_plain_line(user, password)).text();
+    (answer, still_open(&mut c, "NOOP", "250"))
+}
+
+/// RCPT's answer after AUTH PLAIN as alice and MAIL.
+fn recipient_after_auth(port: u16) -> SmtpReply {
+    let (mut c, _) = smtp_open(port);
+    smtp_expect(&mut c, &auth_plain_line("alice", "alicepw"), 235);
+    smtp_expect(&mut c, "MAIL FROM:<alice@example.org>", 250);
+    smtp_command(&mut c, "RCPT TO:<bob@example.org>")
+}
+
+/// A request's headers but `Host` (nginx names the service without its port, hyper with it).
+fn without_host(mut headers: Headers) -> Headers {
+    headers.remove("host");
+    headers
+}
+
+/// nginx's SMTP proxy (`smtp_auth plain login`) and Portcullis's submission listener, asked the
+/// same AUTH PLAIN by the same client, ask the same service with the same headers: no
+/// `Auth-SMTP-Helo/From/To` (nginx sends them only with `smtp_auth none`), `Client-Host:
+/// [UNAVAILABLE]` (nginx without a resolver). Both answer the service's refusal with `535 5.7.0
+/// <its words>` and close. Both answer its OK with 235 and are then logged in at the test
+/// Postfix (a recipient is taken): Portcullis's 235 is Postfix's own, which checked the
+/// password by AUTH; nginx answers its own `235 2.0.0 OK` and names the user to Postfix by
+/// XCLIENT LOGIN, checking nothing further.
+#[test]
+fn smtp_auth_asks_the_service_as_nginxs_smtp_proxy_asks_it() {
+    let mail = MailServers::start();
+    let submission = mail.postfix.submission;
+    let service = AuthService::start(move |h, _| match h["auth-user"].as_str() {
+        "alice" => {
+            let mut reply = ok(submission);
+            reply[1].1 = "127.0.0.1".into(); // nginx takes an address only
+            reply
+        }
+        _ => refusal("Invalid login or password", None),
+    });
+    let nginx = Nginx::start(&service);
+    let (proxy, port) = portcullis("submission", &service, None);
+    let logs = || {
+        format!(
+            "{}\nPortcullis:\n{}\n{}",
+            nginx.log(),
+            proxy.log_text(),
+            mail.logs()
+        )
+    };
+    let _logs_on_panic = LogsOnPanic(&logs);
+
+    let theirs = smtp_auth_plain(nginx.smtp, "alice", "alicepw");
+    let ours = smtp_auth_plain(port, "alice", "alicepw");
+    assert_eq!(theirs, ("235 2.0.0 OK\n".into(), true), "{}", logs());
+    assert_eq!(
+        ours,
+        ("235 2.7.0 Authentication successful\n".into(), true),
+        "{}",
+        logs()
+    );
+    let requests = service.requests();
+    assert_eq!(requests.len(), 2, "{requests:?}\n{}", logs());
+    let (theirs, ours) = (
+        without_host(requests[0].clone()),
+        without_host(requests[1].clone()),
+    );
+    assert_eq!(ours, theirs, "{}", logs());
+    for (name, value) in [
+        ("auth-method", "plain"),
+        ("auth-user", "alice"),
+        ("auth-pass", "alicepw"),
+        ("auth-protocol", "smtp"),
+        ("auth-login-attempt", "1"),
+        ("client-ip", "127.0.0.1"),
+        ("client-host", "[UNAVAILABLE]"),
+        ("x-auth-key", "s3cret-key"),
+    ] {
+        assert_eq!(ours.get(name).map(String::as_str), Some(value), "{ours:?}");
+    }
+    assert_eq!(ours.len(), 8, "{ours:?}");
+
+    // Both sessions are logged in at Postfix: it takes a recipient.
+    let theirs = recipient_after_auth(nginx.smtp);
+    let ours = recipient_after_auth(port);
+    assert_eq!(
+        (ours.code, theirs.code),
+        (250, 250),
+        "{ours:?} {theirs:?}\n{}",
+        logs()
+    );
+
+    let theirs = smtp_auth_plain(nginx.smtp, "mallory", "guess");
+    let ours = smtp_auth_plain(port, "mallory", "guess");
+    assert_eq!(ours, theirs, "{}", logs());
+    assert_eq!(
+        ours,
+        ("535 5.7.0 Invalid login or password\n".into(), false),
+        "{}",
+        logs()
+    );
 }

@@ -100,3 +100,54 @@ fn a_broken_back_end_fails_the_probe_and_says_why() {
         "{err}"
     );
 }
+
+/// A submission listener's back end: the test Postfix's submission by STARTTLS, greeted with
+/// EHLO; the report shows its greeting, the TLS it got and the extensions it lists after TLS
+/// (AUTH's mechanisms, SIZE). Its relay port offers no STARTTLS: that back end is BROKEN, and
+/// the report says why.
+#[test]
+fn a_submission_back_end_is_probed_with_ehlo_and_starttls() {
+    let mail = MailServers::start();
+    let tls = format!(
+        "tls = \"starttls\"\nca_file = \"{}\"\nserver_name = \"localhost\"\n",
+        certs().ca.display()
+    );
+    let (ok, out, err) = check_probe(&listener("submission", mail.postfix.submission, &tls));
+    let shown = || format!("{out}\n{err}\n{}", mail.logs());
+    assert!(ok, "{}", shown());
+    let report = format!("back end 127.0.0.1:{}: ok", mail.postfix.submission);
+    assert!(out.contains(&report), "{}", shown());
+    assert!(
+        out.contains("greeting: 220 postfix.portcullis.test ESMTP Postfix"),
+        "{}",
+        shown()
+    );
+    assert!(
+        out.contains("TLS: TLSv1_3, certificate CN=localhost"),
+        "{}",
+        shown()
+    );
+    let capabilities = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("capabilities: "))
+        .unwrap_or_else(|| panic!("no capabilities line: {}", shown()));
+    for extension in ["AUTH PLAIN LOGIN", "SIZE 52428800"] {
+        assert!(capabilities.contains(extension), "{extension}: {}", shown());
+    }
+    assert!(err.contains("every back end answers"), "{}", shown());
+
+    let (ok, out, err) = check_probe(&listener("submission", mail.postfix.smtp, &tls));
+    let shown = || format!("{out}\n{err}\n{}", mail.logs());
+    assert!(!ok, "{}", shown());
+    let broken = format!("back end 127.0.0.1:{}: BROKEN: ", mail.postfix.smtp);
+    let reason = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(broken.trim_start()))
+        .unwrap_or_else(|| panic!("not BROKEN: {}", shown()));
+    assert_eq!(
+        reason,
+        "STARTTLS is configured but the back end does not offer it",
+        "{}",
+        shown()
+    );
+}

@@ -3,7 +3,8 @@
 //! own submission service, with the real clients swaks, msmtp, Python's smtplib and curl.
 //! A message sent through the proxy is read back through the proxy's IMAP, byte for byte; the
 //! client's address is found in Postfix's log (XCLIENT); a wrong password leaves an Auth line
-//! that fail2ban's stock Perdition filter counts.
+//! that fail2ban's stock Perdition filter counts, and a guesser's address is banned; logins show
+//! in the metrics.
 
 mod support;
 
@@ -44,18 +45,6 @@ struct Front {
     _dir: tempfile::TempDir,
 }
 
-/// One `[[listener]]` of `protocol` on 127.0.0.1:`port` with the test certificate, and
-/// `backend` (an inline table's contents).
-fn listener(protocol: &str, port: u16, tls: &str, backend: &str) -> String {
-    let c = certs();
-    format!(
-        "\n[[listener]]\nprotocol = \"{protocol}\"\nbind = [\"127.0.0.1:{port}\"]\n\
-         tls = \"{tls}\"\ncert = \"{}\"\nkey = \"{}\"\nbackend = {{ {backend} }}\n",
-        c.cert.display(),
-        c.key.display()
-    )
-}
-
 /// A back end on loopback reached with `tls` (verified against the test CA), told the client
 /// by XCLIENT.
 fn backend(port: u16, tls: &str) -> String {
@@ -70,6 +59,11 @@ impl Front {
     /// Starts the mail servers and the proxy, logging to its output, or with `log_ident` to a
     /// file under that ident (e.g. `perdition.submission`, which the stock filter reads).
     fn start(log_ident: Option<&str>) -> Front {
+        Front::start_configured(log_ident, "")
+    }
+
+    /// As [`Front::start`], with `tables` (`[guard]`, `[admin]`...) in the configuration.
+    fn start_configured(log_ident: Option<&str>, tables: &str) -> Front {
         let mail = MailServers::start();
         let dir = tempfile::tempdir().unwrap();
         let (starttls, implicit, plain, dovecot, imap) = (
@@ -88,30 +82,33 @@ impl Front {
             _ => "[log]\ndestination = \"-\"\n".to_string(),
         };
         let pf = &mail.postfix;
-        let toml =
-            log + &listener(
+        let toml = log
+            + tables
+            + &listener_toml(
                 "submission",
                 starttls,
                 "starttls-required",
                 &backend(pf.submission, "starttls"),
-            ) + &listener(
+            )
+            + &listener_toml(
                 "submission",
                 implicit,
                 "implicit",
                 &backend(pf.submissions, "implicit"),
-            ) + &listener("submission", plain, "none", &backend(pf.submission, "none"))
-                + &listener(
-                    "submission",
-                    dovecot,
-                    "starttls-required",
-                    &backend(mail.dovecot_submission(), "none"),
-                )
-                + &listener(
-                    "imap",
-                    imap,
-                    "starttls",
-                    &format!("host = \"127.0.0.1\", port = {}", mail.dovecot.imap),
-                );
+            )
+            + &listener_toml("submission", plain, "none", &backend(pf.submission, "none"))
+            + &listener_toml(
+                "submission",
+                dovecot,
+                "starttls-required",
+                &backend(mail.dovecot_submission(), "none"),
+            )
+            + &listener_toml(
+                "imap",
+                imap,
+                "starttls",
+                &format!("host = \"127.0.0.1\", port = {}", mail.dovecot.imap),
+            );
         let ports = [starttls, implicit, plain, dovecot, imap];
         let proxy = if let Some(file) = &log_file {
             let proxy = Proxy::start_toml(&toml, &[]);
@@ -226,24 +223,6 @@ fn imap_fetch_starttls(port: u16, user: &str, password: &str, id: &str) -> Vec<u
         .and_then(|l| l.split_whitespace().next()?.parse().ok())
         .unwrap_or_else(|| panic!("{id} not found through the proxy: {found:?}"));
     imap_fetch_raw(&mut c, "g", seq)
-}
-
-/// A raw SMTP session: the greeting read and EHLO said; returns the EHLO reply too.
-fn open(port: u16) -> (Client, SmtpReply) {
-    let mut c = Client::plain(port);
-    let greeting = smtp_reply(&mut c);
-    assert_eq!(greeting.code, 220, "{}", greeting.text());
-    let ehlo = smtp_expect(&mut c, &format!("EHLO {CLIENT_HELO}"), 250);
-    (c, ehlo)
-}
-
-/// As [`open`], then STARTTLS and EHLO again; returns the EHLO reply after TLS.
-fn open_tls(port: u16) -> (Client, SmtpReply) {
-    let (mut c, _) = open(port);
-    smtp_expect(&mut c, "STARTTLS", 220);
-    c.starttls();
-    let ehlo = smtp_expect(&mut c, &format!("EHLO {CLIENT_HELO}"), 250);
-    (c, ehlo)
 }
 
 /// A message from alice to `USER@example.org` with a unique Message-ID; returns (id, message).
@@ -395,7 +374,7 @@ fn a_20_mib_message_arrives_intact() {
 #[test]
 fn pipelined_commands_are_answered_in_order() {
     let front = Front::start(None);
-    let (mut c, ehlo) = open_tls(front.starttls);
+    let (mut c, ehlo) = smtp_open_tls(front.starttls);
     assert!(ehlo.has_line("PIPELINING"), "{}", ehlo.text());
     smtp_expect(&mut c, &auth_plain_line("alice", "alicepw"), 235);
     let (id, message) = message_to("bob", "pipelined", "Pipelined.\n");
@@ -424,7 +403,11 @@ fn pipelined_commands_are_answered_in_order() {
 fn mail_before_auth_is_refused_with_530() {
     let front = Front::start(None);
     for (port, tls) in [(front.plain, false), (front.starttls, true)] {
-        let (mut c, _) = if tls { open_tls(port) } else { open(port) };
+        let (mut c, _) = if tls {
+            smtp_open_tls(port)
+        } else {
+            smtp_open(port)
+        };
         for command in [
             "MAIL FROM:<alice@example.org>",
             "RCPT TO:<bob@example.org>",
@@ -453,7 +436,7 @@ fn mail_before_auth_is_refused_with_530() {
 #[test]
 fn auth_before_starttls_is_refused_on_a_starttls_required_listener() {
     let front = Front::start(None);
-    let (mut c, ehlo) = open(front.starttls);
+    let (mut c, ehlo) = smtp_open(front.starttls);
     assert!(ehlo.has_line("STARTTLS"), "{}", ehlo.text());
     let reply = smtp_command(&mut c, &auth_plain_line("alice", "alicepw"));
     assert_eq!(
@@ -478,7 +461,7 @@ fn auth_before_starttls_is_refused_on_a_starttls_required_listener() {
 #[test]
 fn ehlo_lists_what_the_back_end_offers() {
     let front = Front::start(None);
-    let (_, postfix) = open_tls(front.starttls);
+    let (_, postfix) = smtp_open_tls(front.starttls);
     for keyword in [
         "SIZE 52428800",
         "PIPELINING",
@@ -502,7 +485,7 @@ fn ehlo_lists_what_the_back_end_offers() {
             postfix.text()
         );
     }
-    let (_, dovecot) = open_tls(front.dovecot);
+    let (_, dovecot) = smtp_open_tls(front.dovecot);
     for keyword in ["SMTPUTF8", "DSN", "XCLIENT", "BURL"] {
         assert!(
             !dovecot.has_line(keyword),
@@ -518,7 +501,7 @@ fn ehlo_lists_what_the_back_end_offers() {
 #[test]
 fn plaintext_after_starttls_is_discarded() {
     let front = Front::start(None);
-    let (mut c, _) = open(front.starttls);
+    let (mut c, _) = smtp_open(front.starttls);
     c.send(b"STARTTLS\r\nRSET\r\nMAIL FROM:<injected@example.org>\r\n");
     let reply = smtp_reply(&mut c);
     assert_eq!(reply.code, 220, "{}", reply.text());
@@ -545,7 +528,7 @@ fn plaintext_after_starttls_is_discarded() {
 #[test]
 fn a_wrong_password_is_refused_logged_and_counted_by_fail2ban() {
     let front = Front::start(Some("perdition.submission"));
-    let (mut c, _) = open_tls(front.starttls);
+    let (mut c, _) = smtp_open_tls(front.starttls);
     let refused = smtp_command(&mut c, &auth_plain_line("alice", "guessed-wrong"));
     assert_eq!(refused.code, 535, "{}", refused.text());
     smtp_expect(&mut c, "QUIT", 221);
@@ -663,4 +646,119 @@ fn xclient_names_the_client_to_postfix_and_to_dovecot() {
         "Dovecot's submission did not take the client's address:\n{}",
         front.mail.dovecot.log_text()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The guard and the metrics
+// ---------------------------------------------------------------------------------------------
+
+/// The guard on submission: wrong passwords (each another, as a guesser's are) through the
+/// proxy to Postfix get the client's address banned after `ban_after`: the failing connection
+/// is told why it is let go, the next one is turned away at once with `421 4.7.0 Too many
+/// failed logins, try again later`, on every listener; another address still logs in.
+#[test]
+fn wrong_passwords_through_to_postfix_get_the_client_banned() {
+    // Connections are not closed for their failures alone (3 by default): the ban closes it.
+    let guard = "[limits]\nmax_failed_logins = 10\n\n[guard]\npenalty_initial_ms = 50\n\
+                 penalty_max_ms = 100\nban_after = 3\nban_ms = 60000\n";
+    let front = Front::start_configured(None, guard);
+    let logs = || {
+        format!(
+            "proxy: {}\n{}",
+            front.proxy.everything_logged(),
+            front.mail.logs()
+        )
+    };
+    let _logs_on_panic = LogsOnPanic(&logs);
+    let from = |source: &str, port: u16| Client::from_stream(connect_from(source, port).unwrap());
+    let mut c = from("127.0.0.31", front.plain);
+    assert_eq!(smtp_reply(&mut c).code, 220, "{}", logs());
+    smtp_command(&mut c, &format!("EHLO {CLIENT_HELO}"));
+    for guess in ["guess1", "guess2", "guess3"] {
+        let refused = smtp_command(&mut c, &auth_plain_line("alice", guess));
+        assert_eq!(
+            refused.text(),
+            "535 5.7.8 Authentication credentials invalid\n",
+            "{guess}\n{}",
+            logs()
+        );
+    }
+    let told = c.try_read_line(READ_TIMEOUT);
+    assert_eq!(
+        told.as_deref(),
+        Some("421 4.7.0 Too many failed logins, try again later"),
+        "{}",
+        logs()
+    );
+    assert!(c.is_closed(), "{}", logs());
+    front.expect_log("Guard: 127.0.0.31:", "a ban after three wrong passwords");
+    assert!(
+        front
+            .log_text()
+            .contains("banned for 60 s after 3 failed logins"),
+        "{}",
+        logs()
+    );
+    for port in [front.plain, front.starttls] {
+        let mut again = from("127.0.0.31", port);
+        assert_eq!(
+            again.try_read_line(READ_TIMEOUT).as_deref(),
+            Some("421 4.7.0 Too many failed logins, try again later"),
+            "port {port}\n{}",
+            logs()
+        );
+        assert!(again.is_closed(), "{}", logs());
+    }
+    let mut other = from("127.0.0.32", front.plain);
+    assert_eq!(smtp_reply(&mut other).code, 220, "{}", logs());
+    smtp_command(&mut other, &format!("EHLO {CLIENT_HELO}"));
+    let accepted = smtp_command(&mut other, &auth_plain_line("alice", "alicepw"));
+    assert_eq!(accepted.code, 235, "{}{}", accepted.text(), logs());
+}
+
+/// After a submission login and a wrong password, the admin endpoint's metrics count them
+/// under `protocol="submission"`, and the session being relayed.
+#[test]
+fn submission_logins_show_in_the_metrics() {
+    use support::admin::{get, sample};
+    let admin = free_port();
+    let front =
+        Front::start_configured(None, &format!("[admin]\nlisten = \"127.0.0.1:{admin}\"\n"));
+    let logs = || {
+        format!(
+            "proxy: {}\n{}",
+            front.proxy.everything_logged(),
+            front.mail.logs()
+        )
+    };
+    let _logs_on_panic = LogsOnPanic(&logs);
+    assert!(wait_for_port(admin, PROXY_START_TIMEOUT), "{}", logs());
+    let ok = "portcullis_logins_total{protocol=\"submission\",result=\"ok\"}";
+    let failed = "portcullis_logins_total{protocol=\"submission\",result=\"auth_failed\"}";
+    let proxying = "portcullis_sessions_current{protocol=\"submission\",state=\"proxying\"}";
+    assert_eq!(sample(&get(admin, "/metrics"), ok), 0.0, "{}", logs());
+
+    let (mut alice, _) = smtp_open_tls(front.starttls);
+    smtp_expect(&mut alice, &auth_plain_line("alice", "alicepw"), 235);
+    let (mut wrong, _) = smtp_open_tls(front.starttls);
+    let refused = smtp_command(&mut wrong, &auth_plain_line("bob", "wrong"));
+    assert_eq!(refused.code, 535, "{}{}", refused.text(), logs());
+
+    let deadline = Instant::now() + LOG_WAIT;
+    let counted = |metrics: &str| {
+        sample(metrics, ok) == 1.0
+            && sample(metrics, failed) == 1.0
+            && sample(metrics, proxying) == 1.0
+    };
+    let mut metrics = get(admin, "/metrics");
+    while !counted(&metrics) && Instant::now() < deadline {
+        sleep(Duration::from_millis(25));
+        metrics = get(admin, "/metrics");
+    }
+    assert!(counted(&metrics), "{metrics}\n{}", logs());
+    assert!(
+        !metrics.contains("alice"),
+        "no user in the metrics: {metrics}"
+    );
+    smtp_expect(&mut alice, "QUIT", 221);
 }

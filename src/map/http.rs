@@ -3,8 +3,9 @@
 //!
 //! The request is nginx's: `GET` with `Auth-Method: plain`, `Auth-User`, `Auth-Pass` (both
 //! escaped as nginx escapes them; a name that is not UTF-8 as its bytes), `Auth-Protocol`,
-//! `Auth-Login-Attempt`, `Client-IP`, `Auth-SSL: on` with `Auth-SSL-Protocol` and
-//! `Auth-SSL-Cipher` (OpenSSL's names) on TLS connections, and the configured extra headers,
+//! `Auth-Login-Attempt`, `Client-IP` (for SMTP `Client-Host: [UNAVAILABLE]` too, as nginx
+//! without a resolver), `Auth-SSL: on` with `Auth-SSL-Protocol` and `Auth-SSL-Cipher`
+//! (OpenSSL's names) on TLS connections, and the configured extra headers,
 //! to an `http://` URL or nginx's `unix:/path:/uri`. The answer is read from the reply headers:
 //! `Auth-Status: OK` with `Auth-Server` and `Auth-Port` (a host name is accepted too, where
 //! nginx wants an IP), optionally `Auth-User` and `Auth-Pass` for the back-end login;
@@ -228,6 +229,9 @@ impl HttpMap {
             )
             .header("Auth-Login-Attempt", login.attempt.to_string())
             .header("Client-IP", connection.peer.ip().to_canonical().to_string());
+        for (name, value) in connection.protocol.descriptor().auth_http_headers {
+            request = request.header(*name, *value);
+        }
         if connection.tls {
             request = request.header("Auth-SSL", "on");
             // nginx >= 1.21.2 names them as OpenSSL does, and leaves out what it lacks.

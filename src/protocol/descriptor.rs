@@ -23,6 +23,9 @@ pub struct Descriptor {
     pub alpn_id: &'static [u8],
     /// What an nginx-style `auth_http` service is told in `Auth-Protocol`.
     pub auth_http_name: &'static str,
+    /// Headers nginx adds to an `auth_http` request of this protocol whatever the login, as
+    /// nginx without a resolver sends them (SMTP's `Client-Host: [UNAVAILABLE]`).
+    pub auth_http_headers: &'static [(&'static str, &'static str)],
     /// Every answer the protocol words the same way, the turn-aways included.
     pub words: &'static Words,
     /// The machine that faces the client before login.

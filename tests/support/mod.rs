@@ -14,10 +14,12 @@
 //!   private Dovecot that also runs its own submission service (SMTP submission back ends);
 //! * `smtp.rs`: SMTP replies, test messages, and the client programs (swaks, msmtp, Python's
 //!   smtplib, curl) that submit them;
+//! * `admin.rs`: requests to the admin endpoint and the metrics' samples;
 //! * `ports.rs`, `auth_service.rs`, `databases.rs`, `haproxy.rs`, `redis.rs`, `slapd.rs`: free
 //!   ports, an auth_http service, and the other real servers a test may need.
 #![allow(dead_code)]
 
+pub mod admin;
 pub mod auth_service;
 mod certs;
 pub mod databases;
@@ -76,6 +78,19 @@ pub const DOVECOT_MISSING: &str = "dovecot not installed: run scripts/test.sh";
 // ---------------------------------------------------------------------------------------------
 // Small utilities
 // ---------------------------------------------------------------------------------------------
+
+/// Prints what its closure returns (every log a test has) when the test panics while it lives:
+/// the assertions inside helpers (a greeting, a read that timed out) then show the logs too.
+/// Declare it after what the closure reads, so that it is dropped first.
+pub struct LogsOnPanic<F: Fn() -> String>(pub F);
+
+impl<F: Fn() -> String> Drop for LogsOnPanic<F> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("logs at the failure:\n{}", (self.0)());
+        }
+    }
+}
 
 /// Stop process `pid` (a server a test started for itself) once this test process is gone,
 /// however it ends.

@@ -71,6 +71,24 @@ pub fn smtp_expect(client: &mut Client, line: &str, code: u16) -> SmtpReply {
     reply
 }
 
+/// A raw SMTP session: the greeting read and EHLO said; returns the EHLO reply too.
+pub fn smtp_open(port: u16) -> (Client, SmtpReply) {
+    let mut c = Client::plain(port);
+    let greeting = smtp_reply(&mut c);
+    assert_eq!(greeting.code, 220, "{}", greeting.text());
+    let ehlo = smtp_expect(&mut c, &format!("EHLO {CLIENT_HELO}"), 250);
+    (c, ehlo)
+}
+
+/// As [`smtp_open`], then STARTTLS and EHLO again; returns the EHLO reply after TLS.
+pub fn smtp_open_tls(port: u16) -> (Client, SmtpReply) {
+    let (mut c, _) = smtp_open(port);
+    smtp_expect(&mut c, "STARTTLS", 220);
+    c.starttls();
+    let ehlo = smtp_expect(&mut c, &format!("EHLO {CLIENT_HELO}"), 250);
+    (c, ehlo)
+}
+
 /// `AUTH PLAIN` with an initial response: the base64 of `\0user\0password`.
 pub fn auth_plain_line(user: &str, password: &str) -> String {
     format!(
@@ -97,6 +115,18 @@ pub fn base64(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// One `[[listener]]` of `protocol` on 127.0.0.1:`port` with the test certificate, and
+/// `backend` (an inline table's contents).
+pub fn listener_toml(protocol: &str, port: u16, tls: &str, backend: &str) -> String {
+    let c = certs();
+    format!(
+        "\n[[listener]]\nprotocol = \"{protocol}\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         tls = \"{tls}\"\ncert = \"{}\"\nkey = \"{}\"\nbackend = {{ {backend} }}\n",
+        c.cert.display(),
+        c.key.display()
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     },
     alpn_id: b"imap",
     auth_http_name: "imap",
+    auth_http_headers: &[],
     words: &<Imap as Dialect>::WORDS,
     client_side,
     server_side,

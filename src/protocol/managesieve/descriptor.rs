@@ -24,6 +24,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     },
     alpn_id: b"managesieve",
     auth_http_name: "managesieve",
+    auth_http_headers: &[],
     words: &<Sieve as Dialect>::WORDS,
     client_side,
     server_side,

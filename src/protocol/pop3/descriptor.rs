@@ -21,6 +21,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     },
     alpn_id: b"pop3",
     auth_http_name: "pop3",
+    auth_http_headers: &[],
     words: &<Pop3 as Dialect>::WORDS,
     client_side,
     server_side,

@@ -25,6 +25,9 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     },
     alpn_id: b"smtp",
     auth_http_name: "smtp",
+    // nginx's SMTP module names the client by its reverse DNS, "[UNAVAILABLE]" without a
+    // resolver; Portcullis looks nothing up.
+    auth_http_headers: &[("Client-Host", "[UNAVAILABLE]")],
     words: &<Submission as Dialect>::WORDS,
     client_side,
     server_side,
