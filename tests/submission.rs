@@ -14,6 +14,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use support::auth_service::{ok, AuthService};
 use support::*;
 
 /// How long a log line may take to appear.
@@ -761,4 +762,71 @@ fn submission_logins_show_in_the_metrics() {
         "no user in the metrics: {metrics}"
     );
     smtp_expect(&mut alice, "QUIT", 221);
+}
+
+/// With an http map and a master user, as the IMAP master-user rules say: the service approves
+/// the client's credentials and names the back-end user (Auth-User), and the proxy logs in to
+/// Postfix as `USER*master` with the master password, which Dovecot's SASL takes as USER; the
+/// client sends as that user. Credentials the service refuses never reach Postfix.
+#[test]
+fn a_master_user_logs_in_to_postfix_as_the_user_the_service_named() {
+    let mail = MailServers::start();
+    let submission = mail.postfix.submission;
+    let service =
+        AuthService::start(
+            move |h, _| match (h["auth-user"].as_str(), h["auth-pass"].as_str()) {
+                ("token-user", "one-time") => {
+                    let mut reply = ok(submission);
+                    reply.push(("Auth-User".into(), "bob".into()));
+                    reply
+                }
+                _ => vec![("Auth-Status".into(), "Invalid login or password".into())],
+            },
+        );
+    let (master, master_password) = MASTER;
+    let port = free_port();
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[[listener]]\nprotocol = \"submission\"\n\
+         bind = [\"127.0.0.1:{port}\"]\n[listener.backend]\nhost = \"\"\n\
+         [listener.map]\nkind = \"http\"\nurl = \"http://127.0.0.1:{}/auth\"\n\
+         master_user = \"{master}\"\nmaster_password = \"{master_password}\"\n",
+        service.port
+    );
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    let (mut c, _) = smtp_open(port);
+    let refused = smtp_command(&mut c, &auth_plain_line("bob", "bobpw"));
+    assert_eq!(
+        refused.text(),
+        "535 5.7.0 Invalid login or password\n",
+        "{}",
+        proxy.everything_logged()
+    );
+    let (mut c, _) = smtp_open(port);
+    let accepted = smtp_command(&mut c, &auth_plain_line("token-user", "one-time"));
+    assert_eq!(
+        accepted.code,
+        235,
+        "{}\nproxy: {}\n{}",
+        accepted.text(),
+        proxy.everything_logged(),
+        mail.logs()
+    );
+    let (id, message) = message_to("alice", "master-user", "Sent as bob.\n");
+    smtp_expect(&mut c, "MAIL FROM:<bob@example.org>", 250);
+    smtp_expect(&mut c, "RCPT TO:<alice@example.org>", 250);
+    smtp_expect(&mut c, "DATA", 354);
+    c.send(&message);
+    smtp_expect(&mut c, ".", 250);
+    smtp_expect(&mut c, "QUIT", 221);
+    assert_arrived_intact(&message, &mail.wait_for_mail("alice", &id));
+    let log = mail.postfix.log_text();
+    assert!(
+        log.contains("sasl_username=bob"),
+        "Postfix did not see bob logged in:\n{log}\n{}",
+        mail.logs()
+    );
+    assert!(
+        !log.contains("sasl_username=token-user"),
+        "the client's own name reached Postfix:\n{log}"
+    );
 }
