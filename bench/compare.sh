@@ -5,6 +5,7 @@
 #   bash bench/compare.sh                  # everything, about 10 minutes on 2 cores (+ builds)
 #   BENCH_TARGETS=portcullis,nginx BENCH_MODES=logins,fetch bash bench/compare.sh
 #   BENCH_TARGETS=portcullis BENCH_MODES=idle BENCH_IDLE=1000,5000,9500 bash bench/compare.sh
+#   BENCH_TARGETS=postfix,portcullis,nginx BENCH_MODES=submission bash bench/compare.sh
 #
 # Starts on loopback, on free ports, with one certificate (RSA-2048 unless BENCH_KEY=ec):
 #   dovecot        the back end: a throw-away Dovecot (tests/support/dovecot.conf.in, limits
@@ -17,23 +18,34 @@
 #   perdition      Debian's perdition 2.2: -P IMAP4 and -P IMAP4S --ssl_mode ssl_listen;
 #   dovecot-proxy  a second Dovecot whose passdb says proxy=y (Dovecot's proxy mode, its login
 #                  processes in high-performance mode: service_count = 0);
+# and for the submission mode (SMTP, plain, no TLS):
+#   postfix        a throw-away Postfix (its own config, queue and data directories, `master` in
+#                  the foreground; needs root), AUTH through the bench Dovecot's SASL socket, every
+#                  message accepted and discarded; its submission port is the "direct" row;
+#   portcullis     a protocol = "submission" listener -> Postfix's submission port (AUTH PLAIN);
+#   nginx          an smtp server (smtp_auth plain login, proxy_smtp_auth on: AUTH PLAIN at
+#                  Postfix too, xclient off), auth_http answered by the same nginx;
 # then runs bench/portcullis-bench against each, mode by mode (every target sees the same
-# conditions), and prints one table with ratios against nginx and against direct Dovecot.
+# conditions), and prints one table with ratios against nginx and against direct Dovecot (the
+# submission mode: a table of its own, ratios against nginx and against direct Postfix).
 # Results: $BENCH_DIR/results/*.json and *.md, the table in $BENCH_DIR/compare.md; a whole run
 # (all targets and modes) also writes it to bench/results/latest.md with the machine's
 # description. Everything started is stopped on exit.
 #
 # Environment (defaults in brackets):
-#   BENCH_TARGETS   comma list [dovecot,portcullis,nginx,perdition,dovecot-proxy]
-#   BENCH_MODES     comma list, run in this order [idle,logins,returning,fetch]; also
-#                   `sweep`: logins at BENCH_SWEEP [1,4,16,64] clients, an SVG of latency
-#                   against load per row and transport in $BENCH_DIR/results/sweep/
+#   BENCH_TARGETS   comma list [dovecot,postfix,portcullis,nginx,perdition,dovecot-proxy]
+#                   (IMAP modes: rows but postfix; submission: postfix, portcullis, nginx)
+#   BENCH_MODES     comma list, run in this order [idle,logins,returning,fetch,submission];
+#                   also `sweep`: logins at BENCH_SWEEP [1,4,16,64] clients, an SVG of latency
+#                   against load per row and transport in $BENCH_DIR/results/sweep/.
+#                   `submission`: smtp-logins (BENCH_CLIENTS, BENCH_DURATION) and smtp-send
+#                   (a BENCH_FETCH_MIB MiB message, BENCH_DURATION) per row; needs root (Postfix)
 #   BENCH_KEY       server key: rsa (RSA-2048) or ec (P-256) [rsa]
 #   BENCH_CLIENTS   concurrent clients of the logins mode [16]
-#   BENCH_DURATION  seconds per logins step and per fetch run [5]
+#   BENCH_DURATION  seconds per logins step and per fetch (and send) run [5]
 #   BENCH_RETURNING distinct returning TLS clients [10000]; perdition (a process per connection,
 #                   no shared session cache) gets BENCH_RETURNING_SLOW [1000]
-#   BENCH_FETCH_MIB size of the fetched message in MiB [10]
+#   BENCH_FETCH_MIB size of the fetched (and of the sent) message in MiB [10]
 #   BENCH_IDLE      idle sessions; a comma list runs several sizes [1000]
 #   BENCH_SOURCES   client source addresses [127.0.0.1-127.0.0.8]
 #   BENCH_IDLE_TRANSPORTS  plain,tls, or one of them [plain,tls] (9,500 sessions of each at
@@ -49,10 +61,12 @@ BENCH_DIR=${BENCH_DIR:-/tmp/portcullis-compare}
 TEMPLATE=$ROOT/tests/support/dovecot.conf.in
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
-TARGETS=${BENCH_TARGETS:-dovecot,portcullis,nginx,perdition,dovecot-proxy}
+ALL_TARGETS=dovecot,postfix,portcullis,nginx,perdition,dovecot-proxy
+TARGETS=${BENCH_TARGETS:-$ALL_TARGETS}
 # Idle first: measured on fresh processes, before the other modes leave freed memory behind
 # in the allocators for the sessions to reuse.
-MODES=${BENCH_MODES:-idle,logins,returning,fetch}
+ALL_MODES=idle,logins,returning,fetch,submission
+MODES=${BENCH_MODES:-$ALL_MODES}
 KEY=${BENCH_KEY:-rsa}
 CLIENTS=${BENCH_CLIENTS:-16}
 DURATION=${BENCH_DURATION:-5}
@@ -70,6 +84,7 @@ has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
 # A fresh Debian machine: what the rows need (nginx's package may start its own service on
 # port 80; nothing here uses it).
 install_packages dovecot-imapd openssl python3 perdition nginx libnginx-mod-mail
+has "$MODES" submission && install_packages postfix
 DOVECOT=$(PATH=$PATH:/usr/sbin:/sbin command -v dovecot) || { say "dovecot not installed"; exit 1; }
 for tool in openssl python3; do
     command -v "$tool" >/dev/null || { say "$tool not installed"; exit 1; }
@@ -83,6 +98,23 @@ if has "$TARGETS" nginx; then
     NGINX=$(PATH=$PATH:/usr/sbin:/sbin command -v nginx) ||
         { say "nginx not installed (apt-get install nginx libnginx-mod-mail)"; exit 1; }
     [ -f "$NGINX_MAIL" ] || { say "no $NGINX_MAIL (apt-get install libnginx-mod-mail)"; exit 1; }
+fi
+POSTFIX=/usr/sbin/postfix
+POSTFIX_MASTER=/usr/lib/postfix/sbin/master
+if has "$MODES" submission; then
+    # Postfix's master runs only as root. Asked for, the mode fails without it; in the default
+    # list, it is left out with a word.
+    why=""
+    [ -x "$POSTFIX" ] && [ -x "$POSTFIX_MASTER" ] || why="postfix not installed"
+    [ "$(id -u)" -eq 0 ] || why="the submission mode needs root (Postfix's master)"
+    if [ -n "$why" ] && [ -n "${BENCH_MODES:-}" ]; then
+        say "$why"
+        exit 1
+    elif [ -n "$why" ]; then
+        say "$why: submission left out"
+        MODES=${MODES%,submission}
+        ALL_MODES=$MODES
+    fi
 fi
 
 # --- binaries ------------------------------------------------------------------------------------
@@ -107,9 +139,10 @@ CERTS=$BENCH_DIR/certs
 # Free loopback ports, all bound at once so they are distinct.
 read -r DC_IMAP DC_IMAPS DC_POP3 DC_POP3S DC_SIEVE DC_IMAP_HAPROXY DC_SIEVE_HAPROXY \
     DP_IMAP DP_IMAPS DP_POP3 DP_POP3S DP_SIEVE DP_IMAP_HAPROXY DP_SIEVE_HAPROXY \
-    PC_IMAP PC_IMAPS NG_IMAP NG_IMAPS NG_AUTH PD_IMAP PD_IMAPS < <(python3 - <<'PY'
+    PC_IMAP PC_IMAPS NG_IMAP NG_IMAPS NG_AUTH PD_IMAP PD_IMAPS PF_SUB PC_SUB NG_SMTP \
+    < <(python3 - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(21)]
+socks = [socket.socket() for _ in range(24)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
@@ -117,6 +150,7 @@ PY
 )
 
 PIDS=()
+PF_PID=""
 INOTIFY_OLD=""
 OK=0
 cleanup() {
@@ -130,6 +164,12 @@ cleanup() {
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null
     done
+    # Postfix's master leads a process group of its own (its smtpd, cleanup, qmgr...), which it
+    # tells to stop without waiting: wait for the group, so nothing writes into BENCH_DIR after.
+    if [ -n "$PF_PID" ]; then
+        for _ in $(seq 50); do kill -0 -- "-$PF_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL -- "-$PF_PID" 2>/dev/null
+    fi
     # perdition's per-session children that outlived their master.
     [ "${#PIDS[@]}" -gt 0 ] && pkill -KILL -P "$(IFS=,; echo "${PIDS[*]}")" 2>/dev/null
     if [ -n "$INOTIFY_OLD" ]; then
@@ -145,14 +185,14 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-wait_greeting() { # port: until the port sends a real greeting
-    python3 - "$1" <<'PY'
+wait_greeting() { # port [prefix]: until the port sends a real greeting (IMAP's, or SMTP's 220)
+    python3 - "$1" "${2:-* OK}" <<'PY'
 import socket, sys, time
-port = int(sys.argv[1]); end = time.time() + 20
+port = int(sys.argv[1]); want = sys.argv[2].encode(); end = time.time() + 20
 while time.time() < end:
     try:
         s = socket.create_connection(("127.0.0.1", port), timeout=2)
-        if s.recv(4096).startswith(b"* OK"):
+        if s.recv(4096).startswith(want):
             sys.exit(0)
     except OSError:
         pass
@@ -191,6 +231,10 @@ service imap {
 }
 service auth {
   client_limit = $((LIMIT * 4))
+  # The bench Postfix's SASL (smtpd_sasl_type = dovecot), as the postfix user.
+  unix_listener postfix-auth {
+    mode = 0666
+  }
 }
 CONF
 grep -q '^  service_count = 0' "$DC/dovecot.conf" || { say "could not patch the Dovecot template"; exit 1; }
@@ -207,22 +251,118 @@ say "starting Dovecot, the back end (log: $DC/dovecot.log)"
 wait_greeting "$DC_IMAP"
 DC_PID=$(cat "$DC/run/master.pid")
 
+# --- Postfix, the submission back end -----------------------------------------------------------
+declare -A PLAIN_PORT TLS_PORT SMTP_PORT METER
+if has "$MODES" submission; then
+    # As tests/support/postfix.rs: its own configuration, queue and data directories, loopback,
+    # `master` in the foreground. SASL through the bench Dovecot; XCLIENT taken from loopback
+    # (offered in EHLO, used by no row); every message relayed to the discard transport: accepted,
+    # queued and thrown away, the same back-end work for every row.
+    PF=$BENCH_DIR/postfix
+    mkdir -p "$PF/conf" "$PF/queue" "$PF/data"
+    chmod 755 "$PF"
+    # master takes its lock in the data directory as the postfix user (it exits 1 silently else).
+    chown postfix "$PF/data"
+    cat >"$PF/conf/main.cf" <<CONF
+# generated by bench/compare.sh
+compatibility_level = 3.6
+config_directory = $PF/conf
+queue_directory = $PF/queue
+data_directory = $PF/data
+meta_directory = /etc/postfix
+mail_owner = postfix
+setgid_group = postdrop
+syslog_name = portcullis-bench-$$
+maillog_file = $PF/maillog
+maillog_file_prefixes = $PF
+smtpd_peername_lookup = no
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = postfix.portcullis.test
+mydomain = portcullis.test
+myorigin = portcullis.test
+mynetworks = 127.0.0.0/8
+mydestination =
+relay_domains =
+relayhost =
+alias_maps =
+alias_database =
+smtp_dns_support_level = disabled
+default_transport = discard:portcullis-bench
+local_transport = discard:portcullis-bench
+message_size_limit = $(awk -v m="$FETCH_MIB" 'BEGIN { printf "%d", (m * 2 + 1) * 1048576 }')
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = $DC/run/postfix-auth
+smtpd_authorized_xclient_hosts = 127.0.0.0/8
+default_process_limit = 200
+CONF
+    {
+        echo "# generated by bench/compare.sh; the services from tests/support/postfix.master.cf.in"
+        echo "127.0.0.1:$PF_SUB inet n - n - - smtpd"
+        echo "  -o syslog_name=portcullis-bench-$$/submission"
+        echo "  -o smtpd_sasl_auth_enable=yes"
+        echo "  -o smtpd_recipient_restrictions=permit_sasl_authenticated,reject"
+        echo "  -o smtpd_relay_restrictions=permit_sasl_authenticated,reject"
+        sed -n '/^pickup /,$p' "$ROOT/tests/support/postfix.master.cf.in"
+    } >"$PF/conf/master.cf"
+    # A minute old: Postfix waits for younger configuration files to settle.
+    touch -d '-1 min' "$PF/conf/main.cf" "$PF/conf/master.cf"
+    "$POSTFIX" -c "$PF/conf" check || { cat "$PF/maillog" >&2 2>/dev/null; exit 1; }
+    say "starting Postfix, the submission back end (log: $PF/maillog)"
+    "$POSTFIX_MASTER" -c "$PF/conf" -s </dev/null >"$PF/master.out" 2>&1 &
+    PF_PID=$!
+    PIDS+=("$PF_PID")
+    SMTP_PORT[postfix]=$PF_SUB METER[postfix]="--pid $PF_PID --tree"
+    wait_greeting "$PF_SUB" 220
+fi
+
 # --- the front ends ------------------------------------------------------------------------------
-declare -A PLAIN_PORT TLS_PORT METER
 PLAIN_PORT[dovecot]=$DC_IMAP TLS_PORT[dovecot]=$DC_IMAPS METER[dovecot]="--pid $DC_PID --tree"
 
 if has "$TARGETS" portcullis; then
     bench_portcullis_config "$BENCH_DIR" "$PC_IMAP" "$PC_IMAPS" "$DC_IMAP" "$CERTS"
+    if has "$MODES" submission; then
+        # Plain, as the other rows: AUTH PLAIN with the client's credentials at Postfix.
+        cat >>"$BENCH_DIR/portcullis.toml" <<TOML
+
+[[listener]]
+protocol = "submission"
+bind = ["127.0.0.1:$PC_SUB"]
+tls = "none"
+[listener.backend]
+host = "127.0.0.1"
+port = $PF_SUB
+tls = "none"
+TOML
+        SMTP_PORT[portcullis]=$PC_SUB
+    fi
     say "starting Portcullis ($BIN)"
     "$BIN" run --config "$BENCH_DIR/portcullis.toml" >"$BENCH_DIR/portcullis.out" 2>&1 &
     PIDS+=("$!")
     PLAIN_PORT[portcullis]=$PC_IMAP TLS_PORT[portcullis]=$PC_IMAPS METER[portcullis]="--pid $!"
     wait_greeting "$PC_IMAP"
+    [ -z "${SMTP_PORT[portcullis]:-}" ] || wait_greeting "$PC_SUB" 220
 fi
 
 if has "$TARGETS" nginx; then
     NG=$BENCH_DIR/nginx
     nginx_user=""
+    # SMTP: nginx authenticates the client through auth_http, then logs in to Postfix itself
+    # with AUTH PLAIN and the client's credentials (proxy_smtp_auth), as Portcullis does; no
+    # XCLIENT (with it, nginx would send LOGIN= instead and Postfix would check no password).
+    nginx_smtp=""
+    if has "$MODES" submission; then
+        nginx_smtp="
+    server {
+        listen 127.0.0.1:$NG_SMTP;
+        protocol smtp;
+        smtp_auth plain login;
+        auth_http 127.0.0.1:$NG_AUTH/auth-smtp;
+        proxy_smtp_auth on;
+        xclient off;
+    }"
+        SMTP_PORT[nginx]=$NG_SMTP
+    fi
     [ "$(id -u)" -eq 0 ] && nginx_user="user nobody $(id -gn nobody);"
     # auth_http is answered by nginx itself: every login goes to the back end, which checks the
     # password (as Portcullis's static back end does). One worker per core, as nginx advises.
@@ -253,6 +393,12 @@ http {
             add_header Auth-Port $DC_IMAP;
             return 204;
         }
+        location = /auth-smtp {
+            add_header Auth-Status OK;
+            add_header Auth-Server 127.0.0.1;
+            add_header Auth-Port $PF_SUB;
+            return 204;
+        }
     }
 }
 mail {
@@ -272,7 +418,7 @@ mail {
     server {
         listen 127.0.0.1:$NG_IMAPS ssl;
         protocol imap;
-    }
+    }$nginx_smtp
 }
 CONF
     say "starting nginx ($NGINX)"
@@ -280,6 +426,7 @@ CONF
     PIDS+=("$!")
     PLAIN_PORT[nginx]=$NG_IMAP TLS_PORT[nginx]=$NG_IMAPS METER[nginx]="--pid $! --tree"
     wait_greeting "$NG_IMAP"
+    [ -z "${SMTP_PORT[nginx]:-}" ] || wait_greeting "$NG_SMTP" 220
 fi
 
 if has "$TARGETS" perdition; then
@@ -331,8 +478,9 @@ fi
 # --- runs ----------------------------------------------------------------------------------------
 IFS=, read -r -a rows <<<"$TARGETS"
 for t in "${rows[@]}"; do
-    [ -n "${PLAIN_PORT[$t]:-}" ] || { say "unknown target $t"; exit 1; }
+    has "$ALL_TARGETS" "$t" || { say "unknown target $t"; exit 1; }
 done
+mkdir -p "$RES/submission"
 # bench NAME FILE MODE ARGS...: one run of the tool, its table kept beside its JSON.
 bench() {
     local name=$1 file=$2 mode=$3
@@ -354,6 +502,13 @@ tls() { # target: its TLS address and meter
 # shellcheck disable=SC2046
 for mode in ${MODES//,/ }; do
     for t in "${rows[@]}"; do
+        # A row only in the modes of its protocol: postfix has no IMAP, Dovecot and perdition
+        # here no SMTP.
+        if [ "$mode" = submission ]; then
+            [ -n "${SMTP_PORT[$t]:-}" ] || continue
+        else
+            [ -n "${PLAIN_PORT[$t]:-}" ] || continue
+        fi
         case $mode in
         logins)
             bench "$t" "logins-$t-plain" logins $(plain "$t") --clients "$CLIENTS" --duration "$DURATION"
@@ -400,6 +555,14 @@ for mode in ${MODES//,/ }; do
                 wait "$plain_run" || true
             done
             ;;
+        submission)
+            # shellcheck disable=SC2086
+            bench "$t" "submission/logins-$t" smtp-logins --target "127.0.0.1:${SMTP_PORT[$t]}" \
+                ${METER[$t]} --clients "$CLIENTS" --duration "$DURATION"
+            # shellcheck disable=SC2086
+            bench "$t" "submission/send-$t" smtp-send --target "127.0.0.1:${SMTP_PORT[$t]}" \
+                ${METER[$t]} --duration "$DURATION" --message-mib "$FETCH_MIB"
+            ;;
         sweep)
             # Latency against load, one SVG per row and transport; kept out of the tables
             # (its own directory), which take one step per row.
@@ -423,19 +586,38 @@ done
 # --- the table -----------------------------------------------------------------------------------
 baseline=nginx
 has "$TARGETS" nginx || baseline=portcullis
-"$BENCH" compare --baseline "$baseline" --direct dovecot --markdown-out "$BENCH_DIR/compare.md" \
-    "$RES"/*.json >/dev/null
+# IMAP against direct Dovecot, SMTP submission (results/submission/) against direct Postfix.
+: >"$BENCH_DIR/compare.md"
+if compgen -G "$RES/*.json" >/dev/null; then
+    "$BENCH" compare --baseline "$baseline" --direct dovecot --markdown-out "$BENCH_DIR/compare-imap.md" \
+        "$RES"/*.json >/dev/null
+    cat "$BENCH_DIR/compare-imap.md" >>"$BENCH_DIR/compare.md"
+fi
+if compgen -G "$RES/submission/*.json" >/dev/null; then
+    "$BENCH" compare --baseline "$baseline" --direct postfix \
+        --markdown-out "$BENCH_DIR/compare-submission.md" "$RES"/submission/*.json >/dev/null
+    {
+        [ -s "$BENCH_DIR/compare.md" ] && echo
+        echo "## SMTP submission (plain; direct = Postfix's submission port)"
+        echo
+        echo "smtp-logins: connect, 220, EHLO, AUTH PLAIN, 235 (then QUIT); smtp-send: one client"
+        echo "sending a ${FETCH_MIB} MiB message back to back (MAIL, RCPT, DATA), MiB/s and CPU per MiB"
+        echo "of the message (the \"fetch\" table)."
+        echo
+        cat "$BENCH_DIR/compare-submission.md"
+    } >>"$BENCH_DIR/compare.md"
+fi
 {
     echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)."
     echo "Portcullis $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' (with uncommitted changes)')${PORTCULLIS_FEATURES:+ (features $PORTCULLIS_FEATURES)},"\
-        "$("$DOVECOT" --version 2>/dev/null | sed 's/^/Dovecot /')${NGINX:+, $("$NGINX" -v 2>&1 | sed 's|nginx version: nginx/|nginx |')}${PERDITION:+, perdition $(dpkg-query -W -f '${Version}' perdition 2>/dev/null)};"\
-        "$KEY certificate; $CLIENTS login clients, ${DURATION} s per step; ${FETCH_MIB} MiB FETCH; $IDLE idle sessions; $RETURNING returning clients."
+        "$("$DOVECOT" --version 2>/dev/null | sed 's/^/Dovecot /')${NGINX:+, $("$NGINX" -v 2>&1 | sed 's|nginx version: nginx/|nginx |')}${PERDITION:+, perdition $(dpkg-query -W -f '${Version}' perdition 2>/dev/null)}${PF_PID:+, Postfix $(postconf -dh mail_version 2>/dev/null)};"\
+        "$KEY certificate; $CLIENTS login clients, ${DURATION} s per step; ${FETCH_MIB} MiB FETCH (and sent message); $IDLE idle sessions; $RETURNING returning clients."
     echo
     cat "$BENCH_DIR/compare.md"
 } >"$BENCH_DIR/compare-with-header.md"
-# Only a whole run (every target, every mode) replaces the one the README quotes.
-if [ "$TARGETS" = dovecot,portcullis,nginx,perdition,dovecot-proxy ] &&
-    [ "$MODES" = idle,logins,returning,fetch ]; then
+# Only a whole run (every target, every mode; submission unless left out for want of root or
+# Postfix) replaces the one the README quotes.
+if [ "$TARGETS" = "$ALL_TARGETS" ] && [ "$MODES" = "$ALL_MODES" ]; then
     mkdir -p "$ROOT/bench/results"
     cp "$BENCH_DIR/compare-with-header.md" "$ROOT/bench/results/latest.md"
 fi

@@ -133,9 +133,9 @@ fn groups() -> Vec<Group> {
         },
         Group {
             title: "fetch",
-            caption: "FETCH of one message back to back: MiB/s of literal bytes, CPU of the \
-                metered processes per MiB; message bytes show that the rows fetched the same \
-                message.",
+            caption: "FETCH of one message back to back (smtp-send: one message sent back to \
+                back): MiB/s of literal (message) bytes, CPU of the metered processes per MiB; \
+                message bytes show that the rows moved the same message.",
             better: "higher MiB/s; lower CPU ms/MiB.",
             section: |f| section(f, "fetch"),
             context: Some(("clients", |s| Some(s.get("clients")?.as_u64()?.to_string()))),

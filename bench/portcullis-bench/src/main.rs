@@ -14,6 +14,8 @@ mod latency;
 mod modes;
 mod proc_stats;
 mod report;
+mod session;
+mod smtp;
 mod source;
 mod svg;
 mod target;
@@ -26,6 +28,7 @@ use modes::returning::ReturningOptions;
 use modes::Ctx;
 use proc_stats::Meter;
 use report::{Output, TargetInfo};
+use session::Protocol;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,7 +39,8 @@ use target::Target;
 #[derive(Parser)]
 #[command(
     version,
-    about = "IMAP benchmark for Portcullis: logins, FETCH throughput, idle sessions, TLS resumption"
+    about = "IMAP (and SMTP submission) benchmark for Portcullis: logins, FETCH throughput, idle \
+             sessions, TLS resumption, sending"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -73,6 +77,20 @@ enum Mode {
         #[command(flatten)]
         args: ReturningArgs,
     },
+    /// SMTP submission logins: connect, 220, EHLO, AUTH PLAIN, 235 (then QUIT); as `logins`.
+    SmtpLogins {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: LoginArgs,
+    },
+    /// SMTP submission: send a large message back to back: MiB/s and CPU per MiB.
+    SmtpSend {
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        args: SendArgs,
+    },
     /// A few seconds of each mode (for CI): exits 1 if any mode had no success at all.
     Smoke {
         #[command(flatten)]
@@ -91,7 +109,7 @@ enum Mode {
 /// Where to connect, as whom, what to meter, where to write.
 #[derive(Args)]
 struct Common {
-    /// HOST:PORT of the IMAP server or proxy.
+    /// HOST:PORT of the IMAP (smtp-*: SMTP submission) server or proxy.
     #[arg(long)]
     target: String,
     /// Label for the table rows and the JSON (default: the address).
@@ -172,6 +190,22 @@ struct FetchArgs {
 }
 
 #[derive(Args)]
+struct SendArgs {
+    /// Concurrent sessions sending.
+    #[arg(long, default_value_t = 1)]
+    clients: usize,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Size of the message sent, in MiB.
+    #[arg(long, default_value_t = 10.0)]
+    message_mib: f64,
+    /// Envelope recipient (the sender is bench@portcullis.test).
+    #[arg(long, default_value = "discard@example.net")]
+    rcpt: String,
+}
+
+#[derive(Args)]
 struct IdleArgs {
     /// Sessions to open and park in IDLE.
     #[arg(long, default_value_t = 500)]
@@ -223,7 +257,7 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(if s.is_finite() && s > 0.0 { s } else { 0.0 })
 }
 
-fn build_ctx(c: &Common) -> Result<Ctx, String> {
+fn build_ctx(c: &Common, protocol: Protocol) -> Result<Ctx, String> {
     let target = Target::new(
         &c.target,
         c.tls,
@@ -245,6 +279,7 @@ fn build_ctx(c: &Common) -> Result<Ctx, String> {
     }
     Ok(Ctx {
         target,
+        protocol,
         users,
         meter: Meter {
             pids: c.pids.clone(),
@@ -293,6 +328,8 @@ async fn run(mode: Mode) -> Result<bool, String> {
         | Mode::Fetch { common, .. }
         | Mode::Idle { common, .. }
         | Mode::Returning { common, .. }
+        | Mode::SmtpLogins { common, .. }
+        | Mode::SmtpSend { common, .. }
         | Mode::Smoke { common, .. } => common,
         Mode::Compare(_) => return Err("compare measures nothing".into()),
     };
@@ -300,7 +337,11 @@ async fn run(mode: Mode) -> Result<bool, String> {
     if returning && !common.tls {
         return Err("returning measures TLS session resumption: it needs --tls".into());
     }
-    let ctx = Arc::new(build_ctx(common)?);
+    let protocol = match mode {
+        Mode::SmtpLogins { .. } | Mode::SmtpSend { .. } => Protocol::Smtp,
+        _ => Protocol::Imap,
+    };
+    let ctx = Arc::new(build_ctx(common, protocol)?);
     let mut out = Output {
         tool: "portcullis-bench",
         version: env!("CARGO_PKG_VERSION"),
@@ -329,8 +370,11 @@ async fn run(mode: Mode) -> Result<bool, String> {
     // Smoke fails when any one of its modes had no success; the others when all failed.
     let mut smoke_ok = true;
     match &mode {
-        Mode::Logins { args, .. } => {
-            out.mode = "logins";
+        Mode::Logins { args, .. } | Mode::SmtpLogins { args, .. } => {
+            out.mode = match protocol {
+                Protocol::Imap => "logins",
+                Protocol::Smtp => "smtp-logins",
+            };
             let opts = LoginOptions {
                 clients: args.clients.clone(),
                 rates: args.rate.clone(),
@@ -349,6 +393,19 @@ async fn run(mode: Mode) -> Result<bool, String> {
                 clients: args.clients,
                 duration: secs(args.duration),
                 message: args.message,
+                send_bytes: 0,
+                rcpt: String::new(),
+            };
+            out.fetch = Some(modes::fetch::run(ctx.clone(), &opts).await);
+        }
+        Mode::SmtpSend { args, .. } => {
+            out.mode = "smtp-send";
+            let opts = FetchOptions {
+                clients: args.clients,
+                duration: secs(args.duration),
+                message: None,
+                send_bytes: (args.message_mib.max(0.0) * 1024.0 * 1024.0) as usize,
+                rcpt: args.rcpt.clone(),
             };
             out.fetch = Some(modes::fetch::run(ctx.clone(), &opts).await);
         }
@@ -391,6 +448,8 @@ async fn run(mode: Mode) -> Result<bool, String> {
                 clients: 1,
                 duration: secs(*duration),
                 message: None,
+                send_bytes: 0,
+                rcpt: String::new(),
             };
             out.fetch = Some(modes::fetch::run(ctx.clone(), &fetch).await);
             let idle = IdleOptions {

@@ -1,14 +1,18 @@
-//! `fetch`: relay throughput of a large message.
+//! `fetch`: relay throughput of a large message; `smtp-send`, its SMTP twin, the other way.
 //!
 //! Each of `--clients` sessions logs in, SELECTs INBOX, finds the largest message (or uses
 //! `--message`), FETCHes it once to warm caches, then all start together and FETCH it back to back
 //! for `--duration`. MiB/s counts literal bytes only; CPU of the metered processes is read across
 //! the timed part only, while the sessions are alive (a forking server's per-session child counts).
+//! Over SMTP each session logs in (EHLO, AUTH PLAIN), sends a message of `--message-mib` MiB once
+//! to warm up, then sends it back to back (MAIL, RCPT, DATA, the message, the dot, `250`, and the
+//! next MAIL on the same connection); MiB/s counts the message's bytes.
 
-use super::{cpu_delta, SharedCtx};
+use super::{cpu_delta, Ctx, SharedCtx};
 use crate::error::{BenchError, ErrorKind, ErrorTally};
-use crate::imap::Session;
 use crate::latency::{Latency, LatencySummary};
+use crate::session::Session;
+use crate::smtp;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,11 +23,18 @@ use tokio::time::Instant;
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// The envelope sender of `smtp-send`'s messages.
+const SENDER: &str = "bench@portcullis.test";
+
 pub struct FetchOptions {
     pub clients: usize,
     pub duration: Duration,
     /// Sequence number to fetch; `None`: the largest message of INBOX.
     pub message: Option<u32>,
+    /// SMTP: the size of the message sent, in bytes.
+    pub send_bytes: usize,
+    /// SMTP: the envelope recipient.
+    pub rcpt: String,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -43,31 +54,67 @@ pub struct FetchResult {
     pub cpu_ms_per_mib: Option<f64>,
 }
 
-/// A logged-in session ready to FETCH `seq` (of `size` bytes).
+/// A logged-in session ready to move its message once more.
 struct Ready {
     session: Session,
-    seq: u32,
+    work: Work,
     size: u64,
 }
 
-async fn prepare(ctx: &SharedCtx, n: usize, message: Option<u32>) -> Result<Ready, BenchError> {
+/// What one repetition is.
+enum Work {
+    /// IMAP: FETCH this sequence number.
+    Fetch(u32),
+    /// SMTP: send this message (shared by the clients) to this recipient.
+    Send(Arc<Vec<u8>>, Arc<str>),
+}
+
+impl Ready {
+    /// One FETCH or one sent message, under `--timeout`: the bytes moved.
+    async fn once(&mut self, ctx: &Ctx, tag: &str) -> Result<u64, BenchError> {
+        match (&mut self.session, &self.work) {
+            (Session::Imap(s), Work::Fetch(seq)) => {
+                ctx.step("FETCH", s.fetch_body(tag, *seq)).await
+            }
+            (Session::Smtp(s), Work::Send(m, to)) => ctx.step("DATA", s.send(SENDER, to, m)).await,
+            _ => Err(BenchError::new(
+                ErrorKind::Protocol,
+                "session and work disagree",
+            )),
+        }
+    }
+}
+
+async fn prepare(
+    ctx: &SharedCtx,
+    n: usize,
+    message: Option<u32>,
+    outgoing: Option<(Arc<Vec<u8>>, Arc<str>)>,
+) -> Result<Ready, BenchError> {
     let who = ctx.target.identity(false);
     let conn = ctx.step("connect", ctx.target.connect(&who)).await?;
-    let mut s = Session::new(conn.stream);
-    ctx.step("greeting", s.greeting()).await?;
     let (user, password) = ctx.user(n);
-    ctx.step("LOGIN", s.login(user, password)).await?;
-    ctx.step("SELECT", s.select("INBOX")).await?;
-    let seq = match message {
-        Some(m) => m,
-        None => ctx.step("FETCH sizes", s.largest_message()).await?.0,
+    let mut session = Session::log_in(ctx, conn.stream, user, password).await?;
+    let work = match (&mut session, outgoing) {
+        (Session::Smtp(_), Some((m, to))) => Work::Send(m, to),
+        (Session::Imap(s), _) => {
+            ctx.step("SELECT", s.select("INBOX")).await?;
+            Work::Fetch(match message {
+                Some(m) => m,
+                None => ctx.step("FETCH sizes", s.largest_message()).await?.0,
+            })
+        }
+        (Session::Smtp(_), None) => {
+            return Err(BenchError::new(ErrorKind::Protocol, "no message to send"))
+        }
     };
-    let size = ctx.step("warm-up FETCH", s.fetch_body("w", seq)).await?;
-    Ok(Ready {
-        session: s,
-        seq,
-        size,
-    })
+    let mut ready = Ready {
+        session,
+        work,
+        size: 0,
+    };
+    ready.size = ready.once(ctx, "w").await?;
+    Ok(ready)
 }
 
 #[derive(Default)]
@@ -89,14 +136,18 @@ pub async fn run(ctx: SharedCtx, opts: &FetchOptions) -> FetchResult {
     let done = Arc::new(Barrier::new(clients + 1));
     let bytes_so_far = Arc::new(AtomicU64::new(0));
     let duration = opts.duration;
+    let outgoing = (ctx.protocol == crate::session::Protocol::Smtp).then(|| {
+        let m = smtp::message(opts.send_bytes, SENDER, &opts.rcpt);
+        (Arc::new(m), Arc::<str>::from(opts.rcpt.as_str()))
+    });
     let mut set = JoinSet::new();
     for c in 0..clients {
         let (ctx, barrier, bytes_so_far) = (ctx.clone(), barrier.clone(), bytes_so_far.clone());
         let done = done.clone();
-        let message = opts.message;
+        let (message, outgoing) = (opts.message, outgoing.clone());
         set.spawn(async move {
             let mut r = ClientResult::default();
-            let ready = prepare(&ctx, c, message).await;
+            let ready = prepare(&ctx, c, message, outgoing).await;
             barrier.wait().await;
             let mut ready = match ready {
                 Ok(x) => x,
@@ -114,10 +165,7 @@ pub async fn run(ctx: SharedCtx, opts: &FetchOptions) -> FetchResult {
                 let t0 = Instant::now();
                 let tag = format!("f{i}");
                 i += 1;
-                match ctx
-                    .step("FETCH", ready.session.fetch_body(&tag, ready.seq))
-                    .await
-                {
+                match ready.once(&ctx, &tag).await {
                     Ok(n) => {
                         r.latency.record(t0.elapsed());
                         r.fetches += 1;
@@ -125,14 +173,15 @@ pub async fn run(ctx: SharedCtx, opts: &FetchOptions) -> FetchResult {
                         bytes_so_far.fetch_add(n, Ordering::Relaxed);
                     }
                     Err(e) => {
-                        // The session is in an unknown state after a failed FETCH: stop it.
+                        // The session is in an unknown state after a failed FETCH (or DATA):
+                        // stop it.
                         r.errors.add(&e);
                         break;
                     }
                 }
             }
             done.wait().await;
-            let _ = ctx.step("LOGOUT", ready.session.logout()).await;
+            let _ = ready.session.log_out(&ctx).await;
             r
         });
     }

@@ -1,7 +1,8 @@
 //! `logins`: how fast and how evenly the target logs users in.
 //!
 //! One login is connect → (TLS handshake) → greeting → LOGIN → tagged OK; its latency is measured
-//! up to that OK, then the client sends LOGOUT and closes (not timed, as in bench/load.py).
+//! up to that OK, then the client sends LOGOUT and closes (not timed, as in bench/load.py). Over
+//! SMTP (`smtp-logins`): connect → (TLS) → 220 → EHLO → AUTH PLAIN → 235, then QUIT (untimed).
 //!
 //! * Closed loop: `--clients` tasks, each doing logins back to back for `--duration`. Measures the
 //!   most the target sustains at that concurrency; latency includes no queueing outside it.
@@ -15,6 +16,7 @@
 use super::{cpu_delta, SharedCtx};
 use crate::error::{BenchError, ErrorKind, ErrorTally};
 use crate::latency::{Latency, LatencySummary};
+use crate::session::Session;
 use crate::target::ClientIdentity;
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -135,16 +137,13 @@ async fn cycle(ctx: &SharedCtx, who: &ClientIdentity, n: usize) -> Outcome {
     let login = async {
         let conn = ctx.step("connect", ctx.target.connect(who)).await?;
         resumed = conn.resumed;
-        let mut s = crate::imap::Session::new(conn.stream);
-        ctx.step("greeting", s.greeting()).await?;
-        ctx.step("LOGIN", s.login(user, password)).await?;
-        Ok::<_, BenchError>(s)
+        Session::log_in(ctx, conn.stream, user, password).await
     }
     .await;
     match login {
         Ok(mut s) => {
             let done = Instant::now();
-            let logout = ctx.step("LOGOUT", s.logout()).await.err();
+            let logout = s.log_out(ctx).await.err();
             Outcome {
                 resumed,
                 login: Ok(done),

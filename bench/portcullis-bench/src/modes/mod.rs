@@ -8,6 +8,7 @@ pub mod returning;
 
 use crate::error::{BenchError, ErrorKind};
 use crate::proc_stats::Meter;
+use crate::session::Protocol;
 use crate::target::Target;
 use indicatif::{ProgressBar, ProgressStyle};
 use std::future::Future;
@@ -17,6 +18,8 @@ use std::time::Duration;
 /// Everything a mode needs to know about where and how to connect.
 pub struct Ctx {
     pub target: Target,
+    /// What the logins and fetch modes speak (idle and returning: IMAP only).
+    pub protocol: Protocol,
     /// user/password pairs; simulated client `i` uses pair `i % len`.
     pub users: Vec<(String, String)>,
     pub meter: Meter,
