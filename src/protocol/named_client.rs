@@ -61,11 +61,19 @@ impl NamedClient {
         }
         let [ip, port, ttl, session] = values;
         Some(NamedClient {
-            ip: ip?.parse::<IpAddr>().ok()?.to_canonical(),
+            ip: without_ipv6_tag(ip?).parse::<IpAddr>().ok()?.to_canonical(),
             port: port.and_then(|p| p.parse().ok()),
             ttl: ttl.and_then(|t| t.parse().ok()),
             session: session.and_then(valid_session),
         })
+    }
+}
+
+/// Postfix's XCLIENT (and nginx's) writes an IPv6 address `IPV6:2001:db8::1`.
+fn without_ipv6_tag(addr: &str) -> &str {
+    match addr.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("IPV6:") => &addr[5..],
+        _ => addr,
     }
 }
 
@@ -79,6 +87,13 @@ fn valid_session(value: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn postfixs_ipv6_form_names_the_address() {
+        let named = NamedClient::from_xclient("ADDR=IPV6:2001:db8::1 PORT=4000").unwrap();
+        assert_eq!(named.ip, "2001:db8::1".parse::<IpAddr>().unwrap());
+        assert!(NamedClient::from_xclient("ADDR=IPV6:").is_none());
+    }
 
     #[test]
     fn id_fields_and_xclient_attributes_name_the_same_client() {

@@ -3,17 +3,18 @@
 //! Postfix's XCLIENT when asked to and offered (and greets again), then logs in with AUTH and
 //! the client's credentials. A `4xx` is "try later", never a wrong password.
 
-use crate::protocol::sasl::initial_response;
-use crate::protocol::server_login::{auth_command, continuation, Exchange, ServerDialect};
+use crate::protocol::sasl::{initial_response, Mechanism};
+use crate::protocol::server_login::{auth_command, Exchange, ServerDialect};
 use crate::protocol::{
     ClientAddress, Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings,
 };
 
 use super::reply::{take_reply, Reply};
 
-/// Longest AUTH command line with its initial response (RFC 4954 section 4); a longer one
-/// waits for the `334` instead.
-const MAX_AUTH_LINE: usize = 12_288;
+/// Longest AUTH command line with its initial response: an SMTP command line (RFC 4954
+/// section 4 keeps AUTH under RFC 5321's 512 bytes; Dovecot refuses longer ones). A longer
+/// response (an OAuth token) waits for the `334` instead, whose answer may be 12,288 bytes.
+const MAX_AUTH_LINE: usize = 512;
 
 /// The EHLO name when the client gave none (it always does before AUTH).
 const OWN_NAME: &str = "portcullis";
@@ -25,9 +26,12 @@ enum State {
     StartTls,
     /// XCLIENT sent: a new greeting comes back when it was taken.
     Xclient,
-    /// AUTH sent; `owed` is the response still owed to a `334`.
+    /// AUTH sent; `owed` is the response still owed to a `334`; `challenged`: the whole
+    /// response was sent and the server challenged it all the same (an OAuth token refused
+    /// with its error, RFC 7628 section 3.2.2), so the `5xx` that follows is a refusal.
     Auth {
         owed: Option<Secret<Vec<u8>>>,
+        challenged: bool,
     },
 }
 
@@ -37,6 +41,8 @@ pub struct SubmissionServerSide {
     ex: Exchange,
     state: State,
     tls_done: bool,
+    /// The SASL mechanisms of the back end's last EHLO answer.
+    mechanisms: Vec<String>,
 }
 
 impl SubmissionServerSide {
@@ -47,6 +53,7 @@ impl SubmissionServerSide {
             ex: Exchange::default(),
             state: State::Greeting,
             tls_done: false,
+            mechanisms: Vec::new(),
         }
     }
 
@@ -79,7 +86,7 @@ impl SubmissionServerSide {
                 self.ex
                     .no_tls(format!("STARTTLS refused: {} {}", reply.code, reply.text()))
             }
-            State::Auth { owed } => self.auth_answer(reply, owed),
+            State::Auth { owed, challenged } => self.auth_answer(reply, owed, challenged),
         }
     }
 
@@ -92,39 +99,75 @@ impl SubmissionServerSide {
             self.state = State::StartTls;
             return ServerEvent::Send(b"STARTTLS\r\n".to_vec());
         }
+        self.mechanisms = reply
+            .keyword("AUTH")
+            .unwrap_or_default()
+            .iter()
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
         let client = self.settings.client.take();
         if let (Some(client), Some(attributes)) = (client, reply.keyword("XCLIENT")) {
             self.state = State::Xclient;
             return ServerEvent::Send(xclient(&client, &attributes, self.helo()));
         }
-        if reply.keyword("AUTH").is_none() {
-            return self.ex.unavailable("server does not offer AUTH");
-        }
         self.login()
     }
 
+    /// AUTH with the client's mechanism, when the back end lists it: one it does not list
+    /// would be refused as if the password were wrong, which it is not.
     fn login(&mut self) -> ServerEvent {
         let (mechanism, response) = initial_response(&self.creds);
+        if !self.mechanisms.iter().any(|m| m == mechanism) {
+            return self
+                .ex
+                .unavailable(format!("server does not offer AUTH {mechanism}"));
+        }
         let (command, owed) = auth_command(mechanism, &response, MAX_AUTH_LINE);
-        self.state = State::Auth { owed };
+        self.state = State::Auth {
+            owed,
+            challenged: false,
+        };
         ServerEvent::Send(command)
     }
 
-    fn auth_answer(&mut self, reply: Reply, owed: Option<Secret<Vec<u8>>>) -> ServerEvent {
+    fn auth_answer(
+        &mut self,
+        reply: Reply,
+        owed: Option<Secret<Vec<u8>>>,
+        challenged: bool,
+    ) -> ServerEvent {
         let text = reply.text().to_string();
         match reply.code {
             235 => self.ex.accepted(None, text),
             334 => {
-                // Asked again after the whole response: `*` cancels (and is answered 501).
-                self.state = State::Auth { owed: None };
-                continuation(owed.map(Secret::into_inner))
+                self.state = State::Auth {
+                    challenged: owed.is_none(),
+                    owed: None,
+                };
+                match owed {
+                    Some(owed) => ServerEvent::Send(owed.into_inner()),
+                    None => ServerEvent::Send(self.after_challenge()),
+                }
             }
             535 => self.ex.finish(LoginOutcome::Rejected { text }),
+            500..=599 if challenged => self.ex.finish(LoginOutcome::Rejected { text }),
             400..=499 => self.ex.finish(LoginOutcome::unavailable(format!(
                 "server said: {} {text}",
                 reply.code
             ))),
             code => self.ex.unavailable(format!("AUTH answered {code} {text}")),
+        }
+    }
+
+    /// The answer to a challenge after the whole response: an OAuth token's error (RFC 7628
+    /// section 3.2.2) is acknowledged with the dummy response, `^A` for OAUTHBEARER and an
+    /// empty line for XOAUTH2, so that the server's refusal follows; anything else is
+    /// cancelled with `*`.
+    fn after_challenge(&self) -> Vec<u8> {
+        match self.creds.bearer.as_ref().map(|b| b.mechanism) {
+            Some(Mechanism::OAuthBearer) => b"AQ==\r\n".to_vec(),
+            Some(Mechanism::XOAuth2) => b"\r\n".to_vec(),
+            _ => b"*\r\n".to_vec(),
         }
     }
 
@@ -344,6 +387,80 @@ mod tests {
         assert_eq!(
             line,
             b"XCLIENT ADDR=IPV6:2001:db8::7 PORT=40000 PROTO=ESMTP\r\n"
+        );
+    }
+
+    fn bearer_machine(token_len: usize) -> SubmissionServerSide {
+        let response = format!(
+            "user=alice\x01auth=Bearer {}\x01\x01",
+            "t".repeat(token_len)
+        );
+        let creds = Credentials {
+            user: "alice".into(),
+            user_bytes: None,
+            secret: b"t".to_vec().into(),
+            bearer: Some(crate::protocol::Bearer {
+                mechanism: Mechanism::XOAuth2,
+                response: response.into_bytes().into(),
+            }),
+        };
+        let mut m = SubmissionServerSide::new(creds, ServerSettings::default());
+        answer(&mut m, b"220 mx\r\n");
+        m
+    }
+
+    #[test]
+    fn a_refused_token_is_acknowledged_and_its_refusal_counts_as_one() {
+        let mut m = bearer_machine(20);
+        let auth = sent(answer(&mut m, b"250-mx\r\n250 AUTH PLAIN XOAUTH2\r\n"));
+        assert!(auth.starts_with("AUTH XOAUTH2 "), "{auth}");
+        // RFC 7628's error challenge: the empty response, then the refusal.
+        assert_eq!(
+            sent(answer(&mut m, b"334 eyJzdGF0dXMiOiI0MDEifQ==\r\n")),
+            "\r\n"
+        );
+        let refused = answer(&mut m, b"535 5.7.8 Authentication failed\r\n");
+        assert!(matches!(
+            refused,
+            ServerEvent::Finished(LoginOutcome::Rejected { .. })
+        ));
+        let mut m = bearer_machine(20);
+        answer(&mut m, b"250-mx\r\n250 AUTH XOAUTH2\r\n");
+        answer(&mut m, b"334 eyJ9\r\n");
+        let refused = answer(&mut m, b"501 5.5.2 Invalid response\r\n");
+        assert!(matches!(
+            refused,
+            ServerEvent::Finished(LoginOutcome::Rejected { .. })
+        ));
+    }
+
+    #[test]
+    fn a_long_token_waits_for_the_334_within_an_smtp_command_line() {
+        let mut m = bearer_machine(2500);
+        let auth = sent(answer(&mut m, b"250-mx\r\n250 AUTH XOAUTH2\r\n"));
+        assert_eq!(auth, "AUTH XOAUTH2\r\n");
+        let owed = sent(answer(&mut m, b"334 \r\n"));
+        assert!(
+            owed.len() > 3000 && owed.ends_with("\r\n"),
+            "{}",
+            owed.len()
+        );
+        let done = answer(&mut m, b"235 2.7.0 ok\r\n");
+        assert!(matches!(
+            done,
+            ServerEvent::Finished(LoginOutcome::Accepted { .. })
+        ));
+    }
+
+    #[test]
+    fn a_mechanism_the_back_end_does_not_list_is_not_tried() {
+        let mut m = machine(ServerSettings::default());
+        answer(&mut m, b"220 mx\r\n");
+        let event = answer(&mut m, b"250-mx\r\n250 AUTH LOGIN\r\n");
+        assert!(
+            matches!(&event, ServerEvent::Finished(LoginOutcome::Failed { reason, .. })
+                if reason == "server does not offer AUTH PLAIN"),
+            "{event:?}"
         );
     }
 }

@@ -16,6 +16,9 @@ use super::extensions;
 const MAX_COMMAND_LINE: usize = 512;
 /// Longest AUTH command or SASL response line, CRLF included (RFC 4954 section 4).
 const MAX_AUTH_LINE: usize = 12_288;
+/// The largest BDAT chunk thrown away before AUTH; after a larger one the connection ends (its
+/// bytes cannot be told from commands otherwise).
+const MAX_SKIPPED_CHUNK: usize = 1 << 20;
 
 /// SMTP's words and parsing for the pre-login conversation.
 #[derive(Default)]
@@ -23,6 +26,9 @@ pub struct Submission {
     /// The name the client gave in EHLO or HELO; AUTH needs one (the back end is greeted with
     /// it). Forgotten at STARTTLS (RFC 3207 section 4.2).
     helo: Option<String>,
+    /// Bytes of a refused BDAT chunk still to throw away (RFC 3030: the chunk follows the
+    /// command whatever its answer).
+    chunk_left: usize,
 }
 
 /// The SMTP client side.
@@ -97,7 +103,8 @@ impl Submission {
             b"RSET" => reply("250 2.0.0 OK"),
             b"HELP" => reply("214 2.0.0 See RFC 6409"),
             b"QUIT" => close_with(core, "221 2.0.0 Bye"),
-            b"MAIL" | b"RCPT" | b"DATA" | b"BDAT" | b"VRFY" | b"EXPN" => {
+            b"BDAT" => self.bdat(core, args),
+            b"MAIL" | b"RCPT" | b"DATA" | b"VRFY" | b"EXPN" => {
                 reply("530 5.7.0 Authentication required")
             }
             b"XCLIENT" if core.named_client_trusted && core.named_client.is_none() => {
@@ -105,6 +112,28 @@ impl Submission {
             }
             _ => reply("500 5.5.2 Command not recognized"),
         }
+    }
+
+    /// BDAT before AUTH is refused, and its chunk is thrown away unread.
+    fn bdat(&mut self, core: &mut Core, args: &[u8]) -> ClientEvent {
+        let size = std::str::from_utf8(split_word(args).0)
+            .ok()
+            .and_then(|n| n.parse::<usize>().ok());
+        match size {
+            Some(size) if size <= MAX_SKIPPED_CHUNK => {
+                self.chunk_left = size;
+                reply("530 5.7.0 Authentication required")
+            }
+            _ => close_with(core, "530 5.7.0 Authentication required"),
+        }
+    }
+
+    /// Throw away what is left of a refused chunk; true when it is all gone.
+    fn skip_chunk(&mut self, core: &mut Core) -> bool {
+        let n = self.chunk_left.min(core.input.len());
+        core.input.drain(..n);
+        self.chunk_left -= n;
+        self.chunk_left == 0
     }
 
     fn hello(&mut self, core: &mut Core, verb: &[u8], args: &[u8]) -> ClientEvent {
@@ -222,6 +251,9 @@ impl Dialect for Submission {
     }
 
     fn command(&mut self, core: &mut Core) -> ClientEvent {
+        if !self.skip_chunk(core) {
+            return ClientEvent::NeedInput;
+        }
         let line = match next_line(core, MAX_AUTH_LINE) {
             Ok(line) => line,
             Err(event) => return event,
@@ -419,5 +451,25 @@ mod tests {
         assert_eq!(reply.bytes, b"235 2.7.0 Authentication successful\r\n");
         assert_eq!(reply.next, AfterLogin::Relay);
         assert_eq!(m.take_unprocessed(), b"MAIL FROM:<a@b>\r\n");
+    }
+
+    #[test]
+    fn a_bdat_chunk_before_auth_is_refused_and_thrown_away() {
+        let mut m = machine(settings());
+        let out = text(&feed(
+            &mut m,
+            b"EHLO c\r\nBDAT 10 LAST\r\nQUIT\r\nQUITNOOP\r\n",
+        ));
+        assert!(
+            out.ends_with("530 5.7.0 Authentication required\r\n250 2.0.0 OK\r\n"),
+            "{out}"
+        );
+        // Split across reads too.
+        let mut m = machine(settings());
+        feed(&mut m, b"BDAT 6\r\nQU");
+        assert_eq!(text(&feed(&mut m, b"IT\r\nNOOP\r\n")), "250 2.0.0 OK\r\n");
+        let mut m = machine(settings());
+        let events = feed(&mut m, b"BDAT 999999999 LAST\r\n");
+        assert!(matches!(&events[..], [ClientEvent::Close(b)] if b.starts_with(b"530 ")));
     }
 }
