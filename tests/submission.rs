@@ -124,7 +124,7 @@ impl Front {
         } else {
             Proxy::start_toml(&toml, &ports)
         };
-        Front {
+        let front = Front {
             starttls,
             implicit,
             plain,
@@ -134,6 +134,30 @@ impl Front {
             proxy,
             mail,
             _dir: dir,
+        };
+        front.wait_for_learned_extensions();
+        front
+    }
+
+    /// The three listeners whose back ends are reached without implicit TLS learn their
+    /// extensions on connections of their own at start-up: a test that sees the EHLO answer
+    /// (or a client that checks it, as smtplib does for SMTPUTF8) waits for all three.
+    fn wait_for_learned_extensions(&self) {
+        let deadline = Instant::now() + LOG_WAIT;
+        let learned = |text: &str| {
+            text.lines()
+                .filter(|l| l.contains("Learned SUBMISSION capabilities from "))
+                .count()
+        };
+        while learned(&self.log_text()) < 3 {
+            assert!(
+                Instant::now() < deadline,
+                "the listeners did not learn their back ends' extensions in {LOG_WAIT:?}.\n\
+                 proxy: {}\n{}",
+                self.proxy.everything_logged(),
+                self.mail.logs()
+            );
+            sleep(Duration::from_millis(25));
         }
     }
 
@@ -145,22 +169,28 @@ impl Front {
         }
     }
 
-    /// Polls the proxy's log until it contains `needle`; panics with every log otherwise.
-    fn expect_log(&self, needle: &str, why: &str) -> String {
+    /// Polls the proxy's log until a line contains every one of `parts`; panics with every log
+    /// otherwise.
+    fn expect_log_lines(&self, parts: &[&str], why: &str) -> String {
         let deadline = Instant::now() + LOG_WAIT;
         loop {
             let text = self.log_text();
-            if let Some(line) = text.lines().find(|l| l.contains(needle)) {
+            if let Some(line) = text.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
                 return line.to_string();
             }
             assert!(
                 Instant::now() < deadline,
-                "{why}: no {needle:?} in the proxy's log after {LOG_WAIT:?}.\nproxy: {}\n{}",
+                "{why}: no line with {parts:?} in the proxy's log after {LOG_WAIT:?}.\nproxy: {}\n{}",
                 self.proxy.everything_logged(),
                 self.mail.logs()
             );
             sleep(Duration::from_millis(25));
         }
+    }
+
+    /// Polls the proxy's log until it contains `needle`; panics with every log otherwise.
+    fn expect_log(&self, needle: &str, why: &str) -> String {
+        self.expect_log_lines(&[needle], why)
     }
 
     /// Sends `submit` with `program`; asserts it was sent, reached `user`'s INBOX and reads back
