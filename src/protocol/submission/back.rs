@@ -76,8 +76,9 @@ impl SubmissionServerSide {
     fn respond(&mut self, reply: Reply) -> ServerEvent {
         match std::mem::replace(&mut self.state, State::Greeting) {
             State::Greeting | State::Xclient if reply.code == 220 => self.ehlo(),
-            // A refused XCLIENT changes nothing: the session greeted before goes on.
-            State::Xclient => self.login(),
+            // A refused XCLIENT changes nothing: the session greeted before goes on, but the
+            // back end will see the proxy's address for this client: worth a warning.
+            State::Xclient => self.xclient_refused(&reply),
             State::Greeting => self.refused("greeting", &reply),
             State::Ehlo if reply.code == 250 => self.after_ehlo(&reply),
             State::Ehlo => self.refused("EHLO", &reply),
@@ -111,6 +112,21 @@ impl SubmissionServerSide {
             return ServerEvent::Send(xclient(&client, &attributes, self.helo()));
         }
         self.login()
+    }
+
+    /// The login goes on (its AUTH queued) after a note for the log.
+    fn xclient_refused(&mut self, reply: &Reply) -> ServerEvent {
+        match self.login() {
+            ServerEvent::Send(auth) => {
+                self.ex.queue(auth);
+                ServerEvent::Note(format!(
+                    "XCLIENT refused ({} {}): the back end sees the proxy's address",
+                    reply.code,
+                    reply.text()
+                ))
+            }
+            other => other,
+        }
     }
 
     /// AUTH with the client's mechanism, when the back end lists it: one it does not list
@@ -462,5 +478,23 @@ mod tests {
                 if reason == "server does not offer AUTH PLAIN"),
             "{event:?}"
         );
+    }
+
+    #[test]
+    fn a_refused_xclient_is_noted_and_the_login_goes_on() {
+        let settings = ServerSettings {
+            client: Some(client_address()),
+            ..ServerSettings::default()
+        };
+        let mut m = machine(settings);
+        answer(&mut m, b"220 mx\r\n");
+        let xclient = answer(&mut m, b"250-mx\r\n250-XCLIENT ADDR\r\n250 AUTH PLAIN\r\n");
+        assert!(sent(xclient).starts_with("XCLIENT ADDR=192.0.2.7"));
+        let note = answer(&mut m, b"550 5.7.0 Not authorized\r\n");
+        assert!(
+            matches!(&note, ServerEvent::Note(text) if text.contains("550 5.7.0 Not authorized")),
+            "{note:?}"
+        );
+        assert!(sent(m.next_event()).starts_with("AUTH PLAIN "));
     }
 }
