@@ -9,7 +9,7 @@ use crate::protocol::{
     ClientAddress, Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings,
 };
 
-use super::reply::{take_reply, Reply};
+use super::reply::{take_reply, Reply, Scanner};
 
 /// Longest AUTH command line with its initial response: an SMTP command line (RFC 4954
 /// section 4 keeps AUTH under RFC 5321's 512 bytes; Dovecot refuses longer ones). A longer
@@ -43,6 +43,7 @@ pub struct SubmissionServerSide {
     tls_done: bool,
     /// The SASL mechanisms of the back end's last EHLO answer.
     mechanisms: Vec<String>,
+    scanner: Scanner,
 }
 
 impl SubmissionServerSide {
@@ -54,6 +55,7 @@ impl SubmissionServerSide {
             state: State::Greeting,
             tls_done: false,
             mechanisms: Vec::new(),
+            scanner: Scanner::default(),
         }
     }
 
@@ -234,6 +236,10 @@ impl ServerDialect for SubmissionServerSide {
     }
 
     fn step(&mut self) -> Option<ServerEvent> {
+        if !self.scanner.worth_parsing(&self.ex.input) {
+            return Some(ServerEvent::NeedInput);
+        }
+        self.scanner.reset();
         match take_reply(&self.ex.input) {
             Ok(None) => Some(ServerEvent::NeedInput),
             Err(malformed) => Some(self.ex.unavailable(malformed.to_string())),
@@ -246,6 +252,7 @@ impl ServerDialect for SubmissionServerSide {
 
     fn after_tls(&mut self) {
         self.tls_done = true;
+        self.scanner.reset();
         let event = self.ehlo();
         if let ServerEvent::Send(bytes) = event {
             self.ex.queue(bytes);
