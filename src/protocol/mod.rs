@@ -370,6 +370,9 @@ pub enum ServerEvent {
     StartTls,
     /// Nothing to do until more bytes arrive.
     NeedInput,
+    /// Worth a warning in the log (a back end that refused to be told the client's address);
+    /// the exchange goes on.
+    Note(String),
     /// The login is over. After `Accepted`, [`ServerSide::take_unprocessed`] holds any bytes the
     /// back end sent after its answer; they belong to the client.
     Finished(LoginOutcome),
@@ -382,6 +385,7 @@ impl fmt::Debug for ServerEvent {
             ServerEvent::Send(bytes) => write!(f, "Send(<{} bytes>)", bytes.len()),
             ServerEvent::StartTls => f.write_str("StartTls"),
             ServerEvent::NeedInput => f.write_str("NeedInput"),
+            ServerEvent::Note(text) => f.debug_tuple("Note").field(text).finish(),
             ServerEvent::Finished(outcome) => f.debug_tuple("Finished").field(outcome).finish(),
         }
     }

@@ -178,7 +178,7 @@ async fn try_endpoints(
                     .get_or_create(&labels)
                     .observe((connected - started).as_secs_f64());
                 let done =
-                    converse_in_time(listener, metrics, endpoint, connection, tcp, creds).await;
+                    converse_in_time(listener, services, endpoint, connection, tcp, creds).await;
                 metrics
                     .backend_login
                     .get_or_create(&labels)
@@ -268,14 +268,14 @@ async fn connect<'s>(
 /// [`converse`] within `backend_login_timeout`.
 async fn converse_in_time(
     listener: &ListenerState,
-    metrics: &Metrics,
+    services: &Services,
     endpoint: &Endpoint,
     connection: &Connection,
     tcp: TcpStream,
     creds: Credentials,
 ) -> (LoginOutcome, Option<LoggedIn>) {
     let wait = listener.limits.backend_login_timeout();
-    let conversation = converse(listener, metrics, endpoint, connection, tcp, creds);
+    let conversation = converse(listener, services, endpoint, connection, tcp, creds);
     match timeout(wait, conversation).await {
         Ok(Ok((outcome, logged_in))) if outcome.is_accepted() => (outcome, Some(logged_in)),
         Ok(Ok((outcome, _))) | Ok(Err(outcome)) => (outcome, None),
@@ -292,7 +292,7 @@ async fn converse_in_time(
 /// Greeting, TLS and login on an open connection, driven by the protocol's server side.
 async fn converse(
     listener: &ListenerState,
-    metrics: &Metrics,
+    services: &Services,
     endpoint: &Endpoint,
     connection: &Connection,
     mut tcp: TcpStream,
@@ -306,7 +306,7 @@ async fn converse(
             .map_err(|e| LoginOutcome::unavailable(format!("PROXY header: {e}")))?;
     }
     let mut stream: BackendStream = match endpoint.tls {
-        BackendTls::Implicit => start_tls(listener, metrics, endpoint, tcp).await?,
+        BackendTls::Implicit => start_tls(listener, &services.metrics, endpoint, tcp).await?,
         _ => MaybeTls::Plain(tcp),
     };
     let settings = ServerSettings {
@@ -325,7 +325,7 @@ async fn converse(
                 let MaybeTls::Plain(tcp) = stream else {
                     return Err(LoginOutcome::unavailable("STARTTLS requested twice"));
                 };
-                stream = start_tls(listener, metrics, endpoint, tcp).await?;
+                stream = start_tls(listener, &services.metrics, endpoint, tcp).await?;
                 machine.tls_established();
             }
             ServerEvent::NeedInput => match stream.read(&mut buf).await {
@@ -335,6 +335,9 @@ async fn converse(
                 }
                 Ok(n) => machine.receive(&buf[..n]),
             },
+            ServerEvent::Note(text) => services
+                .logger
+                .warning(&format!("back end {}: {text}", endpoint.log_name())),
             ServerEvent::Finished(outcome) => {
                 let leftover = machine.take_unprocessed();
                 return Ok((outcome, LoggedIn { stream, leftover }));

@@ -611,7 +611,7 @@ mod tests {
                     match m.next_event() {
                         ServerEvent::NeedInput | ServerEvent::Finished(_) => break,
                         ServerEvent::StartTls => m.tls_established(),
-                        ServerEvent::Send(_) => {}
+                        ServerEvent::Send(_) | ServerEvent::Note(_) => {}
                     }
                 }
             }

@@ -9,7 +9,7 @@ use crate::protocol::{
     ClientAddress, Credentials, LoginOutcome, Secret, ServerEvent, ServerSettings,
 };
 
-use super::reply::{take_reply, Reply};
+use super::reply::{take_reply, Reply, Scanner};
 
 /// Longest AUTH command line with its initial response: an SMTP command line (RFC 4954
 /// section 4 keeps AUTH under RFC 5321's 512 bytes; Dovecot refuses longer ones). A longer
@@ -43,6 +43,7 @@ pub struct SubmissionServerSide {
     tls_done: bool,
     /// The SASL mechanisms of the back end's last EHLO answer.
     mechanisms: Vec<String>,
+    scanner: Scanner,
 }
 
 impl SubmissionServerSide {
@@ -54,6 +55,7 @@ impl SubmissionServerSide {
             state: State::Greeting,
             tls_done: false,
             mechanisms: Vec::new(),
+            scanner: Scanner::default(),
         }
     }
 
@@ -76,8 +78,9 @@ impl SubmissionServerSide {
     fn respond(&mut self, reply: Reply) -> ServerEvent {
         match std::mem::replace(&mut self.state, State::Greeting) {
             State::Greeting | State::Xclient if reply.code == 220 => self.ehlo(),
-            // A refused XCLIENT changes nothing: the session greeted before goes on.
-            State::Xclient => self.login(),
+            // A refused XCLIENT changes nothing: the session greeted before goes on, but the
+            // back end will see the proxy's address for this client: worth a warning.
+            State::Xclient => self.xclient_refused(&reply),
             State::Greeting => self.refused("greeting", &reply),
             State::Ehlo if reply.code == 250 => self.after_ehlo(&reply),
             State::Ehlo => self.refused("EHLO", &reply),
@@ -111,6 +114,21 @@ impl SubmissionServerSide {
             return ServerEvent::Send(xclient(&client, &attributes, self.helo()));
         }
         self.login()
+    }
+
+    /// The login goes on (its AUTH queued) after a note for the log.
+    fn xclient_refused(&mut self, reply: &Reply) -> ServerEvent {
+        match self.login() {
+            ServerEvent::Send(auth) => {
+                self.ex.queue(auth);
+                ServerEvent::Note(format!(
+                    "XCLIENT refused ({} {}): the back end sees the proxy's address",
+                    reply.code,
+                    reply.text()
+                ))
+            }
+            other => other,
+        }
     }
 
     /// AUTH with the client's mechanism, when the back end lists it: one it does not list
@@ -218,6 +236,10 @@ impl ServerDialect for SubmissionServerSide {
     }
 
     fn step(&mut self) -> Option<ServerEvent> {
+        if !self.scanner.worth_parsing(&self.ex.input) {
+            return Some(ServerEvent::NeedInput);
+        }
+        self.scanner.reset();
         match take_reply(&self.ex.input) {
             Ok(None) => Some(ServerEvent::NeedInput),
             Err(malformed) => Some(self.ex.unavailable(malformed.to_string())),
@@ -230,6 +252,7 @@ impl ServerDialect for SubmissionServerSide {
 
     fn after_tls(&mut self) {
         self.tls_done = true;
+        self.scanner.reset();
         let event = self.ehlo();
         if let ServerEvent::Send(bytes) = event {
             self.ex.queue(bytes);
@@ -462,5 +485,23 @@ mod tests {
                 if reason == "server does not offer AUTH PLAIN"),
             "{event:?}"
         );
+    }
+
+    #[test]
+    fn a_refused_xclient_is_noted_and_the_login_goes_on() {
+        let settings = ServerSettings {
+            client: Some(client_address()),
+            ..ServerSettings::default()
+        };
+        let mut m = machine(settings);
+        answer(&mut m, b"220 mx\r\n");
+        let xclient = answer(&mut m, b"250-mx\r\n250-XCLIENT ADDR\r\n250 AUTH PLAIN\r\n");
+        assert!(sent(xclient).starts_with("XCLIENT ADDR=192.0.2.7"));
+        let note = answer(&mut m, b"550 5.7.0 Not authorized\r\n");
+        assert!(
+            matches!(&note, ServerEvent::Note(text) if text.contains("550 5.7.0 Not authorized")),
+            "{note:?}"
+        );
+        assert!(sent(m.next_event()).starts_with("AUTH PLAIN "));
     }
 }

@@ -37,6 +37,40 @@ impl Reply {
     }
 }
 
+/// Finds where a reply may end as its bytes arrive, looking at each byte once, so that a back
+/// end trickling a long reply costs no re-parsing of what came before ([`take_reply`] reads the
+/// whole reply once it is worth reading).
+#[derive(Debug, Default)]
+pub struct Scanner {
+    /// Bytes already looked at: whole lines that did not end a reply.
+    scanned: usize,
+    lines: usize,
+}
+
+impl Scanner {
+    /// Whether `buf` holds a line that ends a reply, or more than a reply may hold: either
+    /// way [`take_reply`] has something to say.
+    pub fn worth_parsing(&mut self, buf: &[u8]) -> bool {
+        while let Some(at) = buf
+            .get(self.scanned..)
+            .and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+        {
+            let line = &buf[self.scanned..self.scanned + at];
+            self.scanned += at + 1;
+            self.lines += 1;
+            if line.get(3) != Some(&b'-') || self.lines > MAX_LINES || line.len() > MAX_LINE {
+                return true;
+            }
+        }
+        buf.len().saturating_sub(self.scanned) > MAX_LINE
+    }
+
+    /// The reply was taken, or the bytes thrown away: look from the start again.
+    pub fn reset(&mut self) {
+        *self = Scanner::default();
+    }
+}
+
 /// Why bytes are not an SMTP reply.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Malformed {
@@ -136,5 +170,24 @@ mod tests {
         ));
         let many = "250-x\r\n".repeat(300);
         assert_eq!(take_reply(many.as_bytes()), Err(Malformed::TooManyLines));
+    }
+
+    #[test]
+    fn the_scanner_looks_at_each_line_once_and_says_when_a_reply_may_be_whole() {
+        let mut scanner = Scanner::default();
+        let mut buf = b"250-mx\r\n250-SIZE".to_vec();
+        assert!(!scanner.worth_parsing(&buf));
+        buf.extend_from_slice(b" 1\r\n250 ");
+        assert!(!scanner.worth_parsing(&buf));
+        buf.extend_from_slice(b"DSN\r\n");
+        assert!(scanner.worth_parsing(&buf));
+        assert!(take_reply(&buf).unwrap().is_some());
+        scanner.reset();
+        assert!(scanner.worth_parsing(b"garbage\r\n"));
+        scanner.reset();
+        let many = "250-x\r\n".repeat(MAX_LINES + 1);
+        assert!(scanner.worth_parsing(many.as_bytes()));
+        scanner.reset();
+        assert!(scanner.worth_parsing(&vec![b'2'; MAX_LINE + 1]));
     }
 }
