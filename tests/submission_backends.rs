@@ -186,9 +186,11 @@ fn a_back_end_that_never_greets_is_given_up_on_at_the_login_timeout() {
     let _logs_on_panic = LogsOnPanic(&logs);
     let tried = auth_from("127.0.0.1", ports[0], "alicepw", &logs);
     assert_eq!(tried.answer, TRY_LATER, "{}", logs());
+    // Answered because the timeout ended, not earlier; the upper bound only tells a hang
+    // from an answer (a loaded machine may take a few seconds more).
     let timeout = Duration::from_secs(LOGIN_TIMEOUT_SECS);
     assert!(
-        tried.took >= timeout - Duration::from_millis(100) && tried.took < timeout * 4,
+        tried.took >= timeout - Duration::from_millis(100) && tried.took < timeout * 15,
         "answered after {:?}, the timeout being {timeout:?}\n{}",
         tried.took,
         logs()

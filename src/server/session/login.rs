@@ -65,6 +65,9 @@ impl Session {
         };
         let mut attempt = self.attempt(connection, creds, looping, &gate).await;
         let verdict = self.observe(&mut attempt, &gate).await;
+        // Judged: no longer under way. Released before the answer, so that a client that
+        // comes back the moment it has its answer is not taken for a second login at once.
+        drop(gate);
         self.answer(stream, machine, attempt, verdict).await
     }
 
