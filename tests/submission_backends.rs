@@ -335,3 +335,46 @@ fn a_back_ends_454_is_try_later_and_no_failure_for_the_guard() {
         logs()
     );
 }
+
+/// Behind a load balancer: a PROXY header names the client, whose address the Auth line
+/// then carries; and a client that does not log in within `login_timeout` is told
+/// `421 4.4.2` and let go, as on the other protocols.
+#[test]
+fn a_proxy_header_names_the_client_and_the_login_timeout_ends_a_silent_one() {
+    let refusing = FakeBackend::start(Behaviour::AnswersAuth("535 5.7.8 No"));
+    let port = free_port();
+    let toml = format!(
+        "[log]\ndestination = \"-\"\n\n[limits]\nlogin_timeout = 1\n\n\
+         [[listener]]\nprotocol = \"submission\"\nbind = [\"127.0.0.1:{port}\"]\n\
+         proxy_protocol = true\nproxy_trusted = [\"127.0.0.0/8\"]\n\
+         capability = \"PIPELINING\"\n\
+         [listener.backend]\nhost = \"127.0.0.1\"\nport = {}\n",
+        refusing.port
+    );
+    let proxy = Proxy::start_toml(&toml, &[port]);
+    let logs = || format!("{}\n{}", proxy.everything_logged(), refusing.log());
+    let _logs_on_panic = LogsOnPanic(&logs);
+
+    let mut c = Client::plain(port);
+    c.send(b"PROXY TCP4 192.0.2.7 198.51.100.1 51000 587\r\n");
+    assert_eq!(smtp_reply(&mut c).code, 220, "{}", logs());
+    smtp_expect(&mut c, &format!("EHLO {CLIENT_HELO}"), 250);
+    let refused = smtp_command(&mut c, &auth_plain_line("alice", "wrong"));
+    assert_eq!(refused.code, 535, "{}{}", refused.text(), logs());
+    assert!(
+        proxy.wait_log("Auth: 192.0.2.7:51000->", Duration::from_secs(10)),
+        "the Auth line does not name the balancer's client:\n{}",
+        logs()
+    );
+
+    let mut silent = Client::plain(port);
+    silent.send(b"PROXY TCP4 192.0.2.8 198.51.100.1 51001 587\r\n");
+    assert_eq!(smtp_reply(&mut silent).code, 220, "{}", logs());
+    let farewell = silent.try_read_line(Duration::from_secs(10));
+    assert_eq!(
+        farewell.as_deref().map(str::trim_end),
+        Some("421 4.4.2 Timeout exceeded"),
+        "{}",
+        logs()
+    );
+}
