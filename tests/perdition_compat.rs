@@ -543,26 +543,7 @@ fn check_names_an_unknown_key() {
 /// Runs fail2ban-regex with the stock perdition filter; returns (matched, total) from its
 /// "Lines: N lines, I ignored, M matched, X missed" summary, and its full output.
 fn fail2ban_matches(log: &Path) -> (usize, usize, String) {
-    let out = Command::new("fail2ban-regex")
-        .arg(log)
-        .arg("/etc/fail2ban/filter.d/perdition.conf")
-        .output()
-        .expect("run fail2ban-regex (package fail2ban)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "fail2ban-regex failed:\n{text}");
-    let summary = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("Lines:"))
-        .unwrap_or_else(|| panic!("no Lines: summary in:\n{text}"));
-    let number_before = |word: &str| -> usize {
-        let words: Vec<&str> = summary.split_whitespace().collect();
-        let i = words
-            .iter()
-            .position(|w| w.trim_end_matches(',') == word)
-            .unwrap_or_else(|| panic!("no {word:?} in {summary:?}"));
-        words[i - 1].parse().expect("a number")
-    };
-    (number_before("matched"), number_before("lines"), text)
+    support::fail2ban::matched_and_lines(log, Path::new("/etc/fail2ban/filter.d/perdition.conf"))
 }
 
 #[test]

@@ -8,9 +8,7 @@
 
 mod support;
 
-use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -115,7 +113,11 @@ impl Front {
             let proxy = Proxy::start_toml(&toml, &[]);
             for port in ports {
                 assert!(
-                    wait_file_contains(file, &format!("Listening on 127.0.0.1:{port} ")),
+                    wait_file_contains(
+                        file,
+                        &format!("Listening on 127.0.0.1:{port} "),
+                        PROXY_START_TIMEOUT
+                    ),
                     "proxy not listening on {port}; {}",
                     proxy.everything_logged()
                 );
@@ -215,23 +217,6 @@ impl Front {
             "the proxy's IMAP gave other bytes than Dovecot's"
         );
     }
-}
-
-fn read_lossy(path: &Path) -> String {
-    fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
-}
-
-fn wait_file_contains(path: &Path, needle: &str) -> bool {
-    let deadline = Instant::now() + PROXY_START_TIMEOUT;
-    while !read_lossy(path).contains(needle) {
-        if Instant::now() >= deadline {
-            return false;
-        }
-        sleep(Duration::from_millis(25));
-    }
-    true
 }
 
 /// The message with Message-ID `id` in `user`'s INBOX, through an IMAP port that wants
@@ -603,34 +588,13 @@ fn a_wrong_password_is_refused_logged_and_counted_by_fail2ban() {
         .filter(|l| l.contains("]: Auth: ") && l.contains("status=\"failed: "))
         .count();
     assert_eq!(failures, 2, "{}", front.log_text());
-    let matched = fail2ban_matches(log, Path::new(STOCK_FILTER));
+    let (matched, _, _) = support::fail2ban::matched_and_lines(log, Path::new(STOCK_FILTER));
     assert_eq!(
         matched,
         failures,
         "the stock filter's count:\n{}",
         front.log_text()
     );
-}
-
-/// `fail2ban-regex LOG FILTER`'s matched count.
-fn fail2ban_matches(log: &Path, filter: &Path) -> usize {
-    let out = Command::new("fail2ban-regex")
-        .arg(log)
-        .arg(filter)
-        .output()
-        .expect("run fail2ban-regex (package fail2ban)");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "fail2ban-regex failed:\n{text}");
-    let summary = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("Lines:"))
-        .unwrap_or_else(|| panic!("no Lines: summary in:\n{text}"));
-    let words: Vec<&str> = summary.split_whitespace().collect();
-    words
-        .iter()
-        .position(|w| w.trim_end_matches(',') == "matched")
-        .and_then(|i| words[i - 1].parse().ok())
-        .unwrap_or_else(|| panic!("no matched count in {summary:?}"))
 }
 
 /// XCLIENT: a client connecting from 127.0.0.2 is what Postfix logs for its message (address

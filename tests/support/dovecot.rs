@@ -441,14 +441,7 @@ impl Dovecot {
 
     /// Polls the log until it contains `needle`; false after `timeout`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while !read_lossy(&self.log).contains(needle) {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            sleep(Duration::from_millis(25));
-        }
-        true
+        wait_file_contains(&self.log, needle, timeout)
     }
 
     /// Whether `user` logged in here (waiting a little for the line, as it may come last).

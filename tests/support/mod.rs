@@ -23,6 +23,7 @@ pub mod admin;
 pub mod auth_service;
 mod certs;
 pub mod databases;
+pub mod fail2ban;
 pub mod haproxy;
 pub mod ports;
 pub mod redis;
@@ -155,7 +156,20 @@ fn settled(path: &Path) -> String {
     }
 }
 
-fn read_lossy(path: &Path) -> String {
+/// Polls `path` until it contains `needle`; false after `timeout`.
+pub fn wait_file_contains(path: &Path, needle: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !read_lossy(path).contains(needle) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        sleep(Duration::from_millis(25));
+    }
+    true
+}
+
+/// A file's text, its bytes that are not UTF-8 replaced; empty when it cannot be read.
+pub fn read_lossy(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()

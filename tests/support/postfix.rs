@@ -268,14 +268,7 @@ impl Postfix {
 
     /// Polls the log until it contains `needle`; false after `timeout`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        while !read_lossy(&self.log).contains(needle) {
-            if Instant::now() >= deadline {
-                return false;
-            }
-            sleep(Duration::from_millis(25));
-        }
-        true
+        wait_file_contains(&self.log, needle, timeout)
     }
 
     /// Stops Postfix: TERM to the master, which passes it to its children (its process group)
