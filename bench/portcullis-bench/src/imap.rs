@@ -256,8 +256,8 @@ fn quoted(s: &str) -> String {
     out
 }
 
-/// A response line for a message: without CRLF, and cut short.
-fn trim(line: &str) -> String {
+/// A server's line for a message: without CRLF, and cut short (IMAP's and SMTP's).
+pub(crate) fn trim(line: &str) -> String {
     let t = line.trim_end_matches(['\r', '\n']);
     t.chars().take(200).collect()
 }

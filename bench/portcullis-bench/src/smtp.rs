@@ -6,6 +6,7 @@
 //! that sending costs the client as little as possible. Every surprise is a `BenchError`.
 
 use crate::error::{BenchError, ErrorKind};
+use crate::imap::trim;
 use crate::target::Io;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -163,32 +164,10 @@ pub fn message(size: usize, from: &str, to: &str) -> Vec<u8> {
     m
 }
 
-/// Standard base64 with padding (RFC 4648), for the AUTH PLAIN initial response.
+/// Base64 (RFC 4648, padded), as AUTH PLAIN wants it.
 fn base64(data: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for (i, shift) in [18, 12, 6, 0].into_iter().enumerate() {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> shift) as usize & 63] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
-/// A reply line for a message: without CRLF, and cut short.
-fn trim(line: &str) -> String {
-    let t = line.trim_end_matches(['\r', '\n']);
-    t.chars().take(200).collect()
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 #[cfg(test)]
