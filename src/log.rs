@@ -484,6 +484,7 @@ pub fn status_text(outcome: &LoginOutcome) -> &'static str {
             Failure::Negotiation => "failed: Connection Negotiation Failure",
             Failure::NoTls => "failed: TLS not present",
             Failure::TooManyAtOnce => "failed: Too many logins at once",
+            Failure::OverSessionCap => "failed: Too many sessions for this user",
         },
     }
 }

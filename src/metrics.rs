@@ -18,8 +18,8 @@ use prometheus_client::registry::Registry;
 use crate::protocol::{LoginOutcome, Refusal};
 
 pub use labels::{
-    GuardDecision, HandshakeResult, HandshakeSide, LoginResult, LookupResult, RefusedReason,
-    RelayDirection, SessionState, TurnedAway,
+    GuardDecision, HandshakeResult, HandshakeSide, HealthState, LoginResult, LookupResult,
+    RefusedReason, RelayDirection, SessionCap, SessionState, TurnedAway,
 };
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -79,6 +79,26 @@ pub struct DecisionLabels {
     pub decision: GuardDecision,
 }
 
+/// One server of a listener's pool.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolServerLabels {
+    pub listener: String,
+    pub server: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PoolChangeLabels {
+    pub listener: String,
+    pub server: String,
+    pub to: HealthState,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapLabels {
+    pub protocol: &'static str,
+    pub limit: SessionCap,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -108,6 +128,11 @@ pub struct Metrics {
     pub tls_handshakes: Family<HandshakeLabels, Counter>,
     pub bytes: Family<BytesLabels, Counter>,
     pub guard: Family<DecisionLabels, Counter>,
+    pub pool_up: Family<PoolServerLabels, Gauge>,
+    pub pool_sessions: Family<PoolServerLabels, Gauge>,
+    pub pool_users: Family<PoolServerLabels, Gauge>,
+    pub pool_changes: Family<PoolChangeLabels, Counter>,
+    pub over_cap: Family<CapLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -133,6 +158,11 @@ impl Metrics {
             tls_handshakes: Family::default(),
             bytes: Family::default(),
             guard: Family::default(),
+            pool_up: Family::default(),
+            pool_sessions: Family::default(),
+            pool_users: Family::default(),
+            pool_changes: Family::default(),
+            over_cap: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -145,6 +175,7 @@ impl Metrics {
         metrics.register_clients(&mut registry);
         metrics.register_backends(&mut registry);
         metrics.register_services(&mut registry);
+        metrics.register_pools(&mut registry);
         Metrics {
             registry,
             ..metrics
@@ -220,6 +251,35 @@ impl Metrics {
             "guard_decisions",
             "What the brute-force guard decided, by decision",
             self.guard.clone(),
+        );
+    }
+
+    /// The pools' servers and the session caps.
+    fn register_pools(&self, registry: &mut Registry) {
+        registry.register(
+            "pool_server_up",
+            "Whether a pool's server is up (1) or down (0), as this instance sees it",
+            self.pool_up.clone(),
+        );
+        registry.register(
+            "pool_server_sessions",
+            "Logged-in sessions of this instance on a pool's server",
+            self.pool_sessions.clone(),
+        );
+        registry.register(
+            "pool_server_users",
+            "Users with sessions of this instance on a pool's server",
+            self.pool_users.clone(),
+        );
+        registry.register(
+            "pool_health_changes",
+            "A pool's server went down or came up, by what it became",
+            self.pool_changes.clone(),
+        );
+        registry.register(
+            "sessions_over_cap",
+            "Logins refused for a user's sessions cap, by protocol and cap",
+            self.over_cap.clone(),
         );
     }
 
@@ -313,6 +373,10 @@ pub fn login_result(outcome: &LoginOutcome) -> LoginResult {
             failure: Failure::TooManyAtOnce,
             ..
         } => LoginResult::TooManyAtOnce,
+        LoginOutcome::Failed {
+            failure: Failure::OverSessionCap,
+            ..
+        } => LoginResult::OverSessionCap,
         LoginOutcome::Failed { .. } => LoginResult::RemoteFailure,
     }
 }

@@ -184,7 +184,7 @@ fn runtime_and_services(
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    let guard = crate::guard::Guard::from_config(&config.guard, logger)
+    let guard = crate::guard::Guard::from_config(&config.guard, &config.fleet, logger)
         .map_err(|e| StartError::Guard(e.into()))?;
     Ok((runtime, Services::new(logger.clone(), guard)))
 }

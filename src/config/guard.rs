@@ -6,6 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::value::{Network, Secret};
 
+use super::StoreSettings;
+
 /// No guard time is longer than a year; beyond that a typo is more likely than a wish.
 const MAX_MS: u64 = 366 * 24 * 3600 * 1000;
 /// A login may ask the store a few questions; each waits at most this long.
@@ -94,6 +96,17 @@ impl Default for GuardConfig {
 }
 
 impl GuardConfig {
+    /// The store `[guard] store` names, with the guard's own settings for it.
+    pub fn settings(&self) -> Option<StoreSettings> {
+        Some(StoreSettings {
+            url: self.store.clone()?,
+            prefix: self.store_prefix.clone(),
+            secret: self.store_secret.clone(),
+            timeout_ms: self.store_timeout_ms,
+            retry_ms: self.store_retry_ms,
+        })
+    }
+
     /// Turned off (Perdition mode's default).
     pub fn off() -> Self {
         GuardConfig {

@@ -6,15 +6,19 @@ mod admin;
 pub mod database;
 pub mod debian_defaults;
 mod error;
+mod fleet;
 mod guard;
 pub mod perdition;
+mod pool;
 mod process;
 mod tls_settings;
 pub mod users;
 
 pub use admin::AdminConfig;
 pub use error::{BindError, Problems, TomlError};
+pub use fleet::{FleetConfig, StoreSettings};
 pub use guard::GuardConfig;
+pub use pool::PoolServer;
 pub use process::{DiagnosticsOutput, ProcessConfig};
 pub use tls_settings::{CertificateFlaw, TlsVersion};
 
@@ -41,6 +45,9 @@ pub struct Config {
     pub limits: Limits,
     #[serde(default)]
     pub guard: GuardConfig,
+    /// The store a fleet of instances shares.
+    #[serde(default)]
+    pub fleet: FleetConfig,
     #[serde(default)]
     pub admin: AdminConfig,
     #[serde(default)]
@@ -148,6 +155,11 @@ pub struct Limits {
     pub max_literal_size: usize,
     pub max_commands: u32,
     pub max_failed_logins: u32,
+    /// Logged-in sessions one user may hold at once, per protocol (across the fleet with
+    /// `[fleet] store`); 0: no cap.
+    pub max_sessions_per_user: u32,
+    /// The same, per user and client address (Dovecot's `mail_max_userip_connections`).
+    pub max_sessions_per_user_address: u32,
 }
 
 impl Default for Limits {
@@ -165,6 +177,8 @@ impl Default for Limits {
             max_literal_size: prelogin.max_literal_size,
             max_commands: prelogin.max_commands,
             max_failed_logins: prelogin.max_failed_logins,
+            max_sessions_per_user: 0,
+            max_sessions_per_user_address: 0,
         }
     }
 }
@@ -414,6 +428,27 @@ pub struct MapConfig {
     /// `username_from_database`). Otherwise only its server is used.
     #[serde(default, skip_serializing_if = "is_default")]
     pub username_from_map: bool,
+    /// The servers of a `pool`: `"host:port"` or `{ host, port, weight }`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<PoolServer>,
+    /// How often a pool's servers are checked (default 2000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_interval_ms: Option<u64>,
+    /// How long one check may take (default 1000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_timeout_ms: Option<u64>,
+    /// Failed checks before a server is down (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub down_after: Option<u32>,
+    /// Good checks before a down server is up again (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub up_after: Option<u32>,
+    /// How long a user stays on its server after its last session ended (default 300000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky_ms: Option<u64>,
+    /// How long `backend down --kick` takes to end a server's sessions (default 10000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kick_spread_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -432,9 +467,42 @@ pub enum MapKind {
     Http,
     /// Perdition's GDBM database built by `makegdbm` (its default map).
     Gdbm,
+    /// A shared-storage cluster: users placed on servers by rendezvous hashing, sticky,
+    /// health-checked.
+    Pool,
 }
 
 impl MapConfig {
+    /// A map of `kind` with nothing else set.
+    pub fn of_kind(kind: MapKind) -> MapConfig {
+        MapConfig {
+            kind,
+            path: None,
+            url: None,
+            query: None,
+            headers: Default::default(),
+            bind_dn: None,
+            bind_password: None,
+            ca_file: None,
+            starttls: false,
+            timeout: None,
+            cache_seconds: None,
+            negative_cache_seconds: None,
+            cache_size: None,
+            master_user: None,
+            master_password: None,
+            master_separator: None,
+            username_from_map: false,
+            servers: Vec::new(),
+            health_interval_ms: None,
+            health_timeout_ms: None,
+            down_after: None,
+            up_after: None,
+            sticky_ms: None,
+            kick_spread_ms: None,
+        }
+    }
+
     /// How long a lookup may take before the login is unavailable (default 10 s).
     pub fn lookup_timeout(&self) -> Duration {
         Duration::from_secs(self.timeout.unwrap_or(10))
@@ -499,6 +567,7 @@ impl MapKind {
             MapKind::Sql => "sql",
             MapKind::Http => "http",
             MapKind::Gdbm => "gdbm",
+            MapKind::Pool => "pool",
         }
     }
 }
@@ -645,6 +714,7 @@ impl Config {
             problems.push("no [[listener]] configured".to_string());
         }
         problems.extend(self.guard.problems());
+        problems.extend(self.fleet.problems(&self.guard));
         problems.extend(self.admin.problems());
         problems.extend(self.process.problems());
         problems.extend(log_level_problems(&self.log.level));
@@ -815,7 +885,10 @@ fn backend_problems(l: &Listener) -> Vec<String> {
 /// The listener's map, and what may stand beside it.
 fn map_problems(l: &Listener, map: &MapConfig) -> Vec<String> {
     let mut problems = Vec::new();
-    let needs = if map.kind.reads_a_file() {
+    problems.extend(pool::pool_problems(map));
+    let needs = if map.kind == MapKind::Pool {
+        None
+    } else if map.kind.reads_a_file() {
         map.path.is_none().then_some("path")
     } else {
         map.url.is_none().then_some("url")

@@ -17,13 +17,12 @@
 //! - `good:USER`: the last [`KNOWN_GOOD`] sources that logged in as the user, scored by when.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use redis::aio::MultiplexedConnection;
-
+use crate::config::StoreSettings;
 use crate::log::Logger;
+use crate::store::{millis, wall_clock_ms, Store, StoreParameters, StoreUrlError, Words};
 
 use super::record::Rules;
 
@@ -99,86 +98,45 @@ pub struct FleetFailure {
 }
 
 pub struct Fleet {
-    client: redis::Client,
-    /// Made on first use and again after a failure; cloned per request (it multiplexes).
-    connection: tokio::sync::Mutex<Option<MultiplexedConnection>>,
-    prefix: String,
-    /// How long one question may take before the guard goes on without the answer.
-    timeout: Duration,
-    /// How long the store is left alone after it failed to answer.
-    rest: Duration,
-    /// The store is not asked before this many milliseconds after `epoch`.
-    resting_until: AtomicU64,
-    epoch: Instant,
-    /// Whether the store answered last time: the log says when that changes.
-    answering: AtomicBool,
-    /// `host:port` for the log, without any password the URL holds.
-    name: String,
-    /// Keys the hashes of user names and wrong passwords: the fleet's `store_secret`, or the
-    /// prefix when there is none (names then stay out of sight, but not out of a dictionary's
-    /// reach; passwords are fingerprinted only with a secret).
-    key: Vec<u8>,
-    has_secret: bool,
-    /// When a question was last refused by the store itself (not a network failure), so that
-    /// the log says so once in a while rather than per login.
-    last_refusal_logged: AtomicU64,
-    logger: Arc<Logger>,
+    store: Store,
     failure_script: redis::Script,
     success_script: redis::Script,
 }
 
-/// The store's URL cannot be used (its scheme, its form).
-#[derive(Debug, thiserror::Error)]
-#[error("guard.store: {0}")]
-pub struct StoreUrlError(#[source] redis::RedisError);
-
 impl Fleet {
-    /// A store at `url` (`redis://[:password@]host:port[/db]`, `rediss://`, `unix://`); nothing
-    /// is connected yet. `Err` names what is wrong with the URL.
+    /// A store as `settings` name it; nothing is connected yet. `Err` names what is wrong
+    /// with the URL.
     pub fn new(
-        url: &str,
-        prefix: &str,
-        secret: Option<&str>,
-        timeout: Duration,
-        rest: Duration,
+        settings: &StoreSettings,
+        url_key: &'static str,
         logger: Arc<Logger>,
     ) -> Result<Fleet, StoreUrlError> {
-        let client = redis::Client::open(url).map_err(StoreUrlError)?;
-        let name = client.get_connection_info().addr().to_string();
+        let parameters = StoreParameters {
+            url: &settings.url,
+            url_key,
+            prefix: &settings.prefix,
+            secret: settings.secret.as_ref().map(|s| s.expose().as_str()),
+            timeout: Duration::from_millis(settings.timeout_ms),
+            rest: Duration::from_millis(settings.retry_ms),
+        };
+        let words = Words {
+            who: "Guard store",
+            without: "the guard counts in this process alone until it answers",
+            again: "failures and bans are shared again",
+        };
         Ok(Fleet {
-            client,
-            connection: tokio::sync::Mutex::new(None),
-            prefix: prefix.to_string(),
-            timeout,
-            rest,
-            resting_until: AtomicU64::new(0),
-            epoch: Instant::now(),
-            answering: AtomicBool::new(true),
-            name,
-            key: secret.unwrap_or(prefix).as_bytes().to_vec(),
-            has_secret: secret.is_some(),
-            last_refusal_logged: AtomicU64::new(0),
-            logger,
+            store: Store::new(parameters, words, logger)?,
             failure_script: redis::Script::new(FAILURE),
             success_script: redis::Script::new(SUCCESS),
         })
     }
 
     fn key(&self, kind: &str, rest: &str) -> String {
-        format!("{}{kind}:{rest}", self.prefix)
+        self.store.key(kind, rest)
     }
 
     fn keyed_hash(&self, parts: &[&[u8]]) -> String {
-        use hmac::Mac;
-        // Any key length is accepted by HMAC.
-        let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.key) else {
-            return String::new();
-        };
-        for part in parts {
-            mac.update(&(part.len() as u64).to_be_bytes());
-            mac.update(part);
-        }
-        hex::encode(&mac.finalize().into_bytes()[..16])
+        self.store.keyed_hash(parts)
     }
 
     /// The user (already lower-cased and bounded) as the store knows it.
@@ -189,7 +147,8 @@ impl Fleet {
     /// What identifies a wrong user+password across the fleet; only with a secret, so that
     /// the store never holds something a dictionary could turn back into a password.
     pub fn fingerprint(&self, user: &str, password: &[u8]) -> Option<String> {
-        self.has_secret
+        self.store
+            .has_secret()
             .then(|| self.keyed_hash(&[b"password", user.as_bytes(), password]))
     }
 
@@ -323,116 +282,11 @@ impl Fleet {
         Some((failures, known))
     }
 
-    /// One question to the store, within the timeout; `None` when it did not answer (and then
-    /// it is left alone for a while).
     async fn ask<T, F, Fut>(&self, question: F) -> Option<T>
     where
-        F: FnOnce(MultiplexedConnection) -> Fut,
+        F: FnOnce(redis::aio::MultiplexedConnection) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        if self.now_ms() < self.resting_until.load(Ordering::Relaxed) {
-            return None;
-        }
-        let answer = tokio::time::timeout(self.timeout, async {
-            let connection = self.connection().await?;
-            question(connection).await
-        })
-        .await;
-        match answer {
-            Ok(Ok(value)) => {
-                // A late answer from before the store went quiet says nothing new.
-                let resting = self.now_ms() < self.resting_until.load(Ordering::Relaxed);
-                if !resting && !self.answering.swap(true, Ordering::Relaxed) {
-                    self.logger.warning(&format!(
-                        "Guard store {} answers again: failures and bans are shared again",
-                        self.name
-                    ));
-                }
-                Some(value)
-            }
-            Ok(Err(e))
-                if e.is_io_error()
-                    || e.is_connection_dropped()
-                    || e.is_connection_refusal()
-                    || e.is_timeout() =>
-            {
-                self.stopped_answering(&e.to_string()).await;
-                None
-            }
-            Ok(Err(e)) => {
-                // The store is there but refused this one (out of memory, read-only replica,
-                // no permission): this question goes without, the next ones are asked.
-                self.refused(&e);
-                None
-            }
-            Err(_) => {
-                self.stopped_answering(&format!(
-                    "no answer within {} ms",
-                    self.timeout.as_millis()
-                ))
-                .await;
-                None
-            }
-        }
+        self.store.ask(question).await
     }
-
-    async fn connection(&self) -> redis::RedisResult<MultiplexedConnection> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
-        }
-        let connection = self.client.get_multiplexed_async_connection().await?;
-        *slot = Some(connection.clone());
-        Ok(connection)
-    }
-
-    fn refused(&self, e: &redis::RedisError) {
-        let now = self.now_ms();
-        let last = self.last_refusal_logged.load(Ordering::Relaxed);
-        let due = last == 0 || now.saturating_sub(last) >= millis(self.rest).max(10_000);
-        if due
-            && self
-                .last_refusal_logged
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            self.logger.warning(&format!(
-                "Guard store {} refused a question ({e}); the guard goes on with what this \
-                 process knows",
-                self.name
-            ));
-        }
-    }
-
-    async fn stopped_answering(&self, why: &str) {
-        // Others stop asking at once; then a fresh connection next time: this one may be
-        // half dead.
-        let until = self.now_ms() + millis(self.rest);
-        self.resting_until.store(until, Ordering::Relaxed);
-        *self.connection.lock().await = None;
-        if self.answering.swap(false, Ordering::Relaxed) {
-            self.logger.warning(&format!(
-                "Guard store {} unavailable ({why}): the guard counts in this process alone \
-                 until it answers; logins go on",
-                self.name
-            ));
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        millis(self.epoch.elapsed())
-    }
-}
-
-/// Milliseconds since the Unix epoch: known-good times are compared across the fleet's
-/// machines (whose clocks agree well enough for a month-long window).
-fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(millis)
-        .unwrap_or(0)
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
 }

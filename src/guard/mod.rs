@@ -21,14 +21,15 @@ use std::time::{Duration, Instant};
 
 use moka::ops::compute::Op;
 
-use crate::config::GuardConfig;
+use crate::config::{FleetConfig, GuardConfig};
 use crate::log::per_source::source;
 use crate::value::Network;
 
 pub use connections::Slot;
 
+pub use crate::store::StoreUrlError;
 use connections::Count;
-pub use fleet::{Fleet, StoreUrlError};
+pub use fleet::Fleet;
 pub use record::{Admission, Record, Rules, Verdict};
 pub use user::{user_wait, UserRecord};
 
@@ -126,22 +127,18 @@ impl Guard {
     /// `Ok(None)` when it is turned off.
     pub fn from_config(
         config: &GuardConfig,
+        fleet: &FleetConfig,
         logger: &std::sync::Arc<crate::log::Logger>,
     ) -> Result<Option<Guard>, StoreUrlError> {
         let Some(guard) = Guard::new(config) else {
             return Ok(None);
         };
-        let Some(url) = &config.store else {
-            return Ok(Some(guard));
+        let (settings, key) = match (config.settings(), fleet.guard_settings()) {
+            (Some(own), _) => (own, "guard.store"),
+            (None, Some(fleet)) => (fleet, "fleet.store"),
+            (None, None) => return Ok(Some(guard)),
         };
-        let fleet = Fleet::new(
-            url,
-            &config.store_prefix,
-            config.store_secret.as_ref().map(|s| s.expose().as_str()),
-            Duration::from_millis(config.store_timeout_ms),
-            Duration::from_millis(config.store_retry_ms),
-            logger.clone(),
-        )?;
+        let fleet = Fleet::new(&settings, key, logger.clone())?;
         Ok(Some(guard.shared_through(fleet)))
     }
 

@@ -10,6 +10,7 @@ use super::flat_file::FlatFile;
 use super::gdbm::GdbmMap;
 use super::http::HttpMap;
 use super::ldap::{LdapMap, LdapSettings};
+use super::pool::Pool;
 use super::popmap_re::PopmapRe;
 use super::reload::Reloadable;
 use super::sql::{SqlMap, SqlSetupError};
@@ -73,5 +74,6 @@ fn uncached(m: &MapConfig, warnings: &mut Vec<String>) -> Result<Box<dyn Map>, M
                 .collect();
             Box::new(HttpMap::new(url(), &headers, m.lookup_timeout())?)
         }
+        MapKind::Pool => Box::new(Pool::new(m)?),
     })
 }

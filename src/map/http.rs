@@ -392,6 +392,7 @@ fn read_reply(headers: &HeaderMap) -> Result<Reply, MapError> {
         host: host.to_string(),
         port: Some(port),
         password: raw("Auth-Pass")?.map(Secret::new),
+        placement: None,
     }))
 }
 

@@ -323,6 +323,7 @@ impl LdapMap {
             host,
             port,
             password: None,
+            placement: None,
         }))
     }
 }

@@ -13,6 +13,7 @@ pub mod gdbm;
 pub mod http;
 pub mod ldap;
 pub mod local_domain;
+pub mod pool;
 pub mod popmap_re;
 pub mod reload;
 pub mod rewrite;
@@ -116,6 +117,8 @@ pub struct Target {
     /// Why the listener's own servers are used although the listener has a map that failed
     /// (for the log).
     pub fallback_reason: Option<String>,
+    /// Where a pool placed the user: the session counts there while it lasts.
+    pub placement: Option<crate::fleet::Placement>,
 }
 
 /// One back-end server and how to reach it.
@@ -222,6 +225,13 @@ pub trait Map: Send + Sync {
     }
     /// Drop any answers kept (a user moved: the admin's kick wants the next login asked anew).
     fn forget_answers(&self) {}
+    /// A login could not connect to `endpoint`, which this map named (a pool counts it
+    /// against the server's health).
+    fn connect_failed(&self, _endpoint: &Endpoint) {}
+    /// The map as a pool, for the admin's commands and the health checks.
+    fn pool(&self) -> Option<&pool::Pool> {
+        None
+    }
     /// Reach the map's server once, for `portcullis check`; files are read already.
     fn probe(&self) -> ProbeFuture<'_> {
         Box::pin(async { Ok(()) })

@@ -13,6 +13,8 @@ pub struct Route {
     pub port: Option<u16>,
     /// The password to log in with instead of the client's (nginx's `Auth-Pass`).
     pub password: Option<Secret<Vec<u8>>>,
+    /// Where a pool placed the user (only a pool's answer has one).
+    pub placement: Option<crate::fleet::Placement>,
 }
 
 /// Why a map's answer is no route.
@@ -51,6 +53,7 @@ pub fn parse_route(value: &str, delimiter: &str) -> Result<Route, RouteError> {
         host,
         port,
         password: None,
+        placement: None,
     })
 }
 
@@ -64,6 +67,7 @@ mod tests {
             host: host.into(),
             port,
             password: None,
+            placement: None,
         }
     }
 

@@ -121,6 +121,7 @@ impl Router {
             password,
             map_user,
             fallback_reason: None,
+            placement: route.placement.clone(),
         }
     }
 
@@ -139,6 +140,7 @@ impl Router {
                 MapError::Unavailable(reason) => Some(reason),
                 _ => None,
             },
+            placement: None,
         }
     }
 
@@ -199,6 +201,7 @@ impl Router {
             password: None,
             map_user: None,
             fallback_reason: None,
+            placement: None,
         })
     }
 

@@ -33,4 +33,7 @@ pub enum MapSetupError {
     Sql(#[from] SqlSetupError),
     #[error(transparent)]
     Http(#[from] HttpSetupError),
+    /// A pool's servers.
+    #[error("map.servers: {0}")]
+    Pool(String),
 }

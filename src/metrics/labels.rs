@@ -124,6 +124,7 @@ label_values! {
         ProtocolFailure => "protocol_failure",
         ConnectFailed => "connect_failed",
         TooManyAtOnce => "too_many_at_once",
+        OverSessionCap => "over_session_cap",
         RemoteFailure => "remote_failure",
     }
 }
@@ -197,5 +198,21 @@ mod tests {
         let json = serde_json::to_string(&SessionState::Proxying).unwrap();
         assert_eq!(json, "\"proxying\"");
         assert_eq!(SessionState::Preauth.to_string(), "preauth");
+    }
+}
+
+label_values! {
+    /// What a pool's server became.
+    pub enum HealthState {
+        Up => "up",
+        Down => "down",
+    }
+}
+
+label_values! {
+    /// Which cap refused a session.
+    pub enum SessionCap {
+        User => "user",
+        UserAddress => "user_address",
     }
 }

@@ -166,6 +166,8 @@ pub struct Words {
     pub unavailable: &'static str,
     /// The guard held the login back: too many under way at once from the client's address.
     pub busy: &'static str,
+    /// The user has as many sessions as its cap allows (`max_sessions_per_user`...).
+    pub limit: &'static str,
     /// Sent before closing when `login_timeout` is over.
     pub timeout: &'static [u8],
     /// Sent before closing when the server shuts down.
@@ -326,6 +328,7 @@ impl<D: Dialect> ClientSide for Conversation<D> {
             LoginOutcome::Failed { failure, .. } => LoginReply {
                 bytes: match failure {
                     Failure::TooManyAtOnce => self.dialect.answer(pending, D::WORDS.busy),
+                    Failure::OverSessionCap => self.dialect.answer(pending, D::WORDS.limit),
                     _ => self.dialect.answer(pending, D::WORDS.unavailable),
                 },
                 next: AfterLogin::Continue,

@@ -268,6 +268,8 @@ pub enum Failure {
     /// Not tried: the guard holds back a crowd of logins from one address that has failed
     /// lately (as many under way as failures left before a ban).
     TooManyAtOnce,
+    /// Not kept: the back end accepted, but the user has as many sessions as its cap allows.
+    OverSessionCap,
 }
 
 impl LoginOutcome {
@@ -301,6 +303,13 @@ impl LoginOutcome {
         LoginOutcome::Failed {
             failure: Failure::TooManyAtOnce,
             reason: "too many logins at once from this address".into(),
+        }
+    }
+
+    pub fn over_session_cap(reason: impl Into<String>) -> LoginOutcome {
+        LoginOutcome::Failed {
+            failure: Failure::OverSessionCap,
+            reason: reason.into(),
         }
     }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 
-use crate::config::{Config, GuardConfig};
+use crate::config::Config;
 use crate::guard::Guard;
 
 use crate::metrics::{ListenerLabels, RefusedReason};
@@ -262,7 +262,7 @@ impl Server {
             warnings,
         } = next;
         let services = self.services.borrow().clone();
-        let guard = self.next_guard(&config.guard, &services)?;
+        let guard = self.next_guard(&config, &services)?;
         // Bind the new addresses before anything changes: one that cannot be had fails the
         // whole reload (the sockets bound so far close as they drop).
         let (wanted, fresh) = self.bind_new(&built.listeners)?;
@@ -294,19 +294,17 @@ impl Server {
     /// when that is the same).
     fn next_guard(
         &self,
-        new: &GuardConfig,
+        new: &Config,
         services: &Services,
     ) -> Result<Option<Arc<Guard>>, ReloadError> {
-        let old = &self.config.guard;
-        if new == old {
+        let old = &self.config;
+        if (&new.guard, &new.fleet) == (&old.guard, &old.fleet) {
             return Ok(services.guard());
         }
-        let same_store = (&old.store, &old.store_prefix, &old.store_secret)
-            == (&new.store, &new.store_prefix, &new.store_secret)
-            && (old.store_timeout_ms, old.store_retry_ms)
-                == (new.store_timeout_ms, new.store_retry_ms);
-        let fresh =
-            Guard::from_config(new, &services.logger).map_err(|e| ReloadError::Guard(shared(e)))?;
+        let store = |c: &Config| c.guard.settings().or_else(|| c.fleet.guard_settings());
+        let same_store = store(old) == store(new);
+        let fresh = Guard::from_config(&new.guard, &new.fleet, &services.logger)
+            .map_err(|e| ReloadError::Guard(shared(e)))?;
         Ok(match (fresh, &services.guard()) {
             (Some(fresh), Some(previous)) => Some(Arc::new(fresh.succeed(previous, same_store))),
             (fresh, _) => fresh.map(Arc::new),

@@ -95,6 +95,7 @@ pub fn build(
         limits,
         // Perdition has no guard: off unless the native configuration asks for one.
         guard: GuardConfig::off(),
+        fleet: Default::default(),
         admin: AdminConfig::default(),
         process,
         listeners: vec![listener],

@@ -89,23 +89,5 @@ fn not_available(file: &str) -> &'static str {
 /// A map of `kind` with nothing set: Perdition's libraries have no cache, no master user,
 /// no TLS settings of their own.
 fn unset(kind: MapKind) -> MapConfig {
-    MapConfig {
-        kind,
-        path: None,
-        url: None,
-        query: None,
-        headers: Default::default(),
-        bind_dn: None,
-        bind_password: None,
-        ca_file: None,
-        starttls: false,
-        timeout: None,
-        cache_seconds: None,
-        negative_cache_seconds: None,
-        cache_size: None,
-        master_user: None,
-        master_password: None,
-        master_separator: None,
-        username_from_map: false,
-    }
+    MapConfig::of_kind(kind)
 }

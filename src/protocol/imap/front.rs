@@ -286,6 +286,7 @@ impl Dialect for Imap {
         too_many_failures: b"* BYE Too many failed logins\r\n",
         unavailable: "NO [UNAVAILABLE] Mail server unavailable, try again later",
         busy: "NO [UNAVAILABLE] Too many logins at once from your address, try again later",
+        limit: "NO [LIMIT] Too many sessions for this user, try again later",
         timeout: b"* BYE Autologout; too long without logging in\r\n",
         shutdown: b"* BYE [UNAVAILABLE] Server shutting down\r\n",
         overloaded: b"* BYE [UNAVAILABLE] Too many connections, try again later\r\n",

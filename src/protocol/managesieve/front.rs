@@ -250,6 +250,7 @@ impl Dialect for Sieve {
         too_many_failures: b"BYE \"Too many failed logins.\"\r\n",
         unavailable: "NO (TRYLATER) \"Mail server unavailable, try again later.\"",
         busy: "NO (TRYLATER) \"Too many logins at once from your address, try again later.\"",
+        limit: "NO (TRYLATER) \"Too many sessions for this user, try again later.\"",
         timeout: b"BYE \"Autologout; too long without logging in.\"\r\n",
         shutdown: b"BYE (TRYLATER) \"Server shutting down.\"\r\n",
         overloaded: b"BYE (TRYLATER) \"Too many connections, try again later.\"\r\n",

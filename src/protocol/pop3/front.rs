@@ -249,6 +249,7 @@ impl Dialect for Pop3 {
         too_many_failures: b"",
         unavailable: "-ERR [SYS/TEMP] Mail server unavailable, try again later",
         busy: "-ERR [SYS/TEMP] Too many logins at once from your address, try again later",
+        limit: "-ERR [IN-USE] Too many sessions for this user, try again later",
         timeout: b"-ERR Autologout; too long without logging in\r\n",
         shutdown: b"-ERR [SYS/TEMP] Server shutting down\r\n",
         overloaded: b"-ERR [SYS/TEMP] Too many connections, try again later\r\n",

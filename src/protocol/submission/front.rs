@@ -234,6 +234,7 @@ impl Dialect for Submission {
         too_many_failures: b"421 4.7.0 Too many failed logins\r\n",
         unavailable: "454 4.7.0 Temporary authentication failure, try again later",
         busy: "454 4.7.0 Too many logins at once from your address, try again later",
+        limit: "454 4.7.0 Too many sessions for this user, try again later",
         timeout: b"421 4.4.2 Timeout exceeded\r\n",
         shutdown: b"421 4.3.2 Server shutting down\r\n",
         overloaded: b"421 4.7.0 Too many connections, try again later\r\n",

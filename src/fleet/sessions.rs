@@ -1,0 +1,398 @@
+//! The logged-in sessions of the fleet, counted by key: a user's sessions per protocol for
+//! the caps, a pool user's sessions for its stickiness. Each session holds a [`Lease`] on
+//! its keys while it lasts.
+//!
+//! With a store, a key is a sorted set of `instance/session` members scored by when they
+//! expire; every instance renews its own members well within `session_ttl_ms`, so that the
+//! sessions of an instance that died (SIGKILL, its machine gone) stop counting on their own.
+//! Without a store, or while it does not answer, the counts are this process's.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::store::{millis, wall_clock_ms, Store};
+
+/// Enter a session under every key unless one is at its cap: 0 when entered, else the
+/// (1-based) index of the key at its cap. `ARGV`: now, expiry, member, then a cap per key.
+const ENTER: &str = r"
+for i, k in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', k, '-inf', ARGV[1])
+  local cap = tonumber(ARGV[3 + i])
+  if cap > 0 and redis.call('ZCARD', k) >= cap then return i end
+end
+for _, k in ipairs(KEYS) do
+  redis.call('ZADD', k, ARGV[2], ARGV[3])
+  redis.call('PEXPIREAT', k, ARGV[2])
+end
+return 0
+";
+
+/// Take a session out of its keys (`ARGV[1]` the member). For a placed session, the last two
+/// keys are again the user's sessions and its assignment, `ARGV[2]` the host and `ARGV[3]`
+/// the stickiness: when the user's last session ended, its assignment outlives it by that
+/// long (unless it was moved meanwhile).
+const LEAVE: &str = r"
+local n = #KEYS
+if ARGV[2] then n = n - 2 end
+for i = 1, n do redis.call('ZREM', KEYS[i], ARGV[1]) end
+if ARGV[2] and redis.call('ZCARD', KEYS[n + 1]) == 0 then
+  local current = redis.call('GET', KEYS[n + 2])
+  if not current or current == ARGV[2] then
+    redis.call('SET', KEYS[n + 2], ARGV[2], 'PX', ARGV[3])
+  end
+end
+return 0
+";
+
+/// One key a session counts under, and the most sessions it may hold (0: no cap).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Count {
+    pub key: String,
+    pub cap: u32,
+}
+
+/// Which of a session's keys was at its cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AtCap(pub usize);
+
+/// Where a pool placed a user: its host, the store's keys for the user's sessions and its
+/// assignment, and how long the assignment outlives the last session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// Which pool of this process placed it (a number of its own).
+    pub pool: u64,
+    pub host: String,
+    pub sessions_key: String,
+    pub assignment_key: String,
+    pub sticky: Duration,
+}
+
+/// What the table knows of one live session of this process.
+pub struct LeaseFacts {
+    pub keys: Vec<String>,
+    /// Where a pool placed the session.
+    pub placed: Option<Placement>,
+    /// The session in the store's sets: `instance/number`, then `@host` when placed (so
+    /// that the user's host is known from its sessions alone).
+    member: String,
+    /// Woken to end the session (a kick, a move, its server gone).
+    pub kicked: Arc<Notify>,
+}
+
+pub struct SessionTable {
+    store: Option<Arc<Store>>,
+    /// This process among the fleet's: members are `instance/number`.
+    instance: String,
+    ttl: Duration,
+    next: AtomicU64,
+    /// This process's sessions per key, and each live lease.
+    local: Mutex<Local>,
+    script: redis::Script,
+    leave_script: redis::Script,
+}
+
+#[derive(Default)]
+struct Local {
+    counts: HashMap<String, u32>,
+    leases: HashMap<u64, Arc<LeaseFacts>>,
+}
+
+/// A session's place in the counts; dropping it takes the session out.
+pub struct Lease {
+    table: Weak<SessionTable>,
+    id: u64,
+    pub facts: Arc<LeaseFacts>,
+}
+
+impl SessionTable {
+    pub fn new(store: Option<Arc<Store>>, ttl: Duration) -> Arc<SessionTable> {
+        Arc::new(SessionTable {
+            store,
+            instance: instance_id(),
+            ttl,
+            next: AtomicU64::new(1),
+            local: Mutex::new(Local::default()),
+            script: redis::Script::new(ENTER),
+            leave_script: redis::Script::new(LEAVE),
+        })
+    }
+
+    pub fn store(&self) -> Option<&Arc<Store>> {
+        self.store.as_ref()
+    }
+
+    /// Count a session under `counts` unless one of them is at its cap.
+    pub async fn enter(
+        self: &Arc<Self>,
+        counts: &[Count],
+        placed: Option<Placement>,
+    ) -> Result<Lease, AtCap> {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let member = match &placed {
+            Some(placement) => format!("{}/{id}@{}", self.instance, placement.host),
+            None => format!("{}/{id}", self.instance),
+        };
+        let shared = match &self.store {
+            Some(store) => self.enter_store(store, counts, &member).await,
+            None => None,
+        };
+        let mut local = lock(&self.local);
+        if shared.is_none() {
+            // This process's own view: the store is not there to ask.
+            if let Some(i) = counts
+                .iter()
+                .position(|c| c.cap > 0 && local.counts.get(&c.key).copied().unwrap_or(0) >= c.cap)
+            {
+                return Err(AtCap(i));
+            }
+        }
+        if let Some(Some(i)) = shared {
+            return Err(AtCap(i));
+        }
+        let facts = Arc::new(LeaseFacts {
+            keys: counts.iter().map(|c| c.key.clone()).collect(),
+            placed,
+            member,
+            kicked: Arc::new(Notify::new()),
+        });
+        for key in &facts.keys {
+            *local.counts.entry(key.clone()).or_default() += 1;
+        }
+        local.leases.insert(id, facts.clone());
+        Ok(Lease {
+            table: Arc::downgrade(self),
+            id,
+            facts,
+        })
+    }
+
+    /// `Some(None)`: entered; `Some(Some(i))`: key `i` at its cap; `None`: no answer.
+    async fn enter_store(
+        &self,
+        store: &Store,
+        counts: &[Count],
+        member: &str,
+    ) -> Option<Option<usize>> {
+        let now = wall_clock_ms();
+        let mut invocation = self.script.prepare_invoke();
+        for count in counts {
+            invocation.key(&count.key);
+        }
+        invocation.arg(now).arg(now + millis(self.ttl)).arg(member);
+        for count in counts {
+            invocation.arg(count.cap);
+        }
+        let answer: i64 = store
+            .ask(|mut con| async move { invocation.invoke_async(&mut con).await })
+            .await?;
+        Some(
+            usize::try_from(answer)
+                .ok()
+                .filter(|i| *i > 0)
+                .map(|i| i - 1),
+        )
+    }
+
+    /// Sessions under `key`: the fleet's when the store answers, else this process's.
+    pub async fn count(&self, key: &str) -> u32 {
+        if let Some(store) = &self.store {
+            let now = wall_clock_ms();
+            let key = key.to_string();
+            let counted: Option<u32> = store
+                .ask(|mut con| async move {
+                    redis::pipe()
+                        .cmd("ZREMRANGEBYSCORE")
+                        .arg(&key)
+                        .arg("-inf")
+                        .arg(now)
+                        .ignore()
+                        .cmd("ZCARD")
+                        .arg(&key)
+                        .query_async::<(u32,)>(&mut con)
+                        .await
+                        .map(|(n,)| n)
+                })
+                .await;
+            if let Some(n) = counted {
+                return n;
+            }
+        }
+        self.local_count(key)
+    }
+
+    /// This process's sessions under `key`.
+    pub fn local_count(&self, key: &str) -> u32 {
+        lock(&self.local).counts.get(key).copied().unwrap_or(0)
+    }
+
+    /// The live sessions of this process for which `pick` says yes.
+    pub fn leases(&self, pick: impl Fn(&LeaseFacts) -> bool) -> Vec<Arc<LeaseFacts>> {
+        let local = lock(&self.local);
+        local
+            .leases
+            .values()
+            .filter(|facts| pick(facts))
+            .cloned()
+            .collect()
+    }
+
+    /// Renew every session of this process in the store (and put back any the store lost
+    /// while it was away). Run every third of the ttl.
+    pub async fn renew(&self) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let leases: Vec<Arc<LeaseFacts>> = lock(&self.local).leases.values().cloned().collect();
+        let expiry = wall_clock_ms() + millis(self.ttl);
+        for chunk in leases.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for facts in chunk {
+                for key in &facts.keys {
+                    pipe.cmd("ZADD")
+                        .arg(key)
+                        .arg(expiry)
+                        .arg(&facts.member)
+                        .ignore();
+                    pipe.cmd("PEXPIREAT").arg(key).arg(expiry).ignore();
+                }
+            }
+            let done: Option<()> = store
+                .ask(|mut con| async move { pipe.query_async(&mut con).await })
+                .await;
+            if done.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// How often [`SessionTable::renew`] runs.
+    pub fn renew_every(&self) -> Duration {
+        (self.ttl / 3).max(Duration::from_millis(10))
+    }
+
+    /// The host this process's live sessions under `sessions_key` were placed on.
+    pub fn local_host_of(&self, sessions_key: &str) -> Option<String> {
+        let local = lock(&self.local);
+        local.leases.values().find_map(|facts| {
+            let placed = facts.placed.as_ref()?;
+            (placed.sessions_key == sessions_key).then(|| placed.host.clone())
+        })
+    }
+
+    fn leave(&self, id: u64) {
+        let facts = {
+            let mut local = lock(&self.local);
+            let Some(facts) = local.leases.remove(&id) else {
+                return;
+            };
+            for key in &facts.keys {
+                if let Some(n) = local.counts.get_mut(key) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        local.counts.remove(key);
+                    }
+                }
+            }
+            facts
+        };
+        let (Some(store), Ok(runtime)) = (&self.store, tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (store, script) = (store.clone(), self.leave_script.clone());
+        runtime.spawn(async move {
+            let mut invocation = script.prepare_invoke();
+            for key in &facts.keys {
+                invocation.key(key);
+            }
+            invocation.arg(&facts.member);
+            if let Some(placed) = &facts.placed {
+                invocation
+                    .key(&placed.sessions_key)
+                    .key(&placed.assignment_key)
+                    .arg(&placed.host)
+                    .arg(millis(placed.sticky));
+            }
+            let _: Option<i64> = store
+                .ask(|mut con| async move { invocation.invoke_async(&mut con).await })
+                .await;
+        });
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some(table) = self.table.upgrade() {
+            table.leave(self.id);
+        }
+    }
+}
+
+/// A name for this process unlikely to be any other's: host, pid and a random part.
+fn instance_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    format!(
+        "{}:{}:{:08x}",
+        host.trim(),
+        std::process::id(),
+        fastrand::u32(..)
+    )
+}
+
+/// A poisoned lock only means a panic elsewhere while it was held; the counts are still
+/// sound.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(key: &str, cap: u32) -> Count {
+        Count {
+            key: key.into(),
+            cap,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cap_refuses_the_session_beyond_it_and_a_leaving_one_makes_room() {
+        let table = SessionTable::new(None, Duration::from_secs(30));
+        let keys = [count("imap:u:kate", 2), count("imap:a:kate:10.0.0.1", 0)];
+        let first = table.enter(&keys, None).await.unwrap();
+        let _second = table.enter(&keys, None).await.unwrap();
+        assert_eq!(table.enter(&keys, None).await.err(), Some(AtCap(0)));
+        // Another user is not touched by kate's cap.
+        assert!(table.enter(&[count("imap:u:bob", 2)], None).await.is_ok());
+        assert_eq!(table.count("imap:u:kate").await, 2);
+        drop(first);
+        assert_eq!(table.count("imap:u:kate").await, 1);
+        assert!(table.enter(&keys, None).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn leases_are_found_by_their_placement() {
+        let table = SessionTable::new(None, Duration::from_secs(30));
+        let placed = Some(Placement {
+            pool: 1,
+            host: "10.0.0.11".into(),
+            sessions_key: "pool:s:1".into(),
+            assignment_key: "pool:a:1".into(),
+            sticky: Duration::from_secs(1),
+        });
+        let _a = table.enter(&[count("pool:s:1", 0)], placed).await.unwrap();
+        let _b = table.enter(&[count("pool:s:2", 0)], None).await.unwrap();
+        let on_11 = table.leases(|f| f.placed.as_ref().is_some_and(|p| p.host == "10.0.0.11"));
+        assert_eq!(on_11.len(), 1);
+        assert_eq!(
+            table.local_host_of("pool:s:1").as_deref(),
+            Some("10.0.0.11")
+        );
+        assert_eq!(table.local_host_of("pool:s:2"), None);
+    }
+}

@@ -1,0 +1,274 @@
+//! `kind = "pool"`: the servers of a shared-storage cluster, where each user must be served by
+//! one server at a time (Dovecot's director did this). A user's server is chosen by
+//! rendezvous hashing of its lookup key over the servers that are up ([`rendezvous`]), and it
+//! stays there while it has sessions and `sticky_ms` after ([`placement`]); servers are
+//! checked ([`watch`]) and can be drained and users moved ([`control`]). With a `[fleet]`
+//! store every instance places alike.
+//!
+//! Users are placed on *hosts*: pools of several protocols naming the same hosts agree, so a
+//! user's IMAP and POP3 sessions are on one machine.
+
+pub mod control;
+pub mod health;
+pub mod placement;
+pub mod rendezvous;
+pub mod watch;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use crate::config::MapConfig;
+use crate::fleet::{Placement, SessionTable};
+use crate::store::{millis, wall_clock_ms, Store};
+
+use super::{Answer, Endpoint, LookupFuture, Map, MapError, MapSetupError, Query, Route};
+use health::Health;
+use placement::{Candidates, Local, PLACE};
+
+/// Assignments this process keeps at most on its own.
+const LOCAL_ASSIGNMENTS: usize = 200_000;
+
+/// One server of the pool.
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub host: String,
+    pub port: Option<u16>,
+    pub weight: u32,
+}
+
+/// A pool's timings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub health_interval: Duration,
+    pub health_timeout: Duration,
+    pub down_after: u32,
+    pub up_after: u32,
+    pub sticky: Duration,
+    pub kick_spread: Duration,
+}
+
+/// Checks one server the way a login would reach it (greeting and logout; no credentials).
+pub trait HealthCheck: Send + Sync {
+    fn check<'a>(&'a self, server: &'a Server) -> CheckFuture<'a>;
+    /// The server as logins reach it (its port filled in), for log lines and the admin.
+    fn name(&self, server: &Server) -> String;
+}
+
+/// Why a check failed, as the log says it.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct CheckFailed(pub String);
+
+pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), CheckFailed>> + Send + 'a>>;
+
+/// What the running process gives a pool: the fleet's sessions, how to check servers, and
+/// where to say what happens.
+pub struct Attachment {
+    pub sessions: Arc<SessionTable>,
+    pub checker: Arc<dyn HealthCheck>,
+    pub logger: Arc<crate::log::Logger>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The listener, as metrics and the admin name it.
+    pub listener: String,
+}
+
+/// What changes as the pool runs.
+struct State {
+    health: Vec<Health>,
+    /// Hosts an admin drained (no new users), as last heard from the store or set here.
+    drained: HashSet<String>,
+    local: Local,
+}
+
+pub struct Pool {
+    /// This pool among the process's (its sessions are told apart by it).
+    id: u64,
+    servers: Vec<Server>,
+    settings: Settings,
+    state: Mutex<State>,
+    attached: OnceLock<Attachment>,
+    place_script: redis::Script,
+    /// The last of the fleet's kicks and moves heard (a stream id); `None` before the first.
+    heard: Mutex<Option<String>>,
+}
+
+impl Pool {
+    pub fn new(config: &MapConfig) -> Result<Pool, MapSetupError> {
+        let mut servers = Vec::new();
+        for server in &config.servers {
+            let (host, port, weight) = server.parts().map_err(MapSetupError::Pool)?;
+            servers.push(Server { host, port, weight });
+        }
+        if servers.is_empty() {
+            return Err(MapSetupError::Pool("a pool needs servers".into()));
+        }
+        let settings = Settings {
+            health_interval: config.health_interval(),
+            health_timeout: config.health_timeout(),
+            down_after: config.down_after(),
+            up_after: config.up_after(),
+            sticky: config.sticky_for(),
+            kick_spread: config.kick_spread(),
+        };
+        static POOLS: AtomicU64 = AtomicU64::new(1);
+        Ok(Pool {
+            id: POOLS.fetch_add(1, Ordering::Relaxed),
+            state: Mutex::new(State {
+                health: vec![Health::default(); servers.len()],
+                drained: HashSet::new(),
+                local: Local::new(LOCAL_ASSIGNMENTS),
+            }),
+            servers,
+            settings,
+            attached: OnceLock::new(),
+            place_script: redis::Script::new(PLACE),
+            heard: Mutex::new(None),
+        })
+    }
+
+    pub fn servers(&self) -> &[Server] {
+        &self.servers
+    }
+
+    fn sessions(&self) -> Option<&Arc<SessionTable>> {
+        self.attached.get().map(|a| &a.sessions)
+    }
+
+    fn store(&self) -> Option<&Arc<Store>> {
+        self.sessions()?.store()
+    }
+
+    /// The store's keys for `user`'s sessions and assignment: a keyed hash of the name with
+    /// a store (no name in the store), the name itself in this process alone.
+    fn keys(&self, user: &str) -> (String, String) {
+        match self.store() {
+            Some(store) => {
+                let id = store.keyed_hash(&[b"pool-user", user.as_bytes()]);
+                (store.key("pool:s", &id), store.key("pool:a", &id))
+            }
+            None => (format!("pool:s:{user}"), format!("pool:a:{user}")),
+        }
+    }
+
+    /// The servers that are up, best first for `user`, and the drained ones.
+    fn candidates(&self, user: &str) -> (Vec<String>, HashSet<String>) {
+        let state = lock(&self.state);
+        let up: Vec<(&str, u32)> = self
+            .servers
+            .iter()
+            .zip(&state.health)
+            .filter(|(_, health)| health.is_up())
+            .map(|(s, _)| (s.host.as_str(), s.weight))
+            .collect();
+        let ranked = rendezvous::rank(user, &up)
+            .into_iter()
+            .map(|i| up[i].0.to_string())
+            .collect();
+        (ranked, state.drained.clone())
+    }
+
+    /// The host for `user`: asked of the store when there is one, else decided here.
+    async fn place(&self, user: &str) -> Result<String, MapError> {
+        let (sessions_key, assignment_key) = self.keys(user);
+        let (up, drained) = self.candidates(user);
+        if let Some(store) = self.store() {
+            let mut invocation = self.place_script.prepare_invoke();
+            invocation
+                .key(&sessions_key)
+                .key(&assignment_key)
+                .arg(wall_clock_ms())
+                .arg(millis(self.settings.sticky))
+                .arg(up.len())
+                .arg(&up)
+                .arg(drained.iter().collect::<Vec<_>>());
+            let answer: Option<Option<String>> = store
+                .ask(|mut con| async move { invocation.invoke_async(&mut con).await })
+                .await;
+            if let Some(host) = answer {
+                let host = host.ok_or_else(no_server)?;
+                // Kept here too: the fallback when the store stops answering.
+                let mut state = lock(&self.state);
+                state
+                    .local
+                    .assign(user, &host, Instant::now(), self.settings.sticky);
+                return Ok(host);
+            }
+        }
+        let open = self.sessions().and_then(|s| s.local_host_of(&sessions_key));
+        let mut state = lock(&self.state);
+        let now = Instant::now();
+        let candidates = Candidates {
+            up: up.iter().map(String::as_str).collect(),
+            drained: &drained,
+        };
+        let host = candidates
+            .choose(open.as_deref(), state.local.current(user, now))
+            .ok_or_else(no_server)?;
+        state.local.assign(user, &host, now, self.settings.sticky);
+        Ok(host)
+    }
+
+    fn server_of(&self, host: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.host == host)
+    }
+
+    /// The server an endpoint reaches, when it is one of the pool's.
+    fn index_of(&self, endpoint: &Endpoint) -> Option<usize> {
+        self.servers.iter().position(|s| {
+            s.host.trim_start_matches('[').trim_end_matches(']') == endpoint.connect_host()
+                && s.port.is_none_or(|p| p == endpoint.port)
+        })
+    }
+}
+
+fn no_server() -> MapError {
+    MapError::Unavailable("no server of the pool is up".into())
+}
+
+impl Map for Pool {
+    fn lookup<'a>(&'a self, query: &'a Query<'a>) -> LookupFuture<'a> {
+        Box::pin(async move {
+            let user = query.key.to_ascii_lowercase();
+            let host = self.place(&user).await?;
+            let server = self.server_of(&host).ok_or_else(no_server)?;
+            let (sessions_key, assignment_key) = self.keys(&user);
+            Ok(Answer::Route(Route {
+                user: None,
+                host: server.host.clone(),
+                port: server.port,
+                password: None,
+                placement: Some(Placement {
+                    pool: self.id,
+                    host,
+                    sessions_key,
+                    assignment_key,
+                    sticky: self.settings.sticky,
+                }),
+            }))
+        })
+    }
+
+    fn describe(&self) -> String {
+        let hosts: Vec<&str> = self.servers.iter().map(|s| s.host.as_str()).collect();
+        format!("pool {}", hosts.join(", "))
+    }
+
+    fn connect_failed(&self, endpoint: &Endpoint) {
+        if let Some(i) = self.index_of(endpoint) {
+            self.observe(i, Err(CheckFailed("a login could not connect".into())));
+        }
+    }
+
+    fn pool(&self) -> Option<&Pool> {
+        Some(self)
+    }
+}
+
+/// A poisoned lock only means a panic elsewhere while it was held; the state is still sound.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,161 @@
+//! A running pool's own work: its servers checked every `health_interval_ms` (and what
+//! logins see), each change logged, counted and acted on (a server gone down has its
+//! sessions ended: its users move, and must not be on two servers at once), the fleet's
+//! word (drained servers, kicks, moves) heard every quarter second, and the gauges kept.
+
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use crate::metrics::{HealthState, PoolChangeLabels, PoolServerLabels};
+
+use super::super::Map;
+use super::health::Change;
+use super::{lock, Attachment, CheckFailed, Pool};
+
+/// How often the fleet's word is heard: within a second everywhere.
+const FLEET_TICK: Duration = Duration::from_millis(250);
+
+/// Give the running process's services to the pool `map` is (if it is one), and start its
+/// work; a pool already at work (kept by a reload) goes on as it was.
+pub fn attach(map: &Arc<dyn Map>, attachment: Attachment) {
+    let Some(pool) = map.pool() else {
+        return;
+    };
+    if pool.attached.set(attachment).is_err() {
+        return;
+    }
+    pool.publish_health();
+    tokio::spawn(run(Arc::downgrade(map)));
+}
+
+/// Until the pool is gone (a reload replaced it).
+async fn run(map: Weak<dyn Map>) {
+    let mut next_check = Instant::now();
+    loop {
+        {
+            let Some(map) = map.upgrade() else {
+                return;
+            };
+            let Some(pool) = map.pool() else {
+                return;
+            };
+            if Instant::now() >= next_check {
+                next_check = Instant::now() + pool.settings.health_interval;
+                for i in 0..pool.servers.len() {
+                    tokio::spawn(check(Arc::downgrade(&map), i));
+                }
+            }
+            pool.hear_the_fleet().await;
+            pool.publish_load();
+        }
+        tokio::time::sleep(FLEET_TICK).await;
+    }
+}
+
+/// One check of server `i`, within the pool's health timeout.
+async fn check(map: Weak<dyn Map>, i: usize) {
+    let Some(map) = map.upgrade() else {
+        return;
+    };
+    let Some(pool) = map.pool() else {
+        return;
+    };
+    let Some(attached) = pool.attached.get() else {
+        return;
+    };
+    let server = &pool.servers[i];
+    let within = pool.settings.health_timeout;
+    let result = match tokio::time::timeout(within, attached.checker.check(server)).await {
+        Ok(result) => result,
+        Err(_) => Err(CheckFailed(format!(
+            "no greeting and logout within {} ms",
+            within.as_millis()
+        ))),
+    };
+    pool.observe(i, result);
+}
+
+impl Pool {
+    /// What a check or a login saw of server `i`; a change is logged, counted and acted on.
+    pub(super) fn observe(&self, i: usize, result: Result<(), CheckFailed>) {
+        let change = {
+            let mut state = lock(&self.state);
+            let Some(health) = state.health.get_mut(i) else {
+                return;
+            };
+            health.observe(
+                result.is_ok(),
+                self.settings.down_after,
+                self.settings.up_after,
+            )
+        };
+        let (Some(change), Some(attached)) = (change, self.attached.get()) else {
+            return;
+        };
+        let server = &self.servers[i];
+        let name = attached.checker.name(server);
+        let (to, line) = match (&change, &result) {
+            (Change::WentDown, Err(why)) => (
+                HealthState::Down,
+                format!("pool server {name} is down ({why}): its users move, its sessions end"),
+            ),
+            _ => (HealthState::Up, format!("pool server {name} is up again")),
+        };
+        attached.logger.warning(&line);
+        attached
+            .metrics
+            .pool_changes
+            .get_or_create(&PoolChangeLabels {
+                listener: attached.listener.clone(),
+                server: name,
+                to,
+            })
+            .inc();
+        if change == Change::WentDown {
+            // Hung sessions there would otherwise wake up beside the user's new server.
+            self.kick_host(&server.host, Duration::ZERO);
+        }
+        self.publish_health();
+    }
+
+    /// Every server's up gauge, as the health says now.
+    fn publish_health(&self) {
+        let Some(attached) = self.attached.get() else {
+            return;
+        };
+        let state = lock(&self.state);
+        for (server, health) in self.servers.iter().zip(&state.health) {
+            attached
+                .metrics
+                .pool_up
+                .get_or_create(&self.labels(attached, server))
+                .set(i64::from(health.is_up()));
+        }
+    }
+
+    /// The sessions and users of this instance on each server, for the gauges.
+    fn publish_load(&self) {
+        let Some(attached) = self.attached.get() else {
+            return;
+        };
+        for (server, load) in self.servers.iter().zip(self.load()) {
+            let labels = self.labels(attached, server);
+            let metrics = &attached.metrics;
+            metrics
+                .pool_sessions
+                .get_or_create(&labels)
+                .set(load.sessions as i64);
+            metrics
+                .pool_users
+                .get_or_create(&labels)
+                .set(load.users as i64);
+        }
+    }
+
+    fn labels(&self, attached: &Attachment, server: &super::Server) -> PoolServerLabels {
+        PoolServerLabels {
+            listener: attached.listener.clone(),
+            server: attached.checker.name(server),
+        }
+    }
+}
