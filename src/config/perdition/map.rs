@@ -107,5 +107,6 @@ fn unset(kind: MapKind) -> MapConfig {
         master_password: None,
         master_separator: None,
         username_from_map: false,
+        source: Vec::new(),
     }
 }
