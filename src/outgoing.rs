@@ -1,5 +1,7 @@
-//! Connections to back ends, and the local address each comes from. Logins, `check --probe`
-//! and health checks all connect here, so that they leave from the same addresses.
+//! Connections to back ends, and the local address each comes from. Logins, the capability
+//! probe and `check --probe` connect here (and so should a pool's health checks: this module
+//! imports nothing of the crate, so a map may use it), so that they all leave from the same
+//! addresses.
 //!
 //! The kernel has some 28,000 ephemeral ports for one source address; several sources
 //! (`source = [...]`, Dovecot's `login_source_ips`) are taken in turn, so that connections
