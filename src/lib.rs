@@ -14,6 +14,7 @@ pub mod guard;
 pub mod log;
 pub mod map;
 pub mod metrics;
+pub mod outgoing;
 pub mod pid_file;
 pub mod protocol;
 pub mod server;

@@ -22,13 +22,13 @@ pub use pool::PoolServer;
 pub use process::{DiagnosticsOutput, ProcessConfig};
 pub use tls_settings::{CertificateFlaw, TlsVersion};
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::value::{HostPort, Network, PreLoginLimits, Protocol, Secret};
+use crate::value::{HostPort, IpAddress, Network, PreLoginLimits, Protocol, Secret};
 use users::{LowerCase, UserNames};
 
 /// The longest time any setting may name: ten years is as good as forever, and larger values
@@ -449,6 +449,10 @@ pub struct MapConfig {
     /// How long `backend down --kick` takes to end a server's sessions (default 10000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kick_spread_ms: Option<u64>,
+    /// Local addresses the connections to this map's servers come from, in turn; instead of
+    /// `backend.source` when not empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source: Vec<IpAddress>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -500,6 +504,7 @@ impl MapConfig {
             up_after: None,
             sticky_ms: None,
             kick_spread_ms: None,
+            source: Vec::new(),
         }
     }
 
@@ -626,6 +631,11 @@ pub struct Backend {
     /// TLS versions used towards the back end, of "1.2" and "1.3"; both when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tls_versions: Vec<TlsVersion>,
+    /// Local addresses (configured on this host) the connections to the back ends come from,
+    /// in turn, as Dovecot's `login_source_ips`: the kernel has some 28,000 ports for one
+    /// source and server, and each address adds as many. Empty: the kernel chooses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub source: Vec<IpAddress>,
 }
 
 fn backend_tls_default() -> BackendTls {
@@ -651,6 +661,16 @@ impl Backend {
 }
 
 impl Listener {
+    /// The local addresses back-end connections come from: the map's when it names any, else
+    /// the back end's (a text that is no address is a problem `validate` has named).
+    pub fn sources(&self) -> Vec<IpAddr> {
+        let source = match &self.map {
+            Some(map) if !map.source.is_empty() => &map.source,
+            _ => &self.backend.source,
+        };
+        source.iter().filter_map(IpAddress::ip).collect()
+    }
+
     /// The addresses to bind, resolved.
     pub fn addresses(&self) -> Result<Vec<SocketAddr>, BindError> {
         let mut out = Vec::new();
@@ -869,6 +889,7 @@ fn backend_problems(l: &Listener) -> Vec<String> {
             problems.push(format!("backend.failover: {e}"));
         }
     }
+    problems.extend(source_problems("backend.source", &l.backend.source));
     if l.backend.tls != BackendTls::None {
         let tls_name = l.backend.tls_name();
         if let (true, Err(e)) = (
@@ -880,6 +901,15 @@ fn backend_problems(l: &Listener) -> Vec<String> {
         // The CA file itself is read once, by `server::builder::build`.
     }
     problems
+}
+
+/// Each source that is not an IP address, named under `key`.
+fn source_problems(key: &str, source: &[IpAddress]) -> Vec<String> {
+    source
+        .iter()
+        .filter(|address| address.ip().is_none())
+        .map(|address| format!("{key}: {address:?} is not an IP address"))
+        .collect()
 }
 
 /// The listener's map, and what may stand beside it.
@@ -928,6 +958,7 @@ fn map_problems(l: &Listener, map: &MapConfig) -> Vec<String> {
     if map.master_user.is_some() != map.master_password.is_some() {
         problems.push("map.master_user and map.master_password go together".to_string());
     }
+    problems.extend(source_problems("map.source", &map.source));
     problems
 }
 
@@ -997,6 +1028,72 @@ mod tests {
         .unwrap();
         let Problems(problems) = c.validate().unwrap_err();
         assert_eq!(problems.len(), 3, "{problems:?}");
+    }
+
+    /// A listener with `backend` and `map` (tables' insides; no map when empty).
+    fn with_sources(backend: &str, map: &str) -> Config {
+        let map = if map.is_empty() {
+            String::new()
+        } else {
+            format!("[listener.map]\nkind = \"popmap\"\npath = \"/etc/popmap\"\n{map}\n")
+        };
+        Config::from_toml(&format!(
+            "[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:1143\"]\n\
+             [listener.backend]\nhost = \"127.0.0.1\"\n{backend}\n{map}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn source_addresses_are_read_checked_and_printed_back() {
+        let c = with_sources(r#"source = ["127.0.0.2", "::1"]"#, "");
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(
+            c.listeners[0].sources(),
+            [
+                "127.0.0.2".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        let printed = c.to_toml();
+        assert!(
+            printed.contains(r#"source = ["127.0.0.2", "::1"]"#),
+            "{printed}"
+        );
+        assert_eq!(Config::from_toml(&printed).unwrap(), c);
+
+        // Each bad one named, under its key.
+        let c = with_sources(
+            r#"source = ["10.0.1.x", "10.0.1.2"]"#,
+            r#"source = ["10.0.2.1:143"]"#,
+        );
+        let Problems(problems) = c.validate().unwrap_err();
+        assert_eq!(
+            problems,
+            [
+                "listener 1 (Imap on 127.0.0.1:1143): backend.source: \"10.0.1.x\" is not an \
+                 IP address",
+                "listener 1 (Imap on 127.0.0.1:1143): map.source: \"10.0.2.1:143\" is not an \
+                 IP address"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_maps_sources_stand_in_for_the_back_ends() {
+        let backend = r#"source = ["127.0.0.2"]"#;
+        let c = with_sources(backend, r#"source = ["127.0.0.3"]"#);
+        assert_eq!(
+            c.listeners[0].sources(),
+            ["127.0.0.3".parse::<IpAddr>().unwrap()]
+        );
+        let c = with_sources(backend, "");
+        assert_eq!(
+            c.listeners[0].sources(),
+            ["127.0.0.2".parse::<IpAddr>().unwrap()]
+        );
+        let c = with_sources("", "");
+        assert!(c.listeners[0].sources().is_empty());
     }
 
     #[test]

@@ -197,63 +197,30 @@ async fn try_endpoints(
     (outcome, None)
 }
 
-/// A socket of `target`'s family, bound to its wildcard address, ready to connect.
-fn socket_for(target: std::net::SocketAddr, keepalive: bool) -> std::io::Result<TcpSocket> {
-    let (socket, unspecified): (_, std::net::IpAddr) = match target {
-        std::net::SocketAddr::V4(_) => {
-            (TcpSocket::new_v4()?, std::net::Ipv4Addr::UNSPECIFIED.into())
-        }
-        std::net::SocketAddr::V6(_) => {
-            (TcpSocket::new_v6()?, std::net::Ipv6Addr::UNSPECIFIED.into())
-        }
-    };
-    socket.bind(std::net::SocketAddr::new(unspecified, 0))?;
-    if keepalive {
-        socket.set_keepalive(true)?;
-    }
-    Ok(socket)
-}
-
-/// Open the TCP connection, within `backend_connect_timeout`. The socket's own address is
-/// registered before it connects, so that a connection to one of our own listeners is known
-/// as ours however soon it is accepted.
+/// Open the TCP connection, from the listener's next source address, within
+/// `backend_connect_timeout`. The socket's own address is registered before it connects, so
+/// that a connection to one of our own listeners is known as ours however soon it is
+/// accepted.
 async fn connect<'s>(
     listener: &ListenerState,
     services: &'s Services,
     endpoint: &Endpoint,
 ) -> Result<(TcpStream, Registration<'s>), LoginOutcome> {
     let wait = listener.limits.backend_connect_timeout();
-    let address = (endpoint.connect_host(), endpoint.port);
-    let attempt = async {
-        let mut last = std::io::Error::other("the name has no address");
-        for target in tokio::net::lookup_host(address).await? {
-            // A family this host cannot use (IPv6 disabled, and "localhost" resolving to ::1
-            // first) fails here: the next address is tried, as after a refused connect.
-            let socket = match socket_for(target, listener.config.tcp_keepalive) {
-                Ok(socket) => socket,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            // Bound to the wildcard: known by its port until it is dropped (see loop_guard).
-            let ours = services
-                .own_connections
-                .register(socket.local_addr().ok(), target);
-            match socket.connect(target).await {
-                // Also by its real address: a host reaching itself at another of its
-                // addresses (127.0.0.2) speaks from the route's, not the one it reached.
-                Ok(tcp) => {
-                    let ours = ours.and(tcp.local_addr().ok());
-                    return Ok((tcp, ours));
-                }
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+    let keepalive = listener.config.tcp_keepalive;
+    // Bound, not yet connected: known by its port until it is dropped (see loop_guard).
+    let register = |socket: &TcpSocket, target| {
+        services
+            .own_connections
+            .register(socket.local_addr().ok(), target)
     };
+    let (host, port) = (endpoint.connect_host(), endpoint.port);
+    let attempt = listener.sources.connect(host, port, keepalive, register);
     match timeout(wait, attempt).await {
         Ok(Ok((tcp, ours))) => {
+            // Also by its real address: a host reaching itself at another of its addresses
+            // (127.0.0.2) speaks from the route's, not the one it reached.
+            let ours = ours.and(tcp.local_addr().ok());
             let _ = tcp.set_nodelay(true);
             Ok((tcp, ours))
         }

@@ -142,8 +142,12 @@ async fn connect(
     report: &mut Report,
 ) -> Result<BackendStream, Broken> {
     let started = Instant::now();
-    let connect = TcpStream::connect((endpoint.connect_host(), endpoint.port));
-    let mut tcp = timeout(listener.limits.backend_connect_timeout(), connect)
+    // From the addresses logins come from: a source the host lacks shows here first.
+    let connect =
+        listener
+            .sources
+            .connect(endpoint.connect_host(), endpoint.port, false, |_, _| ());
+    let (mut tcp, ()) = timeout(listener.limits.backend_connect_timeout(), connect)
         .await
         .map_err(|_| Broken::ConnectTimedOut)?
         .map_err(Broken::Unreachable)?;

@@ -17,6 +17,7 @@ use crate::map::factory;
 use crate::map::router::{Defaults, Master, Router};
 use crate::map::Endpoint;
 use crate::map::MapSetupError;
+use crate::outgoing::Sources;
 use crate::protocol::Secret;
 use crate::protocol::{ClientSettings, Protocol, Security};
 use crate::tls::{self, BackendVerification, TlsSetupError};
@@ -40,6 +41,8 @@ pub struct ListenerState {
     pub proxy_trusted: Option<Vec<ipnet::IpNet>>,
     /// Peers that may name the client they speak for (`ID`, `XCLIENT`).
     pub login_trusted: Vec<ipnet::IpNet>,
+    /// The local addresses its back-end connections come from, in turn.
+    pub sources: Sources,
     /// The listener in metrics and the session view: its bind addresses.
     pub label: String,
     /// What a new client-side machine starts from; replaced once when capabilities are
@@ -166,6 +169,7 @@ impl ListenerState {
                     proxy_trusted: l.proxy_protocol.then(|| networks(&l.proxy_trusted)),
                     login_trusted: networks(&l.login_trusted),
                     client_settings: RwLock::new(Arc::new(client_settings(l, limits))),
+                    sources: Sources::new(&l.sources()),
                     label: l.bind.join(","),
                     config: l.clone(),
                     limits: limits.clone(),

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 
 use crate::protocol::descriptor::Descriptor;
@@ -92,7 +91,11 @@ enum ProbeError {
 
 async fn probe(state: &ListenerState) -> Result<String, ProbeError> {
     let server = state.router.servers.first().ok_or(ProbeError::NoServer)?;
-    let mut tcp = TcpStream::connect((server.connect_host(), server.port)).await?;
+    // From the addresses logins come from: the back end may take no others.
+    let connect = state
+        .sources
+        .connect(server.connect_host(), server.port, false, |_, _| ());
+    let (mut tcp, ()) = connect.await?;
     // A back end that wants a PROXY header from us wants it from the probe too.
     if let Some(header) = forward::own_header(state.config.backend.forward_client) {
         tcp.write_all(&header).await?;

@@ -86,6 +86,7 @@ pub fn build(
         tolerate,
         tls_versions: outgoing_versions,
         server_name: None,
+        source: Vec::new(),
     };
     let log = log(&given, &front.instance, debug, log_passwd)?;
     let inetd = front.inetd;
