@@ -78,6 +78,41 @@ impl Endpoint {
             .ok_or_else(|| AskError::NoCount(body))
     }
 
+    /// The pools' servers, as a table for a terminal.
+    pub async fn backends(&self) -> Result<String, AskError> {
+        let body = self.ask(Method::GET, "/backends").await?;
+        let servers: Vec<serde_json::Value> =
+            serde_json::from_str(&body).map_err(AskError::NotJson)?;
+        Ok(backends_table(&servers))
+    }
+
+    /// Drain `server` (no new users), `kick`: its sessions end too.
+    pub async fn drain(&self, server: &str, kick: bool) -> Result<String, AskError> {
+        let mut query = form(&[("server", server)]);
+        if kick {
+            query += "&kick=1";
+        }
+        self.ask(Method::POST, &format!("/backends/down?{query}"))
+            .await?;
+        let kicked = if kick { ", its sessions end" } else { "" };
+        Ok(format!("{server} takes no new users{kicked}\n"))
+    }
+
+    /// `server` takes new users again.
+    pub async fn undrain(&self, server: &str) -> Result<String, AskError> {
+        let query = form(&[("server", server)]);
+        self.ask(Method::POST, &format!("/backends/up?{query}"))
+            .await?;
+        Ok(format!("{server} takes new users again\n"))
+    }
+
+    /// Move `user` to `server`: its sessions end, it comes back there.
+    pub async fn move_user(&self, user: &str, server: &str) -> Result<String, AskError> {
+        let query = form(&[("user", user), ("server", server)]);
+        self.ask(Method::POST, &format!("/move?{query}")).await?;
+        Ok(format!("{user} moves to {server}\n"))
+    }
+
     /// Have the server hand its sockets to the binary on disk and drain.
     pub async fn upgrade(&self) -> Result<String, AskError> {
         self.ask(Method::POST, "/upgrade").await
@@ -117,6 +152,45 @@ impl Endpoint {
     }
 }
 
+fn form(pairs: &[(&str, &str)]) -> String {
+    let mut form = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs {
+        form.append_pair(name, value);
+    }
+    form.finish()
+}
+
+/// The text of field `name` of `row`, escaped for a terminal (see [`table`]).
+fn field(row: &serde_json::Value, name: &str) -> String {
+    let text = match &row[name] {
+        serde_json::Value::String(v) => v.clone(),
+        serde_json::Value::Null => "-".into(),
+        other => other.to_string(),
+    };
+    crate::log::one_line(&text).into_owned()
+}
+
+/// The pools' servers as columns of text.
+fn backends_table(servers: &[serde_json::Value]) -> String {
+    let mut table = format!(
+        "{:<24} {:<24} {:<7} {:<6} {:>6} {:>8} {:>9}\n",
+        "LISTENER", "SERVER", "HEALTH", "ADMIN", "WEIGHT", "USERS", "SESSIONS"
+    );
+    for s in servers {
+        table += &format!(
+            "{:<24} {:<24} {:<7} {:<6} {:>6} {:>8} {:>9}\n",
+            field(s, "listener"),
+            field(s, "server"),
+            field(s, "health"),
+            field(s, "admin"),
+            field(s, "weight"),
+            field(s, "users"),
+            field(s, "sessions"),
+        );
+    }
+    table
+}
+
 /// The sessions as columns of text. Every field is escaped as the log escapes a message: a
 /// user name is the client's choice, and ESC or BEL in it would otherwise reach the admin's
 /// terminal raw (retitle the window, move the cursor, rewrite the rows above).
@@ -126,14 +200,7 @@ fn table(sessions: &[serde_json::Value]) -> String {
         "SESSION", "PROTOCOL", "CLIENT", "USER", "BACK END", "STATE", "FROM", "TO"
     );
     for s in sessions {
-        let field = |name: &str| {
-            let text = match &s[name] {
-                serde_json::Value::String(v) => v.clone(),
-                serde_json::Value::Null => "-".into(),
-                other => other.to_string(),
-            };
-            crate::log::one_line(&text).into_owned()
-        };
+        let field = |name: &str| field(s, name);
         table += &format!(
             "{:<16} {:<11} {:<22} {:<24} {:<22} {:<9} {:>10} {:>10}\n",
             field("id"),

@@ -5,6 +5,7 @@
 //! HTTP/1.1 for loopback or a management network, optionally behind a bearer token. Idle
 //! connections cannot keep an admin out: see [`slots`].
 
+mod backends;
 pub mod client;
 mod page;
 mod slots;
@@ -232,11 +233,21 @@ impl Admin {
             (&Method::POST, "/sessions/kick") => {
                 self.kick(request.uri().query().unwrap_or_default(), peer)
             }
+            (&Method::GET, "/backends") => {
+                let json = serde_json::to_string_pretty(&backends::list(&self.services))
+                    .unwrap_or_default();
+                with_type(StatusCode::OK, json + "\n", "application/json")
+            }
+            (&Method::POST, "/backends/down" | "/backends/up" | "/move") => {
+                self.pool_word(request, peer).await
+            }
             (&Method::POST, "/reload") => self.reload(peer).await,
             (&Method::POST, "/upgrade") => self.upgrade(peer).await,
-            (_, "/metrics" | "/sessions" | "/" | "/sessions/kick" | "/reload" | "/upgrade") => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-            }
+            (
+                _,
+                "/metrics" | "/sessions" | "/" | "/sessions/kick" | "/reload" | "/upgrade"
+                | "/backends" | "/backends/down" | "/backends/up" | "/move",
+            ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -258,6 +269,42 @@ impl Admin {
         ));
         let json = serde_json::json!({ "kicked": kicked }).to_string();
         with_type(StatusCode::OK, json + "\n", "application/json")
+    }
+
+    /// Drain a pool's server, bring it back, or move a user; logged with who asked.
+    async fn pool_word(
+        &self,
+        request: &Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<Full<Bytes>> {
+        let query = request.uri().query().unwrap_or_default();
+        let services = &self.services;
+        let done = match request.uri().path() {
+            "/move" => backends::move_user(services, query)
+                .await
+                .map(|(user, server)| format!("move user={user} to {server}")),
+            path => {
+                let drained = path == "/backends/down";
+                backends::drain(services, query, drained)
+                    .await
+                    .map(|server| {
+                        let what = if drained { "down" } else { "up" };
+                        format!("backend {what} {server}")
+                    })
+            }
+        };
+        match done {
+            Ok(what) => {
+                let line = format!("Admin {what} from {peer}");
+                self.services.logger.info(&crate::log::one_line(&line));
+                let json = serde_json::json!({ "ok": true }).to_string();
+                with_type(StatusCode::OK, json + "\n", "application/json")
+            }
+            Err(e @ backends::BackendsError::Unknown(_)) => {
+                text(StatusCode::NOT_FOUND, &format!("{e}\n"))
+            }
+            Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
+        }
     }
 
     async fn reload(&self, peer: SocketAddr) -> Response<Full<Bytes>> {

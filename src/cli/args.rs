@@ -41,6 +41,13 @@ pub enum Command {
     Sessions(AdminEndpoint),
     /// End a user's or a back end's sessions
     Kick(Kick),
+    /// List the pools' servers: health, drained or not, users and sessions
+    Backends(AdminEndpoint),
+    /// Drain a pool's server (no new users), or let it take users again
+    #[command(subcommand)]
+    Backend(BackendAction),
+    /// Move a user (its lookup key) to a pool's server: its sessions end, it comes back there
+    Move(Move),
     /// Read the configuration again (as SIGHUP does) and say what changed, or why nothing did
     Reload(AdminEndpoint),
     /// Start the binary on disk with the listening sockets and let this process drain (as
@@ -115,6 +122,44 @@ pub struct Kick {
     /// End the sessions on this back end
     #[arg(long, value_name = "HOST:PORT", overrides_with = "user")]
     pub backend: Option<String>,
+}
+
+/// `backend down` and `backend up`.
+#[derive(Debug, Subcommand)]
+pub enum BackendAction {
+    /// No new users on the server; with --kick its sessions end too, spread over the pool's
+    /// kick_spread_ms
+    Down {
+        /// The server, as `portcullis backends` names it
+        #[arg(value_name = "HOST:PORT")]
+        server: String,
+        /// End the server's live sessions as well
+        #[arg(long)]
+        kick: bool,
+        #[command(flatten)]
+        endpoint: AdminEndpoint,
+    },
+    /// The server takes new users again
+    Up {
+        /// The server, as `portcullis backends` names it
+        #[arg(value_name = "HOST:PORT")]
+        server: String,
+        #[command(flatten)]
+        endpoint: AdminEndpoint,
+    },
+}
+
+/// `move`'s arguments.
+#[derive(Debug, Args)]
+pub struct Move {
+    /// The user, as the pool's lookup key
+    #[arg(value_name = "USER")]
+    pub user: String,
+    /// The server it moves to
+    #[arg(value_name = "HOST:PORT")]
+    pub server: String,
+    #[command(flatten)]
+    pub endpoint: AdminEndpoint,
 }
 
 #[cfg(test)]

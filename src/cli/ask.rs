@@ -1,4 +1,4 @@
-//! `sessions`, `kick`, `reload` and `upgrade`: one question to the admin endpoint of a running
+//! `sessions`, `kick`, `backends`, `backend`, `move`, `reload` and `upgrade`: one question to the admin endpoint of a running
 //! instance, its answer on the terminal.
 
 use std::process::ExitCode;
@@ -12,6 +12,10 @@ pub enum Question {
     Reload,
     Upgrade,
     Kick(Kick),
+    Backends,
+    Drain { server: String, kick: bool },
+    Undrain { server: String },
+    Move { user: String, server: String },
 }
 
 /// Ask `endpoint`, print its answer.
@@ -29,6 +33,10 @@ pub fn ask(endpoint: &Endpoint, question: Question) -> ExitCode {
                 .kick(&kick)
                 .await
                 .map(|n| format!("{n} sessions ended\n")),
+            Question::Backends => endpoint.backends().await,
+            Question::Drain { server, kick } => endpoint.drain(&server, kick).await,
+            Question::Undrain { server } => endpoint.undrain(&server).await,
+            Question::Move { user, server } => endpoint.move_user(&user, &server).await,
         }
     });
     // Whatever the endpoint (or whoever answers on its port) says reaches the terminal one

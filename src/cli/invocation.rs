@@ -102,6 +102,23 @@ pub fn native(command: Command) -> Result<Wanted, InvocationError> {
         Command::Sessions(endpoint) => ("sessions", endpoint, Question::Sessions),
         Command::Reload(endpoint) => ("reload", endpoint, Question::Reload),
         Command::Upgrade(endpoint) => ("upgrade", endpoint, Question::Upgrade),
+        Command::Backends(endpoint) => ("backends", endpoint, Question::Backends),
+        Command::Backend(args::BackendAction::Down {
+            server,
+            kick,
+            endpoint,
+        }) => ("backend down", endpoint, Question::Drain { server, kick }),
+        Command::Backend(args::BackendAction::Up { server, endpoint }) => {
+            ("backend up", endpoint, Question::Undrain { server })
+        }
+        Command::Move(m) => (
+            "move",
+            m.endpoint,
+            Question::Move {
+                user: m.user,
+                server: m.server,
+            },
+        ),
         Command::Kick(kick) => {
             let whom = match (kick.user, kick.backend) {
                 (Some(user), _) => Kick::User(user),

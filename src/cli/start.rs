@@ -186,7 +186,9 @@ fn runtime_and_services(
         .map_err(StartError::Runtime)?;
     let guard = crate::guard::Guard::from_config(&config.guard, &config.fleet, logger)
         .map_err(|e| StartError::Guard(e.into()))?;
-    Ok((runtime, Services::new(logger.clone(), guard)))
+    let sessions =
+        crate::fleet::session_table(config, logger).map_err(|e| StartError::Guard(e.into()))?;
+    Ok((runtime, Services::new(logger.clone(), guard, sessions)))
 }
 
 /// Become `[process] user`, when one is configured: the user become.

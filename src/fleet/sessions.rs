@@ -125,6 +125,20 @@ impl SessionTable {
         self.store.as_ref()
     }
 
+    /// The key `kind:…` for `parts` (a user, an address): in the store a keyed hash of them
+    /// (no name in the store), in this process alone the parts themselves.
+    pub fn key_for(&self, kind: &str, parts: &[&str]) -> String {
+        match &self.store {
+            Some(store) => {
+                let bytes: Vec<&[u8]> = std::iter::once(kind.as_bytes())
+                    .chain(parts.iter().map(|p| p.as_bytes()))
+                    .collect();
+                store.key(kind, &store.keyed_hash(&bytes))
+            }
+            None => format!("{kind}:{}", parts.join("\n")),
+        }
+    }
+
     /// Count a session under `counts` unless one of them is at its cap.
     pub async fn enter(
         self: &Arc<Self>,

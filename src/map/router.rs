@@ -205,7 +205,8 @@ impl Router {
         })
     }
 
-    fn endpoint(&self, route: &Route) -> Endpoint {
+    /// Where `route` leads, completed with the listener's port and TLS.
+    pub fn endpoint(&self, route: &Route) -> Endpoint {
         Endpoint {
             host: route.host.clone(),
             port: route.port.unwrap_or(self.defaults.port),

@@ -7,6 +7,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
 
 use crate::config::BackendTls;
+use crate::fleet::Lease;
 use crate::log::AuthRecord;
 use crate::map::{Connection, Endpoint, Login, MapError, Target};
 use crate::metrics::{HandshakeSide, LookupResult, Metrics, ProtocolLabels};
@@ -15,6 +16,7 @@ use crate::tls;
 
 use super::builder::{security, ListenerState};
 use super::forward;
+use super::holding;
 use super::loop_guard::Registration;
 use super::services::Services;
 use super::stream::{write, BackendStream, MaybeTls};
@@ -27,6 +29,8 @@ pub struct LoggedIn {
     pub stream: BackendStream,
     /// What the back end sent after its answer; it belongs to the client.
     pub leftover: Vec<u8>,
+    /// The session's place in the fleet's counts (caps, pools), for as long as it lasts.
+    pub lease: Option<Lease>,
 }
 
 /// Route the user, connect and log in. `record` learns the server and its security.
@@ -59,11 +63,31 @@ pub async fn login(
             return (LoginOutcome::no_connection(format!("map: {reason}")), None)
         }
     };
+    let placement = target.placement.clone();
     let (creds, endpoints) = match credentials_for(creds, target, record) {
         Ok(prepared) => prepared,
         Err(refused) => return (refused, None),
     };
-    try_endpoints(listener, services, connection, &endpoints, creds, record).await
+    let user = creds.user.clone();
+    let done = try_endpoints(listener, services, connection, &endpoints, creds, record).await;
+    match done {
+        (outcome, Some(mut backend)) if outcome.is_accepted() => {
+            let holding = holding::Holder {
+                listener,
+                services,
+                peer: connection.peer,
+            };
+            match holding.hold(&user, placement).await {
+                Ok(lease) => {
+                    backend.lease = lease;
+                    (outcome, Some(backend))
+                }
+                // The back-end connection closes unused.
+                Err(over) => (over, None),
+            }
+        }
+        done => done,
+    }
 }
 
 /// Ask the listener's router, within `backend_login_timeout` (a map that queues or stalls
@@ -187,6 +211,9 @@ async fn try_endpoints(
             }
             Err(failed) => {
                 metrics.backend_connect_errors.get_or_create(&labels).inc();
+                if let Some(map) = &router.map {
+                    map.connect_failed(endpoint);
+                }
                 router
                     .dead
                     .connect_failed(endpoint, std::time::Instant::now());
@@ -298,7 +325,15 @@ async fn converse(
             ServerEvent::NeedInput => match stream.read(&mut buf).await {
                 Ok(0) | Err(_) => {
                     let leftover = Vec::new();
-                    return Ok((machine.eof(), LoggedIn { stream, leftover }));
+                    let lease = None;
+                    return Ok((
+                        machine.eof(),
+                        LoggedIn {
+                            stream,
+                            leftover,
+                            lease,
+                        },
+                    ));
                 }
                 Ok(n) => machine.receive(&buf[..n]),
             },
@@ -307,7 +342,15 @@ async fn converse(
                 .warning(&format!("back end {}: {text}", endpoint.log_name())),
             ServerEvent::Finished(outcome) => {
                 let leftover = machine.take_unprocessed();
-                return Ok((outcome, LoggedIn { stream, leftover }));
+                let lease = None;
+                return Ok((
+                    outcome,
+                    LoggedIn {
+                        stream,
+                        leftover,
+                        lease,
+                    },
+                ));
             }
         }
     }

@@ -164,6 +164,7 @@ impl Server {
             }
         }
         start_probes(&listeners, &services);
+        crate::fleet::keep_renewing(&services.sessions);
         services.set_maps(&listeners);
         let mut server = Server {
             sockets: HashMap::new(),

@@ -4,13 +4,19 @@
 
 use std::sync::Arc;
 
+use crate::fleet::SessionTable;
 use crate::guard::Guard;
 use crate::log::Logger;
+use crate::map::pool::{watch, Attachment};
 use crate::map::Map;
 use crate::metrics::Metrics;
 
 use super::loop_guard::OwnConnections;
+use super::pool_checks::ListenerChecks;
 use super::registry::Registry;
+
+/// A pool, and the label of the listener it routes for.
+pub type Pooled = (String, Arc<dyn Map>);
 
 pub struct Services {
     /// The one writer of every log line of the process.
@@ -30,10 +36,19 @@ pub struct Services {
     /// The maps of the running configuration, so that a kick can make them forget what they
     /// answered (the user moved).
     pub maps: Arc<std::sync::RwLock<Vec<Arc<dyn Map>>>>,
+    /// The logged-in sessions, counted by user for the caps and the pools (across the fleet
+    /// with a store).
+    pub sessions: Arc<SessionTable>,
+    /// The running configuration's pools, each with its listener's label.
+    pub pools: std::sync::RwLock<Vec<Pooled>>,
 }
 
 impl Services {
-    pub fn new(logger: Arc<Logger>, guard: Option<Guard>) -> Arc<Services> {
+    pub fn new(
+        logger: Arc<Logger>,
+        guard: Option<Guard>,
+        sessions: Arc<SessionTable>,
+    ) -> Arc<Services> {
         Arc::new(Services {
             logger,
             guard: Arc::new(std::sync::RwLock::new(guard.map(Arc::new))),
@@ -41,6 +56,8 @@ impl Services {
             metrics: Arc::new(Metrics::new()),
             registry: Arc::default(),
             maps: Arc::default(),
+            sessions,
+            pools: Default::default(),
         })
     }
 
@@ -54,8 +71,27 @@ impl Services {
         *self.guard.write().unwrap_or_else(|e| e.into_inner()) = guard;
     }
 
-    /// The running configuration's maps are these.
+    /// The running configuration's maps are these; its pools start their work (those kept
+    /// by a reload go on).
     pub fn set_maps(&self, listeners: &[Arc<super::builder::ListenerState>]) {
+        let mut pools = Vec::new();
+        for listener in listeners {
+            let Some(map) = &listener.router.map else {
+                continue;
+            };
+            let attachment = Attachment {
+                sessions: self.sessions.clone(),
+                checker: Arc::new(ListenerChecks::new(listener)),
+                logger: self.logger.clone(),
+                metrics: self.metrics.clone(),
+                listener: listener.label.clone(),
+            };
+            watch::attach(map, attachment);
+            if map.pool().is_some() {
+                pools.push((listener.label.clone(), map.clone()));
+            }
+        }
+        *self.pools.write().unwrap_or_else(|e| e.into_inner()) = pools;
         let maps = listeners
             .iter()
             .filter_map(|l| l.router.map.clone())
@@ -63,6 +99,11 @@ impl Services {
         if let Ok(mut current) = self.maps.write() {
             *current = maps;
         }
+    }
+
+    /// The pools now, with their listeners' labels.
+    pub fn pools(&self) -> Vec<Pooled> {
+        self.pools.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Every map forgets its cached answers.

@@ -115,10 +115,18 @@ impl Relaying {
         // and by the admin's kick (the client reconnects, to a new back end if it moved).
         let mut phase = session.phase.clone();
         let live = session.registered.live.clone();
+        // A pool's kick (drained, moved, its server down) ends it too.
+        let fleet_kick = this.backend.lease.as_ref().map(|l| l.facts.kicked.clone());
         let stop = async {
             tokio::select! {
                 _ = reached(&mut phase, Phase::Closing) => {}
                 _ = live.kicked.notified() => {}
+                _ = async {
+                    match &fleet_kick {
+                        Some(kicked) => kicked.notified().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
             }
         };
         let idle = session.listener.limits.idle_timeout();
