@@ -65,17 +65,17 @@ pub async fn drain(
         .clone()
         .ok_or(BackendsError::Missing("server=HOST:PORT"))?;
     let kick = drained && found[1].as_deref().is_some_and(|k| k == "1" || k == "yes");
-    let mut hit = false;
+    // Users are placed on hosts: the host is drained in every pool that has it.
+    let host = services
+        .pools()
+        .iter()
+        .find_map(|(_, map)| Some(map.pool()?.find(&server)?.host.clone()))
+        .ok_or_else(|| BackendsError::Unknown(server.clone()))?;
     for (_, map) in services.pools() {
         let Some(pool) = map.pool() else { continue };
-        if let Some(found) = pool.find(&server) {
-            let host = found.host.clone();
+        if pool.find(&host).is_some() {
             pool.set_drained(&host, drained, kick).await;
-            hit = true;
         }
-    }
-    if !hit {
-        return Err(BackendsError::Unknown(server));
     }
     Ok(server)
 }

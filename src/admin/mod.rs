@@ -5,7 +5,7 @@
 //! HTTP/1.1 for loopback or a management network, optionally behind a bearer token. Idle
 //! connections cannot keep an admin out: see [`slots`].
 
-mod backends;
+pub mod backends;
 pub mod client;
 mod page;
 mod slots;
@@ -227,7 +227,11 @@ impl Admin {
             }
             (&Method::GET, "/") => with_type(
                 StatusCode::OK,
-                page::render(&registry.list(), env!("CARGO_PKG_VERSION")),
+                page::render(
+                    &registry.list(),
+                    &backends::list(&self.services),
+                    env!("CARGO_PKG_VERSION"),
+                ),
                 "text/html; charset=utf-8",
             ),
             (&Method::POST, "/sessions/kick") => {

@@ -6,10 +6,12 @@ use std::fmt::Write;
 use crate::metrics::SessionState;
 use crate::server::registry::SessionView;
 
+use super::backends::Row;
+
 /// How often the page reloads itself, in seconds.
 const REFRESH: u32 = 5;
 
-pub fn render(sessions: &[SessionView], version: &str) -> String {
+pub fn render(sessions: &[SessionView], backends: &[Row], version: &str) -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -54,8 +56,37 @@ pub fn render(sessions: &[SessionView], version: &str) -> String {
             s.bytes_to_client,
         );
     }
-    html.push_str("</tbody></table></body></html>\n");
+    html.push_str("</tbody></table>\n");
+    if !backends.is_empty() {
+        render_backends(&mut html, backends);
+    }
+    html.push_str("</body></html>\n");
     html
+}
+
+/// The pools' servers, below the sessions.
+fn render_backends(html: &mut String, backends: &[Row]) {
+    html.push_str(
+        "<h2>Pools</h2><table id=\"backends\"><thead><tr><th>Listener</th><th>Server</th>\
+         <th>Health</th><th>Admin</th><th>Weight</th><th>Users</th><th>Sessions</th></tr>\
+         </thead><tbody>\n",
+    );
+    for row in backends {
+        let s = &row.status;
+        let _ = writeln!(
+            html,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
+             <td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+            escape(&row.listener),
+            escape(&s.server),
+            s.health,
+            s.admin,
+            s.weight,
+            s.users,
+            s.sessions,
+        );
+    }
+    html.push_str("</tbody></table>\n");
 }
 
 /// Text in HTML: a user name is the client's to choose.
@@ -94,9 +125,35 @@ mod tests {
             bytes_to_client: 20,
             state: SessionState::Proxying,
         };
-        let html = render(&[s], "1.0");
+        let html = render(&[s], &[], "1.0");
         assert!(!html.contains("<script>"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("1 sessions, 1 logged in"));
+        assert!(!html.contains("Pools"), "no pool, no table");
+    }
+
+    #[test]
+    fn the_pools_servers_are_shown_below_the_sessions() {
+        let row = Row {
+            listener: "0.0.0.0:143".into(),
+            status: crate::map::pool::control::ServerStatus {
+                server: "10.0.0.11:143".into(),
+                weight: 2,
+                health: "down",
+                admin: "up",
+                users: 3,
+                sessions: 4,
+            },
+        };
+        let html = render(&[], &[row], "1.0");
+        let table = &html[html.find("id=\"backends\"").expect("a pool table")..];
+        assert!(
+            table.contains("<td>10.0.0.11:143</td><td>down</td><td>up</td>"),
+            "{table}"
+        );
+        assert!(
+            table.contains("<td class=\"n\">3</td><td class=\"n\">4</td>"),
+            "{table}"
+        );
     }
 }

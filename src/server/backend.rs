@@ -33,6 +33,16 @@ pub struct LoggedIn {
     pub lease: Option<Lease>,
 }
 
+impl LoggedIn {
+    fn new(stream: BackendStream, leftover: Vec<u8>) -> LoggedIn {
+        LoggedIn {
+            stream,
+            leftover,
+            lease: None,
+        }
+    }
+}
+
 /// Route the user, connect and log in. `record` learns the server and its security.
 pub async fn login(
     listener: &ListenerState,
@@ -323,18 +333,7 @@ async fn converse(
                 machine.tls_established();
             }
             ServerEvent::NeedInput => match stream.read(&mut buf).await {
-                Ok(0) | Err(_) => {
-                    let leftover = Vec::new();
-                    let lease = None;
-                    return Ok((
-                        machine.eof(),
-                        LoggedIn {
-                            stream,
-                            leftover,
-                            lease,
-                        },
-                    ));
-                }
+                Ok(0) | Err(_) => return Ok((machine.eof(), LoggedIn::new(stream, Vec::new()))),
                 Ok(n) => machine.receive(&buf[..n]),
             },
             ServerEvent::Note(text) => services
@@ -342,15 +341,7 @@ async fn converse(
                 .warning(&format!("back end {}: {text}", endpoint.log_name())),
             ServerEvent::Finished(outcome) => {
                 let leftover = machine.take_unprocessed();
-                let lease = None;
-                return Ok((
-                    outcome,
-                    LoggedIn {
-                        stream,
-                        leftover,
-                        lease,
-                    },
-                ));
+                return Ok((outcome, LoggedIn::new(stream, leftover)));
             }
         }
     }
