@@ -102,9 +102,56 @@ pub fn alice_messages() -> &'static [Vec<u8>] {
     })
 }
 
+/// The ports a Dovecot listens on.
+#[derive(Debug, Clone, Copy)]
+pub struct DovecotPorts {
+    pub imap: u16,
+    pub imap_haproxy: u16,
+    pub imaps: u16,
+    pub pop3: u16,
+    pub pop3s: u16,
+    pub sieve: u16,
+    pub sieve_haproxy: u16,
+}
+
+impl DovecotPorts {
+    /// Ports of [`free_port`]'s: free on 127.0.0.1 and on the wildcard address, so on every
+    /// loopback address.
+    pub fn free() -> DovecotPorts {
+        DovecotPorts {
+            imap: free_port(),
+            imap_haproxy: free_port(),
+            imaps: free_port(),
+            pop3: free_port(),
+            pop3s: free_port(),
+            sieve: free_port(),
+            sieve_haproxy: free_port(),
+        }
+    }
+}
+
+/// How a member of a shared-storage cluster (`support::cluster`) differs from a private
+/// Dovecot: a loopback address of its own, the ports and the mail homes every member shares,
+/// users besides [`USERS`], and configuration lines of its own.
+#[derive(Debug, Clone)]
+pub struct ClusterMember {
+    /// Where every listener of this member listens (instead of 127.0.0.1).
+    pub ip: std::net::Ipv4Addr,
+    /// The same on every member: a pool names its servers by address and port.
+    pub ports: DovecotPorts,
+    /// The directory holding every user's home (`HOMES/USER`), shared by the members.
+    pub homes: PathBuf,
+    /// Users (name, password) besides [`USERS`].
+    pub users: Vec<(String, String)>,
+    /// Appended to the rendered configuration.
+    pub extra_conf: String,
+}
+
 /// A private Dovecot instance on free loopback ports. Dropping it stops Dovecot and removes
 /// its directory.
 pub struct Dovecot {
+    /// The address every listener listens on: 127.0.0.1 but for a [`ClusterMember`].
+    pub ip: std::net::Ipv4Addr,
     /// Plain IMAP (STARTTLS offered).
     pub imap: u16,
     /// Plain IMAP that takes a PROXY header first (`haproxy = yes`).
@@ -128,6 +175,8 @@ pub struct Dovecot {
     pub conf: PathBuf,
     /// Dovecot's log file.
     pub log: PathBuf,
+    /// The directory holding every user's home (`DIR/home` but for a [`ClusterMember`]).
+    homes: PathBuf,
     child: Option<Child>,
     tmp: Option<tempfile::TempDir>,
 }
@@ -238,11 +287,26 @@ impl Dovecot {
         )
     }
 
+    /// A member of a shared-storage cluster, as `member` says, offering what [`Dovecot::start`]
+    /// offers (on `member.ports`, each try: the cluster chose them).
+    pub fn start_member(member: &ClusterMember) -> Dovecot {
+        Self::start_any("plain login", None, None, Some(member))
+    }
+
     fn start_with(mechanisms: &str, oauth2: Option<&str>, relay_port: Option<u16>) -> Dovecot {
+        Self::start_any(mechanisms, oauth2, relay_port, None)
+    }
+
+    fn start_any(
+        mechanisms: &str,
+        oauth2: Option<&str>,
+        relay_port: Option<u16>,
+        member: Option<&ClusterMember>,
+    ) -> Dovecot {
         require_dovecot();
         let mut errors = Vec::new();
         for _ in 0..3 {
-            match Self::try_start(mechanisms, oauth2, relay_port) {
+            match Self::try_start(mechanisms, oauth2, relay_port, member) {
                 Ok(d) => return d,
                 Err(e) => errors.push(e),
             }
@@ -254,6 +318,7 @@ impl Dovecot {
         mechanisms: &str,
         oauth2: Option<&str>,
         relay_port: Option<u16>,
+        member: Option<&ClusterMember>,
     ) -> Result<Dovecot, String> {
         let certs = certs();
         let tmp = tempfile::Builder::new()
@@ -265,8 +330,11 @@ impl Dovecot {
         let ident = identity();
 
         // Users.
+        let extra_users = member.map(|m| m.users.as_slice()).unwrap_or_default();
         let passwd: String = USERS
             .iter()
+            .map(|(u, p)| (*u, *p))
+            .chain(extra_users.iter().map(|(u, p)| (u.as_str(), p.as_str())))
             .map(|(u, p)| format!("{u}:{{PLAIN}}{p}::::::\n"))
             .collect();
         fs::write(dir.join("passwd"), passwd).map_err(|e| e.to_string())?;
@@ -279,7 +347,7 @@ impl Dovecot {
             .map_err(|e| e.to_string())?;
 
         // Mail: alice's INBOX in Maildir.
-        let home = dir.join("home");
+        let home = member.map_or_else(|| dir.join("home"), |m| m.homes.clone());
         let maildir = home.join("alice").join("Maildir");
         for sub in ["cur", "new", "tmp"] {
             fs::create_dir_all(maildir.join(sub)).map_err(|e| e.to_string())?;
@@ -302,14 +370,17 @@ impl Dovecot {
                 .map_err(|e| format!("chown {}: {e}", home.display()))?;
         }
 
-        let (imap, imaps, pop3, pop3s, sieve) = (
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-            free_port(),
-        );
-        let (imap_haproxy, sieve_haproxy) = (free_port(), free_port());
+        let ports = member.map_or_else(DovecotPorts::free, |m| m.ports);
+        let DovecotPorts {
+            imap,
+            imap_haproxy,
+            imaps,
+            pop3,
+            pop3s,
+            sieve,
+            sieve_haproxy,
+        } = ports;
+        let ip = member.map_or(std::net::Ipv4Addr::LOCALHOST, |m| m.ip);
         let submission = relay_port.map(|_| free_port());
         let instance = format!("portcullis-test-{}", unique_suffix());
         let extra_passdb = match oauth2 {
@@ -353,6 +424,10 @@ impl Dovecot {
             &format!("auth_mechanisms = {mechanisms}"),
         );
         assert!(conf_text.contains(&format!("auth_mechanisms = {mechanisms}")));
+        let conf_text = match member {
+            None => conf_text,
+            Some(m) => member_conf(conf_text, &dir, m),
+        };
         let conf_text = match (relay_port, submission) {
             (Some(relay), Some(submission)) => {
                 conf_text
@@ -381,6 +456,7 @@ impl Dovecot {
             .spawn()
             .map_err(|e| format!("spawn dovecot: {e}"))?;
         let mut d = Dovecot {
+            ip,
             imap,
             imap_haproxy,
             sieve_haproxy,
@@ -392,6 +468,7 @@ impl Dovecot {
             dir,
             conf,
             log,
+            homes: home,
             child: Some(child),
             tmp: Some(tmp),
         };
@@ -415,7 +492,7 @@ impl Dovecot {
                     d.log_text()
                 ));
             }
-            pending.retain(|p| !port_open(*p));
+            pending.retain(|p| !ip_port_open(ip, *p));
             if !pending.is_empty() {
                 sleep(Duration::from_millis(50));
             }
@@ -423,7 +500,7 @@ impl Dovecot {
         // Dovecot answers "* OK Waiting for authentication process to respond.." until auth
         // is up; wait for the real greeting on each plain port.
         for port in [imap, pop3, sieve].into_iter().chain(submission) {
-            if let Err(e) = wait_greeting(port, deadline) {
+            if let Err(e) = wait_greeting(ip, port, deadline) {
                 return Err(format!(
                     "dovecot port {port}: no greeting: {e}\nlog:\n{}",
                     d.log_text()
@@ -451,12 +528,12 @@ impl Dovecot {
 
     /// Home directory of `user` (mail in `home/Maildir`, sieve scripts in `home/sieve`).
     pub fn home(&self, user: &str) -> PathBuf {
-        self.dir.join("home").join(user)
+        self.homes.join(user)
     }
 
     /// The directory holding every user's home (`home/USER`).
     pub fn homes(&self) -> PathBuf {
-        self.dir.join("home")
+        self.homes.clone()
     }
 
     /// The uid and gid owning the mail homes (never root: Dovecot refuses to run mail
@@ -489,6 +566,11 @@ impl Dovecot {
         })
     }
 
+    /// Process id of the master process, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Stops Dovecot (TERM to the master, then KILL after 5 s). Idempotent.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -516,8 +598,28 @@ pub fn contains_bytes(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
-fn wait_greeting(port: u16, deadline: Instant) -> Result<(), String> {
-    let mut sock = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+/// A cluster member's configuration: its listeners on its own address, the shared homes, and
+/// its own lines.
+fn member_conf(conf_text: String, dir: &Path, member: &ClusterMember) -> String {
+    let ip = member.ip.to_string();
+    let own_home = format!("home={}/home/%u", dir.display());
+    assert!(conf_text.contains(&own_home), "the template's userdb moved");
+    conf_text
+        .replace("listen = 127.0.0.1", &format!("listen = {ip}"))
+        .replace("address = 127.0.0.1", &format!("address = {ip}"))
+        .replace(&own_home, &format!("home={}/%u", member.homes.display()))
+        + "\n"
+        + &member.extra_conf
+        + "\n"
+}
+
+fn ip_port_open(ip: std::net::Ipv4Addr, port: u16) -> bool {
+    let addr = SocketAddr::from((ip, port));
+    TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok()
+}
+
+fn wait_greeting(ip: std::net::Ipv4Addr, port: u16, deadline: Instant) -> Result<(), String> {
+    let mut sock = TcpStream::connect((ip, port)).map_err(|e| e.to_string())?;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {

@@ -15,6 +15,8 @@
 //! * `smtp.rs`: SMTP replies, test messages, and the client programs (swaks, msmtp, Python's
 //!   smtplib, curl) that submit them;
 //! * `admin.rs`: requests to the admin endpoint and the metrics' samples;
+//! * `cluster.rs`: Dovecot servers sharing one mail root, each on a loopback address of its
+//!   own, and two Portcullis instances with a `pool` of them (issue 19);
 //! * `ports.rs`, `auth_service.rs`, `databases.rs`, `haproxy.rs`, `redis.rs`, `slapd.rs`: free
 //!   ports, an auth_http service, and the other real servers a test may need.
 #![allow(dead_code)]
@@ -22,6 +24,7 @@
 pub mod admin;
 pub mod auth_service;
 mod certs;
+pub mod cluster;
 pub mod databases;
 pub mod fail2ban;
 pub mod haproxy;
