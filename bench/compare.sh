@@ -6,6 +6,7 @@
 #   BENCH_TARGETS=portcullis,nginx BENCH_MODES=logins,fetch bash bench/compare.sh
 #   BENCH_TARGETS=portcullis BENCH_MODES=idle BENCH_IDLE=1000,5000,9500 bash bench/compare.sh
 #   BENCH_TARGETS=postfix,portcullis,nginx BENCH_MODES=submission bash bench/compare.sh
+#   BENCH_MODES=pool bash bench/compare.sh  # Portcullis: static back end vs a pool of three
 #
 # Starts on loopback, on free ports, with one certificate (RSA-2048 unless BENCH_KEY=ec):
 #   dovecot        the back end: a throw-away Dovecot (tests/support/dovecot.conf.in, limits
@@ -40,6 +41,12 @@
 #                   against load per row and transport in $BENCH_DIR/results/sweep/.
 #                   `submission`: smtp-logins (BENCH_CLIENTS, BENCH_DURATION) and smtp-send
 #                   (a BENCH_FETCH_MIB MiB message, BENCH_DURATION) per row; needs root (Postfix)
+#                   `pool` (not in the default list; bench/pool.sh): Portcullis alone, a static
+#                   back end against kind = "pool" over three addresses of the bench Dovecot,
+#                   without and with [fleet] store (a redis-server of its own) and a session
+#                   cap; plain logins of BENCH_POOL_USERS users, the store's work per login
+#                   counted in redis. With BENCH_MODES=pool alone, BENCH_TARGETS defaults to
+#                   dovecot (the back end; the pool's rows are its own)
 #   BENCH_KEY       server key: rsa (RSA-2048) or ec (P-256) [rsa]
 #   BENCH_CLIENTS   concurrent clients of the logins mode [16]
 #   BENCH_DURATION  seconds per logins step and per fetch (and send) run [5]
@@ -50,6 +57,9 @@
 #   BENCH_SOURCES   client source addresses [127.0.0.1-127.0.0.8]
 #   BENCH_IDLE_TRANSPORTS  plain,tls, or one of them [plain,tls] (9,500 sessions of each at
 #                   once would need more than the 20,000 files a process may open here)
+#   BENCH_POOL_USERS     users of the pool mode [10000]
+#   BENCH_POOL_DURATION  seconds of each of its two steps (1 client, BENCH_CLIENTS) per row [6]
+#   BENCH_POOL_ROUNDS    times each of its four rows runs [2]
 #   BENCH_DIR       work directory [/tmp/portcullis-compare] (wiped at start)
 #   PORTCULLIS_BIN, PORTCULLIS_BENCH_BIN   binaries to use instead of cargo build --release
 #   PORTCULLIS_FEATURES   cargo features for the Portcullis build (e.g. a crypto provider)
@@ -61,12 +71,16 @@ BENCH_DIR=${BENCH_DIR:-/tmp/portcullis-compare}
 TEMPLATE=$ROOT/tests/support/dovecot.conf.in
 # shellcheck source=scripts/lib.sh
 . "$ROOT/scripts/lib.sh"
+# shellcheck source=bench/pool.sh
+. "$ROOT/bench/pool.sh"
 ALL_TARGETS=dovecot,postfix,portcullis,nginx,perdition,dovecot-proxy
 TARGETS=${BENCH_TARGETS:-$ALL_TARGETS}
 # Idle first: measured on fresh processes, before the other modes leave freed memory behind
 # in the allocators for the sessions to reuse.
 ALL_MODES=idle,logins,returning,fetch,submission
 MODES=${BENCH_MODES:-$ALL_MODES}
+# The pool mode measures Portcullis against itself: alone, it needs no other row.
+[ -z "${BENCH_TARGETS:-}" ] && [ "$MODES" = pool ] && TARGETS=dovecot
 KEY=${BENCH_KEY:-rsa}
 CLIENTS=${BENCH_CLIENTS:-16}
 DURATION=${BENCH_DURATION:-5}
@@ -85,6 +99,12 @@ has() { case ",$1," in *",$2,"*) return 0 ;; *) return 1 ;; esac; }
 # port 80; nothing here uses it).
 install_packages dovecot-imapd openssl python3 perdition nginx libnginx-mod-mail
 has "$MODES" submission && install_packages postfix
+if has "$MODES" pool; then
+    install_packages redis-server
+    for tool in redis-server redis-cli; do
+        command -v "$tool" >/dev/null || { say "$tool not installed (apt-get install redis-server)"; exit 1; }
+    done
+fi
 DOVECOT=$(PATH=$PATH:/usr/sbin:/sbin command -v dovecot) || { say "dovecot not installed"; exit 1; }
 for tool in openssl python3; do
     command -v "$tool" >/dev/null || { say "$tool not installed"; exit 1; }
@@ -140,14 +160,16 @@ CERTS=$BENCH_DIR/certs
 read -r DC_IMAP DC_IMAPS DC_POP3 DC_POP3S DC_SIEVE DC_IMAP_HAPROXY DC_SIEVE_HAPROXY \
     DP_IMAP DP_IMAPS DP_POP3 DP_POP3S DP_SIEVE DP_IMAP_HAPROXY DP_SIEVE_HAPROXY \
     PC_IMAP PC_IMAPS NG_IMAP NG_IMAPS NG_AUTH PD_IMAP PD_IMAPS PF_SUB PC_SUB NG_SMTP \
+    PL_IMAP RD_PORT PC_POOL0 PC_POOL1 PC_POOL2 PC_POOL3 \
     < <(python3 - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(24)]
+socks = [socket.socket() for _ in range(30)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 )
+PC_POOL=("$PC_POOL0" "$PC_POOL1" "$PC_POOL2" "$PC_POOL3")
 
 PIDS=()
 PF_PID=""
@@ -185,19 +207,19 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-wait_greeting() { # port [prefix]: until the port sends a real greeting (IMAP's, or SMTP's 220)
-    python3 - "$1" "${2:-* OK}" <<'PY'
+wait_greeting() { # port [prefix [host]]: until it sends a real greeting (IMAP's, or SMTP's 220)
+    python3 - "$1" "${2:-* OK}" "${3:-127.0.0.1}" <<'PY'
 import socket, sys, time
-port = int(sys.argv[1]); want = sys.argv[2].encode(); end = time.time() + 20
+port = int(sys.argv[1]); want = sys.argv[2].encode(); host = sys.argv[3]; end = time.time() + 20
 while time.time() < end:
     try:
-        s = socket.create_connection(("127.0.0.1", port), timeout=2)
+        s = socket.create_connection((host, port), timeout=2)
         if s.recv(4096).startswith(want):
             sys.exit(0)
     except OSError:
         pass
     time.sleep(0.1)
-sys.exit(f"port {port}: no greeting")
+sys.exit(f"{host}:{port}: no greeting")
 PY
 }
 
@@ -208,6 +230,13 @@ make_certs "$CERTS" "Portcullis Bench" 30 "$KEY"
 printf '%s\n' 'alice:{PLAIN}alicepw::::::' 'bob:{PLAIN}bobpw::::::' >"$DC/passwd"
 chmod 644 "$DC/passwd"
 python3 "$ROOT/bench/seed.py" "$DC/home/alice/Maildir/cur" --big-mib "$FETCH_MIB"
+POOL_SED=()
+if has "$MODES" pool; then
+    mkdir -p "$BENCH_DIR/pool" "$RES/pool"
+    say "pool mode: $POOL_USERS users"
+    pool_users "$DC" "$BENCH_DIR/pool/users"
+    pool_dovecot_listener "$PL_IMAP"
+fi
 
 # Limits for many sessions (see ../shared/reference/dovecot-notes.md): login processes serving
 # many clients each, one imap process per session (Dovecot's default), no per-user/IP cap.
@@ -221,7 +250,7 @@ dovecot_limits=(
   process_min_avail = $(nproc)\\
   client_limit = $LIMIT"
 )
-render_dovecot "$TEMPLATE" "$DC" "portcullis-bench-$$" "$CERTS" "${dovecot_limits[@]}"
+render_dovecot "$TEMPLATE" "$DC" "portcullis-bench-$$" "$CERTS" "${dovecot_limits[@]}" "${POOL_SED[@]}"
 cat >>"$DC/dovecot.conf" <<CONF
 
 # --- added by bench/compare.sh ---
@@ -238,6 +267,9 @@ service auth {
 }
 CONF
 grep -q '^  service_count = 0' "$DC/dovecot.conf" || { say "could not patch the Dovecot template"; exit 1; }
+if has "$MODES" pool; then
+    grep -q 'inet_listener imap_pool' "$DC/dovecot.conf" || { say "could not add the pool's listener"; exit 1; }
+fi
 
 # Each IDLE session holds an inotify instance of the mail user (default 128 per user).
 want=$((LIMIT + 1024))
@@ -250,6 +282,10 @@ say "starting Dovecot, the back end (log: $DC/dovecot.log)"
 "$DOVECOT" -c "$DC/dovecot.conf" || { cat "$DC/dovecot.log" >&2; exit 1; }
 wait_greeting "$DC_IMAP"
 DC_PID=$(cat "$DC/run/master.pid")
+if has "$MODES" pool; then
+    for h in "${POOL_HOSTS[@]}"; do wait_greeting "$PL_IMAP" "* OK" "$h"; done
+    pool_redis "$RD_PORT" || exit 1
+fi
 
 # --- Postfix, the submission back end -----------------------------------------------------------
 declare -A PLAIN_PORT TLS_PORT SMTP_PORT METER
@@ -501,6 +537,11 @@ tls() { # target: its TLS address and meter
 }
 # shellcheck disable=SC2046
 for mode in ${MODES//,/ }; do
+    if [ "$mode" = pool ]; then
+        # Rows of its own: Portcullis in four configurations (bench/pool.sh).
+        pool_mode || { say "pool mode failed"; exit 1; }
+        continue
+    fi
     for t in "${rows[@]}"; do
         # A row only in the modes of its protocol: postfix has no IMAP, Dovecot and perdition
         # here no SMTP.
@@ -607,11 +648,15 @@ if compgen -G "$RES/submission/*.json" >/dev/null; then
         cat "$BENCH_DIR/compare-submission.md"
     } >>"$BENCH_DIR/compare.md"
 fi
+if [ -s "$BENCH_DIR/compare-pool.md" ]; then
+    [ -s "$BENCH_DIR/compare.md" ] && echo >>"$BENCH_DIR/compare.md"
+    cat "$BENCH_DIR/compare-pool.md" >>"$BENCH_DIR/compare.md"
+fi
 {
     echo "Run of $(date -u '+%Y-%m-%d %H:%M UTC') on $(nproc) cores ($(sed -n 's/^model name[^:]*: //p' /proc/cpuinfo | head -1)), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), Linux $(uname -r)."
     echo "Portcullis $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' (with uncommitted changes)')${PORTCULLIS_FEATURES:+ (features $PORTCULLIS_FEATURES)},"\
-        "$("$DOVECOT" --version 2>/dev/null | sed 's/^/Dovecot /')${NGINX:+, $("$NGINX" -v 2>&1 | sed 's|nginx version: nginx/|nginx |')}${PERDITION:+, perdition $(dpkg-query -W -f '${Version}' perdition 2>/dev/null)}${PF_PID:+, Postfix $(postconf -dh mail_version 2>/dev/null)};"\
-        "$KEY certificate; $CLIENTS login clients, ${DURATION} s per step; ${FETCH_MIB} MiB FETCH (and sent message); $IDLE idle sessions; $RETURNING returning clients."
+        "$("$DOVECOT" --version 2>/dev/null | sed 's/^/Dovecot /')${NGINX:+, $("$NGINX" -v 2>&1 | sed 's|nginx version: nginx/|nginx |')}${PERDITION:+, perdition $(dpkg-query -W -f '${Version}' perdition 2>/dev/null)}${PF_PID:+, Postfix $(postconf -dh mail_version 2>/dev/null)}${RD_PID:+, $(redis-server --version | cut -d' ' -f1-3)};"\
+        "$KEY certificate; $CLIENTS login clients, ${DURATION} s per step; ${FETCH_MIB} MiB FETCH (and sent message); $IDLE idle sessions; $RETURNING returning clients$(has "$MODES" pool && echo "; pool mode: $POOL_USERS users, ${POOL_DURATION} s per step, $POOL_ROUNDS rounds")."
     echo
     cat "$BENCH_DIR/compare.md"
 } >"$BENCH_DIR/compare-with-header.md"

@@ -131,9 +131,13 @@ struct Common {
     /// used round-robin by the connections.
     #[arg(long = "source")]
     sources: Vec<String>,
-    /// USER/PASSWORD to log in as; several are used round-robin by the clients.
-    #[arg(long = "user", default_value = "alice/alicepw")]
+    /// USER/PASSWORD to log in as; several are used round-robin (default alice/alicepw).
+    #[arg(long = "user")]
     users: Vec<String>,
+    /// More users, one USER/PASSWORD a line (blank lines and `#` comments skipped): for many
+    /// users at once (e.g. 10,000), after any --user.
+    #[arg(long)]
+    users_file: Option<PathBuf>,
     /// Process to meter (CPU from /proc/PID/stat, memory from smaps_rollup); repeatable.
     #[arg(long = "pid")]
     pids: Vec<u32>,
@@ -257,6 +261,35 @@ fn secs(s: f64) -> Duration {
     Duration::from_secs_f64(if s.is_finite() && s > 0.0 { s } else { 0.0 })
 }
 
+/// The --user pairs, then those of --users-file; alice/alicepw when neither gives any.
+fn users(c: &Common) -> Result<Vec<(String, String)>, String> {
+    let pair = |u: &str, whence: &str| {
+        u.split_once('/')
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .ok_or_else(|| format!("{whence} {u:?}: expected USER/PASSWORD"))
+    };
+    let mut users = c
+        .users
+        .iter()
+        .map(|u| pair(u, "--user"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(path) = &c.users_file {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            users.push(pair(line, &format!("{} line {}:", path.display(), n + 1))?);
+        }
+    }
+    if users.is_empty() {
+        users.push(("alice".into(), "alicepw".into()));
+    }
+    Ok(users)
+}
+
 fn build_ctx(c: &Common, protocol: Protocol) -> Result<Ctx, String> {
     let target = Target::new(
         &c.target,
@@ -265,15 +298,7 @@ fn build_ctx(c: &Common, protocol: Protocol) -> Result<Ctx, String> {
         c.server_name.as_deref(),
         source::parse(&c.sources)?,
     )?;
-    let users = c
-        .users
-        .iter()
-        .map(|u| {
-            u.split_once('/')
-                .map(|(a, b)| (a.to_string(), b.to_string()))
-                .ok_or_else(|| format!("--user {u:?}: expected USER/PASSWORD"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let users = users(c)?;
     if c.resume && !c.tls {
         return Err("--resume needs --tls".into());
     }

@@ -203,9 +203,13 @@ async fn closed(ctx: SharedCtx, clients: usize, opts: &LoginOptions) -> LoginSte
         let who = ctx.target.identity(opts.resume);
         set.spawn(async move {
             let mut t = Tally::default();
+            // Client c's k-th login is user c + k × clients: together the clients go through
+            // every user in turn (with one user, or a user per client, nothing changes).
+            let mut n = c;
             while Instant::now() < end {
                 let t0 = Instant::now();
-                let o = cycle(&ctx, &who, c).await;
+                let o = cycle(&ctx, &who, n).await;
+                n += clients.max(1);
                 let failed = o.login.is_err();
                 t.add(o, t0);
                 count.fetch_add(1, Ordering::Relaxed);

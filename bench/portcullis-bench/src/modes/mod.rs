@@ -20,7 +20,7 @@ pub struct Ctx {
     pub target: Target,
     /// What the logins and fetch modes speak (idle and returning: IMAP only).
     pub protocol: Protocol,
-    /// user/password pairs; simulated client `i` uses pair `i % len`.
+    /// user/password pairs; login (or session) `i` uses pair `i % len`.
     pub users: Vec<(String, String)>,
     pub meter: Meter,
     /// Bound on each step of a session (connect, greeting, one command).
