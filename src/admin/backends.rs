@@ -71,12 +71,16 @@ pub async fn drain(
         .iter()
         .find_map(|(_, map)| Some(map.pool()?.find(&server)?.host.clone()))
         .ok_or_else(|| BackendsError::Unknown(server.clone()))?;
-    for (_, map) in services.pools() {
-        let Some(pool) = map.pool() else { continue };
-        if pool.find(&host).is_some() {
-            pool.set_drained(&host, drained, kick).await;
-        }
-    }
+    let spread = kick.then(|| {
+        services
+            .pools()
+            .iter()
+            .filter_map(|(_, map)| map.pool().filter(|p| p.find(&host).is_some()))
+            .map(|pool| pool.kick_spread())
+            .max()
+            .unwrap_or_default()
+    });
+    services.board.set_drained(&host, drained, spread).await;
     Ok(server)
 }
 

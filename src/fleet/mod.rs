@@ -2,8 +2,10 @@
 //! by user (the caps) and by pool user (stickiness), through the `[fleet]` store when there
 //! is one.
 
+pub mod board;
 pub mod sessions;
 
+pub use board::{keep_hearing, Board};
 pub use sessions::{AtCap, Count, Lease, LeaseFacts, Placement, SessionTable};
 
 use std::sync::Arc;

@@ -165,6 +165,7 @@ impl Server {
         }
         start_probes(&listeners, &services);
         crate::fleet::keep_renewing(&services.sessions);
+        crate::fleet::keep_hearing(&services.board);
         services.set_maps(&listeners);
         let mut server = Server {
             sockets: HashMap::new(),

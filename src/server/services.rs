@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::fleet::SessionTable;
+use crate::fleet::{Board, SessionTable};
 use crate::guard::Guard;
 use crate::log::Logger;
 use crate::map::pool::{watch, Attachment};
@@ -39,6 +39,8 @@ pub struct Services {
     /// The logged-in sessions, counted by user for the caps and the pools (across the fleet
     /// with a store).
     pub sessions: Arc<SessionTable>,
+    /// The fleet's word on the pools' hosts: drained, kicks, moves.
+    pub board: Arc<Board>,
     /// The running configuration's pools, each with its listener's label.
     pub pools: std::sync::RwLock<Vec<Pooled>>,
 }
@@ -56,6 +58,7 @@ impl Services {
             metrics: Arc::new(Metrics::new()),
             registry: Arc::default(),
             maps: Arc::default(),
+            board: Board::new(sessions.clone()),
             sessions,
             pools: Default::default(),
         })
@@ -80,7 +83,7 @@ impl Services {
                 continue;
             };
             let attachment = Attachment {
-                sessions: self.sessions.clone(),
+                board: self.board.clone(),
                 checker: Arc::new(ListenerChecks::new(listener)),
                 logger: self.logger.clone(),
                 metrics: self.metrics.clone(),

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::config::MapConfig;
-use crate::fleet::{Placement, SessionTable};
+use crate::fleet::{Board, Placement, SessionTable};
 use crate::store::{millis, wall_clock_ms, Store};
 
 use super::{Answer, Endpoint, LookupFuture, Map, MapError, MapSetupError, Query, Route};
@@ -68,7 +68,8 @@ pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), CheckFailed>> 
 /// What the running process gives a pool: the fleet's sessions, how to check servers, and
 /// where to say what happens.
 pub struct Attachment {
-    pub sessions: Arc<SessionTable>,
+    /// The fleet's word on hosts (drained, kicks), and its session table.
+    pub board: Arc<Board>,
     pub checker: Arc<dyn HealthCheck>,
     pub logger: Arc<crate::log::Logger>,
     pub metrics: Arc<crate::metrics::Metrics>,
@@ -79,8 +80,6 @@ pub struct Attachment {
 /// What changes as the pool runs.
 struct State {
     health: Vec<Health>,
-    /// Hosts an admin drained (no new users), as last heard from the store or set here.
-    drained: HashSet<String>,
     local: Local,
 }
 
@@ -92,8 +91,6 @@ pub struct Pool {
     state: Mutex<State>,
     attached: OnceLock<Attachment>,
     place_script: redis::Script,
-    /// The last of the fleet's kicks and moves heard (a stream id); `None` before the first.
-    heard: Mutex<Option<String>>,
 }
 
 impl Pool {
@@ -119,14 +116,12 @@ impl Pool {
             id: POOLS.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(State {
                 health: vec![Health::default(); servers.len()],
-                drained: HashSet::new(),
                 local: Local::new(LOCAL_ASSIGNMENTS),
             }),
             servers,
             settings,
             attached: OnceLock::new(),
             place_script: redis::Script::new(PLACE),
-            heard: Mutex::new(None),
         })
     }
 
@@ -134,8 +129,21 @@ impl Pool {
         &self.servers
     }
 
+    /// How long `backend down --kick` takes to end a server's sessions.
+    pub fn kick_spread(&self) -> Duration {
+        self.settings.kick_spread
+    }
+
     fn sessions(&self) -> Option<&Arc<SessionTable>> {
-        self.attached.get().map(|a| &a.sessions)
+        self.attached.get().map(|a| a.board.sessions())
+    }
+
+    /// The hosts an admin drained.
+    fn drained(&self) -> HashSet<String> {
+        self.attached
+            .get()
+            .map(|a| a.board.drained())
+            .unwrap_or_default()
     }
 
     fn store(&self) -> Option<&Arc<Store>> {
@@ -156,6 +164,7 @@ impl Pool {
 
     /// The servers that are up, best first for `user`, and the drained ones.
     fn candidates(&self, user: &str) -> (Vec<String>, HashSet<String>) {
+        let drained = self.drained();
         let state = lock(&self.state);
         let up: Vec<(&str, u32)> = self
             .servers
@@ -168,7 +177,7 @@ impl Pool {
             .into_iter()
             .map(|i| up[i].0.to_string())
             .collect();
-        (ranked, state.drained.clone())
+        (ranked, drained)
     }
 
     /// The host for `user`: asked of the store when there is one, else decided here.

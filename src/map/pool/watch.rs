@@ -1,7 +1,7 @@
 //! A running pool's own work: its servers checked every `health_interval_ms` (and what
 //! logins see), each change logged, counted and acted on (a server gone down has its
-//! sessions ended: its users move, and must not be on two servers at once), the fleet's
-//! word (drained servers, kicks, moves) heard every quarter second, and the gauges kept.
+//! sessions ended, whichever pool placed them: its users move, and must not be on two servers
+//! at once), and the gauges kept, every quarter second.
 
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -12,8 +12,8 @@ use super::super::Map;
 use super::health::Change;
 use super::{lock, Attachment, CheckFailed, Pool};
 
-/// How often the fleet's word is heard: within a second everywhere.
-const FLEET_TICK: Duration = Duration::from_millis(250);
+/// How often the gauges of sessions and users are brought up to date.
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
 
 /// Give the running process's services to the pool `map` is (if it is one), and start its
 /// work; a pool already at work (kept by a reload) goes on as it was.
@@ -30,25 +30,29 @@ pub fn attach(map: &Arc<dyn Map>, attachment: Attachment) {
 
 /// Until the pool is gone (a reload replaced it).
 async fn run(map: Weak<dyn Map>) {
-    let mut next_check = Instant::now();
+    let (mut next_check, mut next_gauges) = (Instant::now(), Instant::now());
     loop {
-        {
+        let wake = {
             let Some(map) = map.upgrade() else {
                 return;
             };
             let Some(pool) = map.pool() else {
                 return;
             };
-            if Instant::now() >= next_check {
-                next_check = Instant::now() + pool.settings.health_interval;
+            let now = Instant::now();
+            if now >= next_check {
+                next_check = now + pool.settings.health_interval;
                 for i in 0..pool.servers.len() {
                     tokio::spawn(check(Arc::downgrade(&map), i));
                 }
             }
-            pool.hear_the_fleet().await;
-            pool.publish_load();
-        }
-        tokio::time::sleep(FLEET_TICK).await;
+            if now >= next_gauges {
+                next_gauges = now + GAUGES_EVERY;
+                pool.publish_load();
+            }
+            next_check.min(next_gauges)
+        };
+        tokio::time::sleep_until(wake.into()).await;
     }
 }
 
@@ -113,7 +117,7 @@ impl Pool {
             .inc();
         if change == Change::WentDown {
             // Hung sessions there would otherwise wake up beside the user's new server.
-            self.kick_host(&server.host, Duration::ZERO);
+            attached.board.kick_host(&server.host, Duration::ZERO);
         }
         self.publish_health();
     }
