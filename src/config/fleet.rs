@@ -71,9 +71,11 @@ impl FleetConfig {
                 timeout_ms: self.store_timeout_ms,
                 retry_ms: self.store_retry_ms,
             }),
+            // The older name: its keys stay under the guard's prefix, so that fleets that
+            // share a server by their guard prefixes stay apart.
             (None, Some(url)) => Some(StoreSettings {
                 url: url.clone(),
-                prefix: self.store_prefix.clone(),
+                prefix: guard.store_prefix.clone(),
                 secret: guard.store_secret.clone(),
                 timeout_ms: guard.store_timeout_ms,
                 retry_ms: guard.store_retry_ms,
@@ -164,7 +166,7 @@ mod tests {
         let fleet = FleetConfig::default();
         let settings = fleet.settings(&guard).expect("the alias names a store");
         assert_eq!(settings.url, "redis://127.0.0.1:6379");
-        assert_eq!(settings.prefix, "portcullis:");
+        assert_eq!(settings.prefix, "portcullis:guard:");
         assert!(fleet.problems(&guard).is_empty());
         assert_eq!(
             FleetConfig::default().settings(&GuardConfig::default()),

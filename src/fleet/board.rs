@@ -24,6 +24,11 @@ pub struct Board {
     heard: Mutex<Option<String>>,
 }
 
+/// The store did not take the admin's word: nothing changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the fleet store did not answer: nothing changed, on any instance")]
+pub struct NotTaken;
+
 /// The stream's entries: id, then field/value pairs.
 type Events = Vec<(String, Vec<(String, String)>)>;
 
@@ -50,7 +55,13 @@ impl Board {
     }
 
     /// Drain `host` or bring it back; `kick`: its sessions end too, spread over that long.
-    pub async fn set_drained(&self, host: &str, drained: bool, kick: Option<Duration>) {
+    /// With a store, the word holds only once the store took it.
+    pub async fn set_drained(
+        &self,
+        host: &str,
+        drained: bool,
+        kick: Option<Duration>,
+    ) -> Result<(), NotTaken> {
         let shared = match self.store() {
             Some(store) => {
                 let key = store.key("pool", "drained");
@@ -68,7 +79,10 @@ impl Board {
                         &format!("{}/{host}", millis(spread)),
                     );
                 }
-                ask(store, pipe).await
+                if !ask(store, pipe).await {
+                    return Err(NotTaken);
+                }
+                true
             }
             None => false,
         };
@@ -84,6 +98,7 @@ impl Board {
         if let (Some(spread), false) = (kick, shared) {
             self.kick_host(host, spread);
         }
+        Ok(())
     }
 
     /// The user whose sessions count under `sessions_key` is assigned to `host` for `sticky`,
@@ -94,8 +109,8 @@ impl Board {
         assignment_key: &str,
         host: &str,
         sticky: Duration,
-    ) {
-        let shared = match self.store() {
+    ) -> Result<(), NotTaken> {
+        match self.store() {
             Some(store) => {
                 let mut pipe = redis::pipe();
                 pipe.cmd("SET")
@@ -107,13 +122,13 @@ impl Board {
                 // Its sessions end now: the next login must not find them there.
                 pipe.cmd("DEL").arg(sessions_key).ignore();
                 event(store, &mut pipe, "user", sessions_key);
-                ask(store, pipe).await
+                if !ask(store, pipe).await {
+                    return Err(NotTaken);
+                }
             }
-            None => false,
-        };
-        if !shared {
-            self.kick_user(sessions_key);
+            None => self.kick_user(sessions_key),
         }
+        Ok(())
     }
 
     /// End this process's sessions on `host`, whichever pool placed them, spread over `spread`.
@@ -147,7 +162,7 @@ impl Board {
             Some(id) => pipe
                 .cmd("XRANGE")
                 .arg(&events)
-                .arg(format!("({id}"))
+                .arg(next_id(id))
                 .arg("+")
                 .arg("COUNT")
                 .arg(EVENTS_KEPT),
@@ -194,6 +209,16 @@ impl Board {
             "user" => self.kick_user(what),
             _ => {}
         }
+    }
+}
+
+/// The stream id right after `id` (`ms-seq`): what comes after it, on any Redis (an exclusive
+/// `(id` start needs 6.2).
+fn next_id(id: &str) -> String {
+    match id.split_once('-').map(|(ms, seq)| (ms, seq.parse::<u64>())) {
+        Some((ms, Ok(seq))) if seq < u64::MAX => format!("{ms}-{}", seq + 1),
+        Some((ms, _)) => format!("{}-0", ms.parse::<u64>().unwrap_or(0).saturating_add(1)),
+        None => id.to_string(),
     }
 }
 
@@ -275,6 +300,13 @@ mod tests {
         })
     }
 
+    #[test]
+    fn the_next_stream_id_follows_the_last_heard() {
+        assert_eq!(next_id("1700000000000-0"), "1700000000000-1");
+        assert_eq!(next_id("5-18446744073709551615"), "6-0");
+        assert_eq!(next_id("0-0"), "0-1");
+    }
+
     #[tokio::test]
     async fn without_a_store_the_word_holds_here_and_kicks_end_the_sessions_named() {
         let table = SessionTable::new(None, Duration::from_secs(30));
@@ -293,7 +325,10 @@ mod tests {
             .enter(&count("bob"), placed("b", "bob"))
             .await
             .unwrap();
-        board.set_drained("a", true, Some(Duration::ZERO)).await;
+        board
+            .set_drained("a", true, Some(Duration::ZERO))
+            .await
+            .unwrap();
         assert!(board.drained().contains("a"));
         // Kate's session on a was told to end (a permit waits for the relay), Bob's was not.
         tokio::time::timeout(Duration::from_secs(1), kate.facts.kicked.notified())
@@ -302,11 +337,12 @@ mod tests {
         let bob_kicked =
             tokio::time::timeout(Duration::from_millis(50), bob.facts.kicked.notified()).await;
         assert!(bob_kicked.is_err(), "bob is on another host");
-        board.set_drained("a", false, None).await;
+        board.set_drained("a", false, None).await.unwrap();
         assert!(board.drained().is_empty());
         board
             .move_user("pool:s:bob", "pool:a:bob", "a", Duration::from_secs(1))
-            .await;
+            .await
+            .unwrap();
         tokio::time::timeout(Duration::from_secs(1), bob.facts.kicked.notified())
             .await
             .expect("bob kicked by the move");

@@ -3,10 +3,11 @@
 //! is one.
 
 pub mod board;
+mod scripts;
 pub mod sessions;
 
-pub use board::{keep_hearing, Board};
-pub use sessions::{AtCap, Count, Lease, LeaseFacts, Placement, SessionTable};
+pub use board::{keep_hearing, Board, NotTaken};
+pub use sessions::{Count, Lease, LeaseFacts, Placement, Refused, SessionTable};
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -346,6 +346,15 @@ impl Server {
                 .logger
                 .warning("[admin] changes take effect at the next start");
         }
+        let store = |c: &Config| c.fleet.settings(&c.guard);
+        if store(config) != store(&self.config)
+            || config.fleet.session_ttl_ms != self.config.fleet.session_ttl_ms
+        {
+            services.logger.warning(
+                "[fleet] changes take effect at the next start for the pools and the session \
+                 caps (the guard has taken them already)",
+            );
+        }
     }
 
     /// Accept loops on `wanted` addresses go on with their new listener state, the others

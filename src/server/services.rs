@@ -94,7 +94,15 @@ impl Services {
                 pools.push((listener.label.clone(), map.clone()));
             }
         }
-        *self.pools.write().unwrap_or_else(|e| e.into_inner()) = pools;
+        let old = std::mem::replace(
+            &mut *self.pools.write().unwrap_or_else(|e| e.into_inner()),
+            pools.clone(),
+        );
+        for (_, map) in old {
+            if !pools.iter().any(|(_, kept)| Arc::ptr_eq(kept, &map)) {
+                watch::retire(&map);
+            }
+        }
         let maps = listeners
             .iter()
             .filter_map(|l| l.router.map.clone())

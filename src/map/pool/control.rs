@@ -33,20 +33,22 @@ pub struct Load {
 }
 
 /// Why an admin's word was not taken.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
     #[error("{0} is not a server of any pool")]
     UnknownServer(String),
     #[error("{0} is down: a user cannot be moved there")]
     ServerDown(String),
+    #[error(transparent)]
+    NotTaken(#[from] crate::fleet::NotTaken),
 }
 
 impl Pool {
     /// The pool's server named `name` (`host:port` as the admin sees it, or the host).
     pub fn find(&self, name: &str) -> Option<&Server> {
-        let attached = self.attached.get();
+        let attached = self.attachment();
         self.servers.iter().find(|server| {
-            let full = attached.map(|a| a.checker.name(server));
+            let full = attached.as_ref().map(|a| a.checker.name(server));
             full.as_deref() == Some(name) || server.host.eq_ignore_ascii_case(name)
         })
     }
@@ -56,13 +58,14 @@ impl Pool {
         let load = self.load();
         let drained = self.drained();
         let state = lock(&self.state);
-        let attached = self.attached.get();
+        let attached = self.attachment();
         self.servers
             .iter()
             .zip(&state.health)
             .zip(load)
             .map(|((server, health), load)| ServerStatus {
                 server: attached
+                    .as_ref()
                     .map(|a| a.checker.name(server))
                     .unwrap_or_else(|| server.host.clone()),
                 weight: server.weight,
@@ -112,9 +115,8 @@ impl Pool {
             .leases(|facts| facts.placed.as_ref().is_some_and(|p| p.pool == self.id) && pick(facts))
     }
 
-    /// Put `user` (its lookup key) on `host` and end its sessions: it comes back there.
-    pub async fn move_user(&self, user: &str, host: &str) -> Result<(), ControlError> {
-        let user = user.to_ascii_lowercase();
+    /// Whether `host`, one of this pool's, is up to take a user.
+    pub fn can_take(&self, host: &str) -> Result<(), ControlError> {
         let index = self
             .servers
             .iter()
@@ -123,17 +125,31 @@ impl Pool {
         if !lock(&self.state).health[index].is_up() {
             return Err(ControlError::ServerDown(host.to_string()));
         }
+        Ok(())
+    }
+
+    /// Put `user` (its lookup key) on `host` and end its sessions: it comes back there. The
+    /// `others` pools with the host remember it too (without a store, each its own).
+    pub async fn move_user(
+        &self,
+        user: &str,
+        host: &str,
+        others: &[&Pool],
+    ) -> Result<(), ControlError> {
+        let user = user.to_ascii_lowercase();
         let (sessions_key, assignment_key) = self.keys(&user);
         let sticky = self.settings.sticky;
-        if let Some(attached) = self.attached.get() {
+        if let Some(attached) = self.attachment() {
             let board = &attached.board;
             board
                 .move_user(&sessions_key, &assignment_key, host, sticky)
-                .await;
+                .await?;
         }
-        lock(&self.state)
-            .local
-            .assign(&user, host, Instant::now(), sticky);
+        for pool in std::iter::once(self).chain(others.iter().copied()) {
+            lock(&pool.state)
+                .local
+                .assign(&user, host, Instant::now(), pool.settings.sticky);
+        }
         Ok(())
     }
 }

@@ -17,20 +17,23 @@ pub mod watch;
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::MapConfig;
 use crate::fleet::{Board, Placement, SessionTable};
-use crate::store::{millis, wall_clock_ms, Store};
+use crate::store::{millis, Store};
 
 use super::{Answer, Endpoint, LookupFuture, Map, MapError, MapSetupError, Query, Route};
 use health::Health;
-use placement::{Candidates, Local, PLACE};
+use placement::{Candidates, Local, Placed, PLACE};
 
 /// Assignments this process keeps at most on its own.
-const LOCAL_ASSIGNMENTS: usize = 200_000;
+const LOCAL_ASSIGNMENTS: u64 = 200_000;
+/// How long a new assignment holds in the store before its login is counted (then it holds
+/// `sticky_ms`): a guessed password does not pin a name for long.
+const PENDING: Duration = Duration::from_secs(60);
 
 /// One server of the pool.
 #[derive(Debug, Clone)]
@@ -89,7 +92,13 @@ pub struct Pool {
     servers: Vec<Server>,
     settings: Settings,
     state: Mutex<State>,
-    attached: OnceLock<Attachment>,
+    /// The running process's services; replaced by each reload that keeps the pool (its
+    /// checks then go through the new listener).
+    attached: RwLock<Option<Arc<Attachment>>>,
+    /// Its work (checks, gauges) is under way.
+    running: AtomicBool,
+    /// A reload replaced it: its work stops.
+    retired: AtomicBool,
     place_script: redis::Script,
 }
 
@@ -120,7 +129,9 @@ impl Pool {
             }),
             servers,
             settings,
-            attached: OnceLock::new(),
+            attached: RwLock::new(None),
+            running: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             place_script: redis::Script::new(PLACE),
         })
     }
@@ -134,20 +145,27 @@ impl Pool {
         self.settings.kick_spread
     }
 
-    fn sessions(&self) -> Option<&Arc<SessionTable>> {
-        self.attached.get().map(|a| a.board.sessions())
+    /// What the running process gave the pool, once it did.
+    fn attachment(&self) -> Option<Arc<Attachment>> {
+        self.attached
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn sessions(&self) -> Option<Arc<SessionTable>> {
+        self.attachment().map(|a| a.board.sessions().clone())
     }
 
     /// The hosts an admin drained.
     fn drained(&self) -> HashSet<String> {
-        self.attached
-            .get()
+        self.attachment()
             .map(|a| a.board.drained())
             .unwrap_or_default()
     }
 
-    fn store(&self) -> Option<&Arc<Store>> {
-        self.sessions()?.store()
+    fn store(&self) -> Option<Arc<Store>> {
+        self.sessions()?.store().cloned()
     }
 
     /// The store's keys for `user`'s sessions and assignment: a keyed hash of the name with
@@ -184,38 +202,45 @@ impl Pool {
     async fn place(&self, user: &str) -> Result<String, MapError> {
         let (sessions_key, assignment_key) = self.keys(user);
         let (up, drained) = self.candidates(user);
-        if let Some(store) = self.store() {
+        if let (Some(store), Some(sessions)) = (self.store(), self.sessions()) {
             let mut invocation = self.place_script.prepare_invoke();
             invocation
                 .key(&sessions_key)
                 .key(&assignment_key)
-                .arg(wall_clock_ms())
-                .arg(millis(self.settings.sticky))
+                .arg(millis(self.settings.sticky.min(PENDING)))
+                .arg(sessions.instance())
                 .arg(up.len())
                 .arg(&up)
                 .arg(drained.iter().collect::<Vec<_>>());
-            let answer: Option<Option<String>> = store
+            let answer: Option<(i64, String)> = store
                 .ask(|mut con| async move { invocation.invoke_async(&mut con).await })
                 .await;
-            if let Some(host) = answer {
-                let host = host.ok_or_else(no_server)?;
-                // Kept here too: the fallback when the store stops answering.
-                let mut state = lock(&self.state);
-                state
-                    .local
-                    .assign(user, &host, Instant::now(), self.settings.sticky);
-                return Ok(host);
+            if let Some(answer) = answer {
+                return match Placed::from_answer(answer) {
+                    Placed::On(host) => {
+                        // Kept here too: the fallback when the store stops answering.
+                        let now = Instant::now();
+                        let state = lock(&self.state);
+                        state.local.assign(user, &host, now, self.settings.sticky);
+                        Ok(host)
+                    }
+                    Placed::NoServer => Err(no_server()),
+                    Placed::HeldElsewhere => Err(MapError::Unavailable(
+                        "the user's sessions are on a server this instance cannot use".into(),
+                    )),
+                };
             }
         }
         let open = self.sessions().and_then(|s| s.local_host_of(&sessions_key));
-        let mut state = lock(&self.state);
+        let state = lock(&self.state);
         let now = Instant::now();
         let candidates = Candidates {
             up: up.iter().map(String::as_str).collect(),
             drained: &drained,
         };
+        let current = state.local.current(user, now);
         let host = candidates
-            .choose(open.as_deref(), state.local.current(user, now))
+            .choose(open.as_deref(), current.as_deref())
             .ok_or_else(no_server)?;
         state.local.assign(user, &host, now, self.settings.sticky);
         Ok(host)
@@ -269,6 +294,12 @@ impl Map for Pool {
     fn connect_failed(&self, endpoint: &Endpoint) {
         if let Some(i) = self.index_of(endpoint) {
             self.observe(i, Err(CheckFailed("a login could not connect".into())));
+        }
+    }
+
+    fn connected(&self, endpoint: &Endpoint) {
+        if let Some(i) = self.index_of(endpoint) {
+            self.observe(i, Ok(()));
         }
     }
 
