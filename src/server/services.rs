@@ -10,6 +10,7 @@ use crate::log::Logger;
 use crate::map::pool::{watch, Attachment};
 use crate::map::Map;
 use crate::metrics::Metrics;
+use crate::protocol::descriptor::Descriptor;
 
 use super::loop_guard::OwnConnections;
 use super::pool_checks::ListenerChecks;
@@ -43,6 +44,16 @@ pub struct Services {
     pub board: Arc<Board>,
     /// The running configuration's pools, each with its listener's label.
     pub pools: std::sync::RwLock<Vec<Pooled>>,
+}
+
+/// Where a pool's placements are kept: one place for every protocol that opens mailboxes
+/// (their placements must agree), the protocol's own for the others.
+fn namespace(descriptor: &Descriptor) -> &'static str {
+    if descriptor.opens_mailboxes {
+        "pool"
+    } else {
+        descriptor.name
+    }
 }
 
 impl Services {
@@ -88,6 +99,7 @@ impl Services {
                 logger: self.logger.clone(),
                 metrics: self.metrics.clone(),
                 listener: listener.label.clone(),
+                namespace: namespace(listener.protocol().descriptor()),
             };
             watch::attach(map, attachment);
             if map.pool().is_some() {

@@ -78,6 +78,9 @@ pub struct Attachment {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The listener, as metrics and the admin name it.
     pub listener: String,
+    /// Where its users' placements are kept: `pool` for the protocols that open mailboxes
+    /// (they must agree), another for those that do not.
+    pub namespace: &'static str,
 }
 
 /// What changes as the pool runs.
@@ -171,12 +174,14 @@ impl Pool {
     /// The store's keys for `user`'s sessions and assignment: a keyed hash of the name with
     /// a store (no name in the store), the name itself in this process alone.
     fn keys(&self, user: &str) -> (String, String) {
+        let space = self.attachment().map_or("pool", |a| a.namespace);
+        let (sessions, assignment) = (format!("{space}:s"), format!("{space}:a"));
         match self.store() {
             Some(store) => {
-                let id = store.keyed_hash(&[b"pool-user", user.as_bytes()]);
-                (store.key("pool:s", &id), store.key("pool:a", &id))
+                let id = store.keyed_hash(&[space.as_bytes(), user.as_bytes()]);
+                (store.key(&sessions, &id), store.key(&assignment, &id))
             }
-            None => (format!("pool:s:{user}"), format!("pool:a:{user}")),
+            None => (format!("{sessions}:{user}"), format!("{assignment}:{user}")),
         }
     }
 
