@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use redis::aio::MultiplexedConnection;
 
+use crate::config::StoreSettings;
 use crate::log::Logger;
 
 /// What the log says about the store, in its user's words.
@@ -58,20 +59,20 @@ pub struct Store {
 }
 
 /// Where the store is and how it is asked.
-pub struct StoreParameters<'a> {
-    pub url: &'a str,
+struct StoreParameters<'a> {
+    url: &'a str,
     /// The configuration key naming it, for errors (`guard.store`, `fleet.store`).
-    pub url_key: &'static str,
-    pub prefix: &'a str,
-    pub secret: Option<&'a str>,
-    pub timeout: Duration,
-    pub rest: Duration,
+    url_key: &'static str,
+    prefix: &'a str,
+    secret: Option<&'a str>,
+    timeout: Duration,
+    rest: Duration,
 }
 
 impl Store {
     /// A store at `url` (`redis://[:password@]host:port[/db]`, `rediss://`, `unix://`); nothing
     /// is connected yet. `Err` names what is wrong with the URL.
-    pub fn new(
+    fn new(
         parameters: StoreParameters<'_>,
         words: Words,
         logger: Arc<Logger>,
@@ -101,6 +102,24 @@ impl Store {
             logger,
             words,
         })
+    }
+
+    /// A store as the configuration's settings name it (`url_key`: the key that named it).
+    pub fn from_settings(
+        settings: &StoreSettings,
+        url_key: &'static str,
+        words: Words,
+        logger: Arc<Logger>,
+    ) -> Result<Store, StoreUrlError> {
+        let parameters = StoreParameters {
+            url: &settings.url,
+            url_key,
+            prefix: &settings.prefix,
+            secret: settings.secret.as_ref().map(|s| s.expose().as_str()),
+            timeout: Duration::from_millis(settings.timeout_ms),
+            rest: Duration::from_millis(settings.retry_ms),
+        };
+        Store::new(parameters, words, logger)
     }
 
     /// The key `kind:rest` under the prefix.

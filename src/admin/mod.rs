@@ -286,14 +286,14 @@ impl Admin {
         let done = match request.uri().path() {
             "/move" => backends::move_user(services, query)
                 .await
-                .map(|(user, server)| format!("move user={user} to {server}")),
+                .map(|(user, server)| format!("move user={user:?} to {server:?}")),
             path => {
                 let drained = path == "/backends/down";
                 backends::drain(services, query, drained)
                     .await
                     .map(|server| {
                         let what = if drained { "down" } else { "up" };
-                        format!("backend {what} {server}")
+                        format!("backend {what} {server:?}")
                     })
             }
         };
@@ -306,6 +306,9 @@ impl Admin {
             }
             Err(e @ backends::BackendsError::Unknown(_)) => {
                 text(StatusCode::NOT_FOUND, &format!("{e}\n"))
+            }
+            Err(e @ backends::BackendsError::NotTaken(_)) => {
+                text(StatusCode::SERVICE_UNAVAILABLE, &format!("{e}\n"))
             }
             Err(e) => text(StatusCode::BAD_REQUEST, &format!("{e}\n")),
         }

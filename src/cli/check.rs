@@ -72,6 +72,7 @@ fn shown(config: Config) -> Config {
         shown.admin.token = Some("***".into());
     }
     shown.guard.store = shown.guard.store.as_deref().map(crate::map::masked_url);
+    shown.fleet.store = shown.fleet.store.as_deref().map(crate::map::masked_url);
     for map in shown.listeners.iter_mut().filter_map(|l| l.map.as_mut()) {
         map.url = map.url.as_deref().map(crate::map::masked_url);
         map.headers.values_mut().for_each(|v| *v = "***".into());

@@ -71,9 +71,11 @@ impl FleetConfig {
                 timeout_ms: self.store_timeout_ms,
                 retry_ms: self.store_retry_ms,
             }),
+            // The older name: its keys stay under the guard's prefix, so that fleets that
+            // share a server by their guard prefixes stay apart.
             (None, Some(url)) => Some(StoreSettings {
                 url: url.clone(),
-                prefix: self.store_prefix.clone(),
+                prefix: guard.store_prefix.clone(),
                 secret: guard.store_secret.clone(),
                 timeout_ms: guard.store_timeout_ms,
                 retry_ms: guard.store_retry_ms,
@@ -111,32 +113,44 @@ impl FleetConfig {
                 "fleet.session_ttl_ms must be 1 to {MAX_SESSION_TTL_MS}"
             ));
         }
-        let Some(url) = &self.store else {
-            return problems;
-        };
-        if let Err(e) = redis::Client::open(url.as_str()) {
-            problems.push(format!("fleet.store: {e}"));
-        }
-        if !(1..=MAX_STORE_TIMEOUT_MS).contains(&self.store_timeout_ms) {
-            problems.push(format!(
-                "fleet.store_timeout_ms must be 1 to {MAX_STORE_TIMEOUT_MS}: every login may \
-                 wait that long for the store"
-            ));
-        }
-        if self.store_retry_ms < self.store_timeout_ms.max(100) {
-            problems.push(
-                "fleet.store_retry_ms must be at least 100 and at least store_timeout_ms".into(),
-            );
-        }
-        if self
-            .store_secret
-            .as_ref()
-            .is_some_and(|s| s.expose().len() < 16)
-        {
-            problems.push("fleet.store_secret must be at least 16 characters".into());
+        if let Some(url) = &self.store {
+            let secret = self.store_secret.as_ref().map(|s| s.expose().as_str());
+            let timing = (self.store_timeout_ms, self.store_retry_ms);
+            problems.extend(store_problems("fleet", url, timing, secret));
         }
         problems
     }
+}
+
+/// What is wrong with a store's settings in `section` (`fleet`, `guard`): its URL, its
+/// timeout (`timing`: timeout and retry, in ms), its secret.
+pub(super) fn store_problems(
+    section: &str,
+    url: &str,
+    (timeout_ms, retry_ms): (u64, u64),
+    secret: Option<&str>,
+) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = redis::Client::open(url) {
+        problems.push(format!("{section}.store: {e}"));
+    }
+    if !(1..=MAX_STORE_TIMEOUT_MS).contains(&timeout_ms) {
+        problems.push(format!(
+            "{section}.store_timeout_ms must be 1 to {MAX_STORE_TIMEOUT_MS}: every login may \
+             wait that long for the store"
+        ));
+    }
+    if retry_ms < timeout_ms.max(100) {
+        problems.push(format!(
+            "{section}.store_retry_ms must be at least 100 and at least store_timeout_ms"
+        ));
+    }
+    if secret.is_some_and(|s| s.len() < 16) {
+        problems.push(format!(
+            "{section}.store_secret must be at least 16 characters"
+        ));
+    }
+    problems
 }
 
 #[cfg(test)]
@@ -152,7 +166,7 @@ mod tests {
         let fleet = FleetConfig::default();
         let settings = fleet.settings(&guard).expect("the alias names a store");
         assert_eq!(settings.url, "redis://127.0.0.1:6379");
-        assert_eq!(settings.prefix, "portcullis:");
+        assert_eq!(settings.prefix, "portcullis:guard:");
         assert!(fleet.problems(&guard).is_empty());
         assert_eq!(
             FleetConfig::default().settings(&GuardConfig::default()),

@@ -10,8 +10,6 @@ use super::StoreSettings;
 
 /// No guard time is longer than a year; beyond that a typo is more likely than a wish.
 const MAX_MS: u64 = 366 * 24 * 3600 * 1000;
-/// A login may ask the store a few questions; each waits at most this long.
-const MAX_STORE_TIMEOUT_MS: u64 = 2_000;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -136,29 +134,10 @@ impl GuardConfig {
         if self.enabled && self.max_sources == 0 {
             problems.push("guard.max_sources must be at least 1".into());
         }
-        if let Some(store) = &self.store {
-            if let Err(e) = redis::Client::open(store.as_str()) {
-                problems.push(format!("guard.store: {e}"));
-            }
-            if !(1..=MAX_STORE_TIMEOUT_MS).contains(&self.store_timeout_ms) {
-                problems.push(format!(
-                    "guard.store_timeout_ms must be 1 to {MAX_STORE_TIMEOUT_MS}: every login \
-                     may wait that long for the store"
-                ));
-            }
-            if self.store_retry_ms < self.store_timeout_ms.max(100) {
-                problems.push(
-                    "guard.store_retry_ms must be at least 100 and at least store_timeout_ms"
-                        .into(),
-                );
-            }
-            if self
-                .store_secret
-                .as_ref()
-                .is_some_and(|s| s.expose().len() < 16)
-            {
-                problems.push("guard.store_secret must be at least 16 characters".into());
-            }
+        if let Some(url) = &self.store {
+            let secret = self.store_secret.as_ref().map(|s| s.expose().as_str());
+            let timing = (self.store_timeout_ms, self.store_retry_ms);
+            problems.extend(super::fleet::store_problems("guard", url, timing, secret));
         }
         for network in &self.trusted {
             if network.net().is_none() {

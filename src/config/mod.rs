@@ -915,7 +915,7 @@ fn source_problems(key: &str, source: &[IpAddress]) -> Vec<String> {
 /// The listener's map, and what may stand beside it.
 fn map_problems(l: &Listener, map: &MapConfig) -> Vec<String> {
     let mut problems = Vec::new();
-    problems.extend(pool::pool_problems(map));
+    problems.extend(pool::pool_problems(l, map));
     let needs = if map.kind == MapKind::Pool {
         None
     } else if map.kind.reads_a_file() {

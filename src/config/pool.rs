@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::value::HostPort;
 
-use super::{MapConfig, MapKind};
+use super::{Listener, MapConfig, MapKind};
 
 /// Nobody waits longer than an hour for a health check or a drain.
 const MAX_POOL_MS: u64 = 3_600_000;
@@ -80,7 +80,7 @@ impl MapConfig {
 }
 
 /// What is wrong with a pool's settings, or with pool settings on another kind of map.
-pub(super) fn pool_problems(map: &MapConfig) -> Vec<String> {
+pub(super) fn pool_problems(l: &Listener, map: &MapConfig) -> Vec<String> {
     let given = [
         ("servers", !map.servers.is_empty()),
         ("health_interval_ms", map.health_interval_ms.is_some()),
@@ -98,6 +98,7 @@ pub(super) fn pool_problems(map: &MapConfig) -> Vec<String> {
             .collect();
     }
     let mut problems = server_problems(&map.servers);
+    problems.extend(bypass_problems(l));
     for (key, value) in [
         ("health_interval_ms", map.health_interval_ms),
         ("health_timeout_ms", map.health_timeout_ms),
@@ -126,6 +127,25 @@ pub(super) fn pool_problems(map: &MapConfig) -> Vec<String> {
         if set {
             problems.push(format!("map.{key} means nothing for a pool"));
         }
+    }
+    problems
+}
+
+/// A way around the pool's rules on its listener.
+fn bypass_problems(l: &Listener) -> Vec<String> {
+    let mut problems = Vec::new();
+    if !l.backend.host.is_empty() || !l.backend.failover.is_empty() {
+        problems.push(
+            "backend.host and backend.failover must be empty with a pool: the pool names every \
+             server (a fixed one beside it would take users outside the pool's rules)"
+                .into(),
+        );
+    }
+    if l.client_server_specification {
+        problems.push(
+            "client_server_specification with a pool would let a client choose its own server"
+                .into(),
+        );
     }
     problems
 }
@@ -159,4 +179,46 @@ fn server_problems(servers: &[PoolServer]) -> Vec<String> {
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn problems(map: &str, backend: &str) -> String {
+        let text = format!(
+            "[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:0\"]\n\
+             [listener.backend]\n{backend}\n[listener.map]\n{map}\n"
+        );
+        let config = Config::from_toml(&text).expect("parses");
+        match config.validate() {
+            Ok(()) => String::new(),
+            Err(problems) => problems.0.join("\n"),
+        }
+    }
+
+    #[test]
+    fn a_pool_takes_weighted_servers_and_names_what_is_wrong() {
+        let good = "kind = \"pool\"\nservers = [\"10.0.0.11:143\", \
+                    { host = \"10.0.0.12\", port = 143, weight = 2 }]";
+        assert_eq!(problems(good, "host = \"\""), "");
+        let twice = "kind = \"pool\"\nservers = [\"10.0.0.11:143\", \"10.0.0.11:1143\"]";
+        assert!(problems(twice, "").contains("10.0.0.11 twice"));
+        let heavy = "kind = \"pool\"\nservers = [{ host = \"a\", weight = 0 }]";
+        assert!(problems(heavy, "").contains("weight must be 1 to 1000"));
+        let none = "kind = \"pool\"";
+        assert!(problems(none, "").contains("at least one server"));
+    }
+
+    #[test]
+    fn nothing_may_route_around_a_pool_and_its_keys_are_its_own() {
+        let pool = "kind = \"pool\"\nservers = [\"10.0.0.11:143\"]";
+        assert!(problems(pool, "host = \"10.0.0.9\"").contains("must be empty with a pool"));
+        let cached = format!("{pool}\ncache_seconds = 60");
+        assert!(problems(&cached, "").contains("cache_seconds means nothing for a pool"));
+        let not_a_pool = "kind = \"popmap\"\npath = \"/etc/popmap\"\nsticky_ms = 5";
+        assert!(
+            problems(not_a_pool, "host = \"a\"").contains("sticky_ms is for kind = \"pool\" only")
+        );
+    }
 }

@@ -2,16 +2,19 @@
 //! by user (the caps) and by pool user (stickiness), through the `[fleet]` store when there
 //! is one.
 
+pub mod board;
+mod scripts;
 pub mod sessions;
 
-pub use sessions::{AtCap, Count, Lease, LeaseFacts, Placement, SessionTable};
+pub use board::{keep_hearing, Board, NotTaken};
+pub use sessions::{Count, Lease, LeaseFacts, Placement, Refused, SessionTable};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;
 use crate::log::Logger;
-use crate::store::{Store, StoreParameters, StoreUrlError, Words};
+use crate::store::{Store, StoreUrlError, Words};
 
 /// The session table a configuration asks for: shared through `[fleet] store` (or `[guard]
 /// store`, its older name) when one is named, else this process's own.
@@ -23,20 +26,12 @@ pub fn session_table(
     let Some(settings) = config.fleet.settings(&config.guard) else {
         return Ok(SessionTable::new(None, ttl));
     };
-    let parameters = StoreParameters {
-        url: &settings.url,
-        url_key: "fleet.store",
-        prefix: &settings.prefix,
-        secret: settings.secret.as_ref().map(|s| s.expose().as_str()),
-        timeout: Duration::from_millis(settings.timeout_ms),
-        rest: Duration::from_millis(settings.retry_ms),
-    };
     let words = Words {
         who: "Fleet store",
         without: "this instance places users and counts sessions on its own until it answers",
         again: "placements and session counts are shared again",
     };
-    let store = Store::new(parameters, words, logger.clone())?;
+    let store = Store::from_settings(&settings, "fleet.store", words, logger.clone())?;
     Ok(SessionTable::new(Some(Arc::new(store)), ttl))
 }
 

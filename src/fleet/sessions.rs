@@ -8,45 +8,15 @@
 //! Without a store, or while it does not answer, the counts are this process's.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::store::{millis, wall_clock_ms, Store};
+use crate::store::{millis, Store};
 
-/// Enter a session under every key unless one is at its cap: 0 when entered, else the
-/// (1-based) index of the key at its cap. `ARGV`: now, expiry, member, then a cap per key.
-const ENTER: &str = r"
-for i, k in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', k, '-inf', ARGV[1])
-  local cap = tonumber(ARGV[3 + i])
-  if cap > 0 and redis.call('ZCARD', k) >= cap then return i end
-end
-for _, k in ipairs(KEYS) do
-  redis.call('ZADD', k, ARGV[2], ARGV[3])
-  redis.call('PEXPIREAT', k, ARGV[2])
-end
-return 0
-";
-
-/// Take a session out of its keys (`ARGV[1]` the member). For a placed session, the last two
-/// keys are again the user's sessions and its assignment, `ARGV[2]` the host and `ARGV[3]`
-/// the stickiness: when the user's last session ended, its assignment outlives it by that
-/// long (unless it was moved meanwhile).
-const LEAVE: &str = r"
-local n = #KEYS
-if ARGV[2] then n = n - 2 end
-for i = 1, n do redis.call('ZREM', KEYS[i], ARGV[1]) end
-if ARGV[2] and redis.call('ZCARD', KEYS[n + 1]) == 0 then
-  local current = redis.call('GET', KEYS[n + 2])
-  if not current or current == ARGV[2] then
-    redis.call('SET', KEYS[n + 2], ARGV[2], 'PX', ARGV[3])
-  end
-end
-return 0
-";
+use super::scripts::{ENTER, LEAVE, RENEW};
 
 /// One key a session counts under, and the most sessions it may hold (0: no cap).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,9 +25,14 @@ pub struct Count {
     pub cap: u32,
 }
 
-/// Which of a session's keys was at its cap.
+/// Why a session was not counted (and is not kept).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AtCap(pub usize);
+pub enum Refused {
+    /// The key at this index is at its cap.
+    AtCap(usize),
+    /// The user was moved to another host while this login was under way.
+    Moved,
+}
 
 /// Where a pool placed a user: its host, the store's keys for the user's sessions and its
 /// assignment, and how long the assignment outlives the last session.
@@ -91,14 +66,19 @@ pub struct SessionTable {
     next: AtomicU64,
     /// This process's sessions per key, and each live lease.
     local: Mutex<Local>,
-    script: redis::Script,
+    enter_script: redis::Script,
+    renew_script: redis::Script,
     leave_script: redis::Script,
+    /// A question went unanswered: the next renewal puts back what the store may lack.
+    unsure: AtomicBool,
 }
 
 #[derive(Default)]
 struct Local {
     counts: HashMap<String, u32>,
     leases: HashMap<u64, Arc<LeaseFacts>>,
+    /// A placed user's host and its sessions there, by its sessions' key.
+    hosts: HashMap<String, (String, u32)>,
 }
 
 /// A session's place in the counts; dropping it takes the session out.
@@ -116,13 +96,20 @@ impl SessionTable {
             ttl,
             next: AtomicU64::new(1),
             local: Mutex::new(Local::default()),
-            script: redis::Script::new(ENTER),
+            enter_script: redis::Script::new(ENTER),
+            renew_script: redis::Script::new(RENEW),
             leave_script: redis::Script::new(LEAVE),
+            unsure: AtomicBool::new(false),
         })
     }
 
     pub fn store(&self) -> Option<&Arc<Store>> {
         self.store.as_ref()
+    }
+
+    /// This process among the fleet's, as its sessions' members name it.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// The key `kind:…` for `parts` (a user, an address): in the store a keyed hash of them
@@ -139,33 +126,38 @@ impl SessionTable {
         }
     }
 
-    /// Count a session under `counts` unless one of them is at its cap.
+    /// Count a session under `counts` unless one of them is at its cap (or, placed, the user
+    /// was moved meanwhile).
     pub async fn enter(
         self: &Arc<Self>,
         counts: &[Count],
         placed: Option<Placement>,
-    ) -> Result<Lease, AtCap> {
+    ) -> Result<Lease, Refused> {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let member = match &placed {
             Some(placement) => format!("{}/{id}@{}", self.instance, placement.host),
             None => format!("{}/{id}", self.instance),
         };
         let shared = match &self.store {
-            Some(store) => self.enter_store(store, counts, &member).await,
+            Some(store) => {
+                self.enter_store(store, counts, &member, placed.as_ref())
+                    .await
+            }
             None => None,
         };
         let mut local = lock(&self.local);
-        if shared.is_none() {
+        match shared {
+            Some(Err(refused)) => return Err(refused),
+            Some(Ok(())) => {}
             // This process's own view: the store is not there to ask.
-            if let Some(i) = counts
-                .iter()
-                .position(|c| c.cap > 0 && local.counts.get(&c.key).copied().unwrap_or(0) >= c.cap)
-            {
-                return Err(AtCap(i));
+            None => {
+                let full = |c: &Count| {
+                    c.cap > 0 && local.counts.get(&c.key).copied().unwrap_or(0) >= c.cap
+                };
+                if let Some(i) = counts.iter().position(full) {
+                    return Err(Refused::AtCap(i));
+                }
             }
-        }
-        if let Some(Some(i)) = shared {
-            return Err(AtCap(i));
         }
         let facts = Arc::new(LeaseFacts {
             keys: counts.iter().map(|c| c.key.clone()).collect(),
@@ -173,10 +165,7 @@ impl SessionTable {
             member,
             kicked: Arc::new(Notify::new()),
         });
-        for key in &facts.keys {
-            *local.counts.entry(key.clone()).or_default() += 1;
-        }
-        local.leases.insert(id, facts.clone());
+        local.add(id, &facts);
         Ok(Lease {
             table: Arc::downgrade(self),
             id,
@@ -184,58 +173,43 @@ impl SessionTable {
         })
     }
 
-    /// `Some(None)`: entered; `Some(Some(i))`: key `i` at its cap; `None`: no answer.
+    /// `Some(Ok)`: entered; `Some(Err)`: refused; `None`: no answer.
     async fn enter_store(
         &self,
         store: &Store,
         counts: &[Count],
         member: &str,
-    ) -> Option<Option<usize>> {
-        let now = wall_clock_ms();
-        let mut invocation = self.script.prepare_invoke();
+        placed: Option<&Placement>,
+    ) -> Option<Result<(), Refused>> {
+        let mut invocation = self.enter_script.prepare_invoke();
         for count in counts {
             invocation.key(&count.key);
         }
-        invocation.arg(now).arg(now + millis(self.ttl)).arg(member);
+        invocation
+            .arg(millis(self.ttl))
+            .arg(member)
+            .arg(counts.len());
         for count in counts {
             invocation.arg(count.cap);
         }
-        let answer: i64 = store
-            .ask(|mut con| async move { invocation.invoke_async(&mut con).await })
-            .await?;
-        Some(
-            usize::try_from(answer)
-                .ok()
-                .filter(|i| *i > 0)
-                .map(|i| i - 1),
-        )
-    }
-
-    /// Sessions under `key`: the fleet's when the store answers, else this process's.
-    pub async fn count(&self, key: &str) -> u32 {
-        if let Some(store) = &self.store {
-            let now = wall_clock_ms();
-            let key = key.to_string();
-            let counted: Option<u32> = store
-                .ask(|mut con| async move {
-                    redis::pipe()
-                        .cmd("ZREMRANGEBYSCORE")
-                        .arg(&key)
-                        .arg("-inf")
-                        .arg(now)
-                        .ignore()
-                        .cmd("ZCARD")
-                        .arg(&key)
-                        .query_async::<(u32,)>(&mut con)
-                        .await
-                        .map(|(n,)| n)
-                })
-                .await;
-            if let Some(n) = counted {
-                return n;
-            }
+        if let Some(placement) = placed {
+            invocation
+                .key(&placement.assignment_key)
+                .arg(&placement.host)
+                .arg(millis(placement.sticky));
         }
-        self.local_count(key)
+        let answer: Option<i64> = store
+            .ask(|mut con| async move { invocation.invoke_async(&mut con).await })
+            .await;
+        let Some(answer) = answer else {
+            self.unsure.store(true, Ordering::Relaxed);
+            return None;
+        };
+        Some(match answer {
+            0 => Ok(()),
+            -1 => Err(Refused::Moved),
+            i => Err(Refused::AtCap(usize::try_from(i - 1).unwrap_or(0))),
+        })
     }
 
     /// This process's sessions under `key`.
@@ -254,30 +228,29 @@ impl SessionTable {
             .collect()
     }
 
-    /// Renew every session of this process in the store (and put back any the store lost
-    /// while it was away). Run every third of the ttl.
+    /// Renew every session of this process in the store; after a question went unanswered,
+    /// put back what the store lacks too. Run every third of the ttl.
     pub async fn renew(&self) {
         let Some(store) = &self.store else {
             return;
         };
+        let full = self.unsure.swap(false, Ordering::Relaxed);
         let leases: Vec<Arc<LeaseFacts>> = lock(&self.local).leases.values().cloned().collect();
-        let expiry = wall_clock_ms() + millis(self.ttl);
         for chunk in leases.chunks(1000) {
-            let mut pipe = redis::pipe();
+            let mut invocation = self.renew_script.prepare_invoke();
+            invocation
+                .arg(millis(self.ttl))
+                .arg(if full { "0" } else { "1" });
             for facts in chunk {
                 for key in &facts.keys {
-                    pipe.cmd("ZADD")
-                        .arg(key)
-                        .arg(expiry)
-                        .arg(&facts.member)
-                        .ignore();
-                    pipe.cmd("PEXPIREAT").arg(key).arg(expiry).ignore();
+                    invocation.key(key).arg(&facts.member);
                 }
             }
-            let done: Option<()> = store
-                .ask(|mut con| async move { pipe.query_async(&mut con).await })
+            let done: Option<i64> = store
+                .ask(|mut con| async move { invocation.invoke_async(&mut con).await })
                 .await;
             if done.is_none() {
+                self.unsure.store(true, Ordering::Relaxed);
                 return;
             }
         }
@@ -291,27 +264,12 @@ impl SessionTable {
     /// The host this process's live sessions under `sessions_key` were placed on.
     pub fn local_host_of(&self, sessions_key: &str) -> Option<String> {
         let local = lock(&self.local);
-        local.leases.values().find_map(|facts| {
-            let placed = facts.placed.as_ref()?;
-            (placed.sessions_key == sessions_key).then(|| placed.host.clone())
-        })
+        local.hosts.get(sessions_key).map(|(host, _)| host.clone())
     }
 
     fn leave(&self, id: u64) {
-        let facts = {
-            let mut local = lock(&self.local);
-            let Some(facts) = local.leases.remove(&id) else {
-                return;
-            };
-            for key in &facts.keys {
-                if let Some(n) = local.counts.get_mut(key) {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        local.counts.remove(key);
-                    }
-                }
-            }
-            facts
+        let Some(facts) = lock(&self.local).remove(id) else {
+            return;
         };
         let (Some(store), Ok(runtime)) = (&self.store, tokio::runtime::Handle::try_current())
         else {
@@ -335,6 +293,45 @@ impl SessionTable {
                 .ask(|mut con| async move { invocation.invoke_async(&mut con).await })
                 .await;
         });
+    }
+}
+
+impl Local {
+    fn add(&mut self, id: u64, facts: &Arc<LeaseFacts>) {
+        for key in &facts.keys {
+            *self.counts.entry(key.clone()).or_default() += 1;
+        }
+        if let Some(placed) = &facts.placed {
+            let entry = self
+                .hosts
+                .entry(placed.sessions_key.clone())
+                .or_insert_with(|| (placed.host.clone(), 0));
+            // The latest placement's host (they agree but after a move).
+            entry.0 = placed.host.clone();
+            entry.1 += 1;
+        }
+        self.leases.insert(id, facts.clone());
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Arc<LeaseFacts>> {
+        let facts = self.leases.remove(&id)?;
+        for key in &facts.keys {
+            if let Some(n) = self.counts.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.counts.remove(key);
+                }
+            }
+        }
+        if let Some(placed) = &facts.placed {
+            if let Some(entry) = self.hosts.get_mut(&placed.sessions_key) {
+                entry.1 = entry.1.saturating_sub(1);
+                if entry.1 == 0 {
+                    self.hosts.remove(&placed.sessions_key);
+                }
+            }
+        }
+        Some(facts)
     }
 }
 
@@ -380,12 +377,15 @@ mod tests {
         let keys = [count("imap:u:kate", 2), count("imap:a:kate:10.0.0.1", 0)];
         let first = table.enter(&keys, None).await.unwrap();
         let _second = table.enter(&keys, None).await.unwrap();
-        assert_eq!(table.enter(&keys, None).await.err(), Some(AtCap(0)));
+        assert_eq!(
+            table.enter(&keys, None).await.err(),
+            Some(Refused::AtCap(0))
+        );
         // Another user is not touched by kate's cap.
         assert!(table.enter(&[count("imap:u:bob", 2)], None).await.is_ok());
-        assert_eq!(table.count("imap:u:kate").await, 2);
+        assert_eq!(table.local_count("imap:u:kate"), 2);
         drop(first);
-        assert_eq!(table.count("imap:u:kate").await, 1);
+        assert_eq!(table.local_count("imap:u:kate"), 1);
         assert!(table.enter(&keys, None).await.is_ok());
     }
 

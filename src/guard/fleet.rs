@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use crate::config::StoreSettings;
 use crate::log::Logger;
-use crate::store::{millis, wall_clock_ms, Store, StoreParameters, StoreUrlError, Words};
+use crate::store::{millis, wall_clock_ms, Store, StoreUrlError, Words};
 
 use super::record::Rules;
 
@@ -111,21 +111,13 @@ impl Fleet {
         url_key: &'static str,
         logger: Arc<Logger>,
     ) -> Result<Fleet, StoreUrlError> {
-        let parameters = StoreParameters {
-            url: &settings.url,
-            url_key,
-            prefix: &settings.prefix,
-            secret: settings.secret.as_ref().map(|s| s.expose().as_str()),
-            timeout: Duration::from_millis(settings.timeout_ms),
-            rest: Duration::from_millis(settings.retry_ms),
-        };
         let words = Words {
             who: "Guard store",
             without: "the guard counts in this process alone until it answers",
             again: "failures and bans are shared again",
         };
         Ok(Fleet {
-            store: Store::new(parameters, words, logger)?,
+            store: Store::from_settings(settings, url_key, words, logger)?,
             failure_script: redis::Script::new(FAILURE),
             success_script: redis::Script::new(SUCCESS),
         })

@@ -38,6 +38,10 @@ pub struct Descriptor {
     pub learns: Option<Learning>,
     /// How `check --probe` talks to a back end without logging in.
     pub probe: &'static ProbeDialect,
+    /// Its sessions open the user's mailbox (IMAP, POP3, ManageSieve's scripts beside it):
+    /// pools keep them on one host with the user's other such sessions. Submission's do not,
+    /// and its pools place users apart.
+    pub opens_mailboxes: bool,
 }
 
 /// How a back end's capabilities are learned, on a connection of their own at start-up.

@@ -206,6 +206,9 @@ async fn try_endpoints(
         match connect(listener, services, endpoint).await {
             Ok((tcp, _ours)) => {
                 router.dead.connected(endpoint);
+                if let Some(map) = &router.map {
+                    map.connected(endpoint);
+                }
                 let connected = std::time::Instant::now();
                 metrics
                     .backend_connect
@@ -221,13 +224,13 @@ async fn try_endpoints(
             }
             Err(failed) => {
                 metrics.backend_connect_errors.get_or_create(&labels).inc();
-                if let Some(map) = &router.map {
+                if let (Some(map), true) = (&router.map, failed.servers_fault) {
                     map.connect_failed(endpoint);
                 }
                 router
                     .dead
                     .connect_failed(endpoint, std::time::Instant::now());
-                outcome = failed;
+                outcome = failed.outcome;
             }
         }
     }
@@ -242,7 +245,7 @@ async fn connect<'s>(
     listener: &ListenerState,
     services: &'s Services,
     endpoint: &Endpoint,
-) -> Result<(TcpStream, Registration<'s>), LoginOutcome> {
+) -> Result<(TcpStream, Registration<'s>), NotConnected> {
     let wait = listener.limits.backend_connect_timeout();
     let keepalive = listener.config.tcp_keepalive;
     // Bound, not yet connected: known by its port until it is dropped (see loop_guard).
@@ -261,12 +264,34 @@ async fn connect<'s>(
             let _ = tcp.set_nodelay(true);
             Ok((tcp, ours))
         }
-        Ok(Err(e)) => Err(LoginOutcome::no_connection(e.to_string())),
-        Err(_) => Err(LoginOutcome::no_connection(format!(
-            "timed out after {} s connecting",
-            wait.as_secs()
-        ))),
+        Ok(Err(e)) => Err(NotConnected {
+            servers_fault: servers_fault(&e),
+            outcome: LoginOutcome::no_connection(e.to_string()),
+        }),
+        Err(_) => Err(NotConnected {
+            servers_fault: true,
+            outcome: LoginOutcome::no_connection(format!(
+                "timed out after {} s connecting",
+                wait.as_secs()
+            )),
+        }),
     }
+}
+
+/// A connect that failed: the outcome, and whether the server is to blame (refused,
+/// unreachable, no answer) rather than this host (out of descriptors or ports, a source
+/// address it lacks): only the server's failures count against a pool server's health.
+struct NotConnected {
+    outcome: LoginOutcome,
+    servers_fault: bool,
+}
+
+fn servers_fault(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionReset | HostUnreachable | NetworkUnreachable | TimedOut
+    )
 }
 
 /// [`converse`] within `backend_login_timeout`.

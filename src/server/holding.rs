@@ -5,7 +5,7 @@
 
 use std::net::SocketAddr;
 
-use crate::fleet::{Count, Lease, Placement};
+use crate::fleet::{Count, Lease, Placement, Refused};
 use crate::metrics::{CapLabels, SessionCap};
 use crate::protocol::LoginOutcome;
 
@@ -32,8 +32,11 @@ impl Holder<'_> {
         let table = &self.services.sessions;
         match table.enter(&counts, placement).await {
             Ok(lease) => Ok(Some(lease)),
-            Err(at) => {
-                let cap = caps.get(at.0).copied().unwrap_or(SessionCap::User);
+            Err(Refused::Moved) => Err(LoginOutcome::unavailable(
+                "the user was moved to another server during its login",
+            )),
+            Err(Refused::AtCap(at)) => {
+                let cap = caps.get(at).copied().unwrap_or(SessionCap::User);
                 let protocol = self.listener.protocol().name();
                 self.services
                     .metrics

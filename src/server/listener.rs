@@ -165,6 +165,7 @@ impl Server {
         }
         start_probes(&listeners, &services);
         crate::fleet::keep_renewing(&services.sessions);
+        crate::fleet::keep_hearing(&services.board);
         services.set_maps(&listeners);
         let mut server = Server {
             sockets: HashMap::new(),
@@ -344,6 +345,15 @@ impl Server {
             services
                 .logger
                 .warning("[admin] changes take effect at the next start");
+        }
+        let store = |c: &Config| c.fleet.settings(&c.guard);
+        if store(config) != store(&self.config)
+            || config.fleet.session_ttl_ms != self.config.fleet.session_ttl_ms
+        {
+            services.logger.warning(
+                "[fleet] changes take effect at the next start for the pools and the session \
+                 caps (the guard has taken them already)",
+            );
         }
     }
 

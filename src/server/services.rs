@@ -4,12 +4,13 @@
 
 use std::sync::Arc;
 
-use crate::fleet::SessionTable;
+use crate::fleet::{Board, SessionTable};
 use crate::guard::Guard;
 use crate::log::Logger;
 use crate::map::pool::{watch, Attachment};
 use crate::map::Map;
 use crate::metrics::Metrics;
+use crate::protocol::descriptor::Descriptor;
 
 use super::loop_guard::OwnConnections;
 use super::pool_checks::ListenerChecks;
@@ -39,8 +40,20 @@ pub struct Services {
     /// The logged-in sessions, counted by user for the caps and the pools (across the fleet
     /// with a store).
     pub sessions: Arc<SessionTable>,
+    /// The fleet's word on the pools' hosts: drained, kicks, moves.
+    pub board: Arc<Board>,
     /// The running configuration's pools, each with its listener's label.
     pub pools: std::sync::RwLock<Vec<Pooled>>,
+}
+
+/// Where a pool's placements are kept: one place for every protocol that opens mailboxes
+/// (their placements must agree), the protocol's own for the others.
+fn namespace(descriptor: &Descriptor) -> &'static str {
+    if descriptor.opens_mailboxes {
+        "pool"
+    } else {
+        descriptor.name
+    }
 }
 
 impl Services {
@@ -56,6 +69,7 @@ impl Services {
             metrics: Arc::new(Metrics::new()),
             registry: Arc::default(),
             maps: Arc::default(),
+            board: Board::new(sessions.clone()),
             sessions,
             pools: Default::default(),
         })
@@ -80,18 +94,27 @@ impl Services {
                 continue;
             };
             let attachment = Attachment {
-                sessions: self.sessions.clone(),
+                board: self.board.clone(),
                 checker: Arc::new(ListenerChecks::new(listener)),
                 logger: self.logger.clone(),
                 metrics: self.metrics.clone(),
                 listener: listener.label.clone(),
+                namespace: namespace(listener.protocol().descriptor()),
             };
             watch::attach(map, attachment);
             if map.pool().is_some() {
                 pools.push((listener.label.clone(), map.clone()));
             }
         }
-        *self.pools.write().unwrap_or_else(|e| e.into_inner()) = pools;
+        let old = std::mem::replace(
+            &mut *self.pools.write().unwrap_or_else(|e| e.into_inner()),
+            pools.clone(),
+        );
+        for (_, map) in old {
+            if !pools.iter().any(|(_, kept)| Arc::ptr_eq(kept, &map)) {
+                watch::retire(&map);
+            }
+        }
         let maps = listeners
             .iter()
             .filter_map(|l| l.router.map.clone())

@@ -237,8 +237,8 @@ impl Pool {
     pub fn new(weights: &[u32]) -> Pool {
         Pool {
             weights: weights.to_vec(),
-            health_interval_ms: 100,
-            health_timeout_ms: 300,
+            health_interval_ms: 200,
+            health_timeout_ms: 2_000,
             down_after: 2,
             up_after: 2,
             sticky_ms: 300_000,

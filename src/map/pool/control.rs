@@ -1,20 +1,15 @@
-//! The admin's hand on a pool (as `doveadm director` was): drain a server (no new users),
-//! bring it back, end its sessions spread over `kick_spread_ms`, move a user. With a store the
-//! word goes through it, and every instance hears it within a second ([`Pool::hear_the_fleet`]);
-//! without one it holds in this process.
+//! What the admin sees of a pool and the move of a user (as `doveadm director status` and
+//! `move`); draining and kicks are the fleet's word on hosts ([`crate::fleet::Board`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::fleet::LeaseFacts;
 
 use super::{lock, Pool, Server};
-
-/// Kicks and moves remembered in the store for the instances to hear.
-const EVENTS_KEPT: usize = 1_000;
 
 /// A pool server as `GET /backends` shows it.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -38,20 +33,22 @@ pub struct Load {
 }
 
 /// Why an admin's word was not taken.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ControlError {
     #[error("{0} is not a server of any pool")]
     UnknownServer(String),
     #[error("{0} is down: a user cannot be moved there")]
     ServerDown(String),
+    #[error(transparent)]
+    NotTaken(#[from] crate::fleet::NotTaken),
 }
 
 impl Pool {
     /// The pool's server named `name` (`host:port` as the admin sees it, or the host).
     pub fn find(&self, name: &str) -> Option<&Server> {
-        let attached = self.attached.get();
+        let attached = self.attachment();
         self.servers.iter().find(|server| {
-            let full = attached.map(|a| a.checker.name(server));
+            let full = attached.as_ref().map(|a| a.checker.name(server));
             full.as_deref() == Some(name) || server.host.eq_ignore_ascii_case(name)
         })
     }
@@ -59,19 +56,21 @@ impl Pool {
     /// Every server, its health, whether drained, and this instance's load there.
     pub fn status(&self) -> Vec<ServerStatus> {
         let load = self.load();
+        let drained = self.drained();
         let state = lock(&self.state);
-        let attached = self.attached.get();
+        let attached = self.attachment();
         self.servers
             .iter()
             .zip(&state.health)
             .zip(load)
             .map(|((server, health), load)| ServerStatus {
                 server: attached
+                    .as_ref()
                     .map(|a| a.checker.name(server))
                     .unwrap_or_else(|| server.host.clone()),
                 weight: server.weight,
                 health: if health.is_up() { "up" } else { "down" },
-                admin: if state.drained.contains(&server.host) {
+                admin: if drained.contains(&server.host) {
                     "down"
                 } else {
                     "up"
@@ -116,59 +115,8 @@ impl Pool {
             .leases(|facts| facts.placed.as_ref().is_some_and(|p| p.pool == self.id) && pick(facts))
     }
 
-    /// End this instance's sessions on `host`, spread over `spread`.
-    pub(super) fn kick_host(&self, host: &str, spread: Duration) {
-        let leases = self.my_leases(|f| f.placed.as_ref().is_some_and(|p| p.host == host));
-        kick_spread(leases, spread);
-    }
-
-    /// End this instance's sessions of the user whose sessions are counted under `key`.
-    fn kick_user(&self, sessions_key: &str) {
-        let leases = self.my_leases(|f| {
-            f.placed
-                .as_ref()
-                .is_some_and(|p| p.sessions_key == sessions_key)
-        });
-        kick_spread(leases, Duration::ZERO);
-    }
-
-    /// Drain `host` (no new users; `kick`: its sessions end too, spread) or bring it back.
-    pub async fn set_drained(&self, host: &str, drained: bool, kick: bool) {
-        let shared = match self.store() {
-            Some(store) => {
-                let key = store.key("pool", "drained");
-                let mut pipe = redis::pipe();
-                if drained {
-                    pipe.cmd("HSET").arg(&key).arg(host).arg(1).ignore();
-                } else {
-                    pipe.cmd("HDEL").arg(&key).arg(host).ignore();
-                }
-                if kick {
-                    self.event(&mut pipe, "host", host);
-                }
-                store
-                    .ask(|mut con| async move { pipe.query_async::<()>(&mut con).await })
-                    .await
-                    .is_some()
-            }
-            None => false,
-        };
-        let mut state = lock(&self.state);
-        if drained {
-            state.drained.insert(host.to_string());
-        } else {
-            state.drained.remove(host);
-        }
-        drop(state);
-        // Through the store, every instance (this one too) hears the kick.
-        if kick && !shared {
-            self.kick_host(host, self.settings.kick_spread);
-        }
-    }
-
-    /// Put `user` (its lookup key) on `host` and end its sessions: it comes back there.
-    pub async fn move_user(&self, user: &str, host: &str) -> Result<(), ControlError> {
-        let user = user.to_ascii_lowercase();
+    /// Whether `host`, one of this pool's, is up to take a user.
+    pub fn can_take(&self, host: &str) -> Result<(), ControlError> {
         let index = self
             .servers
             .iter()
@@ -177,129 +125,31 @@ impl Pool {
         if !lock(&self.state).health[index].is_up() {
             return Err(ControlError::ServerDown(host.to_string()));
         }
-        let (sessions_key, assignment_key) = self.keys(&user);
-        let sticky = self.settings.sticky;
-        let shared = match self.store() {
-            Some(store) => {
-                let mut pipe = redis::pipe();
-                let ms = crate::store::millis(sticky);
-                pipe.cmd("SET")
-                    .arg(&assignment_key)
-                    .arg(host)
-                    .arg("PX")
-                    .arg(ms)
-                    .ignore();
-                // Its sessions end now: the next login must not find them there.
-                pipe.cmd("DEL").arg(&sessions_key).ignore();
-                self.event(&mut pipe, "user", &sessions_key);
-                store
-                    .ask(|mut con| async move { pipe.query_async::<()>(&mut con).await })
-                    .await
-                    .is_some()
-            }
-            None => false,
-        };
-        lock(&self.state)
-            .local
-            .assign(&user, host, Instant::now(), sticky);
-        if !shared {
-            self.kick_user(&sessions_key);
-        }
         Ok(())
     }
 
-    /// A kick for every instance to hear: `host` (spread) or `user` (its sessions' key).
-    fn event(&self, pipe: &mut redis::Pipeline, kind: &str, what: &str) {
-        if let Some(store) = self.store() {
-            pipe.cmd("XADD")
-                .arg(store.key("pool", "events"))
-                .arg("MAXLEN")
-                .arg("~")
-                .arg(EVENTS_KEPT)
-                .arg("*")
-                .arg(kind)
-                .arg(what)
-                .ignore();
+    /// Put `user` (its lookup key) on `host` and end its sessions: it comes back there. The
+    /// `others` pools with the host remember it too (without a store, each its own).
+    pub async fn move_user(
+        &self,
+        user: &str,
+        host: &str,
+        others: &[&Pool],
+    ) -> Result<(), ControlError> {
+        let user = user.to_ascii_lowercase();
+        let (sessions_key, assignment_key) = self.keys(&user);
+        let sticky = self.settings.sticky;
+        if let Some(attached) = self.attachment() {
+            let board = &attached.board;
+            board
+                .move_user(&sessions_key, &assignment_key, host, sticky)
+                .await?;
         }
+        for pool in std::iter::once(self).chain(others.iter().copied()) {
+            lock(&pool.state)
+                .local
+                .assign(&user, host, Instant::now(), pool.settings.sticky);
+        }
+        Ok(())
     }
-
-    /// What the fleet said since last time: the drained servers, kicks and moves.
-    pub(super) async fn hear_the_fleet(&self) {
-        let Some(store) = self.store() else {
-            return;
-        };
-        let drained_key = store.key("pool", "drained");
-        let events_key = store.key("pool", "events");
-        let since = lock(&self.heard).clone();
-        let mut pipe = redis::pipe();
-        pipe.cmd("HKEYS").arg(&drained_key);
-        match &since {
-            Some(id) => pipe
-                .cmd("XRANGE")
-                .arg(&events_key)
-                .arg(format!("({id}"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(EVENTS_KEPT),
-            // The first time: only what comes from now on.
-            None => pipe
-                .cmd("XREVRANGE")
-                .arg(&events_key)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1),
-        };
-        type Events = Vec<(String, Vec<(String, String)>)>;
-        let heard: Option<(Vec<String>, Events)> = store
-            .ask(|mut con| async move { pipe.query_async(&mut con).await })
-            .await;
-        let Some((drained, events)) = heard else {
-            return;
-        };
-        lock(&self.state).drained = drained.into_iter().collect();
-        let last = events.last().map(|(id, _)| id.clone());
-        if since.is_some() {
-            for (_, fields) in &events {
-                for (kind, what) in fields {
-                    match kind.as_str() {
-                        "host" => self.kick_host(what, self.settings.kick_spread),
-                        "user" => self.kick_user(what),
-                        _ => {}
-                    }
-                }
-            }
-        }
-        let mut heard = lock(&self.heard);
-        match last {
-            Some(last) => *heard = Some(last),
-            None if heard.is_none() => *heard = Some("0-0".into()),
-            None => {}
-        }
-    }
-}
-
-/// Wake each session's end, the first now and the last after `spread`, evenly between:
-/// fifty thousand clients must not all reconnect in the same second.
-fn kick_spread(leases: Vec<Arc<LeaseFacts>>, spread: Duration) {
-    if leases.is_empty() {
-        return;
-    }
-    if spread.is_zero() || leases.len() == 1 {
-        for lease in &leases {
-            lease.kicked.notify_one();
-        }
-        return;
-    }
-    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
-    };
-    runtime.spawn(async move {
-        let started = tokio::time::Instant::now();
-        let last = (leases.len() - 1) as u32;
-        for (i, lease) in leases.iter().enumerate() {
-            tokio::time::sleep_until(started + spread * i as u32 / last).await;
-            lease.kicked.notify_one();
-        }
-    });
 }

@@ -17,20 +17,23 @@ pub mod watch;
 use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::MapConfig;
-use crate::fleet::{Placement, SessionTable};
-use crate::store::{millis, wall_clock_ms, Store};
+use crate::fleet::{Board, Placement, SessionTable};
+use crate::store::{millis, Store};
 
 use super::{Answer, Endpoint, LookupFuture, Map, MapError, MapSetupError, Query, Route};
 use health::Health;
-use placement::{Candidates, Local, PLACE};
+use placement::{Candidates, Local, Placed, PLACE};
 
 /// Assignments this process keeps at most on its own.
-const LOCAL_ASSIGNMENTS: usize = 200_000;
+const LOCAL_ASSIGNMENTS: u64 = 200_000;
+/// How long a new assignment holds in the store before its login is counted (then it holds
+/// `sticky_ms`): a guessed password does not pin a name for long.
+const PENDING: Duration = Duration::from_secs(60);
 
 /// One server of the pool.
 #[derive(Debug, Clone)]
@@ -68,19 +71,21 @@ pub type CheckFuture<'a> = Pin<Box<dyn Future<Output = Result<(), CheckFailed>> 
 /// What the running process gives a pool: the fleet's sessions, how to check servers, and
 /// where to say what happens.
 pub struct Attachment {
-    pub sessions: Arc<SessionTable>,
+    /// The fleet's word on hosts (drained, kicks), and its session table.
+    pub board: Arc<Board>,
     pub checker: Arc<dyn HealthCheck>,
     pub logger: Arc<crate::log::Logger>,
     pub metrics: Arc<crate::metrics::Metrics>,
     /// The listener, as metrics and the admin name it.
     pub listener: String,
+    /// Where its users' placements are kept: `pool` for the protocols that open mailboxes
+    /// (they must agree), another for those that do not.
+    pub namespace: &'static str,
 }
 
 /// What changes as the pool runs.
 struct State {
     health: Vec<Health>,
-    /// Hosts an admin drained (no new users), as last heard from the store or set here.
-    drained: HashSet<String>,
     local: Local,
 }
 
@@ -90,10 +95,14 @@ pub struct Pool {
     servers: Vec<Server>,
     settings: Settings,
     state: Mutex<State>,
-    attached: OnceLock<Attachment>,
+    /// The running process's services; replaced by each reload that keeps the pool (its
+    /// checks then go through the new listener).
+    attached: RwLock<Option<Arc<Attachment>>>,
+    /// Its work (checks, gauges) is under way.
+    running: AtomicBool,
+    /// A reload replaced it: its work stops.
+    retired: AtomicBool,
     place_script: redis::Script,
-    /// The last of the fleet's kicks and moves heard (a stream id); `None` before the first.
-    heard: Mutex<Option<String>>,
 }
 
 impl Pool {
@@ -119,14 +128,14 @@ impl Pool {
             id: POOLS.fetch_add(1, Ordering::Relaxed),
             state: Mutex::new(State {
                 health: vec![Health::default(); servers.len()],
-                drained: HashSet::new(),
                 local: Local::new(LOCAL_ASSIGNMENTS),
             }),
             servers,
             settings,
-            attached: OnceLock::new(),
+            attached: RwLock::new(None),
+            running: AtomicBool::new(false),
+            retired: AtomicBool::new(false),
             place_script: redis::Script::new(PLACE),
-            heard: Mutex::new(None),
         })
     }
 
@@ -134,28 +143,51 @@ impl Pool {
         &self.servers
     }
 
-    fn sessions(&self) -> Option<&Arc<SessionTable>> {
-        self.attached.get().map(|a| &a.sessions)
+    /// How long `backend down --kick` takes to end a server's sessions.
+    pub fn kick_spread(&self) -> Duration {
+        self.settings.kick_spread
     }
 
-    fn store(&self) -> Option<&Arc<Store>> {
-        self.sessions()?.store()
+    /// What the running process gave the pool, once it did.
+    fn attachment(&self) -> Option<Arc<Attachment>> {
+        self.attached
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn sessions(&self) -> Option<Arc<SessionTable>> {
+        self.attachment().map(|a| a.board.sessions().clone())
+    }
+
+    /// The hosts an admin drained.
+    fn drained(&self) -> HashSet<String> {
+        self.attachment()
+            .map(|a| a.board.drained())
+            .unwrap_or_default()
+    }
+
+    fn store(&self) -> Option<Arc<Store>> {
+        self.sessions()?.store().cloned()
     }
 
     /// The store's keys for `user`'s sessions and assignment: a keyed hash of the name with
     /// a store (no name in the store), the name itself in this process alone.
     fn keys(&self, user: &str) -> (String, String) {
+        let space = self.attachment().map_or("pool", |a| a.namespace);
+        let (sessions, assignment) = (format!("{space}:s"), format!("{space}:a"));
         match self.store() {
             Some(store) => {
-                let id = store.keyed_hash(&[b"pool-user", user.as_bytes()]);
-                (store.key("pool:s", &id), store.key("pool:a", &id))
+                let id = store.keyed_hash(&[space.as_bytes(), user.as_bytes()]);
+                (store.key(&sessions, &id), store.key(&assignment, &id))
             }
-            None => (format!("pool:s:{user}"), format!("pool:a:{user}")),
+            None => (format!("{sessions}:{user}"), format!("{assignment}:{user}")),
         }
     }
 
     /// The servers that are up, best first for `user`, and the drained ones.
     fn candidates(&self, user: &str) -> (Vec<String>, HashSet<String>) {
+        let drained = self.drained();
         let state = lock(&self.state);
         let up: Vec<(&str, u32)> = self
             .servers
@@ -168,45 +200,52 @@ impl Pool {
             .into_iter()
             .map(|i| up[i].0.to_string())
             .collect();
-        (ranked, state.drained.clone())
+        (ranked, drained)
     }
 
     /// The host for `user`: asked of the store when there is one, else decided here.
     async fn place(&self, user: &str) -> Result<String, MapError> {
         let (sessions_key, assignment_key) = self.keys(user);
         let (up, drained) = self.candidates(user);
-        if let Some(store) = self.store() {
+        if let (Some(store), Some(sessions)) = (self.store(), self.sessions()) {
             let mut invocation = self.place_script.prepare_invoke();
             invocation
                 .key(&sessions_key)
                 .key(&assignment_key)
-                .arg(wall_clock_ms())
-                .arg(millis(self.settings.sticky))
+                .arg(millis(self.settings.sticky.min(PENDING)))
+                .arg(sessions.instance())
                 .arg(up.len())
                 .arg(&up)
                 .arg(drained.iter().collect::<Vec<_>>());
-            let answer: Option<Option<String>> = store
+            let answer: Option<(i64, String)> = store
                 .ask(|mut con| async move { invocation.invoke_async(&mut con).await })
                 .await;
-            if let Some(host) = answer {
-                let host = host.ok_or_else(no_server)?;
-                // Kept here too: the fallback when the store stops answering.
-                let mut state = lock(&self.state);
-                state
-                    .local
-                    .assign(user, &host, Instant::now(), self.settings.sticky);
-                return Ok(host);
+            if let Some(answer) = answer {
+                return match Placed::from_answer(answer) {
+                    Placed::On(host) => {
+                        // Kept here too: the fallback when the store stops answering.
+                        let now = Instant::now();
+                        let state = lock(&self.state);
+                        state.local.assign(user, &host, now, self.settings.sticky);
+                        Ok(host)
+                    }
+                    Placed::NoServer => Err(no_server()),
+                    Placed::HeldElsewhere => Err(MapError::Unavailable(
+                        "the user's sessions are on a server this instance cannot use".into(),
+                    )),
+                };
             }
         }
         let open = self.sessions().and_then(|s| s.local_host_of(&sessions_key));
-        let mut state = lock(&self.state);
+        let state = lock(&self.state);
         let now = Instant::now();
         let candidates = Candidates {
             up: up.iter().map(String::as_str).collect(),
             drained: &drained,
         };
+        let current = state.local.current(user, now);
         let host = candidates
-            .choose(open.as_deref(), state.local.current(user, now))
+            .choose(open.as_deref(), current.as_deref())
             .ok_or_else(no_server)?;
         state.local.assign(user, &host, now, self.settings.sticky);
         Ok(host)
@@ -260,6 +299,12 @@ impl Map for Pool {
     fn connect_failed(&self, endpoint: &Endpoint) {
         if let Some(i) = self.index_of(endpoint) {
             self.observe(i, Err(CheckFailed("a login could not connect".into())));
+        }
+    }
+
+    fn connected(&self, endpoint: &Endpoint) {
+        if let Some(i) = self.index_of(endpoint) {
+            self.observe(i, Ok(()));
         }
     }
 

@@ -7,39 +7,63 @@
 //! places a user alike whoever asks first; without one (or while it does not answer) this
 //! process decides alone with [`Local`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-/// Keys: the user's sessions, its assignment. `ARGV`: now (ms, wall clock), sticky (ms), the
-/// number of up servers, the up servers best first, then the drained ones. Answers the host,
-/// or false when no server is usable.
+/// Keys: the user's sessions, its assignment. `ARGV`: how long a new assignment holds before
+/// the login that made it is counted (ms), this instance, the number of up servers, the up
+/// servers best first, then the drained ones. Answers `{1, host}`, `{0, ''}` when no server is
+/// usable, or `{2, ''}` when the user's sessions are through other instances on a server this
+/// one cannot use (down in its view, or unknown to it): placing the user elsewhere would serve
+/// it from two servers at once, so the login is to wait until those sessions end or the
+/// other instances move them.
 pub const PLACE: &str = r"
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local t = redis.call('TIME')
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t[1] * 1000 + math.floor(t[2] / 1000))
 local n = tonumber(ARGV[3])
 local up, drained = {}, {}
 for i = 1, n do up[ARGV[3 + i]] = true end
 for i = 4 + n, #ARGV do drained[ARGV[i]] = true end
-local open = redis.call('ZRANGE', KEYS[1], 0, 0)
-if open[1] then
-  local host = string.match(open[1], '@(.*)$')
-  if host and up[host] then return host end
-end
-local current = redis.call('GET', KEYS[2])
-if current and up[current] and not drained[current] then
-  if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
-    redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local elsewhere = false
+for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, 63)) do
+  local instance, host = string.match(m, '^(.*)/%d+@(.*)$')
+  if host then
+    if up[host] then return {1, host} end
+    if instance ~= ARGV[2] then elsewhere = true end
   end
-  return current
 end
+if elsewhere then return {2, ''} end
+local current = redis.call('GET', KEYS[2])
+if current and up[current] and not drained[current] then return {1, current} end
 for i = 1, n do
   local host = ARGV[3 + i]
   if not drained[host] then
-    redis.call('SET', KEYS[2], host, 'PX', ARGV[2])
-    return host
+    redis.call('SET', KEYS[2], host, 'PX', ARGV[1])
+    return {1, host}
   end
 end
-return false
+return {0, ''}
 ";
+
+/// What the store's placement said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placed {
+    On(String),
+    NoServer,
+    /// The user's sessions are through other instances on a server this one cannot use.
+    HeldElsewhere,
+}
+
+impl Placed {
+    /// The script's answer.
+    pub fn from_answer((status, host): (i64, String)) -> Placed {
+        match status {
+            1 => Placed::On(host),
+            2 => Placed::HeldElsewhere,
+            _ => Placed::NoServer,
+        }
+    }
+}
 
 /// What a placement is decided from, in this process's view.
 pub struct Candidates<'a> {
@@ -68,45 +92,29 @@ impl Candidates<'_> {
 }
 
 /// Assignments made by this process: the whole truth without a store, the fallback with one.
-/// Bounded: the oldest are dropped first beyond `limit` (a dropped user is placed anew, by
-/// the same ranking).
+/// Bounded: the least used are dropped first beyond `limit` (a dropped user is placed anew,
+/// by the same ranking).
 pub struct Local {
-    assignments: HashMap<String, (String, Instant)>,
-    limit: usize,
+    assignments: moka::sync::Cache<String, (String, Instant)>,
 }
 
 impl Local {
-    pub fn new(limit: usize) -> Local {
+    pub fn new(limit: u64) -> Local {
         Local {
-            assignments: HashMap::new(),
-            limit,
+            assignments: moka::sync::Cache::new(limit),
         }
     }
 
     /// The user's assignment, while it holds.
-    pub fn current(&self, user: &str, now: Instant) -> Option<&str> {
+    pub fn current(&self, user: &str, now: Instant) -> Option<String> {
         let (host, until) = self.assignments.get(user)?;
-        (*until > now).then_some(host.as_str())
+        (until > now).then_some(host)
     }
 
     /// The user is on `host` for `sticky` from `now` on (again).
-    pub fn assign(&mut self, user: &str, host: &str, now: Instant, sticky: Duration) {
-        if self.assignments.len() >= self.limit && !self.assignments.contains_key(user) {
-            self.assignments.retain(|_, (_, until)| *until > now);
-            if self.assignments.len() >= self.limit {
-                let oldest = self
-                    .assignments
-                    .iter()
-                    .min_by_key(|(_, (_, until))| *until)
-                    .map(|(user, _)| user.clone());
-                if let Some(oldest) = oldest {
-                    self.assignments.remove(&oldest);
-                }
-            }
-        }
-        let until = now + sticky;
+    pub fn assign(&self, user: &str, host: &str, now: Instant, sticky: Duration) {
         self.assignments
-            .insert(user.to_string(), (host.to_string(), until));
+            .insert(user.to_string(), (host.to_string(), now + sticky));
     }
 }
 
@@ -140,13 +148,24 @@ mod tests {
 
     #[test]
     fn assignments_expire_and_stay_bounded() {
-        let (mut local, now) = (Local::new(2), Instant::now());
+        let (local, now) = (Local::new(100), Instant::now());
         local.assign("kate", "a", now, Duration::from_secs(10));
-        assert_eq!(local.current("kate", now), Some("a"));
+        assert_eq!(local.current("kate", now).as_deref(), Some("a"));
         assert_eq!(local.current("kate", now + Duration::from_secs(11)), None);
-        local.assign("bob", "b", now, Duration::from_secs(20));
-        local.assign("eve", "c", now, Duration::from_secs(30));
-        assert_eq!(local.current("kate", now), None, "the oldest went first");
-        assert_eq!(local.current("eve", now), Some("c"));
+        for i in 0..1_000 {
+            local.assign(&format!("user{i}"), "b", now, Duration::from_secs(10));
+        }
+        local.assignments.run_pending_tasks();
+        assert!(local.assignments.entry_count() <= 100);
+    }
+
+    #[test]
+    fn the_stores_answer_reads_as_a_placement() {
+        assert_eq!(Placed::from_answer((1, "a".into())), Placed::On("a".into()));
+        assert_eq!(Placed::from_answer((0, String::new())), Placed::NoServer);
+        assert_eq!(
+            Placed::from_answer((2, String::new())),
+            Placed::HeldElsewhere
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! A running pool's own work: its servers checked every `health_interval_ms` (and what
 //! logins see), each change logged, counted and acted on (a server gone down has its
-//! sessions ended: its users move, and must not be on two servers at once), the fleet's
-//! word (drained servers, kicks, moves) heard every quarter second, and the gauges kept.
+//! sessions ended, whichever pool placed them: its users move, and must not be on two servers
+//! at once), and the gauges kept, every quarter second.
 
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -12,43 +13,48 @@ use super::super::Map;
 use super::health::Change;
 use super::{lock, Attachment, CheckFailed, Pool};
 
-/// How often the fleet's word is heard: within a second everywhere.
-const FLEET_TICK: Duration = Duration::from_millis(250);
+/// How often the gauges of sessions and users are brought up to date.
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
 
 /// Give the running process's services to the pool `map` is (if it is one), and start its
-/// work; a pool already at work (kept by a reload) goes on as it was.
+/// work; a pool already at work (kept by a reload) goes on with the new ones (its checks
+/// through the new listener).
 pub fn attach(map: &Arc<dyn Map>, attachment: Attachment) {
     let Some(pool) = map.pool() else {
         return;
     };
-    if pool.attached.set(attachment).is_err() {
-        return;
-    }
+    *pool.attached.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(attachment));
     pool.publish_health();
-    tokio::spawn(run(Arc::downgrade(map)));
+    if !pool.running.swap(true, Ordering::Relaxed) {
+        tokio::spawn(run(Arc::downgrade(map)));
+    }
 }
 
 /// Until the pool is gone (a reload replaced it).
 async fn run(map: Weak<dyn Map>) {
-    let mut next_check = Instant::now();
+    let (mut next_check, mut next_gauges) = (Instant::now(), Instant::now());
     loop {
-        {
+        let wake = {
             let Some(map) = map.upgrade() else {
                 return;
             };
-            let Some(pool) = map.pool() else {
+            let Some(pool) = map.pool().filter(|p| !p.retired.load(Ordering::Relaxed)) else {
                 return;
             };
-            if Instant::now() >= next_check {
-                next_check = Instant::now() + pool.settings.health_interval;
+            let now = Instant::now();
+            if now >= next_check {
+                next_check = now + pool.settings.health_interval;
                 for i in 0..pool.servers.len() {
                     tokio::spawn(check(Arc::downgrade(&map), i));
                 }
             }
-            pool.hear_the_fleet().await;
-            pool.publish_load();
-        }
-        tokio::time::sleep(FLEET_TICK).await;
+            if now >= next_gauges {
+                next_gauges = now + GAUGES_EVERY;
+                pool.publish_load();
+            }
+            next_check.min(next_gauges)
+        };
+        tokio::time::sleep_until(wake.into()).await;
     }
 }
 
@@ -60,7 +66,7 @@ async fn check(map: Weak<dyn Map>, i: usize) {
     let Some(pool) = map.pool() else {
         return;
     };
-    let Some(attached) = pool.attached.get() else {
+    let Some(attached) = pool.attachment() else {
         return;
     };
     let server = &pool.servers[i];
@@ -89,7 +95,7 @@ impl Pool {
                 self.settings.up_after,
             )
         };
-        let (Some(change), Some(attached)) = (change, self.attached.get()) else {
+        let (Some(change), Some(attached)) = (change, self.attachment()) else {
             return;
         };
         let server = &self.servers[i];
@@ -113,14 +119,16 @@ impl Pool {
             .inc();
         if change == Change::WentDown {
             // Hung sessions there would otherwise wake up beside the user's new server.
-            self.kick_host(&server.host, Duration::ZERO);
+            attached
+                .board
+                .kick_host(&server.host, self.settings.kick_spread);
         }
         self.publish_health();
     }
 
     /// Every server's up gauge, as the health says now.
     fn publish_health(&self) {
-        let Some(attached) = self.attached.get() else {
+        let Some(attached) = self.attachment() else {
             return;
         };
         let state = lock(&self.state);
@@ -128,18 +136,18 @@ impl Pool {
             attached
                 .metrics
                 .pool_up
-                .get_or_create(&self.labels(attached, server))
+                .get_or_create(&self.labels(&attached, server))
                 .set(i64::from(health.is_up()));
         }
     }
 
     /// The sessions and users of this instance on each server, for the gauges.
     fn publish_load(&self) {
-        let Some(attached) = self.attached.get() else {
+        let Some(attached) = self.attachment() else {
             return;
         };
         for (server, load) in self.servers.iter().zip(self.load()) {
-            let labels = self.labels(attached, server);
+            let labels = self.labels(&attached, server);
             let metrics = &attached.metrics;
             metrics
                 .pool_sessions
@@ -157,5 +165,13 @@ impl Pool {
             listener: attached.listener.clone(),
             server: attached.checker.name(server),
         }
+    }
+}
+
+/// The pool `map` is (if it is one) was replaced by a reload: its work stops, and its gauges
+/// are left to its successor.
+pub fn retire(map: &Arc<dyn Map>) {
+    if let Some(pool) = map.pool() {
+        pool.retired.store(true, Ordering::Relaxed);
     }
 }

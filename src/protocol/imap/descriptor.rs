@@ -27,6 +27,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
     server_side,
     learns: None,
     probe: &PROBE,
+    opens_mailboxes: true,
 };
 
 fn client_side(settings: Arc<ClientSettings>) -> Box<dyn ClientSide> {

@@ -34,6 +34,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         read: super::learn::capability_from_greeting,
     }),
     probe: &PROBE,
+    opens_mailboxes: true,
 };
 
 fn client_side(settings: Arc<ClientSettings>) -> Box<dyn ClientSide> {

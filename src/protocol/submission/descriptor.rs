@@ -37,6 +37,7 @@ pub static DESCRIPTOR: Descriptor = Descriptor {
         read: super::extensions::learn,
     }),
     probe: &PROBE,
+    opens_mailboxes: false,
 };
 
 fn client_side(settings: Arc<ClientSettings>) -> Box<dyn ClientSide> {
