@@ -58,8 +58,8 @@
 #   BENCH_IDLE_TRANSPORTS  plain,tls, or one of them [plain,tls] (9,500 sessions of each at
 #                   once would need more than the 20,000 files a process may open here)
 #   BENCH_POOL_USERS     users of the pool mode [10000]
-#   BENCH_POOL_DURATION  seconds of each of its two steps (1 client, BENCH_CLIENTS) per row [6]
-#   BENCH_POOL_ROUNDS    times each of its four rows runs [2]
+#   BENCH_POOL_DURATION  seconds of each of its two steps (1 client, BENCH_CLIENTS) per row [3]
+#   BENCH_POOL_ROUNDS    times each of its four rows runs [5]
 #   BENCH_DIR       work directory [/tmp/portcullis-compare] (wiped at start)
 #   PORTCULLIS_BIN, PORTCULLIS_BENCH_BIN   binaries to use instead of cargo build --release
 #   PORTCULLIS_FEATURES   cargo features for the Portcullis build (e.g. a crypto provider)
@@ -160,16 +160,15 @@ CERTS=$BENCH_DIR/certs
 read -r DC_IMAP DC_IMAPS DC_POP3 DC_POP3S DC_SIEVE DC_IMAP_HAPROXY DC_SIEVE_HAPROXY \
     DP_IMAP DP_IMAPS DP_POP3 DP_POP3S DP_SIEVE DP_IMAP_HAPROXY DP_SIEVE_HAPROXY \
     PC_IMAP PC_IMAPS NG_IMAP NG_IMAPS NG_AUTH PD_IMAP PD_IMAPS PF_SUB PC_SUB NG_SMTP \
-    PL_IMAP RD_PORT PC_POOL0 PC_POOL1 PC_POOL2 PC_POOL3 \
+    PL_IMAP \
     < <(python3 - <<'PY'
 import socket
-socks = [socket.socket() for _ in range(30)]
+socks = [socket.socket() for _ in range(25)]
 for s in socks:
     s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in socks))
 PY
 )
-PC_POOL=("$PC_POOL0" "$PC_POOL1" "$PC_POOL2" "$PC_POOL3")
 
 PIDS=()
 PF_PID=""
@@ -284,7 +283,7 @@ wait_greeting "$DC_IMAP"
 DC_PID=$(cat "$DC/run/master.pid")
 if has "$MODES" pool; then
     for h in "${POOL_HOSTS[@]}"; do wait_greeting "$PL_IMAP" "* OK" "$h"; done
-    pool_redis "$RD_PORT" || exit 1
+    pool_redis || exit 1
 fi
 
 # --- Postfix, the submission back end -----------------------------------------------------------

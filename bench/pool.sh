@@ -17,11 +17,12 @@
 # from /proc/PID/task/*/schedstat, in ns), and which of the three addresses Dovecot logged the logins
 # on. bench/pool_report.py makes the tables.
 #
-# Uses from compare.sh: BENCH, BIN, BENCH_DIR, RES, DC, CLIENTS, PIDS, say, bench, wait_greeting.
+# Uses from compare.sh: ROOT, BENCH, BIN, BENCH_DIR, RES, DC, PL_IMAP (the pool listener's port),
+# CLIENTS, PIDS, say, bench.
 
 POOL_USERS=${BENCH_POOL_USERS:-10000}
-POOL_DURATION=${BENCH_POOL_DURATION:-6}
-POOL_ROUNDS=${BENCH_POOL_ROUNDS:-2}
+POOL_DURATION=${BENCH_POOL_DURATION:-3}
+POOL_ROUNDS=${BENCH_POOL_ROUNDS:-5}
 POOL_PASSWORD=poolpw
 POOL_HOSTS=(127.0.0.11 127.0.0.12 127.0.0.13)
 POOL_ROWS=(static pool pool+store pool+store+cap)
@@ -54,21 +55,56 @@ pool_dovecot_listener() {
   }")
 }
 
-# pool_redis PORT: a redis-server of the bench's own on loopback (no persistence); RD_PID.
+# pool_port: a loopback port for a server about to start, outside the kernel's ephemeral range
+# (the bench's own connections come and go by the thousand meanwhile); its callers try again on
+# another when the server does not come up.
+pool_port() {
+    python3 "$ROOT/scripts/free_port.py"
+}
+
+# pool_redis: a redis-server of the bench's own on loopback (no persistence); RD_PID, RD_PORT.
 pool_redis() {
-    local port=$1 dir=$BENCH_DIR/redis
+    local dir=$BENCH_DIR/redis try
     mkdir -p "$dir"
-    say "starting redis-server, the pool's store (log: $dir/redis.log)"
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
-        --logfile "$dir/redis.log" </dev/null >"$dir/redis.out" 2>&1 &
-    RD_PID=$!
-    PIDS+=("$RD_PID")
+    for try in 1 2 3; do
+        RD_PORT=$(pool_port) || return 1
+        say "starting redis-server on $RD_PORT, the pool's store (log: $dir/redis.log)"
+        redis-server --port "$RD_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+            --logfile "$dir/redis.log" </dev/null >"$dir/redis.out" 2>&1 &
+        RD_PID=$!
+        PIDS+=("$RD_PID")
+        for _ in $(seq 100); do
+            [ "$(redis-cli -p "$RD_PORT" ping 2>/dev/null)" = PONG ] && return 0
+            kill -0 "$RD_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+        say "redis-server did not come up on $RD_PORT (try $try): $(tail -3 "$dir/redis.log" 2>/dev/null)"
+        kill "$RD_PID" 2>/dev/null
+        pool_forget "$RD_PID"
+        RD_PID=""
+    done
+    return 1
+}
+
+# pool_forget PID: PID is no longer ours to stop (it ended).
+pool_forget() {
+    local p left=()
+    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || left+=("$p"); done
+    PIDS=("${left[@]}")
+}
+
+# pool_greeted PORT PID: until Portcullis (PID) greets on PORT; fails at once if it ended.
+pool_greeted() {
+    local _
     for _ in $(seq 100); do
-        [ "$(redis-cli -p "$port" ping 2>/dev/null)" = PONG ] && return 0
-        kill -0 "$RD_PID" 2>/dev/null || break
+        python3 - "$1" <<'PY' 2>/dev/null && return 0
+import socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1)
+sys.exit(0 if s.recv(4096).startswith(b"* OK") else 1)
+PY
+        kill -0 "$2" 2>/dev/null || return 1
         sleep 0.1
     done
-    say "redis-server did not come up on $port: $(tail -5 "$dir/redis.log" 2>/dev/null)"
     return 1
 }
 
@@ -138,18 +174,32 @@ pool_hosts() {
         sed -n 's/.*lip=\([0-9.]*\).*/\1/p' | sort | uniq -c | awk '{print $2, $1}' >"$3"
 }
 
-# pool_row ROW ROUND PORT: one row once: start its Portcullis, measure, stop it.
+# pool_start ROW NAME: start the row's Portcullis on a port of its own; PC_PID, PC_PORT.
+pool_start() {
+    local row=$1 name=$2 try conf=$BENCH_DIR/pool/$2.toml
+    for try in 1 2 3; do
+        PC_PORT=$(pool_port) || return 1
+        pool_config "$row" "$conf" "$PC_PORT" "portcullis-bench:$name:"
+        "$BIN" check --config "$conf" >"$BENCH_DIR/pool/$name.check" 2>&1 ||
+            { say "$row: portcullis check failed"; cat "$BENCH_DIR/pool/$name.check" >&2; return 1; }
+        "$BIN" run --config "$conf" >"$BENCH_DIR/pool/$name.out" 2>&1 &
+        PC_PID=$!
+        PIDS+=("$PC_PID")
+        pool_greeted "$PC_PORT" "$PC_PID" && return 0
+        say "$row: Portcullis did not come up on $PC_PORT (try $try): $(tail -3 "$BENCH_DIR/pool/$row.log" 2>/dev/null)"
+        kill "$PC_PID" 2>/dev/null
+        wait "$PC_PID" 2>/dev/null
+        pool_forget "$PC_PID"
+    done
+    return 1
+}
+
+# pool_row ROW ROUND: one row once: start its Portcullis, measure, stop it.
 pool_row() {
-    local row=$1 round=$2 port=$3 name="r$2-$1"
-    local conf=$BENCH_DIR/pool/$name.toml out=$RES/pool/$name
-    pool_config "$row" "$conf" "$port" "portcullis-bench:$name:"
-    "$BIN" check --config "$conf" >"$BENCH_DIR/pool/$name.check" 2>&1 ||
-        { say "$row: portcullis check failed"; cat "$BENCH_DIR/pool/$name.check" >&2; return 1; }
-    "$BIN" run --config "$conf" >"$BENCH_DIR/pool/$name.out" 2>&1 &
-    local pid=$!
-    PIDS+=("$pid")
-    wait_greeting "$port" || { cat "$BENCH_DIR/pool/$name.out" >&2; return 1; }
-    local offset
+    local row=$1 round=$2 name="r$2-$1"
+    local out=$RES/pool/$name
+    pool_start "$row" "$name" || return 1
+    local pid=$PC_PID port=$PC_PORT offset
     offset=$(stat -c %s "$DC/dovecot.log")
     [ -z "$RD_PID" ] || pool_snapshot "$out.redis-before"
     # A one-client step for the latency a login adds (nothing queues), then CLIENTS clients for
@@ -159,9 +209,7 @@ pool_row() {
     [ -z "$RD_PID" ] || pool_snapshot "$out.redis-after"
     kill -TERM "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null || true
-    local left=()
-    for p in "${PIDS[@]}"; do [ "$p" = "$pid" ] || left+=("$p"); done
-    PIDS=("${left[@]}")
+    pool_forget "$pid"
     pool_hosts "$DC/dovecot.log" "$offset" "$out.hosts"
 }
 
@@ -176,7 +224,7 @@ pool_mode() {
             for ((i = ${#POOL_ROWS[@]} - 1; i >= 0; i--)); do rows+=("${POOL_ROWS[$i]}"); done
         fi
         for i in "${!rows[@]}"; do
-            pool_row "${rows[$i]}" "$round" "${PC_POOL[$i]}" || return 1
+            pool_row "${rows[$i]}" "$round" || return 1
         done
     done
     python3 "$ROOT/bench/pool_report.py" --users "$POOL_USERS" --clients "$CLIENTS" \

@@ -26,9 +26,10 @@ SCRIPTS = ["evalsha", "eval", "evalsha_ro", "eval_ro"]
 # known good for it): one pipeline, GET and ZSCORE. ZSCORE runs elsewhere only inside the
 # guard's failure script, which no login of this benchmark (all good passwords) runs.
 GUARD = "zscore"
-# The instance's poll of the fleet's drains, kicks and moves (once a second): one pipeline
-# whose first command is HKEYS.
-POLL = "hkeys"
+# The instance's poll of the fleet's drains, kicks and moves (a few times a second): one
+# pipeline, HKEYS then XRANGE (XREVRANGE the first time). HKEYS also runs inside the guard's
+# success script, which trusted clients (the benchmark's) do not run; XRANGE only here.
+POLL = ["xrange", "xrevrange"]
 # Our own snapshots, not the proxy's.
 OURS = {"info"}
 
@@ -73,13 +74,14 @@ def load(directory):
     rows = {}
     for path in sorted(glob.glob(os.path.join(directory, "r*-*.json"))):
         base = path[: -len(".json")]
-        row = os.path.basename(base).split("-", 1)[1]
+        name = os.path.basename(base)
+        round_no, row = int(name.split("-", 1)[0][1:]), name.split("-", 1)[1]
         with open(path) as f:
             out = json.load(f)
         steps = sorted(out.get("logins", []), key=lambda s: s["clients"])
         one = next((s for s in steps if s["clients"] == 1), None)
         many = steps[-1] if steps else None
-        rnd = {"one": one, "many": many, "hosts": read_hosts(base + ".hosts"), "redis": None}
+        rnd = {"round": round_no, "one": one, "many": many, "hosts": read_hosts(base + ".hosts"), "redis": None}
         if os.path.exists(base + ".redis-before") and os.path.exists(base + ".redis-after"):
             c0, u0, n0, r0 = read_snapshot(base + ".redis-before")
             c1, u1, n1, r1 = read_snapshot(base + ".redis-after")
@@ -92,35 +94,56 @@ def load(directory):
     return rows
 
 
-def mean(values):
+def median(values):
     values = [v for v in values if v is not None]
-    return statistics.mean(values) if values else None
+    return statistics.median(values) if values else None
 
 
-def summary(rounds):
-    """One row's figures over its rounds."""
+def cpu_of(rnd):
+    """The proxy's CPU ms per login in one round: both steps' CPU over both steps' logins."""
+    steps = [s for s in (rnd["one"], rnd["many"]) if s and s.get("cpu_seconds") is not None]
+    logins = sum(s["logins"] for s in steps)
+    return sum(s["cpu_seconds"] for s in steps) * 1000 / logins if logins else None
+
+
+def summary(rounds, reference):
+    """One row's figures over its rounds: the median of the rounds (a round the machine's other
+    work disturbed moves it little); its CPU against `reference`'s (the static row's rounds) in
+    the same round."""
     many = [r["many"] for r in rounds if r["many"]]
     one = [r["one"] for r in rounds if r["one"]]
-    cpu = sum(s.get("cpu_seconds") or 0 for s in many)
-    logins = sum(s["logins"] for s in many)
-    per_round = [s["cpu_ms_per_login"] for s in many if s.get("cpu_ms_per_login") is not None]
+    per_round = [cpu_of(r) for r in rounds if cpu_of(r) is not None]
+    same_round = {r["round"]: cpu_of(r) for r in reference or []}
+    ref_p50 = {r["round"]: (r["one"] or {}).get("latency", {}).get("p50_ms") for r in reference or []}
+    added = [
+        r["one"]["latency"]["p50_ms"] - ref_p50[r["round"]]
+        for r in rounds
+        if r["one"] and r["one"]["latency"].get("p50_ms") is not None
+        and ref_p50.get(r["round"]) is not None
+    ]
+    ratios = [
+        cpu_of(r) / same_round[r["round"]]
+        for r in rounds
+        if cpu_of(r) is not None and same_round.get(r["round"])
+    ]
     errors = sum((s.get("errors") or {}).get("total", 0) for s in many + one)
     hosts = {}
     for r in rounds:
         for h, n in r["hosts"].items():
             hosts[h] = hosts.get(h, 0) + n
     return {
-        "cpu": cpu * 1000 / logins if logins else None,
+        "cpu": median(per_round),
         "cpu_range": (min(per_round), max(per_round)) if per_round else None,
-        "rate": mean([s["logins_per_s"] for s in many]),
-        "p50": mean([s["latency"].get("p50_ms") for s in many]),
-        "p99": mean([s["latency"].get("p99_ms") for s in many]),
-        "one_p50": mean([s["latency"].get("p50_ms") for s in one]),
-        "one_p99": mean([s["latency"].get("p99_ms") for s in one]),
-        "one_cpu": mean([s.get("cpu_ms_per_login") for s in one]),
+        "ratio": median(ratios),
+        "added_p50": median(added),
+        "ratio_range": (min(ratios), max(ratios)) if ratios else None,
+        "rate": median([s["logins_per_s"] for s in many]),
+        "p50": median([s["latency"].get("p50_ms") for s in many]),
+        "p99": median([s["latency"].get("p99_ms") for s in many]),
+        "one_p50": median([s["latency"].get("p50_ms") for s in one]),
+        "one_p99": median([s["latency"].get("p99_ms") for s in one]),
         "errors": errors,
         "hosts": hosts,
-        "all_logins": logins + sum(s["logins"] for s in one),
     }
 
 
@@ -132,26 +155,32 @@ def store_summary(rounds):
     logins = sum((r["one"] or {}).get("logins", 0) + (r["many"] or {}).get("logins", 0) for r in measured)
     if not logins:
         return None
-    calls, usec, cpu_ns, reads = {}, {}, 0, 0
+    calls, reads = {}, 0
     for r in measured:
         for k, v in r["redis"]["calls"].items():
             if k not in OURS:
                 calls[k] = calls.get(k, 0) + v
-        for k, v in r["redis"]["usec"].items():
-            if k not in OURS:
-                usec[k] = usec.get(k, 0) + v
-        cpu_ns += r["redis"]["cpu_ns"]
         reads += r["redis"]["reads"]
     scripts = sum(calls.get(k, 0) for k in SCRIPTS)
+
+    def per_login(r, value):
+        n = (r["one"] or {}).get("logins", 0) + (r["many"] or {}).get("logins", 0)
+        return value / n if n else None
+
+    # Times: the median of the rounds, as for the proxy; counts: over all rounds.
+    cpu_us = median([per_login(r, r["redis"]["cpu_ns"] / 1000) for r in measured])
+    script_us = median(
+        [per_login(r, sum(r["redis"]["usec"].get(k, 0) for k in SCRIPTS)) for r in measured]
+    )
     return {
         "logins": logins,
         "calls": {k: v / logins for k, v in calls.items()},
         "scripts": scripts / logins,
         "guard": calls.get(GUARD, 0) / logins,
-        "polls": calls.get(POLL, 0) / logins,
+        "polls": sum(calls.get(k, 0) for k in POLL) / logins,
         "reads": reads / logins,
-        "script_usec": sum(usec.get(k, 0) for k in SCRIPTS) / logins,
-        "cpu_us": cpu_ns / 1000 / logins,
+        "script_usec": script_us,
+        "cpu_us": cpu_us,
     }
 
 
@@ -167,7 +196,7 @@ def main():
     if not data:
         sys.exit(f"pool_report: no results in {opts.dir}")
     rows = [r for r in ROWS if r in data] + sorted(r for r in data if r not in ROWS)
-    s = {r: summary(data[r]) for r in rows}
+    s = {r: summary(data[r], data.get("static")) for r in rows}
     ref = s.get("static")
     print("## Pool: a static back end against a pool of three (plain IMAP)")
     print()
@@ -175,10 +204,13 @@ def main():
         f"{opts.users:,} users, each login the next one (user0, user1, ...); per row and round a "
         f"fresh Portcullis, metered alone: 1 client for {opts.duration:g} s (latency with nothing "
         f"queued), then {opts.clients} clients for {opts.duration:g} s (CPU per login, rate). "
-        f"{opts.rounds} round(s), the row order reversed in even rounds. CPU ms/login: the "
-        f"{opts.clients}-client steps' CPU summed over their logins (in brackets, the lowest and "
-        "highest round); logins/s, p50, p99: the mean of the rounds. The pool's three servers are "
-        "three addresses of one Dovecot; static is the first of them."
+        f"{opts.rounds} round(s), the row order reversed in even rounds. Every figure is the "
+        "median of the rounds (the machine is shared: a disturbed round moves a median little); "
+        "CPU ms/login: the proxy's CPU over the logins of both steps (in brackets, the lowest and "
+        "highest round); × static: the median of each round's ratio to the static row of the same "
+        "round (in brackets, the lowest and highest); logins/s, p50 and p99: the "
+        f"{opts.clients}-client step. The pool's three servers are three addresses of one Dovecot; "
+        "static is the first of them."
     )
     print()
     print(
@@ -189,12 +221,10 @@ def main():
     for r in rows:
         x = s[r]
         lo_hi = f" ({x['cpu_range'][0]:.3f}–{x['cpu_range'][1]:.3f})" if x["cpu_range"] else ""
-        times = f"{x['cpu'] / ref['cpu']:.2f}×" if ref and ref["cpu"] and x["cpu"] else "–"
-        extra = (
-            f"{x['one_p50'] - ref['one_p50']:+.3f}"
-            if ref and ref["one_p50"] is not None and x["one_p50"] is not None
-            else "–"
-        )
+        times = "–" if x["ratio"] is None else f"{x['ratio']:.2f}×"
+        if x["ratio_range"] and r != "static":
+            times += f" ({x['ratio_range'][0]:.2f}–{x['ratio_range'][1]:.2f})"
+        extra = "–" if x["added_p50"] is None else f"{x['added_p50']:+.3f}"
         spread = " / ".join(f"{x['hosts'].get(h, 0):,}" for h in HOSTS)
         print(
             f"| {r} | {fmt(x['cpu'])}{lo_hi} | {times} | {fmt(x['rate'], 0)} "
@@ -204,7 +234,7 @@ def main():
         )
     print()
     print("Better: lower CPU ms/login, p50, p99; higher logins/s. \"+ over static\": ms added to "
-          "a login's p50 with one client.")
+          "a login's p50 with one client (the median of the rounds' differences).")
     stores = {r: store_summary(data[r]) for r in rows}
     stores = {r: v for r, v in stores.items() if v}
     if not stores:
@@ -215,12 +245,13 @@ def main():
     print(
         "Counted by redis-server itself around each row (`INFO` before and after: "
         "`commandstats` and `total_reads_processed`; its CPU: the run time of all its threads "
-        "from `/proc/PID/task/*/schedstat`), divided by the row's logins (both steps). The rows "
+        "from `/proc/PID/task/*/schedstat`), divided by the row's logins (both steps); "
+        "times are the median of the rounds. The rows "
         "without a store show redis idle (its own timers) over the same time. Round trips: the "
         "scripts the proxy runs in the store (`EVALSHA`: placing the user, counting the session "
         "in, and out), the guard's question about the user (a `GET` + `ZSCORE` pipeline), and "
-        "the instance's poll of the fleet's commands (a `HKEYS` + `XRANGE` pipeline a second, "
-        "shared by all logins). Reads: how many times redis read requests off its sockets (one "
+        "the instance's poll of the fleet's commands (a `HKEYS` + `XRANGE` pipeline a few "
+        "times a second, shared by all logins). Reads: how many times redis read requests off its sockets (one "
         "per round trip, fewer where concurrent sessions' requests arrive together). Commands "
         "inside a script are counted by Redis too: listed below, they cost no round trip."
     )

@@ -274,8 +274,7 @@ fn users(c: &Common) -> Result<Vec<(String, String)>, String> {
         .map(|u| pair(u, "--user"))
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(path) = &c.users_file {
-        let text =
-            std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
         for (n, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
