@@ -224,3 +224,33 @@ fn the_version_and_the_exit_codes_stay() {
         "portcullis: sessions needs --admin ADDR or --config FILE with [admin] listen\n"
     );
 }
+
+/// `portcullis check` prints the effective configuration with the store's password masked:
+/// a `[fleet] store` (and a `[guard] store`, its older name) of
+/// `redis://:s3cret@127.0.0.1:6379` is shown as `redis://:***@127.0.0.1:6379`, and `s3cret`
+/// is nowhere in what the admin sees (standard output or error).
+#[test]
+fn check_masks_the_stores_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("portcullis.toml");
+    let listener = "[[listener]]\nprotocol = \"imap\"\nbind = [\"127.0.0.1:1143\"]\n\
+                    [listener.backend]\nhost = \"127.0.0.1\"\nport = 143\n";
+    for section in ["fleet", "guard"] {
+        let toml = format!("[{section}]\nstore = \"redis://:s3cret@127.0.0.1:6379\"\n\n{listener}");
+        std::fs::write(&file, &toml).unwrap();
+        let out = portcullis(&["check", "--config", file.to_str().unwrap()]);
+        let said = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(out.status.success(), "[{section}] store: {said}");
+        assert!(!said.contains("s3cret"), "[{section}] store: {said}");
+        let shown = stdout(&out);
+        let store = shown
+            .lines()
+            .skip_while(|l| *l != format!("[{section}]"))
+            .find(|l| l.starts_with("store ="));
+        assert_eq!(
+            store,
+            Some("store = \"redis://:***@127.0.0.1:6379\""),
+            "[{section}] store: {shown}"
+        );
+    }
+}

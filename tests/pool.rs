@@ -771,18 +771,20 @@ fn after_an_instance_is_killed_its_sessions_stop_counting() {
     fleet.kill(1);
     let killed = Instant::now();
     let ttl = Duration::from_millis(1_000);
-    let first = wait_for(
-        "a new session once the killed instance's expired",
-        ttl + Duration::from_secs(4),
-        &logs,
-        || {
-            let (c, answer) = login(survivor, "127.0.0.35");
+    let within = ttl + Duration::from_secs(4);
+    // Each of the killed instance's sessions expires on its own: one opened after the last
+    // renewal before the kill lasts up to a third of the ttl longer than one renewed then.
+    let new_session = |what: &str, source: &str| {
+        wait_for(what, within.saturating_sub(killed.elapsed()), &logs, || {
+            let (c, answer) = login(survivor, source);
             answer.starts_with("a OK").then_some(c)
-        },
+        })
+    };
+    let first = new_session(
+        "a new session once one of the killed instance's expired",
+        "127.0.0.35",
     );
-    let recovered = killed.elapsed();
-    let (second, answer) = login(survivor, "127.0.0.36");
-    assert!(answer.starts_with("a OK"), "after {recovered:?}: {answer}");
+    let second = new_session("a second once both of them expired", "127.0.0.36");
     let (_, answer) = login(survivor, "127.0.0.37");
     assert!(
         answer.starts_with("a NO [LIMIT]"),
@@ -793,8 +795,11 @@ fn after_an_instance_is_killed_its_sessions_stop_counting() {
 
 /// (8) The store down and up again: while redis is gone each instance goes on with its own view
 /// (logins work through both, a user still lands on one server), and each says once in its log
-/// that the store is unreachable; once redis is back, a move through one instance is seen by
-/// the other again.
+/// that the store is unreachable; the admin's word cannot be given meanwhile: `portcullis move`
+/// fails (non-zero exit; the endpoint answers 503 "the fleet store did not answer") and
+/// nothing moves. Once redis is back, a `move USER S` through one instance holds through the
+/// other at the user's next login: S, not the server the hashing (and that instance's own
+/// memory of the user) would give.
 #[test]
 fn with_the_store_down_the_instances_go_on_and_share_again_once_it_is_back() {
     let cluster = Cluster::start(3);
@@ -806,25 +811,22 @@ fn with_the_store_down_the_instances_go_on_and_share_again_once_it_is_back() {
     let logs = everything(&cluster, &fleet);
     let _logs = LogsOnPanic(&logs);
     let port = |i: usize| fleet.at(i).ports.imap;
-    // Moves `user` to the server after its own through instance 0, until instance 1 sends it
-    // there (at once while the store is shared).
-    let move_seen_by_the_other = |user: &str| {
-        let (c, was) = imap_session(&cluster, port(0), user);
+    let on = |i: usize, user: &str| {
+        let (c, on) = imap_session(&cluster, port(i), user);
         imap_logout(c);
-        let to = (was + 1) % 3;
-        wait_for(
-            &format!("{user} moved, seen through instance 1"),
-            READ_TIMEOUT,
-            &logs,
-            || {
-                let out = fleet.cli(0, &["move", user, &cluster.imap_server(to)]);
-                let (c, on) = imap_session(&cluster, port(1), user);
-                imap_logout(c);
-                (out.status.success() && on == to).then_some(())
-            },
-        );
+        on
     };
-    move_seen_by_the_other(&cluster_user(10));
+
+    // Shared: a move through instance 0 is seen through instance 1.
+    let first = cluster_user(10);
+    let to = (on(0, &first) + 1) % 3;
+    let out = fleet.cli(0, &["move", &first, &cluster.imap_server(to)]);
+    assert!(out.status.success(), "{}", said(&out));
+    assert_eq!(
+        on(1, &first),
+        to,
+        "{first} moved, not seen through instance 1"
+    );
 
     drop(redis);
     for n in 20..26 {
@@ -860,6 +862,244 @@ fn with_the_store_down_the_instances_go_on_and_share_again_once_it_is_back() {
         assert_eq!(times, 1, "portcullis #{i} said it {times} times");
     }
 
+    // No move while the store is down: refused, and nothing moved.
+    let user = cluster_user(11);
+    let was = on(1, &user);
+    let target = cluster.imap_server((was + 1) % 3);
+    let out = fleet.cli(0, &["move", &user, &target]);
+    assert!(
+        !out.status.success(),
+        "a move with the store down: {}",
+        said(&out)
+    );
+    let query = format!("/move?user={user}&server={target}");
+    let (status, body) = admin::http(fleet.at(0).ports.admin, "POST", &query, "");
+    assert_eq!(status, 503, "POST {query} with the store down: {body}");
+    assert!(body.contains("the fleet store did not answer"), "{body}");
+    for i in 0..2 {
+        assert_eq!(on(i, &user), was, "{user} moved by a refused move");
+    }
+
+    // Back: a move through instance 0 holds through instance 1, whose own memory (and the
+    // hashing) says `was`.
     let _redis = Redis::start(store_port);
-    move_seen_by_the_other(&cluster_user(11));
+    for i in 0..2 {
+        wait_log_line(&fleet, i, &["Fleet store", "answers again"], &logs);
+    }
+    let out = fleet.cli(0, &["move", &user, &target]);
+    assert!(
+        out.status.success(),
+        "a move with the store back: {}",
+        said(&out)
+    );
+    assert_eq!(
+        on(1, &user),
+        (was + 1) % 3,
+        "{user}, moved to {target} through instance 0, not there through instance 1"
+    );
+}
+
+/// Every row of instance `i`'s `/backends` for `servers` has `field` = `want`.
+fn all_rows(fleet: &Fleet, i: usize, servers: &[String], field: &str, want: &str) -> bool {
+    let rows = fleet.backends(i);
+    servers.iter().all(|s| {
+        rows.iter()
+            .any(|b| b["server"] == s.as_str() && b[field] == want)
+    })
+}
+
+/// (9a) A reload of one instance that keeps its pool's settings but changes how its listener
+/// reaches the servers (`[listener.backend] tls = "starttls"`, trusting only a CA that did
+/// not sign the Dovecots' certificate): the pool's checks go through the new listener. Before
+/// the reload the admin sees every server "up" in that instance's `/backends` (checked by
+/// then); within `down_within()` after it, every server "down" there, and its log says
+/// "pool server HOST:PORT is down" for each; logins through it are told to try later
+/// (`NO [UNAVAILABLE]`), never that the password is wrong. The other instance, not
+/// reloaded, still has them all up.
+#[test]
+fn a_reload_that_changes_the_listener_takes_the_health_checks_with_it() {
+    let cluster = Cluster::start(3);
+    let mut fleet = Fleet::start(&cluster, Pool::new(&[1, 1, 1]));
+    let logs = everything(&cluster, &fleet);
+    let _logs = LogsOnPanic(&logs);
+    let servers: Vec<String> = (0..3).map(|m| cluster.imap_server(m)).collect();
+    let user = cluster_user(3);
+
+    // Checked, and up: each member saw several checks of both instances.
+    wait_for("checks on every member", READ_TIMEOUT, &logs, || {
+        (0..3)
+            .all(|m| cluster.unauthenticated(m, None) >= 8)
+            .then_some(())
+    });
+    assert!(
+        all_rows(&fleet, 0, &servers, "health", "up"),
+        "{:?}",
+        fleet.backends(0)
+    );
+    let downs = |text: &str| {
+        text.lines()
+            .filter(|l| l.contains("pool server") && l.contains("is down"))
+            .count()
+    };
+    assert_eq!(
+        downs(&fleet.at(0).proxy.log_text()),
+        0,
+        "a server down already"
+    );
+    let (c, _) = imap_session(&cluster, fleet.at(0).ports.imap, &user);
+    imap_logout(c);
+
+    let mut pool = fleet.pool.clone();
+    pool.backend = format!(
+        "tls = \"starttls\"\nca_file = \"{}\"\n",
+        certs().other_ca.display()
+    );
+    let out = fleet.reload(0, &cluster, pool);
+    assert!(out.status.success(), "{}", said(&out));
+    wait_for(
+        "every server down in the reloaded instance's /backends",
+        fleet.pool.down_within(),
+        &logs,
+        || all_rows(&fleet, 0, &servers, "health", "down").then_some(()),
+    );
+    for server in &servers {
+        wait_log_line(&fleet, 0, &["pool server", server, "is down"], &logs);
+    }
+    let (_, answer) = imap_try_login(fleet.at(0).ports.imap, "127.0.0.1", &user, CLUSTER_PASSWORD);
+    assert!(
+        answer.starts_with("a NO [UNAVAILABLE]"),
+        "a login with every server down: {answer}"
+    );
+    assert!(
+        all_rows(&fleet, 1, &servers, "health", "up"),
+        "the instance not reloaded: {:?}",
+        fleet.backends(1)
+    );
+    assert_eq!(downs(&fleet.at(1).proxy.log_text()), 0);
+}
+
+/// (9b) Reloads that change the pool's own settings (`sticky_ms`, three times) replace the
+/// pool each time, and the replaced pool's checks stop: member 0 is checked by that instance
+/// as often after them as before (one set of checks, not one more per reload), and still
+/// checked; `/backends` has every server up. The instance's checks are told apart in
+/// Dovecot's log by their source address (`[listener.backend] source`): connections that
+/// never tried to log in.
+#[test]
+fn reloads_that_replace_the_pool_leave_one_set_of_health_checks() {
+    const SOURCE: &str = "127.0.0.51";
+    let cluster = Cluster::start(3);
+    let mut pool = Pool::new(&[1, 1, 1]);
+    pool.backend = format!("source = [\"{SOURCE}\"]\n");
+    let other = Pool {
+        backend: String::new(),
+        ..pool.clone()
+    };
+    let mut fleet = Fleet::start_each(&cluster, vec![pool, other]);
+    let logs = everything(&cluster, &fleet);
+    let _logs = LogsOnPanic(&logs);
+    let servers: Vec<String> = (0..3).map(|m| cluster.imap_server(m)).collect();
+    let window = Duration::from_secs(4);
+    let expected = window.as_millis() / u128::from(fleet.pool.health_interval_ms);
+    let checks = || cluster.unauthenticated(0, Some(SOURCE));
+    // Checks of member 0 from the instance in `window` (a rate: there is nothing to wait
+    // for but the time itself).
+    let rate = || {
+        let from = checks();
+        std::thread::sleep(window);
+        checks() - from
+    };
+
+    wait_for("the first checks", READ_TIMEOUT, &logs, || {
+        (checks() > 0).then_some(())
+    });
+    let before = rate();
+    assert!(
+        before as u128 >= expected / 2,
+        "{before} checks in {window:?}, not about {expected}"
+    );
+    for n in 1..=3 {
+        let mut pool = fleet.pool.clone();
+        pool.sticky_ms += 1;
+        let out = fleet.reload(0, &cluster, pool);
+        assert!(out.status.success(), "reload {n}: {}", said(&out));
+    }
+    let after = rate();
+    assert!(
+        after * 2 <= before * 3,
+        "{after} checks in {window:?} after three reloads, {before} before: the replaced pools' \
+         checks go on"
+    );
+    assert!(
+        after * 2 >= before,
+        "{after} checks in {window:?} after three reloads, {before} before"
+    );
+    assert!(
+        all_rows(&fleet, 0, &servers, "health", "up"),
+        "{:?}",
+        fleet.backends(0)
+    );
+}
+
+/// (10) Two views during a rolling change: instance A has servers 0-2, instance B 0-3 (the
+/// same store and prefix). A user whose place through B is member 3, with a session open
+/// there through B: its logins through A, which does not know member 3, are told to try
+/// later (`NO [UNAVAILABLE]`), never placed on 0-2 beside that session, and the session
+/// through B goes on, on member 3. Once it has ended (LOGOUT), A's login gets in, on one of
+/// 0-2.
+#[test]
+fn a_user_held_on_a_server_another_instance_does_not_know_waits_for_it() {
+    let cluster = Cluster::start(4);
+    let wide = Pool::new(&[1, 1, 1, 1]);
+    let narrow = Pool {
+        weights: vec![1, 1, 1, 0],
+        ..wide.clone()
+    };
+    let fleet = Fleet::start_each(&cluster, vec![narrow, wide]);
+    let logs = everything(&cluster, &fleet);
+    let _logs = LogsOnPanic(&logs);
+    let (a, b) = (fleet.at(0).ports.imap, fleet.at(1).ports.imap);
+
+    // The first user whose place through B is member 3 keeps that session open.
+    let (user, mut held) = (0..40)
+        .find_map(|n| {
+            let user = cluster_user(n);
+            let (c, on) = imap_session(&cluster, b, &user);
+            if on == 3 {
+                return Some((user, c));
+            }
+            imap_logout(c);
+            None
+        })
+        .expect("none of 40 users placed on member 3 through B");
+
+    for attempt in 0..3 {
+        let (_, answer) = imap_try_login(a, "127.0.0.1", &user, CLUSTER_PASSWORD);
+        assert!(
+            answer.starts_with("a NO [UNAVAILABLE]"),
+            "{user}, with a session on member 3 through B, through A (attempt {attempt}): \
+             {answer}"
+        );
+    }
+    assert_eq!(
+        served_by(&cluster, &mut held),
+        3,
+        "{user}'s session through B"
+    );
+
+    imap_logout(held);
+    let (client, on) = wait_for(
+        "A's login once the session through B has ended",
+        READ_TIMEOUT,
+        &logs,
+        || {
+            let (mut c, answer) = imap_try_login(a, "127.0.0.1", &user, CLUSTER_PASSWORD);
+            if !answer.starts_with("a OK") {
+                return None;
+            }
+            let on = served_by(&cluster, &mut c);
+            Some((c, on))
+        },
+    );
+    imap_logout(client);
+    assert!(on < 3, "{user} through A on member {on}");
 }

@@ -98,6 +98,18 @@ impl Cluster {
         (0..self.servers.len()).find(|&i| member_ip(i).to_string() == ip)
     }
 
+    /// How many IMAP connections member `i` has logged that never tried to log in (Dovecot's
+    /// "imap-login: ... (no auth attempts ...)": an IMAP pool's health checks, which greet and
+    /// log out), of those from `source` (`rip=`) when it is given.
+    pub fn unauthenticated(&self, i: usize, source: Option<&str>) -> usize {
+        let rip = source.map(|s| format!("rip={s},"));
+        read_lossy(&self.servers[i].log)
+            .lines()
+            .filter(|l| l.contains("imap-login:") && l.contains("(no auth attempts"))
+            .filter(|l| rip.as_ref().is_none_or(|r| l.contains(r.as_str())))
+            .count()
+    }
+
     /// Every member's log and start-up output, each under its address.
     pub fn logs(&self) -> impl Fn() -> String + 'static {
         let files: Vec<(Ipv4Addr, PathBuf, PathBuf)> = self
@@ -228,6 +240,9 @@ pub struct Pool {
     pub store: String,
     /// `[fleet] store_prefix`: the test's own.
     pub prefix: String,
+    /// Whole lines (each ending in a newline) added to `[listener.backend]`: how the
+    /// listener reaches the servers (`tls`, `source`, ...). None by default.
+    pub backend: String,
 }
 
 impl Pool {
@@ -249,6 +264,7 @@ impl Pool {
             pop3: false,
             store: redis_url().to_string(),
             prefix: key_prefix(),
+            backend: String::new(),
         }
     }
 
@@ -281,7 +297,7 @@ impl Pool {
     fn listener(&self, protocol: &str, port: u16, backend_port: u16) -> String {
         format!(
             "[[listener]]\nprotocol = \"{protocol}\"\nbind = [\"127.0.0.1:{port}\"]\n\
-             [listener.backend]\nhost = \"\"\n\
+             [listener.backend]\nhost = \"\"\n{backend}\
              [listener.map]\nkind = \"pool\"\nservers = {servers}\n\
              health_interval_ms = {}\nhealth_timeout_ms = {}\ndown_after = {}\nup_after = {}\n\
              sticky_ms = {}\nkick_spread_ms = {}\n\n",
@@ -292,6 +308,7 @@ impl Pool {
             self.sticky_ms,
             self.kick_spread_ms,
             servers = self.servers(backend_port),
+            backend = self.backend,
         )
     }
 
@@ -331,11 +348,15 @@ pub struct InstancePorts {
 pub struct Instance {
     pub proxy: Proxy,
     pub ports: InstancePorts,
+    /// Its pool, as its configuration file has it now.
+    pub pool: Pool,
 }
 
-/// Two Portcullis instances with the same pool and store.
+/// Two Portcullis instances with the same pool and store (or each with a pool of its own:
+/// [`Fleet::start_each`]).
 pub struct Fleet {
     pub instances: Vec<Instance>,
+    /// The first instance's pool (the same as the other's but with [`Fleet::start_each`]).
     pub pool: Pool,
 }
 
@@ -344,11 +365,23 @@ impl Fleet {
     /// output (why it refused its configuration), its configuration and the members' logs
     /// when one does not come up.
     pub fn start(cluster: &Cluster, pool: Pool) -> Fleet {
-        let instances = (0..2).map(|_| Self::instance(cluster, &pool)).collect();
+        Self::start_each(cluster, vec![pool.clone(), pool])
+    }
+
+    /// Starts one instance per pool, in their order: views that differ (a rolling change of
+    /// the servers, a listener of its own). Sharing the store and its prefix, or not, is the
+    /// pools' to say.
+    pub fn start_each(cluster: &Cluster, pools: Vec<Pool>) -> Fleet {
+        assert!(!pools.is_empty(), "a fleet of no instance");
+        let pool = pools[0].clone();
+        let instances = pools
+            .into_iter()
+            .map(|pool| Self::instance(cluster, pool))
+            .collect();
         Fleet { instances, pool }
     }
 
-    fn instance(cluster: &Cluster, pool: &Pool) -> Instance {
+    fn instance(cluster: &Cluster, pool: Pool) -> Instance {
         let ports = InstancePorts {
             imap: free_port(),
             pop3: pool.pop3.then(free_port),
@@ -360,7 +393,20 @@ impl Fleet {
         let mut wait: Vec<u16> = vec![ports.imap, ports.admin];
         wait.extend(ports.pop3);
         let proxy = Proxy::start_toml(&toml, &wait);
-        Instance { proxy, ports }
+        Instance { proxy, ports, pool }
+    }
+
+    /// Instance `i` gets `pool` in its configuration file (on the same ports), then
+    /// `portcullis reload --config FILE`: that command's output.
+    pub fn reload(&mut self, i: usize, cluster: &Cluster, pool: Pool) -> Output {
+        let instance = &mut self.instances[i];
+        let file = instance.proxy.config.clone().expect("a config file");
+        fs::write(&file, pool.config(cluster, &instance.ports)).expect("write the configuration");
+        instance.pool = pool;
+        if i == 0 {
+            self.pool = self.instances[0].pool.clone();
+        }
+        self.cli(i, &["reload"])
     }
 
     /// Instance `i`.
