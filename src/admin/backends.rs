@@ -128,7 +128,13 @@ pub async fn move_user(
         pool.can_take(&host)?;
     }
     if let Some(first) = pools.first() {
-        first.move_user(&user, &host, &pools[1..]).await?;
+        first
+            .move_user(&user, &host, &pools[1..])
+            .await
+            .map_err(|e| match e {
+                ControlError::NotTaken(not_taken) => BackendsError::NotTaken(not_taken),
+                refused => BackendsError::Refused(refused),
+            })?;
     }
     Ok((user, server))
 }
