@@ -127,9 +127,18 @@ pub async fn move_user(
     for pool in &pools {
         pool.can_take(&host)?;
     }
-    if let Some(first) = pools.first() {
-        first
-            .move_user(&user, &host, &pools[1..])
+    // Once per place placements are kept (the mailbox protocols' pools share one).
+    let mut spaces: Vec<&'static str> = pools.iter().map(|p| p.namespace()).collect();
+    spaces.sort_unstable();
+    spaces.dedup();
+    for space in spaces {
+        let same: Vec<&Pool> = pools
+            .iter()
+            .copied()
+            .filter(|p| p.namespace() == space)
+            .collect();
+        same[0]
+            .move_user(&user, &host, &same[1..])
             .await
             .map_err(|e| match e {
                 ControlError::NotTaken(not_taken) => BackendsError::NotTaken(not_taken),

@@ -4,7 +4,7 @@
 //! within a second ([`keep_hearing`]); without one it holds in this process. Pools place users
 //! on hosts, so the word is about hosts, whatever the protocol.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -18,8 +18,10 @@ const HEARING: Duration = Duration::from_millis(250);
 
 pub struct Board {
     sessions: Arc<SessionTable>,
-    /// Hosts an admin drained (no new users), as last heard from the store or set here.
-    drained: Mutex<HashSet<String>>,
+    /// Hosts an admin drained (no new users), as last heard from the store or set here;
+    /// `true` for those whose sessions are being ended (`--kick`): users with sessions there
+    /// wait for them to end rather than joining them.
+    drained: Mutex<HashMap<String, bool>>,
     /// The last kick heard (a stream id); `None` before the first hearing.
     heard: Mutex<Option<String>>,
 }
@@ -36,7 +38,7 @@ impl Board {
     pub fn new(sessions: Arc<SessionTable>) -> Arc<Board> {
         Arc::new(Board {
             sessions,
-            drained: Mutex::new(HashSet::new()),
+            drained: Mutex::new(HashMap::new()),
             heard: Mutex::new(None),
         })
     }
@@ -49,8 +51,8 @@ impl Board {
         self.sessions.store()
     }
 
-    /// The drained hosts now.
-    pub fn drained(&self) -> HashSet<String> {
+    /// The drained hosts now, `true` for those being emptied.
+    pub fn drained(&self) -> HashMap<String, bool> {
         lock(&self.drained).clone()
     }
 
@@ -67,7 +69,8 @@ impl Board {
                 let key = store.key("pool", "drained");
                 let mut pipe = redis::pipe();
                 if drained {
-                    pipe.cmd("HSET").arg(&key).arg(host).arg(1).ignore();
+                    let how = if kick.is_some() { "kick" } else { "1" };
+                    pipe.cmd("HSET").arg(&key).arg(host).arg(how).ignore();
                 } else {
                     pipe.cmd("HDEL").arg(&key).arg(host).ignore();
                 }
@@ -89,7 +92,7 @@ impl Board {
         {
             let mut set = lock(&self.drained);
             if drained {
-                set.insert(host.to_string());
+                set.insert(host.to_string(), kick.is_some());
             } else {
                 set.remove(host);
             }
@@ -156,7 +159,7 @@ impl Board {
         };
         let since = lock(&self.heard).clone();
         let mut pipe = redis::pipe();
-        pipe.cmd("HKEYS").arg(store.key("pool", "drained"));
+        pipe.cmd("HGETALL").arg(store.key("pool", "drained"));
         let events = store.key("pool", "events");
         match &since {
             Some(id) => pipe
@@ -175,13 +178,16 @@ impl Board {
                 .arg("COUNT")
                 .arg(1),
         };
-        let heard: Option<(Vec<String>, Events)> = store
+        let heard: Option<(HashMap<String, String>, Events)> = store
             .ask(|mut con| async move { pipe.query_async(&mut con).await })
             .await;
         let Some((drained, events)) = heard else {
             return;
         };
-        *lock(&self.drained) = drained.into_iter().collect();
+        *lock(&self.drained) = drained
+            .into_iter()
+            .map(|(host, how)| (host, how == "kick"))
+            .collect();
         if since.is_some() {
             for (_, fields) in &events {
                 for (kind, what) in fields {
@@ -258,13 +264,24 @@ async fn ask(store: &Store, pipe: redis::Pipeline) -> bool {
         .is_some()
 }
 
-/// Wake each session's end, the first now and the last after `spread`, evenly between:
-/// fifty thousand clients must not all reconnect in the same second.
+/// Wake each user's sessions' end, the first user's now and the last's after `spread`, evenly
+/// between: fifty thousand clients must not all reconnect in the same second. A user's
+/// sessions end together, so that the first to come back does not find the others still
+/// there.
 fn kick_spread(leases: Vec<Arc<LeaseFacts>>, spread: Duration) {
-    if spread.is_zero() || leases.len() <= 1 {
-        for lease in &leases {
+    let mut users: HashMap<Option<String>, Vec<Arc<LeaseFacts>>> = HashMap::new();
+    for lease in leases {
+        let user = lease.placed.as_ref().map(|p| p.sessions_key.clone());
+        users.entry(user).or_default().push(lease);
+    }
+    let users: Vec<Vec<Arc<LeaseFacts>>> = users.into_values().collect();
+    let end = |sessions: &Vec<Arc<LeaseFacts>>| {
+        for lease in sessions {
             lease.kicked.notify_one();
         }
+    };
+    if spread.is_zero() || users.len() <= 1 {
+        users.iter().for_each(end);
         return;
     }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
@@ -272,10 +289,10 @@ fn kick_spread(leases: Vec<Arc<LeaseFacts>>, spread: Duration) {
     };
     runtime.spawn(async move {
         let started = tokio::time::Instant::now();
-        let last = (leases.len() - 1) as u32;
-        for (i, lease) in leases.iter().enumerate() {
+        let last = (users.len() - 1) as u32;
+        for (i, sessions) in users.iter().enumerate() {
             tokio::time::sleep_until(started + spread * i as u32 / last).await;
-            lease.kicked.notify_one();
+            end(sessions);
         }
     });
 }
@@ -329,7 +346,7 @@ mod tests {
             .set_drained("a", true, Some(Duration::ZERO))
             .await
             .unwrap();
-        assert!(board.drained().contains("a"));
+        assert_eq!(board.drained().get("a"), Some(&true));
         // Kate's session on a was told to end (a permit waits for the relay), Bob's was not.
         tokio::time::timeout(Duration::from_secs(1), kate.facts.kicked.notified())
             .await

@@ -5,9 +5,11 @@
 
 /// Enter a session. `KEYS`: the counts' keys, then (for a placed session) the user's
 /// assignment. `ARGV`: the ttl (ms), the member, the number of counts, a cap per count, then
-/// (placed) the host and the stickiness (ms). Answers 0 when entered, the (1-based) index of
-/// a key at its cap, or -1 when the user's assignment names another host now (it was moved
-/// while this login was under way) and none of its sessions is on this one.
+/// (placed) the host and the stickiness (ms); a placed session's last count is the user's
+/// sessions. Answers 0 when entered, the (1-based) index of a key at its cap, or -1 when the
+/// user's assignment names another host now (it was moved while this login was under way) and
+/// none of its sessions is on this one. A key's expiry is only ever pushed later: an instance
+/// with a shorter ttl does not cut short another's sessions.
 pub const ENTER: &str = r"
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
@@ -22,19 +24,17 @@ if host then
   local current = redis.call('GET', KEYS[n + 1])
   if current and current ~= host then
     local here = false
-    for _, k in ipairs(KEYS) do
-      for _, m in ipairs(redis.call('ZRANGE', k, 0, 63)) do
-        if string.sub(m, -(#host + 1)) == '@' .. host then here = true end
-      end
+    for _, m in ipairs(redis.call('ZRANGE', KEYS[n], 0, 63)) do
+      if string.sub(m, -(#host + 1)) == '@' .. host then here = true end
     end
     if not here then return -1 end
   end
   redis.call('SET', KEYS[n + 1], host, 'PX', ARGV[5 + n])
 end
-local expiry = now + tonumber(ARGV[1])
+local ttl = tonumber(ARGV[1])
 for i = 1, n do
-  redis.call('ZADD', KEYS[i], expiry, ARGV[2])
-  redis.call('PEXPIREAT', KEYS[i], expiry)
+  redis.call('ZADD', KEYS[i], now + ttl, ARGV[2])
+  if redis.call('PTTL', KEYS[i]) < ttl then redis.call('PEXPIRE', KEYS[i], ttl) end
 end
 return 0
 ";
@@ -44,14 +44,16 @@ return 0
 /// `0` to put back what the store lost, then the member for each key.
 pub const RENEW: &str = r"
 local t = redis.call('TIME')
-local expiry = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[1])
+local ttl = tonumber(ARGV[1])
+local expiry = t[1] * 1000 + math.floor(t[2] / 1000) + ttl
 for i, k in ipairs(KEYS) do
   if ARGV[2] == '1' then
     redis.call('ZADD', k, 'XX', expiry, ARGV[2 + i])
   else
     redis.call('ZADD', k, expiry, ARGV[2 + i])
   end
-  if redis.call('EXISTS', k) == 1 then redis.call('PEXPIREAT', k, expiry) end
+  local left = redis.call('PTTL', k)
+  if left ~= -2 and left < ttl then redis.call('PEXPIRE', k, ttl) end
 end
 return 0
 ";

@@ -228,8 +228,6 @@ pub trait Map: Send + Sync {
     /// A login could not connect to `endpoint`, which this map named (a pool counts it
     /// against the server's health).
     fn connect_failed(&self, _endpoint: &Endpoint) {}
-    /// A login connected to `endpoint`, which this map named.
-    fn connected(&self, _endpoint: &Endpoint) {}
     /// The map as a pool, for the admin's commands and the health checks.
     fn pool(&self) -> Option<&pool::Pool> {
         None

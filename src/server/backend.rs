@@ -206,9 +206,6 @@ async fn try_endpoints(
         match connect(listener, services, endpoint).await {
             Ok((tcp, _ours)) => {
                 router.dead.connected(endpoint);
-                if let Some(map) = &router.map {
-                    map.connected(endpoint);
-                }
                 let connected = std::time::Instant::now();
                 metrics
                     .backend_connect

@@ -56,6 +56,17 @@ fn namespace(descriptor: &Descriptor) -> &'static str {
     }
 }
 
+/// A pool built anew by a reload on a listener that had one before takes over what the old
+/// one knew of the servers' health.
+fn succeed(map: &Arc<dyn Map>, label: &str, before: &[Pooled]) {
+    if before.iter().any(|(_, old)| Arc::ptr_eq(old, map)) {
+        return;
+    }
+    if let Some((_, old)) = before.iter().find(|(old_label, _)| old_label == label) {
+        watch::succeed(map, old);
+    }
+}
+
 impl Services {
     pub fn new(
         logger: Arc<Logger>,
@@ -88,11 +99,13 @@ impl Services {
     /// The running configuration's maps are these; its pools start their work (those kept
     /// by a reload go on).
     pub fn set_maps(&self, listeners: &[Arc<super::builder::ListenerState>]) {
+        let before = self.pools();
         let mut pools = Vec::new();
         for listener in listeners {
             let Some(map) = &listener.router.map else {
                 continue;
             };
+            succeed(map, &listener.label, &before);
             let attachment = Attachment {
                 board: self.board.clone(),
                 checker: Arc::new(ListenerChecks::new(listener)),

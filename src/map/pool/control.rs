@@ -39,6 +39,8 @@ pub enum ControlError {
     UnknownServer(String),
     #[error("{0} is down: a user cannot be moved there")]
     ServerDown(String),
+    #[error("{0} is drained: a user cannot be moved there (backend up first)")]
+    Drained(String),
     #[error(transparent)]
     NotTaken(#[from] crate::fleet::NotTaken),
 }
@@ -70,7 +72,7 @@ impl Pool {
                     .unwrap_or_else(|| server.host.clone()),
                 weight: server.weight,
                 health: if health.is_up() { "up" } else { "down" },
-                admin: if drained.contains(&server.host) {
+                admin: if drained.contains_key(&server.host) {
                     "down"
                 } else {
                     "up"
@@ -124,6 +126,9 @@ impl Pool {
             .ok_or_else(|| ControlError::UnknownServer(host.to_string()))?;
         if !lock(&self.state).health[index].is_up() {
             return Err(ControlError::ServerDown(host.to_string()));
+        }
+        if self.drained().contains_key(host) {
+            return Err(ControlError::Drained(host.to_string()));
         }
         Ok(())
     }

@@ -14,7 +14,7 @@ pub mod placement;
 pub mod rendezvous;
 pub mod watch;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -102,6 +102,9 @@ pub struct Pool {
     running: AtomicBool,
     /// A reload replaced it: its work stops.
     retired: AtomicBool,
+    /// A check of each server is under way: the next waits for it (a timeout longer than the
+    /// interval does not pile checks up).
+    checking: Vec<AtomicBool>,
     place_script: redis::Script,
 }
 
@@ -130,6 +133,7 @@ impl Pool {
                 health: vec![Health::default(); servers.len()],
                 local: Local::new(LOCAL_ASSIGNMENTS),
             }),
+            checking: servers.iter().map(|_| AtomicBool::new(false)).collect(),
             servers,
             settings,
             attached: RwLock::new(None),
@@ -141,6 +145,11 @@ impl Pool {
 
     pub fn servers(&self) -> &[Server] {
         &self.servers
+    }
+
+    /// Where the pool's placements are kept (pools of one namespace agree).
+    pub fn namespace(&self) -> &'static str {
+        self.attachment().map_or("pool", |a| a.namespace)
     }
 
     /// How long `backend down --kick` takes to end a server's sessions.
@@ -160,8 +169,8 @@ impl Pool {
         self.attachment().map(|a| a.board.sessions().clone())
     }
 
-    /// The hosts an admin drained.
-    fn drained(&self) -> HashSet<String> {
+    /// The hosts an admin drained, `true` for those being emptied.
+    fn drained(&self) -> HashMap<String, bool> {
         self.attachment()
             .map(|a| a.board.drained())
             .unwrap_or_default()
@@ -174,7 +183,7 @@ impl Pool {
     /// The store's keys for `user`'s sessions and assignment: a keyed hash of the name with
     /// a store (no name in the store), the name itself in this process alone.
     fn keys(&self, user: &str) -> (String, String) {
-        let space = self.attachment().map_or("pool", |a| a.namespace);
+        let space = self.namespace();
         let (sessions, assignment) = (format!("{space}:s"), format!("{space}:a"));
         match self.store() {
             Some(store) => {
@@ -186,7 +195,7 @@ impl Pool {
     }
 
     /// The servers that are up, best first for `user`, and the drained ones.
-    fn candidates(&self, user: &str) -> (Vec<String>, HashSet<String>) {
+    fn candidates(&self, user: &str) -> (Vec<String>, HashMap<String, bool>) {
         let drained = self.drained();
         let state = lock(&self.state);
         let up: Vec<(&str, u32)> = self
@@ -216,7 +225,7 @@ impl Pool {
                 .arg(sessions.instance())
                 .arg(up.len())
                 .arg(&up)
-                .arg(drained.iter().collect::<Vec<_>>());
+                .arg(drained_args(&drained));
             let answer: Option<(i64, String)> = store
                 .ask(|mut con| async move { invocation.invoke_async(&mut con).await })
                 .await;
@@ -230,9 +239,7 @@ impl Pool {
                         Ok(host)
                     }
                     Placed::NoServer => Err(no_server()),
-                    Placed::HeldElsewhere => Err(MapError::Unavailable(
-                        "the user's sessions are on a server this instance cannot use".into(),
-                    )),
+                    Placed::HeldElsewhere => Err(held()),
                 };
             }
         }
@@ -244,9 +251,11 @@ impl Pool {
             drained: &drained,
         };
         let current = state.local.current(user, now);
-        let host = candidates
-            .choose(open.as_deref(), current.as_deref())
-            .ok_or_else(no_server)?;
+        let host = match candidates.choose(open.as_deref(), current.as_deref()) {
+            Placed::On(host) => host,
+            Placed::NoServer => return Err(no_server()),
+            Placed::HeldElsewhere => return Err(held()),
+        };
         state.local.assign(user, &host, now, self.settings.sticky);
         Ok(host)
     }
@@ -262,6 +271,23 @@ impl Pool {
                 && s.port.is_none_or(|p| p == endpoint.port)
         })
     }
+}
+
+/// The drained hosts as [`PLACE`] takes them: `!host` for one being emptied.
+fn drained_args(drained: &HashMap<String, bool>) -> Vec<String> {
+    drained
+        .iter()
+        .map(|(host, emptied)| match emptied {
+            true => format!("!{host}"),
+            false => host.clone(),
+        })
+        .collect()
+}
+
+fn held() -> MapError {
+    MapError::Unavailable(
+        "the user's sessions are on a server that cannot take it now; they are ending".into(),
+    )
 }
 
 fn no_server() -> MapError {
@@ -299,12 +325,6 @@ impl Map for Pool {
     fn connect_failed(&self, endpoint: &Endpoint) {
         if let Some(i) = self.index_of(endpoint) {
             self.observe(i, Err(CheckFailed("a login could not connect".into())));
-        }
-    }
-
-    fn connected(&self, endpoint: &Endpoint) {
-        if let Some(i) = self.index_of(endpoint) {
-            self.observe(i, Ok(()));
         }
     }
 

@@ -7,32 +7,40 @@
 //! places a user alike whoever asks first; without one (or while it does not answer) this
 //! process decides alone with [`Local`].
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 /// Keys: the user's sessions, its assignment. `ARGV`: how long a new assignment holds before
-/// the login that made it is counted (ms), this instance, the number of up servers, the up
-/// servers best first, then the drained ones. Answers `{1, host}`, `{0, ''}` when no server is
-/// usable, or `{2, ''}` when the user's sessions are through other instances on a server this
-/// one cannot use (down in its view, or unknown to it): placing the user elsewhere would serve
-/// it from two servers at once, so the login is to wait until those sessions end or the
-/// other instances move them.
+/// the login that made it is counted (ms), this instance (unused: every instance's sessions
+/// hold alike), the number of up servers, the up servers best first, then the drained ones
+/// (`!host` for one being emptied by `--kick`). Answers `{1, host}`, `{0, ''}` when no server
+/// is usable, or `{2, ''}` when the user's sessions are on a server that cannot take it now
+/// (down in this instance's view, unknown to it, or being emptied): placing it elsewhere
+/// would serve it from two servers at once, so the login is to wait until those sessions
+/// have ended (they are being ended, or their instances will end them).
 pub const PLACE: &str = r"
 local t = redis.call('TIME')
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t[1] * 1000 + math.floor(t[2] / 1000))
 local n = tonumber(ARGV[3])
-local up, drained = {}, {}
+local up, drained, emptied = {}, {}, {}
 for i = 1, n do up[ARGV[3 + i]] = true end
-for i = 4 + n, #ARGV do drained[ARGV[i]] = true end
-local elsewhere = false
+for i = 4 + n, #ARGV do
+  local host = ARGV[i]
+  if string.sub(host, 1, 1) == '!' then
+    host = string.sub(host, 2)
+    emptied[host] = true
+  end
+  drained[host] = true
+end
+local held = false
 for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, 63)) do
-  local instance, host = string.match(m, '^(.*)/%d+@(.*)$')
+  local host = string.match(m, '@(.*)$')
   if host then
-    if up[host] then return {1, host} end
-    if instance ~= ARGV[2] then elsewhere = true end
+    if up[host] and not emptied[host] then return {1, host} end
+    held = true
   end
 end
-if elsewhere then return {2, ''} end
+if held then return {2, ''} end
 local current = redis.call('GET', KEYS[2])
 if current and up[current] and not drained[current] then return {1, current} end
 for i = 1, n do
@@ -50,7 +58,7 @@ return {0, ''}
 pub enum Placed {
     On(String),
     NoServer,
-    /// The user's sessions are through other instances on a server this one cannot use.
+    /// The user's sessions are on a server that cannot take it now.
     HeldElsewhere,
 }
 
@@ -69,25 +77,30 @@ impl Placed {
 pub struct Candidates<'a> {
     /// The servers that are up, best-ranked first for this user.
     pub up: Vec<&'a str>,
-    /// The servers an admin drained (no new users).
-    pub drained: &'a HashSet<String>,
+    /// The servers an admin drained (no new users), `true` for those being emptied.
+    pub drained: &'a HashMap<String, bool>,
 }
 
 impl Candidates<'_> {
-    /// The host for a user whose sessions are on `open` (if any) and whose assignment is
-    /// `current` (if any); `None` when no server is usable.
-    pub fn choose(&self, open: Option<&str>, current: Option<&str>) -> Option<String> {
+    /// Where a user whose sessions are on `open` (if any) and whose assignment is `current`
+    /// (if any) goes: the same rule as [`PLACE`].
+    pub fn choose(&self, open: Option<&str>, current: Option<&str>) -> Placed {
         let up = |host: &str| self.up.contains(&host);
-        if let Some(host) = open.filter(|h| up(h)) {
-            return Some(host.to_string());
+        let emptied = |host: &str| self.drained.get(host).copied().unwrap_or(false);
+        if let Some(host) = open {
+            return if up(host) && !emptied(host) {
+                Placed::On(host.to_string())
+            } else {
+                Placed::HeldElsewhere
+            };
         }
-        if let Some(host) = current.filter(|h| up(h) && !self.drained.contains(*h)) {
-            return Some(host.to_string());
+        if let Some(host) = current.filter(|h| up(h) && !self.drained.contains_key(*h)) {
+            return Placed::On(host.to_string());
         }
-        self.up
-            .iter()
-            .find(|h| !self.drained.contains(**h))
-            .map(|h| h.to_string())
+        match self.up.iter().find(|h| !self.drained.contains_key(**h)) {
+            Some(host) => Placed::On(host.to_string()),
+            None => Placed::NoServer,
+        }
     }
 }
 
@@ -124,26 +137,25 @@ mod tests {
 
     #[test]
     fn open_sessions_hold_then_the_assignment_then_the_ranking() {
-        let drained = HashSet::from(["b".to_string()]);
+        let drained = HashMap::from([("b".to_string(), false), ("e".to_string(), true)]);
         let candidates = Candidates {
-            up: vec!["a", "b", "c"],
+            up: vec!["a", "b", "c", "e"],
             drained: &drained,
         };
+        let on = |host: &str| Placed::On(host.to_string());
         // Sessions open on a drained server: the user stays with them.
-        assert_eq!(
-            candidates.choose(Some("b"), Some("c")).as_deref(),
-            Some("b")
-        );
+        assert_eq!(candidates.choose(Some("b"), Some("c")), on("b"));
         // No sessions: a drained assignment does not hold, a good one does.
-        assert_eq!(candidates.choose(None, Some("b")).as_deref(), Some("a"));
-        assert_eq!(candidates.choose(None, Some("c")).as_deref(), Some("c"));
-        // Sessions on a server that is down: the user moves.
-        assert_eq!(candidates.choose(Some("d"), None).as_deref(), Some("a"));
+        assert_eq!(candidates.choose(None, Some("b")), on("a"));
+        assert_eq!(candidates.choose(None, Some("c")), on("c"));
+        // Sessions on a server that is down, or being emptied: the user waits for them to end.
+        assert_eq!(candidates.choose(Some("d"), None), Placed::HeldElsewhere);
+        assert_eq!(candidates.choose(Some("e"), None), Placed::HeldElsewhere);
         let none_usable = Candidates {
             up: vec!["b"],
             drained: &drained,
         };
-        assert_eq!(none_usable.choose(None, None), None);
+        assert_eq!(none_usable.choose(None, None), Placed::NoServer);
     }
 
     #[test]

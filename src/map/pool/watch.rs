@@ -69,6 +69,10 @@ async fn check(map: Weak<dyn Map>, i: usize) {
     let Some(attached) = pool.attachment() else {
         return;
     };
+    // The previous check of this server is still under way: it counts, not a second one.
+    if pool.checking[i].swap(true, Ordering::Relaxed) {
+        return;
+    }
     let server = &pool.servers[i];
     let within = pool.settings.health_timeout;
     let result = match tokio::time::timeout(within, attached.checker.check(server)).await {
@@ -78,6 +82,7 @@ async fn check(map: Weak<dyn Map>, i: usize) {
             within.as_millis()
         ))),
     };
+    pool.checking[i].store(false, Ordering::Relaxed);
     pool.observe(i, result);
 }
 
@@ -164,6 +169,22 @@ impl Pool {
         PoolServerLabels {
             listener: attached.listener.clone(),
             server: attached.checker.name(server),
+        }
+    }
+}
+
+/// A pool that replaces `old` (a reload changed its settings) starts from what `old` knew of
+/// the servers they share, rather than from "every server up".
+pub fn succeed(map: &Arc<dyn Map>, old: &Arc<dyn Map>) {
+    let (Some(pool), Some(old)) = (map.pool(), old.pool()) else {
+        return;
+    };
+    let known = lock(&old.state).health.clone();
+    let mut state = lock(&pool.state);
+    for (server, health) in pool.servers.iter().zip(state.health.iter_mut()) {
+        let same = |s: &&super::Server| s.host == server.host && s.port == server.port;
+        if let Some(i) = old.servers.iter().position(|s| same(&s)) {
+            *health = known[i].clone();
         }
     }
 }
