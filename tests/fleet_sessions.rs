@@ -2,7 +2,6 @@
 //! see of each other's sessions through the store, without a proxy in between (the timings a
 //! proxy would need for these races are not in a test's hands).
 
-#[allow(dead_code)]
 mod support;
 
 use std::sync::Arc;
