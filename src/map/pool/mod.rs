@@ -213,7 +213,7 @@ impl Pool {
     }
 
     /// The host for `user`: asked of the store when there is one, else decided here.
-    async fn place(&self, user: &str) -> Result<String, MapError> {
+    async fn place(&self, user: &str) -> Result<Placement, MapError> {
         let (sessions_key, assignment_key) = self.keys(user);
         let (up, drained) = self.candidates(user);
         if let (Some(store), Some(sessions)) = (self.store(), self.sessions()) {
@@ -236,7 +236,7 @@ impl Pool {
                         let now = Instant::now();
                         let state = lock(&self.state);
                         state.local.assign(user, &host, now, self.settings.sticky);
-                        Ok(host)
+                        Ok(self.placement(host, sessions_key, assignment_key))
                     }
                     Placed::NoServer => Err(no_server()),
                     Placed::HeldElsewhere => Err(held()),
@@ -257,7 +257,17 @@ impl Pool {
             Placed::HeldElsewhere => return Err(held()),
         };
         state.local.assign(user, &host, now, self.settings.sticky);
-        Ok(host)
+        Ok(self.placement(host, sessions_key, assignment_key))
+    }
+
+    fn placement(&self, host: String, sessions_key: String, assignment_key: String) -> Placement {
+        Placement {
+            pool: self.id,
+            host,
+            sessions_key,
+            assignment_key,
+            sticky: self.settings.sticky,
+        }
     }
 
     fn server_of(&self, host: &str) -> Option<&Server> {
@@ -298,21 +308,14 @@ impl Map for Pool {
     fn lookup<'a>(&'a self, query: &'a Query<'a>) -> LookupFuture<'a> {
         Box::pin(async move {
             let user = query.key.to_ascii_lowercase();
-            let host = self.place(&user).await?;
-            let server = self.server_of(&host).ok_or_else(no_server)?;
-            let (sessions_key, assignment_key) = self.keys(&user);
+            let placement = self.place(&user).await?;
+            let server = self.server_of(&placement.host).ok_or_else(no_server)?;
             Ok(Answer::Route(Route {
                 user: None,
                 host: server.host.clone(),
                 port: server.port,
                 password: None,
-                placement: Some(Placement {
-                    pool: self.id,
-                    host,
-                    sessions_key,
-                    assignment_key,
-                    sticky: self.settings.sticky,
-                }),
+                placement: Some(placement),
             }))
         })
     }
