@@ -12,6 +12,7 @@ use std::sync::Arc;
 use crate::certificates::{read_certs, CertificateLoadError};
 use crate::config::{CertificateFlaw, TlsVersion};
 
+pub mod server_stream;
 mod shared_tickets;
 mod tolerant;
 

@@ -6,9 +6,10 @@
 use std::net::SocketAddr;
 use std::sync::{Arc, RwLock};
 
-use tokio_rustls::{TlsAcceptor, TlsConnector};
+use tokio_rustls::TlsConnector;
 
 use crate::log::hostname;
+use crate::tls::server_stream::Acceptor as TlsAcceptor;
 
 use crate::config::{
     Backend, BackendTls, BindError, Config, Limits, Listener, ListenerTls, MapKind, Problems,

@@ -430,7 +430,7 @@ impl Session {
         let tls = self.security != Security::Plaintext;
         let (peer, local, session) = (self.peer, self.local, self.id.clone());
         let negotiated = match stream {
-            MaybeTls::Tls(tls) => Some(tls.get_ref().1),
+            MaybeTls::Tls(tls) => Some(tls.tls()),
             MaybeTls::Plain(_) => None,
         };
         Connection {

@@ -60,7 +60,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
     }
 }
 
-pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
+pub type ClientStream = MaybeTls<crate::tls::server_stream::ServerTlsStream>;
 pub type BackendStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
 /// Write all of `bytes` and flush; nothing to do for none.

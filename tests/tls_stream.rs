@@ -1,0 +1,211 @@
+//! The client-facing TLS stream (rustls' unbuffered API): a real rustls client over loopback
+//! TCP talks to it; handshakes, data both ways at once, closes, failures, and the promise that
+//! a quiet session holds no buffer.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use portcullis::tls::server_stream::{accept, ServerTlsStream};
+use rustls::pki_types::ServerName;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use support::certs;
+
+fn server_config() -> Arc<rustls::ServerConfig> {
+    portcullis::tls::install_default_provider();
+    let c = certs();
+    let pairs = [(c.cert.as_path(), c.key.as_path())];
+    portcullis::tls::server_config(&pairs, None, b"imap", &[], None)
+        .expect("server config")
+        .0
+}
+
+fn connector(alpn: &[&[u8]]) -> TlsConnector {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(&certs().ca) {
+        roots.add(cert).expect("ca");
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    TlsConnector::from(Arc::new(config))
+}
+
+fn rustls_pemfile_certs(path: &std::path::Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .expect("read ca")
+        .map(|c| c.expect("pem"))
+        .collect()
+}
+
+/// A client and the server's stream, handshaken over loopback.
+async fn pair(alpn: &[&[u8]]) -> (TlsStream<TcpStream>, std::io::Result<ServerTlsStream>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = server_config();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        accept(config, tcp).await
+    });
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let client = connector(alpn).connect(name, tcp).await;
+    let server = server.await.expect("server task");
+    (client.expect("client handshake"), server)
+}
+
+#[tokio::test]
+async fn handshake_then_bytes_both_ways() {
+    let (mut client, server) = pair(&[b"imap"]).await;
+    let mut server = server.expect("server handshake");
+    assert_eq!(server.tls().alpn_protocol(), Some(&b"imap"[..]));
+    assert!(server.tls().protocol_version().is_some());
+    server.write_all(b"* OK ready\r\n").await.unwrap();
+    server.flush().await.unwrap();
+    let mut line = [0u8; 12];
+    client.read_exact(&mut line).await.unwrap();
+    assert_eq!(&line, b"* OK ready\r\n");
+    client.write_all(b"a LOGIN u p\r\n").await.unwrap();
+    client.flush().await.unwrap();
+    let mut got = [0u8; 13];
+    server.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"a LOGIN u p\r\n");
+}
+
+#[tokio::test]
+async fn a_quiet_session_holds_no_buffer() {
+    let (mut client, server) = pair(&[]).await;
+    let mut server = server.expect("server handshake");
+    // Bytes flowed both ways, a record larger than one read among them.
+    let big = vec![b'x'; 40_000];
+    client.write_all(&big).await.unwrap();
+    client.flush().await.unwrap();
+    let mut got = vec![0u8; big.len()];
+    server.read_exact(&mut got).await.unwrap();
+    server.write_all(&big).await.unwrap();
+    server.flush().await.unwrap();
+    client.read_exact(&mut got).await.unwrap();
+    // Now the client is silent: the server's read waits, holding nothing.
+    let mut one = [0u8; 1];
+    let waited = tokio::time::timeout(Duration::from_millis(50), server.read(&mut one)).await;
+    assert!(waited.is_err(), "nothing was sent, yet the read returned");
+    assert_eq!(server.buffered(), 0, "a quiet session keeps no buffer");
+}
+
+#[tokio::test]
+async fn megabytes_both_ways_at_once_do_not_deadlock() {
+    let (client, server) = pair(&[b"imap"]).await;
+    let server = server.expect("server handshake");
+    // The server echoes; the client writes 4 MiB while reading the echo.
+    let echo = tokio::spawn(async move {
+        let (mut r, mut w) = tokio::io::split(server);
+        let n = tokio::io::copy(&mut r, &mut w).await;
+        w.shutdown().await.ok();
+        n
+    });
+    let (mut r, mut w) = tokio::io::split(client);
+    let data: Vec<u8> = (0..4 << 20).map(|i: u32| (i % 251) as u8).collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut back)).await;
+    read.expect("the echo did not finish: deadlock?")
+        .expect("read");
+    writer.await.unwrap();
+    assert_eq!(echo.await.unwrap().expect("echo"), data.len() as u64);
+    assert!(back == data, "the echo differs ({} bytes back)", back.len());
+}
+
+#[tokio::test]
+async fn close_notify_both_ways() {
+    let (mut client, server) = pair(&[]).await;
+    let mut server = server.expect("server handshake");
+    client.shutdown().await.unwrap();
+    let mut buf = [0u8; 8];
+    assert_eq!(
+        server.read(&mut buf).await.unwrap(),
+        0,
+        "close_notify is the end"
+    );
+    server.write_all(b"* BYE\r\n").await.unwrap();
+    server.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    // A clean end: rustls reports a missing close_notify as an error.
+    client.read_to_end(&mut rest).await.expect("clean close");
+    assert_eq!(rest, b"* BYE\r\n");
+}
+
+#[tokio::test]
+async fn a_client_that_just_closes_is_an_end() {
+    let (client, server) = pair(&[]).await;
+    let mut server = server.expect("server handshake");
+    let (tcp, _) = client.into_inner();
+    drop(tcp);
+    // The client left the session tickets unread: its kernel may answer with a reset.
+    let mut buf = [0u8; 8];
+    match server.read(&mut buf).await {
+        Ok(n) => assert_eq!(n, 0, "bytes from a closed client"),
+        Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}"),
+    }
+}
+
+#[tokio::test]
+async fn another_protocol_is_refused_with_an_alert() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = server_config();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        accept(config, tcp).await.map(drop)
+    });
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let client = connector(&[b"http/1.1"]).connect(name, tcp).await;
+    let server = server.await.expect("server task");
+    let server_error = server
+        .expect_err("ALPN http/1.1 on an IMAP listener")
+        .to_string();
+    assert!(
+        server_error.contains("protocol"),
+        "server said: {server_error}"
+    );
+    let client_error = client
+        .map(drop)
+        .expect_err("the client is refused")
+        .to_string();
+    assert!(
+        client_error
+            .to_lowercase()
+            .contains("noapplicationprotocol"),
+        "the client got no alert naming the reason: {client_error}"
+    );
+}
+
+#[tokio::test]
+async fn garbage_instead_of_a_hello_is_an_error() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = server_config();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        accept(config, tcp).await.map(drop)
+    });
+    let mut tcp = TcpStream::connect(addr).await.expect("connect");
+    tcp.write_all(b"a001 CAPABILITY\r\n").await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), server).await;
+    let error = result
+        .expect("the server waited")
+        .expect("task")
+        .expect_err("not TLS");
+    assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
+}
