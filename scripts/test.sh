@@ -3,6 +3,7 @@
 #   1. on Debian, installs what the integration tests need (Dovecot, Postfix, OpenSSL, Perdition, ...)
 #   2. cargo fmt --check
 #   3. cargo clippy --all-targets -- -D warnings
+#   3b. the manual: mdbook build docs, then its links checked (scripts/check_links.py)
 #   4. cargo test --all-targets   (or cargo nextest run --all-targets when installed)
 # The tests start their own private Dovecot and Postfix instances on loopback ports; the system
 # Dovecot/Postfix/Perdition services are never used (and without systemd they are not even started).
@@ -134,6 +135,22 @@ cargo fmt --all --check
 
 say "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets -- -D warnings
+
+# The manual (docs/, an mdBook): built, and every relative link and #anchor in it checked
+# (scripts/check_links.py; external links are not fetched). mdBook 0.5 needs Rust 1.88; an
+# older toolchain gets 0.4, which builds the same book.
+build_book() {
+    if ! command -v mdbook >/dev/null 2>&1; then
+        say "cargo install mdbook"
+        cargo install mdbook --locked --no-default-features ||
+            cargo install mdbook --locked --no-default-features --version '^0.4'
+    fi
+    say "mdbook build docs"
+    mdbook build docs
+    say "scripts/check_links.py docs/book"
+    python3 scripts/check_links.py docs/book
+}
+build_book
 
 # The Debian package, built and installed, for tests/package.rs (Debian and root only).
 install_package() {

@@ -13,7 +13,8 @@ use clap::{Args, Parser, Subcommand};
     name = "portcullis",
     version,
     about = "A mail-access reverse proxy for IMAP, POP3 and ManageSieve",
-    after_help = "See the README for the configuration reference.",
+    after_help = "The manual, every configuration key included: /usr/share/doc/portcullis/manual/ \
+                  (docs/src/ in the source).",
     subcommand_required = true,
     arg_required_else_help = true
 )]

@@ -13,7 +13,7 @@ const MAX_STORE_TIMEOUT_MS: u64 = 2_000;
 /// A vanished instance's sessions stop counting after this long; an hour is plenty.
 const MAX_SESSION_TTL_MS: u64 = 3_600_000;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct FleetConfig {
     /// A Valkey/Redis server every instance of the fleet shares:
@@ -26,6 +26,7 @@ pub struct FleetConfig {
     /// A secret the instances share: it keys the hashes of user names in the store. Not shown
     /// by `portcullis check`, nor by `Debug`.
     #[serde(skip_serializing)]
+    #[schemars(with = "Option<String>")]
     pub store_secret: Option<Secret<String>>,
     /// How long one question to the store may take; beyond it the instance goes on with its
     /// own view.

@@ -11,7 +11,7 @@ use super::StoreSettings;
 /// No guard time is longer than a year; beyond that a typo is more likely than a wish.
 const MAX_MS: u64 = 366 * 24 * 3600 * 1000;
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct GuardConfig {
     /// On by default in the native configuration; off in Perdition mode, which has none.
@@ -29,6 +29,7 @@ pub struct GuardConfig {
     pub ban_ms: u64,
     /// Networks never delayed nor banned (addresses or CIDRs). None by default, loopback
     /// included.
+    #[schemars(with = "Vec<String>")]
     pub trusted: Vec<Network>,
     /// Addresses remembered at most (the least used are forgotten first); as many users.
     pub max_sources: u64,
@@ -60,6 +61,7 @@ pub struct GuardConfig {
     /// retried through several instances counts once across the fleet.
     /// Not shown by `portcullis check`, nor by `Debug`.
     #[serde(skip_serializing)]
+    #[schemars(with = "Option<String>")]
     pub store_secret: Option<Secret<String>>,
     /// How long one question to the store may take; beyond it the guard goes on with what
     /// this process knows.

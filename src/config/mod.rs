@@ -36,7 +36,7 @@ use users::{LowerCase, UserNames};
 pub const MAX_SECONDS: u64 = 10 * 365 * 24 * 3600;
 
 /// Everything Portcullis needs to run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -56,7 +56,7 @@ pub struct Config {
     pub listeners: Vec<Listener>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `-` stdout, `+` stderr, `/path` a file, anything else a syslog facility name.
@@ -104,7 +104,7 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogPasswd {
     Never,
@@ -129,7 +129,7 @@ const DEFAULT_BACKEND_CONNECT_TIMEOUT: u64 = 5;
 const DEFAULT_BACKEND_LOGIN_TIMEOUT: u64 = 30;
 
 /// Limits; all times in seconds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Simultaneous client connections for the whole process; 0 means no limit.
@@ -228,7 +228,7 @@ impl Limits {
 }
 
 /// How clients reach a listener.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum ListenerTls {
     /// Plaintext only.
@@ -242,7 +242,7 @@ pub enum ListenerTls {
 }
 
 /// How Portcullis reaches a back end.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackendTls {
     None,
@@ -251,7 +251,7 @@ pub enum BackendTls {
 }
 
 /// A certificate chain (PEM) and its private key.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CertificatePair {
     pub cert: PathBuf,
@@ -259,9 +259,10 @@ pub struct CertificatePair {
 }
 
 /// One protocol served on one or more addresses.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Listener {
+    #[schemars(with = "String")]
     pub protocol: Protocol,
     /// `ip:port` or `[v6]:port`.
     pub bind: Vec<String>,
@@ -294,11 +295,13 @@ pub struct Listener {
     /// The balancers allowed to send it (`10.0.0.0/24`, `2001:db8::1`); connections from
     /// anywhere else are closed before the greeting.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
     pub proxy_trusted: Vec<Network>,
     /// Peers that may name the client they speak for (a webmail host, another proxy), as in
     /// Dovecot's `login_trusted_networks`: IMAP `ID` with `x-originating-ip`, POP3 and
     /// ManageSieve `XCLIENT`. From anyone else those words are ignored.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
     pub login_trusted: Vec<Network>,
     /// Offer OAUTHBEARER and XOAUTH2 to clients; the token goes to the back end unchanged,
     /// which must take it (Dovecot's oauth2 passdb).
@@ -344,7 +347,9 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 }
 
 /// How the back end learns the client's address.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum ForwardClient {
     #[default]
@@ -368,7 +373,7 @@ impl ForwardClient {
 }
 
 /// A map of users to servers.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MapConfig {
     pub kind: MapKind,
@@ -393,6 +398,7 @@ pub struct MapConfig {
     pub bind_dn: Option<String>,
     /// Not shown by `portcullis check`, nor by `Debug`.
     #[serde(default, skip_serializing)]
+    #[schemars(with = "Option<String>")]
     pub bind_password: Option<Secret<String>>,
     /// CAs for `ldaps://` and StartTLS; the system store when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -420,6 +426,7 @@ pub struct MapConfig {
     pub master_user: Option<String>,
     /// Not shown by `portcullis check`, nor by `Debug`.
     #[serde(default, skip_serializing)]
+    #[schemars(with = "Option<String>")]
     pub master_password: Option<Secret<String>>,
     /// Between the user and the master user (Dovecot's `auth_master_user_separator`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -452,10 +459,11 @@ pub struct MapConfig {
     /// Local addresses the connections to this map's servers come from, in turn; instead of
     /// `backend.source` when not empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
     pub source: Vec<IpAddress>,
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MapKind {
     /// Perdition's `popmap.re`: regular expressions, first match wins.
@@ -585,15 +593,17 @@ fn product_default() -> String {
     "Portcullis".into()
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Backend {
     /// IP address or host name, optionally with its own port (`host:port`, `[v6]:port`); may
     /// be empty when a map names every server.
     #[serde(default)]
+    #[schemars(with = "String")]
     pub host: HostPort,
     /// More servers, `host[:port]`, tried in order when connecting to the one before fails.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
     pub failover: Vec<HostPort>,
     /// How the back end learns the client's address: `none`, `id` (IMAP `ID` with Dovecot's
     /// `x-originating-ip`...), `proxy-v1` or `proxy-v2` (a PROXY header first).
@@ -635,6 +645,7 @@ pub struct Backend {
     /// in turn, as Dovecot's `login_source_ips`: the kernel has some 28,000 ports for one
     /// source and server, and each address adds as many. Empty: the kernel chooses.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(with = "Vec<String>")]
     pub source: Vec<IpAddress>,
 }
 

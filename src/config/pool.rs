@@ -18,10 +18,10 @@ const MAX_POOL_MS: u64 = 3_600_000;
 const MAX_WEIGHT: u32 = 1_000;
 
 /// One server of a pool: `"host:port"`, or a table with a weight.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum PoolServer {
-    Address(HostPort),
+    Address(#[schemars(with = "String")] HostPort),
     #[serde(rename_all = "snake_case")]
     Weighted {
         host: String,

@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Where diagnostic lines go.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DiagnosticsOutput {
     /// With the other lines, in their format.
@@ -16,7 +18,7 @@ pub enum DiagnosticsOutput {
     Journald,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessConfig {
     /// Become this user once every socket is bound (started as root); unset: stay as started.

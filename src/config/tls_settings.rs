@@ -4,7 +4,19 @@
 use serde::{Deserialize, Serialize};
 
 /// A TLS version rustls speaks; older ones are never offered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 pub enum TlsVersion {
     #[serde(rename = "1.2")]
     Tls12,
@@ -13,7 +25,7 @@ pub enum TlsVersion {
 }
 
 /// Something wrong with a back end's certificate that verification may be told to forgive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum CertificateFlaw {
     /// Past its end date (the chain is checked as of a moment it was valid).

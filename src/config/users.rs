@@ -6,7 +6,9 @@ use serde::{Deserialize, Serialize};
 
 /// The moments a name is used, after Perdition's states: `lookup` is `servername_lookup`,
 /// `login` is `remote_login` (`local_authentication` has no meaning here).
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Stages {
     #[default]
@@ -39,7 +41,7 @@ impl Stages {
 }
 
 /// The user-name settings of a listener.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct UserNames {
     /// Between the user and the domain (Perdition's `domain_delimiter`, `@`).
