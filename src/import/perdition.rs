@@ -3,7 +3,7 @@
 //! and `config::debian_defaults` for Debian's `/etc/default/perdition`), so the file written
 //! serves exactly what `portcullis perdition` serves today; its warnings become comments.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::debian_defaults::{self, DebianDefaultsError};
 use crate::config::perdition::{self as reader, PerditionError};
@@ -86,9 +86,4 @@ fn secrets_not_written(config: &crate::config::Config) -> Vec<String> {
         }
     }
     missing
-}
-
-/// Where the defaults file is looked for when none is named.
-pub fn default_defaults_file() -> PathBuf {
-    reader::system_path(debian_defaults::DEFAULT_FILE)
 }
