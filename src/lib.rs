@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod fleet;
 pub mod guard;
+pub mod import;
 pub mod log;
 pub mod map;
 pub mod metrics;

@@ -54,6 +54,13 @@ pub enum Command {
     /// Start the binary on disk with the listening sockets and let this process drain (as
     /// SIGUSR2 does)
     Upgrade(AdminEndpoint),
+    /// Write another proxy's configuration as the native TOML, on standard output
+    ///
+    /// `portcullis import nginx /etc/nginx/nginx.conf > portcullis.toml`. A directive whose
+    /// meaning would be lost is refused (exit 1, each named with its file and line); a line
+    /// that means something else here has a comment above it.
+    #[command(subcommand)]
+    Import(ImportFrom),
     /// Print the shell completions for portcullis
     Completions {
         /// The shell they are for
@@ -81,6 +88,28 @@ pub struct Check {
     /// Reach nothing, print only problems (the unit's ExecStartPre)
     #[arg(long)]
     pub offline: bool,
+}
+
+/// What `import` reads.
+#[derive(Debug, Subcommand)]
+pub enum ImportFrom {
+    /// nginx's mail {} block, with the files it includes
+    Nginx {
+        /// nginx's main configuration file
+        #[arg(value_name = "FILE", default_value = "/etc/nginx/nginx.conf")]
+        file: PathBuf,
+    },
+    /// Perdition's configuration directory, and Debian's /etc/default/perdition when there
+    /// is one: what `portcullis perdition` serves from them
+    Perdition {
+        /// Perdition's configuration directory
+        #[arg(value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// Debian's defaults file naming the instances (default: /etc/default/perdition when
+        /// it exists; without one, perdition.conf alone)
+        #[arg(long, value_name = "FILE")]
+        defaults: Option<PathBuf>,
+    },
 }
 
 /// Perdition's flags, as given: Perdition's option reader makes sense of them.
@@ -228,6 +257,28 @@ mod tests {
         }
         assert!(parse(&["run"]).is_err());
         assert!(parse(&["run", "--config", "a", "--probe"]).is_err());
+    }
+
+    #[test]
+    fn import_takes_a_file_or_a_directory() {
+        match parse(&["import", "nginx"]).unwrap().command {
+            Command::Import(ImportFrom::Nginx { file }) => {
+                assert_eq!(file, PathBuf::from("/etc/nginx/nginx.conf"))
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse(&["import", "perdition", "/srv/p", "--defaults", "/srv/d"])
+            .unwrap()
+            .command
+        {
+            Command::Import(ImportFrom::Perdition { dir, defaults }) => {
+                assert_eq!(dir, Some(PathBuf::from("/srv/p")));
+                assert_eq!(defaults, Some(PathBuf::from("/srv/d")));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["import"]).is_err());
+        assert!(parse(&["import", "haproxy"]).is_err());
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub enum Wanted {
     /// Ask the admin endpoint of a running instance.
     Ask(Endpoint, Question),
     Completions(clap_complete::Shell),
+    /// Write another proxy's configuration as the native one.
+    Import(args::ImportFrom),
     /// Done already (Perdition's help was printed).
     Nothing,
 }
@@ -99,6 +101,7 @@ pub fn native(command: Command) -> Result<Wanted, InvocationError> {
         }
         Command::Perdition(flags) => return perdition("perdition", &flags.flags),
         Command::Completions { shell } => return Ok(Wanted::Completions(shell)),
+        Command::Import(from) => return Ok(Wanted::Import(from)),
         Command::Sessions(endpoint) => ("sessions", endpoint, Question::Sessions),
         Command::Reload(endpoint) => ("reload", endpoint, Question::Reload),
         Command::Upgrade(endpoint) => ("upgrade", endpoint, Question::Upgrade),

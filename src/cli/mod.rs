@@ -1,10 +1,12 @@
 //! The `portcullis` command: what the command line asks for (`args`, read by clap, or
 //! Perdition's flags when the program is started by one of Perdition's names), and doing it:
-//! start-up (`start`), `check` (`check`), the admin endpoint's client commands (`ask`).
+//! start-up (`start`), `check` (`check`), `import` (`import`), the admin endpoint's client
+//! commands (`ask`).
 
 pub mod args;
 mod ask;
 mod check;
+mod import;
 mod invocation;
 mod start;
 
@@ -61,6 +63,7 @@ impl Wanted {
             Wanted::Nothing => ExitCode::SUCCESS,
             Wanted::Run(start) => start::run(start),
             Wanted::Check(check) => check::check(check),
+            Wanted::Import(from) => import::import(from),
             Wanted::Ask(endpoint, question) => ask::ask(&endpoint, question),
             Wanted::Completions(shell) => {
                 let mut command = <args::Cli as clap::CommandFactory>::command();

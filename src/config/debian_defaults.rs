@@ -108,6 +108,12 @@ struct Instance {
 
 /// Every instance `path` enables, as one configuration.
 pub fn read(path: &Path) -> Result<Compat, DebianDefaultsError> {
+    read_in(path, &perdition::system_path("/etc/perdition"))
+}
+
+/// As [`read`], each instance's configuration file searched for in `config_dir` rather than
+/// `/etc/perdition` (`portcullis import perdition DIR`).
+pub fn read_in(path: &Path, config_dir: &Path) -> Result<Compat, DebianDefaultsError> {
     let shown = path.display();
     let text = std::fs::read_to_string(path).map_err(|source| DebianDefaultsError::Read {
         path: path.to_path_buf(),
@@ -133,7 +139,7 @@ pub fn read(path: &Path) -> Result<Compat, DebianDefaultsError> {
         }
         // `$FLAGS $POP3_FLAGS` unquoted: split at blanks, quotes inside taken literally.
         let flags = format!("{} {}", value("FLAGS"), value(&format!("{name}_FLAGS")));
-        instances.push(instance(path, name, program, &flags)?);
+        instances.push(instance(path, config_dir, name, program, &flags)?);
     }
     let mut instances = instances.into_iter();
     let Some(first) = instances.next() else {
@@ -172,12 +178,13 @@ fn shown_flags(flags: &[String]) -> String {
 /// The instance the init script starts as `program` with `flags`.
 fn instance(
     path: &Path,
+    config_dir: &Path,
     name: &'static str,
     program: &'static str,
     flags: &str,
 ) -> Result<Instance, DebianDefaultsError> {
     let flags: Vec<String> = flags.split_whitespace().map(str::to_string).collect();
-    let compat = perdition::from_args(program, &flags)
+    let compat = perdition::from_args_in(config_dir, program, &flags)
         .map_err(|source| DebianDefaultsError::Instance {
             path: path.to_path_buf(),
             name,

@@ -120,6 +120,16 @@ pub struct Compat {
 /// `portcullis perdition`), and the configuration file it names or Perdition would find.
 /// `None` when `-h` asked for help.
 pub fn from_args(invoked_as: &str, args: &[String]) -> Result<Option<Compat>, PerditionError> {
+    from_args_in(&system_path("/etc/perdition"), invoked_as, args)
+}
+
+/// As [`from_args`], with Perdition's configuration directory at `config_dir` rather than
+/// `/etc/perdition` (`portcullis import perdition DIR`).
+pub fn from_args_in(
+    config_dir: &Path,
+    invoked_as: &str,
+    args: &[String],
+) -> Result<Option<Compat>, PerditionError> {
     let command_line = parse_args(args)?;
     if command_line
         .iter()
@@ -132,7 +142,7 @@ pub fn from_args(invoked_as: &str, args: &[String]) -> Result<Option<Compat>, Pe
         // Perdition reads no file for an empty name.
         Some("") => None,
         Some(file) => Some(PathBuf::from(file)),
-        None => default_config_file(invoked_as, given.get(PerditionOption::Protocol))?,
+        None => search_config_file(config_dir, invoked_as, given.get(PerditionOption::Protocol))?,
     };
     let mut all = match &file {
         Some(file) => read_file(file)?,
