@@ -80,7 +80,7 @@ impl Collector for Readings {
         let mut family = encoder.encode_descriptor(
             "certificate_expiry_timestamp_seconds",
             "When a certificate a listener serves expires (Unix seconds), by listener, name and \
-             key kind",
+             key kind.",
             None,
             MetricType::Gauge,
         )?;
@@ -91,7 +91,7 @@ impl Collector for Readings {
         let counter = ConstCounter::new(dropped);
         counter.encode(encoder.encode_descriptor(
             "log_lines_dropped",
-            "Log lines dropped because the log's destination did not keep up",
+            "Log lines dropped because the log's destination did not keep up.",
             None,
             counter.metric_type(),
         )?)
