@@ -161,8 +161,8 @@ fn ports_by_address(log: &str) -> BTreeMap<String, u16> {
         .collect()
 }
 
-/// An IMAP client of the listener on `address:port`, from `source`, greeted.
-fn imap_from(source: &str, address: &str, port: u16) -> Client {
+/// A client of the listener on `address:port`, connected from `source`.
+fn connect_from_to(source: &str, address: &str, port: u16) -> Client {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     let source: std::net::IpAddr = source.parse().unwrap();
     socket
@@ -170,8 +170,12 @@ fn imap_from(source: &str, address: &str, port: u16) -> Client {
         .unwrap();
     let target: std::net::SocketAddr = format!("{address}:{port}").parse().unwrap();
     socket.connect(&target.into()).unwrap();
-    let stream: TcpStream = socket.into();
-    let mut client = Client::from_stream(stream);
+    Client::from_stream(socket.into())
+}
+
+/// An IMAP client of the listener on `address:port`, from `source`, greeted.
+fn imap_from(source: &str, address: &str, port: u16) -> Client {
+    let mut client = connect_from_to(source, address, port);
     client.expect_line("* OK");
     client
 }
@@ -211,45 +215,29 @@ fn traffic(ports: &BTreeMap<String, u16>) {
     // Not in the map, and the listener has no server of its own.
     let mut unmapped = imap_from("127.0.0.1", "127.0.0.2", port("127.0.0.2"));
     unmapped.send_line("a LOGIN bob bobpw");
-    let answer = unmapped
-        .read_until_tagged("a")
-        .last()
-        .cloned()
-        .unwrap_or_default();
-    assert!(answer.starts_with("a NO"), "a user no map knows: {answer}");
+    let answer = unmapped.read_until_tagged("a").last().cloned();
+    assert!(
+        answer.unwrap_or_default().starts_with("a NO"),
+        "a user no map knows"
+    );
     let mut pooled = imap_from("127.0.0.1", "127.0.0.3", port("127.0.0.3"));
     imap_login(&mut pooled, "a", "alice", "alicepw");
     logout(pooled);
     let mut down = imap_from("127.0.0.1", "127.0.0.4", port("127.0.0.4"));
-    let answer = {
-        down.send_line("a LOGIN alice alicepw");
-        down.read_until_tagged("a")
-            .last()
-            .cloned()
-            .unwrap_or_default()
-    };
-    assert!(answer.starts_with("a NO"), "a back end down: {answer}");
+    down.send_line("a LOGIN alice alicepw");
+    let answer = down.read_until_tagged("a").last().cloned();
+    assert!(
+        answer.unwrap_or_default().starts_with("a NO"),
+        "a back end down"
+    );
 
     // Three wrong passwords from 127.0.0.9 earn it a ban; it is then turned away.
     let mut guessing = imap_from("127.0.0.9", "127.0.0.2", port("127.0.0.2"));
     for tag in ["g1", "g2", "g3"] {
         assert!(wrong_login(&mut guessing, tag).starts_with(&format!("{tag} NO")));
     }
-    let again = imap_from_unanswered("127.0.0.9", port("127.0.0.2"));
+    let again = connect_from_to("127.0.0.9", "127.0.0.2", port("127.0.0.2")).read_line();
     assert!(again.contains("BYE"), "a banned address: {again}");
-}
-
-/// What a listener on 127.0.0.2 says to `source` at once (a banned address gets a BYE).
-fn imap_from_unanswered(source: &str, port: u16) -> String {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    let source: std::net::IpAddr = source.parse().unwrap();
-    socket
-        .bind(&std::net::SocketAddr::new(source, 0).into())
-        .unwrap();
-    let target: std::net::SocketAddr = format!("127.0.0.2:{port}").parse().unwrap();
-    socket.connect(&target.into()).unwrap();
-    let mut client = Client::from_stream(socket.into());
-    client.read_line()
 }
 
 #[test]
@@ -287,6 +275,7 @@ fn prometheus_scrapes_typed_labelled_series_fires_alerts_and_feeds_the_dashboard
         targets(prom)
     );
     wait_pool_up(prom);
+    open_connections_are_counted(prom, ports["127.0.0.1"]);
     traffic(&ports);
     wait_seen(prom);
 
@@ -295,6 +284,32 @@ fn prometheus_scrapes_typed_labelled_series_fires_alerts_and_feeds_the_dashboard
     certificates_show_and_alert(prom);
     dashboard_queries_find_data(prom, admin);
     a_failed_reload_shows_and_alerts(prom, &proxy, admin);
+}
+
+/// A logged-in session holds a connection (and is proxying) while it lasts, not after.
+fn open_connections_are_counted(prom: &Prometheus, tls_port: u16) {
+    let mut client = Client::tls(tls_port);
+    client.expect_line("* OK");
+    imap_login(&mut client, "a", "alice", "alicepw");
+    for promql in [
+        "portcullis_connections_open == 1",
+        "portcullis_sessions_current{state=\"proxying\"} == 1",
+    ] {
+        let r = prom.query_until(promql, SEEN_WITHIN, |r| !r.is_empty());
+        assert!(
+            !r.is_empty(),
+            "{promql}: {:?}",
+            prom.query("portcullis_connections_open")
+        );
+    }
+    logout(client);
+    let r = prom.query_until("portcullis_connections_open == 0", SEEN_WITHIN, |r| {
+        !r.is_empty()
+    });
+    assert!(
+        !r.is_empty(),
+        "the connection is still counted after it closed"
+    );
 }
 
 fn targets(prom: &Prometheus) -> Value {
