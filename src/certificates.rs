@@ -26,6 +26,26 @@ pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 struct Pair {
     key: Arc<CertifiedKey>,
     names: Vec<String>,
+    /// When its certificate expires, in Unix seconds.
+    not_after: i64,
+}
+
+/// One certificate a listener serves, as the metrics show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Served {
+    /// The first name it is for (its first DNS name, else its common name; empty if none).
+    pub name: String,
+    /// Its key's kind: `ecdsa`, `rsa`, `ed25519`: a dual set serves one of each per name.
+    pub key: &'static str,
+    /// When it expires, in Unix seconds.
+    pub not_after: i64,
+}
+
+/// The certificates a listener serves now. The metrics ask at every scrape and keep nothing:
+/// a running listener's certificates change (a reload builds new ones, ACME renews them in
+/// place), and an alert must see the one a client gets.
+pub trait ServedCertificates: Send + Sync {
+    fn served(&self) -> Vec<Served>;
 }
 
 #[derive(Debug)]
@@ -36,6 +56,8 @@ pub struct CertificateSet {
     wildcard: HashMap<String, Vec<Arc<CertifiedKey>>>,
     /// For clients that name nothing known: the first pair, and the pairs with its names.
     default: Vec<Arc<CertifiedKey>>,
+    /// Every pair, for the metrics.
+    served: Vec<Served>,
 }
 
 impl CertificateSet {
@@ -69,6 +91,7 @@ impl CertificateSet {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             default: Vec::new(),
+            served: loaded.iter().map(Pair::served).collect(),
         };
         for pair in &loaded {
             if name_set(&pair.names) == default_names {
@@ -107,6 +130,29 @@ impl CertificateSet {
         // `a.b.example.org` nor `example.org`.
         let (_, parent) = name.split_once('.')?;
         self.wildcard.get(parent).map(Vec::as_slice)
+    }
+}
+
+impl ServedCertificates for CertificateSet {
+    fn served(&self) -> Vec<Served> {
+        self.served.clone()
+    }
+}
+
+impl Pair {
+    fn served(&self) -> Served {
+        let key = match self.key.key.algorithm() {
+            SignatureAlgorithm::ECDSA => "ecdsa",
+            SignatureAlgorithm::RSA => "rsa",
+            SignatureAlgorithm::ED25519 => "ed25519",
+            SignatureAlgorithm::ED448 => "ed448",
+            _ => "other",
+        };
+        Served {
+            name: self.names.first().cloned().unwrap_or_default(),
+            key,
+            not_after: self.not_after,
+        }
     }
 }
 
@@ -226,11 +272,12 @@ fn load_pair(
             source,
         }
     })?;
-    let (names, left) =
-        names_and_time_left(leaf.as_ref()).map_err(|source| CertificateLoadError::Unparsable {
+    let (names, not_after) =
+        names_and_expiry(leaf.as_ref()).map_err(|source| CertificateLoadError::Unparsable {
             path: cert.to_path_buf(),
             source,
         })?;
+    let left = Duration::from_secs(not_after.saturating_sub(unix_now()).max(0) as u64);
     let warning = (left < EXPIRY_WARNING).then(|| {
         format!(
             "certificate {} ({}) expires in {} days",
@@ -243,6 +290,7 @@ fn load_pair(
         Pair {
             key: Arc::new(certified),
             names,
+            not_after,
         },
         warning,
     ))
@@ -264,10 +312,10 @@ fn private_key(key: &Path) -> Result<PrivateKeyDer<'static>, CertificateLoadErro
 }
 
 /// The DNS names a certificate is for (lower case; the common name when it lists none), and
-/// how long it has left.
-fn names_and_time_left(
+/// when it expires (Unix seconds).
+fn names_and_expiry(
     der: &[u8],
-) -> Result<(Vec<String>, Duration), x509_parser::nom::Err<x509_parser::error::X509Error>> {
+) -> Result<(Vec<String>, i64), x509_parser::nom::Err<x509_parser::error::X509Error>> {
     use x509_parser::extensions::GeneralName;
     let (_, certificate) = x509_parser::parse_x509_certificate(der)?;
     let mut names: Vec<String> = alternative_names(&certificate)
@@ -286,7 +334,7 @@ fn names_and_time_left(
                 .map(str::to_ascii_lowercase),
         );
     }
-    Ok((names, time_left(&certificate)))
+    Ok((names, certificate.validity().not_after.timestamp()))
 }
 
 /// The subject alternative names of `certificate` (none when it has no such extension, or a
@@ -304,14 +352,17 @@ pub fn alternative_names<'a>(
 /// How long `certificate` has left (nothing once it has expired); `check --probe` says it of
 /// back ends' certificates too.
 pub fn time_left(certificate: &x509_parser::certificate::X509Certificate<'_>) -> Duration {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
     let left = certificate
         .validity()
         .not_after
         .timestamp()
-        .saturating_sub(now);
+        .saturating_sub(unix_now());
     Duration::from_secs(left.max(0) as u64)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }

@@ -266,6 +266,12 @@ impl Logger {
     }
 
     /// Wait until the lines logged so far are written, at most `limit` (shutdown).
+    /// The count of lines dropped because the destination did not keep up (the metrics read
+    /// it).
+    pub fn lines_dropped(&self) -> prometheus_client::metrics::counter::Counter {
+        self.writer.dropped()
+    }
+
     pub fn flush(&self, limit: Duration) -> bool {
         self.writer.flush(limit)
     }

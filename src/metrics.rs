@@ -4,7 +4,9 @@
 //! attacker a new time series.
 
 mod labels;
+mod readings;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -18,9 +20,10 @@ use prometheus_client::registry::Registry;
 use crate::protocol::{LoginOutcome, Refusal};
 
 pub use labels::{
-    GuardDecision, HandshakeResult, HandshakeSide, HealthState, LoginResult, LookupResult,
-    RefusedReason, RelayDirection, SessionCap, SessionState, TurnedAway,
+    ConnectResult, GuardDecision, HandshakeResult, HandshakeSide, HealthState, LoginResult,
+    LookupResult, RefusedReason, RelayDirection, SessionCap, SessionState, TurnedAway,
 };
+pub use readings::Readings;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -49,6 +52,14 @@ pub struct ResultLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ProtocolLabels {
     pub protocol: &'static str,
+}
+
+/// One back end of a listener, as its sessions connect to it (`host:port`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BackendLabels {
+    pub listener: String,
+    pub backend: String,
+    pub result: ConnectResult,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -121,6 +132,7 @@ pub struct Metrics {
     pub sessions: Family<StateLabels, Gauge>,
     pub logins: Family<ResultLabels, Counter>,
     pub backend_connect_errors: Family<ProtocolLabels, Counter>,
+    pub backend_connections: Family<BackendLabels, Counter>,
     pub backend_connect: Histograms<ProtocolLabels>,
     pub backend_login: Histograms<ProtocolLabels>,
     pub map_lookups: Family<MapLabels, Counter>,
@@ -133,6 +145,15 @@ pub struct Metrics {
     pub pool_users: Family<PoolServerLabels, Gauge>,
     pub pool_changes: Family<PoolChangeLabels, Counter>,
     pub over_cap: Family<CapLabels, Counter>,
+    /// `connection_limit` (0: none), and the connections holding one of its slots now.
+    pub connection_limit: Gauge,
+    pub connections_open: Gauge,
+    pub reload_failures: Counter,
+    /// 1 while the configuration last read (at start or by a reload) is the one in force.
+    pub reload_successful: Gauge,
+    pub reload_success_time: Gauge,
+    /// What is read when Prometheus scrapes (certificates, the log's drops).
+    pub readings: Arc<Readings>,
 }
 
 impl Default for Metrics {
@@ -151,6 +172,7 @@ impl Metrics {
             sessions: Family::default(),
             logins: Family::default(),
             backend_connect_errors: Family::default(),
+            backend_connections: Family::default(),
             backend_connect: histograms(),
             backend_login: histograms(),
             map_lookups: Family::default(),
@@ -163,6 +185,12 @@ impl Metrics {
             pool_users: Family::default(),
             pool_changes: Family::default(),
             over_cap: Family::default(),
+            connection_limit: Gauge::default(),
+            connections_open: Gauge::default(),
+            reload_failures: Counter::default(),
+            reload_successful: Gauge::default(),
+            reload_success_time: Gauge::default(),
+            readings: Arc::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -176,6 +204,7 @@ impl Metrics {
         metrics.register_backends(&mut registry);
         metrics.register_services(&mut registry);
         metrics.register_pools(&mut registry);
+        metrics.register_process(&mut registry);
         Metrics {
             registry,
             ..metrics
@@ -212,6 +241,11 @@ impl Metrics {
             "backend_connect_errors",
             "Back-end connections that could not be made",
             self.backend_connect_errors.clone(),
+        );
+        registry.register(
+            "backend_connections",
+            "Connections to a back end attempted, by listener, back end (host:port) and result",
+            self.backend_connections.clone(),
         );
         registry.register(
             "backend_connect_duration_seconds",
@@ -281,6 +315,66 @@ impl Metrics {
             "Logins refused for a user's sessions cap, by protocol and cap",
             self.over_cap.clone(),
         );
+    }
+
+    /// The process: its limit, its configuration, and what is read at scrape time.
+    fn register_process(&self, registry: &mut Registry) {
+        registry.register(
+            "connection_limit",
+            "The configured connection_limit for the whole process (0: none)",
+            self.connection_limit.clone(),
+        );
+        registry.register(
+            "connections_open",
+            "Client connections open now, each holding a slot under connection_limit",
+            self.connections_open.clone(),
+        );
+        registry.register(
+            "reload_failures",
+            "Reloads that failed (the running configuration stayed)",
+            self.reload_failures.clone(),
+        );
+        registry.register(
+            "config_last_reload_successful",
+            "Whether the last reload succeeded (1) or failed (0); 1 from the start",
+            self.reload_successful.clone(),
+        );
+        registry.register(
+            "config_last_reload_success_timestamp_seconds",
+            "When the configuration in force was read (at start or by a reload), Unix seconds",
+            self.reload_success_time.clone(),
+        );
+        registry.register_collector(Box::new(self.readings.clone()));
+    }
+
+    /// The configuration read at start or by a reload is in force now (`ok`), or the reload
+    /// failed and the one before stays.
+    pub fn configured(&self, ok: bool) {
+        if ok {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            self.reload_success_time.set(now);
+        } else {
+            self.reload_failures.inc();
+        }
+        self.reload_successful.set(i64::from(ok));
+    }
+
+    /// A connection to `backend` was made (`ok`) or could not be.
+    pub fn backend_connection(&self, listener: &str, backend: String, ok: bool) {
+        let result = if ok {
+            ConnectResult::Ok
+        } else {
+            ConnectResult::Failed
+        };
+        self.backend_connections
+            .get_or_create(&BackendLabels {
+                listener: listener.to_string(),
+                backend,
+                result,
+            })
+            .inc();
     }
 
     /// The text a Prometheus server scrapes.
@@ -422,5 +516,129 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} in {text}");
         }
+    }
+
+    #[test]
+    fn back_end_connections_show_by_listener_back_end_and_result() {
+        let m = Metrics::new();
+        m.backend_connection("127.0.0.1:143", "10.0.0.3:143".into(), true);
+        m.backend_connection("127.0.0.1:143", "10.0.0.4:143".into(), false);
+        m.backend_connection("127.0.0.1:143", "10.0.0.4:143".into(), false);
+        let text = m.encode();
+        for line in [
+            "# TYPE portcullis_backend_connections counter",
+            "portcullis_backend_connections_total{listener=\"127.0.0.1:143\",\
+             backend=\"10.0.0.3:143\",result=\"ok\"} 1",
+            "portcullis_backend_connections_total{listener=\"127.0.0.1:143\",\
+             backend=\"10.0.0.4:143\",result=\"failed\"} 2",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
+    #[test]
+    fn a_failed_reload_shows_until_one_succeeds() {
+        let m = Metrics::new();
+        m.configured(true);
+        let started = sample(
+            &m.encode(),
+            "portcullis_config_last_reload_success_timestamp_seconds",
+        );
+        assert!(started > 1.7e9, "a Unix time: {started}");
+        m.configured(false);
+        let text = m.encode();
+        assert_eq!(
+            sample(&text, "portcullis_config_last_reload_successful"),
+            0.0
+        );
+        assert_eq!(sample(&text, "portcullis_reload_failures_total"), 1.0);
+        assert_eq!(
+            sample(
+                &text,
+                "portcullis_config_last_reload_success_timestamp_seconds"
+            ),
+            started,
+            "a failed reload is not a success"
+        );
+        m.configured(true);
+        let text = m.encode();
+        assert_eq!(
+            sample(&text, "portcullis_config_last_reload_successful"),
+            1.0
+        );
+        assert_eq!(sample(&text, "portcullis_reload_failures_total"), 1.0);
+    }
+
+    #[test]
+    fn the_limit_and_the_log_drops_show_as_gauge_and_counter() {
+        let m = Metrics::new();
+        m.connection_limit.set(500);
+        m.connections_open.inc();
+        let dropped = Counter::default();
+        m.readings.set_log_lines_dropped(dropped.clone());
+        dropped.inc_by(7);
+        let text = m.encode();
+        for line in [
+            "# TYPE portcullis_connection_limit gauge",
+            "portcullis_connection_limit 500",
+            "portcullis_connections_open 1",
+            "# TYPE portcullis_log_lines_dropped counter",
+            "portcullis_log_lines_dropped_total 7",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
+    }
+
+    /// A listener's certificates, as a renewal would change them under it.
+    struct Renewed(std::sync::Mutex<i64>);
+
+    impl crate::certificates::ServedCertificates for Renewed {
+        fn served(&self) -> Vec<crate::certificates::Served> {
+            let not_after = *self.0.lock().unwrap();
+            let served = |key| crate::certificates::Served {
+                name: "imap.example.org".into(),
+                key,
+                not_after,
+            };
+            // An older RSA pair for the same name: the sooner expiry shows.
+            let mut older = served("rsa");
+            older.not_after -= 100;
+            vec![served("ecdsa"), served("rsa"), older]
+        }
+    }
+
+    #[test]
+    fn certificates_are_read_at_each_scrape() {
+        let m = Metrics::new();
+        let listener = Arc::new(Renewed(std::sync::Mutex::new(1_800_000_000)));
+        m.readings
+            .set_certificates(vec![("0.0.0.0:993".into(), listener.clone())]);
+        let name = "portcullis_certificate_expiry_timestamp_seconds";
+        let ecdsa =
+            format!("{name}{{listener=\"0.0.0.0:993\",name=\"imap.example.org\",key=\"ecdsa\"}}");
+        let rsa = ecdsa.replace("ecdsa", "rsa");
+        let text = m.encode();
+        assert!(text.contains(&format!("# TYPE {name} gauge")), "{text}");
+        assert_eq!(sample(&text, &ecdsa), 1_800_000_000.0, "{text}");
+        assert_eq!(sample(&text, &rsa), 1_799_999_900.0, "{text}");
+        *listener.0.lock().unwrap() = 1_900_000_000;
+        assert_eq!(sample(&m.encode(), &ecdsa), 1_900_000_000.0);
+        m.readings.set_certificates(Vec::new());
+        assert!(
+            !m.encode().contains(&ecdsa),
+            "a listener gone shows nothing"
+        );
+    }
+
+    /// The value of the sample `name_and_labels` (exactly) in `text`; NaN when absent.
+    fn sample(text: &str, name_and_labels: &str) -> f64 {
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(name_and_labels)?
+                    .strip_prefix(' ')?
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(f64::NAN)
     }
 }

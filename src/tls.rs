@@ -9,7 +9,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::certificates::{read_certs, CertificateLoadError};
+use crate::certificates::{read_certs, CertificateLoadError, CertificateSet};
 use crate::config::{CertificateFlaw, TlsVersion};
 
 pub mod server_stream;
@@ -70,11 +70,14 @@ pub enum TlsSetupError {
     Verifier(#[from] rustls::client::VerifierBuilderError),
 }
 
+/// A listener's TLS configuration, the certificates it serves, warnings for the log.
+pub type ServerTls = (Arc<ServerConfig>, Arc<CertificateSet>, Vec<String>);
+
 /// The server side, for implicit TLS and STARTTLS listeners: certificate/key pairs, the first
 /// the default, one chosen per handshake by the name the client asks for and the signatures
 /// it takes ([`crate::certificates`]); `chain` holds intermediates for the first pair whose
-/// file has its certificate alone. The warnings (a certificate expiring soon, a ticket key file
-/// others may read) are for the log.
+/// file has its certificate alone. Also the certificates served (the metrics read them) and
+/// the warnings (a certificate expiring soon, a ticket key file others may read) for the log.
 ///
 /// `alpn` is the listener's protocol id (RFC 7301): a client that names protocols but not this
 /// one is refused at the handshake, so that a TLS connection meant for another service cannot
@@ -85,30 +88,29 @@ pub fn server_config(
     alpn: &[u8],
     versions: &[TlsVersion],
     ticket_keys: Option<&Path>,
-) -> Result<(Arc<ServerConfig>, Vec<String>), TlsSetupError> {
+) -> Result<ServerTls, TlsSetupError> {
     let provider = provider();
-    let (certificates, mut warnings) =
-        crate::certificates::CertificateSet::load(pairs, chain, &provider)?;
+    let (certificates, mut warnings) = CertificateSet::load(pairs, chain, &provider)?;
+    let certificates = Arc::new(certificates);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&protocol_versions(versions))
         .map_err(TlsSetupError::Versions)?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(certificates));
+        .with_cert_resolver(certificates.clone());
     config.alpn_protocols = vec![alpn.to_vec()];
-    let certificates = pairs_fingerprint(pairs);
-    let (ticketer, cache) = resumption(&certificates)?;
+    let fingerprint = pairs_fingerprint(pairs);
+    let (ticketer, cache) = resumption(&fingerprint)?;
     config.ticketer = match ticket_keys {
         // Read anew by every reload: a rotation is a new key put first, then a reload.
         Some(path) => {
-            let (tickets, lax) =
-                shared_tickets::SharedTickets::load(path, certificates.as_bytes())?;
+            let (tickets, lax) = shared_tickets::SharedTickets::load(path, fingerprint.as_bytes())?;
             warnings.extend(lax);
             Arc::new(tickets)
         }
         None => ticketer,
     };
     config.session_storage = cache;
-    Ok((Arc::new(config), warnings))
+    Ok((Arc::new(config), certificates, warnings))
 }
 
 /// What resumes a client's session: the ticket maker and the session-id cache.

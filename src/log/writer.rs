@@ -11,6 +11,8 @@ use std::os::unix::net::UnixDatagram;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::queue::{dropped_notice, Class, LineQueue};
 use super::{LineFormat, Severity};
 
@@ -110,6 +112,8 @@ impl Sink {
 /// What the sessions and the writer thread share.
 struct Shared {
     state: Mutex<State>,
+    /// Every line dropped since the start (the queue counts those of one batch only).
+    dropped: Counter,
     /// Signalled when there is something for the writer to do.
     wake: Condvar,
     /// Signalled when the writer has written everything queued.
@@ -149,6 +153,7 @@ const LINGER: Duration = Duration::from_millis(5);
 impl LogWriter {
     pub fn start(sink: Sink, capacity: usize, format: LineFormat) -> LogWriter {
         let shared = Arc::new(Shared {
+            dropped: Counter::default(),
             state: Mutex::new(State {
                 queue: LineQueue::new(capacity),
                 writing: false,
@@ -183,12 +188,20 @@ impl LogWriter {
     pub fn push(&self, line: String, class: Class) {
         let mut state = self.lock();
         let pushed = state.queue.push(line, class);
+        if !pushed {
+            self.shared.dropped.inc();
+        }
         if pushed && (state.writer_sleeping || (state.writer_lingering && state.queue.filling())) {
             state.writer_sleeping = false;
             state.writer_lingering = false;
             drop(state);
             self.shared.wake.notify_one();
         }
+    }
+
+    /// The count of every line dropped so far.
+    pub fn dropped(&self) -> Counter {
+        self.shared.dropped.clone()
     }
 
     pub fn request_reopen(&self) {
@@ -336,6 +349,24 @@ mod tests {
             seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
         }
         assert!(writer.flush(Duration::from_secs(10)));
+        // Every drop is counted for the metrics, as many as the notices say.
+        daemon.set_nonblocking(true).unwrap();
+        while let Ok(n) = daemon.recv(&mut buf) {
+            seen.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        let noticed: u64 = seen
+            .iter()
+            .filter_map(|l| {
+                l.split("too slow: ")
+                    .nth(1)?
+                    .split(' ')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum();
+        assert!(noticed > 0);
+        assert_eq!(writer.dropped().get(), noticed);
     }
 
     /// Lines wait for company a few milliseconds, never for a flush, and a burst arrives

@@ -146,6 +146,14 @@ label_values! {
 }
 
 label_values! {
+    /// How an attempt to connect to a back end ended (`backend_connections`).
+    pub enum ConnectResult {
+        Ok => "ok",
+        Failed => "failed",
+    }
+}
+
+label_values! {
     /// Which way relayed bytes went (`relayed_bytes`).
     pub enum RelayDirection {
         FromClient => "from_client",

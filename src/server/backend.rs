@@ -206,6 +206,7 @@ async fn try_endpoints(
         match connect(listener, services, endpoint).await {
             Ok((tcp, _ours)) => {
                 router.dead.connected(endpoint);
+                metrics.backend_connection(&listener.label, endpoint.log_name(), true);
                 let connected = std::time::Instant::now();
                 metrics
                     .backend_connect
@@ -221,6 +222,7 @@ async fn try_endpoints(
             }
             Err(failed) => {
                 metrics.backend_connect_errors.get_or_create(&labels).inc();
+                metrics.backend_connection(&listener.label, endpoint.log_name(), false);
                 if let (Some(map), true) = (&router.map, failed.servers_fault) {
                     map.connect_failed(endpoint);
                 }

@@ -11,6 +11,7 @@ use tokio_rustls::TlsConnector;
 use crate::log::hostname;
 use crate::tls::server_stream::Acceptor as TlsAcceptor;
 
+use crate::certificates::ServedCertificates;
 use crate::config::{
     Backend, BackendTls, BindError, Config, Limits, Listener, ListenerTls, MapKind, Problems,
 };
@@ -33,6 +34,8 @@ pub struct ListenerState {
     pub addresses: Vec<SocketAddr>,
     /// TLS towards clients, for implicit TLS and STARTTLS.
     pub acceptor: Option<TlsAcceptor>,
+    /// What the acceptor serves, for the metrics (read at every scrape).
+    pub certificates: Option<Arc<dyn ServedCertificates>>,
     /// TLS towards the back ends, when they are reached over TLS.
     pub connector: Option<TlsConnector>,
     /// Who serves which user.
@@ -156,15 +159,17 @@ impl ListenerState {
         warnings: &mut Vec<String>,
     ) -> Result<ListenerState, Vec<ListenerProblem>> {
         let addresses = l.addresses().map_err(ListenerProblem::from);
-        let acceptor = acceptor(l, warnings);
+        let tls = acceptor(l, warnings);
         let connector = connector(l).map_err(ListenerProblem::BackendCa);
         let router = router(l, warnings);
         let misfits = misfits(l);
-        match (addresses, acceptor, connector, router) {
-            (Ok(addresses), Ok(acceptor), Ok(connector), Ok(router)) if misfits.is_empty() => {
+        match (addresses, tls, connector, router) {
+            (Ok(addresses), Ok(tls), Ok(connector), Ok(router)) if misfits.is_empty() => {
+                let (acceptor, certificates) = tls.unzip();
                 Ok(ListenerState {
                     addresses,
                     acceptor,
+                    certificates,
                     connector,
                     router,
                     proxy_trusted: l.proxy_protocol.then(|| networks(&l.proxy_trusted)),
@@ -176,16 +181,13 @@ impl ListenerState {
                     limits: limits.clone(),
                 })
             }
-            (addresses, acceptor, connector, router) => Err([
-                addresses.err(),
-                acceptor.err(),
-                connector.err(),
-                router.err(),
-            ]
-            .into_iter()
-            .flatten()
-            .chain(misfits)
-            .collect()),
+            (addresses, tls, connector, router) => {
+                Err([addresses.err(), tls.err(), connector.err(), router.err()]
+                    .into_iter()
+                    .flatten()
+                    .chain(misfits)
+                    .collect())
+            }
         }
     }
 
@@ -324,10 +326,10 @@ fn router(l: &Listener, warnings: &mut Vec<String>) -> Result<Router, ListenerPr
     })
 }
 
-fn acceptor(
-    l: &Listener,
-    warnings: &mut Vec<String>,
-) -> Result<Option<TlsAcceptor>, ListenerProblem> {
+/// TLS towards clients, and the certificates it serves.
+type Serving = (TlsAcceptor, Arc<dyn ServedCertificates>);
+
+fn acceptor(l: &Listener, warnings: &mut Vec<String>) -> Result<Option<Serving>, ListenerProblem> {
     if l.tls == ListenerTls::None {
         return Ok(None);
     }
@@ -343,7 +345,7 @@ fn acceptor(
     if pairs.is_empty() {
         return Err(ListenerProblem::NoCertificate);
     }
-    let (config, expiring) = tls::server_config(
+    let (config, certificates, expiring) = tls::server_config(
         &pairs,
         l.chain.as_deref(),
         l.protocol.alpn_id(),
@@ -351,7 +353,7 @@ fn acceptor(
         l.ticket_keys.as_deref(),
     )?;
     warnings.extend(expiring);
-    Ok(Some(TlsAcceptor::from(config)))
+    Ok(Some((TlsAcceptor::from(config), certificates)))
 }
 
 fn connector(l: &Listener) -> Result<Option<TlsConnector>, TlsSetupError> {

@@ -167,6 +167,12 @@ impl Server {
         crate::fleet::keep_renewing(&services.sessions);
         crate::fleet::keep_hearing(&services.board);
         services.set_maps(&listeners);
+        show_certificates(&listeners, &services);
+        let metrics = &services.metrics;
+        metrics.configured(true);
+        metrics
+            .connection_limit
+            .set(limit_gauge(config.limits.connection_limit));
         let mut server = Server {
             sockets: HashMap::new(),
             config,
@@ -243,6 +249,7 @@ impl Server {
         let services = self.services.borrow().clone();
         let logger = services.logger.clone();
         crate::service_manager::ready(&services.registry.status());
+        services.metrics.configured(outcome.is_ok());
         match outcome {
             Ok(summary) => logger.info(&format!("Reloaded: {summary}")),
             Err(why) => logger.error(&format!(
@@ -283,6 +290,7 @@ impl Server {
         self.set_limit(config.limits.connection_limit);
         start_probes(&built.listeners, &self.services.borrow());
         self.services.borrow().set_maps(&built.listeners);
+        show_certificates(&built.listeners, &self.services.borrow());
         self.listeners = built.listeners;
         self.config = config;
         Ok(format!(
@@ -379,6 +387,8 @@ impl Server {
     /// The connection limit follows the configuration: raised at once, lowered as sessions
     /// end (the slots are taken back as they come free; nobody is cut off).
     fn set_limit(&mut self, limit: usize) {
+        let services = self.services.borrow().clone();
+        services.metrics.connection_limit.set(limit_gauge(limit));
         let limit = effective_limit(limit);
         if limit > self.limit_now {
             self.limit.add_permits(limit - self.limit_now);
@@ -407,6 +417,20 @@ fn accepted_counter(
             listener: state.label.clone(),
             protocol: state.protocol().name(),
         })
+}
+
+/// The configured limit as the metrics show it.
+fn limit_gauge(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}
+
+/// The certificates the running listeners serve, for the metrics to read at each scrape.
+fn show_certificates(listeners: &[Arc<ListenerState>], services: &Services) {
+    let served = listeners
+        .iter()
+        .filter_map(|l| Some((l.label.clone(), l.certificates.clone()?)))
+        .collect();
+    services.metrics.readings.set_certificates(served);
 }
 
 fn effective_limit(limit: usize) -> usize {
@@ -448,6 +472,29 @@ async fn shut_down(
         .is_err()
     {
         logger.warning("Some sessions did not end in time; they are cut without a log line");
+    }
+}
+
+/// A connection's slot under `connection_limit`, counted as open while it is held (a session
+/// that panics gives it back too).
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    open: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl Slot {
+    fn take(permit: OwnedSemaphorePermit, open: &prometheus_client::metrics::gauge::Gauge) -> Slot {
+        open.inc();
+        Slot {
+            _permit: permit,
+            open: open.clone(),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.dec();
     }
 }
 
@@ -518,12 +565,13 @@ impl AcceptLoop {
         permit: OwnedSemaphorePermit,
     ) {
         let local = tcp.local_addr().unwrap_or(peer);
+        let slot = Slot::take(permit, &services.metrics.connections_open);
         let session = Session::new(state, services, peer, local, self.phase.clone());
         let done = self.done.clone();
         tokio::spawn(async move {
             session.run(tcp).await;
             // Dropping these frees the slot and tells shutdown this session is over.
-            drop(permit);
+            drop(slot);
             drop(done);
         });
     }

@@ -73,11 +73,15 @@ impl Services {
         guard: Option<Guard>,
         sessions: Arc<SessionTable>,
     ) -> Arc<Services> {
+        let metrics = Metrics::new();
+        metrics
+            .readings
+            .set_log_lines_dropped(logger.lines_dropped());
         Arc::new(Services {
             logger,
             guard: Arc::new(std::sync::RwLock::new(guard.map(Arc::new))),
             own_connections: Arc::default(),
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(metrics),
             registry: Arc::default(),
             maps: Arc::default(),
             board: Board::new(sessions.clone()),

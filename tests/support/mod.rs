@@ -17,6 +17,7 @@
 //! * `admin.rs`: requests to the admin endpoint and the metrics' samples;
 //! * `cluster.rs`: Dovecot servers sharing one mail root, each on a loopback address of its
 //!   own, and two Portcullis instances with a `pool` of them (issue 19);
+//! * `prometheus.rs`: a private Prometheus scraping a test's admin endpoint, and `promtool`;
 //! * `ports.rs`, `auth_service.rs`, `databases.rs`, `haproxy.rs`, `redis.rs`, `slapd.rs`: free
 //!   ports, an auth_http service, and the other real servers a test may need.
 #![allow(dead_code)]
@@ -29,6 +30,7 @@ pub mod databases;
 pub mod fail2ban;
 pub mod haproxy;
 pub mod ports;
+pub mod prometheus;
 pub mod redis;
 pub mod slapd;
 #[allow(unused_imports)] // each test binary uses some of them
