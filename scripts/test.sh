@@ -14,7 +14,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PKGS=(dovecot-imapd dovecot-pop3d dovecot-managesieved dovecot-lmtpd dovecot-submissiond postfix
       swaks msmtp curl openssl fail2ban perdition perdition-ldap slapd ldap-utils postgresql
       mariadb-server mariadb-client sqlite3 haproxy python3 sieve-connect procps redis-server
-      chromium man-db adduser)
+      chromium man-db adduser pebble)
 
 say() { printf '== %s\n' "$*" >&2; }
 
