@@ -102,10 +102,11 @@ fn alpn_certificate(
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let certificate = params.self_signed(&key)?;
     let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-    let certified = CertifiedKey::from_der(
-        vec![certificate.der().clone()],
-        private,
-        &crate::tls::provider(),
-    )?;
+    // Not `from_der`: its check of the pair parses the certificate with webpki, which refuses
+    // the critical extension the answer is made of.
+    let signing = crate::tls::provider()
+        .key_provider
+        .load_private_key(private)?;
+    let certified = CertifiedKey::new(vec![certificate.der().clone()], signing);
     Ok(Arc::new(certified))
 }

@@ -112,7 +112,11 @@ impl Acme {
             ),
             Err(e) => format!("ACME: the certificates kept are not served: {e}"),
         };
-        Ok((acme, vec![said]))
+        let mut lines = vec![said];
+        if let Some(address) = acme.http.as_ref().and_then(|s| s.local_addr().ok()) {
+            lines.push(format!("ACME: answering http-01 challenges on {address}"));
+        }
+        Ok((acme, lines))
     }
 
     /// Run the renewals (and the `http-01` answerer) until the runtime ends.
@@ -151,14 +155,19 @@ impl Acme {
                 Err(e) => {
                     failures += 1;
                     let retry = self.backoff(failures);
+                    let text = with_causes(&e);
+                    let meanwhile = if self.challenges.obtained.has_certificate() {
+                        "the one served stays"
+                    } else {
+                        "TLS handshakes fail until then"
+                    };
                     logger.error(&format!(
-                        "ACME: no certificate for {}: {e}; the one served stays, next try in {} s",
+                        "ACME: no certificate for {}: {text}; {meanwhile}, next try in {} s",
                         self.config.domain_names().join(", "),
                         retry.as_secs_f64().ceil()
                     ));
                     let at = now();
                     metrics.acme_renewal(RenewalResult::Failure, at);
-                    let text = e.to_string();
                     let _ = self.state.record_error(&RecordedError { at, text });
                     tokio::time::sleep(retry).await;
                 }
@@ -281,6 +290,21 @@ impl Acme {
 /// The `http-01` answerer's socket.
 fn bind(address: std::net::SocketAddr) -> Result<std::net::TcpListener, AcmeError> {
     std::net::TcpListener::bind(address).map_err(|source| AcmeError::HttpListen { address, source })
+}
+
+/// `error` and its causes, each once (an HTTP client's "client error (Connect)" says little
+/// without "connection refused").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        let said = e.to_string();
+        if !text.contains(&said) {
+            text = format!("{text}: {said}");
+        }
+        cause = e.source();
+    }
+    text
 }
 
 /// Unix time, in seconds.
