@@ -5,6 +5,7 @@
 //! `log` the services a session uses.
 #![forbid(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod certificates;
 pub mod cli;

@@ -21,7 +21,8 @@ use crate::protocol::{LoginOutcome, Refusal};
 
 pub use labels::{
     ConnectResult, GuardDecision, HandshakeResult, HandshakeSide, HealthState, LoginResult,
-    LookupResult, RefusedReason, RelayDirection, SessionCap, SessionState, TurnedAway,
+    LookupResult, RefusedReason, RelayDirection, RenewalResult, SessionCap, SessionState,
+    TurnedAway,
 };
 pub use readings::Readings;
 
@@ -110,6 +111,18 @@ pub struct CapLabels {
     pub limit: SessionCap,
 }
 
+/// One certificate ACME obtained: a domain it is for, and its key type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AcmeCertificateLabels {
+    pub domain: String,
+    pub key_type: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RenewalLabels {
+    pub result: RenewalResult,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
@@ -154,6 +167,12 @@ pub struct Metrics {
     pub reload_success_time: Gauge,
     /// What is read when Prometheus scrapes (certificates, the log's drops).
     pub readings: Arc<Readings>,
+    /// ACME: when each served certificate expires (Unix time).
+    pub acme_expiry: Family<AcmeCertificateLabels, Gauge>,
+    pub acme_renewals: Family<RenewalLabels, Counter>,
+    /// ACME: the last failed and the last successful order (Unix time; 0: none yet).
+    pub acme_last_error: Gauge,
+    pub acme_last_success: Gauge,
 }
 
 impl Default for Metrics {
@@ -191,6 +210,10 @@ impl Metrics {
             reload_successful: Gauge::default(),
             reload_success_time: Gauge::default(),
             readings: Arc::default(),
+            acme_expiry: Family::default(),
+            acme_renewals: Family::default(),
+            acme_last_error: Gauge::default(),
+            acme_last_success: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -205,6 +228,7 @@ impl Metrics {
         metrics.register_services(&mut registry);
         metrics.register_pools(&mut registry);
         metrics.register_process(&mut registry);
+        metrics.register_acme(&mut registry);
         Metrics {
             registry,
             ..metrics
@@ -375,6 +399,41 @@ impl Metrics {
                 result,
             })
             .inc();
+    }
+
+    /// The certificates ACME obtains (shown when `[acme]` is configured; zero otherwise).
+    fn register_acme(&self, registry: &mut Registry) {
+        registry.register(
+            "acme_certificate_expiry_timestamp_seconds",
+            "When the certificate ACME obtained for a domain expires (Unix time), by key type",
+            self.acme_expiry.clone(),
+        );
+        registry.register(
+            "acme_renewals",
+            "ACME orders for a certificate, by result",
+            self.acme_renewals.clone(),
+        );
+        registry.register(
+            "acme_last_error_timestamp_seconds",
+            "When an ACME order last failed (Unix time; 0 if none has)",
+            self.acme_last_error.clone(),
+        );
+        registry.register(
+            "acme_last_success_timestamp_seconds",
+            "When an ACME order last succeeded (Unix time; 0 if none has)",
+            self.acme_last_success.clone(),
+        );
+    }
+
+    /// An ACME order ended at `at` (Unix time).
+    pub fn acme_renewal(&self, result: RenewalResult, at: i64) {
+        self.acme_renewals
+            .get_or_create(&RenewalLabels { result })
+            .inc();
+        match result {
+            RenewalResult::Success => self.acme_last_success.set(at),
+            RenewalResult::Failure => self.acme_last_error.set(at),
+        };
     }
 
     /// The text a Prometheus server scrapes.

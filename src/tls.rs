@@ -12,10 +12,12 @@ use std::sync::Arc;
 use crate::certificates::{read_certs, CertificateLoadError, CertificateSet};
 use crate::config::{CertificateFlaw, TlsVersion};
 
+mod obtained;
 pub mod server_stream;
 mod shared_tickets;
 mod tolerant;
 
+pub use obtained::{ObtainedCertificates, ACME_TLS_ALPN};
 pub use shared_tickets::TicketKeyError;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -32,7 +34,8 @@ use rustls::crypto::ring as crypto;
 #[cfg(feature = "aws-lc-rs")]
 use rustls::crypto::aws_lc_rs as crypto;
 
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+/// The process's crypto provider (the ACME task loads its keys with it too).
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(crypto::default_provider())
 }
 
@@ -99,18 +102,52 @@ pub fn server_config(
         .with_cert_resolver(certificates.clone());
     config.alpn_protocols = vec![alpn.to_vec()];
     let fingerprint = pairs_fingerprint(pairs);
-    let (ticketer, cache) = resumption(&fingerprint)?;
+    warnings.extend(set_resumption(&mut config, &fingerprint, ticket_keys)?);
+    Ok((Arc::new(config), certificates, warnings))
+}
+
+/// [`server_config`] for a listener whose certificates ACME obtains: they come from
+/// `obtained`, replaced while the listener runs. Besides the listener's protocol it names
+/// `acme-tls/1`, which the resolver answers only for a domain being validated.
+pub fn obtained_server_config(
+    obtained: Arc<ObtainedCertificates>,
+    alpn: &[u8],
+    versions: &[TlsVersion],
+    ticket_keys: Option<&Path>,
+) -> Result<(Arc<ServerConfig>, Vec<String>), TlsSetupError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&protocol_versions(versions))
+        .map_err(TlsSetupError::Versions)?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(obtained::ObtainedResolver(obtained)));
+    // Ours first: a client that offers both is a mail client.
+    config.alpn_protocols = vec![alpn.to_vec(), ACME_TLS_ALPN.to_vec()];
+    // One resumption set for whatever ACME serves: renewed, it is for the same names.
+    let warnings = set_resumption(&mut config, "acme", ticket_keys)?;
+    Ok((Arc::new(config), warnings))
+}
+
+/// Session resumption for the certificate set `certificates` names, with the fleet's
+/// `ticket_keys` when given; the warnings are the ticket key file's.
+fn set_resumption(
+    config: &mut ServerConfig,
+    certificates: &str,
+    ticket_keys: Option<&Path>,
+) -> Result<Vec<String>, TlsSetupError> {
+    let (ticketer, cache) = resumption(certificates)?;
+    let mut warnings = Vec::new();
     config.ticketer = match ticket_keys {
         // Read anew by every reload: a rotation is a new key put first, then a reload.
         Some(path) => {
-            let (tickets, lax) = shared_tickets::SharedTickets::load(path, fingerprint.as_bytes())?;
+            let (tickets, lax) =
+                shared_tickets::SharedTickets::load(path, certificates.as_bytes())?;
             warnings.extend(lax);
             Arc::new(tickets)
         }
         None => ticketer,
     };
     config.session_storage = cache;
-    Ok((Arc::new(config), certificates, warnings))
+    Ok(warnings)
 }
 
 /// What resumes a client's session: the ticket maker and the session-id cache.

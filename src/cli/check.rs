@@ -42,8 +42,19 @@ pub fn check(check: Check) -> ExitCode {
     for w in &built.warnings {
         eprintln!("warning: {w}");
     }
+    // The ACME state: to standard output with the probes' reports, else beside the
+    // problems (standard output is the configuration).
+    let acme = config
+        .acme
+        .as_ref()
+        .map(crate::acme::report)
+        .unwrap_or_default();
     if probe {
+        acme.iter().for_each(|line| println!("{line}"));
         return probe_backends(&built.listeners);
+    }
+    if !offline {
+        acme.iter().for_each(|line| eprintln!("{line}"));
     }
     if offline {
         eprintln!("configuration is valid");

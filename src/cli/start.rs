@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::acme::Acme;
 use crate::config::Config;
 use crate::log::Logger;
 use crate::server::builder::{self, ListenerState};
@@ -47,6 +48,8 @@ enum EarlyError {
     Inherited(#[from] InheritedSocketsError),
     #[error("configuration error: {}", .0.join("; "))]
     Config(Vec<String>),
+    #[error(transparent)]
+    Acme(#[from] crate::acme::AcmeError),
     #[error(transparent)]
     Log(Box<dyn Error + Send + Sync>),
     /// Not through the logger: its diagnostics were to go where this failed.
@@ -94,6 +97,8 @@ struct Opened {
     inherited: Vec<(SocketAddr, std::net::TcpListener)>,
     built: builder::Built,
     logger: Arc<Logger>,
+    /// `[acme]`: its certificates served, its task yet to start; and its words for the log.
+    acme: Option<(Acme, Vec<String>)>,
 }
 
 /// Serve: `run`, `perdition`. Failure when the start fails.
@@ -108,6 +113,7 @@ pub fn run(start: Start) -> ExitCode {
         inherited,
         built,
         logger,
+        acme,
     } = match open(&config) {
         Ok(opened) => opened,
         Err(e) => {
@@ -118,6 +124,10 @@ pub fn run(start: Start) -> ExitCode {
     for w in warnings.iter().chain(&built.warnings) {
         logger.warning(w);
     }
+    let acme = acme.map(|(acme, said)| {
+        said.iter().for_each(|line| logger.info(line));
+        acme
+    });
     let listeners = built.listeners;
     let started = runtime_and_services(&config, &logger);
     let (runtime, services) = match started {
@@ -142,6 +152,7 @@ pub fn run(start: Start) -> ExitCode {
         inherited,
         source,
         program,
+        acme,
     };
     if let Err(e) = runtime.block_on(serve(config, serving, services)) {
         logger.error(&e.to_string());
@@ -163,6 +174,13 @@ fn open(config: &Config) -> Result<Opened, EarlyError> {
     let inherited = service_manager::inherited_sockets()?;
     // Certificates, keys and maps are read here, once.
     let built = builder::build(config).map_err(|p| EarlyError::Config(p.0))?;
+    // Before the listeners take clients: they serve what state_dir holds.
+    let owner = config.process.user.as_deref();
+    let owner = owner.map(|user| (user, config.process.group.as_deref()));
+    let acme = match &config.acme {
+        Some(acme) => Some(Acme::prepare(acme, owner)?),
+        None => None,
+    };
     let logger = Logger::open(&config.log).map_err(|e| EarlyError::Log(e.into()))?;
     // Diagnostics to JSON or journald: the subscriber before the first of them.
     let filter = crate::log::diagnostics::filter(&config.log.level, config.log.debug)
@@ -173,6 +191,7 @@ fn open(config: &Config) -> Result<Opened, EarlyError> {
         inherited,
         built,
         logger: Arc::new(logger),
+        acme,
     })
 }
 
@@ -246,6 +265,8 @@ struct SocketsAndControl {
     source: ConfigSource,
     /// The binary a successor is started from, or why there is none.
     program: Result<std::path::PathBuf, UpgradeError>,
+    /// Started once the listeners are bound (tls-alpn-01 is answered by them).
+    acme: Option<Acme>,
 }
 
 /// Bind, announce, and serve until told to stop.
@@ -259,6 +280,7 @@ async fn serve(
         mut inherited,
         source,
         program,
+        acme,
     } = start;
     let logger = services.logger.clone();
     // Before anything announces this process: a signal then must not kill it.
@@ -272,10 +294,8 @@ async fn serve(
     for u in unused {
         logger.warning(&u);
     }
-    logger.info(&format!(
-        "Starting portcullis version={}",
-        env!("CARGO_PKG_VERSION")
-    ));
+    let version = env!("CARGO_PKG_VERSION");
+    logger.info(&format!("Starting portcullis version={version}"));
     let (reload_tx, reloads) = mpsc::channel(4);
     let (upgrade_tx, upgrades) = mpsc::channel(1);
     let requests = (reload_tx.clone(), upgrade_tx.clone());
@@ -286,6 +306,7 @@ async fn serve(
         logger.info(&format!("Running as user {user}"));
     }
     signals.forward(reload_tx, upgrade_tx);
+    start_acme(acme, &services);
     let registry = services.registry.clone();
     tokio::spawn(service_manager::report_status(move || registry.status()));
     service_manager::ready(&services.registry.status());
@@ -307,6 +328,13 @@ async fn serve(
     };
     crate::server::run(bound, services, config, stopping, control).await;
     Ok(())
+}
+
+/// The ACME task, when `[acme]` is configured.
+fn start_acme(acme: Option<Acme>, services: &Services) {
+    if let Some(acme) = acme {
+        acme.spawn(services.logger.clone(), services.metrics.clone());
+    }
 }
 
 /// The admin endpoint, when one is configured: its socket (for a successor) and its task

@@ -2,6 +2,7 @@
 //! Perdition-compatible reader in `perdition/`. Both produce a [`Config`] that
 //! [`Config::validate`] checks before anything listens.
 
+pub mod acme;
 mod admin;
 pub mod database;
 pub mod debian_defaults;
@@ -14,6 +15,7 @@ mod process;
 mod tls_settings;
 pub mod users;
 
+pub use acme::{AcmeChallenge, AcmeConfig, KeyType};
 pub use admin::AdminConfig;
 pub use error::{BindError, Problems, TomlError};
 pub use fleet::{FleetConfig, StoreSettings};
@@ -52,6 +54,9 @@ pub struct Config {
     pub admin: AdminConfig,
     #[serde(default)]
     pub process: ProcessConfig,
+    /// Certificates obtained and renewed by ACME, for listeners with `certificates = "acme"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acme: Option<AcmeConfig>,
     #[serde(rename = "listener", default)]
     pub listeners: Vec<Listener>,
 }
@@ -258,6 +263,48 @@ pub struct CertificatePair {
     pub key: PathBuf,
 }
 
+/// A listener's `certificates`: files, or the ones `[acme]` obtains.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
+#[serde(
+    untagged,
+    expecting = "a list of { cert, key } tables, or \"acme\" (the certificates [acme] obtains)"
+)]
+pub enum Certificates {
+    Files(Vec<CertificatePair>),
+    Obtained(CertificateSource),
+}
+
+/// Who provides a listener's certificates when no file does.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CertificateSource {
+    Acme,
+}
+
+impl Default for Certificates {
+    fn default() -> Self {
+        Certificates::Files(Vec::new())
+    }
+}
+
+impl Certificates {
+    /// The pairs of files (none for `"acme"`).
+    pub fn files(&self) -> &[CertificatePair] {
+        match self {
+            Certificates::Files(pairs) => pairs,
+            Certificates::Obtained(_) => &[],
+        }
+    }
+
+    pub fn is_acme(&self) -> bool {
+        matches!(self, Certificates::Obtained(CertificateSource::Acme))
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Certificates::Files(pairs) if pairs.is_empty())
+    }
+}
+
 /// One protocol served on one or more addresses.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -274,9 +321,9 @@ pub struct Listener {
     pub key: Option<PathBuf>,
     /// More certificate/key pairs, chosen by the name the client asks for (SNI) and the
     /// signatures it takes (an ECDSA pair beside an RSA one); `cert`/`key`, or else the first
-    /// of these, is the default.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub certificates: Vec<CertificatePair>,
+    /// of these, is the default. Or `"acme"`: the certificates `[acme]` obtains and renews.
+    #[serde(default, skip_serializing_if = "Certificates::is_empty")]
+    pub certificates: Certificates,
     /// Capabilities advertised before login; the protocol's default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
@@ -750,11 +797,18 @@ impl Config {
         problems.extend(self.process.problems());
         problems.extend(log_level_problems(&self.log.level));
         problems.extend(limits_problems(&self.limits));
+        problems.extend(self.acme_problems());
         // Every address once: two listeners cannot share a socket (a reload would otherwise
         // silently give one of them the port).
         let mut taken: Vec<(SocketAddr, String)> = Vec::new();
         if let Some(admin) = self.admin.address() {
             taken.push((admin, "[admin] listen".into()));
+        }
+        if let Some(http) = self.acme.as_ref().and_then(AcmeConfig::http_address) {
+            if taken.iter().any(|(a, _)| overlap(*a, http)) {
+                problems.push(format!("acme.http_listen {http} is also [admin] listen's"));
+            }
+            taken.push((http, "acme.http_listen".into()));
         }
         for (i, l) in self.listeners.iter().enumerate() {
             problems.extend(listener_problems(i, l, &mut taken));
@@ -763,6 +817,32 @@ impl Config {
             Ok(())
         } else {
             Err(Problems(problems))
+        }
+    }
+}
+
+impl Config {
+    /// `[acme]`'s own problems, and listeners that want its certificates without it.
+    fn acme_problems(&self) -> Vec<String> {
+        let wanting = self
+            .listeners
+            .iter()
+            .filter(|l| l.certificates.is_acme())
+            .count();
+        match &self.acme {
+            Some(acme) => {
+                let mut problems = acme.problems();
+                if wanting == 0 {
+                    problems.push(
+                        "[acme] is configured but no listener says certificates = \"acme\"".into(),
+                    );
+                }
+                problems
+            }
+            None if wanting > 0 => {
+                vec!["listeners say certificates = \"acme\" but there is no [acme] section".into()]
+            }
+            None => Vec::new(),
         }
     }
 }
@@ -879,6 +959,11 @@ fn tls_problems(l: &Listener) -> Vec<String> {
         problems.push("cert and key go together".to_string());
     } else if l.tls != ListenerTls::None && l.cert.is_none() && l.certificates.is_empty() {
         problems.push("tls needs a cert and key (or certificates)".to_string());
+    } else if l.certificates.is_acme() && (l.cert.is_some() || l.chain.is_some()) {
+        problems.push("certificates = \"acme\" comes without cert, key and chain".to_string());
+    }
+    if l.certificates.is_acme() && l.tls == ListenerTls::None {
+        problems.push("certificates = \"acme\" is for a listener with tls".to_string());
     }
     if l.chain.is_some() && l.cert.is_none() {
         problems.push("chain needs cert".to_string());

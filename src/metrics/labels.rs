@@ -224,3 +224,11 @@ label_values! {
         UserAddress => "user_address",
     }
 }
+
+label_values! {
+    /// How an ACME order for a certificate ended (`acme_renewals`).
+    pub enum RenewalResult {
+        Success => "success",
+        Failure => "failure",
+    }
+}

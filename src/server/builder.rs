@@ -333,12 +333,24 @@ fn acceptor(l: &Listener, warnings: &mut Vec<String>) -> Result<Option<Serving>,
     if l.tls == ListenerTls::None {
         return Ok(None);
     }
+    if l.certificates.is_acme() {
+        let obtained = tls::ObtainedCertificates::of_process();
+        let (config, lax) = tls::obtained_server_config(
+            obtained.clone(),
+            l.protocol.alpn_id(),
+            &l.tls_versions,
+            l.ticket_keys.as_deref(),
+        )?;
+        warnings.extend(lax);
+        return Ok(Some((TlsAcceptor::from(config), obtained)));
+    }
     let mut pairs: Vec<(&std::path::Path, &std::path::Path)> = Vec::new();
     if let (Some(cert), Some(key)) = (&l.cert, &l.key) {
         pairs.push((cert, key));
     }
     pairs.extend(
         l.certificates
+            .files()
             .iter()
             .map(|p| (p.cert.as_path(), p.key.as_path())),
     );

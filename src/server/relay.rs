@@ -439,7 +439,10 @@ mod tests {
         assert!(tokio::time::timeout(wait, &mut relay).await.is_err());
         let flowing = relay.downstream.flowing.capacity();
         assert!(flowing > READ_SIZE, "reads did not grow: {flowing}");
-        assert!(flowing <= MAX_READ_SIZE, "reads grew past the bound: {flowing}");
+        assert!(
+            flowing <= MAX_READ_SIZE,
+            "reads grew past the bound: {flowing}"
+        );
         // The client reads everything; then all is quiet and nothing is held.
         let mut got = vec![0u8; 1 << 20];
         let read = tokio::spawn(async move {
@@ -451,7 +454,11 @@ mod tests {
         assert!(got.iter().all(|&b| b == b'm'));
         let _server = writer.await.unwrap();
         assert!(tokio::time::timeout(wait, &mut relay).await.is_err());
-        assert_eq!(relay.downstream.flowing.capacity(), 0, "a quiet relay holds a buffer");
+        assert_eq!(
+            relay.downstream.flowing.capacity(),
+            0,
+            "a quiet relay holds a buffer"
+        );
         assert_eq!(relay.downstream.backlog.capacity(), 0);
     }
 

@@ -498,6 +498,10 @@ impl Session {
         let handshake = timeout_at(self.deadline, acceptor.accept(tcp)).await;
         let metrics = &self.services.metrics;
         let reason = match handshake {
+            // A CA's tls-alpn-01 validation: the handshake was the answer.
+            Ok(Ok(tls)) if tls.tls().alpn_protocol() == Some(tls::ACME_TLS_ALPN) => {
+                return None;
+            }
             Ok(Ok(tls)) => {
                 metrics.handshake(HandshakeSide::Client, true);
                 self.registered.set_tls(true);

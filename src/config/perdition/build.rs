@@ -99,6 +99,7 @@ pub fn build(
         fleet: Default::default(),
         admin: AdminConfig::default(),
         process,
+        acme: None,
         listeners: vec![listener],
     };
     Ok(Compat {
@@ -331,7 +332,7 @@ fn listener(
         tls: front.tls,
         cert: file(PerditionOption::SslCertFile, "perdition.crt.pem"),
         key: file(PerditionOption::SslKeyFile, "perdition.key.pem"),
-        certificates: Vec::new(),
+        certificates: Default::default(),
         ticket_keys: None,
         chain: given
             .get(PerditionOption::SslCaChainFile)
