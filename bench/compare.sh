@@ -38,7 +38,8 @@
 #                   (IMAP modes: rows but postfix; submission: postfix, portcullis, nginx)
 #   BENCH_MODES     comma list, run in this order [idle,logins,returning,fetch,submission];
 #                   also `sweep`: logins at BENCH_SWEEP [1,4,16,64] clients, an SVG of latency
-#                   against load per row and transport in $BENCH_DIR/results/sweep/.
+#                   against load per row and transport in $BENCH_DIR/results/sweep/, and
+#                   the rows side by side in logins-plain.svg and logins-tls.svg there.
 #                   `submission`: smtp-logins (BENCH_CLIENTS, BENCH_DURATION) and smtp-send
 #                   (a BENCH_FETCH_MIB MiB message, BENCH_DURATION) per row; needs root (Postfix)
 #                   `pool` (not in the default list; bench/pool.sh): Portcullis alone, a static
@@ -622,6 +623,10 @@ done
 for pid in "${PIDS[@]}"; do
     kill -0 "$pid" 2>/dev/null || say "WARNING: pid $pid died during the run (see $BENCH_DIR)"
 done
+# The sweep's rows side by side: one SVG per transport (bench/sweep_plot.py).
+if has "$MODES" sweep; then
+    python3 "$ROOT/bench/sweep_plot.py" "$RES/sweep" || say "WARNING: bench/sweep_plot.py failed"
+fi
 
 # --- the table -----------------------------------------------------------------------------------
 baseline=nginx
