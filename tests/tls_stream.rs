@@ -61,6 +61,21 @@ async fn pair(alpn: &[&[u8]]) -> (TlsStream<TcpStream>, std::io::Result<ServerTl
     (client.expect("client handshake"), server)
 }
 
+/// A listener that takes one connection and runs the server's handshake on it.
+async fn one_handshake() -> (
+    std::net::SocketAddr,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = server_config();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        accept(config, tcp).await.map(drop)
+    });
+    (addr, server)
+}
+
 #[tokio::test]
 async fn handshake_then_bytes_both_ways() {
     let (mut client, server) = pair(&[b"imap"]).await;
@@ -161,13 +176,7 @@ async fn a_client_that_just_closes_is_an_end() {
 
 #[tokio::test]
 async fn another_protocol_is_refused_with_an_alert() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let config = server_config();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.expect("accept");
-        accept(config, tcp).await.map(drop)
-    });
+    let (addr, server) = one_handshake().await;
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let name = ServerName::try_from("localhost").expect("name");
     let client = connector(&[b"http/1.1"]).connect(name, tcp).await;
@@ -193,13 +202,7 @@ async fn another_protocol_is_refused_with_an_alert() {
 
 #[tokio::test]
 async fn garbage_instead_of_a_hello_is_an_error() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let config = server_config();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.expect("accept");
-        accept(config, tcp).await.map(drop)
-    });
+    let (addr, server) = one_handshake().await;
     let mut tcp = TcpStream::connect(addr).await.expect("connect");
     tcp.write_all(b"a001 CAPABILITY\r\n").await.unwrap();
     let result = tokio::time::timeout(Duration::from_secs(10), server).await;

@@ -121,13 +121,7 @@ pub fn run(start: Start) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    for w in warnings.iter().chain(&built.warnings) {
-        logger.warning(w);
-    }
-    let acme = acme.map(|(acme, said)| {
-        said.iter().for_each(|line| logger.info(line));
-        acme
-    });
+    let acme = say_what_was_found(&logger, &warnings, &built.warnings, acme);
     let listeners = built.listeners;
     let started = runtime_and_services(&config, &logger);
     let (runtime, services) = match started {
@@ -166,6 +160,22 @@ pub fn run(start: Start) -> ExitCode {
     // The last lines (Closing lines of the sessions shutdown ended) must reach the log.
     logger.flush(LOG_FLUSH_AT_EXIT);
     ExitCode::SUCCESS
+}
+
+/// The start's warnings and `[acme]`'s words go to the log; the ACME task to start, if any.
+fn say_what_was_found(
+    logger: &Logger,
+    read: &[String],
+    built: &[String],
+    acme: Option<(Acme, Vec<String>)>,
+) -> Option<Acme> {
+    for w in read.iter().chain(built) {
+        logger.warning(w);
+    }
+    acme.map(|(acme, said)| {
+        said.iter().for_each(|line| logger.info(line));
+        acme
+    })
 }
 
 /// The sockets passed in, the configuration built, the log open.
