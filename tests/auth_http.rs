@@ -10,6 +10,7 @@ use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use support::auth_service::*;
+use support::nginx::*;
 use support::*;
 
 fn proxy(port: u16, service: &AuthService) -> Proxy {
@@ -316,10 +317,6 @@ fn check_does_not_show_map_secrets() {
 // Side by side with nginx's mail proxy, against the same service
 // ---------------------------------------------------------------------------------------------
 
-/// Debian's nginx and its mail module: the behaviour Portcullis's `http` map copies.
-const NGINX: &str = "/usr/sbin/nginx";
-const NGINX_MAIL: &str = "/usr/lib/nginx/modules/ngx_mail_module.so";
-
 /// nginx's mail proxy on IMAP, POP3, IMAPS, IMAPS with TLS 1.2 alone and SMTP (AUTH PLAIN and
 /// LOGIN, no TLS), asking `service`. Its sockets are bound here (port 0, read back) and handed to
 /// it as nginx hands them to its next binary (`NGINX`).
@@ -351,7 +348,7 @@ impl Nginx {
             nginx_conf(dir.path(), service, [0, 1, 2, 3, 4].map(port)),
         )
         .unwrap();
-        let child = spawn_with_sockets(&conf, dir.path(), &sockets);
+        let child = spawn_nginx_with_sockets(&conf, dir.path(), sockets.iter());
         let nginx = Nginx {
             imap: port(0),
             pop3: port(1),
@@ -418,46 +415,6 @@ fn nginx_conf(dir: &std::path::Path, service: &AuthService, ports: [u16; 5]) -> 
            server {{ listen 127.0.0.1:{}; protocol smtp; smtp_auth plain login; }}\n}}\n",
         ports[0], ports[1], ports[2], ports[3], ports[4]
     )
-}
-
-/// nginx with `sockets` open in it (their descriptors named in `NGINX`, close-on-exec cleared
-/// in the child alone, between fork and exec).
-fn spawn_with_sockets(
-    conf: &std::path::Path,
-    dir: &std::path::Path,
-    sockets: &[TcpListener],
-) -> std::process::Child {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let fds: Vec<i32> = sockets.iter().map(|s| s.as_raw_fd()).collect();
-    let inherited: String = fds.iter().map(|fd| format!("{fd};")).collect();
-    let mut command = std::process::Command::new(NGINX);
-    command
-        .args([
-            "-p",
-            &dir.display().to_string(),
-            "-c",
-            &conf.display().to_string(),
-        ])
-        .args(["-e", &dir.join("error.log").display().to_string()])
-        .env("NGINX", inherited)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(dir.join("stderr.log")).unwrap())
-        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
-    // SAFETY: only fcntl(2), which is async-signal-safe, runs between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            for &fd in &fds {
-                if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn().expect("start nginx");
-    end_with_this_process(child.id());
-    child
 }
 
 /// Portcullis on `protocol` asking `service`, with nginx's settings; with `tls`, implicit TLS

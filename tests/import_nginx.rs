@@ -13,11 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use support::auth_service::*;
+use support::nginx::*;
 use support::*;
-
-/// Debian's nginx and its mail module.
-const NGINX: &str = "/usr/sbin/nginx";
-const NGINX_MAIL: &str = "/usr/lib/nginx/modules/ngx_mail_module.so";
 
 fn require_nginx() {
     assert!(
@@ -245,7 +242,8 @@ fn start_nginx(
         }
     });
     std::fs::write(dir.path().join("mime.types"), "types { }\n").unwrap();
-    let child = spawn_with_sockets(dir.path(), sockets.values());
+    let child =
+        spawn_nginx_with_sockets(&dir.path().join("nginx.conf"), dir.path(), sockets.values());
     let nginx = Nginx { child, dir };
     let deadline = Instant::now() + Duration::from_secs(10);
     while !nginx.log().contains("start worker process") {
@@ -257,39 +255,6 @@ fn start_nginx(
         std::thread::sleep(Duration::from_millis(25));
     }
     nginx
-}
-
-fn spawn_with_sockets<'a>(
-    dir: &Path,
-    sockets: impl Iterator<Item = &'a TcpListener>,
-) -> std::process::Child {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::process::CommandExt;
-    let fds: Vec<i32> = sockets.map(|s| s.as_raw_fd()).collect();
-    let inherited: String = fds.iter().map(|fd| format!("{fd};")).collect();
-    let mut command = std::process::Command::new(NGINX);
-    command
-        .args(["-p", &dir.display().to_string()])
-        .args(["-c", &dir.join("nginx.conf").display().to_string()])
-        .args(["-e", &dir.join("error.log").display().to_string()])
-        .env("NGINX", inherited)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::fs::File::create(dir.join("stderr.log")).unwrap())
-        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap());
-    // SAFETY: only fcntl(2), which is async-signal-safe, runs between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            for &fd in &fds {
-                if nix::libc::fcntl(fd, nix::libc::F_SETFD, 0) == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let child = command.spawn().expect("start nginx");
-    end_with_this_process(child.id());
-    child
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ pub mod cluster;
 pub mod databases;
 pub mod fail2ban;
 pub mod haproxy;
+pub mod nginx;
 pub mod pebble;
 pub mod ports;
 pub mod prometheus;
