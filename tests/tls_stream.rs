@@ -212,3 +212,21 @@ async fn garbage_instead_of_a_hello_is_an_error() {
         .expect_err("not TLS");
     assert_eq!(error.kind(), std::io::ErrorKind::InvalidData, "{error}");
 }
+
+#[tokio::test]
+async fn many_tiny_records_in_one_read_arrive_in_order() {
+    let (mut client, server) = pair(&[]).await;
+    let mut server = server.expect("server handshake");
+    // One record per byte, flushed together: a read of the server holds many of them.
+    let sent: Vec<u8> = (0..3000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    for byte in &sent {
+        client.write_all(std::slice::from_ref(byte)).await.unwrap();
+        client.flush().await.unwrap();
+    }
+    let mut got = vec![0u8; sent.len()];
+    server.read_exact(&mut got).await.unwrap();
+    assert!(
+        got == sent,
+        "the bytes of tiny records came out of order or changed"
+    );
+}

@@ -16,12 +16,9 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-/// The stack buffer of one read (a TLS record is at most 16 KiB of plaintext).
+/// The stack buffer of one read: a large FETCH moves in reads this big (a TLS record is at
+/// most 16 KiB of plaintext).
 const READ_SIZE: usize = 32 * 1024;
-/// A read that fills its buffer means bytes are flowing (a large FETCH or APPEND): the next
-/// reads go into a heap buffer twice as large each time, up to this, so that a transfer takes
-/// fewer system calls; the buffer goes back as soon as the reader has nothing.
-const MAX_READ_SIZE: usize = 256 * 1024;
 /// Reads per direction in one poll before yielding to the other sessions on this thread.
 const READS_PER_POLL: usize = 16;
 
@@ -98,8 +95,6 @@ struct Direction {
     backlog: Vec<u8>,
     /// How much of `backlog` is written.
     written: usize,
-    /// The read buffer while bytes flow (see [`MAX_READ_SIZE`]); no allocation otherwise.
-    flowing: Vec<u8>,
     /// Written bytes the writer may still hold (TLS: a record not yet sent).
     unflushed: bool,
     phase: DirectionPhase,
@@ -200,30 +195,20 @@ impl Direction {
         W: AsyncWrite + Unpin,
     {
         let mut stack = [MaybeUninit::<u8>::uninit(); READ_SIZE];
-        let mut flowing = std::mem::take(&mut self.flowing);
-        let room = match flowing.capacity() {
-            0 => &mut stack[..],
-            _ => flowing.spare_capacity_mut(),
-        };
-        let size = room.len();
-        let mut read = ReadBuf::uninit(room);
+        let mut read = ReadBuf::uninit(&mut stack);
         let Poll::Ready(result) = Pin::new(&mut *from).poll_read(cx, &mut read) else {
-            // Quiet: the heap copy a slow writer needed and the large read buffer go back
-            // now, not at every drain of a large transfer.
+            // Quiet: the heap copy a slow writer needed goes back now, not at every
+            // drain of a large transfer.
             self.backlog = Vec::new();
             return Poll::Pending;
         };
-        let filled = read.filled();
         match result {
-            Ok(()) if !filled.is_empty() => {
-                let full = filled.len() == size;
-                if self.write(cx, to, Some(filled), counter, activity) == Poll::Ready(Err(())) {
+            Ok(()) if !read.filled().is_empty() => {
+                if self.write(cx, to, Some(read.filled()), counter, activity)
+                    == Poll::Ready(Err(()))
+                {
                     self.phase = DirectionPhase::ShuttingDown;
                 }
-                self.flowing = match full && size < MAX_READ_SIZE {
-                    true => Vec::with_capacity(size * 2),
-                    false => flowing,
-                };
             }
             // The end of the stream, or a broken one: the same to the other side.
             Ok(()) | Err(_) => self.phase = DirectionPhase::ShuttingDown,
@@ -414,52 +399,6 @@ mod tests {
         drop(writer.await.unwrap());
         drop(client);
         assert_eq!(relay.await.unwrap().sent, payload.len() as u64 + 1);
-    }
-
-    #[tokio::test]
-    async fn reads_grow_while_bytes_flow_and_the_buffer_goes_back_when_quiet() {
-        let (client_proxy, mut client) = duplex(64 * 1024);
-        let (server_proxy, mut server) = duplex(2 * MAX_READ_SIZE);
-        let counts = Counts::default();
-        let mut relay = relay(
-            client_proxy,
-            server_proxy,
-            Duration::from_secs(5),
-            std::future::pending(),
-            &counts,
-        );
-        // The server sends a megabyte the client does not read yet: the relay is stuck
-        // writing, mid-transfer, with its large read buffer.
-        let payload = vec![b'm'; 1 << 20];
-        let writer = tokio::spawn(async move {
-            server.write_all(&payload).await.unwrap();
-            server
-        });
-        let wait = Duration::from_millis(100);
-        assert!(tokio::time::timeout(wait, &mut relay).await.is_err());
-        let flowing = relay.downstream.flowing.capacity();
-        assert!(flowing > READ_SIZE, "reads did not grow: {flowing}");
-        assert!(
-            flowing <= MAX_READ_SIZE,
-            "reads grew past the bound: {flowing}"
-        );
-        // The client reads everything; then all is quiet and nothing is held.
-        let mut got = vec![0u8; 1 << 20];
-        let read = tokio::spawn(async move {
-            client.read_exact(&mut got).await.unwrap();
-            (client, got)
-        });
-        assert!(tokio::time::timeout(wait * 10, &mut relay).await.is_err());
-        let (_client, got) = read.await.unwrap();
-        assert!(got.iter().all(|&b| b == b'm'));
-        let _server = writer.await.unwrap();
-        assert!(tokio::time::timeout(wait, &mut relay).await.is_err());
-        assert_eq!(
-            relay.downstream.flowing.capacity(),
-            0,
-            "a quiet relay holds a buffer"
-        );
-        assert_eq!(relay.downstream.backlog.capacity(), 0);
     }
 
     #[tokio::test]

@@ -162,9 +162,13 @@ impl ServerTlsStream {
     /// written (then `action`, if any, runs); decrypted bytes go to `plaintext`, what rustls
     /// has to send to `outgoing`.
     fn process(&mut self, mut action: Option<TrafficAction<'_>>) -> io::Result<Step> {
+        // Records taken are dropped from `incoming` once, at the end: shifting the rest after
+        // each record would copy a read of tiny records over and over.
+        let mut consumed = 0;
         loop {
-            let UnbufferedStatus { mut discard, state } =
-                self.conn.process_tls_records(&mut self.incoming);
+            let UnbufferedStatus { mut discard, state } = self
+                .conn
+                .process_tls_records(&mut self.incoming[consumed..]);
             let step = match state.map_err(invalid)? {
                 ConnectionState::ReadTraffic(mut traffic) => {
                     while let Some(record) = traffic.next_record() {
@@ -198,8 +202,9 @@ impl ServerTlsStream {
                 // Early data is never accepted (the configuration allows none).
                 _ => return Err(invalid("unexpected TLS state")),
             };
-            self.incoming.drain(..discard);
+            consumed += discard;
             if let Some(step) = step {
+                self.incoming.drain(..consumed);
                 return Ok(step);
             }
         }
@@ -313,7 +318,13 @@ fn append(
         Ok(n) => n,
         Err(Some(InsufficientSizeError { required_size })) => {
             out.resize(start + required_size, 0);
-            put(&mut out[start..]).map_err(|_| invalid("TLS output did not fit"))?
+            match put(&mut out[start..]) {
+                Ok(n) => n,
+                Err(_) => {
+                    out.truncate(start);
+                    return Err(invalid("TLS output did not fit"));
+                }
+            }
         }
         Err(None) => {
             out.truncate(start);
@@ -335,6 +346,10 @@ impl AsyncRead for ServerTlsStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        // Nothing could be handed over: reading on would only pile up plaintext.
+        if buf.remaining() == 0 {
+            return Poll::Ready(Ok(()));
+        }
         loop {
             if this.take_plaintext(buf) || this.read_ended {
                 return Poll::Ready(Ok(()));
