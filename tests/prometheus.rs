@@ -478,6 +478,17 @@ fn series_have_their_labels(prom: &Prometheus) {
         .as_str()
         .unwrap()
         .starts_with("127.0.0.1:"));
+    // A back end a map named (a login name may shape it) is `map`, never its name; the
+    // pool's server, from the configuration, keeps its name.
+    let by = |listener: &str| {
+        let found = prom.query(&format!(
+            "portcullis_backend_connections_total{{listener=\"{listener}\",result=\"ok\"}}"
+        ));
+        assert_eq!(found.len(), 1, "{listener}: {found:?}");
+        found[0]["metric"]["backend"].as_str().unwrap().to_string()
+    };
+    assert_eq!(by("127.0.0.2:0"), "map");
+    assert!(by("127.0.0.3:0").starts_with("127.0.0.1:"));
     // No label names a user or a client address, in any series.
     let all = prom.api(
         "/api/v1/series",

@@ -34,6 +34,8 @@ pub use state::{CertificateInfo, RecordedError, StateDir, StateError};
 /// The task looks at its certificates at least this often (a clock set forward, files put in
 /// place by hand).
 const LONGEST_SLEEP: Duration = Duration::from_secs(3600);
+/// A round of orders (account, order, challenges, certificate) takes at most this.
+const ROUND_TIME: Duration = Duration::from_secs(600);
 
 /// Why obtaining or serving a certificate failed.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +48,13 @@ pub enum AcmeError {
     NoChallenge { domain: String, kind: AcmeChallenge },
     #[error("validation failed: {0}")]
     Invalid(String),
+    #[error("no answer from the CA within {0} s")]
+    Stalled(u64),
+    #[error(
+        "the certificate obtained is due for renewal at once (is the clock right? does it name \
+         every domain?)"
+    )]
+    DueAtOnce,
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error("cannot serve the certificate obtained: {0}")]
@@ -145,7 +154,7 @@ impl Acme {
                 tokio::time::sleep(wait.min(LONGEST_SLEEP)).await;
                 continue;
             }
-            match self.renew(&logger).await {
+            match self.attempt(&logger).await {
                 Ok(()) => {
                     failures = 0;
                     self.state.clear_error();
@@ -172,6 +181,19 @@ impl Acme {
                     tokio::time::sleep(retry).await;
                 }
             }
+        }
+    }
+
+    /// One round of orders, bounded in time (the ACME client sets no timeout of its own: a CA
+    /// that stalls must not stop renewals for good). A round that leaves a certificate due at
+    /// once (the host's clock far ahead, the CA leaving out a name) is a failure, so that it
+    /// backs off instead of ordering again and again into the CA's rate limits.
+    async fn attempt(&self, logger: &Logger) -> Result<(), AcmeError> {
+        match tokio::time::timeout(ROUND_TIME, self.renew(logger)).await {
+            Err(_) => Err(AcmeError::Stalled(ROUND_TIME.as_secs())),
+            Ok(Err(e)) => Err(e),
+            Ok(Ok(())) if !self.due().is_empty() => Err(AcmeError::DueAtOnce),
+            Ok(Ok(())) => Ok(()),
         }
     }
 

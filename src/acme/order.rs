@@ -39,7 +39,10 @@ pub async fn obtain(
     if status != OrderStatus::Ready {
         return Err(AcmeError::Invalid(why_invalid(&mut order).await));
     }
-    let key = keys::new_key(key_type)?;
+    // An RSA key takes a while to find: not on a thread that serves sessions.
+    let key = tokio::task::spawn_blocking(move || keys::new_key(key_type))
+        .await
+        .map_err(|e| AcmeError::Invalid(format!("key generation stopped: {e}")))??;
     order.finalize_csr(&keys::request(&key, &domains)?).await?;
     let chain = order.poll_certificate(&retries).await?;
     Ok(Obtained {

@@ -9,6 +9,7 @@ use tokio::time::timeout;
 use crate::config::BackendTls;
 use crate::fleet::Lease;
 use crate::log::AuthRecord;
+use crate::map::router::Router;
 use crate::map::{Connection, Endpoint, Login, MapError, Target};
 use crate::metrics::{HandshakeSide, LookupResult, Metrics, ProtocolLabels};
 use crate::protocol::{Credentials, LoginOutcome, Refusal, ServerEvent, ServerSettings};
@@ -40,6 +41,28 @@ impl LoggedIn {
             leftover,
             lease: None,
         }
+    }
+}
+
+/// The back end as the metrics name it: a server of the configuration (the listener's own,
+/// a pool's) by its name, any other (a map's answer, which a login name may shape) as `map`,
+/// so that no client can make series without end.
+fn metric_name(router: &Router, endpoint: &Endpoint) -> String {
+    let same = |host: &str, port: u16| host == endpoint.host && port == endpoint.port;
+    let own = router.servers.iter().any(|s| same(&s.host, s.port));
+    let pooled = router
+        .map
+        .as_ref()
+        .and_then(|m| m.pool())
+        .is_some_and(|pool| {
+            let port = router.defaults.port;
+            pool.servers()
+                .iter()
+                .any(|s| same(&s.host, s.port.unwrap_or(port)))
+        });
+    match own || pooled {
+        true => endpoint.log_name(),
+        false => "map".to_string(),
     }
 }
 
@@ -206,7 +229,7 @@ async fn try_endpoints(
         match connect(listener, services, endpoint).await {
             Ok((tcp, _ours)) => {
                 router.dead.connected(endpoint);
-                metrics.backend_connection(&listener.label, endpoint.log_name(), true);
+                metrics.backend_connection(&listener.label, metric_name(router, endpoint), true);
                 let connected = std::time::Instant::now();
                 metrics
                     .backend_connect
@@ -222,7 +245,7 @@ async fn try_endpoints(
             }
             Err(failed) => {
                 metrics.backend_connect_errors.get_or_create(&labels).inc();
-                metrics.backend_connection(&listener.label, endpoint.log_name(), false);
+                metrics.backend_connection(&listener.label, metric_name(router, endpoint), false);
                 if let (Some(map), true) = (&router.map, failed.servers_fault) {
                     map.connect_failed(endpoint);
                 }
