@@ -9,6 +9,7 @@
 pub mod diagnostics;
 pub(crate) mod per_source;
 pub mod queue;
+mod timestamp;
 mod writer;
 
 use std::net::SocketAddr;
@@ -61,24 +62,32 @@ pub struct LineFormat {
 
 impl LineFormat {
     fn line(&self, severity: Severity, message: &str) -> String {
+        use std::fmt::Write;
         // Text from peers (a back end's error message, say) must not start a line of its own:
         // a forged `Auth:` line would have fail2ban ban whoever it names.
         let message = one_line(message);
-        let stamp = chrono::Local::now().format("%b %e %H:%M:%S");
-        match self.syslog_facility {
-            Some(facility) => format!(
-                "<{}>{stamp} {}[{}]: {message}",
-                facility * 8 + severity as u8,
-                self.ident,
-                self.pid
-            ),
-            None => format!(
-                "{stamp} {} {}[{}]: {message}\n",
-                self.hostname, self.ident, self.pid
-            ),
+        let room = LINE_HEAD + self.hostname.len() + self.ident.len() + message.len();
+        let mut line = String::with_capacity(room);
+        if let Some(facility) = self.syslog_facility {
+            let _ = write!(line, "<{}>", facility * 8 + severity as u8);
         }
+        timestamp::push(&mut line);
+        if self.syslog_facility.is_none() {
+            line.push(' ');
+            line.push_str(&self.hostname);
+        }
+        let _ = write!(line, " {}[{}]: ", self.ident, self.pid);
+        line.push_str(&message);
+        if self.syslog_facility.is_none() {
+            line.push('\n');
+        }
+        line
     }
 }
+
+/// What a line holds besides its message, its host name and its ident: the priority, the
+/// timestamp, the pid and the separators.
+const LINE_HEAD: usize = 48;
 
 /// The process' log. Lines are formatted here and written by one writer thread, so a slow
 /// destination never holds up a session (see `log/writer.rs`).
@@ -337,17 +346,27 @@ impl Logger {
     /// `Auth: ...` for one login attempt, at `notice` like Perdition.
     pub fn auth(&self, record: &AuthRecord, outcome: &LoginOutcome) {
         let password = self.password_for(record, outcome.is_accepted());
-        let line = format!("Auth:{}", record.fields(status_text(outcome), password));
+        let mut line = String::with_capacity(MESSAGE_CAPACITY);
+        line.push_str("Auth:");
+        record.write_fields(&mut line, status_text(outcome), password);
         self.write_kept(Severity::Notice, &line);
     }
 
     /// `Closing session: ...` when a proxied session ends.
     pub fn closing(&self, record: &AuthRecord, received: u64, sent: u64) {
-        self.write_kept(Severity::Info, &format!(
-            "Closing session:{} authorisation_id=NONE authentication_id=\"{}\" received={received} sent={sent}",
-            from_to(record.peer, record.local),
-            escape(&capped(record.user.as_deref().unwrap_or("(null)")))
-        ));
+        use std::fmt::Write;
+        let mut line = String::with_capacity(MESSAGE_CAPACITY);
+        let _ = write!(
+            line,
+            "Closing session:{} authorisation_id=NONE authentication_id=\"",
+            from_to(record.peer, record.local)
+        );
+        push_escaped_str(
+            &mut line,
+            &capped(record.user.as_deref().unwrap_or("(null)")),
+        );
+        let _ = write!(line, "\" received={received} sent={sent}");
+        self.write_kept(Severity::Info, &line);
     }
 
     /// `Closing NULL session: ...` when a client leaves politely without logging in.
@@ -464,13 +483,31 @@ impl Logger {
 }
 
 /// Perdition prints IPv4 addresses plainly and IPv6 ones without brackets.
-fn addr(a: SocketAddr) -> String {
-    format!("{}:{}", a.ip().to_canonical(), a.port())
+fn addr(a: SocketAddr) -> Addr {
+    Addr(a)
+}
+
+/// An address as [`addr`] prints it, written straight into the line (no string of its own).
+struct Addr(SocketAddr);
+
+impl std::fmt::Display for Addr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.0.ip().to_canonical(), self.0.port())
+    }
 }
 
 /// Perdition's `from_to`: it starts with a space, which is why `Connect:` is followed by two.
-fn from_to(peer: SocketAddr, local: SocketAddr) -> String {
-    format!(" {}->{}", addr(peer), addr(local))
+fn from_to(peer: SocketAddr, local: SocketAddr) -> FromTo {
+    FromTo(peer, local)
+}
+
+/// The two addresses as [`from_to`] prints them.
+struct FromTo(SocketAddr, SocketAddr);
+
+impl std::fmt::Display for FromTo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, " {}->{}", addr(self.0), addr(self.1))
+    }
 }
 
 /// Perdition's status text for an outcome, so that its log scrapers and fail2ban keep working.
@@ -520,21 +557,40 @@ impl std::fmt::Debug for AuthRecord {
 
 impl AuthRecord {
     fn fields(&self, status: &str, password: Option<&str>) -> String {
-        let passwd = password
-            .map(|p| format!(" passwd=\"{}\"", escape(&capped(p))))
-            .unwrap_or_default();
-        format!(
-            "{} client-secure={} authorisation_id=NONE authentication_id=\"{}\"{passwd} server=\"{}\" protocol={} server-secure={} status=\"{}\"",
+        let mut out = String::with_capacity(MESSAGE_CAPACITY);
+        self.write_fields(&mut out, status, password);
+        out
+    }
+
+    /// The fields, written onto `out`: one string for the whole line, not one per field.
+    fn write_fields(&self, out: &mut String, status: &str, password: Option<&str>) {
+        use std::fmt::Write;
+        let _ = write!(
+            out,
+            "{} client-secure={} authorisation_id=NONE authentication_id=\"",
             from_to(self.peer, self.local),
-            self.client_secure.log_name(),
-            escape(&capped(self.user.as_deref().unwrap_or("(null)"))),
+            self.client_secure.log_name()
+        );
+        push_escaped_str(out, &capped(self.user.as_deref().unwrap_or("(null)")));
+        out.push('"');
+        if let Some(password) = password {
+            out.push_str(" passwd=\"");
+            push_escaped_str(out, &capped(password));
+            out.push('"');
+        }
+        let _ = write!(
+            out,
+            " server=\"{}\" protocol={} server-secure={} status=\"{status}\"",
             self.server.as_deref().unwrap_or("(null):(null)"),
             self.protocol,
             self.server_secure.log_name(),
-            status
-        )
+        );
     }
 }
+
+/// Room for a Connect, Auth or Closing line's message without growing: Perdition's lines are
+/// 100 to 300 bytes.
+const MESSAGE_CAPACITY: usize = 256;
 
 /// The longest user name or password a log line carries, in bytes: longer ones are cut, so
 /// that one client cannot make lines of many kilobytes (syslog daemons cut them anyway, and
@@ -581,7 +637,8 @@ fn push_escaped(out: &mut String, c: char) {
 /// A message kept on one line and free of invisible characters (also what `portcullis
 /// sessions` shows a terminal).
 pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
-    if !s.chars().any(needs_escape) {
+    // Nearly every line is printable ASCII: a byte test settles it, no character is decoded.
+    if s.bytes().all(|b| (b' '..=b'~').contains(&b)) || !s.chars().any(needs_escape) {
         return std::borrow::Cow::Borrowed(s);
     }
     let mut out = String::with_capacity(s.len() + 8);
@@ -598,17 +655,22 @@ pub fn one_line(s: &str) -> std::borrow::Cow<'_, str> {
 /// A user name is attacker-controlled: keep it on one line and inside its quotes.
 fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
+    push_escaped_str(&mut out, s);
+    out
+}
+
+/// [`escape`], onto the end of `out`.
+fn push_escaped_str(out: &mut String, s: &str) {
     for c in s.chars() {
         match c {
             '"' | '\\' => {
                 out.push('\\');
                 out.push(c);
             }
-            c if needs_escape(c) => push_escaped(&mut out, c),
+            c if needs_escape(c) => push_escaped(out, c),
             c => out.push(c),
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -720,11 +782,11 @@ mod tests {
     #[test]
     fn ipv6_mapped_addresses_print_as_ipv4() {
         assert_eq!(
-            addr("[::ffff:192.0.2.1]:25".parse().unwrap()),
+            addr("[::ffff:192.0.2.1]:25".parse().unwrap()).to_string(),
             "192.0.2.1:25"
         );
         assert_eq!(
-            addr("[2001:db8::1]:993".parse().unwrap()),
+            addr("[2001:db8::1]:993".parse().unwrap()).to_string(),
             "2001:db8::1:993"
         );
     }

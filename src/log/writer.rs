@@ -145,10 +145,12 @@ pub struct LogWriter {
 /// How long dropping the writer waits for the destination to take the last lines.
 const FLUSH_ON_DROP: Duration = Duration::from_secs(3);
 
-/// How long the writer waits, once woken, for more lines to write with the first: a login
-/// makes three lines within milliseconds, and a wake-up and a write each cost the writer
-/// thread more CPU than the formatting (a tenth of the proxy's CPU per plain login).
-const LINGER: Duration = Duration::from_millis(5);
+/// How long the writer waits, once woken, for more lines to write with the first, and after
+/// a write for the next ones: a login makes three lines over some milliseconds, and a wake-up
+/// and a write each cost more CPU than the formatting. While lines keep coming the writer
+/// writes once per `LINGER` whatever the rate of logins, never woken by a session; a line
+/// reaches the destination at most this late.
+const LINGER: Duration = Duration::from_millis(50);
 
 impl LogWriter {
     pub fn start(sink: Sink, capacity: usize, format: LineFormat) -> LogWriter {
@@ -242,10 +244,14 @@ fn write_until_closed(shared: &Shared, mut sink: Sink, format: &LineFormat) {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     };
+    // Lines came in the last `LINGER`: more are likely, so the writer waits for them on its
+    // own clock instead of sleeping until a push wakes it. While lines keep coming, sessions
+    // never wake it; a `LINGER` without a line puts it to sleep.
+    let mut awake = false;
     loop {
         let (batch, reopen) = {
             let mut state = lock();
-            while state.queue.is_empty() && !state.reopen && !state.closed {
+            while !awake && state.queue.is_empty() && !state.reopen && !state.closed {
                 state.writer_sleeping = true;
                 state = shared
                     .wake
@@ -266,6 +272,10 @@ fn write_until_closed(shared: &Shared, mut sink: Sink, format: &LineFormat) {
             }
             if state.closed && state.queue.is_empty() {
                 return;
+            }
+            awake = !state.queue.is_empty() || state.reopen;
+            if !awake {
+                continue;
             }
             state.writing = true;
             (state.queue.take(), std::mem::take(&mut state.reopen))

@@ -36,6 +36,11 @@ pub async fn serve_stdin(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), InetdError> {
     let tcp = stdin_connection()?;
+    // Set here: not accepted from a listening socket of ours, it inherited nothing from one.
+    let _ = tcp.set_nodelay(true);
+    if listener.config.tcp_keepalive {
+        let _ = socket2::SockRef::from(&tcp).set_keepalive(true);
+    }
     let peer = tcp.peer_addr().map_err(InetdError::NoPeer)?;
     let local = tcp.local_addr().unwrap_or(peer);
     // Perdition names inetd in the Connect line, which tells these sessions apart in the log.

@@ -213,9 +213,11 @@ impl Server {
         services
             .logger
             .info(&format!("Listening on {addr} protocol={protocol}"));
+        set_inherited_options(&socket, &state, &services);
         let accepted = accepted_counter(&services, &state);
         let (state_tx, state_rx) = watch::channel(state);
         let accept = AcceptLoop {
+            local: accepted_local_address(&socket, addr),
             accepted,
             tls_refusals: Arc::new(Semaphore::new(MAX_TLS_REFUSALS_IN_FLIGHT)),
             state: state_rx,
@@ -371,6 +373,7 @@ impl Server {
         let (mut kept, mut removed) = (0, 0);
         self.sockets.retain(|addr, running| match wanted.get(addr) {
             Some(state) => {
+                set_inherited_options(&running.socket, state, &self.services.borrow());
                 running.state.send_replace(state.clone());
                 kept += 1;
                 true
@@ -402,6 +405,49 @@ impl Server {
             });
         }
         self.limit_now = limit;
+    }
+}
+
+/// Set on the listening socket the options its sessions want, TCP_NODELAY and (when
+/// configured) SO_KEEPALIVE: every accepted socket inherits them from it, which spares a
+/// `setsockopt` or two per connection. Again at each reload, which may change keepalive.
+fn set_inherited_options(
+    socket: &std::net::TcpListener,
+    state: &ListenerState,
+    services: &Services,
+) {
+    if let Err(e) = inherited_options(socket, state.config.tcp_keepalive) {
+        let address = socket
+            .local_addr()
+            .map_or_else(|_| "?".into(), |a| a.to_string());
+        services
+            .logger
+            .error(&format!("listening socket {address}: socket options: {e}"));
+    }
+}
+
+fn inherited_options(socket: &std::net::TcpListener, keepalive: bool) -> std::io::Result<()> {
+    let socket = socket2::SockRef::from(socket);
+    socket.set_tcp_nodelay(true)?;
+    socket.set_keepalive(keepalive)
+}
+
+/// The local address of every connection accepted on `socket`, when it is known without
+/// asking the kernel: the address bound, unless that is a wildcard (a connection then has the
+/// address it reached) or the socket is transparent (a service manager's `Transparent=yes`:
+/// it accepts connections to any address). `None`: ask for each connection.
+fn accepted_local_address(socket: &std::net::TcpListener, bound: SocketAddr) -> Option<SocketAddr> {
+    if bound.ip().is_unspecified() {
+        return None;
+    }
+    let socket = socket2::SockRef::from(socket);
+    let transparent = match bound {
+        SocketAddr::V4(_) => socket.ip_transparent_v4(),
+        SocketAddr::V6(_) => socket.ip_transparent_v6(),
+    };
+    match transparent {
+        Ok(false) => Some(bound),
+        _ => None,
     }
 }
 
@@ -514,6 +560,8 @@ struct AcceptLoop {
     tls_refusals: Arc<Semaphore>,
     /// Connections accepted here (`portcullis_connections_accepted_total`).
     accepted: prometheus_client::metrics::counter::Counter,
+    /// The local address of every connection accepted here, when the bound one says it.
+    local: Option<SocketAddr>,
 }
 
 impl AcceptLoop {
@@ -564,7 +612,10 @@ impl AcceptLoop {
         peer: SocketAddr,
         permit: OwnedSemaphorePermit,
     ) {
-        let local = tcp.local_addr().unwrap_or(peer);
+        let local = match self.local {
+            Some(local) => local,
+            None => tcp.local_addr().unwrap_or(peer),
+        };
         let slot = Slot::take(permit, &services.metrics.connections_open);
         let session = Session::new(state, services, peer, local, self.phase.clone());
         let done = self.done.clone();
@@ -643,5 +694,29 @@ mod tests {
             }
         }
         panic!("[::]:PORT never bound beside 0.0.0.0:PORT; ports tried: {taken:?}");
+    }
+
+    /// What the accept loop takes for granted instead of asking for each connection: the
+    /// options set on the listening socket are the accepted socket's, and so is the address
+    /// of a listener on a specific one.
+    #[tokio::test]
+    async fn accepted_sockets_inherit_the_options_and_the_address() {
+        let listener = listen(SocketAddr::from(([127, 0, 0, 1], 0))).expect("listen");
+        let bound = listener.local_addr().unwrap();
+        let socket = listener.into_std().unwrap();
+        for keepalive in [true, false] {
+            inherited_options(&socket, keepalive).expect("options on the listening socket");
+            let _client = std::net::TcpStream::connect(bound).expect("connect");
+            let (accepted, _) = socket.accept().expect("accept");
+            let accepted = socket2::SockRef::from(&accepted);
+            assert!(accepted.tcp_nodelay().unwrap(), "TCP_NODELAY not inherited");
+            assert_eq!(accepted.keepalive().unwrap(), keepalive, "SO_KEEPALIVE");
+            let local = accepted.local_addr().unwrap().as_socket().unwrap();
+            assert_eq!(accepted_local_address(&socket, bound), Some(local));
+        }
+        let wildcard = listen(SocketAddr::from(([0, 0, 0, 0], 0))).expect("listen");
+        let wildcard_bound = wildcard.local_addr().unwrap();
+        let wildcard = wildcard.into_std().unwrap();
+        assert_eq!(accepted_local_address(&wildcard, wildcard_bound), None);
     }
 }

@@ -223,11 +223,10 @@ impl Session {
     }
 
     /// Open the connection and converse until a back end has accepted the client.
+    ///
+    /// The caller has set the socket's options (TCP_NODELAY, keepalive): accepted sockets
+    /// inherit them from the listening one.
     async fn until_logged_in(mut self, mut tcp: TcpStream) -> Option<Box<Relaying>> {
-        let _ = tcp.set_nodelay(true);
-        if self.listener.config.tcp_keepalive {
-            let _ = socket2::SockRef::from(&tcp).set_keepalive(true);
-        }
         if self.is_own_connection() {
             return None;
         }
