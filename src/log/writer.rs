@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 
-use super::queue::{dropped_notice, Class, LineQueue};
+use super::queue::{dropped_notice, Batch, Class, LineQueue};
 use super::{LineFormat, Severity};
 
 /// Bytes written to a stream or file at once.
@@ -238,47 +238,15 @@ impl Drop for LogWriter {
 }
 
 fn write_until_closed(shared: &Shared, mut sink: Sink, format: &LineFormat) {
-    let lock = || {
-        shared
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    };
     // Lines came in the last `LINGER`: more are likely, so the writer waits for them on its
     // own clock instead of sleeping until a push wakes it. While lines keep coming, sessions
     // never wake it; a `LINGER` without a line puts it to sleep.
     let mut awake = false;
     loop {
-        let (batch, reopen) = {
-            let mut state = lock();
-            while !awake && state.queue.is_empty() && !state.reopen && !state.closed {
-                state.writer_sleeping = true;
-                state = shared
-                    .wake
-                    .wait(state)
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-            }
-            state.writer_sleeping = false;
-            // Pushes during the wait do not wake the writer; a flush, a reopen or the end does.
-            let urgent = |s: &State| s.flushers > 0 || s.reopen || s.closed || s.queue.filling();
-            if !urgent(&state) {
-                state.writer_lingering = true;
-                state = shared
-                    .wake
-                    .wait_timeout_while(state, LINGER, |s| !urgent(s))
-                    .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .0;
-                state.writer_lingering = false;
-            }
-            if state.closed && state.queue.is_empty() {
-                return;
-            }
-            awake = !state.queue.is_empty() || state.reopen;
-            if !awake {
-                continue;
-            }
-            state.writing = true;
-            (state.queue.take(), std::mem::take(&mut state.reopen))
+        let (batch, reopen) = match next_batch(shared, &mut awake) {
+            Next::Closed => return,
+            Next::Nothing => continue,
+            Next::Write(batch, reopen) => (batch, reopen),
         };
         if reopen {
             match sink.reopen() {
@@ -293,12 +261,61 @@ fn write_until_closed(shared: &Shared, mut sink: Sink, format: &LineFormat) {
         if batch.dropped > 0 {
             sink.write(&format.line(Severity::Warning, &dropped_notice(batch.dropped)));
         }
-        let mut state = lock();
+        let mut state = lock(shared);
         state.writing = false;
         if state.queue.is_empty() && !state.reopen && state.flushers > 0 {
             shared.idle.notify_all();
         }
     }
+}
+
+/// What the writer does next.
+enum Next {
+    Write(Batch, bool),
+    /// A `LINGER` went by without a line: back to sleep.
+    Nothing,
+    Closed,
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    shared
+        .state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Sleep until woken (unless `awake`), linger for more lines, then take them (and whether
+/// to reopen the file first).
+fn next_batch(shared: &Shared, awake: &mut bool) -> Next {
+    let mut state = lock(shared);
+    while !*awake && state.queue.is_empty() && !state.reopen && !state.closed {
+        state.writer_sleeping = true;
+        state = shared
+            .wake
+            .wait(state)
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    }
+    state.writer_sleeping = false;
+    // Pushes during the wait do not wake the writer; a flush, a reopen or the end does.
+    let urgent = |s: &State| s.flushers > 0 || s.reopen || s.closed || s.queue.filling();
+    if !urgent(&state) {
+        state.writer_lingering = true;
+        state = shared
+            .wake
+            .wait_timeout_while(state, LINGER, |s| !urgent(s))
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .0;
+        state.writer_lingering = false;
+    }
+    if state.closed && state.queue.is_empty() {
+        return Next::Closed;
+    }
+    *awake = !state.queue.is_empty() || state.reopen;
+    if !*awake {
+        return Next::Nothing;
+    }
+    state.writing = true;
+    Next::Write(state.queue.take(), std::mem::take(&mut state.reopen))
 }
 
 #[cfg(test)]
