@@ -273,7 +273,10 @@ fn connect(port: u16, tls: Tls, client: Option<&str>) -> Client {
     let mut sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
     if let Some(ip) = client {
         use std::io::Write;
-        write!(sock, "PROXY TCP4 {ip} 127.0.0.1 40000 {port}\r\n").unwrap();
+        // One write: nginx takes the header from its first read, and `write!` on a bare
+        // socket sends each piece on its own.
+        let header = format!("PROXY TCP4 {ip} 127.0.0.1 40000 {port}\r\n");
+        sock.write_all(header.as_bytes()).unwrap();
     }
     let mut c = Client::from_stream(sock);
     if tls == Tls::Implicit {

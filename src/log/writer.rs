@@ -148,9 +148,10 @@ const FLUSH_ON_DROP: Duration = Duration::from_secs(3);
 /// How long the writer waits, once woken, for more lines to write with the first, and after
 /// a write for the next ones: a login makes three lines over some milliseconds, and a wake-up
 /// and a write each cost more CPU than the formatting. While lines keep coming the writer
-/// writes once per `LINGER` whatever the rate of logins, never woken by a session; a line
-/// reaches the destination at most this late.
-const LINGER: Duration = Duration::from_millis(50);
+/// writes once per `LINGER`, never woken by a session; a line reaches the destination at most
+/// this late. (50 ms was tried: a reader of the log right after a login, fail2ban's or a
+/// test's, then missed the line.)
+const LINGER: Duration = Duration::from_millis(5);
 
 impl LogWriter {
     pub fn start(sink: Sink, capacity: usize, format: LineFormat) -> LogWriter {
