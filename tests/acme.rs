@@ -8,7 +8,7 @@ mod support;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use support::admin::{get, sample};
 use support::pebble::{require_pebble, ChallTestSrv, Pebble, PebbleSettings};
@@ -143,13 +143,6 @@ fn site_dir() -> tempfile::TempDir {
         .prefix("portcullis-acme-")
         .tempdir()
         .expect("test dir")
-}
-
-fn unix_now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs_f64()
 }
 
 #[test]

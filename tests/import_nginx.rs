@@ -141,23 +141,6 @@ fn import(file: &Path) -> (bool, String, String) {
     )
 }
 
-/// `portcullis check --offline` on `toml` accepts it.
-fn assert_checked(dir: &Path, toml: &str) {
-    let path = dir.join("imported.toml");
-    std::fs::write(&path, toml).unwrap();
-    let out = run_portcullis(&[
-        "check",
-        "--offline",
-        "--config",
-        &path.display().to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "check refuses the imported configuration:\n{}\n{toml}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 // ---------------------------------------------------------------------------------------------
 // nginx, from the fixture
 // ---------------------------------------------------------------------------------------------
@@ -372,7 +355,7 @@ fn import_and_start(
     write_fixture(dir.path(), files, vars, ours, edit);
     let (ok, toml, stderr) = import(&dir.path().join("nginx.conf"));
     assert!(ok, "import of {name} refused:\n{stderr}");
-    assert_checked(dir.path(), &toml);
+    assert_config_checked(dir.path(), &toml);
     let run = format!("{toml}\n[log]\ndestination = \"-\"\n");
     let wait: Vec<u16> = ours.values().copied().collect();
     (Proxy::start_toml(&run, &wait), toml)

@@ -23,22 +23,6 @@ fn import(root: &Path, args: &[&str]) -> (bool, String, String) {
     )
 }
 
-fn checked(dir: &Path, toml: &str) {
-    let path = dir.join("imported.toml");
-    std::fs::write(&path, toml).unwrap();
-    let out = run_portcullis(&[
-        "check",
-        "--offline",
-        "--config",
-        &path.display().to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}\n{toml}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn a_directory_and_debians_defaults_are_written_as_the_native_configuration() {
     require_dovecot();
@@ -70,7 +54,7 @@ fn a_directory_and_debians_defaults_are_written_as_the_native_configuration() {
     assert!(ok, "{stderr}");
     assert!(toml.starts_with("# Imported from"), "{toml}");
     assert_eq!(toml.matches("[[listener]]").count(), 1, "{toml}");
-    checked(root.path(), &toml);
+    assert_config_checked(root.path(), &toml);
 
     // Debian's defaults enabling IMAP4 and POP3: both, from one process.
     let defaults = root.path().join("default-perdition");
@@ -87,7 +71,7 @@ fn a_directory_and_debians_defaults_are_written_as_the_native_configuration() {
     let (ok, toml, stderr) = import(root.path(), &args);
     assert!(ok, "{stderr}");
     assert_eq!(toml.matches("[[listener]]").count(), 2, "{toml}");
-    checked(root.path(), &toml);
+    assert_config_checked(root.path(), &toml);
     // It serves as Perdition mode does: alice logs in through both.
     let proxy = Proxy::start_toml(&toml, &[imap, pop3]);
     let mut c = Client::plain(imap);

@@ -222,3 +222,12 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> bool {
         sleep(Duration::from_millis(50));
     }
 }
+
+/// Now, as Unix seconds (what Prometheus and the metrics' timestamps count).
+#[allow(dead_code)]
+pub fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}

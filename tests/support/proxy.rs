@@ -348,3 +348,22 @@ impl Drop for Proxy {
         }
     }
 }
+
+/// `portcullis check --offline` accepts `toml` (written to `dir/imported.toml`); the refusal
+/// and the file are the failure message.
+#[allow(dead_code)]
+pub fn assert_config_checked(dir: &std::path::Path, toml: &str) {
+    let path = dir.join("imported.toml");
+    std::fs::write(&path, toml).unwrap();
+    let out = run_portcullis(&[
+        "check",
+        "--offline",
+        "--config",
+        &path.display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "check refuses the configuration:\n{}\n{toml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
