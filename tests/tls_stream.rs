@@ -1,6 +1,7 @@
 //! The client-facing TLS stream (rustls' unbuffered API): a real rustls client over loopback
 //! TCP talks to it; handshakes, data both ways at once, closes, failures, and the promise that
-//! a quiet session holds no buffer.
+//! a quiet session holds no buffer, and the session tickets reach the client whoever speaks
+//! first after the handshake.
 
 mod support;
 
@@ -25,7 +26,7 @@ fn server_config() -> Arc<rustls::ServerConfig> {
         .0
 }
 
-fn connector(alpn: &[&[u8]]) -> TlsConnector {
+fn client_config(alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile_certs(&certs().ca) {
         roots.add(cert).expect("ca");
@@ -34,7 +35,11 @@ fn connector(alpn: &[&[u8]]) -> TlsConnector {
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(config))
+    config
+}
+
+fn connector(alpn: &[&[u8]]) -> TlsConnector {
+    TlsConnector::from(Arc::new(client_config(alpn)))
 }
 
 fn rustls_pemfile_certs(path: &std::path::Path) -> Vec<rustls::pki_types::CertificateDer<'static>> {
@@ -229,4 +234,131 @@ async fn many_tiny_records_in_one_read_arrive_in_order() {
         got == sent,
         "the bytes of tiny records came out of order or changed"
     );
+}
+
+/// A client's session store that counts the TLS 1.3 tickets it was given.
+#[derive(Debug)]
+struct TicketCount {
+    inner: Arc<dyn rustls::client::ClientSessionStore>,
+    tickets: std::sync::atomic::AtomicUsize,
+    arrived: tokio::sync::Notify,
+}
+
+impl TicketCount {
+    fn new() -> Arc<TicketCount> {
+        Arc::new(TicketCount {
+            inner: Arc::new(rustls::client::ClientSessionMemoryCache::new(8)),
+            tickets: Default::default(),
+            arrived: tokio::sync::Notify::new(),
+        })
+    }
+
+    fn count(&self) -> usize {
+        self.tickets.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl rustls::client::ClientSessionStore for TicketCount {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.inner.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.inner.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.inner.set_tls12_session(name, value)
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.inner.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.inner.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.inner.insert_tls13_ticket(name, value);
+        self.tickets
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.arrived.notify_one();
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.inner.take_tls13_ticket(name)
+    }
+}
+
+/// A client whose tickets `store` counts, and the server's stream, handshaken.
+async fn pair_counting_tickets(
+    store: &Arc<TicketCount>,
+) -> (TlsStream<TcpStream>, ServerTlsStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = server_config();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        accept(config, tcp).await
+    });
+    let mut config = client_config(&[]);
+    config.resumption = rustls::client::Resumption::store(store.clone());
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let client = TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await;
+    let server = server
+        .await
+        .expect("server task")
+        .expect("server handshake");
+    (client.expect("client handshake"), server)
+}
+
+#[tokio::test]
+async fn the_tickets_arrive_with_the_greeting() {
+    let store = TicketCount::new();
+    let (mut client, mut server) = pair_counting_tickets(&store).await;
+    server.write_all(b"* OK ready\r\n").await.unwrap();
+    server.flush().await.unwrap();
+    let mut line = [0u8; 12];
+    client.read_exact(&mut line).await.unwrap();
+    assert_eq!(&line, b"* OK ready\r\n");
+    // They were sent before the greeting's record (in the same write): read already.
+    assert_eq!(store.count(), 2, "the client has the server's two tickets");
+}
+
+#[tokio::test]
+async fn the_tickets_arrive_when_the_client_speaks_first() {
+    // After STARTTLS the server writes nothing until the client's command: the tickets the
+    // handshake left must not wait for a write that may never come.
+    let store = TicketCount::new();
+    let (mut client, mut server) = pair_counting_tickets(&store).await;
+    client.write_all(b"a CAPABILITY\r\n").await.unwrap();
+    client.flush().await.unwrap();
+    let mut got = [0u8; 14];
+    server.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"a CAPABILITY\r\n");
+    let mut one = [0u8; 1];
+    let waited = async {
+        while store.count() < 2 {
+            store.arrived.notified().await;
+        }
+    };
+    tokio::select! {
+        read = client.read(&mut one) => panic!("the server sent no data, yet the client read {read:?}"),
+        _ = waited => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => {
+            panic!("the client has {} of the server's two tickets after 10 s", store.count())
+        }
+    }
 }

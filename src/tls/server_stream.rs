@@ -34,6 +34,9 @@ const MAX_INCOMING: usize = 0x1_0000 + READ_ROOM;
 const WRITE_CHUNK: usize = 16 * 1024;
 /// What a record adds to its plaintext at most (header, content type, tag), with room.
 const RECORD_OVERHEAD: usize = 64;
+/// Unsent ciphertext a write may join instead of waiting for it: the session tickets of a
+/// TLS 1.3 handshake (two, about 440 bytes) or the last flight of a TLS 1.2 one.
+const JOIN_LIMIT: usize = 2048;
 
 /// What processing the received records came to.
 #[derive(Debug, PartialEq, Eq)]
@@ -130,12 +133,16 @@ impl ServerTlsStream {
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             let step = self.process(None)?;
+            // Done: what rustls has to send last (TLS 1.3's session tickets, TLS 1.2's final
+            // flight) waits for the first write, so that it and the greeting leave in one
+            // segment; a read sends it too (after STARTTLS the client speaks first).
+            if step == Step::Traffic && !self.conn.is_handshaking() {
+                return Poll::Ready(Ok(()));
+            }
             // Our flight goes out before we wait for the client's.
             ready!(self.poll_send(cx))?;
-            match step {
-                Step::Traffic if !self.conn.is_handshaking() => return Poll::Ready(Ok(())),
-                Step::Closed => return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into())),
-                Step::Traffic | Step::NeedBytes => {}
+            if step == Step::Closed {
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
             }
             if ready!(self.poll_receive(cx))? == 0 {
                 let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof");
@@ -205,9 +212,20 @@ impl ServerTlsStream {
             };
             consumed += discard;
             if let Some(step) = step {
-                self.incoming.drain(..consumed);
+                self.release_consumed(consumed);
                 return Ok(step);
             }
+        }
+    }
+
+    /// Drop the `consumed` bytes of `incoming` that made whole records. When nothing is left,
+    /// the room goes back at once: a session whose last read was not followed by one that
+    /// found the socket empty would otherwise keep a read's room (18 KiB) while quiet.
+    fn release_consumed(&mut self, consumed: usize) {
+        if consumed == self.incoming.len() {
+            self.incoming = Vec::new();
+        } else {
+            self.incoming.drain(..consumed);
         }
     }
 
@@ -379,8 +397,11 @@ impl AsyncWrite for ServerTlsStream {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // What was written before goes first: at most one record waits here.
-        ready!(this.poll_send(cx))?;
+        // What was written before goes first: at most one record (and a little) waits here.
+        // A little is joined rather than sent alone: the tickets the handshake left.
+        if this.outgoing.len() - this.outgoing_written > JOIN_LIMIT {
+            ready!(this.poll_send(cx))?;
+        }
         if this.close_queued {
             return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
