@@ -34,9 +34,6 @@ const MAX_INCOMING: usize = 0x1_0000 + READ_ROOM;
 const WRITE_CHUNK: usize = 16 * 1024;
 /// What a record adds to its plaintext at most (header, content type, tag), with room.
 const RECORD_OVERHEAD: usize = 64;
-/// Unsent ciphertext a write may join instead of waiting for it: the session tickets of a
-/// TLS 1.3 handshake (two, about 440 bytes) or the last flight of a TLS 1.2 one.
-const JOIN_LIMIT: usize = 2048;
 
 /// What processing the received records came to.
 #[derive(Debug, PartialEq, Eq)]
@@ -68,6 +65,9 @@ pub struct ServerTlsStream {
     /// The client said close_notify, or its connection ended.
     read_ended: bool,
     close_queued: bool,
+    /// What is in `outgoing` is what the handshake left (TLS 1.3's session tickets, TLS 1.2's
+    /// last flight): the first write joins it rather than waiting for it.
+    join_first_write: bool,
 }
 
 impl std::fmt::Debug for ServerTlsStream {
@@ -108,6 +108,7 @@ pub async fn accept(config: Arc<ServerConfig>, tcp: TcpStream) -> io::Result<Ser
         outgoing_written: 0,
         read_ended: false,
         close_queued: false,
+        join_first_write: false,
     };
     match std::future::poll_fn(|cx| stream.poll_handshake(cx)).await {
         Ok(()) => Ok(stream),
@@ -137,6 +138,7 @@ impl ServerTlsStream {
             // flight) waits for the first write, so that it and the greeting leave in one
             // segment; a read sends it too (after STARTTLS the client speaks first).
             if step == Step::Traffic && !self.conn.is_handshaking() {
+                self.join_first_write = true;
                 return Poll::Ready(Ok(()));
             }
             // Our flight goes out before we wait for the client's.
@@ -397,9 +399,9 @@ impl AsyncWrite for ServerTlsStream {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // What was written before goes first: at most one record (and a little) waits here.
-        // A little is joined rather than sent alone: the tickets the handshake left.
-        if this.outgoing.len() - this.outgoing_written > JOIN_LIMIT {
+        // What was written before goes first: at most one record waits here. Only what the
+        // handshake left is joined (joining records of a large transfer measured slower).
+        if !std::mem::take(&mut this.join_first_write) {
             ready!(this.poll_send(cx))?;
         }
         if this.close_queued {
