@@ -26,13 +26,17 @@ fn server_config() -> Arc<rustls::ServerConfig> {
         .0
 }
 
-fn client_config(alpn: &[&[u8]]) -> rustls::ClientConfig {
+fn roots() -> rustls::RootCertStore {
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile_certs(&certs().ca) {
         roots.add(cert).expect("ca");
     }
+    roots
+}
+
+fn client_config(alpn: &[&[u8]]) -> rustls::ClientConfig {
     let mut config = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
+        .with_root_certificates(roots())
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     config
@@ -361,4 +365,38 @@ async fn the_tickets_arrive_when_the_client_speaks_first() {
             panic!("the client has {} of the server's two tickets after 10 s", store.count())
         }
     }
+}
+
+#[tokio::test]
+async fn a_tls12_handshake_finishes_for_the_client_whatever_the_server_does_next() {
+    // TLS 1.2's last flight (the server's Finished) completes the client's handshake: it must
+    // leave with the handshake, not wait for the server's first read or write (a tls-alpn-01
+    // validation is dropped right after the handshake; a session may wait on something else).
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let config = server_config();
+    let (done, client_finished) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.expect("accept");
+        let server = accept(config, tcp).await.expect("server handshake");
+        // Neither a read nor a write until the client is through (or gives up).
+        let _ = client_finished.await;
+        drop(server);
+    });
+    let config = rustls::ClientConfig::builder_with_protocol_versions(&[&rustls::version::TLS12])
+        .with_root_certificates(roots())
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = ServerName::try_from("localhost").expect("name");
+    let connect = TlsConnector::from(Arc::new(config)).connect(name, tcp);
+    let finished = tokio::time::timeout(Duration::from_secs(10), connect).await;
+    let _ = done.send(());
+    server.await.expect("server task");
+    let client = finished
+        .expect("the client's TLS 1.2 handshake did not finish within 10 s")
+        .expect("client handshake");
+    assert_eq!(
+        client.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
 }

@@ -20,6 +20,7 @@ use rustls::unbuffered::{
     ConnectionState, EncodeError, EncodeTlsData, EncryptError, InsufficientSizeError,
     UnbufferedStatus, WriteTraffic,
 };
+use rustls::ProtocolVersion;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -65,8 +66,8 @@ pub struct ServerTlsStream {
     /// The client said close_notify, or its connection ended.
     read_ended: bool,
     close_queued: bool,
-    /// What is in `outgoing` is what the handshake left (TLS 1.3's session tickets, TLS 1.2's
-    /// last flight): the first write joins it rather than waiting for it.
+    /// What is in `outgoing` is what the handshake left (TLS 1.3's session tickets): the first
+    /// write joins it rather than waiting for it.
     join_first_write: bool,
 }
 
@@ -134,11 +135,16 @@ impl ServerTlsStream {
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         loop {
             let step = self.process(None)?;
-            // Done: what rustls has to send last (TLS 1.3's session tickets, TLS 1.2's final
-            // flight) waits for the first write, so that it and the greeting leave in one
-            // segment; a read sends it too (after STARTTLS the client speaks first).
             if step == Step::Traffic && !self.conn.is_handshaking() {
-                self.join_first_write = true;
+                // TLS 1.3 leaves the session tickets, which the client does not wait for: they
+                // wait for the first write, so that they and the greeting leave in one
+                // segment (a read sends them too: after STARTTLS the client speaks first).
+                // TLS 1.2 leaves the server's Finished, which the client does wait for.
+                if self.conn.protocol_version() == Some(ProtocolVersion::TLSv1_3) {
+                    self.join_first_write = true;
+                } else {
+                    ready!(self.poll_send(cx))?;
+                }
                 return Poll::Ready(Ok(()));
             }
             // Our flight goes out before we wait for the client's.
