@@ -405,8 +405,9 @@ impl AsyncWrite for ServerTlsStream {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        // What was written before goes first: at most one record waits here. Only what the
-        // handshake left is joined (joining records of a large transfer measured slower).
+        // What was written before goes first: at most one record waits here (the first write's
+        // with the tickets before it). Only what the handshake left is joined (joining records
+        // of a large transfer measured slower).
         if !std::mem::take(&mut this.join_first_write) {
             ready!(this.poll_send(cx))?;
         }
