@@ -35,6 +35,7 @@ fn roots() -> rustls::RootCertStore {
 }
 
 fn client_config(alpn: &[&[u8]]) -> rustls::ClientConfig {
+    portcullis::tls::install_default_provider();
     let mut config = rustls::ClientConfig::builder()
         .with_root_certificates(roots())
         .with_no_client_auth();
@@ -56,6 +57,13 @@ fn rustls_pemfile_certs(path: &std::path::Path) -> Vec<rustls::pki_types::Certif
 
 /// A client and the server's stream, handshaken over loopback.
 async fn pair(alpn: &[&[u8]]) -> (TlsStream<TcpStream>, std::io::Result<ServerTlsStream>) {
+    pair_with(client_config(alpn)).await
+}
+
+/// [`pair`] with a client of this configuration.
+async fn pair_with(
+    client: rustls::ClientConfig,
+) -> (TlsStream<TcpStream>, std::io::Result<ServerTlsStream>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let config = server_config();
@@ -65,7 +73,9 @@ async fn pair(alpn: &[&[u8]]) -> (TlsStream<TcpStream>, std::io::Result<ServerTl
     });
     let tcp = TcpStream::connect(addr).await.expect("connect");
     let name = ServerName::try_from("localhost").expect("name");
-    let client = connector(alpn).connect(name, tcp).await;
+    let client = TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await;
     let server = server.await.expect("server task");
     (client.expect("client handshake"), server)
 }
@@ -91,16 +101,8 @@ async fn handshake_then_bytes_both_ways() {
     let mut server = server.expect("server handshake");
     assert_eq!(server.tls().alpn_protocol(), Some(&b"imap"[..]));
     assert!(server.tls().protocol_version().is_some());
-    server.write_all(b"* OK ready\r\n").await.unwrap();
-    server.flush().await.unwrap();
-    let mut line = [0u8; 12];
-    client.read_exact(&mut line).await.unwrap();
-    assert_eq!(&line, b"* OK ready\r\n");
-    client.write_all(b"a LOGIN u p\r\n").await.unwrap();
-    client.flush().await.unwrap();
-    let mut got = [0u8; 13];
-    server.read_exact(&mut got).await.unwrap();
-    assert_eq!(&got, b"a LOGIN u p\r\n");
+    send(&mut server, &mut client, b"* OK ready\r\n").await;
+    send(&mut client, &mut server, b"a LOGIN u p\r\n").await;
 }
 
 #[tokio::test]
@@ -307,36 +309,30 @@ impl rustls::client::ClientSessionStore for TicketCount {
 async fn pair_counting_tickets(
     store: &Arc<TicketCount>,
 ) -> (TlsStream<TcpStream>, ServerTlsStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let config = server_config();
-    let server = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.expect("accept");
-        accept(config, tcp).await
-    });
     let mut config = client_config(&[]);
     config.resumption = rustls::client::Resumption::store(store.clone());
-    let tcp = TcpStream::connect(addr).await.expect("connect");
-    let name = ServerName::try_from("localhost").expect("name");
-    let client = TlsConnector::from(Arc::new(config))
-        .connect(name, tcp)
-        .await;
-    let server = server
-        .await
-        .expect("server task")
-        .expect("server handshake");
-    (client.expect("client handshake"), server)
+    let (client, server) = pair_with(config).await;
+    (client, server.expect("server handshake"))
+}
+
+/// Write `bytes` on one side and read them on the other.
+async fn send(
+    from: &mut (impl AsyncWriteExt + Unpin),
+    to: &mut (impl AsyncReadExt + Unpin),
+    bytes: &[u8],
+) {
+    from.write_all(bytes).await.unwrap();
+    from.flush().await.unwrap();
+    let mut got = vec![0u8; bytes.len()];
+    to.read_exact(&mut got).await.unwrap();
+    assert_eq!(got, bytes);
 }
 
 #[tokio::test]
 async fn the_tickets_arrive_with_the_greeting() {
     let store = TicketCount::new();
     let (mut client, mut server) = pair_counting_tickets(&store).await;
-    server.write_all(b"* OK ready\r\n").await.unwrap();
-    server.flush().await.unwrap();
-    let mut line = [0u8; 12];
-    client.read_exact(&mut line).await.unwrap();
-    assert_eq!(&line, b"* OK ready\r\n");
+    send(&mut server, &mut client, b"* OK ready\r\n").await;
     // They were sent before the greeting's record (in the same write): read already.
     assert_eq!(store.count(), 2, "the client has the server's two tickets");
 }
@@ -347,11 +343,7 @@ async fn the_tickets_arrive_when_the_client_speaks_first() {
     // handshake left must not wait for a write that may never come.
     let store = TicketCount::new();
     let (mut client, mut server) = pair_counting_tickets(&store).await;
-    client.write_all(b"a CAPABILITY\r\n").await.unwrap();
-    client.flush().await.unwrap();
-    let mut got = [0u8; 14];
-    server.read_exact(&mut got).await.unwrap();
-    assert_eq!(&got, b"a CAPABILITY\r\n");
+    send(&mut client, &mut server, b"a CAPABILITY\r\n").await;
     let mut one = [0u8; 1];
     let waited = async {
         while store.count() < 2 {
